@@ -1,0 +1,232 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pendinglink/pendinglink/handlers"
+)
+
+// config is everything serve needs. Each field comes from an environment
+// variable and can be overridden by the flag of the same name (lowercase,
+// hyphens): WECOM_CORP_ID is --wecom-corp-id.
+type config struct {
+	CorpID          string
+	AgentID         int64
+	CorpSecret      string
+	CallbackToken   string
+	CallbackAESKey  string
+	APIBase         string
+	DownstreamCorps []string
+	ReceiveIDCheck  string
+	PendingToken    string
+	Addr            string
+	DB              string
+	AdminToken      string
+	CallbackPath    string
+	CallbackMaxAge  time.Duration
+	LogLevel        slog.Level
+	ShutdownTimeout time.Duration
+	QuotaHour       int64
+	QuotaDay        int64
+	QuotaMonth      int64
+}
+
+// setting describes one configuration variable: the README's table is
+// generated from the same facts (see TestREADMEConfigTable).
+type setting struct {
+	env      string
+	def      string
+	required bool
+	secret   bool
+	usage    string
+	apply    func(c *config, v string) error
+}
+
+func settings() []setting {
+	str := func(f func(*config) *string) func(*config, string) error {
+		return func(c *config, v string) error { *f(c) = v; return nil }
+	}
+	return []setting{
+		{env: "WECOM_CORP_ID", required: true, usage: "the brand's (upstream) corp id",
+			apply: str(func(c *config) *string { return &c.CorpID })},
+		{env: "WECOM_AGENT_ID", required: true, usage: "agent id of the shared self-built app in the upstream corp",
+			apply: func(c *config, v string) error {
+				n, err := strconv.ParseInt(v, 10, 64)
+				if err != nil || n <= 0 {
+					return errors.New("must be a positive integer")
+				}
+				c.AgentID = n
+				return nil
+			}},
+		{env: "WECOM_CORP_SECRET", required: true, secret: true, usage: "secret of the shared app",
+			apply: str(func(c *config) *string { return &c.CorpSecret })},
+		{env: "WECOM_CALLBACK_TOKEN", required: true, secret: true, usage: "callback Token set in the app's 接收消息 settings",
+			apply: str(func(c *config) *string { return &c.CallbackToken })},
+		{env: "WECOM_CALLBACK_AES_KEY", required: true, secret: true, usage: "callback EncodingAESKey (43 characters)",
+			apply: str(func(c *config) *string { return &c.CallbackAESKey })},
+		{env: "WECOM_API_BASE", def: "https://qyapi.weixin.qq.com", usage: "base URL of the WeCom API",
+			apply: func(c *config, v string) error {
+				if !strings.HasPrefix(v, "http://") && !strings.HasPrefix(v, "https://") {
+					return errors.New("must be an http(s) URL")
+				}
+				c.APIBase = strings.TrimRight(v, "/")
+				return nil
+			}},
+		{env: "WECOM_DOWNSTREAM_CORP_IDS", usage: "comma-separated dealer corp ids accepted as receive ids in allowlist mode",
+			apply: func(c *config, v string) error { c.DownstreamCorps = splitList(v); return nil }},
+		{env: "WECOM_RECEIVE_ID_CHECK", def: handlers.ReceiveIDAllowlist, usage: "allowlist (upstream + downstream corp ids), strict (upstream only) or off",
+			apply: func(c *config, v string) error {
+				switch v {
+				case handlers.ReceiveIDAllowlist, handlers.ReceiveIDStrict, handlers.ReceiveIDOff:
+					c.ReceiveIDCheck = v
+					return nil
+				}
+				return errors.New("must be allowlist, strict or off")
+			}},
+		{env: "WECOM_PENDING_TOKEN", def: "upstream", usage: "token for batch/external_userid_to_pending_id: upstream or downstream",
+			apply: func(c *config, v string) error {
+				if v != "upstream" && v != "downstream" {
+					return errors.New("must be upstream or downstream")
+				}
+				c.PendingToken = v
+				return nil
+			}},
+		{env: "PENDINGLINK_ADDR", def: ":8080", usage: "listen address",
+			apply: str(func(c *config) *string { return &c.Addr })},
+		{env: "PENDINGLINK_DB", def: "./pendinglink.db", usage: "SQLite database file",
+			apply: str(func(c *config) *string { return &c.DB })},
+		{env: "PENDINGLINK_ADMIN_TOKEN", required: true, secret: true, usage: "bearer token for /v1",
+			apply: func(c *config, v string) error {
+				if len(v) < 16 {
+					return errors.New("must be at least 16 characters")
+				}
+				c.AdminToken = v
+				return nil
+			}},
+		{env: "PENDINGLINK_CALLBACK_PATH", def: handlers.DefaultCallbackPath, usage: "path of the callback URL",
+			apply: func(c *config, v string) error {
+				if !strings.HasPrefix(v, "/") {
+					return errors.New("must start with /")
+				}
+				c.CallbackPath = v
+				return nil
+			}},
+		{env: "PENDINGLINK_CALLBACK_MAX_AGE", def: "24h", usage: "reject callbacks whose timestamp is older than this (0 disables)",
+			apply: durationSetting(func(c *config) *time.Duration { return &c.CallbackMaxAge })},
+		{env: "PENDINGLINK_LOG_LEVEL", def: "info", usage: "debug, info, warn or error",
+			apply: func(c *config, v string) error {
+				if c.LogLevel.UnmarshalText([]byte(v)) != nil {
+					return errors.New("must be debug, info, warn or error")
+				}
+				return nil
+			}},
+		{env: "PENDINGLINK_SHUTDOWN_TIMEOUT", def: "15s", usage: "how long SIGTERM waits for in-flight requests and jobs",
+			apply: durationSetting(func(c *config) *time.Duration { return &c.ShutdownTimeout })},
+		{env: "WECOM_PENDING_QUOTA_HOUR", def: "100000", usage: "unionid_to_pending_id calls allowed per rolling hour",
+			apply: intSetting(func(c *config) *int64 { return &c.QuotaHour })},
+		{env: "WECOM_PENDING_QUOTA_DAY", def: "480000", usage: "unionid_to_pending_id calls allowed per rolling 24 hours",
+			apply: intSetting(func(c *config) *int64 { return &c.QuotaDay })},
+		{env: "WECOM_PENDING_QUOTA_MONTH", def: "7500000", usage: "unionid_to_pending_id calls allowed per rolling 31 days",
+			apply: intSetting(func(c *config) *int64 { return &c.QuotaMonth })},
+	}
+}
+
+func durationSetting(f func(*config) *time.Duration) func(*config, string) error {
+	return func(c *config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return errors.New("must be a non-negative duration such as 30s or 24h")
+		}
+		*f(c) = d
+		return nil
+	}
+}
+
+func intSetting(f func(*config) *int64) func(*config, string) error {
+	return func(c *config, v string) error {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n <= 0 {
+			return errors.New("must be a positive integer")
+		}
+		*f(c) = n
+		return nil
+	}
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// flagName turns WECOM_CORP_ID into wecom-corp-id.
+func flagName(env string) string {
+	return strings.ReplaceAll(strings.ToLower(env), "_", "-")
+}
+
+// loadConfig reads the environment, then the flags, and validates. Errors name
+// the variable and never echo its value.
+func loadConfig(name string, args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+	ss := settings()
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	vals := make([]*string, len(ss))
+	for i, s := range ss {
+		v := getenv(s.env)
+		if v == "" {
+			v = s.def
+		}
+		usage := s.usage + " (env " + s.env + ")"
+		vals[i] = fs.String(flagName(s.env), v, usage)
+	}
+	if err := fs.Parse(args); err != nil {
+		return config{}, err
+	}
+	if fs.NArg() > 0 {
+		return config{}, fmt.Errorf("%s: unexpected argument %q", name, fs.Arg(0))
+	}
+	var c config
+	for i, s := range ss {
+		v := strings.TrimSpace(*vals[i])
+		if v == "" {
+			if s.required {
+				return config{}, fmt.Errorf("%s: required, set it in the environment or with --%s", s.env, flagName(s.env))
+			}
+			continue
+		}
+		if err := s.apply(&c, v); err != nil {
+			return config{}, fmt.Errorf("%s: %w", s.env, err)
+		}
+	}
+	return c, nil
+}
+
+// LogValue keeps secrets out of logs: the config logs with secrets masked.
+func (c config) LogValue() slog.Value {
+	mask := func(s string) string {
+		if s == "" {
+			return ""
+		}
+		return "***"
+	}
+	return slog.GroupValue(
+		slog.String("corp_id", c.CorpID), slog.Int64("agent_id", c.AgentID),
+		slog.String("corp_secret", mask(c.CorpSecret)), slog.String("callback_token", mask(c.CallbackToken)),
+		slog.String("callback_aes_key", mask(c.CallbackAESKey)), slog.String("api_base", c.APIBase),
+		slog.Any("downstream_corp_ids", c.DownstreamCorps), slog.String("receive_id_check", c.ReceiveIDCheck),
+		slog.String("pending_token", c.PendingToken), slog.String("addr", c.Addr), slog.String("db", c.DB),
+		slog.String("admin_token", mask(c.AdminToken)), slog.String("callback_path", c.CallbackPath),
+		slog.Duration("callback_max_age", c.CallbackMaxAge), slog.String("log_level", c.LogLevel.String()),
+	)
+}

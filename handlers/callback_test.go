@@ -1,0 +1,541 @@
+package handlers_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pendinglink/pendinglink/crypto"
+	"github.com/pendinglink/pendinglink/handlers"
+	"github.com/pendinglink/pendinglink/store"
+	"github.com/pendinglink/pendinglink/wecom"
+)
+
+const (
+	testToken      = "QDG6eK"
+	testAESKey     = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
+	testCorpID     = "wx5823bf96d3bd56c7"
+	testDealerCorp = "wwtestdealer0001"
+	testAdminToken = "test-admin-token-0123456789"
+)
+
+// testBundle is what a callback test needs: a real server on a real SQLite
+// store, and the crypto WeCom would use.
+type testBundle struct {
+	db     *store.DB
+	srv    *httptest.Server
+	crypt  *crypto.Crypt
+	now    time.Time
+	nonce  atomic.Int64
+	policy *handlers.ReceiveIDPolicy
+}
+
+type setupOpts struct {
+	mode   string
+	maxAge time.Duration
+	store  handlers.Store
+}
+
+func setup(t *testing.T, opts setupOpts) *testBundle {
+	t.Helper()
+	ctx := context.Background()
+	db, err := store.Open(ctx, store.Config{DSN: t.TempDir() + "/test.db"})
+	require.NoError(t, err)
+	t.Cleanup(func() { db.Close() })
+	cr, err := crypto.New(testToken, testAESKey)
+	require.NoError(t, err)
+	if opts.mode == "" {
+		opts.mode = handlers.ReceiveIDAllowlist
+	}
+	policy, err := handlers.NewReceiveIDPolicy(opts.mode, testCorpID, []string{testDealerCorp})
+	require.NoError(t, err)
+	tb := &testBundle{db: db, crypt: cr, now: time.Unix(1700000000, 0), policy: policy}
+	var st handlers.Store = db
+	if opts.store != nil {
+		st = opts.store
+	}
+	reg := prometheus.NewRegistry()
+	s, err := handlers.New(handlers.Config{
+		Store: st, Crypt: cr, ReceiveIDs: policy, AdminToken: testAdminToken,
+		Registerer: reg, Gatherer: reg,
+		MaxAge: opts.maxAge, Now: func() time.Time { return tb.now },
+	})
+	require.NoError(t, err)
+	tb.srv = httptest.NewServer(s)
+	t.Cleanup(tb.srv.Close)
+	return tb
+}
+
+// addEvent is an add_external_contact as a dealer's member would trigger it.
+func addEvent(corp, external string) wecom.Event {
+	return wecom.Event{
+		ToUserName: corp, FromUserName: "sys", CreateTime: 1700000000, MsgType: "event",
+		Event: wecom.EventChangeExternalContact, ChangeType: wecom.ChangeAddExternalContact,
+		UserID: "zhangsan", ExternalUserID: external, State: "s", WelcomeCode: "W",
+	}
+}
+
+// seal encrypts msg as WeCom would and returns the URL and body of the POST.
+func (tb *testBundle) seal(t *testing.T, msg []byte, receiveID string) (string, []byte) {
+	t.Helper()
+	ts := strconv.FormatInt(tb.now.Unix(), 10)
+	nonce := strconv.FormatInt(tb.nonce.Add(1), 10)
+	body, sig, err := tb.crypt.Seal(msg, receiveID, receiveID, "1000002", ts, nonce, nil)
+	require.NoError(t, err)
+	q := url.Values{"msg_signature": {sig}, "timestamp": {ts}, "nonce": {nonce}}
+	return tb.srv.URL + handlers.DefaultCallbackPath + "?" + q.Encode(), body
+}
+
+func (tb *testBundle) post(t *testing.T, u string, body []byte) (int, string) {
+	t.Helper()
+	resp, err := http.Post(u, "text/xml", bytes.NewReader(body))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, string(b)
+}
+
+func (tb *testBundle) postEvent(t *testing.T, ev wecom.Event, receiveID string) (int, string) {
+	t.Helper()
+	msg, err := ev.Marshal()
+	require.NoError(t, err)
+	u, body := tb.seal(t, msg, receiveID)
+	return tb.post(t, u, body)
+}
+
+func (tb *testBundle) status(t *testing.T) handlers.StatusResponse {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, tb.srv.URL+"/v1/status", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+testAdminToken)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var st handlers.StatusResponse
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&st))
+	return st
+}
+
+// rowCounts counts what a callback can write: events and jobs.
+func (tb *testBundle) rowCounts(t *testing.T) (events, jobs int) {
+	t.Helper()
+	require.NoError(t, tb.db.SQL().QueryRow(`SELECT count(*) FROM events`).Scan(&events))
+	require.NoError(t, tb.db.SQL().QueryRow(`SELECT count(*) FROM river_job`).Scan(&jobs))
+	return events, jobs
+}
+
+func TestCallback_VectorC(t *testing.T) {
+	t.Parallel()
+	// Ensure the protocol reference's Vector C, sent exactly as WeCom would, is stored once.
+	tb := setup(t, setupOpts{maxAge: 24 * time.Hour})
+	const (
+		sig     = "2db8a29ba0b7f204c9c8d90f4fabbcace6201709"
+		encrypt = "sKqRbbiSUnDhFHOvPjtUMQt4o93Z7RIw5jBB62MqEINhKaM9eMS5BYRP3YqfaOp4WaT0GPBltRR0d6Brb8l/KpYiGIMpzeVwh+7K8G46kDK+dHgPEuZ/WJz1/DSInCiNv9YJuEZkqHZ8otPbIbb+X354iMCha+E0HGKTBV43XPdgzLDDEtp/tLniVIEChMkf4/Z5U+kwLTmeCzV+3KX1Vkh+nkOJkz4F8ya2xO48rXJb/8q+UYaEfjW6gkEdJPHqFgMpORb3G6ZE2h969yBUEWH9Jkfzv2RfhqRWKKp1VBmyqtcKYGH+hfnnkAH8YLmD0rUYWYneBOjj3ez+/AxJSXpoJtIZKI9uB49li0eMeeaMiHp5hU374kqZ4hmY2LY1fsABN8blebydEzcNqtuz/OP6uFDFTApAGlW2taIJHNDKPt2bhSq2DLcpSoAL13AgJt07jev2Ey9BTn8I/PyGYpJfUHmI3DosV1jHwI1JdERiN/t0BdwnMb/+0hxPYfCRvRIUEeoRsxa9wXxYYLFZvjI1RFcaLkQED48oEn+yobJDBlrLTwsXht18ZWekVYQoSfe+jCK02P5JhCX1fXl/QN09YFV/CLBTCCNQ17JRyYU16IJxyA4p88sdeuG8gVtJI0kMq+ohHigYa3+61xTFBLlWI65NYRtTq1rssCDAt9Wzgdpa5ude/EG9NL/SLTiG65h10MiE2HmC3oTfyM8FJA=="
+	)
+	q := url.Values{"msg_signature": {sig}, "timestamp": {"1700000000"}, "nonce": {"1234567890"}}
+	u := tb.srv.URL + handlers.DefaultCallbackPath + "?" + q.Encode()
+	body := []byte("<xml><ToUserName><![CDATA[wx5823bf96d3bd56c7]]></ToUserName><Encrypt><![CDATA[" + encrypt + "]]></Encrypt><AgentID><![CDATA[1000002]]></AgentID></xml>")
+
+	t.Run("POSTStoresOneEvent", func(t *testing.T) {
+		code, respBody := tb.post(t, u, body)
+		require.Equal(t, http.StatusOK, code)
+		require.Empty(t, respBody)
+		var kind, external string
+		require.NoError(t, tb.db.SQL().QueryRow(`SELECT kind, external_userid FROM events`).Scan(&kind, &external))
+		require.Equal(t, wecom.KindAddExternalContact, kind)
+		require.Equal(t, "woAJ2GCAAAXtWyujaWJHDDGi0mAAAA", external)
+
+		// Replay: the identical POST answers 200 again and stores nothing new.
+		code, _ = tb.post(t, u, body)
+		require.Equal(t, http.StatusOK, code)
+		events, jobs := tb.rowCounts(t)
+		require.Equal(t, 1, events)
+		require.Equal(t, 1, jobs)
+		require.EqualValues(t, 1, tb.status(t).Events.Duplicate)
+	})
+
+	t.Run("GETEchoesExactPlaintext", func(t *testing.T) {
+		q := url.Values{"msg_signature": {sig}, "timestamp": {"1700000000"}, "nonce": {"1234567890"}, "echostr": {encrypt}}
+		raw := q.Encode()
+		require.Equal(t, 15, strings.Count(raw, "%2B"), "echostr must travel URL-encoded")
+		resp, err := http.Get(tb.srv.URL + handlers.DefaultCallbackPath + "?" + raw)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		got, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		require.True(t, strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain"))
+		require.Len(t, got, 486)
+		require.True(t, strings.HasPrefix(string(got), "<xml><ToUserName><![CDATA[wx5823bf96d3bd56c7]]>"))
+		require.True(t, strings.HasSuffix(string(got), "</xml>"), "no trailing newline or quotes")
+	})
+}
+
+func TestCallback_Receive(t *testing.T) {
+	t.Parallel()
+
+	t.Run("OK", func(t *testing.T) {
+		t.Parallel()
+		// Ensure an authentic add is answered with an empty 200 after its event and job are stored.
+		tb := setup(t, setupOpts{})
+		code, body := tb.postEvent(t, addEvent(testDealerCorp, "wmtest0001"), testCorpID)
+		require.Equal(t, http.StatusOK, code)
+		require.Empty(t, body)
+		events, jobs := tb.rowCounts(t)
+		require.Equal(t, 1, events)
+		require.Equal(t, 1, jobs)
+		st := tb.status(t)
+		require.EqualValues(t, 1, st.Events.Received)
+		require.EqualValues(t, 1, st.Events.ByType[wecom.KindAddExternalContact])
+		require.EqualValues(t, 1, st.Queue.Pending)
+	})
+
+	t.Run("DuplicateAnswers200WithoutSecondJob", func(t *testing.T) {
+		t.Parallel()
+		// Ensure WeCom's retry (same event, fresh ciphertext and nonce) is acknowledged but stored once.
+		tb := setup(t, setupOpts{})
+		for range 3 {
+			code, _ := tb.postEvent(t, addEvent(testDealerCorp, "wmtest0002"), testCorpID)
+			require.Equal(t, http.StatusOK, code)
+		}
+		events, jobs := tb.rowCounts(t)
+		require.Equal(t, 1, events)
+		require.Equal(t, 1, jobs)
+		st := tb.status(t)
+		require.EqualValues(t, 1, st.Events.Received)
+		require.EqualValues(t, 2, st.Events.Duplicate)
+	})
+
+	t.Run("SameSecondDifferentCustomersAreDistinct", func(t *testing.T) {
+		t.Parallel()
+		// Ensure two adds in the same second (FromUserName+CreateTime would collide) are both kept.
+		tb := setup(t, setupOpts{})
+		for _, id := range []string{"wmtestA", "wmtestB"} {
+			code, _ := tb.postEvent(t, addEvent(testDealerCorp, id), testCorpID)
+			require.Equal(t, http.StatusOK, code)
+		}
+		events, _ := tb.rowCounts(t)
+		require.Equal(t, 2, events)
+	})
+
+	t.Run("EveryKindIsStored", func(t *testing.T) {
+		t.Parallel()
+		// Ensure each change type and both MemChangeList formats are classified.
+		tb := setup(t, setupOpts{})
+		base := addEvent(testDealerCorp, "wmtestK")
+		evs := []wecom.Event{base}
+		for _, ct := range []string{wecom.ChangeAddHalfExternalContact, wecom.ChangeDelExternalContact,
+			wecom.ChangeDelFollowUser, wecom.ChangeEditExternalContact, wecom.ChangeTransferFail} {
+			ev := base
+			ev.ChangeType = ct
+			evs = append(evs, ev)
+		}
+		chat := wecom.Event{ToUserName: testDealerCorp, FromUserName: "sys", CreateTime: 1700000001, MsgType: "event",
+			Event: wecom.EventChangeExternalChat, ChatID: "wrtestchat", ChangeType: wecom.ChatChangeUpdate,
+			UpdateDetail: wecom.ChatAddMember, MemChangeCnt: "2", MemChangeList: wecom.MemList{"wmtestM1", "wmtestM2"}, CurMemVer: "v2"}
+		evs = append(evs, chat)
+		for _, ev := range evs {
+			code, _ := tb.postEvent(t, ev, testCorpID)
+			require.Equal(t, http.StatusOK, code, ev.ChangeType)
+		}
+		// The old comma-separated MemChangeList format, as raw XML.
+		old := `<xml><ToUserName><![CDATA[` + testDealerCorp + `]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName><CreateTime>1700000002</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[change_external_chat]]></Event><ChatId><![CDATA[wrtestchat]]></ChatId><ChangeType><![CDATA[update]]></ChangeType><UpdateDetail><![CDATA[del_member]]></UpdateDetail><QuitScene>0</QuitScene><MemChangeCnt>2</MemChangeCnt><MemChangeList><![CDATA[wmtestM1,wmtestM2]]></MemChangeList><CurMemVer>v3</CurMemVer></xml>`
+		u, body := tb.seal(t, []byte(old), testCorpID)
+		code, _ := tb.post(t, u, body)
+		require.Equal(t, http.StatusOK, code)
+
+		st := tb.status(t)
+		require.EqualValues(t, 8, st.Events.Received)
+		for _, k := range []string{wecom.KindAddExternalContact, wecom.KindAddHalfExternalContact, wecom.KindDelExternalContact,
+			wecom.KindDelFollowUser, wecom.KindEditExternalContact, wecom.KindTransferFail, wecom.KindChatAddMember, wecom.KindChatDelMember} {
+			require.EqualValues(t, 1, st.Events.ByType[k], k)
+		}
+		var members string
+		require.NoError(t, tb.db.SQL().QueryRow(`SELECT members FROM events WHERE kind = 'del_member'`).Scan(&members))
+		require.Contains(t, members, "wmtestM1")
+		require.Contains(t, members, "wmtestM2")
+	})
+
+	t.Run("UnknownAndUnparsableAreIgnoredNot5xx", func(t *testing.T) {
+		t.Parallel()
+		// Ensure authentic events we cannot act on get 200 and are kept with their plaintext.
+		tb := setup(t, setupOpts{})
+		future := addEvent(testDealerCorp, "wmtestF")
+		future.ChangeType = "some_future_change"
+		code, _ := tb.postEvent(t, future, testCorpID)
+		require.Equal(t, http.StatusOK, code)
+		garbage := []byte("<xml><ToUserName>unterminated")
+		u, body := tb.seal(t, garbage, testCorpID)
+		code, _ = tb.post(t, u, body)
+		require.Equal(t, http.StatusOK, code)
+
+		st := tb.status(t)
+		require.EqualValues(t, 2, st.Events.Ignored)
+		require.EqualValues(t, 2, st.Events.ByType[wecom.KindIgnored])
+		var raw []byte
+		require.NoError(t, tb.db.SQL().QueryRow(`SELECT raw FROM events WHERE dedup_key LIKE 'raw|%' AND raw = ?`, garbage).Scan(&raw))
+		require.Equal(t, garbage, raw)
+		_, jobs := tb.rowCounts(t)
+		require.Zero(t, jobs, "ignored events create no job")
+	})
+
+	t.Run("DownstreamReceiveIDOnAllowlist", func(t *testing.T) {
+		t.Parallel()
+		tb := setup(t, setupOpts{})
+		code, _ := tb.postEvent(t, addEvent(testDealerCorp, "wmtestD"), testDealerCorp)
+		require.Equal(t, http.StatusOK, code)
+	})
+
+	t.Run("ReceiveIDOffAcceptsAnyCorp", func(t *testing.T) {
+		t.Parallel()
+		tb := setup(t, setupOpts{mode: handlers.ReceiveIDOff})
+		code, _ := tb.postEvent(t, addEvent(testDealerCorp, "wmtestO"), "wwtestunknown")
+		require.Equal(t, http.StatusOK, code)
+	})
+}
+
+// TestCallback_Rejections drives every rejection path and checks that each
+// answers its status, counts its reason and writes nothing.
+func TestCallback_Rejections(t *testing.T) {
+	t.Parallel()
+	valid := func(t *testing.T, tb *testBundle) (string, []byte) {
+		msg, err := addEvent(testDealerCorp, "wmtestR").Marshal()
+		require.NoError(t, err)
+		return tb.seal(t, msg, testCorpID)
+	}
+	withQuery := func(t *testing.T, u, key, val string) string {
+		pu, err := url.Parse(u)
+		require.NoError(t, err)
+		q := pu.Query()
+		if val == "" {
+			q.Del(key)
+		} else {
+			q.Set(key, val)
+		}
+		pu.RawQuery = q.Encode()
+		return pu.String()
+	}
+	cases := []struct {
+		name   string
+		opts   setupOpts
+		build  func(t *testing.T, tb *testBundle) (string, []byte)
+		status int
+		reason string
+	}{
+		{"ErrMissingSignature", setupOpts{}, func(t *testing.T, tb *testBundle) (string, []byte) {
+			u, b := valid(t, tb)
+			return withQuery(t, u, "msg_signature", ""), b
+		}, http.StatusUnauthorized, handlers.ReasonSignature},
+		{"ErrInvalidSignature", setupOpts{}, func(t *testing.T, tb *testBundle) (string, []byte) {
+			u, b := valid(t, tb)
+			return withQuery(t, u, "msg_signature", strings.Repeat("0", 40)), b
+		}, http.StatusUnauthorized, handlers.ReasonSignature},
+		{"ErrTamperedTimestamp", setupOpts{}, func(t *testing.T, tb *testBundle) (string, []byte) {
+			u, b := valid(t, tb)
+			return withQuery(t, u, "timestamp", "1700000001"), b
+		}, http.StatusUnauthorized, handlers.ReasonSignature},
+		{"ErrTamperedCiphertext", setupOpts{}, func(t *testing.T, tb *testBundle) (string, []byte) {
+			u, b := valid(t, tb)
+			i := bytes.Index(b, []byte("CDATA[")) + len("CDATA[")
+			i = bytes.Index(b[i:], []byte("CDATA[")) + i + len("CDATA[")
+			b = bytes.Clone(b)
+			if b[i] == 'A' {
+				b[i] = 'B'
+			} else {
+				b[i] = 'A'
+			}
+			return u, b
+		}, http.StatusUnauthorized, handlers.ReasonSignature},
+		{"ErrMalformedEnvelope", setupOpts{}, func(t *testing.T, tb *testBundle) (string, []byte) {
+			u, _ := valid(t, tb)
+			return u, []byte(`{"tousername":"x","encrypt":"y"}`)
+		}, http.StatusBadRequest, handlers.ReasonDecrypt},
+		{"ErrUndecryptable", setupOpts{}, func(t *testing.T, tb *testBundle) (string, []byte) {
+			// Correctly signed, but the ciphertext is not a whole number of blocks.
+			enc := "c2hvcnQ="
+			ts, nonce := strconv.FormatInt(tb.now.Unix(), 10), "42"
+			q := url.Values{"msg_signature": {tb.crypt.Signature(ts, nonce, enc)}, "timestamp": {ts}, "nonce": {nonce}}
+			return tb.srv.URL + handlers.DefaultCallbackPath + "?" + q.Encode(),
+				[]byte("<xml><ToUserName><![CDATA[x]]></ToUserName><Encrypt><![CDATA[" + enc + "]]></Encrypt></xml>")
+		}, http.StatusBadRequest, handlers.ReasonDecrypt},
+		{"ErrReceiveIDNotAllowed", setupOpts{}, func(t *testing.T, tb *testBundle) (string, []byte) {
+			msg, err := addEvent(testDealerCorp, "wmtestR").Marshal()
+			require.NoError(t, err)
+			return tb.seal(t, msg, "wwteststranger")
+		}, http.StatusForbidden, handlers.ReasonReceiveID},
+		{"ErrStrictRejectsDownstream", setupOpts{mode: handlers.ReceiveIDStrict}, func(t *testing.T, tb *testBundle) (string, []byte) {
+			msg, err := addEvent(testDealerCorp, "wmtestR").Marshal()
+			require.NoError(t, err)
+			return tb.seal(t, msg, testDealerCorp)
+		}, http.StatusForbidden, handlers.ReasonReceiveID},
+		{"ErrTooLarge", setupOpts{}, func(t *testing.T, tb *testBundle) (string, []byte) {
+			u, b := valid(t, tb)
+			return u, append(b, bytes.Repeat([]byte(" "), handlers.DefaultBodyLimit)...)
+		}, http.StatusRequestEntityTooLarge, handlers.ReasonTooLarge},
+		{"ErrStale", setupOpts{maxAge: time.Hour}, func(t *testing.T, tb *testBundle) (string, []byte) {
+			msg, err := addEvent(testDealerCorp, "wmtestR").Marshal()
+			require.NoError(t, err)
+			tb.now = tb.now.Add(-2 * time.Hour) // sealed two hours before the server's now
+			u, b := tb.seal(t, msg, testCorpID)
+			tb.now = tb.now.Add(2 * time.Hour)
+			return u, b
+		}, http.StatusUnauthorized, handlers.ReasonStale},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tb := setup(t, tc.opts)
+			u, body := tc.build(t, tb)
+			code, respBody := tb.post(t, u, body)
+			require.Equal(t, tc.status, code, respBody)
+			events, jobs := tb.rowCounts(t)
+			require.Zero(t, events, "a rejection writes nothing")
+			require.Zero(t, jobs, "a rejection writes nothing")
+			st := tb.status(t)
+			for _, r := range []string{handlers.ReasonSignature, handlers.ReasonDecrypt, handlers.ReasonReceiveID, handlers.ReasonTooLarge, handlers.ReasonStale} {
+				want := int64(0)
+				if r == tc.reason {
+					want = 1
+				}
+				require.Equal(t, want, st.Callbacks.Rejected[r], "reason %s", r)
+			}
+		})
+	}
+}
+
+func TestCallback_VerifyURLRejections(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, setupOpts{maxAge: time.Hour})
+	enc, err := tb.crypt.Encrypt([]byte("1234567890"), testCorpID, nil)
+	require.NoError(t, err)
+	ts := strconv.FormatInt(tb.now.Unix(), 10)
+
+	get := func(q url.Values) (int, string) {
+		resp, err := http.Get(tb.srv.URL + handlers.DefaultCallbackPath + "?" + q.Encode())
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp.StatusCode, string(b)
+	}
+	code, body := get(url.Values{"msg_signature": {tb.crypt.Signature(ts, "7", enc)}, "timestamp": {ts}, "nonce": {"7"}, "echostr": {enc}})
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, "1234567890", body)
+
+	code, _ = get(url.Values{"msg_signature": {strings.Repeat("a", 40)}, "timestamp": {ts}, "nonce": {"7"}, "echostr": {enc}})
+	require.Equal(t, http.StatusUnauthorized, code)
+	require.EqualValues(t, 1, tb.status(t).Callbacks.Rejected[handlers.ReasonSignature])
+}
+
+// storeFunc is a Store whose methods are set per test.
+type storeFunc struct {
+	SaveEventFunc func(ctx context.Context, ev *store.Event) (bool, error)
+	StatusFunc    func(ctx context.Context) (store.Status, error)
+	PingFunc      func(ctx context.Context) error
+}
+
+var _ handlers.Store = (*storeFunc)(nil)
+
+func (s *storeFunc) SaveEvent(ctx context.Context, ev *store.Event) (bool, error) {
+	return s.SaveEventFunc(ctx, ev)
+}
+func (s *storeFunc) Status(ctx context.Context) (store.Status, error) { return s.StatusFunc(ctx) }
+func (s *storeFunc) Ping(ctx context.Context) error                   { return s.PingFunc(ctx) }
+
+func TestCallback_StoreFailure(t *testing.T) {
+	t.Parallel()
+	// Ensure an authentic event the store cannot commit gets a 503, so WeCom retries it.
+	failing := &storeFunc{
+		SaveEventFunc: func(context.Context, *store.Event) (bool, error) {
+			return false, errors.New("disk I/O error")
+		},
+		StatusFunc: func(context.Context) (store.Status, error) { return store.Status{}, nil },
+		PingFunc:   func(context.Context) error { return errors.New("disk I/O error") },
+	}
+	tb := setup(t, setupOpts{store: failing})
+	code, body := tb.postEvent(t, addEvent(testDealerCorp, "wmtestS"), testCorpID)
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	require.NotContains(t, body, "disk", "causes stay out of responses")
+
+	resp, err := http.Get(tb.srv.URL + "/readyz")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+}
+
+func TestServer_Admin(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, setupOpts{})
+	for name, header := range map[string]string{
+		"ErrMissingToken": "",
+		"ErrWrongToken":   "Bearer wrong-token",
+		"ErrNotBearer":    "Basic " + testAdminToken,
+	} {
+		t.Run(name, func(t *testing.T) {
+			req, err := http.NewRequest(http.MethodGet, tb.srv.URL+"/v1/status", nil)
+			require.NoError(t, err)
+			if header != "" {
+				req.Header.Set("Authorization", header)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			require.NoError(t, err)
+			resp.Body.Close()
+			require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+		})
+	}
+	t.Run("StatusKeysAreAContract", func(t *testing.T) {
+		req, err := http.NewRequest(http.MethodGet, tb.srv.URL+"/v1/status", nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+testAdminToken)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		var m map[string]map[string]any
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&m))
+		for _, k := range []string{"events.received", "events.duplicate", "events.ignored", "events.by_type", "callbacks.rejected", "queue.pending"} {
+			group, key, _ := strings.Cut(k, ".")
+			require.Contains(t, m[group], key, k)
+		}
+		rejected := m["callbacks"]["rejected"].(map[string]any)
+		for _, r := range []string{"signature", "decrypt", "receive_id", "too_large", "stale"} {
+			require.Contains(t, rejected, r)
+		}
+	})
+	t.Run("HealthAndReady", func(t *testing.T) {
+		for _, p := range []string{"/healthz", "/readyz"} {
+			resp, err := http.Get(tb.srv.URL + p)
+			require.NoError(t, err)
+			resp.Body.Close()
+			require.Equal(t, http.StatusOK, resp.StatusCode, p)
+		}
+	})
+	t.Run("Metrics", func(t *testing.T) {
+		resp, err := http.Get(tb.srv.URL + "/metrics")
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		require.Contains(t, string(b), `pendinglink_callbacks_rejected_total{reason="signature"}`)
+	})
+}
+
+func TestNew_MissingDependencies(t *testing.T) {
+	t.Parallel()
+	_, err := handlers.New(handlers.Config{})
+	require.ErrorContains(t, err, "Config.Store is required")
+}

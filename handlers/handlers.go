@@ -1,0 +1,177 @@
+// Package handlers holds everything in pendinglink that reacts to input: the
+// WeCom callback URL, the /v1 admin API, health and metrics endpoints.
+package handlers
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/pendinglink/pendinglink/crypto"
+	"github.com/pendinglink/pendinglink/store"
+)
+
+// Store is what the handlers need from persistence. *store.DB implements it.
+type Store interface {
+	// SaveEvent stores an authentic event and enqueues its jobs in one
+	// transaction; a duplicate returns inserted == false and no error.
+	SaveEvent(ctx context.Context, ev *store.Event) (inserted bool, err error)
+	// Status returns the counters behind /v1/status.
+	Status(ctx context.Context) (store.Status, error)
+	// Ping reports whether the database is reachable.
+	Ping(ctx context.Context) error
+}
+
+// DefaultCallbackPath is where WeCom posts callbacks unless configured otherwise.
+const DefaultCallbackPath = "/wecom/callback"
+
+// DefaultBodyLimit caps a callback body. Real events are a few KiB.
+const DefaultBodyLimit = 1 << 20
+
+// Config lists the handlers' dependencies. Fields without a default are required.
+type Config struct {
+	// Store persists events. Required: pass the *store.DB from store.Open.
+	Store Store
+	// Crypt verifies and decrypts callbacks. Required: crypto.New(token, aesKey).
+	Crypt *crypto.Crypt
+	// ReceiveIDs decides which receive ids are accepted. Required: NewReceiveIDPolicy.
+	ReceiveIDs *ReceiveIDPolicy
+	// AdminToken guards /v1. Required; compared in constant time.
+	AdminToken string
+	// Logger gets one line per rejection at warn. Defaults to a discard logger.
+	Logger *slog.Logger
+	// Registerer and Gatherer hold the metrics. Default to a fresh registry,
+	// so tests never share counters.
+	Registerer prometheus.Registerer
+	Gatherer   prometheus.Gatherer
+	// CallbackPath is the callback route. Defaults to DefaultCallbackPath.
+	CallbackPath string
+	// MaxAge rejects callbacks whose timestamp is further than this from now
+	// (replay window). Zero disables the check.
+	MaxAge time.Duration
+	// BodyLimit caps the POST body. Defaults to DefaultBodyLimit.
+	BodyLimit int64
+	// Now is the clock for the replay window. Defaults to time.Now.
+	Now func() time.Time
+}
+
+// Server is the HTTP surface of pendinglink. It is an http.Handler.
+type Server struct {
+	*echo.Echo
+	cfg     Config
+	metrics *metrics
+}
+
+// New validates cfg and builds the echo server with every route mounted.
+func New(cfg Config) (*Server, error) {
+	switch {
+	case cfg.Store == nil:
+		return nil, errors.New("handlers: Config.Store is required: pass the *store.DB from store.Open")
+	case cfg.Crypt == nil:
+		return nil, errors.New("handlers: Config.Crypt is required: build it with crypto.New(token, aesKey)")
+	case cfg.ReceiveIDs == nil:
+		return nil, errors.New("handlers: Config.ReceiveIDs is required: build it with handlers.NewReceiveIDPolicy")
+	case cfg.AdminToken == "":
+		return nil, errors.New("handlers: Config.AdminToken is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Registerer == nil || cfg.Gatherer == nil {
+		reg := prometheus.NewRegistry()
+		cfg.Registerer, cfg.Gatherer = reg, reg
+	}
+	if cfg.CallbackPath == "" {
+		cfg.CallbackPath = DefaultCallbackPath
+	}
+	if !strings.HasPrefix(cfg.CallbackPath, "/") {
+		return nil, fmt.Errorf("handlers: Config.CallbackPath %q must start with /", cfg.CallbackPath)
+	}
+	if cfg.BodyLimit <= 0 {
+		cfg.BodyLimit = DefaultBodyLimit
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	s := &Server{Echo: e, cfg: cfg, metrics: m}
+	e.HTTPErrorHandler = s.handleError
+
+	cb := &callbackHandler{cfg: cfg, metrics: m}
+	e.GET(cfg.CallbackPath, cb.verifyURL)
+	e.POST(cfg.CallbackPath, cb.receive)
+
+	e.GET("/healthz", func(c echo.Context) error { return c.String(http.StatusOK, "ok") })
+	e.GET("/readyz", s.ready)
+	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})))
+
+	v1 := e.Group("/v1", s.requireAdmin)
+	v1.GET("/status", s.status)
+	return s, nil
+}
+
+// handleError is the one place errors become HTTP statuses. Client errors
+// keep their message; anything else is logged and answered "internal error"
+// so causes (which may name files or hosts) stay out of responses.
+func (s *Server) handleError(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	code, msg := http.StatusInternalServerError, "internal error"
+	var he *echo.HTTPError
+	if errors.As(err, &he) {
+		code = he.Code
+		if code < http.StatusInternalServerError {
+			msg = fmt.Sprint(he.Message)
+		}
+	}
+	if code >= http.StatusInternalServerError {
+		s.cfg.Logger.Error("request failed", "method", c.Request().Method, "path", c.Path(), "status", code, "err", err)
+	}
+	if c.Request().Method == http.MethodHead {
+		err = c.NoContent(code)
+	} else {
+		err = c.JSON(code, map[string]string{"error": msg})
+	}
+	if err != nil {
+		s.cfg.Logger.Error("write error response", "err", err)
+	}
+}
+
+// requireAdmin checks the bearer token in constant time.
+func (s *Server) requireAdmin(next echo.HandlerFunc) echo.HandlerFunc {
+	want := []byte(s.cfg.AdminToken)
+	return func(c echo.Context) error {
+		got, ok := strings.CutPrefix(c.Request().Header.Get(echo.HeaderAuthorization), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), want) != 1 {
+			c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="pendinglink"`)
+			return echo.NewHTTPError(http.StatusUnauthorized, "missing or invalid bearer token")
+		}
+		return next(c)
+	}
+}
+
+func (s *Server) ready(c echo.Context) error {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+	defer cancel()
+	if err := s.cfg.Store.Ping(ctx); err != nil {
+		s.cfg.Logger.Warn("readiness check failed", "err", err)
+		return c.String(http.StatusServiceUnavailable, "database unreachable")
+	}
+	return c.String(http.StatusOK, "ok")
+}

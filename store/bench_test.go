@@ -1,0 +1,129 @@
+package store_test
+
+import (
+	"context"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/riverqueue/river"
+
+	"github.com/pendinglink/pendinglink/store"
+	"github.com/pendinglink/pendinglink/store/storetest"
+)
+
+// BenchmarkSaveEvent measures SaveEvent: every call stores a new
+// add_external_contact event and its resolve job, durably
+// (synchronous=FULL). It reports events/s and the p50/p99 latency of one
+// call.
+//
+// ClosedN runs N concurrent callers per GOMAXPROCS, each saving as fast as it
+// can: the throughput ceiling. OpenRateN offers N events/s whatever the
+// latency, as WeCom does: the latency an HTTP handler sees at that load.
+// Worked also works the jobs meanwhile, as a real process does; jobs-left
+// is how many were still unfinished at the end.
+func BenchmarkSaveEvent(b *testing.B) {
+	for _, parallelism := range []int{1, 8, 32, 128} {
+		b.Run("Closed"+strconv.Itoa(parallelism), func(b *testing.B) {
+			db := storetest.MustOpen(b, store.Config{})
+			var (
+				seq       atomic.Int64
+				mu        sync.Mutex
+				latencies []time.Duration
+			)
+			b.SetParallelism(parallelism)
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				var mine []time.Duration
+				for pb.Next() {
+					ev := benchEvent(seq.Add(1))
+					start := time.Now()
+					if _, err := db.SaveEvent(b.Context(), ev); err != nil {
+						b.Error(err)
+						return
+					}
+					mine = append(mine, time.Since(start))
+				}
+				mu.Lock()
+				latencies = append(latencies, mine...)
+				mu.Unlock()
+			})
+			reportLatency(b, latencies)
+		})
+	}
+
+	for _, bc := range []struct {
+		rate   int
+		worked bool
+	}{{3000, false}, {6000, false}, {3000, true}} {
+		name := "OpenRate" + strconv.Itoa(bc.rate)
+		if bc.worked {
+			name += "Worked"
+		}
+		b.Run(name, func(b *testing.B) {
+			cfg := store.Config{}
+			if bc.worked {
+				// River works the jobs on the same write connection
+				// meanwhile, with no-op workers and the default queue.
+				cfg.Workers = river.NewWorkers()
+				river.AddWorker(cfg.Workers, river.WorkFunc(func(context.Context, *river.Job[store.ResolveArgs]) error { return nil }))
+				river.AddWorker(cfg.Workers, river.WorkFunc(func(context.Context, *river.Job[store.EndLinkArgs]) error { return nil }))
+			}
+			db := storetest.MustOpen(b, cfg)
+			if bc.worked {
+				if err := db.Start(b.Context()); err != nil {
+					b.Fatal(err)
+				}
+			}
+			rate := bc.rate
+			interval := time.Second / time.Duration(rate)
+			latencies := make([]time.Duration, b.N)
+			var wg sync.WaitGroup
+			b.ResetTimer()
+			start := time.Now()
+			for i := range b.N {
+				if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
+					time.Sleep(d) // pacing the offered load, not synchronisation
+				}
+				wg.Go(func() {
+					t0 := time.Now()
+					if _, err := db.SaveEvent(b.Context(), benchEvent(int64(i))); err != nil {
+						b.Error(err)
+					}
+					latencies[i] = time.Since(t0)
+				})
+			}
+			wg.Wait()
+			reportLatency(b, latencies)
+			if st, err := db.Status(b.Context()); err == nil {
+				b.ReportMetric(float64(st.QueuePending), "jobs-left")
+			}
+		})
+	}
+}
+
+func benchEvent(n int64) *store.Event {
+	ev := storetest.NewEvent(store.KindAddExternalContact)
+	ev.DedupKey = "bench-" + strconv.FormatInt(n, 10)
+	// About the size of a real add_external_contact callback.
+	ev.Raw = make([]byte, 600)
+	return ev
+}
+
+func reportLatency(b *testing.B, latencies []time.Duration) {
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+	if len(latencies) == 0 {
+		return
+	}
+	slices.Sort(latencies)
+	at := func(q float64) float64 {
+		return float64(latencies[int(q*float64(len(latencies)-1))].Microseconds()) / 1000
+	}
+	b.ReportMetric(at(0.50), "p50-ms")
+	b.ReportMetric(at(0.99), "p99-ms")
+	b.ReportMetric(0, "ns/op") // per-op time means little for concurrent callers
+}

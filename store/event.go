@@ -1,0 +1,230 @@
+package store
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/riverqueue/river"
+)
+
+// Event kinds, the closed set a callback is classified into. They match the
+// kinds of package wecom and are the keys of [Status.EventsByType].
+const (
+	KindAddExternalContact     = "add_external_contact"
+	KindAddHalfExternalContact = "add_half_external_contact"
+	KindEditExternalContact    = "edit_external_contact"
+	KindDelExternalContact     = "del_external_contact"
+	KindDelFollowUser          = "del_follow_user"
+	KindTransferFail           = "transfer_fail"
+	KindAddMember              = "add_member"
+	KindDelMember              = "del_member"
+	// KindIgnored is an authentic event pendinglink does not act on. It is
+	// kept with its raw plaintext so that nothing WeCom sends is lost.
+	KindIgnored = "ignored"
+)
+
+var kinds = map[string]bool{
+	KindAddExternalContact: true, KindAddHalfExternalContact: true, KindEditExternalContact: true,
+	KindDelExternalContact: true, KindDelFollowUser: true, KindTransferFail: true,
+	KindAddMember: true, KindDelMember: true, KindIgnored: true,
+}
+
+// Event states. SaveEvent sets the first three; the workers set the rest.
+const (
+	// EventPending: jobs were enqueued with the event and have not finished.
+	EventPending = "pending"
+	// EventRecorded: kept for the record, nothing to do.
+	EventRecorded = "recorded"
+	// EventIgnored: an event of KindIgnored.
+	EventIgnored = "ignored"
+	// EventResolved: its customers were resolved (and matched where possible).
+	EventResolved = "resolved"
+	// EventUnmatched: resolved, but no registered fan matched.
+	EventUnmatched = "unmatched"
+	// EventFailed: its jobs gave up; Reason says why.
+	EventFailed = "failed"
+)
+
+var eventStates = map[string]bool{
+	EventPending: true, EventRecorded: true, EventIgnored: true,
+	EventResolved: true, EventUnmatched: true, EventFailed: true,
+}
+
+// Limits checked by [Event.Validate]. They are far above anything WeCom
+// sends, and exist so that a bug upstream cannot fill the disk.
+const (
+	// MaxDedupKeyLen bounds Event.DedupKey in bytes. Chat events carry their
+	// member list in the key, hence the generous size.
+	MaxDedupKeyLen = 16 << 10
+	// MaxFieldLen bounds each short string field (ids, Event, ChangeType,
+	// Reason, each member id) in bytes.
+	MaxFieldLen = 1024
+	// MaxMembers bounds len(Event.Members).
+	MaxMembers = 10000
+	// MaxRawLen bounds Event.Raw in bytes.
+	MaxRawLen = 1 << 20
+)
+
+// Event is one authentic callback from WeCom, decrypted and classified by
+// the HTTP layer. Its DedupKey is unique across stored events: WeCom retries
+// a callback with the same key, and a retry is not stored twice.
+type Event struct {
+	// ID is set by the store when the event is inserted.
+	ID int64
+	// DedupKey identifies the event across WeCom's retries (built by package
+	// wecom from decrypted fields). Required.
+	DedupKey string
+	// CorpID is the ToUserName of the decrypted event. It is opaque: used for
+	// grouping, never for authorisation.
+	CorpID string
+	// ReceiveID is the receive id found in the ciphertext.
+	ReceiveID string
+	// Kind is one of the Kind constants. Required.
+	Kind string
+	// Event and ChangeType are the raw Event and ChangeType elements.
+	Event, ChangeType string
+	// UserID is the staff member's userid, ExternalUserID the customer's
+	// external_userid and ChatID the customer group, when the kind has them.
+	UserID, ExternalUserID, ChatID string
+	// Members are the chat member ids of add_member and del_member events.
+	Members []string
+	// CreateTime is WeCom's CreateTime (second resolution).
+	CreateTime time.Time
+	// Raw is the decrypted plaintext, always kept. Required.
+	Raw []byte
+	// State is set by the store: EventPending when jobs were enqueued,
+	// EventRecorded when there is nothing to do, EventIgnored for
+	// KindIgnored; later EventResolved, EventUnmatched or EventFailed.
+	State string
+	// Reason says why an event is ignored or failed.
+	Reason string
+	// ReceivedAt is set by the store from Config.Now.
+	ReceivedAt time.Time
+}
+
+// Validate reports whether e can be stored. The error wraps ErrInvalid.
+func (e *Event) Validate() error {
+	switch {
+	case e == nil:
+		return fmt.Errorf("%w: event is nil", ErrInvalid)
+	case e.DedupKey == "":
+		return fmt.Errorf("%w: event dedup key is required", ErrInvalid)
+	case len(e.DedupKey) > MaxDedupKeyLen:
+		return fmt.Errorf("%w: event dedup key is longer than %d bytes", ErrInvalid, MaxDedupKeyLen)
+	case e.Kind == "":
+		return fmt.Errorf("%w: event kind is required", ErrInvalid)
+	case !kinds[e.Kind]:
+		return fmt.Errorf("%w: unknown event kind %q (classify unknown events as %q)", ErrInvalid, truncate(e.Kind), KindIgnored)
+	case len(e.Raw) == 0:
+		return fmt.Errorf("%w: event raw plaintext is required", ErrInvalid)
+	case len(e.Raw) > MaxRawLen:
+		return fmt.Errorf("%w: event raw plaintext is longer than %d bytes", ErrInvalid, MaxRawLen)
+	case len(e.Members) > MaxMembers:
+		return fmt.Errorf("%w: event has more than %d members", ErrInvalid, MaxMembers)
+	}
+	for _, f := range []struct{ name, v string }{
+		{"corp id", e.CorpID}, {"receive id", e.ReceiveID}, {"Event", e.Event},
+		{"ChangeType", e.ChangeType}, {"user id", e.UserID}, {"external user id", e.ExternalUserID},
+		{"chat id", e.ChatID}, {"reason", e.Reason},
+	} {
+		if len(f.v) > MaxFieldLen {
+			return fmt.Errorf("%w: event %s is longer than %d bytes", ErrInvalid, f.name, MaxFieldLen)
+		}
+	}
+	for _, m := range e.Members {
+		if m == "" || len(m) > MaxFieldLen {
+			return fmt.Errorf("%w: event member id must be 1 to %d bytes", ErrInvalid, MaxFieldLen)
+		}
+	}
+	return nil
+}
+
+// truncate keeps an unexpected value short enough to put in an error.
+func truncate(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}
+
+// ResolveArgs asks a worker to resolve one customer of an event to a
+// pending_id and match it against the registered fans. Its kind, "resolve",
+// is a contract with the workers.
+type ResolveArgs struct {
+	EventID        int64  `json:"event_id"`
+	CorpID         string `json:"corp_id"`
+	ExternalUserID string `json:"external_userid"`
+	UserID         string `json:"user_id,omitempty"`
+	ChatID         string `json:"chat_id,omitempty"`
+}
+
+// Kind implements river.JobArgs.
+func (ResolveArgs) Kind() string { return "resolve" }
+
+// EndLinkArgs asks a worker to mark the links of a removed customer
+// inactive. Its kind, "end_link", is a contract with the workers.
+type EndLinkArgs struct {
+	EventID        int64  `json:"event_id"`
+	CorpID         string `json:"corp_id"`
+	ExternalUserID string `json:"external_userid"`
+	UserID         string `json:"user_id,omitempty"`
+}
+
+// Kind implements river.JobArgs.
+func (EndLinkArgs) Kind() string { return "end_link" }
+
+// jobsFor returns the jobs an inserted event enqueues, given its id.
+func jobsFor(e *Event, id int64) []river.InsertManyParams {
+	switch e.Kind {
+	case KindAddExternalContact, KindAddHalfExternalContact:
+		return []river.InsertManyParams{{Args: ResolveArgs{
+			EventID: id, CorpID: e.CorpID, ExternalUserID: e.ExternalUserID, UserID: e.UserID,
+		}}}
+	case KindAddMember:
+		jobs := make([]river.InsertManyParams, 0, len(e.Members))
+		for _, m := range e.Members {
+			jobs = append(jobs, river.InsertManyParams{Args: ResolveArgs{
+				EventID: id, CorpID: e.CorpID, ExternalUserID: m, UserID: e.UserID, ChatID: e.ChatID,
+			}})
+		}
+		return jobs
+	case KindDelExternalContact, KindDelFollowUser:
+		return []river.InsertManyParams{{Args: EndLinkArgs{
+			EventID: id, CorpID: e.CorpID, ExternalUserID: e.ExternalUserID, UserID: e.UserID,
+		}}}
+	}
+	return nil
+}
+
+// initialState is the state SaveEvent gives a new event: pending exactly
+// when jobsFor returns jobs.
+func initialState(e *Event) string {
+	switch e.Kind {
+	case KindIgnored:
+		return EventIgnored
+	case KindAddExternalContact, KindAddHalfExternalContact, KindDelExternalContact, KindDelFollowUser:
+		return EventPending
+	case KindAddMember:
+		if len(e.Members) > 0 {
+			return EventPending
+		}
+	}
+	return EventRecorded
+}
+
+// Status is a snapshot of what the store has seen, for /v1/status. Event
+// counters are totals since the database was created: pruning old events
+// does not lower them.
+type Status struct {
+	// EventsReceived counts unique events stored, of every kind.
+	EventsReceived int64
+	// EventsDuplicate counts deliveries that repeated a stored event.
+	EventsDuplicate int64
+	// EventsIgnored counts unique events of KindIgnored.
+	EventsIgnored int64
+	// EventsByType counts unique events by Kind (KindIgnored included).
+	EventsByType map[string]int64
+	// QueuePending counts River jobs not yet finished: available,
+	// scheduled, retryable, pending or running.
+	QueuePending int64
+}

@@ -1,0 +1,446 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver"
+	"github.com/riverqueue/river/rivermigrate"
+)
+
+// Errors returned by the store. Driver errors are translated into them in
+// one function per engine, by error code.
+var (
+	// ErrNotFound means the requested row does not exist.
+	ErrNotFound = errors.New("store: not found")
+	// ErrConflict means a write broke a uniqueness or integrity constraint.
+	ErrConflict = errors.New("store: conflict")
+	// ErrInvalid means the input failed validation; nothing was written.
+	ErrInvalid = errors.New("store: invalid")
+	// ErrClosed means the DB was closed.
+	ErrClosed = errors.New("store: closed")
+)
+
+// errBusy marks a transient lock error (SQLITE_BUSY); a batch that fails with
+// it is retried once.
+var errBusy = errors.New("store: database busy")
+
+// Defaults applied by Open.
+const (
+	DefaultDSN             = "./pendinglink.db"
+	DefaultMaxBatch        = 256
+	DefaultReadConns       = 4
+	DefaultBusyTimeout     = 5 * time.Second
+	DefaultSoftStopTimeout = 10 * time.Second
+	DefaultMaxWorkers      = 10
+
+	DefaultCheckpointInterval       = time.Second
+	DefaultWALRestartPages    int64 = 16384 // 64 MiB of 4 KiB pages
+)
+
+// Config configures Open. The zero value opens ./pendinglink.db with an
+// insert-only River client.
+type Config struct {
+	// DSN is a SQLite file path (e.g. "./pendinglink.db") or a "file:" URI.
+	// In-memory databases are rejected: WAL and the separate read pool need a
+	// file. A "postgres://" or "postgresql://" DSN is reserved for the
+	// PostgreSQL engine, which is not implemented yet.
+	// Defaults to DefaultDSN.
+	DSN string
+
+	// Now is the clock for the timestamps the store writes.
+	// Defaults to time.Now.
+	Now func() time.Time
+
+	// Logger receives the store's and River's logs.
+	// Defaults to a logger that discards everything.
+	Logger *slog.Logger
+
+	// Workers are River's workers. Nil gives an insert-only River client that
+	// enqueues jobs but never works them, and Start is a no-op. Every job kind
+	// the store enqueues ("resolve", "end_link") must then have a worker, or
+	// SaveEvent fails with River's UnknownJobKindError.
+	// Defaults to nil.
+	Workers *river.Workers
+
+	// Queues are River's queues, used only when Workers is set.
+	// Defaults to {river.QueueDefault: {MaxWorkers: DefaultMaxWorkers}}.
+	Queues map[string]river.QueueConfig
+
+	// PeriodicJobs are River's periodic jobs (e.g. retention prunes), used
+	// only when Workers is set. Defaults to none.
+	PeriodicJobs []*river.PeriodicJob
+
+	// ErrorHandler is told about job errors and panics.
+	// Defaults to nil (River logs them).
+	ErrorHandler river.ErrorHandler
+
+	// FetchPollInterval is how often River polls for new jobs when it hears
+	// of none. Defaults to River's default (1 s).
+	FetchPollInterval time.Duration
+
+	// FetchCooldown is the minimum time between River's job fetches.
+	// Defaults to River's default (100 ms).
+	FetchCooldown time.Duration
+
+	// JobTimeout bounds one job attempt. Defaults to River's default (1 min).
+	JobTimeout time.Duration
+
+	// MaxAttempts is how many times a job is tried before it is discarded.
+	// Defaults to River's default (25).
+	MaxAttempts int
+
+	// SoftStopTimeout is how long Close lets running jobs finish before
+	// cancelling their contexts. Defaults to DefaultSoftStopTimeout.
+	SoftStopTimeout time.Duration
+
+	// TestOnly is passed to River's Config.TestOnly, which turns off
+	// features that slow tests down. Defaults to false.
+	TestOnly bool
+
+	// MaxBatch is the most events SaveEvent commits in one transaction.
+	// Defaults to DefaultMaxBatch.
+	MaxBatch int
+
+	// ReadConns is the size of the read-only pool used by Status and the
+	// Find/Load methods. Defaults to DefaultReadConns.
+	ReadConns int
+
+	// BusyTimeout is how long a statement waits for a lock held by another
+	// connection or process. Defaults to DefaultBusyTimeout.
+	BusyTimeout time.Duration
+
+	// CheckpointInterval is how often SQLite's WAL is copied into the
+	// database file, in the background. Defaults to
+	// DefaultCheckpointInterval. SQLite only.
+	CheckpointInterval time.Duration
+
+	// WALRestartPages is the WAL size, in pages, above which the store logs
+	// a warning that the WAL is not restarting from its beginning (a long
+	// read or another process holding it). Defaults to
+	// DefaultWALRestartPages. SQLite only.
+	WALRestartPages int64
+}
+
+// withDefaults returns cfg with its zero fields set to their defaults.
+func (cfg Config) withDefaults() Config {
+	if cfg.DSN == "" {
+		cfg.DSN = DefaultDSN
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Workers != nil && cfg.Queues == nil {
+		cfg.Queues = map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: DefaultMaxWorkers}}
+	}
+	if cfg.SoftStopTimeout == 0 {
+		cfg.SoftStopTimeout = DefaultSoftStopTimeout
+	}
+	if cfg.MaxBatch == 0 {
+		cfg.MaxBatch = DefaultMaxBatch
+	}
+	if cfg.ReadConns == 0 {
+		cfg.ReadConns = DefaultReadConns
+	}
+	if cfg.BusyTimeout == 0 {
+		cfg.BusyTimeout = DefaultBusyTimeout
+	}
+	if cfg.CheckpointInterval == 0 {
+		cfg.CheckpointInterval = DefaultCheckpointInterval
+	}
+	if cfg.WALRestartPages == 0 {
+		cfg.WALRestartPages = DefaultWALRestartPages
+	}
+	return cfg
+}
+
+// validate names the bad field. It never echoes the DSN, which for
+// PostgreSQL may hold a password.
+func (cfg Config) validate() error {
+	switch {
+	case cfg.MaxBatch < 0:
+		return errors.New("store: Config.MaxBatch must not be negative")
+	case cfg.ReadConns < 0:
+		return errors.New("store: Config.ReadConns must not be negative")
+	case cfg.BusyTimeout < 0:
+		return errors.New("store: Config.BusyTimeout must not be negative")
+	case cfg.CheckpointInterval < 0:
+		return errors.New("store: Config.CheckpointInterval must not be negative")
+	case cfg.WALRestartPages < 0:
+		return errors.New("store: Config.WALRestartPages must not be negative")
+	case cfg.SoftStopTimeout < 0:
+		return errors.New("store: Config.SoftStopTimeout must not be negative")
+	case cfg.Workers == nil && cfg.Queues != nil:
+		return errors.New("store: Config.Queues needs Config.Workers (an insert-only client has no queues)")
+	}
+	return nil
+}
+
+// riverConfig builds River's client config from ours.
+func (cfg Config) riverConfig() *river.Config {
+	rc := &river.Config{
+		Logger:            cfg.Logger,
+		ErrorHandler:      cfg.ErrorHandler,
+		FetchPollInterval: cfg.FetchPollInterval,
+		FetchCooldown:     cfg.FetchCooldown,
+		JobTimeout:        cfg.JobTimeout,
+		MaxAttempts:       cfg.MaxAttempts,
+		SoftStopTimeout:   cfg.SoftStopTimeout,
+		TestOnly:          cfg.TestOnly,
+	}
+	if cfg.Workers != nil {
+		rc.Workers = cfg.Workers
+		rc.Queues = cfg.Queues
+		rc.PeriodicJobs = cfg.PeriodicJobs
+	}
+	return rc
+}
+
+// engine is what each database engine implements. The methods' contracts
+// are those of the DB methods of the same name.
+type engine interface {
+	// saveEvents stores the events and their jobs in one transaction. It
+	// must not modify evs: the caller applies the results after a commit.
+	saveEvents(ctx context.Context, rc *river.Client[*sql.Tx], evs []*Event, now time.Time) ([]saveResult, error)
+	findEventByID(ctx context.Context, id int64) (*Event, error)
+	updateEventState(ctx context.Context, id int64, state, reason string, now time.Time) error
+	pruneEvents(ctx context.Context, before time.Time) (int64, error)
+	status(ctx context.Context) (Status, error)
+	addQuota(ctx context.Context, key string, bucket, n int64) error
+	loadQuota(ctx context.Context, key string, since int64) (map[int64]int64, error)
+	pruneQuota(ctx context.Context, before int64) (int64, error)
+	ping(ctx context.Context) error
+	// writePool is the pool River uses; its transactions are *sql.Tx.
+	writePool() *sql.DB
+	close() error
+}
+
+// saveResult is what saveEvents reports for one event.
+type saveResult struct {
+	inserted   bool
+	id         int64
+	state      string
+	receivedAt time.Time
+}
+
+// DB is an open store. Its methods are safe for concurrent use.
+type DB struct {
+	cfg   Config
+	eng   engine
+	river *river.Client[*sql.Tx]
+
+	// Group commit (batch.go).
+	saveCh       chan *saveReq
+	closing      chan struct{}
+	cancelWriter context.CancelFunc
+	writerDone   chan struct{}
+	hooks        testHooks
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open opens the database named by cfg.DSN, sets its pragmas, applies the
+// store's migrations and River's, and builds the River client. It does not
+// start working jobs: call Start for that. Close releases everything.
+//
+// A PostgreSQL DSN returns an error wrapping errors.ErrUnsupported for now.
+func Open(ctx context.Context, cfg Config) (*DB, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+
+	var (
+		eng    engine
+		driver riverdriver.Driver[*sql.Tx]
+		err    error
+	)
+	switch {
+	case strings.HasPrefix(cfg.DSN, "postgres://"), strings.HasPrefix(cfg.DSN, "postgresql://"):
+		return nil, fmt.Errorf("store: PostgreSQL is not implemented yet, use a SQLite file path: %w", errors.ErrUnsupported)
+	default:
+		eng, driver, err = openSQLite(ctx, cfg)
+	}
+	if err != nil {
+		return nil, err
+	}
+
+	rc, err := openRiver(ctx, cfg, driver)
+	if err != nil {
+		return nil, errors.Join(err, eng.close())
+	}
+
+	writerCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	db := &DB{
+		cfg:          cfg,
+		eng:          eng,
+		river:        rc,
+		saveCh:       make(chan *saveReq),
+		closing:      make(chan struct{}),
+		cancelWriter: cancel,
+		writerDone:   make(chan struct{}),
+	}
+	go db.writeLoop(writerCtx)
+	return db, nil
+}
+
+// openRiver applies River's migrations and builds its client.
+func openRiver(ctx context.Context, cfg Config, driver riverdriver.Driver[*sql.Tx]) (*river.Client[*sql.Tx], error) {
+	migrator, err := rivermigrate.New(driver, &rivermigrate.Config{Logger: cfg.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("store: river migrator: %w", err)
+	}
+	if _, err := migrator.Migrate(ctx, rivermigrate.DirectionUp, nil); err != nil {
+		return nil, fmt.Errorf("store: river migrations: %w", err)
+	}
+	rc, err := river.NewClient(driver, cfg.riverConfig())
+	if err != nil {
+		return nil, fmt.Errorf("store: river client: %w", err)
+	}
+	return rc, nil
+}
+
+// Start starts working River jobs. It is a no-op when Config.Workers is nil.
+// Cancelling ctx stops job working as River's Start documents; Close does
+// the same gracefully.
+func (db *DB) Start(ctx context.Context) error {
+	if db.cfg.Workers == nil {
+		return nil
+	}
+	select {
+	case <-db.closing:
+		return ErrClosed
+	default:
+	}
+	if err := db.river.Start(ctx); err != nil {
+		return fmt.Errorf("store: start river: %w", err)
+	}
+	return nil
+}
+
+// Close stops the SaveEvent writer (callers still waiting get ErrClosed),
+// stops River (running jobs get Config.SoftStopTimeout before their
+// contexts are cancelled), then closes the pools. It is idempotent.
+func (db *DB) Close() error {
+	db.closeOnce.Do(func() {
+		close(db.closing)
+		db.cancelWriter()
+		<-db.writerDone
+
+		var errs []error
+		// Bound the wait: a job that ignores its cancelled context must not
+		// hang shutdown forever.
+		ctx, cancel := context.WithTimeout(context.Background(), db.cfg.SoftStopTimeout+5*time.Second)
+		defer cancel()
+		if err := db.river.Stop(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("store: stop river: %w", err))
+		}
+		errs = append(errs, db.eng.close())
+		db.closeErr = errors.Join(errs...)
+	})
+	return db.closeErr
+}
+
+// Ping checks that the database answers.
+func (db *DB) Ping(ctx context.Context) error {
+	return db.eng.ping(ctx)
+}
+
+// River returns the River client, for workers (JobCompleteTx, inserts from
+// jobs) and tests (subscriptions).
+func (db *DB) River() *river.Client[*sql.Tx] { return db.river }
+
+// SQL returns the write pool, which River also uses. It is an escape hatch
+// for tests; see the package doc about holding its transactions.
+func (db *DB) SQL() *sql.DB { return db.eng.writePool() }
+
+// SaveEvent validates ev, stores it and enqueues its jobs in one
+// transaction, then sets ev.ID, ev.State and ev.ReceivedAt.
+//
+// Jobs: add_external_contact and add_half_external_contact enqueue one
+// ResolveArgs; add_member one ResolveArgs per member, with ChatID;
+// del_external_contact and del_follow_user one EndLinkArgs. Other kinds
+// enqueue nothing and get State EventRecorded, or EventIgnored for
+// KindIgnored.
+//
+// A DedupKey that is already stored is not an error: inserted is false,
+// ev's ID, State and ReceivedAt are those of the stored event, the stored
+// event's duplicate counter is incremented and no job is enqueued.
+//
+// Calls are committed in groups (see the package doc). If ctx ends before
+// the writer picks the event up, SaveEvent returns ctx's error and nothing
+// is written; once picked up, it waits for the commit and returns its
+// result. Returns an error wrapping ErrInvalid if ev fails Validate,
+// ErrClosed after Close, or the database error (for every event in the
+// failed group) if the transaction could not commit.
+func (db *DB) SaveEvent(ctx context.Context, ev *Event) (inserted bool, err error) {
+	if err := ev.Validate(); err != nil {
+		return false, err
+	}
+	return db.submit(ctx, ev)
+}
+
+// FindEventByID returns the stored event with the given id, or an error
+// wrapping ErrNotFound.
+func (db *DB) FindEventByID(ctx context.Context, id int64) (*Event, error) {
+	return db.eng.findEventByID(ctx, id)
+}
+
+// UpdateEventState sets the state and reason of event id, for the workers.
+// Returns an error wrapping ErrInvalid for an unknown state, or ErrNotFound.
+func (db *DB) UpdateEventState(ctx context.Context, id int64, state, reason string) error {
+	if !eventStates[state] {
+		return fmt.Errorf("%w: unknown event state %q", ErrInvalid, truncate(state))
+	}
+	if len(reason) > MaxFieldLen {
+		return fmt.Errorf("%w: event reason is longer than %d bytes", ErrInvalid, MaxFieldLen)
+	}
+	return db.eng.updateEventState(ctx, id, state, reason, db.cfg.Now())
+}
+
+// PruneEvents deletes events received before the given time, except those
+// still EventPending, and returns how many it deleted. Status counters are
+// not lowered. Run it with a retention of at least 30 days, so that late
+// WeCom retries are still recognised as duplicates.
+func (db *DB) PruneEvents(ctx context.Context, before time.Time) (int64, error) {
+	return db.eng.pruneEvents(ctx, before)
+}
+
+// Status returns event counters and the number of unfinished jobs.
+func (db *DB) Status(ctx context.Context) (Status, error) {
+	return db.eng.status(ctx)
+}
+
+// AddQuota adds n to the counter of key for the minute bucket starting at
+// bucketUnix (unix seconds), creating it at n. The limiter of package wecom
+// uses it so that a restart never resets a quota.
+func (db *DB) AddQuota(ctx context.Context, key string, bucketUnix int64, n int64) error {
+	if key == "" || len(key) > MaxFieldLen {
+		return fmt.Errorf("%w: quota key must be 1 to %d bytes", ErrInvalid, MaxFieldLen)
+	}
+	return db.eng.addQuota(ctx, key, bucketUnix, n)
+}
+
+// LoadQuota returns the counters of key whose bucket starts at or after
+// sinceUnix, keyed by bucket start (unix seconds). No bucket gives an empty
+// map, not an error.
+func (db *DB) LoadQuota(ctx context.Context, key string, sinceUnix int64) (map[int64]int64, error) {
+	return db.eng.loadQuota(ctx, key, sinceUnix)
+}
+
+// PruneQuota deletes the counters of every key whose bucket starts before
+// beforeUnix and returns how many it deleted.
+func (db *DB) PruneQuota(ctx context.Context, beforeUnix int64) (int64, error) {
+	return db.eng.pruneQuota(ctx, beforeUnix)
+}

@@ -1,0 +1,209 @@
+package wecom
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+)
+
+// WeCom errcodes that pendinglink acts on (protocol reference §5; meanings
+// from the global code page, docs 90313/90455). Every other non-zero code is
+// permanent for our purposes.
+const (
+	// CodeSystemBusy (-1, 系统繁忙): transient; retried with jittered backoff.
+	CodeSystemBusy = -1
+	// CodeInvalidSecret (40001, invalid credential): usually a wrong secret,
+	// but also sent for a stale token, so the client refreshes the token once
+	// before giving up; after that it is a configuration error to alert on.
+	CodeInvalidSecret = 40001
+	// CodeInvalidToken (40014): the token was revoked or is wrong; the client
+	// drops it, fetches a new one and retries the call once.
+	CodeInvalidToken = 40014
+	// CodeTokenExpired (42001): handled exactly like CodeInvalidToken.
+	CodeTokenExpired = 42001
+	// CodeAPIFreqOutOfLimit (45009): a WeCom quota window is exhausted and the
+	// block lasts the whole window, so the client never spins on it; the
+	// caller defers the work.
+	CodeAPIFreqOutOfLimit = 45009
+	// CodeAPIConcurrentOutOfLimit (45033): too many concurrent calls; retried
+	// with jittered backoff, and callers should lower their concurrency.
+	CodeAPIConcurrentOutOfLimit = 45033
+	// CodeInvalidParameter (40058): a malformed request (e.g. >100 ids); a bug.
+	CodeInvalidParameter = 40058
+	// CodeInvalidExternalUserID (40096): an id from the wrong corp or view;
+	// callers split the batch to isolate it (§9 #12).
+	CodeInvalidExternalUserID = 40096
+	// CodeNoPermission (48002): the app lacks 客户联系 or is not allowed to call
+	// the API; the client logs which token the call used (§9 #3).
+	CodeNoPermission = 48002
+	// CodeIPNotAllowed (60020): the egress IP is not on the app's trusted-IP
+	// list; an alertable configuration error (§6, §9 #13).
+	CodeIPNotAllowed = 60020
+	// CodeNotCustomerYet (84061, 不存在外部联系人的关系): can be transient
+	// right after an add, so the pipeline retries it once after a delay (§9 #5).
+	CodeNotCustomerYet = 84061
+	// CodeNoAppPermission (301002): the token or agentid belongs to another
+	// app, typically upstream and downstream mixed up; logged with the token kind.
+	CodeNoAppPermission = 301002
+	// CodeAppNotShared (670001): the downstream corp no longer shares the app;
+	// the client forgets the agentid it looked up for that corp.
+	CodeAppNotShared = 670001
+)
+
+// APIError is a response from WeCom with a non-zero errcode. It is built in
+// one place, from the errcode and errmsg every response carries, and never
+// contains the access_token or the secret.
+type APIError struct {
+	API  string // API path under /cgi-bin/, e.g. "corpgroup/unionid_to_pending_id"
+	Code int    // errcode
+	Msg  string // errmsg as WeCom sent it
+}
+
+// Error returns a message like
+// "wecom: corpgroup/unionid_to_pending_id: errcode 45009: api freq out of limit".
+func (e *APIError) Error() string {
+	return "wecom: " + e.API + ": errcode " + strconv.Itoa(e.Code) + ": " + e.Msg
+}
+
+// HTTPStatusError is an answer from WeCom (or a proxy in front of it) whose
+// HTTP status is not 200. WeCom itself always answers 200, with an errcode.
+type HTTPStatusError struct {
+	API        string // API path under /cgi-bin/
+	StatusCode int
+}
+
+// Error returns a message like "wecom: gettoken: http status 502".
+func (e *HTTPStatusError) Error() string {
+	return "wecom: " + e.API + ": http status " + strconv.Itoa(e.StatusCode)
+}
+
+// transportError marks a failed exchange with WeCom: dial, TLS, timeout, a
+// dropped connection or a truncated body. Its cause has had the query string
+// (access_token, corpsecret) removed.
+type transportError struct {
+	api string
+	err error
+}
+
+func (e *transportError) Error() string { return "wecom: " + e.api + ": " + e.err.Error() }
+func (e *transportError) Unwrap() error { return e.err }
+
+// QuotaError is returned, without any HTTP call, when a Limiter does not
+// allow a call now. IsRateLimited reports true for it.
+type QuotaError struct {
+	Key     string        // the limiter's key
+	Window  time.Duration // length of the window that is full (the shortest window when Pacing)
+	Limit   int64         // that window's limit
+	Pacing  bool          // the windows have room, but Smooth pacing asks for a gap
+	RetryAt time.Time     // the earliest time a call will be allowed
+}
+
+// Error returns a message like
+// "wecom: quota unionid_to_pending_id: 1h0m0s window full (limit 100000), retry at 2025-01-01T10:01:00Z".
+func (e *QuotaError) Error() string {
+	at := e.RetryAt.UTC().Format(time.RFC3339)
+	if e.Pacing {
+		return fmt.Sprintf("wecom: quota %s: paced, retry at %s", e.Key, at)
+	}
+	return fmt.Sprintf("wecom: quota %s: %s window full (limit %d), retry at %s", e.Key, e.Window, e.Limit, at)
+}
+
+// Local errors: the client returns them (wrapped) without calling WeCom.
+var (
+	// ErrTooManyIDs: more than 100 external_userids were passed to
+	// ExternalUserIDToPendingID; split the batch.
+	ErrTooManyIDs = errors.New("wecom: more than 100 external_userids in one call")
+	// ErrInvalidArgument: a required argument is empty.
+	ErrInvalidArgument = errors.New("wecom: invalid argument")
+	// ErrNotShared: the downstream corp is not in list_app_share_info, so no
+	// downstream agentid (and token) is known for it.
+	ErrNotShared = errors.New("wecom: corp does not share the app")
+)
+
+func apiCode(err error) (int, bool) {
+	var ae *APIError
+	if errors.As(err, &ae) {
+		return ae.Code, true
+	}
+	return 0, false
+}
+
+// IsRetryable reports whether retrying the same call soon may succeed:
+// errcode -1 and 45033, network errors, HTTP 5xx and timeouts. A caller's
+// context cancellation is not retryable. The client already retries these
+// up to RetryPolicy.MaxAttempts, so a returned retryable error means WeCom
+// stayed unavailable for that long.
+func IsRetryable(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return false
+	}
+	if code, ok := apiCode(err); ok {
+		return code == CodeSystemBusy || code == CodeAPIConcurrentOutOfLimit
+	}
+	var se *HTTPStatusError
+	if errors.As(err, &se) {
+		return se.StatusCode >= 500
+	}
+	var te *transportError
+	if errors.As(err, &te) {
+		return true
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// IsRateLimited reports whether err says "too many calls": errcode 45009 or
+// 45033 from WeCom, or a *QuotaError from a local Limiter. Callers defer the
+// work rather than retry at once; a *QuotaError carries the RetryAt time.
+func IsRateLimited(err error) bool {
+	var qe *QuotaError
+	if errors.As(err, &qe) {
+		return true
+	}
+	code, ok := apiCode(err)
+	return ok && (code == CodeAPIFreqOutOfLimit || code == CodeAPIConcurrentOutOfLimit)
+}
+
+// IsTokenInvalid reports whether WeCom rejected the access_token: errcode
+// 40014, 42001 or 40001. The client has already refreshed the token once
+// and retried when it returns such an error.
+func IsTokenInvalid(err error) bool {
+	code, ok := apiCode(err)
+	return ok && (code == CodeInvalidToken || code == CodeTokenExpired || code == CodeInvalidSecret)
+}
+
+// IsNotCustomerYet reports whether err is errcode 84061 (no external-contact
+// relationship), which can be transient right after an add; the pipeline
+// retries it once, delayed (§9 #5).
+func IsNotCustomerYet(err error) bool {
+	code, ok := apiCode(err)
+	return ok && code == CodeNotCustomerYet
+}
+
+// IsPermanent reports whether retrying cannot help: every errcode other than
+// -1, 45009, 45033, 40014, 42001 and 84061 (so 40001, 40058, 40096, 48002,
+// 60020, 301002, 670001, 610014–610017, … are permanent), an HTTP status
+// other than 5xx, and the local errors ErrTooManyIDs, ErrInvalidArgument and
+// ErrNotShared. 40001 counts as both token-invalid and permanent: the client
+// has already tried a fresh token, so the secret itself is wrong.
+func IsPermanent(err error) bool {
+	if errors.Is(err, ErrTooManyIDs) || errors.Is(err, ErrInvalidArgument) || errors.Is(err, ErrNotShared) {
+		return true
+	}
+	if code, ok := apiCode(err); ok {
+		switch code {
+		case 0, CodeSystemBusy, CodeAPIFreqOutOfLimit, CodeAPIConcurrentOutOfLimit,
+			CodeInvalidToken, CodeTokenExpired, CodeNotCustomerYet:
+			return false
+		}
+		return true
+	}
+	var se *HTTPStatusError
+	return errors.As(err, &se) && se.StatusCode < 500
+}

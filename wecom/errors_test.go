@@ -1,0 +1,81 @@
+package wecom_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/pendinglink/pendinglink/wecom"
+)
+
+func TestPredicates(t *testing.T) {
+	t.Parallel()
+
+	apiErr := func(code int) error {
+		// Wrapped, as callers see it after adding context.
+		return fmt.Errorf("resolve event 42: %w", &wecom.APIError{API: wecom.APIUnionIDToPendingID, Code: code, Msg: "x"})
+	}
+	type want struct{ retryable, rateLimited, tokenInvalid, permanent, notCustomerYet bool }
+	for _, tt := range []struct {
+		name string
+		err  error
+		want want
+	}{
+		{"SystemBusy", apiErr(-1), want{retryable: true}},
+		{"InvalidSecret", apiErr(40001), want{tokenInvalid: true, permanent: true}},
+		{"InvalidToken", apiErr(40014), want{tokenInvalid: true}},
+		{"TokenExpired", apiErr(42001), want{tokenInvalid: true}},
+		{"FreqOutOfLimit", apiErr(45009), want{rateLimited: true}},
+		{"ConcurrentOutOfLimit", apiErr(45033), want{retryable: true, rateLimited: true}},
+		{"InvalidParameter", apiErr(40058), want{permanent: true}},
+		{"InvalidExternalUserID", apiErr(40096), want{permanent: true}},
+		{"NoPermission", apiErr(48002), want{permanent: true}},
+		{"IPNotAllowed", apiErr(60020), want{permanent: true}},
+		{"NotCustomerYet", apiErr(84061), want{notCustomerYet: true}},
+		{"NoAppPermission", apiErr(301002), want{permanent: true}},
+		{"EntityMismatch", apiErr(610017), want{permanent: true}},
+		{"AppNotShared", apiErr(670001), want{permanent: true}},
+		{"HTTP502", &wecom.HTTPStatusError{API: "x", StatusCode: 502}, want{retryable: true}},
+		{"HTTP404", &wecom.HTTPStatusError{API: "x", StatusCode: 404}, want{permanent: true}},
+		{"Quota", fmt.Errorf("w: %w", &wecom.QuotaError{Key: "k", Window: time.Hour, RetryAt: time.Unix(0, 0)}), want{rateLimited: true}},
+		{"TooManyIDs", fmt.Errorf("%w: got 101", wecom.ErrTooManyIDs), want{permanent: true}},
+		{"Timeout", &url.Error{Op: "Post", URL: "u", Err: &net.DNSError{IsTimeout: true}}, want{retryable: true}},
+		{"DeadlineExceeded", context.DeadlineExceeded, want{retryable: true}},
+		{"Canceled", context.Canceled, want{}},
+		{"Nil", nil, want{}},
+		{"Other", errors.New("other"), want{}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got := want{
+				retryable:      wecom.IsRetryable(tt.err),
+				rateLimited:    wecom.IsRateLimited(tt.err),
+				tokenInvalid:   wecom.IsTokenInvalid(tt.err),
+				permanent:      wecom.IsPermanent(tt.err),
+				notCustomerYet: wecom.IsNotCustomerYet(tt.err),
+			}
+			require.Equal(t, tt.want, got)
+		})
+	}
+}
+
+func TestAPIError_Error(t *testing.T) {
+	t.Parallel()
+	err := &wecom.APIError{API: wecom.APIUnionIDToPendingID, Code: 45009, Msg: "api freq out of limit"}
+	require.EqualError(t, err, "wecom: corpgroup/unionid_to_pending_id: errcode 45009: api freq out of limit")
+}
+
+func TestQuotaError_Error(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2025, 1, 1, 11, 1, 0, 0, time.UTC)
+	require.EqualError(t, &wecom.QuotaError{Key: "pending", Window: time.Hour, Limit: 100000, RetryAt: at},
+		"wecom: quota pending: 1h0m0s window full (limit 100000), retry at 2025-01-01T11:01:00Z")
+	require.EqualError(t, &wecom.QuotaError{Key: "pending", Pacing: true, RetryAt: at},
+		"wecom: quota pending: paced, retry at 2025-01-01T11:01:00Z")
+}

@@ -1,0 +1,134 @@
+package wecom_test
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/pendinglink/pendinglink/wecom"
+)
+
+// The official examples of the protocol reference §3.1 and §3.2.
+const (
+	officialAdd = `<xml><ToUserName><![CDATA[toUser]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName><CreateTime>1403610513</CreateTime>
+  <MsgType><![CDATA[event]]></MsgType><Event><![CDATA[change_external_contact]]></Event>
+  <ChangeType><![CDATA[add_external_contact]]></ChangeType><UserID><![CDATA[zhangsan]]></UserID>
+  <ExternalUserID><![CDATA[woAJ2GCAAAXtWyujaWJHDDGi0mAAAA]]></ExternalUserID>
+  <State><![CDATA[teststate]]></State><WelcomeCode><![CDATA[WELCOMECODE]]></WelcomeCode></xml>`
+	officialChat = `<xml><ToUserName><![CDATA[ww55ca070cb9b7eb22]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName>
+  <CreateTime>1403610513</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[change_external_chat]]></Event>
+  <ChatId><![CDATA[wrx7HUARsKwGRaQBVKPBTcEyzdHA4HrQ]]></ChatId><ChangeType><![CDATA[update]]></ChangeType>
+  <UpdateDetail><![CDATA[add_member]]></UpdateDetail><JoinScene>1</JoinScene><QuitScene>0</QuitScene>
+  <MemChangeCnt>10</MemChangeCnt><MemChangeList><Item>Jack</Item><Item>Rose</Item></MemChangeList>
+  <LastMemVer>9c3f97c2ada667dfb5f6d03308d963e1</LastMemVer><CurMemVer>71217227bbd112ecfe3a49c482195cb4</CurMemVer></xml>`
+)
+
+func TestParseEvent(t *testing.T) {
+	t.Parallel()
+
+	t.Run("OfficialAdd", func(t *testing.T) {
+		t.Parallel()
+		ev, err := wecom.ParseEvent([]byte(officialAdd))
+		require.NoError(t, err)
+		require.Equal(t, wecom.KindAddExternalContact, ev.Kind())
+		require.Equal(t, "toUser", ev.ToUserName)
+		require.Equal(t, "zhangsan", ev.UserID)
+		require.Equal(t, "woAJ2GCAAAXtWyujaWJHDDGi0mAAAA", ev.ExternalUserID)
+		require.EqualValues(t, 1403610513, ev.CreateTime)
+		require.Equal(t, "teststate", ev.State)
+	})
+
+	t.Run("OfficialChatItems", func(t *testing.T) {
+		t.Parallel()
+		ev, err := wecom.ParseEvent([]byte(officialChat))
+		require.NoError(t, err)
+		require.Equal(t, wecom.KindChatAddMember, ev.Kind())
+		require.Equal(t, wecom.MemList{"Jack", "Rose"}, ev.MemChangeList)
+		require.Equal(t, "wrx7HUARsKwGRaQBVKPBTcEyzdHA4HrQ", ev.ChatID)
+		require.Equal(t, "1", ev.JoinScene, "JoinScene is not checked against an enum")
+	})
+
+	t.Run("OldCommaSeparatedList", func(t *testing.T) {
+		t.Parallel()
+		ev, err := wecom.ParseEvent([]byte(`<xml><Event>change_external_chat</Event><ChangeType>update</ChangeType><UpdateDetail>del_member</UpdateDetail><MemChangeList><![CDATA[id1, id2,,id3]]></MemChangeList></xml>`))
+		require.NoError(t, err)
+		require.Equal(t, wecom.KindChatDelMember, ev.Kind())
+		require.Equal(t, wecom.MemList{"id1", "id2", "id3"}, ev.MemChangeList)
+	})
+
+	t.Run("RepeatedListElementsAppend", func(t *testing.T) {
+		t.Parallel()
+		ev, err := wecom.ParseEvent([]byte(`<xml><MemChangeList>a</MemChangeList><MemChangeList><Item>b</Item></MemChangeList></xml>`))
+		require.NoError(t, err)
+		require.Equal(t, wecom.MemList{"a", "b"}, ev.MemChangeList)
+	})
+
+	t.Run("ErrUnparsable", func(t *testing.T) {
+		t.Parallel()
+		_, err := wecom.ParseEvent([]byte("<xml><ToUserName>"))
+		require.Error(t, err)
+	})
+}
+
+func TestEvent_Kind(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		ev   wecom.Event
+		want string
+	}{
+		{wecom.Event{Event: "change_external_contact", ChangeType: "add_half_external_contact"}, wecom.KindAddHalfExternalContact},
+		{wecom.Event{Event: "change_external_contact", ChangeType: "del_follow_user"}, wecom.KindDelFollowUser},
+		{wecom.Event{Event: "change_external_contact", ChangeType: "transfer_fail"}, wecom.KindTransferFail},
+		{wecom.Event{Event: "change_external_contact", ChangeType: "msg_audit_approved"}, wecom.KindIgnored},
+		{wecom.Event{Event: "change_external_chat", ChangeType: "update", UpdateDetail: "change_name"}, wecom.KindIgnored},
+		{wecom.Event{Event: "change_external_chat", ChangeType: "create"}, wecom.KindIgnored},
+		{wecom.Event{Event: "change_external_tag"}, wecom.KindIgnored},
+	} {
+		require.Equal(t, tc.want, tc.ev.Kind(), "%+v", tc.ev)
+	}
+}
+
+func TestEvent_DedupKey(t *testing.T) {
+	t.Parallel()
+	base, err := wecom.ParseEvent([]byte(officialAdd))
+	require.NoError(t, err)
+	key := base.DedupKey([]byte(officialAdd))
+
+	same := base
+	same.WelcomeCode = "another" // not part of the identity
+	require.Equal(t, key, same.DedupKey(nil))
+
+	for name, mutate := range map[string]func(*wecom.Event){
+		"Corp":     func(e *wecom.Event) { e.ToUserName = "other" },
+		"Customer": func(e *wecom.Event) { e.ExternalUserID = "other" },
+		"Staff":    func(e *wecom.Event) { e.UserID = "other" },
+		"Time":     func(e *wecom.Event) { e.CreateTime++ },
+		"Change":   func(e *wecom.Event) { e.ChangeType = wecom.ChangeAddHalfExternalContact },
+	} {
+		ev := base
+		mutate(&ev)
+		require.NotEqual(t, key, ev.DedupKey(nil), name)
+	}
+
+	chat, err := wecom.ParseEvent([]byte(officialChat))
+	require.NoError(t, err)
+	other := chat
+	other.MemChangeList = wecom.MemList{"Jack"}
+	require.NotEqual(t, chat.DedupKey(nil), other.DedupKey(nil), "member list is part of a chat event's key")
+
+	ignored := wecom.Event{Event: "change_external_tag"}
+	require.NotEqual(t, ignored.DedupKey([]byte("a")), ignored.DedupKey([]byte("b")), "ignored events key on their plaintext")
+}
+
+func TestEvent_MarshalRoundTrip(t *testing.T) {
+	t.Parallel()
+	for _, raw := range []string{officialAdd, officialChat} {
+		ev, err := wecom.ParseEvent([]byte(raw))
+		require.NoError(t, err)
+		out, err := ev.Marshal()
+		require.NoError(t, err)
+		back, err := wecom.ParseEvent(out)
+		require.NoError(t, err)
+		require.Equal(t, ev, back)
+	}
+}

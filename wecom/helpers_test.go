@@ -1,0 +1,243 @@
+package wecom_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/pendinglink/pendinglink/wecom"
+)
+
+const (
+	testCorpID  = "wwtestupstream"
+	testAgentID = int64(1000002)
+	testSecret  = "test-secret-DO-NOT-LOG"
+)
+
+// fakeClock is a settable clock for token expiry and quota windows.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{t: time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// apiRequest is one request the test server received.
+type apiRequest struct {
+	N     int // 1-based call number of this API
+	Query url.Values
+	Body  map[string]any
+	Token string
+}
+
+// handlerFunc answers one request: it returns the JSON to send, or nil
+// after writing the response itself.
+type handlerFunc func(w http.ResponseWriter, req apiRequest) any
+
+// testBundle is a WeCom stand-in written for these tests: each API path has
+// a handler; gettoken issues tok-1, tok-2, … by default.
+type testBundle struct {
+	clock  *fakeClock
+	srv    *httptest.Server
+	client *wecom.Client
+	logs   *syncBuffer
+
+	mu       sync.Mutex
+	handlers map[string]handlerFunc
+	reqs     map[string][]apiRequest
+	sleeps   []time.Duration
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func setup(t testing.TB, mods ...func(*wecom.Config)) *testBundle {
+	t.Helper()
+	tb := &testBundle{
+		clock:    newFakeClock(),
+		logs:     &syncBuffer{},
+		handlers: map[string]handlerFunc{},
+		reqs:     map[string][]apiRequest{},
+	}
+	tb.handle(wecom.APIGetToken, func(_ http.ResponseWriter, req apiRequest) any {
+		return map[string]any{"errcode": 0, "errmsg": "ok", "access_token": fmt.Sprintf("tok-%d", req.N), "expires_in": 7200}
+	})
+	tb.srv = httptest.NewServer(http.HandlerFunc(tb.serve))
+	t.Cleanup(tb.srv.Close)
+	cfg := wecom.Config{
+		BaseURL:    tb.srv.URL,
+		CorpID:     testCorpID,
+		AgentID:    testAgentID,
+		CorpSecret: testSecret,
+		Now:        tb.clock.Now,
+		Logger:     slog.New(slog.NewTextHandler(tb.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Sleep: func(ctx context.Context, d time.Duration) error {
+			tb.mu.Lock()
+			tb.sleeps = append(tb.sleeps, d)
+			tb.mu.Unlock()
+			return ctx.Err()
+		},
+	}
+	for _, m := range mods {
+		m(&cfg)
+	}
+	c, err := wecom.NewClient(cfg)
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	tb.client = c
+	return tb
+}
+
+func (tb *testBundle) handle(api string, h handlerFunc) {
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	tb.handlers[api] = h
+}
+
+func (tb *testBundle) serve(w http.ResponseWriter, r *http.Request) {
+	api := strings.TrimPrefix(r.URL.Path, "/cgi-bin/")
+	raw, _ := io.ReadAll(r.Body)
+	req := apiRequest{Query: r.URL.Query(), Token: r.URL.Query().Get("access_token")}
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &req.Body); err != nil {
+			http.Error(w, "bad json", http.StatusBadRequest)
+			return
+		}
+	}
+	tb.mu.Lock()
+	req.N = len(tb.reqs[api]) + 1
+	tb.reqs[api] = append(tb.reqs[api], req)
+	h := tb.handlers[api]
+	tb.mu.Unlock()
+	if h == nil {
+		http.NotFound(w, r)
+		return
+	}
+	if v := h(w, req); v != nil {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(v)
+	}
+}
+
+// calls returns how many requests api received.
+func (tb *testBundle) calls(api string) int {
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	return len(tb.reqs[api])
+}
+
+func (tb *testBundle) requests(api string) []apiRequest {
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	return append([]apiRequest(nil), tb.reqs[api]...)
+}
+
+func (tb *testBundle) sleepDurations() []time.Duration {
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	return append([]time.Duration(nil), tb.sleeps...)
+}
+
+// ok answers success with extra fields.
+func ok(kv ...any) map[string]any {
+	m := map[string]any{"errcode": 0, "errmsg": "ok"}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i].(string)] = kv[i+1]
+	}
+	return m
+}
+
+func fail(code int, msg string) map[string]any {
+	return map[string]any{"errcode": code, "errmsg": msg}
+}
+
+// dropConnection closes the connection without an answer.
+func dropConnection(w http.ResponseWriter) {
+	conn, _, err := w.(http.Hijacker).Hijack()
+	if err == nil {
+		_ = conn.Close()
+	}
+}
+
+// pendingOK answers unionid_to_pending_id with a pending_id derived from the unionid.
+func pendingOK(_ http.ResponseWriter, req apiRequest) any {
+	return ok("pending_id", "p-"+req.Body["unionid"].(string))
+}
+
+// memStore is an in-memory wecom.QuotaStore.
+type memStore struct {
+	mu      sync.Mutex
+	m       map[string]map[int64]int64
+	addErr  error
+	sinceAt []int64
+}
+
+func newMemStore() *memStore { return &memStore{m: map[string]map[int64]int64{}} }
+
+func (s *memStore) AddQuota(_ context.Context, key string, bucket, n int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.addErr != nil {
+		return s.addErr
+	}
+	if s.m[key] == nil {
+		s.m[key] = map[int64]int64{}
+	}
+	s.m[key][bucket] += n
+	return nil
+}
+
+func (s *memStore) LoadQuota(_ context.Context, key string, since int64) (map[int64]int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sinceAt = append(s.sinceAt, since)
+	out := map[int64]int64{}
+	for b, n := range s.m[key] {
+		if b >= since {
+			out[b] = n
+		}
+	}
+	return out, nil
+}
+
+var _ wecom.QuotaStore = (*memStore)(nil)

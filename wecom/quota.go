@@ -1,0 +1,367 @@
+package wecom
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+)
+
+// Documented per-API quotas of the upstream corp (protocol reference §4.4, §4.6, §6).
+const (
+	PendingIDPerHour      = 100_000   // unionid_to_pending_id, per hour
+	PendingIDPerDay       = 480_000   // unionid_to_pending_id, per day
+	PendingIDPerMonth     = 7_500_000 // unionid_to_pending_id, per month
+	ExternalUserIDPerHour = 20_000    // unionid_to_external_userid, per hour
+	ExternalUserIDPerDay  = 240_000   // unionid_to_external_userid, per day
+)
+
+const (
+	defaultBurst  = 10
+	bucketLen     = time.Minute
+	bucketSeconds = int64(bucketLen / time.Second)
+	monthWindow   = 31 * 24 * time.Hour
+)
+
+// QuotaStore persists quota counters so that a restart does not reset them.
+// Counters are kept per key in per-minute buckets identified by the bucket's
+// start in Unix seconds. store/ implements it.
+type QuotaStore interface {
+	// AddQuota adds n to the counter of bucket bucketUnix under key.
+	AddQuota(ctx context.Context, key string, bucketUnix int64, n int64) error
+	// LoadQuota returns the counters of key for buckets starting at or after
+	// sinceUnix, keyed by bucket start.
+	LoadQuota(ctx context.Context, key string, sinceUnix int64) (map[int64]int64, error)
+}
+
+// Window is one rolling quota window: at most Limit calls in any period of
+// length Length.
+type Window struct {
+	Length time.Duration
+	Limit  int64
+}
+
+// PendingIDWindows returns the windows of unionid_to_pending_id's quota:
+// hour calls per hour, day per 24 hours and month per 31 days. Rolling
+// windows are at least as strict as calendar ones: every clock hour lies
+// inside some rolling hour and every calendar day inside some rolling 24
+// hours. The month window is 31 days so that every calendar month, even the
+// longest, fits inside one rolling window; then no calendar month can exceed
+// the limit, whichever way WeCom counts (calendar month or rolling 30 days).
+func PendingIDWindows(hour, day, month int64) []Window {
+	return []Window{{time.Hour, hour}, {24 * time.Hour, day}, {monthWindow, month}}
+}
+
+// ExternalUserIDWindows returns the windows of unionid_to_external_userid's
+// quota: hour calls per hour and day per 24 hours (see PendingIDWindows).
+func ExternalUserIDWindows(hour, day int64) []Window {
+	return []Window{{time.Hour, hour}, {24 * time.Hour, day}}
+}
+
+// WindowUsage is a window's current use, for /v1/status.
+type WindowUsage struct {
+	Length time.Duration
+	Limit  int64
+	Used   int64
+}
+
+// LimiterConfig configures a Limiter.
+type LimiterConfig struct {
+	// Key names the counters in Store, e.g. "unionid_to_pending_id:wwcorp".
+	// Required.
+	Key string
+	// Windows are the rolling windows; each must have a positive Length and
+	// Limit. Required.
+	Windows []Window
+	// Store persists counters. Defaults to nil: memory only.
+	Store QuotaStore
+	// Now is the clock. Defaults to time.Now.
+	Now func() time.Time
+	// Smooth spaces calls evenly: at least shortest-window Length/Limit apart
+	// (36 ms for 100,000/h), after an initial Burst. Without it a bulk load
+	// spends the whole hour's quota in its first minutes and then waits.
+	Smooth bool
+	// Burst is how many calls Smooth lets through back to back. Defaults to 10.
+	Burst int
+	// Sleep waits in Wait. Defaults to a timer that honours ctx.
+	Sleep func(ctx context.Context, d time.Duration) error
+}
+
+// Limiter counts calls against rolling windows so that no window is ever
+// exceeded, while the full quota stays usable. Calls are counted in
+// per-minute buckets; a window's usage conservatively includes the whole
+// bucket that straddles its start, so the count is never lower than WeCom's,
+// however WeCom aligns its windows. A Limiter is safe for concurrent use.
+type Limiter struct {
+	key     string
+	windows []Window // ascending Length
+	store   QuotaStore
+	now     func() time.Time
+	sleep   func(ctx context.Context, d time.Duration) error
+	gap     time.Duration // Smooth pacing gap, 0 without Smooth
+	burst   int64
+
+	mu     sync.Mutex
+	starts []int64 // bucket starts in Unix seconds, strictly ascending
+	cum    []int64 // cum[i] = calls in buckets up to and including i, plus base
+	base   int64   // calls in buckets already pruned
+	tat    time.Time
+}
+
+// NewLimiter returns a Limiter, loading the counters of the longest window
+// from cfg.Store.
+func NewLimiter(ctx context.Context, cfg LimiterConfig) (*Limiter, error) {
+	if cfg.Key == "" {
+		return nil, errors.New("wecom: LimiterConfig.Key is required")
+	}
+	if len(cfg.Windows) == 0 {
+		return nil, errors.New("wecom: LimiterConfig.Windows is required")
+	}
+	for _, w := range cfg.Windows {
+		if w.Length <= 0 || w.Limit <= 0 {
+			return nil, fmt.Errorf("wecom: LimiterConfig.Windows: length %s, limit %d: both must be positive", w.Length, w.Limit)
+		}
+	}
+	l := &Limiter{
+		key:     cfg.Key,
+		windows: slices.Clone(cfg.Windows),
+		store:   cfg.Store,
+		now:     cfg.Now,
+		sleep:   cfg.Sleep,
+		burst:   int64(cfg.Burst),
+	}
+	slices.SortFunc(l.windows, func(a, b Window) int { return int(a.Length - b.Length) })
+	if l.now == nil {
+		l.now = time.Now
+	}
+	if l.sleep == nil {
+		l.sleep = sleepCtx
+	}
+	if l.burst <= 0 {
+		l.burst = defaultBurst
+	}
+	if cfg.Smooth {
+		w := l.windows[0]
+		l.gap = w.Length / time.Duration(w.Limit)
+	}
+	if l.store != nil {
+		since := bucketOf(l.now().Add(-l.longest() - bucketLen))
+		m, err := l.store.LoadQuota(ctx, l.key, since)
+		if err != nil {
+			return nil, fmt.Errorf("wecom: load quota %s: %w", l.key, err)
+		}
+		for s := range m {
+			l.starts = append(l.starts, s)
+		}
+		slices.Sort(l.starts)
+		var sum int64
+		for _, s := range l.starts {
+			sum += m[s]
+			l.cum = append(l.cum, sum)
+		}
+	}
+	return l, nil
+}
+
+func (l *Limiter) longest() time.Duration { return l.windows[len(l.windows)-1].Length }
+
+func bucketOf(t time.Time) int64 {
+	u := t.Unix()
+	r := u % bucketSeconds
+	if r < 0 {
+		r += bucketSeconds
+	}
+	return u - r
+}
+
+func (l *Limiter) cumBefore(i int) int64 {
+	if i == 0 {
+		return l.base
+	}
+	return l.cum[i-1]
+}
+
+// firstIn returns the index of the first bucket that overlaps the window of
+// length w ending at now: a bucket [s, s+1min) overlaps (now-w, now] when
+// s > now-w-1min.
+func (l *Limiter) firstIn(now time.Time, w time.Duration) int {
+	cut := now.Add(-w - bucketLen).UnixNano()
+	return sort.Search(len(l.starts), func(i int) bool { return l.starts[i]*int64(time.Second) > cut })
+}
+
+func (l *Limiter) used(now time.Time, w time.Duration) (int64, int) {
+	i := l.firstIn(now, w)
+	if len(l.cum) == 0 {
+		return 0, i
+	}
+	return l.cum[len(l.cum)-1] - l.cumBefore(i), i
+}
+
+// check reports the *QuotaError that keeps a call from being made at now,
+// or nil. Caller holds l.mu.
+func (l *Limiter) check(now time.Time) *QuotaError {
+	var qe *QuotaError
+	for _, w := range l.windows {
+		used, i := l.used(now, w.Length)
+		if used < w.Limit {
+			continue
+		}
+		// Find the bucket whose expiry brings usage below the limit.
+		excess := used + 1 - w.Limit
+		before := l.cumBefore(i)
+		j := i + sort.Search(len(l.cum)-i, func(k int) bool { return l.cum[i+k]-before >= excess })
+		at := time.Unix(l.starts[j], 0).In(now.Location()).Add(w.Length + bucketLen)
+		if qe == nil || at.After(qe.RetryAt) {
+			qe = &QuotaError{Key: l.key, Window: w.Length, Limit: w.Limit, RetryAt: at}
+		}
+	}
+	if qe != nil {
+		return qe
+	}
+	if l.gap > 0 {
+		if at := l.tat.Add(-time.Duration(l.burst-1) * l.gap); at.After(now) {
+			w := l.windows[0]
+			return &QuotaError{Key: l.key, Window: w.Length, Limit: w.Limit, Pacing: true, RetryAt: at}
+		}
+	}
+	return nil
+}
+
+// add counts one call at now and returns the bucket it went into. Buckets
+// only grow at the end: if the clock stepped back, the call joins the newest
+// bucket, which expires last, so the count stays conservative.
+func (l *Limiter) add(now time.Time) int64 {
+	b := bucketOf(now)
+	n := len(l.starts)
+	if n > 0 && b <= l.starts[n-1] {
+		l.cum[n-1]++
+		return l.starts[n-1]
+	}
+	last := l.base
+	if n > 0 {
+		last = l.cum[n-1]
+	}
+	l.starts = append(l.starts, b)
+	l.cum = append(l.cum, last+1)
+	l.prune(now)
+	return b
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// prune drops buckets outside the longest window. Caller holds l.mu.
+func (l *Limiter) prune(now time.Time) {
+	i := l.firstIn(now, l.longest())
+	if i == 0 {
+		return
+	}
+	l.base = l.cum[i-1]
+	l.starts = l.starts[i:]
+	l.cum = l.cum[i:]
+}
+
+// undo removes one call from bucket b after the store refused it.
+func (l *Limiter) undo(b int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	k, ok := slices.BinarySearch(l.starts, b)
+	if !ok {
+		return
+	}
+	for i := k; i < len(l.cum); i++ {
+		l.cum[i]--
+	}
+}
+
+// Reserve takes one call if every window allows one now. Otherwise it
+// returns a *QuotaError with the time a call will be allowed. With a Store,
+// the call is written through before Reserve returns; if that write fails
+// the call is not counted and the store's error is returned, so a call is
+// never made that a restart would forget.
+func (l *Limiter) Reserve(ctx context.Context) error {
+	l.mu.Lock()
+	now := l.now()
+	if qe := l.check(now); qe != nil {
+		l.mu.Unlock()
+		return qe
+	}
+	b := l.add(now)
+	if l.gap > 0 {
+		// GCRA: tat is when the paced schedule would next be free; Burst
+		// calls may run ahead of it.
+		l.tat = later(l.tat, now).Add(l.gap)
+	}
+	l.mu.Unlock()
+	if l.store == nil {
+		return nil
+	}
+	// Write outside the lock so a slow store does not serialise the process.
+	if err := l.store.AddQuota(ctx, l.key, b, 1); err != nil {
+		l.undo(b)
+		return fmt.Errorf("wecom: save quota %s: %w", l.key, err)
+	}
+	return nil
+}
+
+// NextAt returns when a call may next be made: now if one may be made now.
+func (l *Limiter) NextAt() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	if qe := l.check(now); qe != nil {
+		// Pacing may still apply once the windows free up.
+		at := qe.RetryAt
+		if l.gap > 0 {
+			at = later(at, l.tat.Add(-time.Duration(l.burst-1)*l.gap))
+		}
+		return at
+	}
+	return now
+}
+
+// Wait blocks until a call is allowed, then reserves it. It returns ctx's
+// error if ctx ends first, or the store's error.
+func (l *Limiter) Wait(ctx context.Context) error {
+	return l.wait(ctx, -1)
+}
+
+// wait is Wait that gives up with the *QuotaError when the wait would be
+// longer than maxWait (maxWait < 0: no bound).
+func (l *Limiter) wait(ctx context.Context, maxWait time.Duration) error {
+	for {
+		err := l.Reserve(ctx)
+		var qe *QuotaError
+		if !errors.As(err, &qe) {
+			return err
+		}
+		d := qe.RetryAt.Sub(l.now())
+		if maxWait >= 0 && d > maxWait {
+			return qe
+		}
+		if err := l.sleep(ctx, max(d, 0)); err != nil {
+			return err
+		}
+	}
+}
+
+// Usage returns each window's length, limit and calls counted now, shortest
+// window first.
+func (l *Limiter) Usage() []WindowUsage {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	out := make([]WindowUsage, len(l.windows))
+	for i, w := range l.windows {
+		used, _ := l.used(now, w.Length)
+		out[i] = WindowUsage{Length: w.Length, Limit: w.Limit, Used: used}
+	}
+	return out
+}

@@ -1,0 +1,231 @@
+package wecomtest
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// getToken serves gettoken (§4.1).
+func (s *Server) getToken(r *http.Request, _ []byte, now time.Time) (map[string]any, int) {
+	q := r.URL.Query()
+	corpID, secret := q.Get("corpid"), q.Get("corpsecret")
+	switch {
+	case corpID == "":
+		return nil, codeCorpIDMissing
+	case secret == "":
+		return nil, codeSecretMissing
+	case corpID != s.CorpID:
+		return nil, codeInvalidCorpID
+	case subtle.ConstantTimeCompare([]byte(secret), []byte(s.CorpSecret)) != 1:
+		return nil, codeInvalidSecret
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tok := s.issueToken(s.CorpID, s.AgentID, false, now)
+	return map[string]any{"access_token": tok, "expires_in": int(tokenExpiresIn / time.Second)}, 0
+}
+
+// downstreamGetToken serves corpgroup/corp/gettoken (§4.2).
+func (s *Server) downstreamGetToken(_ token, body []byte, now time.Time) (map[string]any, int) {
+	var req struct {
+		CorpID       string `json:"corpid"`
+		BusinessType int    `json:"business_type"`
+		AgentID      int64  `json:"agentid"`
+	}
+	if json.Unmarshal(body, &req) != nil {
+		return nil, codeDataFormat
+	}
+	switch {
+	case req.BusinessType != 1:
+		return nil, codeInvalidParameter
+	case req.CorpID == "":
+		return nil, codeCorpIDMissing
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i, ok := s.w.byCorp[req.CorpID]
+	if !ok {
+		return nil, codeAppNotInShareScope
+	}
+	d := s.w.dealers[i]
+	if req.AgentID != d.AgentID {
+		return nil, codeNoAgentPrivilege
+	}
+	tok := s.issueToken(d.CorpID, d.AgentID, true, now)
+	return map[string]any{"access_token": tok, "expires_in": int(tokenExpiresIn / time.Second)}, 0
+}
+
+const cursorPrefix = "testcursor-"
+
+// listAppShareInfo serves corpgroup/corp/list_app_share_info (§4.3).
+func (s *Server) listAppShareInfo(_ token, body []byte, _ time.Time) (map[string]any, int) {
+	var req struct {
+		AgentID      int64  `json:"agentid"`
+		BusinessType int    `json:"business_type"`
+		CorpID       string `json:"corpid"`
+		Limit        int    `json:"limit"`
+		Cursor       string `json:"cursor"`
+	}
+	if json.Unmarshal(body, &req) != nil {
+		return nil, codeDataFormat
+	}
+	switch {
+	case req.BusinessType != 1:
+		return nil, codeInvalidParameter
+	case req.AgentID != s.AgentID:
+		return nil, codeNoAgentPrivilege
+	case req.Limit < 0 || req.Limit > 100:
+		return nil, codeInvalidParameter
+	}
+	offset := 0
+	if req.Cursor != "" {
+		v, ok := strings.CutPrefix(req.Cursor, cursorPrefix)
+		n, err := strconv.Atoi(v)
+		if !ok || err != nil || n < 0 {
+			return nil, codeInvalidParameter
+		}
+		offset = n
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var all []Dealer
+	for _, d := range s.w.dealers {
+		if req.CorpID == "" || req.CorpID == d.CorpID {
+			all = append(all, d)
+		}
+	}
+	if offset > len(all) {
+		return nil, codeInvalidParameter
+	}
+	end := len(all)
+	if req.Limit > 0 && offset+req.Limit < end {
+		end = offset + req.Limit
+	}
+	list := make([]map[string]any, 0, end-offset)
+	for _, d := range all[offset:end] {
+		list = append(list, map[string]any{"corpid": d.CorpID, "corp_name": d.Name, "agentid": d.AgentID})
+	}
+	ending, next := 1, ""
+	if end < len(all) {
+		ending, next = 0, fmt.Sprintf("%s%d", cursorPrefix, end)
+	}
+	return map[string]any{"ending": ending, "next_cursor": next, "corp_list": list}, 0
+}
+
+// unionIDToPendingID serves corpgroup/unionid_to_pending_id (§4.4).
+func (s *Server) unionIDToPendingID(_ token, body []byte, now time.Time) (map[string]any, int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.pquota.take(now) {
+		return nil, codeFreqOutOfLimit
+	}
+	ps, code := s.personFromBody(body)
+	if code != 0 {
+		return nil, code
+	}
+	id, _ := s.pendingID(ps, now, true)
+	return map[string]any{"pending_id": id}, 0
+}
+
+// personFromBody parses {"unionid","openid"} and finds the person: 40058 when
+// a field is missing, 610014 (invalid unionid) for an unknown unionid or an
+// openid that is not that person's. s.mu must be held.
+func (s *Server) personFromBody(body []byte) (*person, int) {
+	var req struct {
+		UnionID string `json:"unionid"`
+		OpenID  string `json:"openid"`
+	}
+	if json.Unmarshal(body, &req) != nil {
+		return nil, codeDataFormat
+	}
+	if req.UnionID == "" || req.OpenID == "" {
+		return nil, codeInvalidParameter
+	}
+	ps, ok := s.w.persons[req.UnionID]
+	if !ok || ps.OpenID != req.OpenID {
+		return nil, codeInvalidUnionID
+	}
+	return ps, 0
+}
+
+// externalUserIDToPendingID serves corpgroup/batch/external_userid_to_pending_id (§4.5).
+func (s *Server) externalUserIDToPendingID(t token, body []byte, now time.Time) (map[string]any, int) {
+	var req struct {
+		ChatID         string   `json:"chat_id"`
+		ExternalUserID []string `json:"external_userid"`
+	}
+	if json.Unmarshal(body, &req) != nil {
+		return nil, codeDataFormat
+	}
+	if len(req.ExternalUserID) == 0 || len(req.ExternalUserID) > 100 {
+		return nil, codeInvalidParameter
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var ch *chat
+	if req.ChatID != "" {
+		c, ok := s.w.chats[req.ChatID]
+		if !ok || t.downstream && c.Dealer.CorpID != t.corpID {
+			return nil, codeInvalidChatID
+		}
+		ch = c
+	}
+	result := make([]map[string]any, 0, len(req.ExternalUserID))
+	seen := make(map[string]bool, len(req.ExternalUserID))
+	for _, id := range req.ExternalUserID {
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
+		k, ok := s.w.extOwner[id]
+		switch {
+		case !ok: // unknown id
+			continue
+		case t.downstream && k.corpID != t.corpID: // a downstream token sees its own corp only
+			continue
+		case ch != nil && (k.corpID != ch.Dealer.CorpID || !ch.members[k.unionID]): // not in the chat
+			continue
+		case ch == nil && !s.isCustomer(k): // no follow-up member: removed, or only met in a chat
+			continue
+		}
+		pid, ok := s.pendingID(s.w.persons[k.unionID], now, s.PendingForUnregistered)
+		if !ok {
+			continue
+		}
+		result = append(result, map[string]any{"external_userid": id, "pending_id": pid})
+	}
+	return map[string]any{"result": result}, 0
+}
+
+// unionIDToExternalUserID serves corpgroup/unionid_to_external_userid (§4.6).
+func (s *Server) unionIDToExternalUserID(_ token, body []byte, now time.Time) (map[string]any, int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.equota.take(now) {
+		return nil, codeFreqOutOfLimit
+	}
+	ps, code := s.personFromBody(body)
+	if code != 0 {
+		return nil, code
+	}
+	var filter struct {
+		CorpID string `json:"corpid"`
+	}
+	_ = json.Unmarshal(body, &filter) // parsed once already by personFromBody
+	info := make([]map[string]any, 0)
+	for _, d := range s.w.dealers {
+		if filter.CorpID != "" && filter.CorpID != d.CorpID {
+			continue
+		}
+		k := extKey{d.CorpID, ps.UnionID}
+		if s.isCustomer(k) {
+			info = append(info, map[string]any{"corpid": d.CorpID, "external_userid": s.w.ext[k]})
+		}
+	}
+	return map[string]any{"external_userid_info": info}, 0
+}
