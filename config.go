@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -36,6 +37,15 @@ type config struct {
 	QuotaHour       int64
 	QuotaDay        int64
 	QuotaMonth      int64
+	ExternalHour    int64
+	ExternalDay     int64
+	WebhookURL      string
+	WebhookSecret   string
+	Backfill        bool
+	ResolveWindow   time.Duration
+	ResolveWorkers  int64
+	RenewBefore     time.Duration
+	RenewInterval   time.Duration
 }
 
 // setting describes one configuration variable: the README's table is
@@ -135,6 +145,38 @@ func settings() []setting {
 			apply: intSetting(func(c *config) *int64 { return &c.QuotaDay })},
 		{env: "WECOM_PENDING_QUOTA_MONTH", def: "7500000", usage: "unionid_to_pending_id calls allowed per rolling 31 days",
 			apply: intSetting(func(c *config) *int64 { return &c.QuotaMonth })},
+		{env: "WECOM_EXTERNAL_QUOTA_HOUR", def: "20000", usage: "unionid_to_external_userid calls allowed per rolling hour",
+			apply: intSetting(func(c *config) *int64 { return &c.ExternalHour })},
+		{env: "WECOM_EXTERNAL_QUOTA_DAY", def: "240000", usage: "unionid_to_external_userid calls allowed per rolling 24 hours",
+			apply: intSetting(func(c *config) *int64 { return &c.ExternalDay })},
+		{env: "PENDINGLINK_WEBHOOK_URL", usage: "POST each new or ended link here (empty: no webhook)",
+			apply: func(c *config, v string) error {
+				u, err := url.Parse(v)
+				if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+					return errors.New("must be an http(s) URL")
+				}
+				c.WebhookURL = v
+				return nil
+			}},
+		{env: "PENDINGLINK_WEBHOOK_SECRET", secret: true, usage: "HMAC-SHA256 key of X-Pendinglink-Signature (required with a webhook URL)",
+			apply: str(func(c *config) *string { return &c.WebhookSecret })},
+		{env: "PENDINGLINK_BACKFILL_EXISTING", def: "false", usage: "at registration, also link customers dealers already have (unionid_to_external_userid)",
+			apply: func(c *config, v string) error {
+				b, err := strconv.ParseBool(v)
+				if err != nil {
+					return errors.New("must be true or false")
+				}
+				c.Backfill = b
+				return nil
+			}},
+		{env: "PENDINGLINK_RESOLVE_WINDOW", def: "50ms", usage: "how long a resolve waits for others to share its batch call",
+			apply: durationSetting(func(c *config) *time.Duration { return &c.ResolveWindow })},
+		{env: "PENDINGLINK_RESOLVE_WORKERS", def: "200", usage: "resolve jobs worked at once (bounds the batch size; 100 ids fill a call)",
+			apply: intSetting(func(c *config) *int64 { return &c.ResolveWorkers })},
+		{env: "PENDINGLINK_RENEW_BEFORE", def: "168h", usage: "renew unmatched fans' pending_ids this long before they expire",
+			apply: durationSetting(func(c *config) *time.Duration { return &c.RenewBefore })},
+		{env: "PENDINGLINK_RENEW_INTERVAL", def: "1h", usage: "how often the renewal job looks for expiring pending_ids",
+			apply: durationSetting(func(c *config) *time.Duration { return &c.RenewInterval })},
 	}
 }
 
@@ -196,6 +238,20 @@ func loadConfig(name string, args []string, getenv func(string) string, stderr i
 	if fs.NArg() > 0 {
 		return config{}, fmt.Errorf("%s: unexpected argument %q", name, fs.Arg(0))
 	}
+	c, err := applySettings(ss, vals)
+	if err != nil {
+		return config{}, err
+	}
+	if c.WebhookURL != "" && c.WebhookSecret == "" {
+		return config{}, errors.New("PENDINGLINK_WEBHOOK_SECRET: required when PENDINGLINK_WEBHOOK_URL is set")
+	}
+	if c.RenewInterval == 0 {
+		return config{}, errors.New("PENDINGLINK_RENEW_INTERVAL: must be positive")
+	}
+	return c, nil
+}
+
+func applySettings(ss []setting, vals []*string) (config, error) {
 	var c config
 	for i, s := range ss {
 		v := strings.TrimSpace(*vals[i])

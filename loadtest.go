@@ -62,7 +62,7 @@ func loadtest(ctx context.Context, args []string, getenv func(string) string, st
 		if err != nil {
 			return err
 		}
-		a, err := startApp(ctx, cfg, slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+		a, err := startApp(ctx, cfg, slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), appOptions{})
 		if err != nil {
 			return err
 		}

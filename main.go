@@ -31,6 +31,7 @@ func main() {
 const usage = `pendinglink links a brand's WeChat fans to its dealers' WeCom customers.
 
 Usage:
+  pendinglink demo [flags]       run the whole mission against a fake WeCom and report
   pendinglink serve [flags]      run the callback receiver, pipeline and API
   pendinglink loadtest [flags]   send signed callbacks at a rate and report ack latency
   pendinglink version            print the version
@@ -48,6 +49,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "serve":
 		return serve(ctx, rest, getenv, stdout, stderr)
+	case "demo":
+		return demo(ctx, rest, getenv, stdout, stderr)
 	case "loadtest":
 		return loadtest(ctx, rest, getenv, stdout, stderr)
 	case "version":

@@ -12,10 +12,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/riverqueue/river"
 
 	"github.com/pendinglink/pendinglink/crypto"
 	"github.com/pendinglink/pendinglink/handlers"
 	"github.com/pendinglink/pendinglink/store"
+	"github.com/pendinglink/pendinglink/wecom"
 )
 
 func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -24,7 +26,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 	logger := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
-	a, err := startApp(ctx, cfg, logger)
+	a, err := startApp(ctx, cfg, logger, appOptions{})
 	if err != nil {
 		return err
 	}
@@ -34,18 +36,32 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 // app is one running pendinglink: store, workers, HTTP server. serve and the
 // demo build it the same way.
 type app struct {
-	cfg      config
-	logger   *slog.Logger
-	db       *store.DB
-	httpSrv  *http.Server
-	addr     net.Addr
-	serveErr chan error
+	cfg       config
+	logger    *slog.Logger
+	db        *store.DB
+	client    *wecom.Client
+	coalescer *handlers.Coalescer
+	httpSrv   *http.Server
+	addr      net.Addr
+	serveErr  chan error
 }
 
-// startApp wires store → handlers → listener and starts serving. On error
-// everything already opened is closed again.
-func startApp(ctx context.Context, cfg config, logger *slog.Logger) (_ *app, err error) {
+// appOptions are the seams the demo and tests use; serve passes none.
+type appOptions struct {
+	// HTTPClient talks to WeCom. Defaults to the wecom client's own.
+	HTTPClient *http.Client
+	// Now is the clock of the store, the WeCom client and the quota.
+	Now func() time.Time
+}
+
+// startApp wires store → WeCom client → workers → River → handlers →
+// listener and starts serving. On error everything already opened is closed
+// again.
+func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOptions) (_ *app, err error) {
 	logger.Info("starting pendinglink", "version", buildVersion(), "config", cfg)
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	cr, err := crypto.New(cfg.CallbackToken, cfg.CallbackAESKey)
 	if err != nil {
 		// crypto errors never carry the key; name the variables to fix.
@@ -56,15 +72,75 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger) (_ *app, err
 		return nil, fmt.Errorf("WECOM_RECEIVE_ID_CHECK: %w", err)
 	}
 
-	db, err := store.Open(ctx, store.Config{DSN: cfg.DB, Logger: logger})
+	workers := river.NewWorkers()
+	db, err := store.Open(ctx, store.Config{
+		DSN: cfg.DB, Logger: logger, Now: opts.Now, Workers: workers, Notify: cfg.WebhookURL != "",
+		Queues: map[string]river.QueueConfig{
+			river.QueueDefault:  {MaxWorkers: 10},
+			store.QueueResolve:  {MaxWorkers: int(cfg.ResolveWorkers)},
+			store.QueueRegister: {MaxWorkers: 8},
+		},
+		PeriodicJobs: []*river.PeriodicJob{river.NewPeriodicJob(river.PeriodicInterval(cfg.RenewInterval),
+			func() (river.JobArgs, *river.InsertOpts) { return store.RenewArgs{}, nil },
+			&river.PeriodicJobOpts{ID: "renew"})},
+		// Jobs are short; fetch often so a burst's jobs reach the Coalescer together.
+		FetchCooldown:     20 * time.Millisecond,
+		FetchPollInterval: 250 * time.Millisecond,
+		SoftStopTimeout:   cfg.ShutdownTimeout,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("PENDINGLINK_DB: open database: %w", err)
 	}
+	var client *wecom.Client
+	var coalescer *handlers.Coalescer
 	defer func() {
 		if err != nil {
 			db.Close()
+			if coalescer != nil {
+				coalescer.Close()
+			}
+			if client != nil {
+				client.Close()
+			}
 		}
 	}()
+
+	quota, err := wecom.NewLimiter(ctx, wecom.LimiterConfig{
+		Key: "unionid_to_pending_id:" + cfg.CorpID, Windows: wecom.PendingIDWindows(cfg.QuotaHour, cfg.QuotaDay, cfg.QuotaMonth),
+		Store: db, Now: opts.Now, Smooth: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("quota: %w", err)
+	}
+	externalQuota, err := wecom.NewLimiter(ctx, wecom.LimiterConfig{
+		Key: "unionid_to_external_userid:" + cfg.CorpID, Windows: wecom.ExternalUserIDWindows(cfg.ExternalHour, cfg.ExternalDay),
+		Store: db, Now: opts.Now, Smooth: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("quota: %w", err)
+	}
+	client, err = wecom.NewClient(wecom.Config{
+		BaseURL: cfg.APIBase, CorpID: cfg.CorpID, AgentID: cfg.AgentID, CorpSecret: cfg.CorpSecret,
+		HTTPClient: opts.HTTPClient, Logger: logger, Now: opts.Now, PendingToken: cfg.PendingToken,
+		PendingIDQuota: quota, ExternalUserIDQuota: externalQuota,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("wecom client: %w", err)
+	}
+	coalescer, err = handlers.NewCoalescer(client, handlers.CoalescerConfig{Window: cfg.ResolveWindow, Logger: logger})
+	if err != nil {
+		return nil, fmt.Errorf("PENDINGLINK_RESOLVE_WINDOW: %w", err)
+	}
+	pipeline := &handlers.PipelineConfig{
+		Store: db, WeCom: client, Coalescer: coalescer, Logger: logger, Backfill: cfg.Backfill,
+		RenewBefore: cfg.RenewBefore, Quota: quota, Now: opts.Now,
+	}
+	if cfg.WebhookURL != "" {
+		pipeline.Webhook = &handlers.Webhook{URL: cfg.WebhookURL, Secret: cfg.WebhookSecret}
+	}
+	if err := handlers.AddWorkers(workers, *pipeline); err != nil {
+		return nil, err
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -78,6 +154,10 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger) (_ *app, err
 		Gatherer:     reg,
 		CallbackPath: cfg.CallbackPath,
 		MaxAge:       cfg.CallbackMaxAge,
+		Now:          opts.Now,
+		Pipeline:     pipeline,
+		WeCom:        client,
+		Quota:        quota,
 	})
 	if err != nil {
 		return nil, err
@@ -91,7 +171,7 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger) (_ *app, err
 		return nil, fmt.Errorf("start job workers: %w", err)
 	}
 	a := &app{
-		cfg: cfg, logger: logger, db: db, addr: ln.Addr(), serveErr: make(chan error, 1),
+		cfg: cfg, logger: logger, db: db, client: client, coalescer: coalescer, addr: ln.Addr(), serveErr: make(chan error, 1),
 		httpSrv: &http.Server{
 			Handler:           srv,
 			ReadHeaderTimeout: 10 * time.Second,
@@ -126,9 +206,13 @@ func (a *app) close() error {
 	if err := a.httpSrv.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 	}
+	// River stops before the Coalescer closes, so running resolve jobs get
+	// their answers instead of ErrCoalescerClosed.
 	if err := a.db.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close database: %w", err))
 	}
+	a.coalescer.Close()
+	a.client.Close()
 	a.logger.Info("stopped")
 	return errors.Join(errs...)
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/pendinglink/pendinglink/crypto"
 	"github.com/pendinglink/pendinglink/store"
+	"github.com/pendinglink/pendinglink/wecom"
 )
 
 // Store is what the handlers need from persistence. *store.DB implements it.
@@ -62,13 +63,26 @@ type Config struct {
 	BodyLimit int64
 	// Now is the clock for the replay window. Defaults to time.Now.
 	Now func() time.Time
+	// Pipeline, when set, mounts the fan, link and customer routes and adds
+	// the pipeline's counters to /v1/status. Its Store must be Config.Store.
+	Pipeline *PipelineConfig
+	// WeCom reports API calls and errors for /v1/status. Optional.
+	WeCom interface{ Stats() wecom.Stats }
+	// Quota is the unionid_to_pending_id limiter: POST /v1/fans calls WeCom
+	// at once only when it allows a call now; /v1/status shows its windows.
+	// Optional.
+	Quota interface {
+		QuotaUsage
+		NextAt() time.Time
+	}
 }
 
 // Server is the HTTP surface of pendinglink. It is an http.Handler.
 type Server struct {
 	*echo.Echo
-	cfg     Config
-	metrics *metrics
+	cfg      Config
+	metrics  *metrics
+	pipeline *PipelineConfig
 }
 
 // New validates cfg and builds the echo server with every route mounted.
@@ -122,6 +136,18 @@ func New(cfg Config) (*Server, error) {
 
 	v1 := e.Group("/v1", s.requireAdmin)
 	v1.GET("/status", s.status)
+	if cfg.Pipeline != nil {
+		pc, err := cfg.Pipeline.withDefaults()
+		if err != nil {
+			return nil, err
+		}
+		a := &api{cfg: pc}
+		if cfg.Quota != nil {
+			a.quota = cfg.Quota
+		}
+		a.mount(v1)
+		s.pipeline = &pc
+	}
 	return s, nil
 }
 

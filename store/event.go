@@ -222,7 +222,8 @@ type Status struct {
 	EventsDuplicate int64
 	// EventsIgnored counts unique events of KindIgnored.
 	EventsIgnored int64
-	// EventsByType counts unique events by Kind (KindIgnored included).
+	// EventsByType counts unique events by Kind (KindIgnored included);
+	// kinds never received are absent.
 	EventsByType map[string]int64
 	// QueuePending counts River jobs not yet finished: available,
 	// scheduled, retryable, pending or running.

@@ -63,7 +63,8 @@ type Config struct {
 	// Defaults to a logger that discards everything.
 	Logger *slog.Logger
 
-	// Workers are River's workers. Nil gives an insert-only River client that
+	// Workers are River's workers. They may be added to the bundle after Open
+	// and before Start, so workers can hold the *DB. Nil gives an insert-only River client that
 	// enqueues jobs but never works them, and Start is a no-op. Every job kind
 	// the store enqueues ("resolve", "end_link") must then have a worker, or
 	// SaveEvent fails with River's UnknownJobKindError.
@@ -104,6 +105,11 @@ type Config struct {
 	// TestOnly is passed to River's Config.TestOnly, which turns off
 	// features that slow tests down. Defaults to false.
 	TestOnly bool
+
+	// Notify queues a NotifyArgs job with every link notification written to
+	// the outbox (set it when a webhook is configured). Defaults to false:
+	// notifications are kept in the outbox only.
+	Notify bool
 
 	// MaxBatch is the most events SaveEvent commits in one transaction.
 	// Defaults to DefaultMaxBatch.
@@ -182,6 +188,8 @@ func (cfg Config) validate() error {
 		return errors.New("store: Config.SoftStopTimeout must not be negative")
 	case cfg.Workers == nil && cfg.Queues != nil:
 		return errors.New("store: Config.Queues needs Config.Workers (an insert-only client has no queues)")
+	case cfg.Workers == nil && cfg.PeriodicJobs != nil:
+		return errors.New("store: Config.PeriodicJobs needs Config.Workers (an insert-only client runs no jobs)")
 	}
 	return nil
 }
@@ -220,6 +228,24 @@ type engine interface {
 	loadQuota(ctx context.Context, key string, since int64) (map[int64]int64, error)
 	pruneQuota(ctx context.Context, before int64) (int64, error)
 	ping(ctx context.Context) error
+
+	// The pipeline (pipeline.go); each writes in one transaction and inserts
+	// its follow-up jobs through jobs.
+	recordResolution(ctx context.Context, jobs jobInserter, r Resolution, now time.Time) ([]Link, error)
+	endLinks(ctx context.Context, jobs jobInserter, e EndLink, now time.Time) ([]Link, error)
+	recordFanPendingID(ctx context.Context, jobs jobInserter, unionID, pendingID string, backfill bool, now time.Time) ([]Link, error)
+	linkExisting(ctx context.Context, jobs jobInserter, unionID string, found []CorpCustomer, now time.Time) ([]Link, error)
+	failFan(ctx context.Context, unionID, reason string, now time.Time) error
+	registerFans(ctx context.Context, rc *river.Client[*sql.Tx], fans []FanInput, opts RegisterOpts, now time.Time) (RegisterResult, error)
+	findFan(ctx context.Context, unionID string, now time.Time) (*FanDetail, error)
+	findLinks(ctx context.Context, f LinkFilter) ([]Link, error)
+	findCustomer(ctx context.Context, corpID, externalUserID string) (*CustomerDetail, error)
+	fansToRenew(ctx context.Context, before time.Time, limit int) ([]FanInput, error)
+	countJobs(ctx context.Context, kind string) (int64, error)
+	nextOutbox(ctx context.Context, linkID int64) (*OutboxItem, error)
+	markOutbox(ctx context.Context, id int64, errMsg string, now time.Time) error
+	pipelineStatus(ctx context.Context, now time.Time, expiringWithin time.Duration) (PipelineStatus, error)
+
 	// writePool is the pool River uses; its transactions are *sql.Tx.
 	writePool() *sql.DB
 	close() error

@@ -108,13 +108,18 @@ func TestOpen(t *testing.T) {
 		}
 	})
 
-	t.Run("ErrQueuesWithoutWorkers", func(t *testing.T) {
+	t.Run("ErrJobConfigWithoutWorkers", func(t *testing.T) {
 		t.Parallel()
 		_, err := store.Open(t.Context(), store.Config{
 			DSN:    filepath.Join(t.TempDir(), "p.db"),
 			Queues: map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 1}},
 		})
 		require.ErrorContains(t, err, "Config.Queues needs Config.Workers")
+		_, err = store.Open(t.Context(), store.Config{
+			DSN:          filepath.Join(t.TempDir(), "p.db"),
+			PeriodicJobs: []*river.PeriodicJob{},
+		})
+		require.ErrorContains(t, err, "Config.PeriodicJobs needs Config.Workers")
 	})
 
 	t.Run("AcceptsFileURI", func(t *testing.T) {

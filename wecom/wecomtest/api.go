@@ -117,6 +117,13 @@ func (s *Server) listAppShareInfo(_ token, body []byte, _ time.Time) (map[string
 	return map[string]any{"ending": ending, "next_cursor": next, "corp_list": list}, 0
 }
 
+// personReq is the body of unionid_to_pending_id and unionid_to_external_userid.
+type personReq struct {
+	UnionID string `json:"unionid"`
+	OpenID  string `json:"openid"`
+	CorpID  string `json:"corpid"` // unionid_to_external_userid only
+}
+
 // unionIDToPendingID serves corpgroup/unionid_to_pending_id (§4.4).
 func (s *Server) unionIDToPendingID(_ token, body []byte, now time.Time) (map[string]any, int) {
 	s.mu.Lock()
@@ -124,7 +131,7 @@ func (s *Server) unionIDToPendingID(_ token, body []byte, now time.Time) (map[st
 	if !s.pquota.take(now) {
 		return nil, codeFreqOutOfLimit
 	}
-	ps, code := s.personFromBody(body)
+	ps, _, code := s.personFromBody(body)
 	if code != 0 {
 		return nil, code
 	}
@@ -132,25 +139,23 @@ func (s *Server) unionIDToPendingID(_ token, body []byte, now time.Time) (map[st
 	return map[string]any{"pending_id": id}, 0
 }
 
-// personFromBody parses {"unionid","openid"} and finds the person: 40058 when
-// a field is missing, 610014 (invalid unionid) for an unknown unionid or an
-// openid that is not that person's. s.mu must be held.
-func (s *Server) personFromBody(body []byte) (*person, int) {
-	var req struct {
-		UnionID string `json:"unionid"`
-		OpenID  string `json:"openid"`
-	}
+// personFromBody parses a personReq and finds the person: 47001 for bad
+// JSON, 40058 when unionid or openid is missing, 610014 (invalid unionid)
+// for an unknown unionid or an openid that is not that person's. s.mu must
+// be held.
+func (s *Server) personFromBody(body []byte) (*person, personReq, int) {
+	var req personReq
 	if json.Unmarshal(body, &req) != nil {
-		return nil, codeDataFormat
+		return nil, req, codeDataFormat
 	}
 	if req.UnionID == "" || req.OpenID == "" {
-		return nil, codeInvalidParameter
+		return nil, req, codeInvalidParameter
 	}
 	ps, ok := s.w.persons[req.UnionID]
 	if !ok || ps.OpenID != req.OpenID {
-		return nil, codeInvalidUnionID
+		return nil, req, codeInvalidUnionID
 	}
-	return ps, 0
+	return ps, req, 0
 }
 
 // externalUserIDToPendingID serves corpgroup/batch/external_userid_to_pending_id (§4.5).
@@ -209,17 +214,13 @@ func (s *Server) unionIDToExternalUserID(_ token, body []byte, now time.Time) (m
 	if !s.equota.take(now) {
 		return nil, codeFreqOutOfLimit
 	}
-	ps, code := s.personFromBody(body)
+	ps, req, code := s.personFromBody(body)
 	if code != 0 {
 		return nil, code
 	}
-	var filter struct {
-		CorpID string `json:"corpid"`
-	}
-	_ = json.Unmarshal(body, &filter) // parsed once already by personFromBody
 	info := make([]map[string]any, 0)
 	for _, d := range s.w.dealers {
-		if filter.CorpID != "" && filter.CorpID != d.CorpID {
+		if req.CorpID != "" && req.CorpID != d.CorpID {
 			continue
 		}
 		k := extKey{d.CorpID, ps.UnionID}

@@ -29,8 +29,8 @@ func (s *Server) Client() *wecom.Client {
 	if err != nil {
 		panic("wecomtest: " + err.Error())
 	}
-	s.sendMu.Lock()
+	s.closeMu.Lock()
 	s.clients = append(s.clients, c)
-	s.sendMu.Unlock()
+	s.closeMu.Unlock()
 	return c
 }

@@ -65,7 +65,7 @@ func (s *Server) SetFaults(f Faults) {
 	s.faultMu.Lock()
 	defer s.faultMu.Unlock()
 	s.faults = f
-	s.rng = rand.New(rand.NewPCG(uint64(f.Seed), 0x77656374)) //nolint:gosec // test faults, not security
+	s.rng = rand.New(rand.NewPCG(uint64(f.Seed), 0x77656374)) // faults need repeatability, not secrecy
 }
 
 // Faults returns the current random faults.

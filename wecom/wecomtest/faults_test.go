@@ -2,7 +2,6 @@ package wecomtest_test
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"net/url"
 	"sync"
@@ -199,13 +198,9 @@ func TestFaults(t *testing.T) {
 		}
 		wg.Wait()
 		close(errs)
-		require.NoError(t, errors.Join(func() []error {
-			var all []error
-			for err := range errs {
-				all = append(all, err)
-			}
-			return all
-		}()...))
+		for err := range errs {
+			require.NoError(t, err)
+		}
 		require.Equal(t, 100, b.srv.Calls(wecomtest.APIListAppShareInfo))
 	})
 }

@@ -141,6 +141,10 @@ func trySend(srv *wecomtest.Server, method, api string, query url.Values, body a
 	return srv.HTTPClient().Do(req)
 }
 
+func decodeJSON(resp *http.Response, out any) error {
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
 // post calls a POST API with the given token and returns the answer.
 func post[T any](t *testing.T, srv *wecomtest.Server, api, token string, body any) T {
 	t.Helper()

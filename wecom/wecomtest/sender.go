@@ -148,9 +148,9 @@ func (s *Server) NewSender(cfg SenderConfig) (*Sender, error) {
 		return nil, err
 	}
 	sd.track = s.trackSend
-	s.sendMu.Lock()
+	s.closeMu.Lock()
 	s.senders = append(s.senders, sd)
-	s.sendMu.Unlock()
+	s.closeMu.Unlock()
 	return sd, nil
 }
 
@@ -165,8 +165,8 @@ func (s *Server) Sender(url, token, encodingAESKey string) *Sender {
 }
 
 func (s *Server) trackSend() (func(), bool) {
-	s.sendMu.Lock()
-	defer s.sendMu.Unlock()
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
 	if s.sendClosed {
 		return nil, false
 	}
@@ -202,15 +202,20 @@ func (sd *Sender) Send(ctx context.Context, ev wecom.Event) (SendResult, error) 
 				return res, ctx.Err()
 			}
 		}
-		status, body, err := sd.post(ctx, msg, ev.ToUserName)
-		if ctx.Err() != nil {
-			return res, ctx.Err()
+		req, cancel, err := sd.sealedRequest(ctx, msg, ev.ToUserName)
+		if err != nil {
+			return res, err // not a delivery failure: retrying cannot help
 		}
+		status, body, err := sd.do(req)
+		cancel()
 		res.Attempts++
 		res.Statuses = append(res.Statuses, status)
 		res.Status, res.Body = status, body
 		if status == http.StatusOK {
 			return res, nil
+		}
+		if ctx.Err() != nil {
+			return res, ctx.Err()
 		}
 		last = err
 		if last == nil {
@@ -220,26 +225,27 @@ func (sd *Sender) Send(ctx context.Context, ev wecom.Event) (SendResult, error) 
 	return res, fmt.Errorf("%w after %d attempts: %w", ErrNotDelivered, res.Attempts, last)
 }
 
-// post makes one attempt; status 0 means no answer.
-func (sd *Sender) post(ctx context.Context, msg []byte, toUserName string) (int, []byte, error) {
+// sealedRequest encrypts and signs msg afresh (new random prefix, nonce and
+// timestamp) and returns one attempt's request, bounded by Timeout; the
+// caller calls cancel once the answer has been read.
+func (sd *Sender) sealedRequest(ctx context.Context, msg []byte, toUserName string) (_ *http.Request, cancel func(), _ error) {
 	ts := strconv.FormatInt(sd.now().Unix(), 10)
 	nonce, err := sd.nonce()
 	if err != nil {
-		return 0, nil, err
+		return nil, nil, err
 	}
 	body, sig, err := sd.crypt.Seal(msg, sd.cfg.ReceiveID, toUserName, sd.cfg.AgentID, ts, nonce, sd.cfg.Random)
 	if err != nil {
-		return 0, nil, fmt.Errorf("seal: %w", err)
+		return nil, nil, fmt.Errorf("wecomtest: send: %w", err)
 	}
-	u := sd.signedURL(sig, ts, nonce, "")
-	ctx, cancel := context.WithTimeout(ctx, sd.cfg.Timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
+	ctx, cancel = context.WithTimeout(ctx, sd.cfg.Timeout)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, sd.signedURL(sig, ts, nonce, ""), bytes.NewReader(body))
 	if err != nil {
-		return 0, nil, err
+		cancel()
+		return nil, nil, fmt.Errorf("wecomtest: send: %w", err)
 	}
 	req.Header.Set("Content-Type", "text/xml")
-	return sd.do(req)
+	return req, cancel, nil
 }
 
 // Verify performs the GET URL verification WeCom makes when an admin saves

@@ -13,7 +13,7 @@ import (
 // Dealer is a downstream corp that shares the brand's app.
 type Dealer struct {
 	Name    string
-	CorpID  string   // "wwtestdealer…"
+	CorpID  string   // "wwtest…"
 	AgentID int64    // the shared app's id inside this corp (for corpgroup/corp/gettoken)
 	Staff   []string // member userids that may add customers and own chats
 }
@@ -92,7 +92,7 @@ func (s *Server) AddDealer(name string, staff ...string) Dealer {
 	n := s.w.next()
 	d := Dealer{
 		Name:    name,
-		CorpID:  fmt.Sprintf("wwtestdealer%06d", n),
+		CorpID:  fmt.Sprintf("wwtest%s%06d", s.tag, n),
 		AgentID: 1000100 + int64(n),
 		Staff:   slices.Clone(staff),
 	}
@@ -107,7 +107,7 @@ func (s *Server) AddPerson() Person {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := s.w.next()
-	p := Person{UnionID: fmt.Sprintf("test-u%06d", n), OpenID: fmt.Sprintf("test-o%06d", n)}
+	p := Person{UnionID: fmt.Sprintf("test-u%s%06d", s.tag, n), OpenID: fmt.Sprintf("test-o%s%06d", s.tag, n)}
 	s.w.persons[p.UnionID] = &person{Person: p}
 	return p
 }
@@ -156,7 +156,7 @@ func (s *Server) AddGroupChat(d Dealer, owner string, members ...Person) Chat {
 		panic(fmt.Sprintf("wecomtest: AddGroupChat: %q is not a staff member of dealer %s", owner, d.CorpID))
 	}
 	c := &chat{
-		Chat:    Chat{ID: fmt.Sprintf("wrtest%06d", s.w.next()), Dealer: cloneDealer(dl), Owner: owner},
+		Chat:    Chat{ID: fmt.Sprintf("wrtest%s%06d", s.tag, s.w.next()), Dealer: cloneDealer(dl), Owner: owner},
 		members: map[string]bool{},
 	}
 	for _, p := range members {
@@ -286,7 +286,7 @@ func (s *Server) pendingID(ps *person, now time.Time, issue bool) (string, bool)
 	if !issue {
 		return "", false
 	}
-	id := fmt.Sprintf("ptest%06d", s.w.next())
+	id := fmt.Sprintf("ptest%s%06d", s.tag, s.w.next())
 	ps.pending = append(ps.pending, issued{id: id, issuedAt: now})
 	return id, true
 }
@@ -297,7 +297,7 @@ func (s *Server) externalID(k extKey) string {
 	if id, ok := s.w.ext[k]; ok {
 		return id
 	}
-	id := fmt.Sprintf("wmtest%06d", s.w.next())
+	id := fmt.Sprintf("wmtest%s%06d", s.tag, s.w.next())
 	s.w.ext[k] = id
 	s.w.extOwner[id] = k
 	return id

@@ -79,33 +79,38 @@ func TestServer_World(t *testing.T) {
 
 	for _, tc := range []struct {
 		name string
-		f    func(srv, other *wecomtest.Server)
-		want string
+		f    func(t *testing.T, srv, other *wecomtest.Server)
 	}{
-		{"AddCustomerUnknownStaffPanics", func(srv, _ *wecomtest.Server) {
+		{"AddCustomerUnknownStaffPanics", func(t *testing.T, srv, _ *wecomtest.Server) {
 			d := srv.AddDealer("A")
-			srv.AddCustomer(d, srv.AddPerson(), "nobody")
-		}, `wecomtest: AddCustomer: "nobody" is not a staff member of dealer wwtestdealer000001`},
-		{"AddGroupChatUnknownOwnerPanics", func(srv, _ *wecomtest.Server) {
-			srv.AddGroupChat(srv.AddDealer("A"), "nobody")
-		}, `wecomtest: AddGroupChat: "nobody" is not a staff member of dealer wwtestdealer000001`},
-		{"DealerOfAnotherServerPanics", func(srv, other *wecomtest.Server) {
-			srv.AddCustomer(wecomtest.Dealer{CorpID: "wwtestdealer999999"}, srv.AddPerson(), "x")
-		}, `wecomtest: unknown dealer "wwtestdealer999999" (from another Server?)`},
-		{"PersonOfAnotherServerPanics", func(srv, other *wecomtest.Server) {
+			p := srv.AddPerson()
+			require.PanicsWithValue(t, fmt.Sprintf(`wecomtest: AddCustomer: "nobody" is not a staff member of dealer %s`, d.CorpID), func() { srv.AddCustomer(d, p, "nobody") })
+		}},
+		{"AddGroupChatUnknownOwnerPanics", func(t *testing.T, srv, _ *wecomtest.Server) {
 			d := srv.AddDealer("A")
-			srv.AddPerson()
-			other.AddPerson()
-			srv.AddCustomer(d, other.AddPerson(), d.Staff[0])
-		}, `wecomtest: unknown person "test-u000002" (from another Server?)`},
-		{"UnknownChatPanics", func(srv, _ *wecomtest.Server) {
-			srv.AddChatMembers(wecomtest.Chat{ID: "wrtest-nosuch"}, srv.AddPerson())
-		}, `wecomtest: unknown chat wrtest-nosuch`},
+			require.PanicsWithValue(t, fmt.Sprintf(`wecomtest: AddGroupChat: "nobody" is not a staff member of dealer %s`, d.CorpID), func() { srv.AddGroupChat(d, "nobody") })
+		}},
+		{"DealerOfAnotherServerPanics", func(t *testing.T, srv, other *wecomtest.Server) {
+			d := other.AddDealer("A")
+			p := srv.AddPerson()
+			srv.AddDealer("B") // same counter position on both servers
+			require.PanicsWithValue(t, fmt.Sprintf(`wecomtest: unknown dealer %q (from another Server?)`, d.CorpID), func() { srv.AddCustomer(d, p, d.Staff[0]) })
+		}},
+		{"PersonOfAnotherServerPanics", func(t *testing.T, srv, other *wecomtest.Server) {
+			d := srv.AddDealer("A")
+			p := other.AddPerson()
+			srv.AddPerson() // same counter position on both servers
+			require.PanicsWithValue(t, fmt.Sprintf(`wecomtest: unknown person %q (from another Server?)`, p.UnionID), func() { srv.AddCustomer(d, p, d.Staff[0]) })
+		}},
+		{"UnknownChatPanics", func(t *testing.T, srv, _ *wecomtest.Server) {
+			p := srv.AddPerson()
+			require.PanicsWithValue(t, `wecomtest: unknown chat wrtest-nosuch`, func() { srv.AddChatMembers(wecomtest.Chat{ID: "wrtest-nosuch"}, p) })
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			srv, other := wecomtest.NewUnstartedServer(), wecomtest.NewUnstartedServer()
-			require.PanicsWithValue(t, tc.want, func() { tc.f(srv, other) })
+			tc.f(t, srv, other)
 		})
 	}
 

@@ -1,0 +1,197 @@
+package handlers
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/riverqueue/river"
+
+	"github.com/pendinglink/pendinglink/store"
+)
+
+// MaxFansPerBatch caps POST /v1/fans/batch.
+const MaxFansPerBatch = 1000
+
+// api serves the /v1 routes that need the pipeline.
+type api struct {
+	cfg   PipelineConfig
+	quota interface{ NextAt() time.Time }
+}
+
+func (a *api) mount(g *echo.Group) {
+	g.POST("/fans", a.registerFan)
+	g.POST("/fans/batch", a.registerFans)
+	g.GET("/fans/:unionid", a.getFan)
+	g.GET("/links", a.findLinks)
+	g.GET("/customers/:corp_id/:external_userid", a.getCustomer)
+}
+
+// badRequest is a 400 with a JSON error naming what is wrong.
+func badRequest(msg string) error { return echo.NewHTTPError(http.StatusBadRequest, msg) }
+
+// storeError maps store sentinels to statuses; anything else is internal.
+func storeError(err error) error {
+	switch {
+	case errors.Is(err, store.ErrInvalid):
+		return echo.NewHTTPError(http.StatusBadRequest, err.Error())
+	case errors.Is(err, store.ErrNotFound):
+		return echo.NewHTTPError(http.StatusNotFound, "not found")
+	}
+	return err
+}
+
+func decodeJSON(c echo.Context, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(c.Response(), c.Request().Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return badRequest("invalid JSON body: " + err.Error())
+	}
+	return nil
+}
+
+// FanResponse is the body of fan endpoints.
+type FanResponse struct {
+	*store.FanDetail
+	// Queued is true when the registration waits for quota or a retry.
+	Queued bool `json:"queued,omitempty"`
+}
+
+// registerFan registers one fan. When the quota allows a call now it calls
+// WeCom at once and answers 201 with the pending_id; otherwise (or on a
+// transient failure) it queues the work ahead of bulk imports and answers 202.
+func (a *api) registerFan(c echo.Context) error {
+	var in store.FanInput
+	if err := decodeJSON(c, &in); err != nil {
+		return err
+	}
+	if err := in.Validate(); err != nil {
+		return storeError(err)
+	}
+	ctx := c.Request().Context()
+	// First store the fan without a job: if the call below settles it, no job is needed.
+	res, err := a.cfg.Store.RegisterFans(ctx, []store.FanInput{in}, store.RegisterOpts{Priority: PriorityInteractive, NoJob: true})
+	if err != nil {
+		return storeError(err)
+	}
+	status := http.StatusOK // already registered with a live pending_id
+	if res.Queued > 0 {
+		status = http.StatusAccepted
+		if a.quota == nil || !a.quota.NextAt().After(a.cfg.Now()) {
+			if _, err := registerFan(ctx, a.cfg, in.UnionID, in.OpenID); err == nil {
+				status = http.StatusCreated
+			} else if isCancel(err) {
+				return echo.NewHTTPError(http.StatusUnprocessableEntity, "WeCom refused the registration: "+errors.Unwrap(err).Error())
+			}
+		}
+		if status == http.StatusAccepted {
+			if _, err := a.cfg.Store.RegisterFans(ctx, []store.FanInput{in}, store.RegisterOpts{Priority: PriorityInteractive}); err != nil {
+				return storeError(err)
+			}
+		}
+	}
+	fan, err := a.cfg.Store.FindFan(ctx, in.UnionID)
+	if err != nil {
+		return storeError(err)
+	}
+	return c.JSON(status, FanResponse{FanDetail: fan, Queued: status == http.StatusAccepted})
+}
+
+func isCancel(err error) bool {
+	var ce *river.JobCancelError
+	return errors.As(err, &ce)
+}
+
+// BatchResponse is the body of POST /v1/fans/batch.
+type BatchResponse struct {
+	Accepted int `json:"accepted"`
+	Queued   int `json:"queued"`
+	Skipped  int `json:"skipped"`
+}
+
+// registerFans queues up to MaxFansPerBatch fans as bulk work. Fans already
+// holding a live pending_id, or already queued, are skipped, so re-sending a
+// batch is harmless.
+func (a *api) registerFans(c echo.Context) error {
+	var in []store.FanInput
+	if err := decodeJSON(c, &in); err != nil {
+		return err
+	}
+	if len(in) == 0 || len(in) > MaxFansPerBatch {
+		return badRequest("send between 1 and " + strconv.Itoa(MaxFansPerBatch) + " fans")
+	}
+	for i := range in {
+		if err := in[i].Validate(); err != nil {
+			return badRequest("fan " + strconv.Itoa(i) + ": " + err.Error())
+		}
+	}
+	res, err := a.cfg.Store.RegisterFans(c.Request().Context(), in, store.RegisterOpts{Priority: PriorityBulk})
+	if err != nil {
+		return storeError(err)
+	}
+	return c.JSON(http.StatusAccepted, BatchResponse{Accepted: len(in), Queued: res.Queued, Skipped: res.Skipped})
+}
+
+func (a *api) getFan(c echo.Context) error {
+	fan, err := a.cfg.Store.FindFan(c.Request().Context(), c.Param("unionid"))
+	if err != nil {
+		return storeError(err)
+	}
+	return c.JSON(http.StatusOK, FanResponse{FanDetail: fan})
+}
+
+// LinksResponse is the body of GET /v1/links.
+type LinksResponse struct {
+	Links []store.Link `json:"links"`
+	// NextCursor, when set, fetches the next page.
+	NextCursor string `json:"next_cursor,omitempty"`
+}
+
+func (a *api) findLinks(c echo.Context) error {
+	q := c.QueryParams()
+	f := store.LinkFilter{UnionID: q.Get("unionid"), CorpID: q.Get("corp_id"), ExternalUserID: q.Get("external_userid"), Limit: 100}
+	if s := q.Get("since"); s != "" {
+		t, err := time.Parse(time.RFC3339, s)
+		if err != nil {
+			return badRequest("since: must be an RFC 3339 time such as 2026-01-02T15:04:05Z")
+		}
+		f.Since = t
+	}
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 1000 {
+			return badRequest("limit: must be an integer from 1 to 1000")
+		}
+		f.Limit = n
+	}
+	if s := q.Get("cursor"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n < 1 {
+			return badRequest("cursor: must be a next_cursor from an earlier page")
+		}
+		f.BeforeID = n
+	}
+	links, err := a.cfg.Store.FindLinks(c.Request().Context(), f)
+	if err != nil {
+		return storeError(err)
+	}
+	resp := LinksResponse{Links: links}
+	if links == nil {
+		resp.Links = []store.Link{}
+	}
+	if len(links) == f.Limit {
+		resp.NextCursor = strconv.FormatInt(links[len(links)-1].ID, 10)
+	}
+	return c.JSON(http.StatusOK, resp)
+}
+
+func (a *api) getCustomer(c echo.Context) error {
+	cust, err := a.cfg.Store.FindCustomer(c.Request().Context(), c.Param("corp_id"), c.Param("external_userid"))
+	if err != nil {
+		return storeError(err)
+	}
+	return c.JSON(http.StatusOK, cust)
+}

@@ -1,0 +1,137 @@
+package handlers
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/riverqueue/river"
+
+	"github.com/pendinglink/pendinglink/store"
+)
+
+// Webhook posts link notifications to the brand's systems.
+type Webhook struct {
+	// URL receives a POST per notification. Required.
+	URL string
+	// Secret signs each body: X-Pendinglink-Signature: sha256=<hex HMAC>.
+	Secret string
+	// Client defaults to a client with a 10 s timeout.
+	Client *http.Client
+}
+
+// SignatureHeader carries the HMAC-SHA256 of the body, hex encoded, after "sha256=".
+const SignatureHeader = "X-Pendinglink-Signature"
+
+// DeliveryHeader carries the notification's idempotency id (also in the body).
+const DeliveryHeader = "X-Pendinglink-Delivery"
+
+// Sign returns the signature header value for body.
+func (w *Webhook) Sign(body []byte) string {
+	m := hmac.New(sha256.New, []byte(w.Secret))
+	m.Write(body)
+	return "sha256=" + hex.EncodeToString(m.Sum(nil))
+}
+
+func (w *Webhook) post(ctx context.Context, item *store.OutboxItem) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(item.Payload))
+	if err != nil {
+		return fmt.Errorf("webhook request: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(DeliveryHeader, item.DeliveryID())
+	req.Header.Set(SignatureHeader, w.Sign(item.Payload))
+	client := w.Client
+	if client == nil {
+		client = &http.Client{Timeout: 10 * time.Second}
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		var ue interface{ Unwrap() error }
+		if errors.As(err, &ue) {
+			// *url.Error repeats the URL, which may carry credentials.
+			err = ue.Unwrap()
+		}
+		return fmt.Errorf("webhook: %w", err)
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("webhook: status %s", strconv.Itoa(resp.StatusCode))
+	}
+	return nil
+}
+
+// notifyWorker delivers a link's notifications in order. Several jobs for
+// the same link serialise on a per-link lock; each delivers every pending
+// notification of the link, oldest first, and stops at the first failure so
+// a later one never overtakes it (River retries with backoff).
+type notifyWorker struct {
+	river.WorkerDefaults[store.NotifyArgs]
+	cfg   PipelineConfig
+	mu    sync.Mutex
+	locks map[int64]*linkLock
+}
+
+type linkLock struct {
+	sync.Mutex
+	users int
+}
+
+func newNotifyWorker(cfg PipelineConfig) *notifyWorker {
+	return &notifyWorker{cfg: cfg, locks: map[int64]*linkLock{}}
+}
+
+func (w *notifyWorker) lock(linkID int64) func() {
+	w.mu.Lock()
+	l := w.locks[linkID]
+	if l == nil {
+		l = &linkLock{}
+		w.locks[linkID] = l
+	}
+	l.users++
+	w.mu.Unlock()
+	l.Lock()
+	return func() {
+		l.Unlock()
+		w.mu.Lock()
+		if l.users--; l.users == 0 {
+			delete(w.locks, linkID)
+		}
+		w.mu.Unlock()
+	}
+}
+
+func (w *notifyWorker) Work(ctx context.Context, job *river.Job[store.NotifyArgs]) error {
+	if w.cfg.Webhook == nil {
+		return nil
+	}
+	defer w.lock(job.Args.LinkID)()
+	for {
+		item, err := w.cfg.Store.NextOutbox(ctx, job.Args.LinkID)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := w.cfg.Webhook.post(ctx, item); err != nil {
+			if merr := w.cfg.Store.MarkOutbox(ctx, item.ID, err.Error()); merr != nil {
+				w.cfg.Logger.Error("record webhook failure", "err", merr)
+			}
+			return err
+		}
+		if err := w.cfg.Store.MarkOutbox(ctx, item.ID, ""); err != nil {
+			return err
+		}
+	}
+}

@@ -1,0 +1,81 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/riverqueue/river"
+
+	"github.com/pendinglink/pendinglink/store"
+	"github.com/pendinglink/pendinglink/wecom"
+)
+
+// resolveWorker turns one customer's external_userid into a pending_id through
+// the Coalescer (concurrent jobs share batch calls) and records the answer,
+// which links the customer to a registered fan with the same pending_id.
+type resolveWorker struct {
+	river.WorkerDefaults[store.ResolveArgs]
+	cfg PipelineConfig
+}
+
+func (w *resolveWorker) Work(ctx context.Context, job *river.Job[store.ResolveArgs]) error {
+	a := job.Args
+	pendingID, err := w.cfg.Coalescer.Resolve(ctx, a.CorpID, a.ChatID, a.ExternalUserID)
+	firstTry := job.Attempt <= 1
+	if err != nil && wecom.IsNotCustomerYet(err) && firstTry {
+		// Right after an add WeCom may not know the relationship yet (§9 #5).
+		return river.JobSnooze(w.cfg.NotCustomerYetDelay)
+	}
+	res := store.Resolution{
+		CorpID: a.CorpID, ExternalUserID: a.ExternalUserID, ChatID: a.ChatID, UserID: a.UserID,
+		EventID: a.EventID, PendingID: pendingID,
+	}
+	switch {
+	case err != nil && wecom.IsNotCustomerYet(err):
+		res.Reason = "not a customer (84061) after one delayed retry"
+	case err != nil:
+		return classify(err, w.cfg.Now(), w.cfg, func(reason string) {
+			res.Failed = true
+			res.Reason = reason
+			if _, rerr := w.cfg.Store.RecordResolution(ctx, res); rerr != nil {
+				w.cfg.Logger.Error("record failed resolution", "event_id", a.EventID, "err", rerr)
+			}
+		})
+	case pendingID == "" && firstTry:
+		return river.JobSnooze(w.cfg.NotCustomerYetDelay)
+	case pendingID == "":
+		res.Reason = "no pending_id after one delayed retry"
+	}
+	links, err := w.cfg.Store.RecordResolution(ctx, res)
+	if err != nil {
+		return fmt.Errorf("record resolution of event %d: %w", a.EventID, err)
+	}
+	for _, l := range links {
+		w.cfg.Logger.Info("link created", "link_id", l.ID, "corp_id", l.CorpID, "via", "resolve")
+	}
+	return nil
+}
+
+// endLinkWorker marks a customer's links inactive after a del event.
+type endLinkWorker struct {
+	river.WorkerDefaults[store.EndLinkArgs]
+	cfg PipelineConfig
+}
+
+func (w *endLinkWorker) Work(ctx context.Context, job *river.Job[store.EndLinkArgs]) error {
+	a := job.Args
+	links, err := w.cfg.Store.EndLinks(ctx, store.EndLink{
+		EventID: a.EventID, CorpID: a.CorpID, ExternalUserID: a.ExternalUserID, UserID: a.UserID,
+	})
+	if err != nil {
+		if errors.Is(err, store.ErrInvalid) {
+			return river.JobCancel(err)
+		}
+		return fmt.Errorf("end links of event %d: %w", a.EventID, err)
+	}
+	for _, l := range links {
+		w.cfg.Logger.Info("link ended", "link_id", l.ID, "corp_id", l.CorpID)
+	}
+	return nil
+}

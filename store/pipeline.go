@@ -1,0 +1,343 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/riverqueue/river"
+)
+
+// PendingIDLifetime is how long WeCom keeps a pending_id valid.
+const PendingIDLifetime = 90 * 24 * time.Hour
+
+// Queues the pipeline's jobs are inserted into. Resolve jobs get their own
+// queue with many workers, because each waits in a batch for company.
+const (
+	QueueResolve  = "resolve"
+	QueueRegister = "register"
+)
+
+// InsertOpts implements river.JobArgsWithInsertOpts.
+func (ResolveArgs) InsertOpts() river.InsertOpts { return river.InsertOpts{Queue: QueueResolve} }
+
+// RegisterArgs asks a worker to turn a fan's unionid+openid into a pending_id.
+type RegisterArgs struct {
+	UnionID string `json:"unionid" river:"unique"`
+	OpenID  string `json:"openid"`
+}
+
+// Kind implements river.JobArgs.
+func (RegisterArgs) Kind() string { return "register" }
+
+// BackfillArgs asks a worker to find customers the dealers already have for
+// a newly registered fan (unionid_to_external_userid) and link them.
+type BackfillArgs struct {
+	UnionID string `json:"unionid"`
+	OpenID  string `json:"openid"`
+}
+
+// Kind implements river.JobArgs.
+func (BackfillArgs) Kind() string { return "backfill" }
+
+// InsertOpts implements river.JobArgsWithInsertOpts.
+func (BackfillArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: QueueRegister, Priority: 4}
+}
+
+// RenewArgs is the periodic job that re-registers expiring fans.
+type RenewArgs struct{}
+
+// Kind implements river.JobArgs.
+func (RenewArgs) Kind() string { return "renew" }
+
+// NotifyArgs asks a worker to deliver a link's pending notifications.
+type NotifyArgs struct {
+	LinkID int64 `json:"link_id"`
+}
+
+// Kind implements river.JobArgs.
+func (NotifyArgs) Kind() string { return "notify" }
+
+// InsertOpts implements river.JobArgsWithInsertOpts. A webhook is retried
+// until it acknowledges; River's backoff grows to days long before 100 tries.
+func (NotifyArgs) InsertOpts() river.InsertOpts { return river.InsertOpts{MaxAttempts: 100} }
+
+// Resolution is what WeCom answered for one customer of a dealer corp.
+type Resolution struct {
+	CorpID         string `json:"corp_id"`
+	ExternalUserID string `json:"external_userid"`
+	// ChatID is set when the customer was resolved as a member of a group chat.
+	ChatID string `json:"chat_id,omitempty"`
+	// UserID is the staff member who added the customer, if known.
+	UserID string `json:"user_id,omitempty"`
+	// PendingID is "" when WeCom returned none.
+	PendingID string `json:"pending_id,omitempty"`
+	// EventID is the event that asked, if any.
+	EventID int64 `json:"event_id,omitempty"`
+	// State is set by the store: "resolved", "matched", "unmatched" or "failed".
+	State string `json:"state"`
+	// Failed marks a resolution that gave up; Reason says why.
+	Failed bool   `json:"-"`
+	Reason string `json:"reason,omitempty"`
+	// ResolvedAt is set by the store.
+	ResolvedAt time.Time `json:"resolved_at"`
+}
+
+// Resolution states.
+const (
+	ResolutionResolved  = "resolved"
+	ResolutionMatched   = "matched"
+	ResolutionUnmatched = "unmatched"
+	ResolutionFailed    = "failed"
+)
+
+// Link says a fan and a dealer's customer are the same person. It is unique
+// per (UnionID, CorpID, ExternalUserID); an ended link is kept, inactive.
+type Link struct {
+	ID             int64      `json:"id"`
+	UnionID        string     `json:"unionid"`
+	OpenID         string     `json:"openid"`
+	PendingID      string     `json:"pending_id"`
+	CorpID         string     `json:"corp_id"`
+	ExternalUserID string     `json:"external_userid"`
+	UserID         string     `json:"user_id,omitempty"`
+	ChatID         string     `json:"chat_id,omitempty"`
+	Active         bool       `json:"active"`
+	MatchedAt      time.Time  `json:"matched_at"`
+	EndedAt        *time.Time `json:"ended_at,omitempty"`
+	EndReason      string     `json:"end_reason,omitempty"`
+}
+
+// EndLink describes a removal: del_external_contact or del_follow_user.
+type EndLink struct {
+	EventID        int64
+	CorpID         string
+	ExternalUserID string
+	UserID         string
+}
+
+// CorpCustomer is a customer of one dealer corp.
+type CorpCustomer struct {
+	CorpID         string `json:"corp_id"`
+	ExternalUserID string `json:"external_userid"`
+}
+
+// FanInput is a fan to register.
+type FanInput struct {
+	UnionID string `json:"unionid"`
+	OpenID  string `json:"openid"`
+}
+
+// Validate reports whether f can be stored; the error wraps ErrInvalid.
+func (f FanInput) Validate() error {
+	switch {
+	case f.UnionID == "" || f.OpenID == "":
+		return fmt.Errorf("%w: unionid and openid are required", ErrInvalid)
+	case len(f.UnionID) > 128 || len(f.OpenID) > 128:
+		return fmt.Errorf("%w: unionid and openid must be at most 128 bytes", ErrInvalid)
+	}
+	return nil
+}
+
+// RegisterOpts says how RegisterFans queues work.
+type RegisterOpts struct {
+	// Priority of the register jobs (River: 1 runs first).
+	Priority int
+	// Renew re-registers fans whose pending_id is still live.
+	Renew bool
+	// NoJob stores the fans but inserts no job: the caller registers them now.
+	NoJob bool
+}
+
+// RegisterResult counts what RegisterFans did.
+type RegisterResult struct {
+	// Queued counts fans that need registering (with NoJob) or whose job was inserted.
+	Queued int
+	// Skipped counts fans that hold a live pending_id or already have a job queued.
+	Skipped int
+}
+
+// Fan states.
+const (
+	FanNew        = "new"
+	FanRegistered = "registered"
+	FanFailed     = "failed"
+)
+
+// FanDetail is a fan with its pending_ids and links.
+type FanDetail struct {
+	UnionID   string `json:"unionid"`
+	OpenID    string `json:"openid"`
+	State     string `json:"state"`
+	LastError string `json:"last_error,omitempty"`
+	// PendingID is the newest live pending_id, "" if none.
+	PendingID string `json:"pending_id,omitempty"`
+	// ExpiresAt is when PendingID stops matching.
+	ExpiresAt  *time.Time     `json:"expires_at,omitempty"`
+	PendingIDs []FanPendingID `json:"pending_ids"`
+	Links      []Link         `json:"links"`
+	CreatedAt  time.Time      `json:"created_at"`
+}
+
+// FanPendingID is one pending_id WeCom issued for a fan.
+type FanPendingID struct {
+	PendingID string    `json:"pending_id"`
+	IssuedAt  time.Time `json:"issued_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// CustomerDetail is what is known of a dealer's customer.
+type CustomerDetail struct {
+	CorpID         string       `json:"corp_id"`
+	ExternalUserID string       `json:"external_userid"`
+	Resolutions    []Resolution `json:"resolutions"`
+	Links          []Link       `json:"links"`
+}
+
+// LinkFilter selects links for FindLinks, newest first.
+type LinkFilter struct {
+	UnionID, CorpID, ExternalUserID string
+	// Since keeps links matched at or after this time.
+	Since time.Time
+	// BeforeID continues a listing: only links with a smaller id.
+	BeforeID int64
+	// Limit defaults to 100.
+	Limit int
+}
+
+// OutboxItem is one webhook notification.
+type OutboxItem struct {
+	ID     int64
+	LinkID int64
+	Kind   string
+	// Payload is the JSON body to POST; it carries DeliveryID as "id".
+	Payload  []byte
+	Attempts int
+}
+
+// DeliveryID is the notification's idempotency id.
+func (o *OutboxItem) DeliveryID() string { return "pl-" + strconv.FormatInt(o.ID, 10) }
+
+// Pipeline counters, added to Status.
+type PipelineStatus struct {
+	EventsResolved, EventsPending, EventsFailed, EventsUnmatched int64
+	FansRegistered, FansValid, FansExpiring, FansExpired         int64
+	LinksTotal, LinksActive                                      int64
+	// FailureReasons counts failed events by reason (the ten most common).
+	FailureReasons map[string]int64
+}
+
+// RecordResolution stores r (one row per corp, customer and chat) and links
+// the customer to every fan whose live pending_id equals r.PendingID. Links
+// created or re-activated are returned; replaying the same resolution creates
+// nothing. The event's state moves on in the same transaction.
+func (db *DB) RecordResolution(ctx context.Context, r Resolution) ([]Link, error) {
+	return db.eng.recordResolution(ctx, db.jobs(), r, db.cfg.Now())
+}
+
+// EndLinks marks the active links of a removed customer inactive and
+// returns them.
+func (db *DB) EndLinks(ctx context.Context, e EndLink) ([]Link, error) {
+	return db.eng.endLinks(ctx, db.jobs(), e, db.cfg.Now())
+}
+
+// RecordFanPendingID stores a pending_id issued for a fan and links it to
+// every customer already resolved to it (no new WeCom call). With backfill, a
+// BackfillArgs job is queued in the same transaction. Returns ErrNotFound for
+// an unknown fan.
+func (db *DB) RecordFanPendingID(ctx context.Context, unionID, pendingID string, backfill bool) ([]Link, error) {
+	if pendingID == "" {
+		return nil, fmt.Errorf("%w: empty pending_id", ErrInvalid)
+	}
+	return db.eng.recordFanPendingID(ctx, db.jobs(), unionID, pendingID, backfill, db.cfg.Now())
+}
+
+// LinkExisting links a fan to customers WeCom reported for it directly.
+func (db *DB) LinkExisting(ctx context.Context, unionID string, found []CorpCustomer) ([]Link, error) {
+	return db.eng.linkExisting(ctx, db.jobs(), unionID, found, db.cfg.Now())
+}
+
+// FailFan records that a fan's registration failed for good.
+func (db *DB) FailFan(ctx context.Context, unionID, reason string) error {
+	return db.eng.failFan(ctx, unionID, truncateReason(reason), db.cfg.Now())
+}
+
+// RegisterFans stores fans (updating an openid that changed) and queues a
+// register job for each fan that holds no live pending_id and has no job
+// queued. Fans are validated first; an invalid one writes nothing.
+func (db *DB) RegisterFans(ctx context.Context, fans []FanInput, opts RegisterOpts) (RegisterResult, error) {
+	for i, f := range fans {
+		if err := f.Validate(); err != nil {
+			return RegisterResult{}, fmt.Errorf("fan %d: %w", i, err)
+		}
+	}
+	if opts.Priority < 1 || opts.Priority > 4 {
+		opts.Priority = 3
+	}
+	return db.eng.registerFans(ctx, db.river, fans, opts, db.cfg.Now())
+}
+
+// FindFan returns a fan with its pending_ids and links, or ErrNotFound.
+func (db *DB) FindFan(ctx context.Context, unionID string) (*FanDetail, error) {
+	return db.eng.findFan(ctx, unionID, db.cfg.Now())
+}
+
+// FindLinks lists links newest first.
+func (db *DB) FindLinks(ctx context.Context, f LinkFilter) ([]Link, error) {
+	if f.Limit <= 0 {
+		f.Limit = 100
+	}
+	return db.eng.findLinks(ctx, f)
+}
+
+// FindCustomer returns a customer's resolutions and links, or ErrNotFound.
+func (db *DB) FindCustomer(ctx context.Context, corpID, externalUserID string) (*CustomerDetail, error) {
+	return db.eng.findCustomer(ctx, corpID, externalUserID)
+}
+
+// FansToRenew lists registered fans without an active link whose newest
+// pending_id expires before the given time, oldest expiry first.
+func (db *DB) FansToRenew(ctx context.Context, before time.Time, limit int) ([]FanInput, error) {
+	return db.eng.fansToRenew(ctx, before, limit)
+}
+
+// CountQueuedRegistrations counts register jobs not yet finished.
+func (db *DB) CountQueuedRegistrations(ctx context.Context) (int64, error) {
+	return db.eng.countJobs(ctx, RegisterArgs{}.Kind())
+}
+
+// NextOutbox returns the oldest undelivered notification of a link, or ErrNotFound.
+func (db *DB) NextOutbox(ctx context.Context, linkID int64) (*OutboxItem, error) {
+	return db.eng.nextOutbox(ctx, linkID)
+}
+
+// MarkOutbox records a delivery attempt: errMsg == "" means delivered.
+func (db *DB) MarkOutbox(ctx context.Context, id int64, errMsg string) error {
+	return db.eng.markOutbox(ctx, id, truncateReason(errMsg), db.cfg.Now())
+}
+
+// PipelineStatus returns the pipeline counters for /v1/status.
+func (db *DB) PipelineStatus(ctx context.Context, expiringWithin time.Duration) (PipelineStatus, error) {
+	return db.eng.pipelineStatus(ctx, db.cfg.Now(), expiringWithin)
+}
+
+// jobs is how the engine inserts follow-up jobs inside its transactions.
+func (db *DB) jobs() jobInserter {
+	return jobInserter{rc: db.river, notify: db.cfg.Notify}
+}
+
+// jobInserter inserts jobs in the caller's transaction.
+type jobInserter struct {
+	rc     *river.Client[*sql.Tx]
+	notify bool
+}
+
+func truncateReason(s string) string {
+	if len(s) > MaxFieldLen {
+		return s[:MaxFieldLen]
+	}
+	return s
+}

@@ -1,0 +1,606 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+)
+
+// withTx runs f in a write transaction and commits.
+func (e *sqliteEngine) withTx(ctx context.Context, op string, f func(tx *sql.Tx) error) (err error) {
+	tx, err := e.write.BeginTx(ctx, nil)
+	if err != nil {
+		return sqliteError(op+": begin", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	if err := f(tx); err != nil {
+		return err
+	}
+	return sqliteError(op+": commit", tx.Commit())
+}
+
+const linkColumns = `id, unionid, openid, pending_id, corp_id, external_userid, user_id, chat_id, active, matched_at, ended_at, end_reason`
+
+type rowScanner interface{ Scan(dest ...any) error }
+
+func scanLink(r rowScanner) (Link, error) {
+	var (
+		l       Link
+		active  int
+		matched int64
+		ended   sql.NullInt64
+	)
+	if err := r.Scan(&l.ID, &l.UnionID, &l.OpenID, &l.PendingID, &l.CorpID, &l.ExternalUserID, &l.UserID,
+		&l.ChatID, &active, &matched, &ended, &l.EndReason); err != nil {
+		return Link{}, err
+	}
+	l.Active = active == 1
+	l.MatchedAt = time.UnixMilli(matched).UTC()
+	if ended.Valid {
+		t := time.UnixMilli(ended.Int64).UTC()
+		l.EndedAt = &t
+	}
+	return l, nil
+}
+
+// upsertLink creates the link, or re-activates an ended one. It returns
+// ok == false when an active link already existed: matching is idempotent.
+// A created or re-activated link gets a link_created notification.
+func upsertLink(ctx context.Context, tx *sql.Tx, jobs jobInserter, l Link, nowMS int64) (Link, bool, error) {
+	row := tx.QueryRowContext(ctx, `INSERT INTO links (unionid, openid, pending_id, corp_id, external_userid, user_id, chat_id, active, matched_at, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?)
+		ON CONFLICT (unionid, corp_id, external_userid) DO UPDATE SET
+			active = 1, ended_at = NULL, end_reason = '', pending_id = excluded.pending_id,
+			user_id = excluded.user_id, chat_id = excluded.chat_id,
+			matched_at = excluded.matched_at, updated_at = excluded.updated_at
+		WHERE links.active = 0
+		RETURNING `+linkColumns,
+		l.UnionID, l.OpenID, l.PendingID, l.CorpID, l.ExternalUserID, l.UserID, l.ChatID, nowMS, nowMS)
+	got, err := scanLink(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Link{}, false, nil
+	}
+	if err != nil {
+		return Link{}, false, sqliteError("upsert link", err)
+	}
+	if err := addOutbox(ctx, tx, jobs, got, "link_created", nowMS); err != nil {
+		return Link{}, false, err
+	}
+	return got, true, nil
+}
+
+// addOutbox queues a notification of a link change in the caller's
+// transaction, and its delivery job when a webhook is configured.
+func addOutbox(ctx context.Context, tx *sql.Tx, jobs jobInserter, l Link, kind string, nowMS int64) error {
+	snapshot, err := json.Marshal(l)
+	if err != nil {
+		return fmt.Errorf("store: encode link: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO outbox (link_id, kind, payload, created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?)`,
+		l.ID, kind, snapshot, nowMS, nowMS); err != nil {
+		return sqliteError("insert outbox", err)
+	}
+	if jobs.notify {
+		if _, err := jobs.rc.InsertTx(ctx, tx, NotifyArgs{LinkID: l.ID}, nil); err != nil {
+			return sqliteError("enqueue notify", err)
+		}
+	}
+	return nil
+}
+
+func (e *sqliteEngine) recordResolution(ctx context.Context, jobs jobInserter, r Resolution, now time.Time) (links []Link, err error) {
+	nowMS := now.UnixMilli()
+	state := ResolutionResolved
+	switch {
+	case r.Failed:
+		state = ResolutionFailed
+	case r.PendingID == "":
+		state = ResolutionUnmatched
+	}
+	var pending any
+	if r.PendingID != "" {
+		pending = r.PendingID
+	}
+	err = e.withTx(ctx, "record resolution", func(tx *sql.Tx) error {
+		// A failure never wipes a pending_id found earlier.
+		if _, err := tx.ExecContext(ctx, `INSERT INTO resolutions (corp_id, external_userid, chat_id, user_id, pending_id, event_id, state, reason, resolved_at, expires_at, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (corp_id, external_userid, chat_id) DO UPDATE SET
+				user_id = CASE WHEN excluded.user_id <> '' THEN excluded.user_id ELSE resolutions.user_id END,
+				pending_id = CASE WHEN excluded.state = 'failed' THEN resolutions.pending_id ELSE excluded.pending_id END,
+				expires_at = CASE WHEN excluded.state = 'failed' THEN resolutions.expires_at ELSE excluded.expires_at END,
+				state = CASE WHEN excluded.state = 'failed' AND resolutions.pending_id IS NOT NULL THEN resolutions.state ELSE excluded.state END,
+				event_id = excluded.event_id, reason = excluded.reason,
+				resolved_at = excluded.resolved_at, updated_at = excluded.updated_at`,
+			r.CorpID, r.ExternalUserID, r.ChatID, r.UserID, pending, nullInt(r.EventID), state, r.Reason,
+			nowMS, now.Add(PendingIDLifetime).UnixMilli(), nowMS); err != nil {
+			return sqliteError("upsert resolution", err)
+		}
+		if r.PendingID != "" {
+			rows, err := tx.QueryContext(ctx, `SELECT f.unionid, f.openid FROM fan_pending_ids p JOIN fans f ON f.unionid = p.unionid
+				WHERE p.pending_id = ? AND p.expires_at > ?`, r.PendingID, nowMS)
+			if err != nil {
+				return sqliteError("match resolution", err)
+			}
+			var fans []FanInput
+			for rows.Next() {
+				var f FanInput
+				if err := rows.Scan(&f.UnionID, &f.OpenID); err != nil {
+					rows.Close()
+					return sqliteError("match resolution", err)
+				}
+				fans = append(fans, f)
+			}
+			if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+				return sqliteError("match resolution", err)
+			}
+			matched := false
+			for _, f := range fans {
+				l, created, err := upsertLink(ctx, tx, jobs, Link{UnionID: f.UnionID, OpenID: f.OpenID, PendingID: r.PendingID,
+					CorpID: r.CorpID, ExternalUserID: r.ExternalUserID, UserID: r.UserID, ChatID: r.ChatID}, nowMS)
+				if err != nil {
+					return err
+				}
+				matched = true
+				if created {
+					links = append(links, l)
+				}
+			}
+			if matched {
+				if _, err := tx.ExecContext(ctx, `UPDATE resolutions SET state = 'matched' WHERE corp_id = ? AND external_userid = ? AND chat_id = ?`,
+					r.CorpID, r.ExternalUserID, r.ChatID); err != nil {
+					return sqliteError("mark resolution matched", err)
+				}
+			}
+		}
+		if r.EventID > 0 {
+			evState := EventResolved
+			switch {
+			case r.Failed:
+				evState = EventFailed
+			case r.PendingID == "":
+				evState = EventUnmatched
+			}
+			// A chat event has one job per member: once any member resolved,
+			// the event stays resolved.
+			if _, err := tx.ExecContext(ctx, `UPDATE events SET state = ?, reason = ?, updated_at = ?
+				WHERE id = ? AND NOT (state = 'resolved' AND ? <> 'resolved')`,
+				evState, r.Reason, nowMS, r.EventID, evState); err != nil {
+				return sqliteError("update event state", err)
+			}
+		}
+		return nil
+	})
+	return links, err
+}
+
+func nullInt(n int64) any {
+	if n == 0 {
+		return nil
+	}
+	return n
+}
+
+func (e *sqliteEngine) endLinks(ctx context.Context, jobs jobInserter, el EndLink, now time.Time) (links []Link, err error) {
+	nowMS := now.UnixMilli()
+	err = e.withTx(ctx, "end links", func(tx *sql.Tx) error {
+		reason := "removed"
+		if el.EventID > 0 {
+			var kind string
+			err := tx.QueryRowContext(ctx, `SELECT kind FROM events WHERE id = ?`, el.EventID).Scan(&kind)
+			if err == nil {
+				reason = kind
+			} else if !errors.Is(err, sql.ErrNoRows) {
+				return sqliteError("read event", err)
+			}
+		}
+		rows, err := tx.QueryContext(ctx, `UPDATE links SET active = 0, ended_at = ?, end_reason = ?, updated_at = ?
+			WHERE corp_id = ? AND external_userid = ? AND active = 1 RETURNING `+linkColumns,
+			nowMS, reason, nowMS, el.CorpID, el.ExternalUserID)
+		if err != nil {
+			return sqliteError("end links", err)
+		}
+		for rows.Next() {
+			l, err := scanLink(rows)
+			if err != nil {
+				rows.Close()
+				return sqliteError("end links", err)
+			}
+			links = append(links, l)
+		}
+		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+			return sqliteError("end links", err)
+		}
+		for _, l := range links {
+			if err := addOutbox(ctx, tx, jobs, l, "link_ended", nowMS); err != nil {
+				return err
+			}
+		}
+		if el.EventID > 0 {
+			if _, err := tx.ExecContext(ctx, `UPDATE events SET state = 'resolved', updated_at = ? WHERE id = ?`, nowMS, el.EventID); err != nil {
+				return sqliteError("update event state", err)
+			}
+		}
+		return nil
+	})
+	return links, err
+}
+
+func (e *sqliteEngine) recordFanPendingID(ctx context.Context, jobs jobInserter, unionID, pendingID string, backfill bool, now time.Time) (links []Link, err error) {
+	nowMS := now.UnixMilli()
+	err = e.withTx(ctx, "record fan pending_id", func(tx *sql.Tx) error {
+		var openID string
+		if err := tx.QueryRowContext(ctx, `SELECT openid FROM fans WHERE unionid = ?`, unionID).Scan(&openID); err != nil {
+			return sqliteError("find fan", err)
+		}
+		// Re-registering may return an id we hold already; its lifetime is
+		// not known to restart (§9 #10), so the first expiry stands.
+		if _, err := tx.ExecContext(ctx, `INSERT INTO fan_pending_ids (pending_id, unionid, issued_at, expires_at) VALUES (?, ?, ?, ?)
+			ON CONFLICT (pending_id) DO NOTHING`, pendingID, unionID, nowMS, now.Add(PendingIDLifetime).UnixMilli()); err != nil {
+			return sqliteError("insert pending_id", err)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE fans SET state = 'registered', registered_at = ?, last_error = '', attempts = attempts + 1, updated_at = ?
+			WHERE unionid = ?`, nowMS, nowMS, unionID); err != nil {
+			return sqliteError("mark fan registered", err)
+		}
+		rows, err := tx.QueryContext(ctx, `SELECT corp_id, external_userid, chat_id, user_id FROM resolutions
+			WHERE pending_id = ? AND expires_at > ?`, pendingID, nowMS)
+		if err != nil {
+			return sqliteError("match fan", err)
+		}
+		var found []Link
+		for rows.Next() {
+			l := Link{UnionID: unionID, OpenID: openID, PendingID: pendingID}
+			if err := rows.Scan(&l.CorpID, &l.ExternalUserID, &l.ChatID, &l.UserID); err != nil {
+				rows.Close()
+				return sqliteError("match fan", err)
+			}
+			found = append(found, l)
+		}
+		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+			return sqliteError("match fan", err)
+		}
+		for _, l := range found {
+			got, created, err := upsertLink(ctx, tx, jobs, l, nowMS)
+			if err != nil {
+				return err
+			}
+			if created {
+				links = append(links, got)
+			}
+		}
+		if len(found) > 0 {
+			if _, err := tx.ExecContext(ctx, `UPDATE resolutions SET state = 'matched', updated_at = ? WHERE pending_id = ?`, nowMS, pendingID); err != nil {
+				return sqliteError("mark resolutions matched", err)
+			}
+		}
+		if backfill {
+			if _, err := jobs.rc.InsertTx(ctx, tx, BackfillArgs{UnionID: unionID, OpenID: openID}, nil); err != nil {
+				return sqliteError("enqueue backfill", err)
+			}
+		}
+		return nil
+	})
+	return links, err
+}
+
+func (e *sqliteEngine) linkExisting(ctx context.Context, jobs jobInserter, unionID string, found []CorpCustomer, now time.Time) (links []Link, err error) {
+	nowMS := now.UnixMilli()
+	err = e.withTx(ctx, "link existing", func(tx *sql.Tx) error {
+		var openID, pendingID string
+		err := tx.QueryRowContext(ctx, `SELECT f.openid, COALESCE((SELECT pending_id FROM fan_pending_ids p
+			WHERE p.unionid = f.unionid AND p.expires_at > ? ORDER BY issued_at DESC LIMIT 1), '')
+			FROM fans f WHERE f.unionid = ?`, nowMS, unionID).Scan(&openID, &pendingID)
+		if err != nil {
+			return sqliteError("find fan", err)
+		}
+		for _, c := range found {
+			l, created, err := upsertLink(ctx, tx, jobs, Link{UnionID: unionID, OpenID: openID, PendingID: pendingID,
+				CorpID: c.CorpID, ExternalUserID: c.ExternalUserID}, nowMS)
+			if err != nil {
+				return err
+			}
+			if created {
+				links = append(links, l)
+			}
+		}
+		return nil
+	})
+	return links, err
+}
+
+func (e *sqliteEngine) failFan(ctx context.Context, unionID, reason string, now time.Time) error {
+	_, err := e.write.ExecContext(ctx, `UPDATE fans SET state = 'failed', last_error = ?, attempts = attempts + 1, updated_at = ? WHERE unionid = ?`,
+		reason, now.UnixMilli(), unionID)
+	return sqliteError("fail fan", err)
+}
+
+func (e *sqliteEngine) registerFans(ctx context.Context, rc *river.Client[*sql.Tx], fans []FanInput, opts RegisterOpts, now time.Time) (res RegisterResult, err error) {
+	nowMS := now.UnixMilli()
+	err = e.withTx(ctx, "register fans", func(tx *sql.Tx) error {
+		for _, f := range fans {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO fans (unionid, openid, priority, created_at, updated_at) VALUES (?, ?, ?, ?, ?)
+				ON CONFLICT (unionid) DO UPDATE SET openid = excluded.openid, updated_at = excluded.updated_at`,
+				f.UnionID, f.OpenID, -opts.Priority, nowMS, nowMS); err != nil {
+				return sqliteError("upsert fan", err)
+			}
+			if !opts.Renew {
+				var live int
+				if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM fan_pending_ids WHERE unionid = ? AND expires_at > ?)`,
+					f.UnionID, nowMS).Scan(&live); err != nil {
+					return sqliteError("check fan", err)
+				}
+				if live == 1 {
+					res.Skipped++
+					continue
+				}
+			}
+			if opts.NoJob {
+				res.Queued++
+				continue
+			}
+			ins, err := rc.InsertTx(ctx, tx, RegisterArgs(f), &river.InsertOpts{
+				Queue: QueueRegister, Priority: opts.Priority, UniqueOpts: uniqueRegisterOpts(),
+			})
+			if err != nil {
+				return sqliteError("enqueue register", err)
+			}
+			if ins.UniqueSkippedAsDuplicate {
+				res.Skipped++
+			} else {
+				res.Queued++
+			}
+		}
+		return nil
+	})
+	return res, err
+}
+
+// uniqueRegisterOpts keeps one register job per fan until it finishes, so a
+// re-sent batch or import queues nothing twice.
+func uniqueRegisterOpts() river.UniqueOpts {
+	return river.UniqueOpts{
+		ByArgs: true,
+		ByState: []rivertype.JobState{
+			rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateRetryable,
+			rivertype.JobStateRunning, rivertype.JobStateScheduled,
+		},
+	}
+}
+
+func (e *sqliteEngine) queryLinks(ctx context.Context, query string, args ...any) ([]Link, error) {
+	rows, err := e.read.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, sqliteError("query links", err)
+	}
+	defer rows.Close()
+	var out []Link
+	for rows.Next() {
+		l, err := scanLink(rows)
+		if err != nil {
+			return nil, sqliteError("query links", err)
+		}
+		out = append(out, l)
+	}
+	return out, sqliteError("query links", rows.Err())
+}
+
+func (e *sqliteEngine) findFan(ctx context.Context, unionID string, now time.Time) (*FanDetail, error) {
+	var (
+		f       FanDetail
+		created int64
+	)
+	err := e.read.QueryRowContext(ctx, `SELECT unionid, openid, state, last_error, created_at FROM fans WHERE unionid = ?`, unionID).
+		Scan(&f.UnionID, &f.OpenID, &f.State, &f.LastError, &created)
+	if err != nil {
+		return nil, sqliteError("find fan", err)
+	}
+	f.CreatedAt = time.UnixMilli(created).UTC()
+	rows, err := e.read.QueryContext(ctx, `SELECT pending_id, issued_at, expires_at FROM fan_pending_ids WHERE unionid = ? ORDER BY issued_at DESC`, unionID)
+	if err != nil {
+		return nil, sqliteError("find fan pending_ids", err)
+	}
+	defer rows.Close()
+	f.PendingIDs = []FanPendingID{}
+	for rows.Next() {
+		var (
+			p                 FanPendingID
+			issued, expiresAt int64
+		)
+		if err := rows.Scan(&p.PendingID, &issued, &expiresAt); err != nil {
+			return nil, sqliteError("find fan pending_ids", err)
+		}
+		p.IssuedAt, p.ExpiresAt = time.UnixMilli(issued).UTC(), time.UnixMilli(expiresAt).UTC()
+		if f.PendingID == "" && p.ExpiresAt.After(now) {
+			f.PendingID = p.PendingID
+			exp := p.ExpiresAt
+			f.ExpiresAt = &exp
+		}
+		f.PendingIDs = append(f.PendingIDs, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, sqliteError("find fan pending_ids", err)
+	}
+	f.Links, err = e.queryLinks(ctx, `SELECT `+linkColumns+` FROM links WHERE unionid = ? ORDER BY id DESC`, unionID)
+	if f.Links == nil {
+		f.Links = []Link{}
+	}
+	return &f, err
+}
+
+func (e *sqliteEngine) findLinks(ctx context.Context, f LinkFilter) ([]Link, error) {
+	var (
+		where []string
+		args  []any
+	)
+	add := func(cond string, v any) { where = append(where, cond); args = append(args, v) }
+	if f.UnionID != "" {
+		add("unionid = ?", f.UnionID)
+	}
+	if f.CorpID != "" {
+		add("corp_id = ?", f.CorpID)
+	}
+	if f.ExternalUserID != "" {
+		add("external_userid = ?", f.ExternalUserID)
+	}
+	if !f.Since.IsZero() {
+		add("matched_at >= ?", f.Since.UnixMilli())
+	}
+	if f.BeforeID > 0 {
+		add("id < ?", f.BeforeID)
+	}
+	q := `SELECT ` + linkColumns + ` FROM links`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	// Newest first by id: ids grow with time, and id makes the cursor stable.
+	q += " ORDER BY id DESC LIMIT ?"
+	args = append(args, f.Limit)
+	return e.queryLinks(ctx, q, args...)
+}
+
+func (e *sqliteEngine) findCustomer(ctx context.Context, corpID, externalUserID string) (*CustomerDetail, error) {
+	c := &CustomerDetail{CorpID: corpID, ExternalUserID: externalUserID, Resolutions: []Resolution{}}
+	rows, err := e.read.QueryContext(ctx, `SELECT chat_id, user_id, COALESCE(pending_id, ''), COALESCE(event_id, 0), state, reason, resolved_at
+		FROM resolutions WHERE corp_id = ? AND external_userid = ? ORDER BY id`, corpID, externalUserID)
+	if err != nil {
+		return nil, sqliteError("find customer", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		r := Resolution{CorpID: corpID, ExternalUserID: externalUserID}
+		var at int64
+		if err := rows.Scan(&r.ChatID, &r.UserID, &r.PendingID, &r.EventID, &r.State, &r.Reason, &at); err != nil {
+			return nil, sqliteError("find customer", err)
+		}
+		r.ResolvedAt = time.UnixMilli(at).UTC()
+		c.Resolutions = append(c.Resolutions, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, sqliteError("find customer", err)
+	}
+	c.Links, err = e.queryLinks(ctx, `SELECT `+linkColumns+` FROM links WHERE corp_id = ? AND external_userid = ? ORDER BY id DESC`, corpID, externalUserID)
+	if err != nil {
+		return nil, err
+	}
+	if c.Links == nil {
+		c.Links = []Link{}
+	}
+	if len(c.Resolutions) == 0 && len(c.Links) == 0 {
+		return nil, fmt.Errorf("%w: customer", ErrNotFound)
+	}
+	return c, nil
+}
+
+func (e *sqliteEngine) fansToRenew(ctx context.Context, before time.Time, limit int) ([]FanInput, error) {
+	rows, err := e.read.QueryContext(ctx, `SELECT f.unionid, f.openid FROM fans f
+		JOIN (SELECT unionid, max(expires_at) AS exp FROM fan_pending_ids GROUP BY unionid) p ON p.unionid = f.unionid
+		WHERE f.state = 'registered' AND p.exp < ?
+		AND NOT EXISTS (SELECT 1 FROM links l WHERE l.unionid = f.unionid AND l.active = 1)
+		ORDER BY p.exp LIMIT ?`, before.UnixMilli(), limit)
+	if err != nil {
+		return nil, sqliteError("fans to renew", err)
+	}
+	defer rows.Close()
+	var out []FanInput
+	for rows.Next() {
+		var f FanInput
+		if err := rows.Scan(&f.UnionID, &f.OpenID); err != nil {
+			return nil, sqliteError("fans to renew", err)
+		}
+		out = append(out, f)
+	}
+	return out, sqliteError("fans to renew", rows.Err())
+}
+
+func (e *sqliteEngine) countJobs(ctx context.Context, kind string) (int64, error) {
+	var n int64
+	err := e.read.QueryRowContext(ctx, `SELECT count(*) FROM river_job WHERE kind = ?
+		AND state IN ('available', 'pending', 'retryable', 'running', 'scheduled')`, kind).Scan(&n)
+	return n, sqliteError("count jobs", err)
+}
+
+func (e *sqliteEngine) nextOutbox(ctx context.Context, linkID int64) (*OutboxItem, error) {
+	var (
+		o        OutboxItem
+		snapshot []byte
+		created  int64
+	)
+	err := e.read.QueryRowContext(ctx, `SELECT id, link_id, kind, payload, attempts, created_at FROM outbox
+		WHERE link_id = ? AND delivered_at IS NULL ORDER BY id LIMIT 1`, linkID).
+		Scan(&o.ID, &o.LinkID, &o.Kind, &snapshot, &o.Attempts, &created)
+	if err != nil {
+		return nil, sqliteError("next outbox", err)
+	}
+	o.Payload, err = json.Marshal(struct {
+		ID         string          `json:"id"`
+		Type       string          `json:"type"`
+		OccurredAt time.Time       `json:"occurred_at"`
+		Link       json.RawMessage `json:"link"`
+	}{o.DeliveryID(), o.Kind, time.UnixMilli(created).UTC(), snapshot})
+	if err != nil {
+		return nil, fmt.Errorf("store: encode notification: %w", err)
+	}
+	return &o, nil
+}
+
+func (e *sqliteEngine) markOutbox(ctx context.Context, id int64, errMsg string, now time.Time) error {
+	var err error
+	if errMsg == "" {
+		_, err = e.write.ExecContext(ctx, `UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, last_error = '' WHERE id = ?`, now.UnixMilli(), id)
+	} else {
+		_, err = e.write.ExecContext(ctx, `UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?`, errMsg, id)
+	}
+	return sqliteError("mark outbox", err)
+}
+
+func (e *sqliteEngine) pipelineStatus(ctx context.Context, now time.Time, expiringWithin time.Duration) (PipelineStatus, error) {
+	var s PipelineStatus
+	nowMS := now.UnixMilli()
+	err := e.read.QueryRowContext(ctx, `SELECT
+		(SELECT count(*) FROM events WHERE state = 'resolved'),
+		(SELECT count(*) FROM events WHERE state = 'pending'),
+		(SELECT count(*) FROM events WHERE state = 'failed'),
+		(SELECT count(*) FROM events WHERE state = 'unmatched'),
+		(SELECT count(*) FROM fans WHERE state = 'registered'),
+		(SELECT count(*) FROM (SELECT unionid, max(expires_at) AS exp FROM fan_pending_ids GROUP BY unionid) WHERE exp > ?),
+		(SELECT count(*) FROM (SELECT unionid, max(expires_at) AS exp FROM fan_pending_ids GROUP BY unionid) WHERE exp > ? AND exp <= ?),
+		(SELECT count(*) FROM (SELECT unionid, max(expires_at) AS exp FROM fan_pending_ids GROUP BY unionid) WHERE exp <= ?),
+		(SELECT count(*) FROM links),
+		(SELECT count(*) FROM links WHERE active = 1)`,
+		nowMS, nowMS, now.Add(expiringWithin).UnixMilli(), nowMS).Scan(
+		&s.EventsResolved, &s.EventsPending, &s.EventsFailed, &s.EventsUnmatched,
+		&s.FansRegistered, &s.FansValid, &s.FansExpiring, &s.FansExpired, &s.LinksTotal, &s.LinksActive)
+	if err != nil {
+		return s, sqliteError("pipeline status", err)
+	}
+	rows, err := e.read.QueryContext(ctx, `SELECT reason, count(*) FROM events WHERE state = 'failed'
+		GROUP BY reason ORDER BY count(*) DESC LIMIT 10`)
+	if err != nil {
+		return s, sqliteError("pipeline status", err)
+	}
+	defer rows.Close()
+	s.FailureReasons = map[string]int64{}
+	for rows.Next() {
+		var (
+			reason string
+			n      int64
+		)
+		if err := rows.Scan(&reason, &n); err != nil {
+			return s, sqliteError("pipeline status", err)
+		}
+		s.FailureReasons[reason] = n
+	}
+	return s, sqliteError("pipeline status", rows.Err())
+}
