@@ -43,7 +43,7 @@ type demoOptions struct {
 // demo runs the whole mission in one process: the fake WeCom, the real
 // server on a temporary database, fans registered through the API and
 // customers added through real encrypted callbacks. It prints a report.
-func demo(ctx context.Context, args []string, _ func(string) string, stdout, stderr io.Writer) error {
+func demo(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o demoOptions
@@ -58,16 +58,22 @@ func demo(ctx context.Context, args []string, _ func(string) string, stdout, std
 	fs.BoolVar(&o.keep, "keep", false, "keep serving after the report until interrupted")
 	fs.Uint64Var(&o.seed, "seed", 1, "random seed of the demo world")
 	fs.DurationVar(&o.timeout, "timeout", 2*time.Minute, "give up when processing takes longer")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the demo to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if o.fans < 0 || o.customers < 0 || o.dealers < 1 || o.fanShare < 0 || o.fanShare > 1 || o.chatSize > 100 {
 		return errors.New("demo: flags out of range")
 	}
-	return runDemo(ctx, o, stdout, stderr)
+	stop, err := startCPUProfile(*cpuProfile)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	return runDemo(ctx, o, getenv, stdout, stderr)
 }
 
-func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error {
+func runDemo(ctx context.Context, o demoOptions, getenv func(string) string, stdout, stderr io.Writer) error {
 	start := time.Now()
 	rng := rand.New(rand.NewPCG(o.seed, o.seed^0x9e3779b97f4a7c15))
 
@@ -106,6 +112,12 @@ func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error
 		"WECOM_PENDING_QUOTA_MONTH": strconv.Itoa(100 * demoQuotaHour),
 		"PENDINGLINK_ADMIN_TOKEN":   admin, "PENDINGLINK_ADDR": "127.0.0.1:0",
 		"PENDINGLINK_DB": filepath.Join(dir, "demo.db"), "PENDINGLINK_LOG_LEVEL": "warn",
+	}
+	// The pipeline's tuning knobs pass through, to try them on the demo.
+	for _, k := range []string{"PENDINGLINK_RESOLVE_WINDOW", "PENDINGLINK_RESOLVE_WORKERS", "PENDINGLINK_LOG_LEVEL"} {
+		if v := getenv(k); v != "" {
+			env[k] = v
+		}
 	}
 	cfg, err := loadConfig("demo", nil, mapEnv(env), stderr)
 	if err != nil {

@@ -235,7 +235,7 @@ type PipelineStatus struct {
 // created or re-activated are returned; replaying the same resolution creates
 // nothing. The event's state moves on in the same transaction.
 func (db *DB) RecordResolution(ctx context.Context, r Resolution) ([]Link, error) {
-	return db.eng.recordResolution(ctx, db.jobs(), r, db.cfg.Now())
+	return db.submitResolution(ctx, r)
 }
 
 // EndLinks marks the active links of a removed customer inactive and

@@ -99,7 +99,23 @@ func addOutbox(ctx context.Context, tx *sql.Tx, jobs jobInserter, l Link, kind s
 	return nil
 }
 
-func (e *sqliteEngine) recordResolution(ctx context.Context, jobs jobInserter, r Resolution, now time.Time) (links []Link, err error) {
+// recordResolutions implements engine: every resolution of the batch in one transaction.
+func (e *sqliteEngine) recordResolutions(ctx context.Context, jobs jobInserter, rs []Resolution, now time.Time) ([][]Link, error) {
+	out := make([][]Link, len(rs))
+	err := e.withTx(ctx, "record resolutions", func(tx *sql.Tx) error {
+		for i, r := range rs {
+			links, err := recordResolutionTx(ctx, tx, jobs, r, now)
+			if err != nil {
+				return err
+			}
+			out[i] = links
+		}
+		return nil
+	})
+	return out, err
+}
+
+func recordResolutionTx(ctx context.Context, tx *sql.Tx, jobs jobInserter, r Resolution, now time.Time) (links []Link, err error) {
 	nowMS := now.UnixMilli()
 	state := ResolutionResolved
 	switch {
@@ -112,7 +128,7 @@ func (e *sqliteEngine) recordResolution(ctx context.Context, jobs jobInserter, r
 	if r.PendingID != "" {
 		pending = r.PendingID
 	}
-	err = e.withTx(ctx, "record resolution", func(tx *sql.Tx) error {
+	err = func() error {
 		// A failure never wipes a pending_id found earlier.
 		if _, err := tx.ExecContext(ctx, `INSERT INTO resolutions (corp_id, external_userid, chat_id, user_id, pending_id, event_id, state, reason, resolved_at, expires_at, updated_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -181,7 +197,7 @@ func (e *sqliteEngine) recordResolution(ctx context.Context, jobs jobInserter, r
 			}
 		}
 		return nil
-	})
+	}()
 	return links, err
 }
 

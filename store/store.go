@@ -231,7 +231,7 @@ type engine interface {
 
 	// The pipeline (pipeline.go); each writes in one transaction and inserts
 	// its follow-up jobs through jobs.
-	recordResolution(ctx context.Context, jobs jobInserter, r Resolution, now time.Time) ([]Link, error)
+	recordResolutions(ctx context.Context, jobs jobInserter, rs []Resolution, now time.Time) ([][]Link, error)
 	endLinks(ctx context.Context, jobs jobInserter, e EndLink, now time.Time) ([]Link, error)
 	recordFanPendingID(ctx context.Context, jobs jobInserter, unionID, pendingID string, backfill bool, now time.Time) ([]Link, error)
 	linkExisting(ctx context.Context, jobs jobInserter, unionID string, found []CorpCustomer, now time.Time) ([]Link, error)
@@ -270,7 +270,14 @@ type DB struct {
 	closing      chan struct{}
 	cancelWriter context.CancelFunc
 	writerDone   chan struct{}
-	hooks        testHooks
+
+	// Resolution group commit (resolve_batch.go). It stops after River, so
+	// jobs still running at Close can record their answers.
+	resCh      chan *resolutionReq
+	resClosing chan struct{}
+	cancelRes  context.CancelFunc
+	resDone    chan struct{}
+	hooks      testHooks
 
 	closeOnce sync.Once
 	closeErr  error
@@ -316,7 +323,13 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		closing:      make(chan struct{}),
 		cancelWriter: cancel,
 		writerDone:   make(chan struct{}),
+		resCh:        make(chan *resolutionReq),
+		resClosing:   make(chan struct{}),
+		resDone:      make(chan struct{}),
 	}
+	resCtx, cancelRes := context.WithCancel(context.WithoutCancel(ctx))
+	db.cancelRes = cancelRes
+	go db.resolutionLoop(resCtx)
 	go db.writeLoop(writerCtx)
 	return db, nil
 }
@@ -372,6 +385,9 @@ func (db *DB) Close() error {
 		if err := db.river.Stop(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("store: stop river: %w", err))
 		}
+		close(db.resClosing)
+		db.cancelRes()
+		<-db.resDone
 		errs = append(errs, db.eng.close())
 		db.closeErr = errors.Join(errs...)
 	})
