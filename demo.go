@@ -38,6 +38,15 @@ type demoOptions struct {
 	keep     bool
 	seed     uint64
 	timeout  time.Duration
+	// rate paces callbacks (per second; 0: as fast as 32 connections go).
+	rate int
+	// wecomLatency is added by the fake to every API answer.
+	wecomLatency time.Duration
+	// registerFirst registers every fan before the first callback, so each
+	// link forms at resolution and the latency is the pipeline's own.
+	registerFirst bool
+	// quotaHour is the unionid_to_pending_id quota per hour (ours and the fake's).
+	quotaHour int
 }
 
 // demo runs the whole mission in one process: the fake WeCom, the real
@@ -59,10 +68,15 @@ func demo(ctx context.Context, args []string, getenv func(string) string, stdout
 	fs.Uint64Var(&o.seed, "seed", 1, "random seed of the demo world")
 	fs.DurationVar(&o.timeout, "timeout", 2*time.Minute, "give up when processing takes longer")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the demo to this file")
+	fs.IntVar(&o.rate, "rate", 0, "callbacks per second (0: as fast as 32 connections go)")
+	fs.DurationVar(&o.wecomLatency, "wecom-latency", 0, "latency the fake WeCom adds to every API call")
+	fs.BoolVar(&o.registerFirst, "register-first", false, "register every fan before the first callback")
+	fs.IntVar(&o.quotaHour, "quota-hour", 3_600_000, "unionid_to_pending_id quota per hour, of pendinglink and of the fake (WeCom's is 100000)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if o.fans < 0 || o.customers < 0 || o.dealers < 1 || o.fanShare < 0 || o.fanShare > 1 || o.chatSize > 100 {
+	if o.fans < 0 || o.customers < 0 || o.dealers < 1 || o.fanShare < 0 || o.fanShare > 1 || o.chatSize > 100 ||
+		o.rate < 0 || o.quotaHour < 1 {
 		return errors.New("demo: flags out of range")
 	}
 	stop, err := startCPUProfile(*cpuProfile)
@@ -79,10 +93,11 @@ func runDemo(ctx context.Context, o demoOptions, getenv func(string) string, std
 
 	// The fake answers pending_ids for people the brand has not registered
 	// yet (protocol reference §9 #17), so matching is shown in both orders.
-	// Its quota is raised with ours so the demo fits in a minute; production
-	// keeps WeCom's 100,000/hour.
-	const demoQuotaHour = 3_600_000
+	// Its quota is raised with ours (--quota-hour) so the demo fits in a
+	// minute; production keeps WeCom's 100,000/hour.
+	demoQuotaHour := o.quotaHour
 	wc := wecomtest.NewUnstartedServer(
+		wecomtest.WithFaults(wecomtest.Faults{Latency: o.wecomLatency}),
 		wecomtest.WithPendingForUnregistered(true),
 		wecomtest.WithQuotas(wecomtest.Quota{Hour: demoQuotaHour, Day: 10 * demoQuotaHour, Month: 100 * demoQuotaHour}, wecomtest.Quota{}),
 	)
@@ -144,7 +159,10 @@ func runDemo(ctx context.Context, o demoOptions, getenv func(string) string, std
 	// resolution.
 	var regWG sync.WaitGroup
 	var regErr error
+	var regDone time.Time
+	regStart := time.Now()
 	regWG.Go(func() {
+		defer func() { regDone = time.Now() }()
 		for i := 0; i < len(fans); i += handlers.MaxFansPerBatch {
 			batch := make([]store.FanInput, 0, handlers.MaxFansPerBatch)
 			for _, p := range fans[i:min(i+handlers.MaxFansPerBatch, len(fans))] {
@@ -155,7 +173,16 @@ func runDemo(ctx context.Context, o demoOptions, getenv func(string) string, std
 				return
 			}
 		}
+		// Registration is done when every fan holds a pending_id.
+		regErr = waitFor(ctx, o.timeout, func() (bool, error) {
+			var st handlers.StatusResponse
+			err := api.get(ctx, "/v1/status", &st)
+			return st.Fans.Registered >= int64(len(fans)), err
+		})
 	})
+	if o.registerFirst {
+		regWG.Wait()
+	}
 
 	sender := wc.Sender(base+cfg.CallbackPath, token, aesKey)
 	type sent struct {
@@ -250,7 +277,15 @@ func runDemo(ctx context.Context, o demoOptions, getenv func(string) string, std
 				}
 			})
 		}
+		var pace *time.Ticker
+		if o.rate > 0 {
+			pace = time.NewTicker(time.Second / time.Duration(o.rate))
+			defer pace.Stop()
+		}
 		for _, ev := range evs {
+			if pace != nil {
+				<-pace.C
+			}
 			jobs <- ev
 			if rng.Float64() < o.dupShare {
 				jobs <- ev
@@ -349,6 +384,11 @@ func runDemo(ctx context.Context, o demoOptions, getenv func(string) string, std
 		len(links), len(expected), correct, active, len(dels), len(expected)-len(dels))
 	w("batch calls       %d batch/external_userid_to_pending_id calls, minimum possible %d", batchCalls, minCalls)
 	w("latency           callback ack to link: p50 %s, p99 %s (%d links; a link waits for its fan's registration when that comes later)", pct(0.5), pct(0.99), len(lat))
+	if regDone.After(regStart) && len(fans) > 0 {
+		took := regDone.Sub(regStart).Seconds()
+		w("registration      %d fans in %.1fs: %.0f/s against a quota rate of %.0f/s", len(fans), took,
+			float64(len(fans))/took, float64(demoQuotaHour)/3600)
+	}
 	w("elapsed           %s", elapsed.Round(time.Millisecond))
 	w("status            curl -H 'Authorization: Bearer %s' %s/v1/status", admin, base)
 	ok := len(links) == len(expected) && correct == len(expected) && active == len(expected)-len(dels)

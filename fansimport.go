@@ -46,10 +46,10 @@ Flags:
 
 // Defaults of importOptions; tests pass small values instead.
 const (
-	defaultPollEvery  = time.Second
-	defaultLogEvery   = 10 * time.Second
-	defaultRetryBase  = time.Second
-	defaultTries      = 5
+	defaultPollEvery   = time.Second
+	defaultLogEvery    = 10 * time.Second
+	defaultRetryBase   = time.Second
+	defaultTries       = 5
 	defaultHTTPTimeout = 2 * time.Minute
 
 	maxRetryWait = 30 * time.Second
@@ -689,6 +689,13 @@ func (r *importRun) printf(format string, args ...any) {
 
 func (r *importRun) note(msg string) { r.printf("%s\n", msg) }
 
+// endBar leaves the bar's last state on its own line.
+func (r *importRun) endBar() {
+	r.bar.Exit()
+	fmt.Fprintln(r.opts.Stdout)
+	r.bar = nil
+}
+
 func (r *importRun) status(ctx context.Context) (handlers.StatusResponse, error) {
 	var st handlers.StatusResponse
 	err := retry(ctx, r.opts.Tries, r.opts.RetryBase, r.note, "GET /v1/status", func() error {
@@ -737,9 +744,8 @@ func (r *importRun) submit(ctx context.Context, f *os.File) error {
 			progressbar.OptionSetPredictTime(true),
 			progressbar.OptionThrottle(100*time.Millisecond),
 			progressbar.OptionFullWidth(),
-			progressbar.OptionOnCompletion(func() { fmt.Fprintln(r.opts.Stdout) }),
 		)
-		defer func() { r.bar.Exit(); r.bar = nil }()
+		defer r.endBar()
 		r.bar.RenderBlank()
 	}
 	r.lastLog = time.Now()
@@ -919,9 +925,8 @@ func (r *importRun) wait(ctx context.Context) error {
 			progressbar.OptionSetElapsedTime(true),
 			progressbar.OptionShowDescriptionAtLineEnd(),
 			progressbar.OptionFullWidth(),
-			progressbar.OptionOnCompletion(func() { fmt.Fprintln(r.opts.Stdout) }),
 		)
-		defer func() { r.bar.Exit(); r.bar = nil }()
+		defer r.endBar()
 		r.bar.RenderBlank()
 	}
 	r.lastLog = time.Time{}
@@ -946,8 +951,9 @@ func (r *importRun) wait(ctx context.Context) error {
 		done := r.regNow - r.regBase
 		remaining := max(r.queued-done, 0)
 		observed := observedRate(samples)
-		quota := quotaRate(st.WeCom.Quota)
-		eta := waitETA(remaining, observed, quota)
+		windows := quotaWindows(st.WeCom.Quota)
+		quota := quotaRate(windows)
+		eta := waitETA(remaining, observed, windows)
 		finished := remaining == 0 || st.Queue.Pending == 0
 		desc := fmt.Sprintf("%s, queue %d, ETA %s", rateText(observed, quota), st.Queue.Pending, etaText(eta))
 		if r.bar != nil {
@@ -988,36 +994,54 @@ func observedRate(s []rateSample) float64 {
 	return float64(last.registered-first.registered) / dt
 }
 
-// quotaRate is the fastest sustained registration rate the quota windows
-// allow (calls per second of the strictest window), 0 if there is no quota.
-func quotaRate(windows []handlers.QuotaWindow) float64 {
-	rate := 0.0
-	for _, w := range windows {
+// quotaWindow is one WeCom quota window from /v1/status.
+type quotaWindow struct {
+	length       time.Duration
+	limit, spare int64
+}
+
+func quotaWindows(ws []handlers.QuotaWindow) []quotaWindow {
+	var out []quotaWindow
+	for _, w := range ws {
 		d, err := time.ParseDuration(w.Window)
 		if err != nil || d <= 0 || w.Limit <= 0 {
 			continue
 		}
-		if r := float64(w.Limit) / d.Seconds(); rate == 0 || r < rate {
+		out = append(out, quotaWindow{length: d, limit: w.Limit, spare: max(w.Limit-w.Used, 0)})
+	}
+	return out
+}
+
+// quotaRate is the fastest rate the quota sustains (the strictest window's
+// limit per second), 0 if there is no quota.
+func quotaRate(ws []quotaWindow) float64 {
+	rate := 0.0
+	for _, w := range ws {
+		if r := float64(w.limit) / w.length.Seconds(); rate == 0 || r < rate {
 			rate = r
 		}
 	}
 	return rate
 }
 
-// waitETA is remaining / min(observed, quota) over the rates that are
-// known, so it never promises more than the quota allows; -1 if unknown.
-func waitETA(remaining int64, observed, quota float64) time.Duration {
+// waitETA estimates how long remaining registrations take: at the observed
+// rate, but never faster than the quota allows. Each window lets its spare
+// calls go at once and the rest at limit/length, so a small import is not
+// slowed by the monthly cap and a large one is not promised more than the
+// daily or monthly quota. It is -1 while no rate has been observed.
+func waitETA(remaining int64, observed float64, ws []quotaWindow) time.Duration {
 	if remaining <= 0 {
 		return 0
 	}
-	rate := observed
-	if quota > 0 && (rate <= 0 || quota < rate) {
-		rate = quota
-	}
-	if rate <= 0 {
+	if observed <= 0 {
 		return -1
 	}
-	secs := float64(remaining) / rate
+	secs := float64(remaining) / observed
+	for _, w := range ws {
+		if over := remaining - w.spare; over > 0 {
+			secs = max(secs, float64(over)*w.length.Seconds()/float64(w.limit))
+		}
+	}
 	if secs > float64(math.MaxInt64/int64(time.Second)) {
 		return -1
 	}

@@ -33,6 +33,7 @@ const usage = `pendinglink links a brand's WeChat fans to its dealers' WeCom cus
 Usage:
   pendinglink demo [flags]       run the whole mission against a fake WeCom and report
   pendinglink serve [flags]      run the callback receiver, pipeline and API
+  pendinglink fans import FILE   send fans (CSV or JSON lines) to a running server for registration
   pendinglink loadtest [flags]   send signed callbacks at a rate and report ack latency
   pendinglink version            print the version
 
@@ -51,6 +52,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return serve(ctx, rest, getenv, stdout, stderr)
 	case "demo":
 		return demo(ctx, rest, getenv, stdout, stderr)
+	case "fans":
+		return fansCommand(ctx, rest, getenv, stdout, stderr)
 	case "loadtest":
 		return loadtest(ctx, rest, getenv, stdout, stderr)
 	case "version":

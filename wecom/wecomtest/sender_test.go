@@ -365,6 +365,8 @@ func TestSender_Send(t *testing.T) {
 		b := setup(t)
 		_, ev := addEvent(b)
 		entered, release := make(chan struct{}), make(chan struct{})
+		var releaseOnce sync.Once
+		unblock := func() { releaseOnce.Do(func() { close(release) }) }
 		var answered atomic.Bool
 		rc := newReceiver(t, func(attempt int, w http.ResponseWriter, _ *http.Request, _ delivery) {
 			if attempt == 1 {
@@ -374,6 +376,7 @@ func TestSender_Send(t *testing.T) {
 				w.WriteHeader(503)
 			}
 		})
+		t.Cleanup(unblock) // runs before the receiver's Close: on failure, free its handler
 		sd := b.srv.Sender(rc.URL, cbToken, cbKey)
 		sent := make(chan sendOutcome, 1)
 		go func() {
@@ -391,7 +394,7 @@ func TestSender_Send(t *testing.T) {
 			t.Fatal("Close returned while a Send was in progress")
 		case <-time.After(50 * time.Millisecond): // a negative check only; passing never depends on it
 		}
-		close(release)
+		unblock()
 		<-closed
 		require.True(t, answered.Load())
 		out := <-sent

@@ -198,7 +198,7 @@ func (s *Server) Close() {
 	if s.ts != nil {
 		s.ts.Close()
 	}
-	// s.sendWG.Wait()
+	s.sendWG.Wait()
 	for _, c := range clients {
 		c.Close()
 	}

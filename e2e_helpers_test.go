@@ -1,0 +1,538 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pendinglink/pendinglink/handlers"
+	"github.com/pendinglink/pendinglink/store"
+	"github.com/pendinglink/pendinglink/wecom"
+	"github.com/pendinglink/pendinglink/wecom/wecomtest"
+)
+
+// e2eTimeout bounds every wait on the asynchronous pipeline. It is an upper
+// bound for a broken pipeline to fail, not an expectation: a healthy one
+// settles in well under a second.
+const e2eTimeout = 30 * time.Second
+
+// e2eOptions configures one end-to-end world: a fake WeCom and a real
+// pendinglink talking to it over HTTP.
+type e2eOptions struct {
+	// Clock drives the fake WeCom and the app. Defaults to the fake's clock.
+	Clock *wecomtest.Clock
+	// Faults are the fake's initial faults.
+	Faults wecomtest.Faults
+	// PendingQuota limits the fake's unionid_to_pending_id (zero: WeCom's).
+	PendingQuota wecomtest.Quota
+	// PendingForUnregistered: see wecomtest.Server.PendingForUnregistered.
+	PendingForUnregistered bool
+	// ClockRuns moves the fake clock forward, 100 ms every 10 ms, for the
+	// whole test. Tests registering more than 10 fans need it: startApp gives
+	// the quota limiter the fake clock's Now but a real sleep, so once its
+	// burst of 10 is spent a stopped clock never lets it pace another call.
+	ClockRuns bool
+	// Dealers is how many dealer corps the world has. Defaults to 1.
+	Dealers int
+	// Env adds or overrides configuration variables.
+	Env map[string]string
+}
+
+// e2eWorld is a running fake WeCom plus a running pendinglink, with helpers
+// to drive the one and query the other through its /v1 API. Its helpers
+// fail w.t; a subtest uses w.in(t).
+type e2eWorld struct {
+	t       *testing.T
+	wc      *wecomtest.Server
+	dealers []wecomtest.Dealer
+	cfg     config
+	// token and aesKey are the callback settings, admin the /v1 bearer token.
+	token, aesKey, admin string
+	logs                 *logBuffer
+	calls                *callRecorder
+	api                  *http.Client
+	run                  *e2eRun
+}
+
+// e2eRun is the pendinglink currently running; restart replaces it.
+type e2eRun struct {
+	mu     sync.Mutex
+	app    *app
+	base   string
+	sender *wecomtest.Sender
+}
+
+// in returns the world with its helpers failing t instead, for subtests.
+func (w *e2eWorld) in(t *testing.T) *e2eWorld {
+	c := *w
+	c.t = t
+	return &c
+}
+
+// startE2E starts the fake WeCom and pendinglink on a fresh database. Both
+// are closed when the test ends; the server log is printed if it failed.
+func startE2E(t *testing.T, opts e2eOptions) *e2eWorld {
+	t.Helper()
+	wopts := []wecomtest.Option{
+		wecomtest.WithFaults(opts.Faults),
+		wecomtest.WithQuotas(opts.PendingQuota, wecomtest.Quota{}),
+		wecomtest.WithPendingForUnregistered(opts.PendingForUnregistered),
+	}
+	if opts.Clock != nil {
+		wopts = append(wopts, wecomtest.WithClock(opts.Clock))
+	}
+	wc := wecomtest.NewUnstartedServer(wopts...)
+	wc.Start()
+	t.Cleanup(wc.Close) // registered first, so it runs after the app has stopped
+	if opts.ClockRuns {
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			tick := time.NewTicker(10 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+					wc.Clock.Advance(100 * time.Millisecond)
+				}
+			}
+		}()
+		t.Cleanup(func() { close(stop); <-done })
+	}
+
+	w := &e2eWorld{
+		t: t, wc: wc, logs: &logBuffer{},
+		token: randomToken(16), aesKey: randomAESKey(), admin: randomToken(32),
+		api: &http.Client{Timeout: e2eTimeout}, run: &e2eRun{},
+	}
+	w.calls = &callRecorder{base: wc.HTTPClient().Transport}
+	if opts.Dealers == 0 {
+		opts.Dealers = 1
+	}
+	var corps []string
+	for i := range opts.Dealers {
+		d := wc.AddDealer(fmt.Sprintf("dealer-%d", i+1), "staff-a", "staff-b")
+		w.dealers = append(w.dealers, d)
+		corps = append(corps, d.CorpID)
+	}
+	env := map[string]string{
+		"WECOM_CORP_ID": wc.CorpID, "WECOM_AGENT_ID": strconv.FormatInt(wc.AgentID, 10), "WECOM_CORP_SECRET": wc.CorpSecret,
+		"WECOM_CALLBACK_TOKEN": w.token, "WECOM_CALLBACK_AES_KEY": w.aesKey, "WECOM_API_BASE": wc.URL,
+		"WECOM_DOWNSTREAM_CORP_IDS": strings.Join(corps, ","),
+		"PENDINGLINK_ADMIN_TOKEN":   w.admin, "PENDINGLINK_ADDR": "127.0.0.1:0",
+		"PENDINGLINK_DB":             filepath.Join(t.TempDir(), "e2e.db"),
+		"PENDINGLINK_RESOLVE_WINDOW": "20ms", "PENDINGLINK_SHUTDOWN_TIMEOUT": "10s",
+	}
+	for k, v := range opts.Env {
+		env[k] = v
+	}
+	cfg, err := loadConfig("e2e", nil, mapEnv(env), io.Discard)
+	require.NoError(t, err)
+	w.cfg = cfg
+
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("pendinglink log (last lines):\n%s", w.logs.tail(150))
+		}
+	})
+	w.startApp()
+	t.Cleanup(w.closeApp)
+	return w
+}
+
+// startApp starts pendinglink on the world's configuration and database.
+func (w *e2eWorld) startApp() {
+	w.t.Helper()
+	logger := slog.New(slog.NewJSONHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	a, err := startApp(context.Background(), w.cfg, logger, appOptions{
+		HTTPClient: &http.Client{Transport: w.calls, Timeout: 15 * time.Second},
+		Now:        w.wc.Clock.Now,
+	})
+	require.NoError(w.t, err)
+	base := "http://" + a.addr.String()
+	r := w.run
+	r.mu.Lock()
+	r.app, r.base = a, base
+	r.sender = w.wc.Sender(base+w.cfg.CallbackPath, w.token, w.aesKey)
+	r.mu.Unlock()
+}
+
+// closeApp stops pendinglink gracefully (as SIGTERM does). It may be called
+// more than once.
+func (w *e2eWorld) closeApp() {
+	r := w.run
+	r.mu.Lock()
+	a := r.app
+	r.app = nil
+	r.mu.Unlock()
+	if a != nil {
+		if err := a.close(); err != nil {
+			w.t.Errorf("close pendinglink: %v", err)
+		}
+	}
+}
+
+// restart stops pendinglink and starts a new one on the same database.
+func (w *e2eWorld) restart() {
+	w.t.Helper()
+	w.closeApp()
+	w.startApp()
+}
+
+func (w *e2eWorld) db() *store.DB {
+	w.run.mu.Lock()
+	defer w.run.mu.Unlock()
+	return w.run.app.db
+}
+
+func (w *e2eWorld) url(path string) string {
+	w.run.mu.Lock()
+	defer w.run.mu.Unlock()
+	return w.run.base + path
+}
+
+// --- the fake world ---
+
+// fan adds a person to the fake WeCom (not yet registered with pendinglink).
+func (w *e2eWorld) fan() wecomtest.Person { return w.wc.AddPerson() }
+
+// addCustomer makes staff of the first dealer add p and returns the add event.
+func (w *e2eWorld) addCustomer(p wecomtest.Person, staff string) (wecomtest.Customer, wecom.Event) {
+	c := w.wc.AddCustomer(w.dealers[0], p, staff)
+	return c, w.wc.ContactEvent(c, wecom.ChangeAddExternalContact)
+}
+
+// send delivers ev as WeCom does and requires the empty 200 pendinglink owes it.
+func (w *e2eWorld) send(ev wecom.Event) {
+	w.t.Helper()
+	require.NoError(w.t, w.trySend(ev))
+}
+
+func (w *e2eWorld) trySend(ev wecom.Event) error {
+	w.run.mu.Lock()
+	sd := w.run.sender
+	w.run.mu.Unlock()
+	res, err := sd.Send(context.Background(), ev)
+	switch {
+	case err != nil:
+		return fmt.Errorf("send %s/%s: %w", ev.ChangeType, ev.UpdateDetail, err)
+	case res.Status != http.StatusOK || len(res.Body) != 0:
+		return fmt.Errorf("send %s: status %d body %q", ev.ChangeType, res.Status, res.Body)
+	}
+	return nil
+}
+
+// sendAll delivers evs concurrently (as WeCom does) and requires every ack.
+func (w *e2eWorld) sendAll(evs []wecom.Event) {
+	w.t.Helper()
+	errs := make([]error, len(evs))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for i, ev := range evs {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			errs[i] = w.trySend(ev)
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		require.NoError(w.t, err)
+	}
+}
+
+// --- the /v1 API ---
+
+// do calls pendinglink's API with the admin token (auth) or without, and
+// returns the status and body.
+func (w *e2eWorld) do(method, path string, body any, auth bool) (int, []byte) {
+	w.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		if raw, ok := body.(json.RawMessage); ok {
+			rd = bytes.NewReader(raw)
+		} else {
+			b, err := json.Marshal(body)
+			require.NoError(w.t, err)
+			rd = bytes.NewReader(b)
+		}
+	}
+	req, err := http.NewRequestWithContext(w.t.Context(), method, w.url(path), rd)
+	require.NoError(w.t, err)
+	if auth {
+		req.Header.Set("Authorization", "Bearer "+w.admin)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := w.api.Do(req)
+	require.NoError(w.t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(w.t, err)
+	return resp.StatusCode, b
+}
+
+// getJSON GETs path with the admin token, requires 200 and decodes into out.
+func (w *e2eWorld) getJSON(path string, out any) {
+	w.t.Helper()
+	code, body := w.do(http.MethodGet, path, nil, true)
+	require.Equal(w.t, http.StatusOK, code, "GET %s: %s", path, body)
+	require.NoError(w.t, json.Unmarshal(body, out), "GET %s", path)
+}
+
+// registerFan POSTs /v1/fans and returns the status and the answer.
+func (w *e2eWorld) registerFan(p wecomtest.Person) (int, handlers.FanResponse) {
+	w.t.Helper()
+	code, body := w.do(http.MethodPost, "/v1/fans", store.FanInput{UnionID: p.UnionID, OpenID: p.OpenID}, true)
+	var fr handlers.FanResponse
+	if code < 300 {
+		require.NoError(w.t, json.Unmarshal(body, &fr), "POST /v1/fans: %s", body)
+	}
+	return code, fr
+}
+
+// registerBatch POSTs /v1/fans/batch, requires 202 and returns the answer.
+func (w *e2eWorld) registerBatch(ps []wecomtest.Person) handlers.BatchResponse {
+	w.t.Helper()
+	in := make([]store.FanInput, len(ps))
+	for i, p := range ps {
+		in[i] = store.FanInput{UnionID: p.UnionID, OpenID: p.OpenID}
+	}
+	code, body := w.do(http.MethodPost, "/v1/fans/batch", in, true)
+	require.Equal(w.t, http.StatusAccepted, code, "POST /v1/fans/batch: %s", body)
+	var br handlers.BatchResponse
+	require.NoError(w.t, json.Unmarshal(body, &br))
+	return br
+}
+
+// getFan returns GET /v1/fans/{unionid}.
+func (w *e2eWorld) getFan(unionID string) handlers.FanResponse {
+	w.t.Helper()
+	var fr handlers.FanResponse
+	w.getJSON("/v1/fans/"+url.PathEscape(unionID), &fr)
+	return fr
+}
+
+// customer returns GET /v1/customers/{corp}/{external_userid}, or nil on 404.
+func (w *e2eWorld) customer(corpID, externalUserID string) *store.CustomerDetail {
+	w.t.Helper()
+	path := "/v1/customers/" + url.PathEscape(corpID) + "/" + url.PathEscape(externalUserID)
+	code, body := w.do(http.MethodGet, path, nil, true)
+	if code == http.StatusNotFound {
+		return nil
+	}
+	require.Equal(w.t, http.StatusOK, code, "GET %s: %s", path, body)
+	var c store.CustomerDetail
+	require.NoError(w.t, json.Unmarshal(body, &c))
+	return &c
+}
+
+// links pages through GET /v1/links with the given filter and returns every link.
+func (w *e2eWorld) links(filter url.Values) []store.Link {
+	w.t.Helper()
+	var all []store.Link
+	q := url.Values{}
+	for k, v := range filter {
+		q[k] = v
+	}
+	q.Set("limit", "1000")
+	for {
+		var page handlers.LinksResponse
+		w.getJSON("/v1/links?"+q.Encode(), &page)
+		all = append(all, page.Links...)
+		if page.NextCursor == "" {
+			return all
+		}
+		q.Set("cursor", page.NextCursor)
+	}
+}
+
+// linksOf returns the links of one fan.
+func (w *e2eWorld) linksOf(unionID string) []store.Link {
+	return w.links(url.Values{"unionid": {unionID}})
+}
+
+// status returns GET /v1/status.
+func (w *e2eWorld) status() handlers.StatusResponse {
+	w.t.Helper()
+	var st handlers.StatusResponse
+	w.getJSON("/v1/status", &st)
+	return st
+}
+
+// --- waiting ---
+
+// waitFor polls cond every 20 ms until it holds, failing the test after
+// e2eTimeout. cond runs on the test goroutine, so it may use require.
+func (w *e2eWorld) waitFor(what string, cond func() bool) {
+	w.t.Helper()
+	w.waitForWithin(e2eTimeout, what, cond)
+}
+
+func (w *e2eWorld) waitForWithin(timeout time.Duration, what string, cond func() bool) {
+	w.t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			st, _ := json.Marshal(w.status())
+			w.t.Fatalf("timed out after %s waiting for %s; /v1/status: %s", timeout, what, st)
+		}
+		<-tick.C
+	}
+}
+
+// waitLinks waits until the fan has n links and returns them.
+func (w *e2eWorld) waitLinks(unionID string, n int) []store.Link {
+	w.t.Helper()
+	var ls []store.Link
+	w.waitFor(fmt.Sprintf("%d link(s) of %s", n, unionID), func() bool {
+		ls = w.linksOf(unionID)
+		return len(ls) >= n
+	})
+	require.Len(w.t, ls, n, "links of %s", unionID)
+	return ls
+}
+
+// waitIdle waits until no job is left and no event is pending: the
+// pipeline has done everything it was given.
+func (w *e2eWorld) waitIdle() handlers.StatusResponse {
+	w.t.Helper()
+	var st handlers.StatusResponse
+	w.waitFor("an idle pipeline", func() bool {
+		st = w.status()
+		return st.Queue.Pending == 0 && st.Events.Pending == 0
+	})
+	return st
+}
+
+// jobs lists River jobs of a kind in the given states (none: every state).
+func (w *e2eWorld) jobs(kind string, states ...rivertype.JobState) []*rivertype.JobRow {
+	w.t.Helper()
+	params := river.NewJobListParams().Kinds(kind).First(10_000)
+	if len(states) > 0 {
+		params = params.States(states...)
+	} else {
+		params = params.States(rivertype.JobStateAvailable, rivertype.JobStateCancelled, rivertype.JobStateCompleted,
+			rivertype.JobStateDiscarded, rivertype.JobStatePending, rivertype.JobStateRetryable, rivertype.JobStateRunning,
+			rivertype.JobStateScheduled)
+	}
+	res, err := w.db().River().JobList(w.t.Context(), params)
+	require.NoError(w.t, err)
+	return res.Jobs
+}
+
+// --- recorders ---
+
+// batchBody is one batch/external_userid_to_pending_id request as sent.
+type batchBody struct {
+	ChatID         string   `json:"chat_id"`
+	ExternalUserID []string `json:"external_userid"`
+}
+
+// callRecorder is the app's transport to the fake WeCom. It keeps the body
+// of every batch/external_userid_to_pending_id request and the unionid of
+// every unionid_to_pending_id request, so tests can see what was asked.
+type callRecorder struct {
+	base     http.RoundTripper
+	mu       sync.Mutex
+	batches  []batchBody
+	register []string // unionids, one per request (retries included)
+}
+
+// RoundTrip implements http.RoundTripper.
+func (r *callRecorder) RoundTrip(req *http.Request) (*http.Response, error) {
+	api, _ := strings.CutPrefix(req.URL.Path, wecomtest.PathPrefix)
+	if (api == wecomtest.APIExternalUserIDToPendingID || api == wecomtest.APIUnionIDToPendingID) && req.Body != nil {
+		b, err := io.ReadAll(req.Body)
+		req.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		r.mu.Lock()
+		if api == wecomtest.APIExternalUserIDToPendingID {
+			var bb batchBody
+			if json.Unmarshal(b, &bb) == nil {
+				r.batches = append(r.batches, bb)
+			}
+		} else {
+			var f store.FanInput
+			if json.Unmarshal(b, &f) == nil {
+				r.register = append(r.register, f.UnionID)
+			}
+		}
+		r.mu.Unlock()
+		req = req.Clone(req.Context())
+		req.Body = io.NopCloser(bytes.NewReader(b))
+	}
+	return r.base.RoundTrip(req)
+}
+
+// CloseIdleConnections lets http.Client.CloseIdleConnections reach the base transport.
+func (r *callRecorder) CloseIdleConnections() {
+	if c, ok := r.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
+// batchRequests returns every batch request sent so far.
+func (r *callRecorder) batchRequests() []batchBody {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]batchBody(nil), r.batches...)
+}
+
+// registrations counts the unionid_to_pending_id requests sent for unionID.
+func (r *callRecorder) registrations(unionID string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, u := range r.register {
+		if u == unionID {
+			n++
+		}
+	}
+	return n
+}
+
+// logBuffer collects the server's log lines for a failing test.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) tail(n int) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	lines := strings.Split(strings.TrimRight(b.buf.String(), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// linkKey identifies a link: one per fan, corp and customer.
+func linkKey(l store.Link) string { return l.UnionID + "|" + l.CorpID + "|" + l.ExternalUserID }

@@ -1,0 +1,652 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/pendinglink/pendinglink/handlers"
+	"github.com/pendinglink/pendinglink/store"
+)
+
+const fakeAdminToken = "test-admin-token-7f3a9c"
+
+// fakeAdmin fakes the two endpoints the importer uses: it records accepted
+// batches, skips fans it saw before, and registers queued fans as /v1/status
+// is polled, so a test controls registrations without clocks.
+type fakeAdmin struct {
+	mu      sync.Mutex
+	batches [][]store.FanInput // accepted batches, in order
+	seen    map[store.FanInput]bool
+	posts   int // POST attempts, failed ones included
+
+	failFrom     int    // answer 500 to every POST from this attempt on (1-based); 0 never
+	failNext     int    // answer 500 to this many POSTs, then recover
+	rejectPrefix string // answer 400 "fan N: …" for a unionid with this prefix
+	// onPost runs before a POST is handled and afterPost once it was
+	// answered, with its attempt number.
+	onPost    func(r *http.Request, attempt int)
+	afterPost func(attempt int)
+
+	registered      int64
+	unregistered    int64 // queued, not yet registered
+	registerPerPoll int64 // fans registered at each status call
+	refuseAll       bool  // each status call drops the queued fans unregistered
+	otherPending    int64 // jobs that are not ours, keeping the queue busy
+	quota           []handlers.QuotaWindow
+	statusCalls     int
+}
+
+func (f *fakeAdmin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Authorization") != "Bearer "+fakeAdminToken {
+		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "missing or invalid bearer token"})
+		return
+	}
+	switch {
+	case r.Method == http.MethodPost && r.URL.Path == "/v1/fans/batch":
+		f.postBatch(w, r)
+	case r.Method == http.MethodGet && r.URL.Path == "/v1/status":
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.statusCalls++
+		step := min(f.registerPerPoll, f.unregistered)
+		f.registered += step
+		f.unregistered -= step
+		if f.refuseAll {
+			f.unregistered = 0
+		}
+		writeJSON(w, http.StatusOK, handlers.StatusResponse{
+			Fans:  handlers.FansStatus{Registered: f.registered, Valid: f.registered},
+			Queue: handlers.QueueStatus{Pending: f.unregistered + f.otherPending},
+			WeCom: handlers.WeComStatus{Quota: f.quota},
+		})
+	default:
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "not found"})
+	}
+}
+
+func (f *fakeAdmin) postBatch(w http.ResponseWriter, r *http.Request) {
+	// Reading to EOF lets the server notice a client that hangs up (onPost waits for that).
+	body, err := io.ReadAll(r.Body)
+	var in []store.FanInput
+	if err == nil {
+		err = json.Unmarshal(body, &in)
+	}
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid JSON body: " + err.Error()})
+		return
+	}
+	f.mu.Lock()
+	f.posts++
+	attempt, hook, after := f.posts, f.onPost, f.afterPost
+	f.mu.Unlock()
+	if after != nil {
+		defer after(attempt)
+	}
+	if hook != nil {
+		hook(r, attempt)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if (f.failFrom > 0 && attempt >= f.failFrom) || f.failNext > 0 {
+		f.failNext = max(f.failNext-1, 0)
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "internal error"})
+		return
+	}
+	if len(in) == 0 || len(in) > handlers.MaxFansPerBatch {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "send between 1 and 1000 fans"})
+		return
+	}
+	for i, fan := range in {
+		if err := fan.Validate(); err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("fan %d: %v", i, err)})
+			return
+		}
+		if f.rejectPrefix != "" && strings.HasPrefix(fan.UnionID, f.rejectPrefix) {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("fan %d: unionid is not one of ours", i)})
+			return
+		}
+	}
+	res := handlers.BatchResponse{Accepted: len(in)}
+	for _, fan := range in {
+		if f.seen[fan] {
+			res.Skipped++
+			continue
+		}
+		f.seen[fan] = true
+		f.unregistered++
+		res.Queued++
+	}
+	f.batches = append(f.batches, in)
+	writeJSON(w, http.StatusAccepted, res)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+// set changes the fake under its lock.
+func (f *fakeAdmin) set(fn func(f *fakeAdmin)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fn(f)
+}
+
+// acceptedBatches returns copies of the accepted batches.
+func (f *fakeAdmin) acceptedBatches() [][]store.FanInput {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([][]store.FanInput, len(f.batches))
+	for i, b := range f.batches {
+		out[i] = append([]store.FanInput(nil), b...)
+	}
+	return out
+}
+
+// acceptedFans flattens the accepted batches from index from on.
+func (f *fakeAdmin) acceptedFans(from int) []store.FanInput {
+	var out []store.FanInput
+	for _, b := range f.acceptedBatches()[from:] {
+		out = append(out, b...)
+	}
+	return out
+}
+
+type importBundle struct {
+	fake *fakeAdmin
+	srv  *httptest.Server
+	dir  string
+}
+
+func setupImport(t *testing.T) *importBundle {
+	t.Helper()
+	fake := &fakeAdmin{seen: map[store.FanInput]bool{}}
+	srv := httptest.NewServer(fake)
+	t.Cleanup(srv.Close)
+	return &importBundle{fake: fake, srv: srv, dir: t.TempDir()}
+}
+
+// opts returns options for a fast, quiet run against the fake.
+func (b *importBundle) opts(file string, stdout *bytes.Buffer) importOptions {
+	return importOptions{
+		File: file, Server: b.srv.URL, Token: fakeAdminToken, Format: "auto", Stdout: stdout,
+		PollEvery: time.Millisecond, LogEvery: time.Hour, RetryBase: time.Millisecond, Tries: 3,
+	}
+}
+
+// testFans returns n fans whose ids carry prefix and their 1-based index.
+func testFans(prefix string, n int) []store.FanInput {
+	out := make([]store.FanInput, n)
+	for i := range out {
+		out[i] = store.FanInput{UnionID: fmt.Sprintf("test-%s-u%04d", prefix, i+1), OpenID: fmt.Sprintf("test-%s-o%04d", prefix, i+1)}
+	}
+	return out
+}
+
+func mustWriteFile(tb testing.TB, path, content string) string {
+	tb.Helper()
+	require.NoError(tb, os.WriteFile(path, []byte(content), 0o600))
+	return path
+}
+
+func csvLines(fans []store.FanInput) string {
+	var sb strings.Builder
+	for _, f := range fans {
+		fmt.Fprintf(&sb, "%s,%s\n", f.UnionID, f.OpenID)
+	}
+	return sb.String()
+}
+
+func jsonLines(tb testing.TB, fans []store.FanInput) string {
+	tb.Helper()
+	var sb strings.Builder
+	for _, f := range fans {
+		line, err := json.Marshal(f)
+		require.NoError(tb, err)
+		sb.Write(line)
+		sb.WriteByte('\n')
+	}
+	return sb.String()
+}
+
+func mustReadCheckpoint(tb testing.TB, file string) importCheckpoint {
+	tb.Helper()
+	cp, found, err := readCheckpoint(file + checkpointSuffix)
+	require.NoError(tb, err)
+	require.True(tb, found)
+	return cp
+}
+
+func TestFansCommand(t *testing.T) {
+	t.Parallel()
+
+	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+	t.Run("CSVWithoutHeaderAndFlagsAfterFile", func(t *testing.T) {
+		t.Parallel()
+		b := setupImport(t)
+		fans := testFans("nohdr", 5)
+		file := mustWriteFile(t, filepath.Join(b.dir, "fans.csv"), csvLines(fans))
+		var stdout, stderr bytes.Buffer
+		err := fansCommand(t.Context(), []string{"import", file, "--wait=false", "--batch", "2"},
+			env(map[string]string{"PENDINGLINK_URL": b.srv.URL, "PENDINGLINK_ADMIN_TOKEN": fakeAdminToken}), &stdout, &stderr)
+		require.NoError(t, err, stderr.String())
+		require.Equal(t, fans, b.fake.acceptedFans(0))
+		require.Len(t, b.fake.acceptedBatches(), 3)
+		require.Contains(t, stdout.String(), "queued:      5\n")
+	})
+
+	t.Run("CSVWithHeaderMapsColumnsByName", func(t *testing.T) {
+		t.Parallel()
+		b := setupImport(t)
+		fans := testFans("hdr", 3)
+		// A BOM, CRLF line ends, swapped and extra columns: what spreadsheets write.
+		content := "\xEF\xBB\xBFOpenID,nickname,Union_ID\r\n"
+		for _, f := range fans {
+			content += f.OpenID + ",\"Doe, J\"," + f.UnionID + "\r\n"
+		}
+		file := mustWriteFile(t, filepath.Join(b.dir, "export.txt"), content)
+		var stdout, stderr bytes.Buffer
+		err := fansCommand(t.Context(), []string{"import", "--server", b.srv.URL, "--wait=false", file},
+			env(map[string]string{"PENDINGLINK_ADMIN_TOKEN": fakeAdminToken}), &stdout, &stderr)
+		require.NoError(t, err, stderr.String())
+		require.Equal(t, fans, b.fake.acceptedFans(0))
+		require.Contains(t, stdout.String(), "invalid:     0 ")
+	})
+
+	t.Run("RejectedTokenNamesVariableNeverToken", func(t *testing.T) {
+		t.Parallel()
+		b := setupImport(t)
+		file := mustWriteFile(t, filepath.Join(b.dir, "fans.csv"), csvLines(testFans("tok", 3)))
+		const wrong = "wrong-token-b4d1e8f2"
+		var stdout, stderr bytes.Buffer
+		err := fansCommand(t.Context(), []string{"import", "--server", b.srv.URL, file},
+			env(map[string]string{"PENDINGLINK_ADMIN_TOKEN": wrong}), &stdout, &stderr)
+		require.ErrorIs(t, err, errTokenRejected)
+		require.Contains(t, err.Error(), "PENDINGLINK_ADMIN_TOKEN: rejected by the server")
+		for _, s := range []string{err.Error(), stdout.String(), stderr.String()} {
+			require.NotContains(t, s, wrong)
+		}
+		require.Empty(t, b.fake.acceptedBatches())
+	})
+
+	t.Run("MissingTokenNamesVariable", func(t *testing.T) {
+		t.Parallel()
+		var stdout, stderr bytes.Buffer
+		err := fansCommand(t.Context(), []string{"import", "fans.csv"}, env(nil), &stdout, &stderr)
+		require.ErrorContains(t, err, "PENDINGLINK_ADMIN_TOKEN: required")
+	})
+
+	t.Run("BatchAboveServerLimitIsRefused", func(t *testing.T) {
+		t.Parallel()
+		var stdout, stderr bytes.Buffer
+		err := fansCommand(t.Context(), []string{"import", "--batch", "1001", "fans.csv"},
+			env(map[string]string{"PENDINGLINK_ADMIN_TOKEN": fakeAdminToken}), &stdout, &stderr)
+		require.ErrorContains(t, err, "--batch: must be from 1 to 1000")
+	})
+
+	t.Run("UnknownSubcommandPrintsUsage", func(t *testing.T) {
+		t.Parallel()
+		var stdout, stderr bytes.Buffer
+		err := fansCommand(t.Context(), []string{"export"}, env(nil), &stdout, &stderr)
+		require.ErrorContains(t, err, `unknown subcommand "export"`)
+		require.Contains(t, stderr.String(), "Usage: pendinglink fans import")
+	})
+}
+
+func TestFansImport(t *testing.T) {
+	t.Parallel()
+
+	t.Run("JSONLinesByExtension", func(t *testing.T) {
+		t.Parallel()
+		b := setupImport(t)
+		fans := testFans("jsonl", 4)
+		file := mustWriteFile(t, filepath.Join(b.dir, "fans.jsonl"), jsonLines(t, fans))
+		var out bytes.Buffer
+		require.NoError(t, fansImport(t.Context(), b.opts(file, &out)))
+		require.Equal(t, fans, b.fake.acceptedFans(0))
+		require.Contains(t, out.String(), "(jsonl)")
+	})
+
+	t.Run("JSONLinesSniffedFromFirstLine", func(t *testing.T) {
+		t.Parallel()
+		b := setupImport(t)
+		fans := testFans("sniff", 2)
+		file := mustWriteFile(t, filepath.Join(b.dir, "fans.export"), "\n"+jsonLines(t, fans))
+		var out bytes.Buffer
+		require.NoError(t, fansImport(t.Context(), b.opts(file, &out)))
+		require.Equal(t, fans, b.fake.acceptedFans(0))
+	})
+
+	t.Run("JSONArrayIsRefusedWithAHint", func(t *testing.T) {
+		t.Parallel()
+		b := setupImport(t)
+		file := mustWriteFile(t, filepath.Join(b.dir, "fans.json"), `[{"unionid":"a","openid":"b"}]`)
+		var out bytes.Buffer
+		err := fansImport(t.Context(), b.opts(file, &out))
+		require.ErrorContains(t, err, "jq -c")
+		require.Empty(t, b.fake.acceptedBatches())
+	})
+
+	t.Run("InvalidRowsAreCountedReportedAndNotSent", func(t *testing.T) {
+		t.Parallel()
+		b := setupImport(t)
+		valid := testFans("valid", 4)
+		long := strings.Repeat("x", maxFanIDLen+1)
+		lines := []string{
+			valid[0].UnionID + "," + valid[0].OpenID, // line 1
+			"test-bad-u1,",                           // line 2: missing openid
+			"test-bad-u2",                            // line 3: one column
+			valid[1].UnionID + "," + valid[1].OpenID, // line 4
+			long + ",test-bad-o3",                    // line 5: unionid too long
+			`"test-bad-u4,test-bad-o4`,               // line 6: broken quote
+			"",                                       // line 7: blank, ignored
+			valid[2].UnionID + "," + valid[2].OpenID, // line 8
+			strings.Repeat("y", maxLineLen+10),       // line 9: longer than a line may be
+			valid[3].UnionID + "," + valid[3].OpenID, // line 10
+		}
+		file := mustWriteFile(t, filepath.Join(b.dir, "fans.csv"), strings.Join(lines, "\n")+"\n")
+		var out bytes.Buffer
+		require.NoError(t, fansImport(t.Context(), b.opts(file, &out)))
+
+		require.Equal(t, valid, b.fake.acceptedFans(0))
+		s := out.String()
+		require.Contains(t, s, "invalid:     5 (skipped, not sent)")
+		require.Contains(t, s, "line 2: missing openid")
+		require.Contains(t, s, "line 3: want 2 columns")
+		require.Contains(t, s, "line 5: unionid is 129 bytes, over 128")
+		require.Contains(t, s, "line 6: bad CSV")
+		require.Contains(t, s, "line 9: line longer than 65536 bytes")
+		require.Contains(t, s, "lines read:  10\n")
+		require.Equal(t, int64(10), mustReadCheckpoint(t, file).LinesDone)
+	})
+
+	t.Run("InvalidRowsShowFirstTwenty", func(t *testing.T) {
+		t.Parallel()
+		b := setupImport(t)
+		content := strings.Repeat(`{"unionid":"test-only-unionid"}`+"\n", 25) + jsonLines(t, testFans("last", 1))
+		file := mustWriteFile(t, filepath.Join(b.dir, "fans.ndjson"), content)
+		var out bytes.Buffer
+		require.NoError(t, fansImport(t.Context(), b.opts(file, &out)))
+		s := out.String()
+		require.Contains(t, s, "first 20 of 25")
+		require.Equal(t, 20, strings.Count(s, ": missing openid\n"))
+		require.Contains(t, s, "line 20: missing openid")
+		require.NotContains(t, s, "line 21:")
+		require.Equal(t, testFans("last", 1), b.fake.acceptedFans(0))
+	})
+
+	t.Run("BatchesHoldAtMostBatchFans", func(t *testing.T) {
+		t.Parallel()
+		b := setupImport(t)
+		fans := testFans("batch", 25)
+		file := mustWriteFile(t, filepath.Join(b.dir, "fans.csv"), "unionid,openid\n"+csvLines(fans))
+		var out bytes.Buffer
+		opts := b.opts(file, &out)
+		opts.Batch = 10
+		require.NoError(t, fansImport(t.Context(), opts))
+		var sizes []int
+		for _, batch := range b.fake.acceptedBatches() {
+			sizes = append(sizes, len(batch))
+		}
+		require.Equal(t, []int{10, 10, 5}, sizes)
+		require.Equal(t, fans, b.fake.acceptedFans(0))
+	})
+
+	t.Run("TransientServerErrorsAreRetried", func(t *testing.T) {
+		t.Parallel()
+		b := setupImport(t)
+		b.fake.set(func(f *fakeAdmin) { f.failNext = 2 })
+		fans := testFans("retry", 3)
+		file := mustWriteFile(t, filepath.Join(b.dir, "fans.csv"), csvLines(fans))
+		var out bytes.Buffer
+		require.NoError(t, fansImport(t.Context(), b.opts(file, &out)))
+		require.Equal(t, fans, b.fake.acceptedFans(0))
+		require.Equal(t, 2, strings.Count(out.String(), "HTTP 500: internal error; try"))
+	})
+
+	t.Run("ResumesAfterFailureWithoutResending", func(t *testing.T) {
+		t.Parallel()
+		b := setupImport(t)
+		b.fake.set(func(f *fakeAdmin) { f.failFrom = 3 })
+		fans := testFans("resume", 50)
+		file := mustWriteFile(t, filepath.Join(b.dir, "fans.csv"), "unionid,openid\n"+csvLines(fans))
+		var out bytes.Buffer
+		opts := b.opts(file, &out)
+		opts.Batch = 10
+
+		// Run 1: batches 1 and 2 are acknowledged, batch 3 fails on every try.
+		err := fansImport(t.Context(), opts)
+		require.ErrorContains(t, err, "gave up after 3 tries")
+		require.ErrorContains(t, err, "HTTP 500")
+		require.Equal(t, fans[:20], b.fake.acceptedFans(0))
+		require.Equal(t, int64(21), mustReadCheckpoint(t, file).LinesDone) // header + 20 fans
+		require.Contains(t, out.String(), "lines 1-21 of 51 acknowledged")
+
+		// Run 2: a healthy server gets only the rest, each fan once.
+		b.fake.set(func(f *fakeAdmin) { f.failFrom = 0 })
+		out.Reset()
+		require.NoError(t, fansImport(t.Context(), opts))
+		require.Equal(t, fans[20:], b.fake.acceptedFans(2))
+		require.Equal(t, fans, b.fake.acceptedFans(0))
+		require.Contains(t, out.String(), "resumed:     after line 21")
+		require.Contains(t, out.String(), "skipped:     0 ")
+		require.Equal(t, int64(51), mustReadCheckpoint(t, file).LinesDone)
+	})
+
+	t.Run("CompletedImportSendsNothingAgain", func(t *testing.T) {
+		t.Parallel()
+		b := setupImport(t)
+		file := mustWriteFile(t, filepath.Join(b.dir, "fans.csv"), csvLines(testFans("done", 5)))
+		var out bytes.Buffer
+		require.NoError(t, fansImport(t.Context(), b.opts(file, &out)))
+		out.Reset()
+		require.NoError(t, fansImport(t.Context(), b.opts(file, &out)))
+		require.Len(t, b.fake.acceptedBatches(), 1)
+		require.Contains(t, out.String(), "sent:        0\n")
+	})
+
+	t.Run("RestartIgnoresCheckpointAndServerSkips", func(t *testing.T) {
+		t.Parallel()
+		b := setupImport(t)
+		fans := testFans("restart", 5)
+		file := mustWriteFile(t, filepath.Join(b.dir, "fans.csv"), csvLines(fans))
+		var out bytes.Buffer
+		require.NoError(t, fansImport(t.Context(), b.opts(file, &out)))
+		out.Reset()
+		opts := b.opts(file, &out)
+		opts.Restart = true
+		require.NoError(t, fansImport(t.Context(), opts))
+		require.Equal(t, append(append([]store.FanInput(nil), fans...), fans...), b.fake.acceptedFans(0))
+		require.Contains(t, out.String(), "skipped:     5 already registered or queued")
+		require.NotContains(t, out.String(), "resumed:")
+	})
+
+	t.Run("DifferentFileWithSameNameInvalidatesCheckpoint", func(t *testing.T) {
+		t.Parallel()
+		b := setupImport(t)
+		b.fake.set(func(f *fakeAdmin) { f.failFrom = 2 })
+		file := mustWriteFile(t, filepath.Join(b.dir, "fans.csv"), csvLines(testFans("first", 20)))
+		var out bytes.Buffer
+		opts := b.opts(file, &out)
+		opts.Batch = 10
+		require.Error(t, fansImport(t.Context(), opts))
+		require.Equal(t, int64(10), mustReadCheckpoint(t, file).LinesDone)
+
+		// Same name, same size, other fans.
+		second := testFans("other", 20)
+		mustWriteFile(t, file, csvLines(second))
+		b.fake.set(func(f *fakeAdmin) { f.failFrom = 0 })
+		out.Reset()
+		require.NoError(t, fansImport(t.Context(), opts))
+		require.Contains(t, out.String(), "is for a different file")
+		require.Equal(t, second, b.fake.acceptedFans(1))
+	})
+
+	t.Run("ServerRejectedRowIsReportedRestSent", func(t *testing.T) {
+		t.Parallel()
+		b := setupImport(t)
+		b.fake.set(func(f *fakeAdmin) { f.rejectPrefix = "test-srvbad" })
+		fans := testFans("ok", 3)
+		content := csvLines(fans[:1]) + "test-srvbad-u1,test-srvbad-o1\n" + csvLines(fans[1:])
+		file := mustWriteFile(t, filepath.Join(b.dir, "fans.csv"), content)
+		var out bytes.Buffer
+		require.NoError(t, fansImport(t.Context(), b.opts(file, &out)))
+		require.Equal(t, fans, b.fake.acceptedFans(0))
+		require.Contains(t, out.String(), "line 2: rejected by the server: unionid is not one of ours")
+	})
+
+	t.Run("InterruptStopsAfterCheckpoint", func(t *testing.T) {
+		t.Parallel()
+		b := setupImport(t)
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		// The third batch is in flight when the user presses Ctrl-C.
+		third := make(chan struct{})
+		b.fake.set(func(f *fakeAdmin) {
+			f.onPost = func(r *http.Request, attempt int) {
+				if attempt == 3 {
+					cancel()
+					<-r.Context().Done()
+				}
+			}
+			f.afterPost = func(attempt int) {
+				if attempt == 3 {
+					close(third)
+				}
+			}
+		})
+		fans := testFans("intr", 30)
+		file := mustWriteFile(t, filepath.Join(b.dir, "fans.csv"), csvLines(fans))
+		var out bytes.Buffer
+		opts := b.opts(file, &out)
+		opts.Batch = 10
+		err := fansImport(ctx, opts)
+		require.ErrorContains(t, err, "interrupted; lines 1-20 are acknowledged")
+		require.Equal(t, int64(20), mustReadCheckpoint(t, file).LinesDone)
+		require.Contains(t, out.String(), "fans import summary")
+
+		// The fake stored batch 3 although its answer never arrived, as a
+		// real server may: the next run sends it again and the server skips it.
+		<-third
+		require.Equal(t, fans, b.fake.acceptedFans(0))
+		b.fake.set(func(f *fakeAdmin) { f.onPost, f.afterPost = nil, nil })
+		out.Reset()
+		require.NoError(t, fansImport(t.Context(), opts))
+		require.Equal(t, fans[20:], b.fake.acceptedFans(3))
+		require.Contains(t, out.String(), "skipped:     10 already registered or queued")
+	})
+
+	t.Run("WaitEndsWhenRegisteredReachesQueued", func(t *testing.T) {
+		t.Parallel()
+		b := setupImport(t)
+		// Other jobs keep the queue busy, so only our registrations can end the wait.
+		b.fake.set(func(f *fakeAdmin) { f.registered, f.registerPerPoll, f.otherPending = 100, 3, 5 })
+		file := mustWriteFile(t, filepath.Join(b.dir, "fans.csv"), csvLines(testFans("wait", 10)))
+		var out bytes.Buffer
+		opts := b.opts(file, &out)
+		opts.Wait = true
+		require.NoError(t, fansImport(t.Context(), opts))
+		// One baseline call, then polls reaching 3, 6, 9 and 10 registered.
+		b.fake.set(func(f *fakeAdmin) { require.Equal(t, 5, f.statusCalls) })
+		require.Contains(t, out.String(), "registered 10/10")
+		require.Contains(t, out.String(), "registered:  10 during this run")
+	})
+
+	t.Run("WaitEndsWhenQueueDrains", func(t *testing.T) {
+		t.Parallel()
+		b := setupImport(t)
+		b.fake.set(func(f *fakeAdmin) { f.refuseAll = true })
+		file := mustWriteFile(t, filepath.Join(b.dir, "fans.csv"), csvLines(testFans("drain", 4)))
+		var out bytes.Buffer
+		opts := b.opts(file, &out)
+		opts.Wait = true
+		require.NoError(t, fansImport(t.Context(), opts))
+		require.Contains(t, out.String(), "4 queued fans were not registered")
+	})
+
+	t.Run("BarDrawsBothPhases", func(t *testing.T) {
+		t.Parallel()
+		b := setupImport(t)
+		b.fake.set(func(f *fakeAdmin) { f.registerPerPoll = 2 })
+		file := mustWriteFile(t, filepath.Join(b.dir, "fans.csv"), csvLines(testFans("bar", 6)))
+		var out bytes.Buffer
+		opts := b.opts(file, &out)
+		opts.Wait, opts.Bar, opts.Batch = true, true, 2
+		require.NoError(t, fansImport(t.Context(), opts))
+		require.Contains(t, out.String(), "submitting")
+		require.Contains(t, out.String(), "registering")
+		require.Contains(t, out.String(), "registered:  6 during this run")
+	})
+}
+
+func TestWaitETA(t *testing.T) {
+	t.Parallel()
+
+	// WeCom's unionid_to_pending_id windows as /v1/status shows them.
+	wecomQuota := func(usedHour int64) []quotaWindow {
+		return quotaWindows([]handlers.QuotaWindow{
+			{Window: "1h0m0s", Used: usedHour, Limit: 100_000},
+			{Window: "24h0m0s", Used: usedHour, Limit: 480_000},
+			{Window: "744h0m0s", Used: usedHour, Limit: 7_500_000},
+		})
+	}
+
+	t.Run("QuotaRateIsStrictestWindow", func(t *testing.T) {
+		t.Parallel()
+		require.InDelta(t, 7_500_000.0/(744*3600), quotaRate(wecomQuota(0)), 1e-9)
+	})
+
+	t.Run("SmallImportGoesAtObservedRate", func(t *testing.T) {
+		t.Parallel()
+		// 1000 fans fit in every window's spare calls.
+		require.Equal(t, 10*time.Second, waitETA(1000, 100, wecomQuota(0)))
+	})
+
+	t.Run("HourlyQuotaCapsObservedRate", func(t *testing.T) {
+		t.Parallel()
+		ws := quotaWindows([]handlers.QuotaWindow{{Window: "1h0m0s", Limit: 3600}})
+		// 7200 at 10/s would take 12 min; 3600 go at once, the rest at 1/s.
+		require.Equal(t, time.Hour, waitETA(7200, 10, ws))
+	})
+
+	t.Run("DailyQuotaCapsLargeImport", func(t *testing.T) {
+		t.Parallel()
+		// Past the 480,000 a day allows, the rest goes at 480,000 per 24 h.
+		require.Equal(t, 26*time.Hour, waitETA(1_000_000, 1000, wecomQuota(0)))
+	})
+
+	t.Run("UsedCallsLeaveLessSpare", func(t *testing.T) {
+		t.Parallel()
+		ws := quotaWindows([]handlers.QuotaWindow{{Window: "1h0m0s", Used: 3600, Limit: 3600}})
+		require.Equal(t, time.Hour, waitETA(3600, 100, ws))
+	})
+
+	t.Run("UnknownBeforeAnyRegistration", func(t *testing.T) {
+		t.Parallel()
+		require.Equal(t, time.Duration(-1), waitETA(100, 0, wecomQuota(0)))
+		require.Equal(t, time.Duration(0), waitETA(0, 0, nil))
+	})
+
+	t.Run("ObservedRateFromSamples", func(t *testing.T) {
+		t.Parallel()
+		t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+		s := []rateSample{{t0, 100}, {t0.Add(5 * time.Second), 110}, {t0.Add(10 * time.Second), 120}}
+		require.InDelta(t, 2.0, observedRate(s), 1e-9)
+		require.Zero(t, observedRate(s[:1]))
+	})
+}
