@@ -185,10 +185,6 @@ func runDemo(ctx context.Context, o demoOptions, getenv func(string) string, std
 	}
 
 	sender := wc.Sender(base+cfg.CallbackPath, token, aesKey)
-	type sent struct {
-		ev wecom.Event
-		at time.Time
-	}
 	var (
 		events   []wecom.Event
 		expected = map[string]bool{} // "unionid|corp|external" of links that must exist and be active

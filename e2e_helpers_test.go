@@ -66,6 +66,7 @@ type e2eWorld struct {
 	logs                 *logBuffer
 	calls                *callRecorder
 	api                  *http.Client
+	callbacks            *http.Client // the Senders' client
 	run                  *e2eRun
 }
 
@@ -124,6 +125,7 @@ func startE2E(t *testing.T, opts e2eOptions) *e2eWorld {
 		api: &http.Client{Timeout: e2eTimeout}, run: &e2eRun{},
 	}
 	w.calls = &callRecorder{base: wc.HTTPClient().Transport}
+	w.callbacks = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
 	if opts.Dealers == 0 {
 		opts.Dealers = 1
 	}
@@ -158,7 +160,8 @@ func startE2E(t *testing.T, opts e2eOptions) *e2eWorld {
 	return w
 }
 
-// startApp starts pendinglink on the world's configuration and database.
+// startApp starts pendinglink on the world's configuration and database;
+// after closeApp it restarts it on the same database.
 func (w *e2eWorld) startApp() {
 	w.t.Helper()
 	logger := slog.New(slog.NewJSONHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -171,7 +174,11 @@ func (w *e2eWorld) startApp() {
 	r := w.run
 	r.mu.Lock()
 	r.app, r.base = a, base
-	r.sender = w.wc.Sender(base+w.cfg.CallbackPath, w.token, w.aesKey)
+	sd, err := w.wc.NewSender(wecomtest.SenderConfig{
+		URL: base + w.cfg.CallbackPath, Token: w.token, EncodingAESKey: w.aesKey, HTTPClient: w.callbacks,
+	})
+	require.NoError(w.t, err)
+	r.sender = sd
 	r.mu.Unlock()
 }
 
@@ -184,17 +191,15 @@ func (w *e2eWorld) closeApp() {
 	r.app = nil
 	r.mu.Unlock()
 	if a != nil {
+		// A transport may have dialled a spare connection it never used; the
+		// server counts it as active for 5 s, longer than a short shutdown
+		// timeout. Clients going away close theirs.
+		w.api.CloseIdleConnections()
+		w.callbacks.CloseIdleConnections()
 		if err := a.close(); err != nil {
 			w.t.Errorf("close pendinglink: %v", err)
 		}
 	}
-}
-
-// restart stops pendinglink and starts a new one on the same database.
-func (w *e2eWorld) restart() {
-	w.t.Helper()
-	w.closeApp()
-	w.startApp()
 }
 
 func (w *e2eWorld) db() *store.DB {

@@ -83,6 +83,12 @@ func TestE2E_FanFirstThenCustomer(t *testing.T) {
 
 func TestE2E_CustomerFirstThenFan(t *testing.T) {
 	t.Parallel()
+	t.Run("PendingIDForUnregistered", testCustomerFirstPendingID)
+	t.Run("BackfillWithoutPendingID", testCustomerFirstBackfill)
+}
+
+func testCustomerFirstPendingID(t *testing.T) {
+	t.Parallel()
 	// WeCom answers a pending_id for a person the brand has not registered
 	// yet (§9 #17), so the customer can be resolved before the fan exists.
 	w := startE2E(t, e2eOptions{PendingForUnregistered: true})
@@ -120,6 +126,30 @@ func TestE2E_CustomerFirstThenFan(t *testing.T) {
 	require.Equal(t, l.ID, cust.Links[0].ID)
 	st := w.waitIdle()
 	require.EqualValues(t, 1, st.Links.Total)
+}
+
+func testCustomerFirstBackfill(t *testing.T) {
+	t.Parallel()
+	// WeCom has no pending_id for a person never registered (the fake's
+	// default reading of §9 #17); registration's backfill finds the customer.
+	w := startE2E(t, e2eOptions{Env: map[string]string{"PENDINGLINK_BACKFILL_EXISTING": "true"}})
+	p := w.fan()
+	c, ev := w.addCustomer(p, "staff-a")
+	w.send(ev)
+	// The resolve job asked WeCom, got nothing and waits for its one delayed retry.
+	w.waitFor("the resolve job to wait for its retry", func() bool {
+		return len(w.jobs("resolve", rivertype.JobStateScheduled)) == 1
+	})
+	require.Empty(t, w.linksOf(p.UnionID))
+
+	code, fr := w.registerFan(p)
+	require.Equal(t, http.StatusCreated, code)
+	l := w.waitLinks(p.UnionID, 1)[0]
+	require.Equal(t, c.Dealer.CorpID, l.CorpID)
+	require.Equal(t, c.ExternalUserID, l.ExternalUserID)
+	require.Equal(t, fr.PendingID, l.PendingID)
+	require.True(t, l.Active)
+	require.Equal(t, 1, w.wc.Calls(wecomtest.APIUnionIDToExternalUserID))
 }
 
 func TestE2E_Duplicates(t *testing.T) {
@@ -194,6 +224,19 @@ func TestE2E_Removals(t *testing.T) {
 	ls := w.linksOf(fans[2].UnionID)
 	require.Len(t, ls, 1)
 	require.True(t, ls[0].Active, "a customer nobody removed keeps the link")
+
+	// Added again later: the same link is active again, no second link.
+	w.wc.Clock.Advance(time.Minute)
+	c0 := w.wc.AddCustomer(w.dealers[0], fans[0], "staff-b")
+	w.send(w.wc.ContactEvent(c0, wecom.ChangeAddExternalContact))
+	w.waitFor("the link re-activated", func() bool { return w.status().Links.Active == 2 })
+	st = w.waitIdle()
+	require.EqualValues(t, 3, st.Links.Total)
+	ls = w.linksOf(fans[0].UnionID)
+	require.Len(t, ls, 1)
+	require.True(t, ls[0].Active)
+	require.Nil(t, ls[0].EndedAt)
+	require.Equal(t, "staff-b", ls[0].UserID)
 }
 
 func TestE2E_GroupChat(t *testing.T) {
@@ -314,7 +357,9 @@ func TestE2E_ExpiryAndRenewal(t *testing.T) {
 		pid, ok := w.wc.PendingIDOf(p)
 		require.True(t, ok)
 		require.Equal(t, pid, f.PendingID)
-		require.True(t, f.ExpiresAt.After(w.wc.Clock.Now().Add(80*24*time.Hour)), "the new id lives about 90 days")
+		require.Equal(t, pid, f.PendingIDs[0].PendingID)
+		require.True(t, f.PendingIDs[0].IssuedAt.Equal(w.wc.Clock.Now()), "issued by the renewal just now")
+		require.True(t, f.ExpiresAt.Equal(w.wc.Clock.Now().Add(store.PendingIDLifetime)), "the new id lives 90 days")
 		c, ev := w.addCustomer(p, "staff-b")
 		w.send(ev)
 		l := w.waitLinks(p.UnionID, 1)[0]
@@ -472,7 +517,10 @@ func TestE2E_WeComFaults(t *testing.T) {
 func TestE2E_RestartMidBurst(t *testing.T) {
 	t.Parallel()
 	const nFans, nOthers = 30, 10
-	w := startE2E(t, e2eOptions{PendingForUnregistered: true, ClockRuns: true})
+	// A short shutdown timeout cancels the resolve jobs still waiting for
+	// WeCom when the app stops.
+	w := startE2E(t, e2eOptions{PendingForUnregistered: true, ClockRuns: true,
+		Env: map[string]string{"PENDINGLINK_SHUTDOWN_TIMEOUT": "100ms"}})
 	var fans []wecomtest.Person
 	for range nFans {
 		fans = append(fans, w.fan())
@@ -493,18 +541,18 @@ func TestE2E_RestartMidBurst(t *testing.T) {
 			want[p.UnionID+"|"+c.Dealer.CorpID+"|"+c.ExternalUserID] = true
 		}
 	}
-	// Slow WeCom answers keep the pipeline busy while it is stopped.
-	w.wc.SetFaults(wecomtest.Faults{Latency: 150 * time.Millisecond})
+	// Slow WeCom answers keep the burst in flight when the app stops.
+	w.wc.SetFaults(wecomtest.Faults{Latency: time.Second})
 	w.sendAll(evs)
-	// Stop while a batch call is in flight.
 	ctx, cancel := context.WithTimeout(t.Context(), e2eTimeout)
 	defer cancel()
-	require.NoError(t, w.wc.Wait(ctx, func(st wecomtest.Stats) bool { return st.Calls[wecomtest.APIExternalUserIDToPendingID] >= 1 }))
+	require.NoError(t, w.wc.Wait(ctx, func(st wecomtest.Stats) bool { return st.Calls[wecomtest.APIExternalUserIDToPendingID] >= 1 }),
+		"a batch call is in flight")
+	t.Logf("links made when the app was stopped: %d of %d", w.status().Links.Total, nFans)
 	w.closeApp()
 	w.wc.SetFaults(wecomtest.Faults{})
 
 	w.startApp()
-	t.Logf("links made before the restart: %d of %d", w.status().Links.Total, nFans)
 	w.sendAll(evs[:10]) // WeCom retries some it thinks failed
 	w.waitFor("every link", func() bool { return w.status().Links.Total >= nFans })
 	st := w.waitIdle()

@@ -1054,7 +1054,7 @@ func rateText(observed, quota float64) string {
 		s = fmt.Sprintf("%.2f/s", observed)
 	}
 	if quota > 0 {
-		s += fmt.Sprintf(" (quota %.2f/s)", quota)
+		s += fmt.Sprintf(" (quota sustains %.2f/s)", quota)
 	}
 	return s
 }

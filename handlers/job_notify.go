@@ -25,7 +25,8 @@ type Webhook struct {
 	URL string
 	// Secret signs each body: X-Pendinglink-Signature: sha256=<hex HMAC>.
 	Secret string
-	// Client defaults to a client with a 10 s timeout.
+	// Client defaults to a client with a 10 s timeout that does not follow
+	// redirects.
 	Client *http.Client
 }
 
@@ -52,7 +53,12 @@ func (w *Webhook) post(ctx context.Context, item *store.OutboxItem) error {
 	req.Header.Set(SignatureHeader, w.Sign(item.Payload))
 	client := w.Client
 	if client == nil {
-		client = &http.Client{Timeout: 10 * time.Second}
+		client = &http.Client{
+			Timeout: 10 * time.Second,
+			// Following a 301/302/303 re-sends the POST as a bodiless GET,
+			// whose 2xx would count as delivered: a 3xx is a failure instead.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
 	}
 	resp, err := client.Do(req)
 	if err != nil {

@@ -38,9 +38,7 @@ func registerFan(ctx context.Context, cfg PipelineConfig, unionID, openID string
 	if err != nil {
 		return nil, fmt.Errorf("record pending_id: %w", err)
 	}
-	for _, l := range links {
-		cfg.Logger.Info("link created", "link_id", l.ID, "corp_id", l.CorpID, "via", "register")
-	}
+	logLinks(cfg.Logger, "link created", links, "register")
 	return links, nil
 }
 
@@ -70,9 +68,7 @@ func (w *backfillWorker) Work(ctx context.Context, job *river.Job[store.Backfill
 		}
 		return fmt.Errorf("link existing customers: %w", err)
 	}
-	for _, l := range links {
-		w.cfg.Logger.Info("link created", "link_id", l.ID, "corp_id", l.CorpID, "via", "backfill")
-	}
+	logLinks(w.cfg.Logger, "link created", links, "backfill")
 	return nil
 }
 

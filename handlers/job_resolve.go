@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -22,7 +23,9 @@ type resolveWorker struct {
 func (w *resolveWorker) Work(ctx context.Context, job *river.Job[store.ResolveArgs]) error {
 	a := job.Args
 	pendingID, err := w.cfg.Coalescer.Resolve(ctx, a.CorpID, a.ChatID, a.ExternalUserID)
-	firstTry := job.Attempt <= 1
+	// A snooze does not count as an attempt in River, so "first try" is
+	// read from the snooze counter River keeps in the job's metadata.
+	firstTry := job.Attempt <= 1 && snoozes(job.Metadata) == 0
 	if err != nil && wecom.IsNotCustomerYet(err) && firstTry {
 		// Right after an add WeCom may not know the relationship yet (§9 #5).
 		return river.JobSnooze(w.cfg.NotCustomerYetDelay)
@@ -51,9 +54,7 @@ func (w *resolveWorker) Work(ctx context.Context, job *river.Job[store.ResolveAr
 	if err != nil {
 		return fmt.Errorf("record resolution of event %d: %w", a.EventID, err)
 	}
-	for _, l := range links {
-		w.cfg.Logger.Info("link created", "link_id", l.ID, "corp_id", l.CorpID, "via", "resolve")
-	}
+	logLinks(w.cfg.Logger, "link created", links, "resolve")
 	return nil
 }
 
@@ -65,17 +66,24 @@ type endLinkWorker struct {
 
 func (w *endLinkWorker) Work(ctx context.Context, job *river.Job[store.EndLinkArgs]) error {
 	a := job.Args
-	links, err := w.cfg.Store.EndLinks(ctx, store.EndLink{
-		EventID: a.EventID, CorpID: a.CorpID, ExternalUserID: a.ExternalUserID, UserID: a.UserID,
-	})
+	links, err := w.cfg.Store.EndLinks(ctx, store.EndLink(a))
 	if err != nil {
 		if errors.Is(err, store.ErrInvalid) {
 			return river.JobCancel(err)
 		}
 		return fmt.Errorf("end links of event %d: %w", a.EventID, err)
 	}
-	for _, l := range links {
-		w.cfg.Logger.Info("link ended", "link_id", l.ID, "corp_id", l.CorpID)
-	}
+	logLinks(w.cfg.Logger, "link ended", links, "end_link")
 	return nil
+}
+
+// snoozes returns how often River snoozed the job.
+func snoozes(metadata []byte) int {
+	var m struct {
+		Snoozes int `json:"snoozes"`
+	}
+	if len(metadata) == 0 || json.Unmarshal(metadata, &m) != nil {
+		return 0
+	}
+	return m.Snoozes
 }

@@ -179,3 +179,10 @@ func classify(err error, now time.Time, cfg PipelineConfig, failed func(reason s
 		return err
 	}
 }
+
+// logLinks logs each link a job changed, without personal ids beyond the link's own.
+func logLinks(logger *slog.Logger, msg string, links []store.Link, via string) {
+	for _, l := range links {
+		logger.Info(msg, "link_id", l.ID, "corp_id", l.CorpID, "via", via)
+	}
+}

@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -201,6 +202,57 @@ func TestDB_RecordResolution(t *testing.T) {
 		require.Equal(t, int64(1), b.outbox(t))
 		require.Equal(t, int64(1), b.mustCount(t, `SELECT count(*) FROM river_job WHERE kind = 'notify'`))
 		require.Equal(t, int64(1), b.mustCount(t, `SELECT count(*) FROM resolutions`))
+	})
+
+	t.Run("ConcurrentBothOrdersLinkOnce", func(t *testing.T) {
+		t.Parallel()
+		// Ensure a resolution and a registration of the same pending_id that
+		// race still link exactly once: one of them must see the other.
+		b := setupPipeline(t, false)
+		const n = 10
+		fans := make([]store.FanInput, n)
+		for i := range fans {
+			fans[i] = store.FanInput{UnionID: fmt.Sprintf("test-u%d", i), OpenID: "o"}
+		}
+		_, err := b.db.RegisterFans(t.Context(), fans, store.RegisterOpts{NoJob: true})
+		require.NoError(t, err)
+		var (
+			wg      sync.WaitGroup
+			mu      sync.Mutex
+			created int
+			errs    []error
+		)
+		// add counts links, and checks each caller got only its own (the
+		// resolutions are group-committed, so answers must not be mixed up).
+		add := func(pid string, links []store.Link, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			created += len(links)
+			if err != nil {
+				errs = append(errs, err)
+			}
+			for _, l := range links {
+				if l.PendingID != pid || l.ExternalUserID != "wm-"+pid {
+					errs = append(errs, fmt.Errorf("caller of %s got link %+v", pid, l))
+				}
+			}
+		}
+		for i, f := range fans {
+			pid := fmt.Sprintf("p-%d", i)
+			wg.Go(func() {
+				links, err := b.db.RecordResolution(context.Background(), resolution("wwtestcorp", "wm-"+pid, pid))
+				add(pid, links, err)
+			})
+			wg.Go(func() {
+				links, err := b.db.RecordFanPendingID(context.Background(), f.UnionID, pid, false)
+				add(pid, links, err)
+			})
+		}
+		wg.Wait()
+		require.Empty(t, errs)
+		require.Equal(t, n, created)
+		require.Equal(t, int64(n), b.links(t))
+		require.Equal(t, int64(n), b.outbox(t))
 	})
 
 	t.Run("MatchesUntilFanPendingIDExpires", func(t *testing.T) {
@@ -445,6 +497,25 @@ func TestDB_RecordFanPendingID(t *testing.T) {
 			"an expired resolution is not marked matched")
 	})
 
+	t.Run("OnlyLiveResolutionsMarkedMatched", func(t *testing.T) {
+		t.Parallel()
+		// Ensure that when the same person was resolved in two corps, 90 days
+		// apart, only the live resolution links and is marked matched.
+		b := setupPipeline(t, false)
+		_, err := b.db.RecordResolution(t.Context(), resolution("wwtestcorp1", "wmtest1", "p-1"))
+		require.NoError(t, err)
+		b.clock.Add(store.PendingIDLifetime)
+		_, err = b.db.RecordResolution(t.Context(), resolution("wwtestcorp2", "wmtest2", "p-1"))
+		require.NoError(t, err)
+
+		links := b.addFan(t, "test-u1", "p-1")
+		require.Len(t, links, 1)
+		require.Equal(t, "wwtestcorp2", links[0].CorpID)
+		require.Equal(t, store.ResolutionMatched, b.customer(t, "wwtestcorp2", "wmtest2").Resolutions[0].State)
+		require.Equal(t, store.ResolutionResolved, b.customer(t, "wwtestcorp1", "wmtest1").Resolutions[0].State,
+			"the expired resolution links nothing, so it is not matched")
+	})
+
 	t.Run("ErrNotFoundForUnknownFan", func(t *testing.T) {
 		t.Parallel()
 		b := setupPipeline(t, false)
@@ -648,6 +719,15 @@ func TestDB_RegisterFans(t *testing.T) {
 		n, err := b.db.CountQueuedRegistrations(t.Context())
 		require.NoError(t, err)
 		require.Equal(t, int64(2), n)
+	})
+
+	t.Run("DuplicateInOneCallQueuedOnce", func(t *testing.T) {
+		t.Parallel()
+		b := setupPipeline(t, false)
+		res, err := b.db.RegisterFans(t.Context(), []store.FanInput{fans[0], fans[0]}, store.RegisterOpts{})
+		require.NoError(t, err)
+		require.Equal(t, store.RegisterResult{Queued: 1, Skipped: 1}, res)
+		require.Len(t, registerJobs(t, b), 1)
 	})
 
 	t.Run("SkipsFanWithLivePendingID", func(t *testing.T) {

@@ -297,7 +297,10 @@ func (e *sqliteEngine) recordFanPendingID(ctx context.Context, jobs jobInserter,
 			}
 		}
 		if len(found) > 0 {
-			if _, err := tx.ExecContext(ctx, `UPDATE resolutions SET state = 'matched', updated_at = ? WHERE pending_id = ?`, nowMS, pendingID); err != nil {
+			// Only the live resolutions linked above; an expired one with the
+			// same pending_id matched nothing.
+			if _, err := tx.ExecContext(ctx, `UPDATE resolutions SET state = 'matched', updated_at = ? WHERE pending_id = ? AND expires_at > ?`,
+				nowMS, pendingID, nowMS); err != nil {
 				return sqliteError("mark resolutions matched", err)
 			}
 		}

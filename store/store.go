@@ -71,8 +71,10 @@ type Config struct {
 	// Defaults to nil.
 	Workers *river.Workers
 
-	// Queues are River's queues, used only when Workers is set.
-	// Defaults to {river.QueueDefault: {MaxWorkers: DefaultMaxWorkers}}.
+	// Queues are River's queues, used only when Workers is set. They must
+	// include QueueResolve and QueueRegister, where the pipeline's jobs go.
+	// Defaults to the default queue, QueueResolve and QueueRegister, each
+	// with DefaultMaxWorkers.
 	Queues map[string]river.QueueConfig
 
 	// PeriodicJobs are River's periodic jobs (e.g. retention prunes), used
@@ -147,7 +149,11 @@ func (cfg Config) withDefaults() Config {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Workers != nil && cfg.Queues == nil {
-		cfg.Queues = map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: DefaultMaxWorkers}}
+		cfg.Queues = map[string]river.QueueConfig{
+			river.QueueDefault: {MaxWorkers: DefaultMaxWorkers},
+			QueueResolve:       {MaxWorkers: DefaultMaxWorkers},
+			QueueRegister:      {MaxWorkers: DefaultMaxWorkers},
+		}
 	}
 	if cfg.SoftStopTimeout == 0 {
 		cfg.SoftStopTimeout = DefaultSoftStopTimeout

@@ -1,0 +1,663 @@
+package handlers_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pendinglink/pendinglink/crypto"
+	"github.com/pendinglink/pendinglink/handlers"
+	"github.com/pendinglink/pendinglink/store"
+	"github.com/pendinglink/pendinglink/store/storetest"
+	"github.com/pendinglink/pendinglink/wecom"
+)
+
+// apiNow is the fixed time of the API tests' store and pipeline.
+var apiNow = time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC)
+
+// fakeWeCom is a WeComAPI whose methods are set per test. An unset method
+// fails the call, so a test states every call it expects.
+type fakeWeCom struct {
+	UnionIDToPendingIDFunc        func(ctx context.Context, unionID, openID string) (string, error)
+	UnionIDToExternalUserIDFunc   func(ctx context.Context, unionID, openID, corpID string) ([]wecom.ExternalUserIDInfo, error)
+	ExternalUserIDToPendingIDFunc func(ctx context.Context, corpID, chatID string, ids []string) ([]wecom.PendingResult, error)
+	StatsFunc                     func() wecom.Stats
+
+	mu    sync.Mutex
+	calls []string // "api unionid openid", in call order
+}
+
+var (
+	_ handlers.WeComAPI                = (*fakeWeCom)(nil)
+	_ interface{ Stats() wecom.Stats } = (*fakeWeCom)(nil)
+)
+
+func (f *fakeWeCom) record(call string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, call)
+}
+
+// Calls returns a copy of the calls made so far.
+func (f *fakeWeCom) Calls() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.calls...)
+}
+
+func (f *fakeWeCom) UnionIDToPendingID(ctx context.Context, unionID, openID string) (string, error) {
+	f.record("unionid_to_pending_id " + unionID + " " + openID)
+	if f.UnionIDToPendingIDFunc == nil {
+		return "", errors.New("fakeWeCom: unexpected UnionIDToPendingID")
+	}
+	return f.UnionIDToPendingIDFunc(ctx, unionID, openID)
+}
+
+func (f *fakeWeCom) UnionIDToExternalUserID(ctx context.Context, unionID, openID, corpID string) ([]wecom.ExternalUserIDInfo, error) {
+	f.record("unionid_to_external_userid " + unionID + " " + openID)
+	if f.UnionIDToExternalUserIDFunc == nil {
+		return nil, errors.New("fakeWeCom: unexpected UnionIDToExternalUserID")
+	}
+	return f.UnionIDToExternalUserIDFunc(ctx, unionID, openID, corpID)
+}
+
+func (f *fakeWeCom) ExternalUserIDToPendingID(ctx context.Context, corpID, chatID string, ids []string) ([]wecom.PendingResult, error) {
+	f.record("external_userid_to_pending_id " + corpID + " " + strings.Join(ids, ","))
+	if f.ExternalUserIDToPendingIDFunc == nil {
+		return nil, errors.New("fakeWeCom: unexpected ExternalUserIDToPendingID")
+	}
+	return f.ExternalUserIDToPendingIDFunc(ctx, corpID, chatID, ids)
+}
+
+func (f *fakeWeCom) Stats() wecom.Stats {
+	if f.StatsFunc == nil {
+		return wecom.Stats{}
+	}
+	return f.StatsFunc()
+}
+
+// fakeQuota is the registration limiter as the API sees it.
+type fakeQuota struct {
+	next  time.Time
+	usage []wecom.WindowUsage
+}
+
+func (q *fakeQuota) NextAt() time.Time          { return q.next }
+func (q *fakeQuota) Usage() []wecom.WindowUsage { return q.usage }
+
+// pendingIDs answers UnionIDToPendingID with ids, one per call.
+func pendingIDs(ids ...string) func(context.Context, string, string) (string, error) {
+	var n atomic.Int64
+	return func(context.Context, string, string) (string, error) {
+		i := int(n.Add(1)) - 1
+		if i >= len(ids) {
+			return "", errors.New("fakeWeCom: no pending_id left")
+		}
+		return ids[i], nil
+	}
+}
+
+// migratedStore holds the bytes of a freshly migrated store file, so each
+// test copies it instead of migrating its own: River's migrations dominate
+// store.Open under -race, and copying is about ten times faster.
+var migratedStore struct {
+	once  sync.Once
+	bytes []byte
+	err   error
+}
+
+// mustOpenStore opens a copy of a migrated store file with cfg (its DSN is
+// replaced) and closes it when the test ends.
+func mustOpenStore(t *testing.T, cfg store.Config) *store.DB {
+	t.Helper()
+	migratedStore.once.Do(func() {
+		tmpl := filepath.Join(t.TempDir(), "template.db")
+		db, err := store.Open(context.Background(), store.Config{DSN: tmpl})
+		if err != nil {
+			migratedStore.err = err
+			return
+		}
+		// Close checkpoints the WAL into the file, so the file alone is a copy.
+		if err := db.Close(); err != nil {
+			migratedStore.err = err
+			return
+		}
+		migratedStore.bytes, migratedStore.err = os.ReadFile(tmpl)
+	})
+	require.NoError(t, migratedStore.err)
+	cfg.DSN = filepath.Join(t.TempDir(), "pendinglink.db")
+	require.NoError(t, os.WriteFile(cfg.DSN, migratedStore.bytes, 0o600))
+	return storetest.MustOpen(t, cfg)
+}
+
+// apiBundle is a server with the pipeline routes on a real store.
+type apiBundle struct {
+	db    *store.DB
+	wecom *fakeWeCom
+	srv   *httptest.Server
+}
+
+type apiOpts struct {
+	wecom *fakeWeCom
+	quota *fakeQuota
+}
+
+func setupAPI(t *testing.T, opts apiOpts) *apiBundle {
+	t.Helper()
+	now := func() time.Time { return apiNow }
+	db := mustOpenStore(t, store.Config{Now: now})
+	if opts.wecom == nil {
+		opts.wecom = &fakeWeCom{}
+	}
+	co, err := handlers.NewCoalescer(opts.wecom, handlers.CoalescerConfig{})
+	require.NoError(t, err)
+	t.Cleanup(co.Close)
+	cr, err := crypto.New(testToken, testAESKey)
+	require.NoError(t, err)
+	policy, err := handlers.NewReceiveIDPolicy(handlers.ReceiveIDAllowlist, testCorpID, []string{testDealerCorp})
+	require.NoError(t, err)
+	reg := prometheus.NewRegistry()
+	cfg := handlers.Config{
+		Store: db, Crypt: cr, ReceiveIDs: policy, AdminToken: testAdminToken,
+		Registerer: reg, Gatherer: reg, Now: now,
+		WeCom:    opts.wecom,
+		Pipeline: &handlers.PipelineConfig{Store: db, WeCom: opts.wecom, Coalescer: co, Now: now},
+	}
+	if opts.quota != nil {
+		cfg.Quota = opts.quota
+	}
+	s, err := handlers.New(cfg)
+	require.NoError(t, err)
+	srv := httptest.NewServer(s)
+	t.Cleanup(srv.Close)
+	return &apiBundle{db: db, wecom: opts.wecom, srv: srv}
+}
+
+// do sends an authorised request and returns the status and body.
+func (b *apiBundle) do(t *testing.T, method, path string, body any) (int, []byte) {
+	t.Helper()
+	var r io.Reader
+	switch v := body.(type) {
+	case nil:
+	case string:
+		r = strings.NewReader(v)
+	default:
+		raw, err := json.Marshal(v)
+		require.NoError(t, err)
+		r = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequestWithContext(t.Context(), method, b.srv.URL+path, r)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+testAdminToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := b.srv.Client().Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, out
+}
+
+// decodeAs decodes a JSON body into a fresh T.
+func decodeAs[T any](t *testing.T, body []byte) T {
+	t.Helper()
+	var v T
+	require.NoError(t, json.Unmarshal(body, &v), string(body))
+	return v
+}
+
+// errorBody returns the "error" of a JSON error body.
+func errorBody(t *testing.T, body []byte) string {
+	t.Helper()
+	return decodeAs[map[string]string](t, body)["error"]
+}
+
+func (b *apiBundle) count(t *testing.T, query string) int64 {
+	t.Helper()
+	var n int64
+	require.NoError(t, b.db.SQL().QueryRowContext(t.Context(), query).Scan(&n))
+	return n
+}
+
+func TestAPI_RegisterFan(t *testing.T) {
+	t.Parallel()
+	fan := store.FanInput{UnionID: "test-u1", OpenID: "o-test-u1"}
+
+	t.Run("CreatedWhenWeComAnswers", func(t *testing.T) {
+		t.Parallel()
+		b := setupAPI(t, apiOpts{wecom: &fakeWeCom{UnionIDToPendingIDFunc: pendingIDs("p-1")}})
+		code, body := b.do(t, http.MethodPost, "/v1/fans", fan)
+		require.Equal(t, http.StatusCreated, code, string(body))
+		got := decodeAs[map[string]any](t, body)
+		require.Equal(t, "test-u1", got["unionid"])
+		require.Equal(t, "o-test-u1", got["openid"])
+		require.Equal(t, store.FanRegistered, got["state"])
+		require.Equal(t, "p-1", got["pending_id"])
+		require.NotContains(t, got, "queued")
+		require.Equal(t, []string{"unionid_to_pending_id test-u1 o-test-u1"}, b.wecom.Calls())
+		require.Zero(t, b.count(t, `SELECT count(*) FROM river_job`), "nothing left to do")
+	})
+
+	t.Run("CreatedLinksCustomerResolvedEarlier", func(t *testing.T) {
+		t.Parallel()
+		b := setupAPI(t, apiOpts{wecom: &fakeWeCom{UnionIDToPendingIDFunc: pendingIDs("p-1")}})
+		_, err := b.db.RecordResolution(t.Context(), store.Resolution{CorpID: testDealerCorp, ExternalUserID: "wmtest1", PendingID: "p-1"})
+		require.NoError(t, err)
+		code, body := b.do(t, http.MethodPost, "/v1/fans", fan)
+		require.Equal(t, http.StatusCreated, code, string(body))
+		got := decodeAs[store.FanDetail](t, body)
+		require.Len(t, got.Links, 1)
+		require.Equal(t, "wmtest1", got.Links[0].ExternalUserID)
+		require.True(t, got.Links[0].Active)
+	})
+
+	t.Run("OKWhenAlreadyRegistered", func(t *testing.T) {
+		t.Parallel()
+		b := setupAPI(t, apiOpts{wecom: &fakeWeCom{UnionIDToPendingIDFunc: pendingIDs("p-1")}})
+		code, _ := b.do(t, http.MethodPost, "/v1/fans", fan)
+		require.Equal(t, http.StatusCreated, code)
+		code, body := b.do(t, http.MethodPost, "/v1/fans", fan)
+		require.Equal(t, http.StatusOK, code, string(body))
+		require.Equal(t, "p-1", decodeAs[store.FanDetail](t, body).PendingID)
+		require.Len(t, b.wecom.Calls(), 1, "a live pending_id is not asked for again")
+	})
+
+	// queued asserts a 202 with one interactive register job for the fan.
+	queued := func(t *testing.T, b *apiBundle, code int, body []byte) {
+		t.Helper()
+		require.Equal(t, http.StatusAccepted, code, string(body))
+		got := decodeAs[map[string]any](t, body)
+		require.Equal(t, true, got["queued"])
+		require.Equal(t, store.FanNew, got["state"])
+		require.NotContains(t, got, "pending_id")
+		var (
+			args     []byte
+			queue    string
+			priority int
+		)
+		require.NoError(t, b.db.SQL().QueryRowContext(t.Context(),
+			`SELECT json(args), queue, priority FROM river_job WHERE kind = 'register'`).Scan(&args, &queue, &priority))
+		require.Equal(t, store.QueueRegister, queue)
+		require.Equal(t, handlers.PriorityInteractive, priority)
+		require.Equal(t, store.RegisterArgs{UnionID: "test-u1", OpenID: "o-test-u1"}, decodeAs[store.RegisterArgs](t, args))
+	}
+
+	t.Run("AcceptedWhenWeComBusy", func(t *testing.T) {
+		t.Parallel()
+		b := setupAPI(t, apiOpts{wecom: &fakeWeCom{UnionIDToPendingIDFunc: func(context.Context, string, string) (string, error) {
+			return "", &wecom.APIError{API: "corpgroup/unionid_to_pending_id", Code: wecom.CodeSystemBusy, Msg: "system busy"}
+		}}})
+		code, body := b.do(t, http.MethodPost, "/v1/fans", fan)
+		queued(t, b, code, body)
+		require.Len(t, b.wecom.Calls(), 1)
+	})
+
+	t.Run("AcceptedWhenWeComRateLimits", func(t *testing.T) {
+		t.Parallel()
+		b := setupAPI(t, apiOpts{wecom: &fakeWeCom{UnionIDToPendingIDFunc: func(context.Context, string, string) (string, error) {
+			return "", &wecom.APIError{API: "corpgroup/unionid_to_pending_id", Code: wecom.CodeAPIFreqOutOfLimit, Msg: "api freq out of limit"}
+		}}})
+		code, body := b.do(t, http.MethodPost, "/v1/fans", fan)
+		queued(t, b, code, body)
+	})
+
+	t.Run("AcceptedWithoutCallWhenQuotaNotFree", func(t *testing.T) {
+		t.Parallel()
+		b := setupAPI(t, apiOpts{quota: &fakeQuota{next: apiNow.Add(time.Minute)}})
+		code, body := b.do(t, http.MethodPost, "/v1/fans", fan)
+		queued(t, b, code, body)
+		require.Empty(t, b.wecom.Calls())
+	})
+
+	t.Run("CreatedWhenQuotaFree", func(t *testing.T) {
+		t.Parallel()
+		b := setupAPI(t, apiOpts{
+			wecom: &fakeWeCom{UnionIDToPendingIDFunc: pendingIDs("p-1")},
+			quota: &fakeQuota{next: apiNow},
+		})
+		code, body := b.do(t, http.MethodPost, "/v1/fans", fan)
+		require.Equal(t, http.StatusCreated, code, string(body))
+	})
+
+	t.Run("UnprocessableWhenWeComRefuses", func(t *testing.T) {
+		t.Parallel()
+		b := setupAPI(t, apiOpts{wecom: &fakeWeCom{UnionIDToPendingIDFunc: func(context.Context, string, string) (string, error) {
+			return "", &wecom.APIError{API: "corpgroup/unionid_to_pending_id", Code: 610014, Msg: "invalid unionid"}
+		}}})
+		code, body := b.do(t, http.MethodPost, "/v1/fans", fan)
+		require.Equal(t, http.StatusUnprocessableEntity, code, string(body))
+		msg := errorBody(t, body)
+		require.Contains(t, msg, "610014")
+		require.Contains(t, msg, "WeCom refused")
+		require.Zero(t, b.count(t, `SELECT count(*) FROM river_job`), "a permanent error is not queued")
+		got, err := b.db.FindFan(t.Context(), "test-u1")
+		require.NoError(t, err)
+		require.Equal(t, store.FanFailed, got.State)
+		require.Contains(t, got.LastError, "610014")
+	})
+
+	t.Run("BadRequest", func(t *testing.T) {
+		t.Parallel()
+		b := setupAPI(t, apiOpts{})
+		for name, body := range map[string]string{
+			"NotJSON":       `unionid=x`,
+			"UnknownField":  `{"unionid":"test-u1","openid":"o","extra":1}`,
+			"MissingOpenID": `{"unionid":"test-u1"}`,
+			"TooLong":       `{"unionid":"` + strings.Repeat("u", 129) + `","openid":"o"}`,
+		} {
+			code, resp := b.do(t, http.MethodPost, "/v1/fans", body)
+			require.Equal(t, http.StatusBadRequest, code, name)
+			require.NotEmpty(t, errorBody(t, resp), name)
+		}
+		require.Empty(t, b.wecom.Calls())
+		require.Zero(t, b.count(t, `SELECT count(*) FROM fans`))
+	})
+}
+
+func TestAPI_RegisterFans(t *testing.T) {
+	t.Parallel()
+
+	fans := func(n int) []store.FanInput {
+		out := make([]store.FanInput, n)
+		for i := range out {
+			out[i] = store.FanInput{UnionID: fmt.Sprintf("test-u%d", i), OpenID: fmt.Sprintf("o-%d", i)}
+		}
+		return out
+	}
+
+	t.Run("CountsQueuedAndSkipped", func(t *testing.T) {
+		t.Parallel()
+		b := setupAPI(t, apiOpts{})
+		// test-u0 already holds a live pending_id.
+		_, err := b.db.RegisterFans(t.Context(), fans(1), store.RegisterOpts{NoJob: true})
+		require.NoError(t, err)
+		_, err = b.db.RecordFanPendingID(t.Context(), "test-u0", "p-0", false)
+		require.NoError(t, err)
+
+		code, body := b.do(t, http.MethodPost, "/v1/fans/batch", fans(3))
+		require.Equal(t, http.StatusAccepted, code, string(body))
+		require.Equal(t, handlers.BatchResponse{Accepted: 3, Queued: 2, Skipped: 1}, decodeAs[handlers.BatchResponse](t, body))
+		require.Equal(t, int64(2), b.count(t, `SELECT count(*) FROM river_job WHERE kind = 'register' AND priority = 3`))
+
+		code, body = b.do(t, http.MethodPost, "/v1/fans/batch", fans(3))
+		require.Equal(t, http.StatusAccepted, code)
+		require.Equal(t, handlers.BatchResponse{Accepted: 3, Queued: 0, Skipped: 3}, decodeAs[handlers.BatchResponse](t, body),
+			"re-sending a batch queues nothing twice")
+		require.Empty(t, b.wecom.Calls(), "a batch never calls WeCom inline")
+	})
+
+	t.Run("AcceptsMaxFans", func(t *testing.T) {
+		t.Parallel()
+		// The same registered fan MaxFansPerBatch times: the limit is
+		// inclusive, and skipping keeps the test fast (a register job insert
+		// costs milliseconds under -race).
+		b := setupAPI(t, apiOpts{})
+		_, err := b.db.RegisterFans(t.Context(), fans(1), store.RegisterOpts{NoJob: true})
+		require.NoError(t, err)
+		_, err = b.db.RecordFanPendingID(t.Context(), "test-u0", "p-0", false)
+		require.NoError(t, err)
+		same := make([]store.FanInput, handlers.MaxFansPerBatch)
+		for i := range same {
+			same[i] = fans(1)[0]
+		}
+		code, body := b.do(t, http.MethodPost, "/v1/fans/batch", same)
+		require.Equal(t, http.StatusAccepted, code, string(body))
+		require.Equal(t, handlers.BatchResponse{Accepted: handlers.MaxFansPerBatch, Skipped: handlers.MaxFansPerBatch},
+			decodeAs[handlers.BatchResponse](t, body))
+	})
+
+	t.Run("BadRequest", func(t *testing.T) {
+		t.Parallel()
+		b := setupAPI(t, apiOpts{})
+		invalid := fans(3)
+		invalid[1].OpenID = ""
+		for name, tc := range map[string]struct {
+			body any
+			msg  string
+		}{
+			"Empty":      {[]store.FanInput{}, "between 1 and 1000"},
+			"TooMany":    {fans(handlers.MaxFansPerBatch + 1), "between 1 and 1000"},
+			"InvalidFan": {invalid, "fan 1"},
+			"NotAnArray": {`{"unionid":"test-u1","openid":"o"}`, "invalid JSON"},
+		} {
+			code, body := b.do(t, http.MethodPost, "/v1/fans/batch", tc.body)
+			require.Equal(t, http.StatusBadRequest, code, name)
+			require.Contains(t, errorBody(t, body), tc.msg, name)
+		}
+		require.Zero(t, b.count(t, `SELECT count(*) FROM fans`))
+		require.Zero(t, b.count(t, `SELECT count(*) FROM river_job`))
+	})
+}
+
+func TestAPI_GetFan(t *testing.T) {
+	t.Parallel()
+
+	t.Run("NotFound", func(t *testing.T) {
+		t.Parallel()
+		b := setupAPI(t, apiOpts{})
+		code, body := b.do(t, http.MethodGet, "/v1/fans/test-nobody", nil)
+		require.Equal(t, http.StatusNotFound, code)
+		require.Equal(t, "not found", errorBody(t, body))
+	})
+
+	t.Run("OK", func(t *testing.T) {
+		t.Parallel()
+		b := setupAPI(t, apiOpts{})
+		_, err := b.db.RegisterFans(t.Context(), []store.FanInput{{UnionID: "test-u1", OpenID: "o-1"}}, store.RegisterOpts{NoJob: true})
+		require.NoError(t, err)
+		_, err = b.db.RecordFanPendingID(t.Context(), "test-u1", "p-1", false)
+		require.NoError(t, err)
+		code, body := b.do(t, http.MethodGet, "/v1/fans/test-u1", nil)
+		require.Equal(t, http.StatusOK, code)
+		got := decodeAs[store.FanDetail](t, body)
+		require.Equal(t, "test-u1", got.UnionID)
+		require.Equal(t, "p-1", got.PendingID)
+		require.Len(t, got.PendingIDs, 1)
+		require.True(t, got.ExpiresAt.Equal(apiNow.Add(store.PendingIDLifetime)))
+		require.NotNil(t, got.Links)
+	})
+}
+
+func TestAPI_FindLinks(t *testing.T) {
+	t.Parallel()
+
+	b := setupAPI(t, apiOpts{})
+	// Three links of test-u1, in three corps.
+	_, err := b.db.RegisterFans(t.Context(), []store.FanInput{{UnionID: "test-u1", OpenID: "o-1"}}, store.RegisterOpts{NoJob: true})
+	require.NoError(t, err)
+	_, err = b.db.RecordFanPendingID(t.Context(), "test-u1", "p-1", false)
+	require.NoError(t, err)
+	for _, corp := range []string{"wwtestc1", "wwtestc2", "wwtestc3"} {
+		_, err := b.db.RecordResolution(t.Context(), store.Resolution{CorpID: corp, ExternalUserID: "wm-" + corp, PendingID: "p-1"})
+		require.NoError(t, err)
+	}
+	corps := func(r handlers.LinksResponse) []string {
+		var out []string
+		for _, l := range r.Links {
+			out = append(out, l.CorpID)
+		}
+		return out
+	}
+
+	t.Run("BadRequest", func(t *testing.T) {
+		t.Parallel()
+		for query, param := range map[string]string{
+			"since=yesterday":  "since",
+			"since=2026-01-02": "since",
+			"limit=0":          "limit",
+			"limit=1001":       "limit",
+			"limit=ten":        "limit",
+			"cursor=0":         "cursor",
+			"cursor=-5":        "cursor",
+			"cursor=abc":       "cursor",
+		} {
+			code, body := b.do(t, http.MethodGet, "/v1/links?"+query, nil)
+			require.Equal(t, http.StatusBadRequest, code, query)
+			require.True(t, strings.HasPrefix(errorBody(t, body), param+":"), "%s: %s", query, body)
+		}
+	})
+
+	t.Run("PagesNewestFirst", func(t *testing.T) {
+		t.Parallel()
+		code, body := b.do(t, http.MethodGet, "/v1/links?limit=2", nil)
+		require.Equal(t, http.StatusOK, code)
+		page1 := decodeAs[handlers.LinksResponse](t, body)
+		require.Equal(t, []string{"wwtestc3", "wwtestc2"}, corps(page1))
+		require.NotEmpty(t, page1.NextCursor)
+
+		code, body = b.do(t, http.MethodGet, "/v1/links?limit=2&cursor="+page1.NextCursor, nil)
+		require.Equal(t, http.StatusOK, code)
+		page2 := decodeAs[handlers.LinksResponse](t, body)
+		require.Equal(t, []string{"wwtestc1"}, corps(page2))
+		require.Empty(t, page2.NextCursor, "a short page is the last")
+	})
+
+	t.Run("Filters", func(t *testing.T) {
+		t.Parallel()
+		for query, want := range map[string][]string{
+			"corp_id=wwtestc2":                                      {"wwtestc2"},
+			"external_userid=wm-wwtestc1":                           {"wwtestc1"},
+			"unionid=test-u1":                                       {"wwtestc3", "wwtestc2", "wwtestc1"},
+			"since=" + apiNow.Format(time.RFC3339):                  {"wwtestc3", "wwtestc2", "wwtestc1"},
+			"since=" + apiNow.Add(time.Second).Format(time.RFC3339): nil,
+		} {
+			code, body := b.do(t, http.MethodGet, "/v1/links?"+query, nil)
+			require.Equal(t, http.StatusOK, code, query)
+			require.Equal(t, want, corps(decodeAs[handlers.LinksResponse](t, body)), query)
+		}
+	})
+
+	t.Run("EmptyIsAnArray", func(t *testing.T) {
+		t.Parallel()
+		code, body := b.do(t, http.MethodGet, "/v1/links?unionid=test-nobody", nil)
+		require.Equal(t, http.StatusOK, code)
+		require.JSONEq(t, `{"links":[]}`, string(body))
+	})
+}
+
+func TestAPI_GetCustomer(t *testing.T) {
+	t.Parallel()
+	b := setupAPI(t, apiOpts{})
+
+	code, body := b.do(t, http.MethodGet, "/v1/customers/"+testDealerCorp+"/wmtest1", nil)
+	require.Equal(t, http.StatusNotFound, code)
+	require.Equal(t, "not found", errorBody(t, body))
+
+	_, err := b.db.RecordResolution(t.Context(), store.Resolution{CorpID: testDealerCorp, ExternalUserID: "wmtest1", PendingID: "p-1"})
+	require.NoError(t, err)
+	code, body = b.do(t, http.MethodGet, "/v1/customers/"+testDealerCorp+"/wmtest1", nil)
+	require.Equal(t, http.StatusOK, code)
+	got := decodeAs[store.CustomerDetail](t, body)
+	require.Equal(t, testDealerCorp, got.CorpID)
+	require.Equal(t, "wmtest1", got.ExternalUserID)
+	require.Len(t, got.Resolutions, 1)
+	require.Equal(t, "p-1", got.Resolutions[0].PendingID)
+	require.Equal(t, store.ResolutionResolved, got.Resolutions[0].State)
+	require.Empty(t, got.Links)
+}
+
+func TestAPI_RequiresToken(t *testing.T) {
+	t.Parallel()
+	b := setupAPI(t, apiOpts{})
+	for _, route := range []struct{ method, path string }{
+		{http.MethodGet, "/v1/status"},
+		{http.MethodPost, "/v1/fans"},
+		{http.MethodPost, "/v1/fans/batch"},
+		{http.MethodGet, "/v1/fans/test-u1"},
+		{http.MethodGet, "/v1/links"},
+		{http.MethodGet, "/v1/customers/" + testDealerCorp + "/wmtest1"},
+	} {
+		for name, header := range map[string]string{"Missing": "", "Wrong": "Bearer wrong-token"} {
+			req, err := http.NewRequestWithContext(t.Context(), route.method, b.srv.URL+route.path,
+				strings.NewReader(`{"unionid":"test-u1","openid":"o"}`))
+			require.NoError(t, err)
+			if header != "" {
+				req.Header.Set("Authorization", header)
+			}
+			resp, err := b.srv.Client().Do(req)
+			require.NoError(t, err)
+			resp.Body.Close()
+			require.Equal(t, http.StatusUnauthorized, resp.StatusCode, "%s %s %s", name, route.method, route.path)
+		}
+	}
+	require.Zero(t, b.count(t, `SELECT count(*) FROM fans`))
+	require.Empty(t, b.wecom.Calls())
+}
+
+func TestAPI_Status(t *testing.T) {
+	t.Parallel()
+	fw := &fakeWeCom{StatsFunc: func() wecom.Stats {
+		return wecom.Stats{
+			Calls:  map[string]int64{"corpgroup/unionid_to_pending_id": 7},
+			Errors: map[int]int64{wecom.CodeSystemBusy: 2},
+		}
+	}}
+	quota := &fakeQuota{usage: []wecom.WindowUsage{{Length: time.Hour, Limit: 100000, Used: 7}}}
+	b := setupAPI(t, apiOpts{wecom: fw, quota: quota})
+
+	// One registered fan linked to one customer; one pending and one failed event.
+	_, err := b.db.RegisterFans(t.Context(), []store.FanInput{{UnionID: "test-u1", OpenID: "o-1"}}, store.RegisterOpts{NoJob: true})
+	require.NoError(t, err)
+	_, err = b.db.RecordFanPendingID(t.Context(), "test-u1", "p-1", false)
+	require.NoError(t, err)
+	resolved := storetest.NewEvent(store.KindAddExternalContact)
+	_, err = b.db.SaveEvent(t.Context(), resolved)
+	require.NoError(t, err)
+	_, err = b.db.RecordResolution(t.Context(), store.Resolution{CorpID: resolved.CorpID, ExternalUserID: resolved.ExternalUserID, PendingID: "p-1", EventID: resolved.ID})
+	require.NoError(t, err)
+	_, err = b.db.SaveEvent(t.Context(), storetest.NewEvent(store.KindAddExternalContact))
+	require.NoError(t, err)
+	failed := storetest.NewEvent(store.KindAddExternalContact)
+	_, err = b.db.SaveEvent(t.Context(), failed)
+	require.NoError(t, err)
+	_, err = b.db.RecordResolution(t.Context(), store.Resolution{CorpID: failed.CorpID, ExternalUserID: failed.ExternalUserID, EventID: failed.ID, Failed: true, Reason: "errcode 48002"})
+	require.NoError(t, err)
+
+	code, body := b.do(t, http.MethodGet, "/v1/status", nil)
+	require.Equal(t, http.StatusOK, code)
+
+	t.Run("KeysAreAContract", func(t *testing.T) {
+		var m map[string]map[string]any
+		require.NoError(t, json.Unmarshal(body, &m))
+		for _, k := range []string{
+			// Old keys, kept.
+			"events.received", "events.duplicate", "events.ignored", "events.by_type", "callbacks.rejected", "queue.pending",
+			// Pipeline keys.
+			"events.resolved", "events.pending", "events.unmatched", "events.failed", "events.failure_reasons",
+			"fans.registered", "fans.valid", "fans.expiring", "fans.expired",
+			"links.total", "links.active", "wecom.calls", "wecom.errors", "wecom.quota",
+		} {
+			group, key, _ := strings.Cut(k, ".")
+			require.Contains(t, m[group], key, k)
+		}
+	})
+
+	t.Run("Values", func(t *testing.T) {
+		st := decodeAs[handlers.StatusResponse](t, body)
+		require.Equal(t, int64(3), st.Events.Received)
+		require.Equal(t, int64(1), st.Events.Resolved)
+		require.Equal(t, int64(1), st.Events.Pending)
+		require.Equal(t, int64(1), st.Events.Failed)
+		require.Equal(t, map[string]int64{"errcode 48002": 1}, st.Events.FailureReasons)
+		require.Equal(t, handlers.FansStatus{Registered: 1, Valid: 1}, st.Fans)
+		require.Equal(t, handlers.LinksStatus{Total: 1, Active: 1}, st.Links)
+		require.Equal(t, map[string]int64{"corpgroup/unionid_to_pending_id": 7}, st.WeCom.Calls)
+		require.Equal(t, map[string]int64{"-1": 2}, st.WeCom.Errors)
+		require.Equal(t, []handlers.QuotaWindow{{Window: "1h0m0s", Used: 7, Limit: 100000}}, st.WeCom.Quota)
+	})
+}
