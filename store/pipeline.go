@@ -299,9 +299,11 @@ func (db *DB) FindCustomer(ctx context.Context, corpID, externalUserID string) (
 }
 
 // FansToRenew lists registered fans without an active link whose newest
-// pending_id expires before the given time, oldest expiry first.
+// pending_id expires before the given time, oldest expiry first. A fan whose
+// renewal returned the id it already held is listed again only once that id
+// has expired.
 func (db *DB) FansToRenew(ctx context.Context, before time.Time, limit int) ([]FanInput, error) {
-	return db.eng.fansToRenew(ctx, before, limit)
+	return db.eng.fansToRenew(ctx, before, db.cfg.Now(), limit)
 }
 
 // CountQueuedRegistrations counts register jobs not yet finished.

@@ -260,10 +260,13 @@ func (e *sqliteEngine) recordFanPendingID(ctx context.Context, jobs jobInserter,
 		if err := tx.QueryRowContext(ctx, `SELECT openid FROM fans WHERE unionid = ?`, unionID).Scan(&openID); err != nil {
 			return sqliteError("find fan", err)
 		}
-		// Re-registering may return an id we hold already; its lifetime is
-		// not known to restart (§9 #10), so the first expiry stands.
+		// Re-registering may return an id we hold already; whether its
+		// lifetime restarts is unknown (§9 #10), so a live id keeps its first
+		// expiry. An id we had recorded as expired but WeCom hands out again
+		// is live again from now.
 		if _, err := tx.ExecContext(ctx, `INSERT INTO fan_pending_ids (pending_id, unionid, issued_at, expires_at) VALUES (?, ?, ?, ?)
-			ON CONFLICT (pending_id) DO NOTHING`, pendingID, unionID, nowMS, now.Add(PendingIDLifetime).UnixMilli()); err != nil {
+			ON CONFLICT (pending_id) DO UPDATE SET issued_at = excluded.issued_at, expires_at = excluded.expires_at
+			WHERE fan_pending_ids.expires_at <= excluded.issued_at`, pendingID, unionID, nowMS, now.Add(PendingIDLifetime).UnixMilli()); err != nil {
 			return sqliteError("insert pending_id", err)
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE fans SET state = 'registered', registered_at = ?, last_error = '', attempts = attempts + 1, updated_at = ?
@@ -522,12 +525,16 @@ func (e *sqliteEngine) findCustomer(ctx context.Context, corpID, externalUserID 
 	return c, nil
 }
 
-func (e *sqliteEngine) fansToRenew(ctx context.Context, before time.Time, limit int) ([]FanInput, error) {
+func (e *sqliteEngine) fansToRenew(ctx context.Context, before, now time.Time, limit int) ([]FanInput, error) {
+	// A fan is renewed once per issued id: WeCom may answer a renewal with the
+	// id the fan already holds, whose expiry does not move (§9 #10), and
+	// asking again before it expires would only spend quota.
 	rows, err := e.read.QueryContext(ctx, `SELECT f.unionid, f.openid FROM fans f
-		JOIN (SELECT unionid, max(expires_at) AS exp FROM fan_pending_ids GROUP BY unionid) p ON p.unionid = f.unionid
+		JOIN (SELECT unionid, max(expires_at) AS exp, max(issued_at) AS issued FROM fan_pending_ids GROUP BY unionid) p ON p.unionid = f.unionid
 		WHERE f.state = 'registered' AND p.exp < ?
+		AND (p.exp <= ? OR f.registered_at IS NULL OR f.registered_at <= p.issued)
 		AND NOT EXISTS (SELECT 1 FROM links l WHERE l.unionid = f.unionid AND l.active = 1)
-		ORDER BY p.exp LIMIT ?`, before.UnixMilli(), limit)
+		ORDER BY p.exp LIMIT ?`, before.UnixMilli(), now.UnixMilli(), limit)
 	if err != nil {
 		return nil, sqliteError("fans to renew", err)
 	}

@@ -246,7 +246,7 @@ type engine interface {
 	findFan(ctx context.Context, unionID string, now time.Time) (*FanDetail, error)
 	findLinks(ctx context.Context, f LinkFilter) ([]Link, error)
 	findCustomer(ctx context.Context, corpID, externalUserID string) (*CustomerDetail, error)
-	fansToRenew(ctx context.Context, before time.Time, limit int) ([]FanInput, error)
+	fansToRenew(ctx context.Context, before, now time.Time, limit int) ([]FanInput, error)
 	countJobs(ctx context.Context, kind string) (int64, error)
 	nextOutbox(ctx context.Context, linkID int64) (*OutboxItem, error)
 	markOutbox(ctx context.Context, id int64, errMsg string, now time.Time) error
