@@ -382,7 +382,7 @@ func runDemo(ctx context.Context, o demoOptions, getenv func(string) string, std
 	w("latency           callback ack to link: p50 %s, p99 %s (%d links; a link waits for its fan's registration when that comes later)", pct(0.5), pct(0.99), len(lat))
 	if regDone.After(regStart) && len(fans) > 0 {
 		took := regDone.Sub(regStart).Seconds()
-		w("registration      %d fans in %.1fs: %.0f/s against a quota rate of %.0f/s", len(fans), took,
+		w("registration      %d fans in %.1fs: %.1f/s against a quota rate of %.1f/s", len(fans), took,
 			float64(len(fans))/took, float64(demoQuotaHour)/3600)
 	}
 	w("elapsed           %s", elapsed.Round(time.Millisecond))

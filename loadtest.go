@@ -22,6 +22,7 @@ import (
 
 	"github.com/pendinglink/pendinglink/crypto"
 	"github.com/pendinglink/pendinglink/wecom"
+	"github.com/pendinglink/pendinglink/wecom/wecomtest"
 )
 
 // loadtest sends signed callbacks at a fixed rate (open loop: a slow answer
@@ -47,14 +48,18 @@ func loadtest(ctx context.Context, args []string, getenv func(string) string, st
 	corpID, token, aesKey := getenv("WECOM_CORP_ID"), getenv("WECOM_CALLBACK_TOKEN"), getenv("WECOM_CALLBACK_AES_KEY")
 	callbackURL := *target
 	if callbackURL == "" {
-		corpID, token, aesKey = "wwtestloadcorp", randomToken(16), randomAESKey()
+		// The pipeline's WeCom calls go to an in-process fake, never to WeCom.
+		wc := wecomtest.NewServer()
+		defer wc.Close()
+		corpID, token, aesKey = wc.CorpID, randomToken(16), randomAESKey()
 		dir, err := os.MkdirTemp("", "pendinglink-loadtest-")
 		if err != nil {
 			return err
 		}
 		defer os.RemoveAll(dir)
 		cfg, err := loadConfig("loadtest", nil, mapEnv(map[string]string{
-			"WECOM_CORP_ID": corpID, "WECOM_AGENT_ID": "1000002", "WECOM_CORP_SECRET": "loadtest-secret",
+			"WECOM_CORP_ID": corpID, "WECOM_AGENT_ID": strconv.FormatInt(wc.AgentID, 10), "WECOM_CORP_SECRET": wc.CorpSecret,
+			"WECOM_API_BASE":       wc.URL,
 			"WECOM_CALLBACK_TOKEN": token, "WECOM_CALLBACK_AES_KEY": aesKey,
 			"PENDINGLINK_ADMIN_TOKEN": randomToken(24), "PENDINGLINK_ADDR": "127.0.0.1:0",
 			"PENDINGLINK_DB": filepath.Join(dir, "loadtest.db"), "PENDINGLINK_LOG_LEVEL": "warn",
@@ -62,7 +67,7 @@ func loadtest(ctx context.Context, args []string, getenv func(string) string, st
 		if err != nil {
 			return err
 		}
-		a, err := startApp(ctx, cfg, slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), appOptions{})
+		a, err := startApp(ctx, cfg, slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), appOptions{HTTPClient: wc.HTTPClient()})
 		if err != nil {
 			return err
 		}

@@ -42,6 +42,9 @@ func testEnv(dbPath string) map[string]string {
 		"WECOM_CALLBACK_TOKEN": testToken, "WECOM_CALLBACK_AES_KEY": testAESKey,
 		"PENDINGLINK_ADMIN_TOKEN": testAdminToken, "PENDINGLINK_ADDR": "127.0.0.1:0",
 		"PENDINGLINK_DB": dbPath,
+		// Nothing listens there: these tests exercise ingress, and the
+		// pipeline must never reach the real WeCom from a test.
+		"WECOM_API_BASE": "http://127.0.0.1:1",
 	}
 }
 
@@ -50,7 +53,9 @@ func TestLoadConfig(t *testing.T) {
 
 	t.Run("OK", func(t *testing.T) {
 		t.Parallel()
-		cfg, err := loadConfig("serve", nil, mapEnv(testEnv("x.db")), io.Discard)
+		env := testEnv("x.db")
+		delete(env, "WECOM_API_BASE")
+		cfg, err := loadConfig("serve", nil, mapEnv(env), io.Discard)
 		require.NoError(t, err)
 		require.Equal(t, testCorpID, cfg.CorpID)
 		require.Equal(t, "https://qyapi.weixin.qq.com", cfg.APIBase)

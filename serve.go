@@ -78,15 +78,16 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 		Queues: map[string]river.QueueConfig{
 			river.QueueDefault:  {MaxWorkers: 10},
 			store.QueueResolve:  {MaxWorkers: int(cfg.ResolveWorkers)},
-			store.QueueRegister: {MaxWorkers: 8},
+			store.QueueRegister: {MaxWorkers: 32},
 		},
 		PeriodicJobs: []*river.PeriodicJob{river.NewPeriodicJob(river.PeriodicInterval(cfg.RenewInterval),
 			func() (river.JobArgs, *river.InsertOpts) { return store.RenewArgs{}, nil },
 			&river.PeriodicJobOpts{ID: "renew"})},
-		// Jobs are short; fetch often so a burst's jobs reach the Coalescer together.
-		FetchCooldown:     20 * time.Millisecond,
-		FetchPollInterval: 250 * time.Millisecond,
-		SoftStopTimeout:   cfg.ShutdownTimeout,
+		// River's default fetch cooldown (100 ms) is kept on purpose: fetching
+		// more often starved the callback path of the single write connection
+		// (ack p99 of seconds at 3,000/s, see BENCHMARKS.md) and fetched
+		// resolve jobs in smaller groups, so batches were emptier.
+		SoftStopTimeout: cfg.ShutdownTimeout,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("PENDINGLINK_DB: open database: %w", err)
