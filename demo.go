@@ -138,7 +138,7 @@ func runDemo(ctx context.Context, o demoOptions, getenv func(string) string, std
 	if err != nil {
 		return err
 	}
-	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	a, err := startApp(ctx, cfg, logger, appOptions{HTTPClient: wc.HTTPClient()})
 	if err != nil {
 		return err
