@@ -239,7 +239,8 @@ func (db *DB) RecordResolution(ctx context.Context, r Resolution) ([]Link, error
 }
 
 // EndLinks marks the active links of a removed customer inactive and
-// returns them.
+// returns them. With e.UserID set, only links made through that staff member
+// (or through a chat) end: the customer still follows the others.
 func (db *DB) EndLinks(ctx context.Context, e EndLink) ([]Link, error) {
 	return db.eng.endLinks(ctx, db.jobs(), e, db.cfg.Now())
 }

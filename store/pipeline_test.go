@@ -571,6 +571,21 @@ func TestDB_EndLinks(t *testing.T) {
 		return b, links[0]
 	}
 
+	t.Run("OtherStaffRemovalKeepsLink", func(t *testing.T) {
+		t.Parallel()
+		// Ensure a removal between the customer and another staff member ends
+		// nothing, and one with the staff member the link was made through does.
+		b, l := linked(t, false)
+		ended, err := b.db.EndLinks(t.Context(), store.EndLink{CorpID: "wwtestcorp", ExternalUserID: "wmtest1", UserID: "other-staff"})
+		require.NoError(t, err)
+		require.Empty(t, ended)
+
+		ended, err = b.db.EndLinks(t.Context(), store.EndLink{CorpID: "wwtestcorp", ExternalUserID: "wmtest1", UserID: "test-staff"})
+		require.NoError(t, err)
+		require.Len(t, ended, 1)
+		require.Equal(t, l.ID, ended[0].ID)
+	})
+
 	t.Run("MarksInactiveAndKeepsRow", func(t *testing.T) {
 		t.Parallel()
 		b, l := linked(t, false)

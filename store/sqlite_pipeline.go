@@ -221,9 +221,13 @@ func (e *sqliteEngine) endLinks(ctx context.Context, jobs jobInserter, el EndLin
 				return sqliteError("read event", err)
 			}
 		}
+		// A removal between the customer and one staff member ends only a
+		// link made through that member (or through a chat, which has none):
+		// a link made through another member still stands.
 		rows, err := tx.QueryContext(ctx, `UPDATE links SET active = 0, ended_at = ?, end_reason = ?, updated_at = ?
-			WHERE corp_id = ? AND external_userid = ? AND active = 1 RETURNING `+linkColumns,
-			nowMS, reason, nowMS, el.CorpID, el.ExternalUserID)
+			WHERE corp_id = ? AND external_userid = ? AND active = 1
+			AND (? = '' OR user_id = '' OR user_id = ?) RETURNING `+linkColumns,
+			nowMS, reason, nowMS, el.CorpID, el.ExternalUserID, el.UserID, el.UserID)
 		if err != nil {
 			return sqliteError("end links", err)
 		}
