@@ -44,6 +44,7 @@ type config struct {
 	Backfill        bool
 	ResolveWindow   time.Duration
 	ResolveWorkers  int64
+	ResolveMaxWait  time.Duration
 	RenewBefore     time.Duration
 	RenewInterval   time.Duration
 }
@@ -171,6 +172,8 @@ func settings() []setting {
 			}},
 		{env: "PENDINGLINK_RESOLVE_WINDOW", def: "50ms", usage: "how long a resolve waits for others to share its batch call",
 			apply: durationSetting(func(c *config) *time.Duration { return &c.ResolveWindow })},
+		{env: "PENDINGLINK_RESOLVE_MAX_WAIT", def: "200ms", usage: "how long a resolve may wait in all while more resolve jobs are queued (a burst)",
+			apply: durationSetting(func(c *config) *time.Duration { return &c.ResolveMaxWait })},
 		{env: "PENDINGLINK_RESOLVE_WORKERS", def: "200", usage: "resolve jobs worked at once (bounds the batch size; 100 ids fill a call)",
 			apply: intSetting(func(c *config) *int64 { return &c.ResolveWorkers })},
 		{env: "PENDINGLINK_RENEW_BEFORE", def: "168h", usage: "renew unmatched fans' pending_ids this long before they expire",

@@ -128,7 +128,18 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 	if err != nil {
 		return nil, fmt.Errorf("wecom client: %w", err)
 	}
-	coalescer, err = handlers.NewCoalescer(client, handlers.CoalescerConfig{Window: cfg.ResolveWindow, Logger: logger})
+	coalescer, err = handlers.NewCoalescer(client, handlers.CoalescerConfig{
+		Window: cfg.ResolveWindow, MaxWait: cfg.ResolveMaxWait, Logger: logger,
+		// A backlog that fills every resolve worker again (a burst, or a
+		// restart after an outage): let a partial group wait for it. Under a
+		// steady load the workers keep up and groups flush at Window.
+		Backlog: func() bool {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+			defer cancel()
+			more, err := db.HasAvailableJobs(ctx, store.QueueResolve, int(cfg.ResolveWorkers)/2)
+			return err == nil && more
+		},
+	})
 	if err != nil {
 		return nil, fmt.Errorf("PENDINGLINK_RESOLVE_WINDOW: %w", err)
 	}

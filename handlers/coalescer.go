@@ -50,6 +50,15 @@ type CoalescerConfig struct {
 	// Logger receives one debug line per call and a warning if the resolver
 	// panics. Defaults to discarding everything.
 	Logger *slog.Logger
+	// Backlog, when set, reports whether more asks are already queued (resolve
+	// jobs waiting for a worker). When Window passes and Backlog says yes, a
+	// partial group waits another Window, up to MaxWait in all: under a burst
+	// River hands jobs over in fetches, and flushing the part of a group left
+	// at the end of each fetch costs a call. Defaults to nil: flush at Window.
+	Backlog func() bool
+	// MaxWait bounds how long a group waits in all when Backlog says more is
+	// coming. Defaults to 4×Window.
+	MaxWait time.Duration
 }
 
 // CoalescerStats counts what a Coalescer has done since it was created.
@@ -79,10 +88,11 @@ type groupKey struct{ corpID, chatID string }
 // flight, then done. Every caller waits on done and reads its own answer,
 // so a duplicate id costs a map lookup, not a second slot in the call.
 type batch struct {
-	key  groupKey
-	ids  []string            // distinct, in order of first ask
-	seen map[string]struct{} // ids, for dedup while open
-	stop func() bool         // stops the Window timer
+	key    groupKey
+	ids    []string            // distinct, in order of first ask
+	seen   map[string]struct{} // ids, for dedup while open
+	stop   func() bool         // stops the Window timer
+	opened time.Time           // first ask, for MaxWait
 
 	done    chan struct{}     // closed when pending and err are set
 	pending map[string]string // external_userid → pending_id, only non-empty ones
@@ -137,6 +147,9 @@ func NewCoalescer(r PendingResolver, cfg CoalescerConfig) (*Coalescer, error) {
 	}
 	if cfg.CallTimeout == 0 {
 		cfg.CallTimeout = DefaultCoalescerCallTimeout
+	}
+	if cfg.MaxWait < cfg.Window {
+		cfg.MaxWait = 4 * cfg.Window
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -203,10 +216,11 @@ func (c *Coalescer) join(key groupKey, id string) (*batch, error) {
 	b := c.open[key]
 	if b == nil {
 		b = &batch{
-			key:  key,
-			ids:  make([]string, 0, min(c.cfg.MaxBatch, 16)),
-			seen: make(map[string]struct{}),
-			done: make(chan struct{}),
+			key:    key,
+			ids:    make([]string, 0, min(c.cfg.MaxBatch, 16)),
+			seen:   make(map[string]struct{}),
+			done:   make(chan struct{}),
+			opened: time.Now(),
 		}
 		c.open[key] = b
 		b.stop = c.afterFunc(c.cfg.Window, func() { c.flushOnTimer(b) })
@@ -224,11 +238,18 @@ func (c *Coalescer) join(key groupKey, id string) (*batch, error) {
 // flushOnTimer sends b unless it was already sent (full or by Close): the
 // timer may fire while the flush that stopped it holds the lock.
 func (c *Coalescer) flushOnTimer(b *batch) {
+	// Asked outside the lock: Backlog may query the database.
+	wait := c.cfg.Backlog != nil && time.Since(b.opened)+c.cfg.Window <= c.cfg.MaxWait && c.cfg.Backlog()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.open[b.key] == b {
-		c.flushLocked(b, flushTimer)
+	if c.open[b.key] != b {
+		return
 	}
+	if wait && !c.closed {
+		b.stop = c.afterFunc(c.cfg.Window, func() { c.flushOnTimer(b) })
+		return
+	}
+	c.flushLocked(b, flushTimer)
 }
 
 // flushLocked moves b from open to in flight and starts its call. c.mu must

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -247,6 +248,49 @@ func TestCoalescer_Resolve(t *testing.T) {
 			require.Len(t, calls, 1)
 			require.Equal(t, []string{"wmA", "wmB"}, sortedIDs(calls[0]))
 			require.Equal(t, int64(1), b.c.Stats().FlushedByTimer)
+		})
+	})
+
+	t.Run("BacklogKeepsPartialGroupOpen", func(t *testing.T) {
+		t.Parallel()
+		// Ensure a partial group waits another Window while Backlog reports
+		// more work queued, and is sent once it does not.
+		synctest.Test(t, func(t *testing.T) {
+			var backlog atomic.Bool
+			backlog.Store(true)
+			b := setupCoalescer(t, nil, CoalescerConfig{Window: 50 * time.Millisecond, Backlog: backlog.Load})
+			a := resolveAsync(t.Context(), b.c, "wwcorp", "", "wmA")
+			synctest.Wait()
+
+			require.Equal(t, 1, b.timers.FireAll())
+			synctest.Wait()
+			require.Empty(t, b.resolver.Calls(), "backlog: the group waits")
+			require.Equal(t, []time.Duration{50 * time.Millisecond}, b.timers.Pending(), "re-armed for another Window")
+
+			backlog.Store(false)
+			require.Equal(t, 1, b.timers.FireAll())
+			require.Equal(t, answer{"p-wmA", nil}, <-a)
+			require.Len(t, b.resolver.Calls(), 1)
+		})
+	})
+
+	t.Run("MaxWaitBoundsBacklogWait", func(t *testing.T) {
+		t.Parallel()
+		// Ensure a group is sent after MaxWait even while Backlog keeps saying
+		// more is coming (real timers on the bubble's exact clock).
+		synctest.Test(t, func(t *testing.T) {
+			r := &fakeResolver{}
+			c, err := NewCoalescer(r, CoalescerConfig{Window: 50 * time.Millisecond, MaxWait: 150 * time.Millisecond,
+				Backlog: func() bool { return true }})
+			require.NoError(t, err)
+			defer c.Close()
+
+			start := time.Now()
+			p, err := c.Resolve(t.Context(), "wwcorp", "", "wmA")
+			require.NoError(t, err)
+			require.Equal(t, "p-wmA", p)
+			require.Equal(t, 150*time.Millisecond, time.Since(start))
+			require.Len(t, r.Calls(), 1)
 		})
 	})
 

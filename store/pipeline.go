@@ -307,6 +307,12 @@ func (db *DB) FansToRenew(ctx context.Context, before time.Time, limit int) ([]F
 	return db.eng.fansToRenew(ctx, before, db.cfg.Now(), limit)
 }
 
+// HasAvailableJobs reports whether queue holds at least atLeast jobs ready
+// to run that no worker has taken yet.
+func (db *DB) HasAvailableJobs(ctx context.Context, queue string, atLeast int) (bool, error) {
+	return db.eng.hasAvailableJobs(ctx, queue, max(atLeast, 1))
+}
+
 // CountQueuedRegistrations counts register jobs not yet finished.
 func (db *DB) CountQueuedRegistrations(ctx context.Context) (int64, error) {
 	return db.eng.countJobs(ctx, RegisterArgs{}.Kind())

@@ -561,6 +561,15 @@ func (e *sqliteEngine) countJobs(ctx context.Context, kind string) (int64, error
 	return n, sqliteError("count jobs", err)
 }
 
+func (e *sqliteEngine) hasAvailableJobs(ctx context.Context, queue string, atLeast int) (bool, error) {
+	var n int
+	// River keeps future jobs 'scheduled' until they are due, so 'available'
+	// means ready and not yet fetched. The LIMIT bounds the count's cost.
+	err := e.read.QueryRowContext(ctx, `SELECT count(*) FROM (SELECT 1 FROM river_job WHERE queue = ? AND state = 'available' LIMIT ?)`,
+		queue, atLeast).Scan(&n)
+	return n >= atLeast, sqliteError("available jobs", err)
+}
+
 func (e *sqliteEngine) nextOutbox(ctx context.Context, linkID int64) (*OutboxItem, error) {
 	var (
 		o        OutboxItem

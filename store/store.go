@@ -248,6 +248,7 @@ type engine interface {
 	findCustomer(ctx context.Context, corpID, externalUserID string) (*CustomerDetail, error)
 	fansToRenew(ctx context.Context, before, now time.Time, limit int) ([]FanInput, error)
 	countJobs(ctx context.Context, kind string) (int64, error)
+	hasAvailableJobs(ctx context.Context, queue string, atLeast int) (bool, error)
 	nextOutbox(ctx context.Context, linkID int64) (*OutboxItem, error)
 	markOutbox(ctx context.Context, id int64, errMsg string, now time.Time) error
 	pipelineStatus(ctx context.Context, now time.Time, expiringWithin time.Duration) (PipelineStatus, error)
