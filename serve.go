@@ -82,7 +82,10 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 		},
 		PeriodicJobs: []*river.PeriodicJob{river.NewPeriodicJob(river.PeriodicInterval(cfg.RenewInterval),
 			func() (river.JobArgs, *river.InsertOpts) { return store.RenewArgs{}, nil },
-			&river.PeriodicJobOpts{ID: "renew"})},
+			&river.PeriodicJobOpts{ID: "renew"}),
+			river.NewPeriodicJob(river.PeriodicInterval(24*time.Hour),
+				func() (river.JobArgs, *river.InsertOpts) { return store.PruneArgs{}, nil },
+				&river.PeriodicJobOpts{ID: "prune", RunOnStart: true})},
 		// River's default fetch cooldown (100 ms) is kept on purpose: fetching
 		// more often starved the callback path of the single write connection
 		// (ack p99 of seconds at 3,000/s, see BENCHMARKS.md) and fetched

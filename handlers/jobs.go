@@ -46,6 +46,8 @@ type PipelineStore interface {
 	NextOutbox(ctx context.Context, linkID int64) (*store.OutboxItem, error)
 	// MarkOutbox records a delivery attempt; errMsg == "" means delivered.
 	MarkOutbox(ctx context.Context, id int64, errMsg string) error
+	// PruneQuota drops quota counter buckets older than beforeUnix.
+	PruneQuota(ctx context.Context, beforeUnix int64) (int64, error)
 	// PipelineStatus returns the counters /v1/status adds for the pipeline.
 	PipelineStatus(ctx context.Context, expiringWithin time.Duration) (store.PipelineStatus, error)
 }
@@ -148,6 +150,7 @@ func AddWorkers(workers *river.Workers, cfg PipelineConfig) error {
 	river.AddWorker(workers, &backfillWorker{cfg: cfg})
 	river.AddWorker(workers, &renewWorker{cfg: cfg})
 	river.AddWorker(workers, newNotifyWorker(cfg))
+	river.AddWorker(workers, &pruneWorker{cfg: cfg})
 	return nil
 }
 
@@ -185,4 +188,23 @@ func logLinks(logger *slog.Logger, msg string, links []store.Link, via string) {
 	for _, l := range links {
 		logger.Info(msg, "link_id", l.ID, "corp_id", l.CorpID, "via", via)
 	}
+}
+
+// QuotaRetention is how long quota counters are kept: longer than the longest
+// window (31 days), so pruning never lowers a count still in use.
+const QuotaRetention = 32 * 24 * time.Hour
+
+// pruneWorker drops quota counters no window counts any more.
+type pruneWorker struct {
+	river.WorkerDefaults[store.PruneArgs]
+	cfg PipelineConfig
+}
+
+func (w *pruneWorker) Work(ctx context.Context, _ *river.Job[store.PruneArgs]) error {
+	n, err := w.cfg.Store.PruneQuota(ctx, w.cfg.Now().Add(-QuotaRetention).Unix())
+	if err != nil {
+		return err
+	}
+	w.cfg.Logger.Info("pruned quota counters", "buckets", n)
+	return nil
 }

@@ -53,6 +53,13 @@ type RenewArgs struct{}
 // Kind implements river.JobArgs.
 func (RenewArgs) Kind() string { return "renew" }
 
+// PruneArgs is the periodic job that drops quota counters older than every
+// quota window.
+type PruneArgs struct{}
+
+// Kind implements river.JobArgs.
+func (PruneArgs) Kind() string { return "prune" }
+
 // NotifyArgs asks a worker to deliver a link's pending notifications.
 type NotifyArgs struct {
 	LinkID int64 `json:"link_id"`
