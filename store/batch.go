@@ -74,24 +74,33 @@ func (db *DB) submit(ctx context.Context, ev *Event) (bool, error) {
 // themselves, and at low load a lone event is not delayed.
 func (db *DB) writeLoop(ctx context.Context) {
 	defer close(db.writerDone)
-	batch := make([]*saveReq, 0, db.cfg.MaxBatch)
+	groupCommitLoop(ctx, db.saveCh, db.cfg.MaxBatch, func(batch []*saveReq) { db.commitBatch(ctx, batch) })
+}
+
+// groupCommitLoop is the shape of both writers: block for one request, take
+// whatever else is already waiting (up to limit) without waiting for more, and
+// hand the batch to commit. Under load requests pile up while the previous
+// batch commits, so batches grow with the load by themselves; at low load a
+// lone request is not delayed. It returns when ctx ends.
+func groupCommitLoop[T any](ctx context.Context, ch <-chan T, limit int, commit func(batch []T)) {
+	batch := make([]T, 0, limit)
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case req := <-db.saveCh:
+		case req := <-ch:
 			batch = append(batch[:0], req)
 		}
 	drain:
-		for len(batch) < db.cfg.MaxBatch {
+		for len(batch) < limit {
 			select {
-			case req := <-db.saveCh:
+			case req := <-ch:
 				batch = append(batch, req)
 			default:
 				break drain
 			}
 		}
-		db.commitBatch(ctx, batch)
+		commit(batch)
 		clear(batch) // drop references to answered requests
 	}
 }

@@ -40,23 +40,7 @@ func (db *DB) submitResolution(ctx context.Context, r Resolution) ([]Link, error
 // resolutionLoop is the resolution writer; it stops when ctx ends.
 func (db *DB) resolutionLoop(ctx context.Context) {
 	defer close(db.resDone)
-	batch := make([]*resolutionReq, 0, db.cfg.MaxBatch)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case req := <-db.resCh:
-			batch = append(batch[:0], req)
-		}
-	drain:
-		for len(batch) < db.cfg.MaxBatch {
-			select {
-			case req := <-db.resCh:
-				batch = append(batch, req)
-			default:
-				break drain
-			}
-		}
+	groupCommitLoop(ctx, db.resCh, db.cfg.MaxBatch, func(batch []*resolutionReq) {
 		rs := make([]Resolution, len(batch))
 		for i, req := range batch {
 			rs[i] = req.r
@@ -72,6 +56,5 @@ func (db *DB) resolutionLoop(ctx context.Context) {
 				req.done <- resolutionAns{links: links[i]}
 			}
 		}
-		clear(batch)
-	}
+	})
 }
