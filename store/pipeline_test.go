@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -1364,4 +1365,38 @@ func TestDB_PipelineStatus(t *testing.T) {
 			FailureReasons: map[string]int64{"errcode 40096": 2, "errcode 48002": 1},
 		}, st)
 	})
+}
+
+func TestDB_RecordResolution_FailureIsIsolated(t *testing.T) {
+	t.Parallel()
+	// Ensure one resolution that fails does not fail the others committed in
+	// the same group: a trigger makes the insert of one customer abort.
+	b := setupPipeline(t, false)
+	b.addFan(t, "test-u1", "p-1")
+	_, err := b.db.SQL().ExecContext(t.Context(), `CREATE TRIGGER boom BEFORE INSERT ON resolutions
+		WHEN NEW.external_userid = 'wmboom' BEGIN SELECT RAISE(ABORT, 'boom'); END`)
+	require.NoError(t, err)
+
+	var wg sync.WaitGroup
+	errs := make([]error, 20)
+	for i := range errs {
+		wg.Go(func() {
+			ext := "wmok" + strconv.Itoa(i)
+			if i%2 == 0 {
+				ext = "wmboom"
+			}
+			_, errs[i] = b.db.RecordResolution(t.Context(), resolution("wwtestcorp", ext, "p-"+ext))
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if i%2 == 0 {
+			require.Error(t, err, "resolution %d", i)
+		} else {
+			require.NoError(t, err, "resolution %d", i)
+		}
+	}
+	var n int
+	require.NoError(t, b.db.SQL().QueryRowContext(t.Context(), `SELECT count(*) FROM resolutions`).Scan(&n))
+	require.Equal(t, 10, n)
 }

@@ -45,14 +45,17 @@ func (db *DB) resolutionLoop(ctx context.Context) {
 		for i, req := range batch {
 			rs[i] = req.r
 		}
-		links, err := db.eng.recordResolutions(context.WithoutCancel(ctx), db.jobs(), rs, db.cfg.Now())
+		links, errs, err := db.eng.recordResolutions(context.WithoutCancel(ctx), db.jobs(), rs, db.cfg.Now())
 		if err != nil {
 			err = fmt.Errorf("store: record %d resolutions: %w", len(rs), err)
 		}
 		for i, req := range batch {
-			if err != nil {
+			switch {
+			case err != nil:
 				req.done <- resolutionAns{err: err}
-			} else {
+			case errs[i] != nil:
+				req.done <- resolutionAns{err: fmt.Errorf("store: record resolution: %w", errs[i])}
+			default:
 				req.done <- resolutionAns{links: links[i]}
 			}
 		}

@@ -99,20 +99,31 @@ func addOutbox(ctx context.Context, tx *sql.Tx, jobs jobInserter, l Link, kind s
 	return nil
 }
 
-// recordResolutions implements engine: every resolution of the batch in one transaction.
-func (e *sqliteEngine) recordResolutions(ctx context.Context, jobs jobInserter, rs []Resolution, now time.Time) ([][]Link, error) {
-	out := make([][]Link, len(rs))
-	err := e.withTx(ctx, "record resolutions", func(tx *sql.Tx) error {
+// recordResolutions implements engine: every resolution of the batch in one
+// transaction, each inside a savepoint, so one that fails is rolled back
+// alone (its caller gets the error in errs) and the others still commit.
+func (e *sqliteEngine) recordResolutions(ctx context.Context, jobs jobInserter, rs []Resolution, now time.Time) (out [][]Link, errs []error, err error) {
+	out, errs = make([][]Link, len(rs)), make([]error, len(rs))
+	err = e.withTx(ctx, "record resolutions", func(tx *sql.Tx) error {
 		for i, r := range rs {
-			links, err := recordResolutionTx(ctx, tx, jobs, r, now)
-			if err != nil {
-				return err
+			if _, err := tx.ExecContext(ctx, `SAVEPOINT resolution`); err != nil {
+				return sqliteError("savepoint", err)
+			}
+			links, rerr := recordResolutionTx(ctx, tx, jobs, r, now)
+			if rerr != nil {
+				errs[i] = rerr
+				if _, err := tx.ExecContext(ctx, `ROLLBACK TO resolution`); err != nil {
+					return sqliteError("rollback to savepoint", err)
+				}
+			}
+			if _, err := tx.ExecContext(ctx, `RELEASE resolution`); err != nil {
+				return sqliteError("release savepoint", err)
 			}
 			out[i] = links
 		}
 		return nil
 	})
-	return out, err
+	return out, errs, err
 }
 
 func recordResolutionTx(ctx context.Context, tx *sql.Tx, jobs jobInserter, r Resolution, now time.Time) (links []Link, err error) {

@@ -237,7 +237,7 @@ type engine interface {
 
 	// The pipeline (pipeline.go); each writes in one transaction and inserts
 	// its follow-up jobs through jobs.
-	recordResolutions(ctx context.Context, jobs jobInserter, rs []Resolution, now time.Time) ([][]Link, error)
+	recordResolutions(ctx context.Context, jobs jobInserter, rs []Resolution, now time.Time) (links [][]Link, errs []error, err error)
 	endLinks(ctx context.Context, jobs jobInserter, e EndLink, now time.Time) ([]Link, error)
 	recordFanPendingID(ctx context.Context, jobs jobInserter, unionID, pendingID string, backfill bool, now time.Time) ([]Link, error)
 	linkExisting(ctx context.Context, jobs jobInserter, unionID string, found []CorpCustomer, now time.Time) ([]Link, error)
