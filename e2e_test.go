@@ -838,3 +838,30 @@ func requireJSONError(t *testing.T, body []byte) {
 	require.NoError(t, json.Unmarshal(body, &e), "error body is JSON: %s", body)
 	require.NotEmpty(t, e.Error, "error body names the problem: %s", body)
 }
+
+// TestE2E_SharedCorpsJoinReceiveIDAllowlist: with WECOM_DOWNSTREAM_CORP_IDS
+// empty, a callback whose receive id is a dealer that shares the app is
+// still accepted, because start-up adds list_app_share_info's corps to the
+// allow-list; a corp that does not share the app is still refused.
+func TestE2E_SharedCorpsJoinReceiveIDAllowlist(t *testing.T) {
+	t.Parallel()
+	w := startE2E(t, e2eOptions{Env: map[string]string{"WECOM_DOWNSTREAM_CORP_IDS": ""}})
+	require.Empty(t, w.cfg.DownstreamCorps)
+	_, ev := w.addCustomer(w.fan(), w.dealers[0].Staff[0])
+
+	send := func(receiveID string) int {
+		sd, err := w.wc.NewSender(wecomtest.SenderConfig{
+			URL: w.url(w.cfg.CallbackPath), Token: w.token, EncodingAESKey: w.aesKey,
+			ReceiveID: receiveID, MaxAttempts: 1, HTTPClient: w.callbacks,
+		})
+		require.NoError(t, err)
+		res, err := sd.Send(t.Context(), ev)
+		if err != nil {
+			require.ErrorIs(t, err, wecomtest.ErrNotDelivered)
+		}
+		return res.Status
+	}
+	require.Equal(t, http.StatusOK, send(w.dealers[0].CorpID), "a dealer sharing the app")
+	require.Equal(t, http.StatusForbidden, send("wwtestnotsharing"), "a corp not sharing the app")
+	require.Positive(t, w.wc.Calls(wecomtest.APIListAppShareInfo))
+}

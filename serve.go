@@ -41,9 +41,11 @@ type app struct {
 	db        *store.DB
 	client    *wecom.Client
 	coalescer *handlers.Coalescer
-	httpSrv   *http.Server
-	addr      net.Addr
-	serveErr  chan error
+	// stopRefresh ends the daily allow-list refresh.
+	stopRefresh context.CancelFunc
+	httpSrv     *http.Server
+	addr        net.Addr
+	serveErr    chan error
 }
 
 // appOptions are the seams the demo and tests use; serve passes none.
@@ -146,6 +148,29 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 	if err != nil {
 		return nil, fmt.Errorf("PENDINGLINK_RESOLVE_WINDOW: %w", err)
 	}
+	// The receive-id allow-list also takes every dealer that confirmed the app
+	// share (protocol reference §1.6): now, and daily in the background.
+	refreshCtx, stopRefresh := context.WithCancel(context.WithoutCancel(ctx))
+	if cfg.ReceiveIDCheck == handlers.ReceiveIDAllowlist {
+		allowSharedCorps(refreshCtx, client, policy, logger)
+		go func() {
+			t := time.NewTicker(24 * time.Hour)
+			defer t.Stop()
+			for {
+				select {
+				case <-refreshCtx.Done():
+					return
+				case <-t.C:
+					allowSharedCorps(refreshCtx, client, policy, logger)
+				}
+			}
+		}()
+	}
+	defer func() {
+		if err != nil {
+			stopRefresh()
+		}
+	}()
 	pipeline := &handlers.PipelineConfig{
 		Store: db, WeCom: client, Coalescer: coalescer, Logger: logger, Backfill: cfg.Backfill,
 		RenewBefore: cfg.RenewBefore, Quota: quota, Now: opts.Now,
@@ -186,7 +211,8 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 		return nil, fmt.Errorf("start job workers: %w", err)
 	}
 	a := &app{
-		cfg: cfg, logger: logger, db: db, client: client, coalescer: coalescer, addr: ln.Addr(), serveErr: make(chan error, 1),
+		cfg: cfg, logger: logger, db: db, client: client, coalescer: coalescer, stopRefresh: stopRefresh,
+		addr: ln.Addr(), serveErr: make(chan error, 1),
 		httpSrv: &http.Server{
 			Handler:           srv,
 			ReadHeaderTimeout: 10 * time.Second,
@@ -215,6 +241,7 @@ func (a *app) wait(ctx context.Context) error {
 
 func (a *app) close() error {
 	a.logger.Info("shutting down", "timeout", a.cfg.ShutdownTimeout)
+	a.stopRefresh()
 	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
 	defer cancel()
 	var errs []error
@@ -230,4 +257,23 @@ func (a *app) close() error {
 	a.client.Close()
 	a.logger.Info("stopped")
 	return errors.Join(errs...)
+}
+
+// allowSharedCorps adds the corps that share the app to the receive-id
+// allow-list. A failure keeps the configured list and is logged: WeCom may be
+// unreachable at start, and the signature still proves authenticity.
+func allowSharedCorps(ctx context.Context, client *wecom.Client, policy *handlers.ReceiveIDPolicy, logger *slog.Logger) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	corps, err := client.ListAppShareInfo(ctx)
+	if err != nil {
+		logger.Warn("list_app_share_info failed: the receive-id allow-list keeps WECOM_DOWNSTREAM_CORP_IDS only", "err", err)
+		return
+	}
+	ids := make([]string, len(corps))
+	for i, c := range corps {
+		ids[i] = c.CorpID
+	}
+	policy.Allow(ids...)
+	logger.Info("receive-id allow-list: added the corps sharing the app", "corps", len(ids))
 }
