@@ -49,8 +49,8 @@ type config struct {
 	RenewInterval   time.Duration
 }
 
-// setting describes one configuration variable: the README's table is
-// generated from the same facts (see TestREADMEConfigTable).
+// setting describes one configuration variable. TestREADMEConfigTable checks
+// that the README's table lists each one with its default.
 type setting struct {
 	env      string
 	def      string

@@ -190,7 +190,6 @@ func runDemo(ctx context.Context, o demoOptions, getenv func(string) string, std
 		expected = map[string]bool{} // "unionid|corp|external" of links that must exist and be active
 		removed  = map[string]bool{}
 		added    []wecomtest.Customer
-		fanOf    = map[string]string{} // corp|external -> unionid
 		perCorp  = map[string]int{}
 		perChat  = map[string]int{}
 		inChat   = map[string]bool{} // links a chat join may (re)create: never removed, to keep the expectation exact
@@ -212,7 +211,6 @@ func runDemo(ctx context.Context, o demoOptions, getenv func(string) string, std
 		if isFan {
 			key := p.UnionID + "|" + d.CorpID + "|" + c.ExternalUserID
 			expected[key] = true
-			fanOf[d.CorpID+"|"+c.ExternalUserID] = p.UnionID
 		}
 	}
 	for i := range o.chats {
@@ -231,10 +229,9 @@ func runDemo(ctx context.Context, o demoOptions, getenv func(string) string, std
 		perChat[d.CorpID+"|"+chat.ID] += len(ev.MemChangeList)
 		for j, m := range members {
 			if j%2 == 0 && len(fans) > 0 {
-				key := m.UnionID + "|" + d.CorpID + "|" + ev.MemChangeList[j]
+				key := m.UnionID + "|" + d.CorpID + "|" + wc.ExternalUserID(d, m)
 				expected[key] = true
 				inChat[key] = true
-				fanOf[d.CorpID+"|"+ev.MemChangeList[j]] = m.UnionID
 			}
 		}
 	}
