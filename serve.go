@@ -16,6 +16,7 @@ import (
 
 	"github.com/pendinglink/pendinglink/crypto"
 	"github.com/pendinglink/pendinglink/handlers"
+	"github.com/pendinglink/pendinglink/pipeline"
 	"github.com/pendinglink/pendinglink/store"
 	"github.com/pendinglink/pendinglink/wecom"
 )
@@ -40,7 +41,7 @@ type app struct {
 	logger    *slog.Logger
 	db        *store.DB
 	client    *wecom.Client
-	coalescer *handlers.Coalescer
+	coalescer *pipeline.Coalescer
 	// stopRefresh ends the daily allow-list refresh.
 	stopRefresh context.CancelFunc
 	httpSrv     *http.Server
@@ -76,18 +77,10 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 
 	workers := river.NewWorkers()
 	db, err := store.Open(ctx, store.Config{
-		DSN: cfg.DB, Logger: logger, Now: opts.Now, Workers: workers, Notify: cfg.WebhookURL != "",
-		Queues: map[string]river.QueueConfig{
-			river.QueueDefault:  {MaxWorkers: 10},
-			store.QueueResolve:  {MaxWorkers: int(cfg.ResolveWorkers)},
-			store.QueueRegister: {MaxWorkers: 32},
-		},
-		PeriodicJobs: []*river.PeriodicJob{river.NewPeriodicJob(river.PeriodicInterval(cfg.RenewInterval),
-			func() (river.JobArgs, *river.InsertOpts) { return store.RenewArgs{}, nil },
-			&river.PeriodicJobOpts{ID: "renew"}),
-			river.NewPeriodicJob(river.PeriodicInterval(24*time.Hour),
-				func() (river.JobArgs, *river.InsertOpts) { return store.PruneArgs{}, nil },
-				&river.PeriodicJobOpts{ID: "prune", RunOnStart: true})},
+		DSN: cfg.DB, Logger: logger, Now: opts.Now, Workers: workers,
+		Jobs:         pipeline.Policy{Notify: cfg.WebhookURL != "", Backfill: cfg.Backfill},
+		Queues:       pipeline.Queues(int(cfg.ResolveWorkers)),
+		PeriodicJobs: pipeline.PeriodicJobs(cfg.RenewInterval),
 		// River's default fetch cooldown (100 ms) is kept on purpose: fetching
 		// more often starved the callback path of the single write connection
 		// (ack p99 of seconds at 3,000/s, see BENCHMARKS.md) and fetched
@@ -98,7 +91,7 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 		return nil, fmt.Errorf("PENDINGLINK_DB: open database: %w", err)
 	}
 	var client *wecom.Client
-	var coalescer *handlers.Coalescer
+	var coalescer *pipeline.Coalescer
 	defer func() {
 		if err != nil {
 			db.Close()
@@ -133,7 +126,7 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 	if err != nil {
 		return nil, fmt.Errorf("wecom client: %w", err)
 	}
-	coalescer, err = handlers.NewCoalescer(client, handlers.CoalescerConfig{
+	coalescer, err = pipeline.NewCoalescer(client, pipeline.CoalescerConfig{
 		Window: cfg.ResolveWindow, MaxWait: cfg.ResolveMaxWait, Logger: logger,
 		// A backlog that fills every resolve worker again (a burst, or a
 		// restart after an outage): let a partial group wait for it. Under a
@@ -141,7 +134,7 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 		Backlog: func() bool {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 			defer cancel()
-			more, err := db.HasAvailableJobs(ctx, store.QueueResolve, int(cfg.ResolveWorkers)/2)
+			more, err := db.HasAvailableJobs(ctx, pipeline.QueueResolve, int(cfg.ResolveWorkers)/2)
 			return err == nil && more
 		},
 	})
@@ -171,16 +164,18 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 			stopRefresh()
 		}
 	}()
-	pipeline := &handlers.PipelineConfig{
-		Store: db, WeCom: client, Coalescer: coalescer, Logger: logger, Backfill: cfg.Backfill,
+	pcfg := pipeline.Config{
+		Store: db, WeCom: client, Coalescer: coalescer, Logger: logger,
 		RenewBefore: cfg.RenewBefore, Quota: quota, Now: opts.Now,
 	}
 	if cfg.WebhookURL != "" {
-		pipeline.Webhook = &handlers.Webhook{URL: cfg.WebhookURL, Secret: cfg.WebhookSecret}
+		pcfg.Webhook = &pipeline.Webhook{URL: cfg.WebhookURL, Secret: cfg.WebhookSecret}
 	}
-	if err := handlers.AddWorkers(workers, *pipeline); err != nil {
+	pl, err := pipeline.New(pcfg)
+	if err != nil {
 		return nil, err
 	}
+	pl.AddWorkers(workers)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -195,7 +190,7 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 		CallbackPath: cfg.CallbackPath,
 		MaxAge:       cfg.CallbackMaxAge,
 		Now:          opts.Now,
-		Pipeline:     pipeline,
+		Pipeline:     pl,
 		WeCom:        client,
 		Quota:        quota,
 	})

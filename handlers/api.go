@@ -8,8 +8,7 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
-	"github.com/riverqueue/river"
-
+	"github.com/pendinglink/pendinglink/pipeline"
 	"github.com/pendinglink/pendinglink/store"
 )
 
@@ -18,8 +17,8 @@ const MaxFansPerBatch = 1000
 
 // api serves the /v1 routes that need the pipeline.
 type api struct {
-	cfg   PipelineConfig
-	quota interface{ NextAt() time.Time }
+	pipeline Pipeline
+	queries  Queries
 }
 
 func (a *api) mount(g *echo.Group) {
@@ -60,9 +59,9 @@ type FanResponse struct {
 	Queued bool `json:"queued,omitempty"`
 }
 
-// registerFan registers one fan. When the quota allows a call now it calls
-// WeCom at once and answers 201 with the pending_id; otherwise (or on a
-// transient failure) it queues the work ahead of bulk imports and answers 202.
+// registerFan registers one fan: 201 when WeCom issued a pending_id just
+// now, 202 when the registration is queued, 200 when the fan already holds a
+// live pending_id, 422 when WeCom refuses it for good.
 func (a *api) registerFan(c echo.Context) error {
 	var in store.FanInput
 	if err := decodeJSON(c, &in); err != nil {
@@ -72,37 +71,23 @@ func (a *api) registerFan(c echo.Context) error {
 		return storeError(err)
 	}
 	ctx := c.Request().Context()
-	// First store the fan without a job: if the call below settles it, no job is needed.
-	res, err := a.cfg.Store.RegisterFans(ctx, []store.FanInput{in}, store.RegisterOpts{Priority: PriorityInteractive, NoJob: true})
+	reg, err := a.pipeline.Register(ctx, in)
+	if errors.Is(err, pipeline.ErrRefused) {
+		return echo.NewHTTPError(http.StatusUnprocessableEntity, err.Error())
+	}
 	if err != nil {
 		return storeError(err)
 	}
-	status := http.StatusOK // already registered with a live pending_id
-	if res.Queued > 0 {
-		status = http.StatusAccepted
-		if a.quota == nil || !a.quota.NextAt().After(a.cfg.Now()) {
-			if _, err := registerFan(ctx, a.cfg, in.UnionID, in.OpenID); err == nil {
-				status = http.StatusCreated
-			} else if isCancel(err) {
-				return echo.NewHTTPError(http.StatusUnprocessableEntity, "WeCom refused the registration: "+errors.Unwrap(err).Error())
-			}
-		}
-		if status == http.StatusAccepted {
-			if _, err := a.cfg.Store.RegisterFans(ctx, []store.FanInput{in}, store.RegisterOpts{Priority: PriorityInteractive}); err != nil {
-				return storeError(err)
-			}
-		}
-	}
-	fan, err := a.cfg.Store.FindFan(ctx, in.UnionID)
+	status := map[pipeline.Registration]int{
+		pipeline.AlreadyRegistered: http.StatusOK,
+		pipeline.Registered:        http.StatusCreated,
+		pipeline.Queued:            http.StatusAccepted,
+	}[reg]
+	fan, err := a.queries.FindFan(ctx, in.UnionID)
 	if err != nil {
 		return storeError(err)
 	}
-	return c.JSON(status, FanResponse{FanDetail: fan, Queued: status == http.StatusAccepted})
-}
-
-func isCancel(err error) bool {
-	var ce *river.JobCancelError
-	return errors.As(err, &ce)
+	return c.JSON(status, FanResponse{FanDetail: fan, Queued: reg == pipeline.Queued})
 }
 
 // BatchResponse is the body of POST /v1/fans/batch.
@@ -128,7 +113,7 @@ func (a *api) registerFans(c echo.Context) error {
 			return badRequest("fan " + strconv.Itoa(i) + ": " + err.Error())
 		}
 	}
-	res, err := a.cfg.Store.RegisterFans(c.Request().Context(), in, store.RegisterOpts{Priority: PriorityBulk})
+	res, err := a.pipeline.RegisterBatch(c.Request().Context(), in)
 	if err != nil {
 		return storeError(err)
 	}
@@ -136,7 +121,7 @@ func (a *api) registerFans(c echo.Context) error {
 }
 
 func (a *api) getFan(c echo.Context) error {
-	fan, err := a.cfg.Store.FindFan(c.Request().Context(), c.Param("unionid"))
+	fan, err := a.queries.FindFan(c.Request().Context(), c.Param("unionid"))
 	if err != nil {
 		return storeError(err)
 	}
@@ -174,7 +159,7 @@ func (a *api) findLinks(c echo.Context) error {
 		}
 		f.BeforeID = n
 	}
-	links, err := a.cfg.Store.FindLinks(c.Request().Context(), f)
+	links, err := a.queries.FindLinks(c.Request().Context(), f)
 	if err != nil {
 		return storeError(err)
 	}
@@ -189,7 +174,7 @@ func (a *api) findLinks(c echo.Context) error {
 }
 
 func (a *api) getCustomer(c echo.Context) error {
-	cust, err := a.cfg.Store.FindCustomer(c.Request().Context(), c.Param("corp_id"), c.Param("external_userid"))
+	cust, err := a.queries.FindCustomer(c.Request().Context(), c.Param("corp_id"), c.Param("external_userid"))
 	if err != nil {
 		return storeError(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/pendinglink/pendinglink/crypto"
+	"github.com/pendinglink/pendinglink/pipeline"
 	"github.com/pendinglink/pendinglink/store"
 	"github.com/pendinglink/pendinglink/wecom"
 )
@@ -30,6 +31,28 @@ type Store interface {
 	Status(ctx context.Context) (store.Status, error)
 	// Ping reports whether the database is reachable.
 	Ping(ctx context.Context) error
+}
+
+// Pipeline is what the /v1 fan routes and /v1/status need from the
+// pipeline. *pipeline.Pipeline implements it.
+type Pipeline interface {
+	// Register registers one fan, at once when the quota allows. Errors:
+	// store.ErrInvalid, pipeline.ErrRefused.
+	Register(ctx context.Context, fan store.FanInput) (pipeline.Registration, error)
+	// RegisterBatch queues fans as bulk work.
+	RegisterBatch(ctx context.Context, fans []store.FanInput) (store.RegisterResult, error)
+	// Status returns the pipeline's counters.
+	Status(ctx context.Context) (store.PipelineStatus, error)
+}
+
+// Queries are the reads behind the /v1 lookups. *store.DB implements it.
+type Queries interface {
+	// FindFan returns a fan with its pending_ids and links, or store.ErrNotFound.
+	FindFan(ctx context.Context, unionID string) (*store.FanDetail, error)
+	// FindLinks lists links newest first.
+	FindLinks(ctx context.Context, f store.LinkFilter) ([]store.Link, error)
+	// FindCustomer returns a customer's resolutions and links, or store.ErrNotFound.
+	FindCustomer(ctx context.Context, corpID, externalUserID string) (*store.CustomerDetail, error)
 }
 
 // DefaultCallbackPath is where WeCom posts callbacks unless configured otherwise.
@@ -64,25 +87,28 @@ type Config struct {
 	// Now is the clock for the replay window. Defaults to time.Now.
 	Now func() time.Time
 	// Pipeline, when set, mounts the fan, link and customer routes and adds
-	// the pipeline's counters to /v1/status. Its Store must be Config.Store.
-	Pipeline *PipelineConfig
+	// the pipeline's counters to /v1/status.
+	Pipeline Pipeline
+	// Queries answers the /v1 lookups mounted with Pipeline. Defaults to
+	// Store when it implements Queries (as *store.DB does).
+	Queries Queries
 	// WeCom reports API calls and errors for /v1/status. Optional.
 	WeCom interface{ Stats() wecom.Stats }
-	// Quota is the unionid_to_pending_id limiter: POST /v1/fans calls WeCom
-	// at once only when it allows a call now; /v1/status shows its windows.
-	// Optional.
-	Quota interface {
-		QuotaUsage
-		NextAt() time.Time
-	}
+	// Quota is the unionid_to_pending_id limiter, whose windows /v1/status
+	// shows. Optional.
+	Quota QuotaUsage
+}
+
+// QuotaUsage reports a quota's windows; *wecom.Limiter implements it.
+type QuotaUsage interface {
+	Usage() []wecom.WindowUsage
 }
 
 // Server is the HTTP surface of pendinglink. It is an http.Handler.
 type Server struct {
 	*echo.Echo
-	cfg      Config
-	metrics  *metrics
-	pipeline *PipelineConfig
+	cfg     Config
+	metrics *metrics
 }
 
 // New validates cfg and builds the echo server with every route mounted.
@@ -116,6 +142,13 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Pipeline != nil && cfg.Queries == nil {
+		q, ok := cfg.Store.(Queries)
+		if !ok {
+			return nil, errors.New("handlers: Config.Queries is required with Config.Pipeline when Config.Store cannot answer lookups")
+		}
+		cfg.Queries = q
+	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, err
@@ -137,16 +170,8 @@ func New(cfg Config) (*Server, error) {
 	v1 := e.Group("/v1", s.requireAdmin)
 	v1.GET("/status", s.status)
 	if cfg.Pipeline != nil {
-		pc, err := cfg.Pipeline.withDefaults()
-		if err != nil {
-			return nil, err
-		}
-		a := &api{cfg: pc}
-		if cfg.Quota != nil {
-			a.quota = cfg.Quota
-		}
+		a := &api{pipeline: cfg.Pipeline, queries: cfg.Queries}
 		a.mount(v1)
-		s.pipeline = &pc
 	}
 	return s, nil
 }

@@ -109,8 +109,8 @@ func (s *Server) status(c echo.Context) error {
 		Queue:     QueueStatus{Pending: st.QueuePending},
 		WeCom:     WeComStatus{Calls: map[string]int64{}, Errors: map[string]int64{}, Quota: []QuotaWindow{}},
 	}
-	if s.pipeline != nil {
-		ps, err := s.pipeline.Store.PipelineStatus(c.Request().Context(), s.pipeline.RenewBefore)
+	if s.cfg.Pipeline != nil {
+		ps, err := s.cfg.Pipeline.Status(c.Request().Context())
 		if err != nil {
 			return err
 		}

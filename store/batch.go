@@ -131,12 +131,12 @@ func (db *DB) commitBatch(ctx context.Context, batch []*saveReq) {
 	// The batch runs to completion even while Close is waiting: its callers
 	// are owed an answer, and rolling back half-way would waste the work.
 	txCtx := context.WithoutCancel(ctx)
-	results, err := db.eng.saveEvents(txCtx, db.river, evs, db.cfg.Now())
+	results, err := db.eng.saveEvents(txCtx, db.jobs(), evs, db.cfg.Now())
 	if errors.Is(err, errBusy) {
 		// Another process held the lock past busy_timeout; nothing was
 		// committed, so one more try is safe.
 		db.cfg.Logger.WarnContext(txCtx, "store: event batch busy, retrying", "events", len(evs))
-		results, err = db.eng.saveEvents(txCtx, db.river, evs, db.cfg.Now())
+		results, err = db.eng.saveEvents(txCtx, db.jobs(), evs, db.cfg.Now())
 	}
 	if err != nil {
 		err = fmt.Errorf("store: save %d events: %w", len(evs), err)

@@ -3,8 +3,6 @@ package store
 import (
 	"fmt"
 	"time"
-
-	"github.com/riverqueue/river"
 )
 
 // Event kinds, the closed set a callback is classified into. They match the
@@ -147,67 +145,14 @@ func truncate(s string) string {
 	return s
 }
 
-// ResolveArgs asks a worker to resolve one customer of an event to a
-// pending_id and match it against the registered fans. Its kind, "resolve",
-// is a contract with the workers.
-type ResolveArgs struct {
-	EventID        int64  `json:"event_id"`
-	CorpID         string `json:"corp_id"`
-	ExternalUserID string `json:"external_userid"`
-	UserID         string `json:"user_id,omitempty"`
-	ChatID         string `json:"chat_id,omitempty"`
-}
-
-// Kind implements river.JobArgs.
-func (ResolveArgs) Kind() string { return "resolve" }
-
-// EndLinkArgs asks a worker to mark the links of a removed customer
-// inactive. Its kind, "end_link", is a contract with the workers.
-type EndLinkArgs struct {
-	EventID        int64  `json:"event_id"`
-	CorpID         string `json:"corp_id"`
-	ExternalUserID string `json:"external_userid"`
-	UserID         string `json:"user_id,omitempty"`
-}
-
-// Kind implements river.JobArgs.
-func (EndLinkArgs) Kind() string { return "end_link" }
-
-// jobsFor returns the jobs an inserted event enqueues, given its id.
-func jobsFor(e *Event, id int64) []river.InsertManyParams {
-	switch e.Kind {
-	case KindAddExternalContact, KindAddHalfExternalContact:
-		return []river.InsertManyParams{{Args: ResolveArgs{
-			EventID: id, CorpID: e.CorpID, ExternalUserID: e.ExternalUserID, UserID: e.UserID,
-		}}}
-	case KindAddMember:
-		jobs := make([]river.InsertManyParams, 0, len(e.Members))
-		for _, m := range e.Members {
-			jobs = append(jobs, river.InsertManyParams{Args: ResolveArgs{
-				EventID: id, CorpID: e.CorpID, ExternalUserID: m, UserID: e.UserID, ChatID: e.ChatID,
-			}})
-		}
-		return jobs
-	case KindDelExternalContact, KindDelFollowUser:
-		return []river.InsertManyParams{{Args: EndLinkArgs{
-			EventID: id, CorpID: e.CorpID, ExternalUserID: e.ExternalUserID, UserID: e.UserID,
-		}}}
-	}
-	return nil
-}
-
 // initialState is the state SaveEvent gives a new event: pending exactly
-// when jobsFor returns jobs.
-func initialState(e *Event) string {
-	switch e.Kind {
-	case KindIgnored:
+// when the job policy enqueued jobs for it.
+func initialState(e *Event, hasJobs bool) string {
+	switch {
+	case e.Kind == KindIgnored:
 		return EventIgnored
-	case KindAddExternalContact, KindAddHalfExternalContact, KindDelExternalContact, KindDelFollowUser:
+	case hasJobs:
 		return EventPending
-	case KindAddMember:
-		if len(e.Members) > 0 {
-			return EventPending
-		}
 	}
 	return EventRecorded
 }

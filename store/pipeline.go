@@ -2,75 +2,12 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
-	"strconv"
 	"time"
-
-	"github.com/riverqueue/river"
 )
 
 // PendingIDLifetime is how long WeCom keeps a pending_id valid.
 const PendingIDLifetime = 90 * 24 * time.Hour
-
-// Queues the pipeline's jobs are inserted into. Resolve jobs get their own
-// queue with many workers, because each waits in a batch for company.
-const (
-	QueueResolve  = "resolve"
-	QueueRegister = "register"
-)
-
-// InsertOpts implements river.JobArgsWithInsertOpts.
-func (ResolveArgs) InsertOpts() river.InsertOpts { return river.InsertOpts{Queue: QueueResolve} }
-
-// RegisterArgs asks a worker to turn a fan's unionid+openid into a pending_id.
-type RegisterArgs struct {
-	UnionID string `json:"unionid" river:"unique"`
-	OpenID  string `json:"openid"`
-}
-
-// Kind implements river.JobArgs.
-func (RegisterArgs) Kind() string { return "register" }
-
-// BackfillArgs asks a worker to find customers the dealers already have for
-// a newly registered fan (unionid_to_external_userid) and link them.
-type BackfillArgs struct {
-	UnionID string `json:"unionid"`
-	OpenID  string `json:"openid"`
-}
-
-// Kind implements river.JobArgs.
-func (BackfillArgs) Kind() string { return "backfill" }
-
-// InsertOpts implements river.JobArgsWithInsertOpts.
-func (BackfillArgs) InsertOpts() river.InsertOpts {
-	return river.InsertOpts{Queue: QueueRegister, Priority: 4}
-}
-
-// RenewArgs is the periodic job that re-registers expiring fans.
-type RenewArgs struct{}
-
-// Kind implements river.JobArgs.
-func (RenewArgs) Kind() string { return "renew" }
-
-// PruneArgs is the periodic job that drops quota counters older than every
-// quota window.
-type PruneArgs struct{}
-
-// Kind implements river.JobArgs.
-func (PruneArgs) Kind() string { return "prune" }
-
-// NotifyArgs asks a worker to deliver a link's pending notifications.
-type NotifyArgs struct {
-	LinkID int64 `json:"link_id"`
-}
-
-// Kind implements river.JobArgs.
-func (NotifyArgs) Kind() string { return "notify" }
-
-// InsertOpts implements river.JobArgsWithInsertOpts. A webhook is retried
-// until it acknowledges; River's backoff grows to days long before 100 tries.
-func (NotifyArgs) InsertOpts() river.InsertOpts { return river.InsertOpts{MaxAttempts: 100} }
 
 // Resolution is what WeCom answered for one customer of a dealer corp.
 type Resolution struct {
@@ -151,7 +88,8 @@ func (f FanInput) Validate() error {
 
 // RegisterOpts says how RegisterFans queues work.
 type RegisterOpts struct {
-	// Priority of the register jobs (River: 1 runs first).
+	// Priority of the register jobs (River: 1 runs first), passed to
+	// JobPolicy.RegisterJob; out of 1–4 it is 3.
 	Priority int
 	// Renew re-registers fans whose pending_id is still live.
 	Renew bool
@@ -215,18 +153,25 @@ type LinkFilter struct {
 	Limit int
 }
 
-// OutboxItem is one webhook notification.
+// OutboxItem is one notification of a link change, waiting for delivery.
 type OutboxItem struct {
 	ID     int64
 	LinkID int64
-	Kind   string
-	// Payload is the JSON body to POST; it carries DeliveryID as "id".
-	Payload  []byte
+	// Kind is OutboxLinkCreated or OutboxLinkEnded.
+	Kind string
+	// Link is the link as it was when the change happened.
+	Link Link
+	// OccurredAt is when the change happened.
+	OccurredAt time.Time
+	// Attempts counts delivery attempts so far.
 	Attempts int
 }
 
-// DeliveryID is the notification's idempotency id.
-func (o *OutboxItem) DeliveryID() string { return "pl-" + strconv.FormatInt(o.ID, 10) }
+// Outbox kinds.
+const (
+	OutboxLinkCreated = "link_created"
+	OutboxLinkEnded   = "link_ended"
+)
 
 // Pipeline counters, added to Status.
 type PipelineStatus struct {
@@ -253,14 +198,14 @@ func (db *DB) EndLinks(ctx context.Context, e EndLink) ([]Link, error) {
 }
 
 // RecordFanPendingID stores a pending_id issued for a fan and links it to
-// every customer already resolved to it (no new WeCom call). With backfill, a
-// BackfillArgs job is queued in the same transaction. Returns ErrNotFound for
+// every customer already resolved to it (no new WeCom call). The policy's
+// PendingIDJobs are queued in the same transaction. Returns ErrNotFound for
 // an unknown fan.
-func (db *DB) RecordFanPendingID(ctx context.Context, unionID, pendingID string, backfill bool) ([]Link, error) {
+func (db *DB) RecordFanPendingID(ctx context.Context, unionID, pendingID string) ([]Link, error) {
 	if pendingID == "" {
 		return nil, fmt.Errorf("%w: empty pending_id", ErrInvalid)
 	}
-	return db.eng.recordFanPendingID(ctx, db.jobs(), unionID, pendingID, backfill, db.cfg.Now())
+	return db.eng.recordFanPendingID(ctx, db.jobs(), unionID, pendingID, db.cfg.Now())
 }
 
 // LinkExisting links a fan to customers WeCom reported for it directly.
@@ -285,7 +230,7 @@ func (db *DB) RegisterFans(ctx context.Context, fans []FanInput, opts RegisterOp
 	if opts.Priority < 1 || opts.Priority > 4 {
 		opts.Priority = 3
 	}
-	return db.eng.registerFans(ctx, db.river, fans, opts, db.cfg.Now())
+	return db.eng.registerFans(ctx, db.jobs(), fans, opts, db.cfg.Now())
 }
 
 // FindFan returns a fan with its pending_ids and links, or ErrNotFound.
@@ -320,9 +265,9 @@ func (db *DB) HasAvailableJobs(ctx context.Context, queue string, atLeast int) (
 	return db.eng.hasAvailableJobs(ctx, queue, max(atLeast, 1))
 }
 
-// CountQueuedRegistrations counts register jobs not yet finished.
-func (db *DB) CountQueuedRegistrations(ctx context.Context) (int64, error) {
-	return db.eng.countJobs(ctx, RegisterArgs{}.Kind())
+// CountJobs counts the jobs of a kind not yet finished.
+func (db *DB) CountJobs(ctx context.Context, kind string) (int64, error) {
+	return db.eng.countJobs(ctx, kind)
 }
 
 // NextOutbox returns the oldest undelivered notification of a link, or ErrNotFound.
@@ -342,13 +287,7 @@ func (db *DB) PipelineStatus(ctx context.Context, expiringWithin time.Duration) 
 
 // jobs is how the engine inserts follow-up jobs inside its transactions.
 func (db *DB) jobs() jobInserter {
-	return jobInserter{rc: db.river, notify: db.cfg.Notify}
-}
-
-// jobInserter inserts jobs in the caller's transaction.
-type jobInserter struct {
-	rc     *river.Client[*sql.Tx]
-	notify bool
+	return jobInserter{rc: db.river, policy: db.cfg.Jobs}
 }
 
 func truncateReason(s string) string {

@@ -312,7 +312,7 @@ var eventPlaceholders = "(" + strings.TrimSuffix(strings.Repeat("?, ", eventColu
 // INSERT … ON CONFLICT DO NOTHING RETURNING tells which keys are new; keys
 // already stored get their duplicate counter incremented; the jobs of the new
 // events and the per-kind counters are written before the single commit.
-func (e *sqliteEngine) saveEvents(ctx context.Context, rc *river.Client[*sql.Tx], evs []*Event, now time.Time) (_ []saveResult, err error) {
+func (e *sqliteEngine) saveEvents(ctx context.Context, jobs jobInserter, evs []*Event, now time.Time) (_ []saveResult, err error) {
 	nowMS := now.UnixMilli()
 	receivedAt := time.UnixMilli(nowMS).UTC()
 
@@ -344,6 +344,7 @@ func (e *sqliteEngine) saveEvents(ctx context.Context, rc *river.Client[*sql.Tx]
 	q.Grow(len(uniq)*(len(eventPlaceholders)+2) + 512)
 	q.WriteString("INSERT INTO events (" + eventColumns + ") VALUES ")
 	args := make([]any, 0, len(uniq)*eventColumnCount)
+	states := make(map[int]string, len(uniq))
 	for n, i := range uniq {
 		if n > 0 {
 			q.WriteString(", ")
@@ -358,8 +359,11 @@ func (e *sqliteEngine) saveEvents(ctx context.Context, rc *river.Client[*sql.Tx]
 		if !ev.CreateTime.IsZero() {
 			createTime = ev.CreateTime.Unix()
 		}
+		// The state depends on whether the event has jobs; the id they
+		// carry is known only after the insert, so they are built again then.
+		states[i] = initialState(ev, len(jobs.eventJobs(ev, 0)) > 0)
 		args = append(args, ev.DedupKey, ev.CorpID, ev.ReceiveID, ev.Kind, ev.Event, ev.ChangeType,
-			ev.UserID, ev.ExternalUserID, ev.ChatID, members, createTime, ev.Raw, initialState(ev),
+			ev.UserID, ev.ExternalUserID, ev.ChatID, members, createTime, ev.Raw, states[i],
 			ev.Reason, copies[i], nowMS, nowMS)
 	}
 	q.WriteString(" ON CONFLICT (dedup_key) DO NOTHING RETURNING id, dedup_key")
@@ -390,7 +394,7 @@ func (e *sqliteEngine) saveEvents(ctx context.Context, rc *river.Client[*sql.Tx]
 	type counter struct{ received, duplicates int64 }
 	counts := make(map[string]*counter)
 	results := make([]saveResult, len(evs))
-	var jobs []river.InsertManyParams
+	var params []river.InsertManyParams
 	for _, i := range uniq {
 		ev := evs[i]
 		c := counts[ev.Kind]
@@ -399,10 +403,10 @@ func (e *sqliteEngine) saveEvents(ctx context.Context, rc *river.Client[*sql.Tx]
 			counts[ev.Kind] = c
 		}
 		if id, ok := ids[ev.DedupKey]; ok {
-			results[i] = saveResult{inserted: true, id: id, state: initialState(ev), receivedAt: receivedAt}
+			results[i] = saveResult{inserted: true, id: id, state: states[i], receivedAt: receivedAt}
 			c.received++
 			c.duplicates += copies[i]
-			jobs = append(jobs, jobsFor(ev, id)...)
+			params = append(params, jobs.eventJobs(ev, id)...)
 			continue
 		}
 		// Stored by an earlier batch: count the repeat, answer with the
@@ -438,8 +442,8 @@ func (e *sqliteEngine) saveEvents(ctx context.Context, rc *river.Client[*sql.Tx]
 		}
 	}
 
-	if len(jobs) > 0 {
-		if _, err := rc.InsertManyFastTx(ctx, tx, jobs); err != nil {
+	if len(params) > 0 {
+		if _, err := jobs.rc.InsertManyFastTx(ctx, tx, params); err != nil {
 			return nil, sqliteError("enqueue jobs", err)
 		}
 	}

@@ -8,9 +8,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-
-	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/rivertype"
 )
 
 // withTx runs f in a write transaction and commits.
@@ -74,7 +71,7 @@ func upsertLink(ctx context.Context, tx *sql.Tx, jobs jobInserter, l Link, nowMS
 	if err != nil {
 		return Link{}, false, sqliteError("upsert link", err)
 	}
-	if err := addOutbox(ctx, tx, jobs, got, "link_created", nowMS); err != nil {
+	if err := addOutbox(ctx, tx, jobs, got, OutboxLinkCreated, nowMS); err != nil {
 		return Link{}, false, err
 	}
 	return got, true, nil
@@ -91,10 +88,8 @@ func addOutbox(ctx context.Context, tx *sql.Tx, jobs jobInserter, l Link, kind s
 		l.ID, kind, snapshot, nowMS, nowMS); err != nil {
 		return sqliteError("insert outbox", err)
 	}
-	if jobs.notify {
-		if _, err := jobs.rc.InsertTx(ctx, tx, NotifyArgs{LinkID: l.ID}, nil); err != nil {
-			return sqliteError("enqueue notify", err)
-		}
+	if err := jobs.notification(ctx, tx, l); err != nil {
+		return sqliteError("enqueue notification jobs", err)
 	}
 	return nil
 }
@@ -254,7 +249,7 @@ func (e *sqliteEngine) endLinks(ctx context.Context, jobs jobInserter, el EndLin
 			return sqliteError("end links", err)
 		}
 		for _, l := range links {
-			if err := addOutbox(ctx, tx, jobs, l, "link_ended", nowMS); err != nil {
+			if err := addOutbox(ctx, tx, jobs, l, OutboxLinkEnded, nowMS); err != nil {
 				return err
 			}
 		}
@@ -268,7 +263,7 @@ func (e *sqliteEngine) endLinks(ctx context.Context, jobs jobInserter, el EndLin
 	return links, err
 }
 
-func (e *sqliteEngine) recordFanPendingID(ctx context.Context, jobs jobInserter, unionID, pendingID string, backfill bool, now time.Time) (links []Link, err error) {
+func (e *sqliteEngine) recordFanPendingID(ctx context.Context, jobs jobInserter, unionID, pendingID string, now time.Time) (links []Link, err error) {
 	nowMS := now.UnixMilli()
 	err = e.withTx(ctx, "record fan pending_id", func(tx *sql.Tx) error {
 		var openID string
@@ -322,10 +317,8 @@ func (e *sqliteEngine) recordFanPendingID(ctx context.Context, jobs jobInserter,
 				return sqliteError("mark resolutions matched", err)
 			}
 		}
-		if backfill {
-			if _, err := jobs.rc.InsertTx(ctx, tx, BackfillArgs{UnionID: unionID, OpenID: openID}, nil); err != nil {
-				return sqliteError("enqueue backfill", err)
-			}
+		if err := jobs.pendingID(ctx, tx, FanInput{UnionID: unionID, OpenID: openID}); err != nil {
+			return sqliteError("enqueue pending_id jobs", err)
 		}
 		return nil
 	})
@@ -363,7 +356,7 @@ func (e *sqliteEngine) failFan(ctx context.Context, unionID, reason string, now 
 	return sqliteError("fail fan", err)
 }
 
-func (e *sqliteEngine) registerFans(ctx context.Context, rc *river.Client[*sql.Tx], fans []FanInput, opts RegisterOpts, now time.Time) (res RegisterResult, err error) {
+func (e *sqliteEngine) registerFans(ctx context.Context, jobs jobInserter, fans []FanInput, opts RegisterOpts, now time.Time) (res RegisterResult, err error) {
 	nowMS := now.UnixMilli()
 	err = e.withTx(ctx, "register fans", func(tx *sql.Tx) error {
 		for _, f := range fans {
@@ -387,33 +380,19 @@ func (e *sqliteEngine) registerFans(ctx context.Context, rc *river.Client[*sql.T
 				res.Queued++
 				continue
 			}
-			ins, err := rc.InsertTx(ctx, tx, RegisterArgs(f), &river.InsertOpts{
-				Queue: QueueRegister, Priority: opts.Priority, UniqueOpts: uniqueRegisterOpts(),
-			})
+			inserted, err := jobs.register(ctx, tx, f, opts.Priority)
 			if err != nil {
 				return sqliteError("enqueue register", err)
 			}
-			if ins.UniqueSkippedAsDuplicate {
-				res.Skipped++
-			} else {
+			if inserted {
 				res.Queued++
+			} else {
+				res.Skipped++
 			}
 		}
 		return nil
 	})
 	return res, err
-}
-
-// uniqueRegisterOpts keeps one register job per fan until it finishes, so a
-// re-sent batch or import queues nothing twice.
-func uniqueRegisterOpts() river.UniqueOpts {
-	return river.UniqueOpts{
-		ByArgs: true,
-		ByState: []rivertype.JobState{
-			rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateRetryable,
-			rivertype.JobStateRunning, rivertype.JobStateScheduled,
-		},
-	}
 }
 
 func (e *sqliteEngine) queryLinks(ctx context.Context, query string, args ...any) ([]Link, error) {
@@ -593,15 +572,10 @@ func (e *sqliteEngine) nextOutbox(ctx context.Context, linkID int64) (*OutboxIte
 	if err != nil {
 		return nil, sqliteError("next outbox", err)
 	}
-	o.Payload, err = json.Marshal(struct {
-		ID         string          `json:"id"`
-		Type       string          `json:"type"`
-		OccurredAt time.Time       `json:"occurred_at"`
-		Link       json.RawMessage `json:"link"`
-	}{o.DeliveryID(), o.Kind, time.UnixMilli(created).UTC(), snapshot})
-	if err != nil {
-		return nil, fmt.Errorf("store: encode notification: %w", err)
+	if err := json.Unmarshal(snapshot, &o.Link); err != nil {
+		return nil, fmt.Errorf("store: decode outbox %d: %w", o.ID, err)
 	}
+	o.OccurredAt = time.UnixMilli(created).UTC()
 	return &o, nil
 }
 

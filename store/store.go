@@ -64,17 +64,16 @@ type Config struct {
 	Logger *slog.Logger
 
 	// Workers are River's workers. They may be added to the bundle after Open
-	// and before Start, so workers can hold the *DB. Nil gives an insert-only River client that
-	// enqueues jobs but never works them, and Start is a no-op. Every job kind
-	// the store enqueues ("resolve", "end_link") must then have a worker, or
-	// SaveEvent fails with River's UnknownJobKindError.
+	// and before Start, so workers can hold the *DB. Nil gives an insert-only
+	// River client that enqueues jobs but never works them, and Start is a
+	// no-op. With Workers set, every job kind Jobs enqueues must have a
+	// worker, or the write fails with River's UnknownJobKindError.
 	// Defaults to nil.
 	Workers *river.Workers
 
 	// Queues are River's queues, used only when Workers is set. They must
-	// include QueueResolve and QueueRegister, where the pipeline's jobs go.
-	// Defaults to the default queue, QueueResolve and QueueRegister, each
-	// with DefaultMaxWorkers.
+	// include every queue Jobs inserts into.
+	// Defaults to River's default queue with DefaultMaxWorkers.
 	Queues map[string]river.QueueConfig
 
 	// PeriodicJobs are River's periodic jobs (e.g. retention prunes), used
@@ -108,10 +107,11 @@ type Config struct {
 	// features that slow tests down. Defaults to false.
 	TestOnly bool
 
-	// Notify queues a NotifyArgs job with every link notification written to
-	// the outbox (set it when a webhook is configured). Defaults to false:
-	// notifications are kept in the outbox only.
-	Notify bool
+	// Jobs says which jobs follow each write (see JobPolicy); the pipeline
+	// provides it. Defaults to nil: nothing is enqueued, every event is
+	// stored EventRecorded (or EventIgnored) and notifications stay in the
+	// outbox.
+	Jobs JobPolicy
 
 	// MaxBatch is the most events SaveEvent commits in one transaction.
 	// Defaults to DefaultMaxBatch.
@@ -151,8 +151,6 @@ func (cfg Config) withDefaults() Config {
 	if cfg.Workers != nil && cfg.Queues == nil {
 		cfg.Queues = map[string]river.QueueConfig{
 			river.QueueDefault: {MaxWorkers: DefaultMaxWorkers},
-			QueueResolve:       {MaxWorkers: DefaultMaxWorkers},
-			QueueRegister:      {MaxWorkers: DefaultMaxWorkers},
 		}
 	}
 	if cfg.SoftStopTimeout == 0 {
@@ -225,7 +223,7 @@ func (cfg Config) riverConfig() *river.Config {
 type engine interface {
 	// saveEvents stores the events and their jobs in one transaction. It
 	// must not modify evs: the caller applies the results after a commit.
-	saveEvents(ctx context.Context, rc *river.Client[*sql.Tx], evs []*Event, now time.Time) ([]saveResult, error)
+	saveEvents(ctx context.Context, jobs jobInserter, evs []*Event, now time.Time) ([]saveResult, error)
 	findEventByID(ctx context.Context, id int64) (*Event, error)
 	updateEventState(ctx context.Context, id int64, state, reason string, now time.Time) error
 	pruneEvents(ctx context.Context, before time.Time) (int64, error)
@@ -239,10 +237,10 @@ type engine interface {
 	// its follow-up jobs through jobs.
 	recordResolutions(ctx context.Context, jobs jobInserter, rs []Resolution, now time.Time) (links [][]Link, errs []error, err error)
 	endLinks(ctx context.Context, jobs jobInserter, e EndLink, now time.Time) ([]Link, error)
-	recordFanPendingID(ctx context.Context, jobs jobInserter, unionID, pendingID string, backfill bool, now time.Time) ([]Link, error)
+	recordFanPendingID(ctx context.Context, jobs jobInserter, unionID, pendingID string, now time.Time) ([]Link, error)
 	linkExisting(ctx context.Context, jobs jobInserter, unionID string, found []CorpCustomer, now time.Time) ([]Link, error)
 	failFan(ctx context.Context, unionID, reason string, now time.Time) error
-	registerFans(ctx context.Context, rc *river.Client[*sql.Tx], fans []FanInput, opts RegisterOpts, now time.Time) (RegisterResult, error)
+	registerFans(ctx context.Context, jobs jobInserter, fans []FanInput, opts RegisterOpts, now time.Time) (RegisterResult, error)
 	findFan(ctx context.Context, unionID string, now time.Time) (*FanDetail, error)
 	findLinks(ctx context.Context, f LinkFilter) ([]Link, error)
 	findCustomer(ctx context.Context, corpID, externalUserID string) (*CustomerDetail, error)

@@ -1,4 +1,4 @@
-package handlers
+package pipeline
 
 import (
 	"context"
@@ -16,11 +16,18 @@ import (
 // the Coalescer (concurrent jobs share batch calls) and records the answer,
 // which links the customer to a registered fan with the same pending_id.
 type resolveWorker struct {
-	river.WorkerDefaults[store.ResolveArgs]
-	cfg PipelineConfig
+	river.WorkerDefaults[ResolveArgs]
+	cfg   Config
+	store resolveStore
 }
 
-func (w *resolveWorker) Work(ctx context.Context, job *river.Job[store.ResolveArgs]) error {
+type resolveStore interface {
+	// RecordResolution stores what WeCom answered for a customer and links it
+	// to every fan holding the same live pending_id, in one transaction.
+	RecordResolution(ctx context.Context, r store.Resolution) ([]store.Link, error)
+}
+
+func (w *resolveWorker) Work(ctx context.Context, job *river.Job[ResolveArgs]) error {
 	a := job.Args
 	pendingID, err := w.cfg.Coalescer.Resolve(ctx, a.CorpID, a.ChatID, a.ExternalUserID)
 	// A snooze does not count as an attempt in River, so "first try" is
@@ -41,7 +48,7 @@ func (w *resolveWorker) Work(ctx context.Context, job *river.Job[store.ResolveAr
 		return classify(err, w.cfg.Now(), w.cfg, func(reason string) {
 			res.Failed = true
 			res.Reason = reason
-			if _, rerr := w.cfg.Store.RecordResolution(ctx, res); rerr != nil {
+			if _, rerr := w.store.RecordResolution(ctx, res); rerr != nil {
 				w.cfg.Logger.Error("record failed resolution", "event_id", a.EventID, "err", rerr)
 			}
 		})
@@ -50,7 +57,7 @@ func (w *resolveWorker) Work(ctx context.Context, job *river.Job[store.ResolveAr
 	case pendingID == "":
 		res.Reason = "no pending_id after one delayed retry"
 	}
-	links, err := w.cfg.Store.RecordResolution(ctx, res)
+	links, err := w.store.RecordResolution(ctx, res)
 	if err != nil {
 		return fmt.Errorf("record resolution of event %d: %w", a.EventID, err)
 	}
@@ -60,13 +67,19 @@ func (w *resolveWorker) Work(ctx context.Context, job *river.Job[store.ResolveAr
 
 // endLinkWorker marks a customer's links inactive after a del event.
 type endLinkWorker struct {
-	river.WorkerDefaults[store.EndLinkArgs]
-	cfg PipelineConfig
+	river.WorkerDefaults[EndLinkArgs]
+	cfg   Config
+	store endLinkStore
 }
 
-func (w *endLinkWorker) Work(ctx context.Context, job *river.Job[store.EndLinkArgs]) error {
+type endLinkStore interface {
+	// EndLinks marks the active links of a customer inactive.
+	EndLinks(ctx context.Context, e store.EndLink) ([]store.Link, error)
+}
+
+func (w *endLinkWorker) Work(ctx context.Context, job *river.Job[EndLinkArgs]) error {
 	a := job.Args
-	links, err := w.cfg.Store.EndLinks(ctx, store.EndLink(a))
+	links, err := w.store.EndLinks(ctx, store.EndLink(a))
 	if err != nil {
 		if errors.Is(err, store.ErrInvalid) {
 			return river.JobCancel(err)

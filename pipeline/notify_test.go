@@ -1,4 +1,4 @@
-package handlers_test
+package pipeline_test
 
 import (
 	"crypto/hmac"
@@ -72,7 +72,7 @@ func newWebhook(t *testing.T) *webhook {
 			status = w.Status(n)
 		}
 		d := delivery{
-			ID: r.Header.Get(handlers.DeliveryHeader), Signature: r.Header.Get(handlers.SignatureHeader),
+			ID: r.Header.Get(pipeline.DeliveryHeader), Signature: r.Header.Get(pipeline.SignatureHeader),
 			ContentType: r.Header.Get("Content-Type"), Body: body, Status: status,
 		}
 		w.all = append(w.all, d)
@@ -113,7 +113,7 @@ type notifyBundle struct {
 	events <-chan *river.Event
 }
 
-func setupNotify(t *testing.T, wh *handlers.Webhook) *notifyBundle {
+func setupNotify(t *testing.T, wh *pipeline.Webhook) *notifyBundle {
 	t.Helper()
 	workers := river.NewWorkers()
 	now := func() time.Time { return apiNow }
@@ -124,10 +124,10 @@ func setupNotify(t *testing.T, wh *handlers.Webhook) *notifyBundle {
 		FetchCooldown: 5 * time.Millisecond, FetchPollInterval: 10 * time.Millisecond,
 	})
 	fw := &fakeWeCom{}
-	co, err := handlers.NewCoalescer(fw, handlers.CoalescerConfig{})
+	co, err := pipeline.NewCoalescer(fw, pipeline.CoalescerConfig{})
 	require.NoError(t, err)
 	t.Cleanup(co.Close)
-	require.NoError(t, handlers.AddWorkers(workers, handlers.PipelineConfig{
+	require.NoError(t, pipeline.AddWorkers(workers, pipeline.PipelineConfig{
 		Store: db, WeCom: fw, Coalescer: co, Webhook: wh, Now: now,
 	}))
 	events, cancel := db.River().Subscribe(river.EventKindJobCompleted, river.EventKindJobFailed)
@@ -203,10 +203,10 @@ func sign(body []byte) string {
 
 func TestWebhook_Sign(t *testing.T) {
 	t.Parallel()
-	w := &handlers.Webhook{Secret: testWebhookSecret}
+	w := &pipeline.Webhook{Secret: testWebhookSecret}
 	body := []byte(`{"id":"pl-1"}`)
 	require.Equal(t, sign(body), w.Sign(body))
-	require.NotEqual(t, w.Sign(body), (&handlers.Webhook{Secret: "other"}).Sign(body))
+	require.NotEqual(t, w.Sign(body), (&pipeline.Webhook{Secret: "other"}).Sign(body))
 }
 
 func TestNotifyWorker(t *testing.T) {
@@ -215,7 +215,7 @@ func TestNotifyWorker(t *testing.T) {
 	t.Run("SignsAndDeliversInOrder", func(t *testing.T) {
 		t.Parallel()
 		hook := newWebhook(t)
-		b := setupNotify(t, &handlers.Webhook{URL: hook.srv.URL, Secret: testWebhookSecret})
+		b := setupNotify(t, &pipeline.Webhook{URL: hook.srv.URL, Secret: testWebhookSecret})
 		l := b.link(t)
 		b.churn(t)
 		b.start(t)
@@ -251,7 +251,7 @@ func TestNotifyWorker(t *testing.T) {
 			}
 			return http.StatusOK
 		}
-		b := setupNotify(t, &handlers.Webhook{URL: hook.srv.URL, Secret: testWebhookSecret})
+		b := setupNotify(t, &pipeline.Webhook{URL: hook.srv.URL, Secret: testWebhookSecret})
 		b.link(t)
 		b.churn(t)
 		b.start(t)
@@ -285,7 +285,7 @@ func TestNotifyWorker(t *testing.T) {
 			}
 			return http.StatusOK
 		}
-		b := setupNotify(t, &handlers.Webhook{URL: hook.srv.URL, Secret: testWebhookSecret})
+		b := setupNotify(t, &pipeline.Webhook{URL: hook.srv.URL, Secret: testWebhookSecret})
 		b.link(t)
 		b.start(t)
 
@@ -313,7 +313,7 @@ func TestNotifyWorker(t *testing.T) {
 		// Ensure a URL carrying a credential never reaches the outbox or River's job errors.
 		closed := httptest.NewServer(http.NotFoundHandler())
 		closed.Close()
-		b := setupNotify(t, &handlers.Webhook{URL: closed.URL + "/hook?token=hunter2", Secret: testWebhookSecret})
+		b := setupNotify(t, &pipeline.Webhook{URL: closed.URL + "/hook?token=hunter2", Secret: testWebhookSecret})
 		b.link(t)
 		b.start(t)
 
@@ -340,7 +340,7 @@ func TestNotifyWorker(t *testing.T) {
 			w.WriteHeader(http.StatusOK)
 		}))
 		t.Cleanup(srv.Close)
-		b := setupNotify(t, &handlers.Webhook{URL: srv.URL, Secret: testWebhookSecret})
+		b := setupNotify(t, &pipeline.Webhook{URL: srv.URL, Secret: testWebhookSecret})
 		b.link(t)
 		b.start(t)
 
@@ -366,12 +366,12 @@ func TestPruneWorker(t *testing.T) {
 	// keeps the ones a window still counts.
 	b := setupNotify(t, nil)
 	ctx := t.Context()
-	old := apiNow.Add(-handlers.QuotaRetention - time.Hour).Unix()
+	old := apiNow.Add(-pipeline.QuotaRetention - time.Hour).Unix()
 	recent := apiNow.Add(-31 * 24 * time.Hour).Unix()
 	require.NoError(t, b.db.AddQuota(ctx, "unionid_to_pending_id:wwtest", old, 5))
 	require.NoError(t, b.db.AddQuota(ctx, "unionid_to_pending_id:wwtest", recent, 7))
 
-	_, err := b.db.River().Insert(ctx, store.PruneArgs{}, nil)
+	_, err := b.db.River().Insert(ctx, pipeline.PruneArgs{}, nil)
 	require.NoError(t, err)
 	b.start(t)
 	b.waitJobs(t, river.EventKindJobCompleted, 1)

@@ -1,4 +1,4 @@
-package handlers
+package pipeline
 
 import (
 	"bytes"
@@ -6,6 +6,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -43,14 +44,36 @@ func (w *Webhook) Sign(body []byte) string {
 	return "sha256=" + hex.EncodeToString(m.Sum(nil))
 }
 
+// Notification is the JSON body of a webhook delivery.
+type Notification struct {
+	// ID is the idempotency id: a retry repeats it.
+	ID string `json:"id"`
+	// Type is "link_created" or "link_ended".
+	Type       string     `json:"type"`
+	OccurredAt time.Time  `json:"occurred_at"`
+	Link       store.Link `json:"link"`
+}
+
+// DeliveryID is the idempotency id of an outbox item.
+func DeliveryID(item *store.OutboxItem) string { return "pl-" + strconv.FormatInt(item.ID, 10) }
+
+// NewNotification builds the webhook body of an outbox item.
+func NewNotification(item *store.OutboxItem) Notification {
+	return Notification{ID: DeliveryID(item), Type: item.Kind, OccurredAt: item.OccurredAt, Link: item.Link}
+}
+
 func (w *Webhook) post(ctx context.Context, item *store.OutboxItem) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(item.Payload))
+	body, err := json.Marshal(NewNotification(item))
+	if err != nil {
+		return fmt.Errorf("webhook: encode notification %d: %w", item.ID, err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(body))
 	if err != nil {
 		return fmt.Errorf("webhook request: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(DeliveryHeader, item.DeliveryID())
-	req.Header.Set(SignatureHeader, w.Sign(item.Payload))
+	req.Header.Set(DeliveryHeader, DeliveryID(item))
+	req.Header.Set(SignatureHeader, w.Sign(body))
 	client := w.Client
 	if client == nil {
 		client = &http.Client{
@@ -82,10 +105,19 @@ func (w *Webhook) post(ctx context.Context, item *store.OutboxItem) error {
 // notification of the link, oldest first, and stops at the first failure so
 // a later one never overtakes it (River retries with backoff).
 type notifyWorker struct {
-	river.WorkerDefaults[store.NotifyArgs]
-	cfg   PipelineConfig
+	river.WorkerDefaults[NotifyArgs]
+	cfg   Config
+	store notifyStore
 	mu    sync.Mutex
 	locks map[int64]*linkLock
+}
+
+type notifyStore interface {
+	// NextOutbox returns the oldest undelivered notification of a link, or
+	// store.ErrNotFound.
+	NextOutbox(ctx context.Context, linkID int64) (*store.OutboxItem, error)
+	// MarkOutbox records a delivery attempt; errMsg == "" means delivered.
+	MarkOutbox(ctx context.Context, id int64, errMsg string) error
 }
 
 type linkLock struct {
@@ -93,8 +125,8 @@ type linkLock struct {
 	users int
 }
 
-func newNotifyWorker(cfg PipelineConfig) *notifyWorker {
-	return &notifyWorker{cfg: cfg, locks: map[int64]*linkLock{}}
+func newNotifyWorker(cfg Config, st notifyStore) *notifyWorker {
+	return &notifyWorker{cfg: cfg, store: st, locks: map[int64]*linkLock{}}
 }
 
 func (w *notifyWorker) lock(linkID int64) func() {
@@ -117,13 +149,13 @@ func (w *notifyWorker) lock(linkID int64) func() {
 	}
 }
 
-func (w *notifyWorker) Work(ctx context.Context, job *river.Job[store.NotifyArgs]) error {
+func (w *notifyWorker) Work(ctx context.Context, job *river.Job[NotifyArgs]) error {
 	if w.cfg.Webhook == nil {
 		return nil
 	}
 	defer w.lock(job.Args.LinkID)()
 	for {
-		item, err := w.cfg.Store.NextOutbox(ctx, job.Args.LinkID)
+		item, err := w.store.NextOutbox(ctx, job.Args.LinkID)
 		if errors.Is(err, store.ErrNotFound) {
 			return nil
 		}
@@ -131,12 +163,12 @@ func (w *notifyWorker) Work(ctx context.Context, job *river.Job[store.NotifyArgs
 			return err
 		}
 		if err := w.cfg.Webhook.post(ctx, item); err != nil {
-			if merr := w.cfg.Store.MarkOutbox(ctx, item.ID, err.Error()); merr != nil {
+			if merr := w.store.MarkOutbox(ctx, item.ID, err.Error()); merr != nil {
 				w.cfg.Logger.Error("record webhook failure", "err", merr)
 			}
 			return err
 		}
-		if err := w.cfg.Store.MarkOutbox(ctx, item.ID, ""); err != nil {
+		if err := w.store.MarkOutbox(ctx, item.ID, ""); err != nil {
 			return err
 		}
 	}

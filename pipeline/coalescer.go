@@ -1,4 +1,4 @@
-package handlers
+package pipeline
 
 import (
 	"context"
@@ -21,7 +21,7 @@ type PendingResolver interface {
 }
 
 // ErrCoalescerClosed is returned by Coalescer.Resolve after Close.
-var ErrCoalescerClosed = errors.New("handlers: coalescer closed")
+var ErrCoalescerClosed = errors.New("pipeline: coalescer closed")
 
 // Defaults for CoalescerConfig's zero fields.
 const (
@@ -127,17 +127,17 @@ type Coalescer struct {
 // NewCoalescer returns a Coalescer that sends batches to r.
 func NewCoalescer(r PendingResolver, cfg CoalescerConfig) (*Coalescer, error) {
 	if r == nil {
-		return nil, errors.New("handlers: NewCoalescer: resolver is nil; pass the *wecom.Client")
+		return nil, errors.New("pipeline: NewCoalescer: resolver is nil; pass the *wecom.Client")
 	}
 	switch {
 	case cfg.Window < 0:
-		return nil, fmt.Errorf("handlers: CoalescerConfig.Window: %v is negative", cfg.Window)
+		return nil, fmt.Errorf("pipeline: CoalescerConfig.Window: %v is negative", cfg.Window)
 	case cfg.MaxBatch < 0:
-		return nil, fmt.Errorf("handlers: CoalescerConfig.MaxBatch: %d is negative", cfg.MaxBatch)
+		return nil, fmt.Errorf("pipeline: CoalescerConfig.MaxBatch: %d is negative", cfg.MaxBatch)
 	case cfg.MaxBatch > wecom.MaxBatchIDs:
-		return nil, fmt.Errorf("handlers: CoalescerConfig.MaxBatch: %d exceeds WeCom's maximum of %d ids per call", cfg.MaxBatch, wecom.MaxBatchIDs)
+		return nil, fmt.Errorf("pipeline: CoalescerConfig.MaxBatch: %d exceeds WeCom's maximum of %d ids per call", cfg.MaxBatch, wecom.MaxBatchIDs)
 	case cfg.CallTimeout < 0:
-		return nil, fmt.Errorf("handlers: CoalescerConfig.CallTimeout: %v is negative", cfg.CallTimeout)
+		return nil, fmt.Errorf("pipeline: CoalescerConfig.CallTimeout: %v is negative", cfg.CallTimeout)
 	}
 	if cfg.Window == 0 {
 		cfg.Window = DefaultCoalescerWindow
@@ -176,7 +176,7 @@ func NewCoalescer(r PendingResolver, cfg CoalescerConfig) (*Coalescer, error) {
 // it returns ErrCoalescerClosed.
 func (c *Coalescer) Resolve(ctx context.Context, corpID, chatID, externalUserID string) (string, error) {
 	if externalUserID == "" {
-		return "", fmt.Errorf("handlers: coalescer: empty external_userid: %w", wecom.ErrInvalidArgument)
+		return "", fmt.Errorf("pipeline: coalescer: empty external_userid: %w", wecom.ErrInvalidArgument)
 	}
 	if err := ctx.Err(); err != nil {
 		return "", err
@@ -330,7 +330,7 @@ func (c *Coalescer) invoke(ctx context.Context, b *batch) (res []wecom.PendingRe
 		if p := recover(); p != nil {
 			c.log.Warn("coalescer: resolver panicked",
 				"corp_id", b.key.corpID, "chat_id", b.key.chatID, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
-			res, err = nil, fmt.Errorf("handlers: coalescer: resolver panicked: %v", p)
+			res, err = nil, fmt.Errorf("pipeline: coalescer: resolver panicked: %v", p)
 		}
 	}()
 	return c.resolver.ExternalUserIDToPendingID(ctx, b.key.corpID, b.key.chatID, b.ids)

@@ -1,0 +1,203 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/riverqueue/river"
+
+	"github.com/pendinglink/pendinglink/store"
+	"github.com/pendinglink/pendinglink/wecom"
+)
+
+// ErrRefused means WeCom refused a registration for good (for example
+// 610014: the fan's unionid does not belong to this corp's entity). The
+// error wraps WeCom's answer too.
+var ErrRefused = errors.New("WeCom refused the registration")
+
+// Registration says what Register did.
+type Registration int
+
+const (
+	// AlreadyRegistered: the fan holds a live pending_id; nothing was called.
+	AlreadyRegistered Registration = iota
+	// Registered: WeCom issued a pending_id just now.
+	Registered
+	// Queued: the registration waits for quota or a retry, ahead of bulk work.
+	Queued
+)
+
+type registerStore interface {
+	// RegisterFans stores fans and queues a register job for each one that has
+	// no live pending_id and no registration under way.
+	RegisterFans(ctx context.Context, fans []store.FanInput, opts store.RegisterOpts) (store.RegisterResult, error)
+	// RecordFanPendingID stores a pending_id issued for a fan and links it to
+	// every customer already resolved to it, in one transaction.
+	RecordFanPendingID(ctx context.Context, unionID, pendingID string) ([]store.Link, error)
+	// FailFan records that registering a fan failed for good.
+	FailFan(ctx context.Context, unionID, reason string) error
+}
+
+// Register registers one fan interactively. When the quota allows a call
+// now it calls WeCom at once; otherwise, or after a transient failure, it
+// queues the work ahead of bulk registrations. Errors: store.ErrInvalid for
+// a bad fan, ErrRefused when WeCom refuses it for good.
+func (p *Pipeline) Register(ctx context.Context, fan store.FanInput) (Registration, error) {
+	// First store the fan without a job: if the call below settles it, no
+	// job is needed.
+	res, err := p.cfg.Store.RegisterFans(ctx, []store.FanInput{fan}, store.RegisterOpts{Priority: PriorityInteractive, NoJob: true})
+	if err != nil {
+		return 0, err
+	}
+	if res.Queued == 0 {
+		return AlreadyRegistered, nil
+	}
+	if p.cfg.Quota == nil || !p.cfg.Quota.NextAt().After(p.cfg.Now()) {
+		_, err := p.register(ctx, fan.UnionID, fan.OpenID)
+		switch {
+		case err == nil:
+			return Registered, nil
+		case wecom.IsPermanent(err) && !wecom.IsRateLimited(err):
+			return 0, fmt.Errorf("%w: %w", ErrRefused, err)
+		}
+		p.cfg.Logger.Info("interactive registration queued after a transient error", "err", err)
+	}
+	if _, err := p.cfg.Store.RegisterFans(ctx, []store.FanInput{fan}, store.RegisterOpts{Priority: PriorityInteractive}); err != nil {
+		return 0, err
+	}
+	return Queued, nil
+}
+
+// RegisterBatch queues fans as bulk work. Fans already holding a live
+// pending_id, or already queued, are skipped.
+func (p *Pipeline) RegisterBatch(ctx context.Context, fans []store.FanInput) (store.RegisterResult, error) {
+	return p.cfg.Store.RegisterFans(ctx, fans, store.RegisterOpts{Priority: PriorityBulk})
+}
+
+// register calls WeCom and records the pending_id; both the worker and
+// Register use it. A permanent WeCom error is recorded on the fan before it
+// is returned.
+func (p *Pipeline) register(ctx context.Context, unionID, openID string) ([]store.Link, error) {
+	pendingID, err := p.cfg.WeCom.UnionIDToPendingID(ctx, unionID, openID)
+	if err != nil {
+		if wecom.IsPermanent(err) && !wecom.IsRateLimited(err) {
+			if ferr := p.cfg.Store.FailFan(ctx, unionID, err.Error()); ferr != nil {
+				p.cfg.Logger.Error("record failed registration", "err", ferr)
+			}
+		}
+		return nil, err
+	}
+	links, err := p.cfg.Store.RecordFanPendingID(ctx, unionID, pendingID)
+	if err != nil {
+		return nil, fmt.Errorf("record pending_id: %w", err)
+	}
+	logLinks(p.cfg.Logger, "link created", links, "register")
+	return links, nil
+}
+
+// registerWorker turns a fan's unionid+openid into a pending_id. The client's
+// quota limiter paces the calls; when a window is full the job snoozes until
+// it frees, so no call WeCom would answer 45009 is made.
+type registerWorker struct {
+	river.WorkerDefaults[RegisterArgs]
+	p *Pipeline
+}
+
+func (w *registerWorker) Work(ctx context.Context, job *river.Job[RegisterArgs]) error {
+	_, err := w.p.register(ctx, job.Args.UnionID, job.Args.OpenID)
+	if err != nil {
+		// The fan's failure is already recorded by register.
+		return classify(err, w.p.cfg.Now(), w.p.cfg, func(string) {})
+	}
+	return nil
+}
+
+type backfillStore interface {
+	// LinkExisting links a fan to customers WeCom says a dealer already has.
+	LinkExisting(ctx context.Context, unionID string, found []store.CorpCustomer) ([]store.Link, error)
+}
+
+// backfillWorker asks unionid_to_external_userid for customers the dealers
+// added before the brand registered the fan, and links them.
+type backfillWorker struct {
+	river.WorkerDefaults[BackfillArgs]
+	cfg   Config
+	store backfillStore
+}
+
+func (w *backfillWorker) Work(ctx context.Context, job *river.Job[BackfillArgs]) error {
+	a := job.Args
+	infos, err := w.cfg.WeCom.UnionIDToExternalUserID(ctx, a.UnionID, a.OpenID, "")
+	if err != nil {
+		return classify(err, w.cfg.Now(), w.cfg, func(reason string) {
+			w.cfg.Logger.Warn("backfill failed", "reason", reason)
+		})
+	}
+	found := make([]store.CorpCustomer, len(infos))
+	for i, in := range infos {
+		found[i] = store.CorpCustomer{CorpID: in.CorpID, ExternalUserID: in.ExternalUserID}
+	}
+	links, err := w.store.LinkExisting(ctx, a.UnionID, found)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return river.JobCancel(err)
+		}
+		return fmt.Errorf("link existing customers: %w", err)
+	}
+	logLinks(w.cfg.Logger, "link created", links, "backfill")
+	return nil
+}
+
+type renewStore interface {
+	// CountJobs counts the jobs of a kind not yet finished.
+	CountJobs(ctx context.Context, kind string) (int64, error)
+	// FansToRenew lists fans without an active link whose newest pending_id
+	// expires before the given time.
+	FansToRenew(ctx context.Context, before time.Time, limit int) ([]store.FanInput, error)
+	RegisterFans(ctx context.Context, fans []store.FanInput, opts store.RegisterOpts) (store.RegisterResult, error)
+}
+
+// renewWorker re-registers unmatched fans whose pending_ids are about to
+// expire. It runs periodically and only uses spare quota: nothing while bulk
+// registrations are queued, and at most half of what is left in the tightest
+// window.
+type renewWorker struct {
+	river.WorkerDefaults[RenewArgs]
+	cfg   Config
+	store renewStore
+}
+
+func (w *renewWorker) Work(ctx context.Context, _ *river.Job[RenewArgs]) error {
+	queued, err := w.store.CountJobs(ctx, RegisterArgs{}.Kind())
+	if err != nil {
+		return err
+	}
+	if queued > 0 {
+		w.cfg.Logger.Info("renew skipped: registrations queued", "queued", queued)
+		return nil
+	}
+	limit := int64(w.cfg.RenewBatch)
+	if w.cfg.Quota != nil {
+		for _, u := range w.cfg.Quota.Usage() {
+			limit = min(limit, (u.Limit-u.Used)/2)
+		}
+	}
+	if limit <= 0 {
+		return nil
+	}
+	fans, err := w.store.FansToRenew(ctx, w.cfg.Now().Add(w.cfg.RenewBefore), int(limit))
+	if err != nil {
+		return err
+	}
+	if len(fans) == 0 {
+		return nil
+	}
+	res, err := w.store.RegisterFans(ctx, fans, store.RegisterOpts{Priority: PriorityRenew, Renew: true})
+	if err != nil {
+		return err
+	}
+	w.cfg.Logger.Info("renewing pending_ids", "fans", len(fans), "queued", res.Queued)
+	return nil
+}

@@ -1,0 +1,204 @@
+package pipeline
+
+import (
+	"time"
+
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/pendinglink/pendinglink/store"
+)
+
+// Queues the pipeline's jobs go to. Resolve jobs get their own queue with
+// many workers, because each waits in a batch for company; registrations get
+// theirs so that a large import never delays a resolve.
+const (
+	QueueDefault  = river.QueueDefault
+	QueueResolve  = "resolve"
+	QueueRegister = "register"
+)
+
+// Job priorities (River: 1 runs first). Interactive registrations go ahead
+// of bulk imports, and renewals and backfills use what is left.
+const (
+	PriorityInteractive = 1
+	PriorityBulk        = 3
+	PriorityRenew       = 4
+	PriorityBackfill    = 4
+)
+
+// NotifyMaxAttempts is how often a webhook delivery is tried. River's
+// backoff grows to days long before the last attempt.
+const NotifyMaxAttempts = 100
+
+// ResolveArgs asks a worker to resolve one customer of an event to a
+// pending_id and match it against the registered fans.
+type ResolveArgs struct {
+	EventID        int64  `json:"event_id"`
+	CorpID         string `json:"corp_id"`
+	ExternalUserID string `json:"external_userid"`
+	UserID         string `json:"user_id,omitempty"`
+	ChatID         string `json:"chat_id,omitempty"`
+}
+
+// Kind implements river.JobArgs. Kinds are stored in the jobs table: never
+// rename one.
+func (ResolveArgs) Kind() string { return "resolve" }
+
+// InsertOpts implements river.JobArgsWithInsertOpts.
+func (ResolveArgs) InsertOpts() river.InsertOpts { return river.InsertOpts{Queue: QueueResolve} }
+
+// EndLinkArgs asks a worker to mark the links of a removed customer inactive.
+type EndLinkArgs struct {
+	EventID        int64  `json:"event_id"`
+	CorpID         string `json:"corp_id"`
+	ExternalUserID string `json:"external_userid"`
+	UserID         string `json:"user_id,omitempty"`
+}
+
+// Kind implements river.JobArgs.
+func (EndLinkArgs) Kind() string { return "end_link" }
+
+// RegisterArgs asks a worker to turn a fan's unionid+openid into a pending_id.
+type RegisterArgs struct {
+	UnionID string `json:"unionid" river:"unique"`
+	OpenID  string `json:"openid"`
+}
+
+// Kind implements river.JobArgs.
+func (RegisterArgs) Kind() string { return "register" }
+
+// BackfillArgs asks a worker to find customers the dealers already have for
+// a newly registered fan (unionid_to_external_userid) and link them.
+type BackfillArgs struct {
+	UnionID string `json:"unionid"`
+	OpenID  string `json:"openid"`
+}
+
+// Kind implements river.JobArgs.
+func (BackfillArgs) Kind() string { return "backfill" }
+
+// InsertOpts implements river.JobArgsWithInsertOpts.
+func (BackfillArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: QueueRegister, Priority: PriorityBackfill}
+}
+
+// RenewArgs is the periodic job that re-registers expiring fans.
+type RenewArgs struct{}
+
+// Kind implements river.JobArgs.
+func (RenewArgs) Kind() string { return "renew" }
+
+// PruneArgs is the periodic job that drops quota counters older than every
+// quota window.
+type PruneArgs struct{}
+
+// Kind implements river.JobArgs.
+func (PruneArgs) Kind() string { return "prune" }
+
+// NotifyArgs asks a worker to deliver a link's pending notifications.
+type NotifyArgs struct {
+	LinkID int64 `json:"link_id"`
+}
+
+// Kind implements river.JobArgs.
+func (NotifyArgs) Kind() string { return "notify" }
+
+// InsertOpts implements river.JobArgsWithInsertOpts. A webhook is retried
+// until it acknowledges.
+func (NotifyArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{MaxAttempts: NotifyMaxAttempts}
+}
+
+// Queues returns River's queue configuration for the pipeline:
+// resolveWorkers resolve jobs at once (they mostly wait in a batch), 32
+// registrations (they mostly wait for quota) and 10 of everything else.
+func Queues(resolveWorkers int) map[string]river.QueueConfig {
+	return map[string]river.QueueConfig{
+		QueueDefault:  {MaxWorkers: 10},
+		QueueResolve:  {MaxWorkers: resolveWorkers},
+		QueueRegister: {MaxWorkers: 32},
+	}
+}
+
+// PeriodicJobs returns the pipeline's periodic jobs: renewal every
+// renewInterval, and the quota prune daily and at start.
+func PeriodicJobs(renewInterval time.Duration) []*river.PeriodicJob {
+	return []*river.PeriodicJob{
+		river.NewPeriodicJob(river.PeriodicInterval(renewInterval),
+			func() (river.JobArgs, *river.InsertOpts) { return RenewArgs{}, nil },
+			&river.PeriodicJobOpts{ID: "renew"}),
+		river.NewPeriodicJob(river.PeriodicInterval(24*time.Hour),
+			func() (river.JobArgs, *river.InsertOpts) { return PruneArgs{}, nil },
+			&river.PeriodicJobOpts{ID: "prune", RunOnStart: true}),
+	}
+}
+
+// Policy is the pipeline's store.JobPolicy: which jobs follow each write.
+type Policy struct {
+	// Notify queues a NotifyArgs job with every link notification (set it
+	// when a webhook is configured). False keeps notifications in the
+	// outbox only.
+	Notify bool
+	// Backfill queues a BackfillArgs job when a fan gets a pending_id
+	// (PENDINGLINK_BACKFILL_EXISTING).
+	Backfill bool
+}
+
+var _ store.JobPolicy = Policy{}
+
+// EventJobs implements store.JobPolicy: one resolve job per added customer
+// (per member for add_member), one end_link job per removal, nothing for the
+// other kinds.
+func (Policy) EventJobs(ev *store.Event, id int64) []river.InsertManyParams {
+	switch ev.Kind {
+	case store.KindAddExternalContact, store.KindAddHalfExternalContact:
+		return []river.InsertManyParams{{Args: ResolveArgs{
+			EventID: id, CorpID: ev.CorpID, ExternalUserID: ev.ExternalUserID, UserID: ev.UserID,
+		}}}
+	case store.KindAddMember:
+		jobs := make([]river.InsertManyParams, 0, len(ev.Members))
+		for _, m := range ev.Members {
+			jobs = append(jobs, river.InsertManyParams{Args: ResolveArgs{
+				EventID: id, CorpID: ev.CorpID, ExternalUserID: m, UserID: ev.UserID, ChatID: ev.ChatID,
+			}})
+		}
+		return jobs
+	case store.KindDelExternalContact, store.KindDelFollowUser:
+		return []river.InsertManyParams{{Args: EndLinkArgs{
+			EventID: id, CorpID: ev.CorpID, ExternalUserID: ev.ExternalUserID, UserID: ev.UserID,
+		}}}
+	}
+	return nil
+}
+
+// NotificationJobs implements store.JobPolicy.
+func (p Policy) NotificationJobs(l store.Link) []river.InsertManyParams {
+	if !p.Notify {
+		return nil
+	}
+	return []river.InsertManyParams{{Args: NotifyArgs{LinkID: l.ID}}}
+}
+
+// PendingIDJobs implements store.JobPolicy.
+func (p Policy) PendingIDJobs(f store.FanInput) []river.InsertManyParams {
+	if !p.Backfill {
+		return nil
+	}
+	return []river.InsertManyParams{{Args: BackfillArgs{UnionID: f.UnionID, OpenID: f.OpenID}}}
+}
+
+// RegisterJob implements store.JobPolicy. One register job per fan is kept
+// until it finishes, so a re-sent batch or import queues nothing twice.
+func (Policy) RegisterJob(f store.FanInput, priority int) river.InsertManyParams {
+	return river.InsertManyParams{Args: RegisterArgs(f), InsertOpts: &river.InsertOpts{
+		Queue: QueueRegister, Priority: priority,
+		UniqueOpts: river.UniqueOpts{
+			ByArgs: true,
+			ByState: []rivertype.JobState{
+				rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateRetryable,
+				rivertype.JobStateRunning, rivertype.JobStateScheduled,
+			},
+		},
+	}}
+}

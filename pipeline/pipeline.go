@@ -1,0 +1,203 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/riverqueue/river"
+
+	"github.com/pendinglink/pendinglink/store"
+	"github.com/pendinglink/pendinglink/wecom"
+)
+
+// Store is everything the pipeline needs from persistence; each worker holds
+// only its own slice of it. *store.DB implements it.
+type Store interface {
+	resolveStore
+	endLinkStore
+	registerStore
+	backfillStore
+	renewStore
+	notifyStore
+	pruneStore
+	// PipelineStatus returns the counters /v1/status shows for the pipeline.
+	PipelineStatus(ctx context.Context, expiringWithin time.Duration) (store.PipelineStatus, error)
+}
+
+// WeComAPI is the part of *wecom.Client the pipeline calls.
+type WeComAPI interface {
+	PendingResolver
+	UnionIDToPendingID(ctx context.Context, unionID, openID string) (string, error)
+	UnionIDToExternalUserID(ctx context.Context, unionID, openID, corpID string) ([]wecom.ExternalUserIDInfo, error)
+}
+
+// Quota reports the registration quota; *wecom.Limiter implements it.
+type Quota interface {
+	// Usage reports each window's use.
+	Usage() []wecom.WindowUsage
+	// NextAt is when the next call may be made.
+	NextAt() time.Time
+}
+
+// Config configures the pipeline. Fields without a default are required.
+type Config struct {
+	// Store persists everything. Required.
+	Store Store
+	// WeCom calls the WeCom API. Required.
+	WeCom WeComAPI
+	// Coalescer batches resolve calls. Required: NewCoalescer(client, …).
+	Coalescer *Coalescer
+	// Logger defaults to a discard logger.
+	Logger *slog.Logger
+	// NotCustomerYetDelay is how long a resolve waits before its one retry
+	// after WeCom answered 84061 or returned no pending_id right after an add.
+	// Defaults to 45s (the reference advises 30–60 s).
+	NotCustomerYetDelay time.Duration
+	// RateLimitDelay is how long work waits after a WeCom rate-limit answer
+	// that carries no retry time. Defaults to one minute.
+	RateLimitDelay time.Duration
+	// Webhook delivers link notifications. Nil: none are sent.
+	Webhook *Webhook
+	// RenewBefore renews pending_ids of unmatched fans this long before they
+	// expire. Defaults to 7 days.
+	RenewBefore time.Duration
+	// Quota is the registration quota. Register calls WeCom at once only
+	// when it allows a call now, and the renewer uses only what it leaves
+	// spare. Nil: Register always tries at once, and the renewer enqueues
+	// at most RenewBatch fans per run.
+	Quota Quota
+	// RenewBatch caps the fans one renew run enqueues. Defaults to 1000.
+	RenewBatch int
+	// Now defaults to time.Now.
+	Now func() time.Time
+}
+
+func (cfg Config) withDefaults() (Config, error) {
+	switch {
+	case cfg.Store == nil:
+		return cfg, errors.New("pipeline: Config.Store is required: pass the *store.DB")
+	case cfg.WeCom == nil:
+		return cfg, errors.New("pipeline: Config.WeCom is required: pass a *wecom.Client")
+	case cfg.Coalescer == nil:
+		return cfg, errors.New("pipeline: Config.Coalescer is required: build it with NewCoalescer")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.NotCustomerYetDelay <= 0 {
+		cfg.NotCustomerYetDelay = 45 * time.Second
+	}
+	if cfg.RateLimitDelay <= 0 {
+		cfg.RateLimitDelay = time.Minute
+	}
+	if cfg.RenewBefore <= 0 {
+		cfg.RenewBefore = 7 * 24 * time.Hour
+	}
+	if cfg.RenewBatch <= 0 {
+		cfg.RenewBatch = 1000
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return cfg, nil
+}
+
+// Pipeline turns stored events and registered fans into links: its River
+// workers do the work, and Register lets the HTTP layer register a fan at
+// once when the quota allows.
+type Pipeline struct {
+	cfg Config
+}
+
+// New validates cfg and returns the pipeline.
+func New(cfg Config) (*Pipeline, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return &Pipeline{cfg: cfg}, nil
+}
+
+// AddWorkers registers every pipeline worker in workers. The store and the
+// workers need each other, so main passes an empty river.Workers to
+// store.Open, then adds the workers here before store.Start.
+func (p *Pipeline) AddWorkers(workers *river.Workers) {
+	cfg := p.cfg
+	river.AddWorker(workers, &resolveWorker{cfg: cfg, store: cfg.Store})
+	river.AddWorker(workers, &endLinkWorker{cfg: cfg, store: cfg.Store})
+	river.AddWorker(workers, &registerWorker{p: p})
+	river.AddWorker(workers, &backfillWorker{cfg: cfg, store: cfg.Store})
+	river.AddWorker(workers, &renewWorker{cfg: cfg, store: cfg.Store})
+	river.AddWorker(workers, newNotifyWorker(cfg, cfg.Store))
+	river.AddWorker(workers, &pruneWorker{cfg: cfg, store: cfg.Store})
+}
+
+// Status returns the pipeline's counters, with fans expiring within the
+// renew horizon.
+func (p *Pipeline) Status(ctx context.Context) (store.PipelineStatus, error) {
+	return p.cfg.Store.PipelineStatus(ctx, p.cfg.RenewBefore)
+}
+
+// deferFor decides how long rate-limited work waits: until the limiter's
+// retry time when it gave one, else the configured delay.
+func deferFor(err error, now time.Time, fallback time.Duration) time.Duration {
+	var qe *wecom.QuotaError
+	if errors.As(err, &qe) && qe.RetryAt.After(now) {
+		return qe.RetryAt.Sub(now) + 10*time.Millisecond
+	}
+	return fallback
+}
+
+// classify turns a WeCom error into River's answer: snooze rate limits,
+// retry what is retryable (River's backoff), cancel what never succeeds.
+// failed is called with the reason before a cancel.
+func classify(err error, now time.Time, cfg Config, failed func(reason string)) error {
+	switch {
+	case wecom.IsRateLimited(err):
+		return river.JobSnooze(deferFor(err, now, cfg.RateLimitDelay))
+	case errors.Is(err, ErrCoalescerClosed), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return err
+	case wecom.IsRetryable(err):
+		return err
+	case wecom.IsPermanent(err):
+		failed(err.Error())
+		return river.JobCancel(err)
+	default:
+		return err
+	}
+}
+
+// logLinks logs each link a job changed, without personal ids beyond the link's own.
+func logLinks(logger *slog.Logger, msg string, links []store.Link, via string) {
+	for _, l := range links {
+		logger.Info(msg, "link_id", l.ID, "corp_id", l.CorpID, "via", via)
+	}
+}
+
+// QuotaRetention is how long quota counters are kept: longer than the longest
+// window (31 days), so pruning never lowers a count still in use.
+const QuotaRetention = 32 * 24 * time.Hour
+
+type pruneStore interface {
+	// PruneQuota drops quota counter buckets older than beforeUnix.
+	PruneQuota(ctx context.Context, beforeUnix int64) (int64, error)
+}
+
+// pruneWorker drops quota counters no window counts any more.
+type pruneWorker struct {
+	river.WorkerDefaults[PruneArgs]
+	cfg   Config
+	store pruneStore
+}
+
+func (w *pruneWorker) Work(ctx context.Context, _ *river.Job[PruneArgs]) error {
+	n, err := w.store.PruneQuota(ctx, w.cfg.Now().Add(-QuotaRetention).Unix())
+	if err != nil {
+		return fmt.Errorf("prune quota counters: %w", err)
+	}
+	w.cfg.Logger.Info("pruned quota counters", "buckets", n)
+	return nil
+}

@@ -1,0 +1,85 @@
+package storetest
+
+import (
+	"strconv"
+
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/pendinglink/pendinglink/store"
+)
+
+// Job is the one job kind Policy enqueues. What says which write it
+// followed ("event", "notification", "pending_id" or "register") and
+// Subject what it is about: the customer or chat member of an event, the
+// link id of a notification, the unionid of a fan.
+type Job struct {
+	What    string `json:"what"`
+	EventID int64  `json:"event_id,omitempty"`
+	Subject string `json:"subject"`
+}
+
+// Kind implements river.JobArgs.
+func (Job) Kind() string { return "storetest" }
+
+// Job.What values.
+const (
+	JobEvent        = "event"
+	JobNotification = "notification"
+	JobPendingID    = "pending_id"
+	JobRegister     = "register"
+)
+
+// Policy is a store.JobPolicy for tests, independent of the pipeline's: an
+// event gets one Job per customer (ExternalUserID) and per chat member;
+// notifications and pending_ids get one each when Notify and PendingIDs
+// are set; a fan's register Job is unique while unfinished, as the
+// pipeline's is. Its jobs go to River's default queue.
+type Policy struct {
+	Notify     bool
+	PendingIDs bool
+}
+
+var _ store.JobPolicy = Policy{}
+
+// EventJobs implements store.JobPolicy.
+func (Policy) EventJobs(ev *store.Event, id int64) []river.InsertManyParams {
+	if ev.Kind == store.KindIgnored {
+		return nil
+	}
+	var jobs []river.InsertManyParams
+	if ev.ExternalUserID != "" {
+		jobs = append(jobs, river.InsertManyParams{Args: Job{What: JobEvent, EventID: id, Subject: ev.ExternalUserID}})
+	}
+	for _, m := range ev.Members {
+		jobs = append(jobs, river.InsertManyParams{Args: Job{What: JobEvent, EventID: id, Subject: m}})
+	}
+	return jobs
+}
+
+// NotificationJobs implements store.JobPolicy.
+func (p Policy) NotificationJobs(l store.Link) []river.InsertManyParams {
+	if !p.Notify {
+		return nil
+	}
+	return []river.InsertManyParams{{Args: Job{What: JobNotification, Subject: strconv.FormatInt(l.ID, 10)}}}
+}
+
+// PendingIDJobs implements store.JobPolicy.
+func (p Policy) PendingIDJobs(f store.FanInput) []river.InsertManyParams {
+	if !p.PendingIDs {
+		return nil
+	}
+	return []river.InsertManyParams{{Args: Job{What: JobPendingID, Subject: f.UnionID}}}
+}
+
+// RegisterJob implements store.JobPolicy.
+func (Policy) RegisterJob(f store.FanInput, priority int) river.InsertManyParams {
+	return river.InsertManyParams{Args: Job{What: JobRegister, Subject: f.UnionID}, InsertOpts: &river.InsertOpts{
+		Priority: priority,
+		UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: []rivertype.JobState{
+			rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateRetryable,
+			rivertype.JobStateRunning, rivertype.JobStateScheduled,
+		}},
+	}}
+}
