@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pendinglink/pendinglink/handlers"
+	"github.com/pendinglink/pendinglink/pipeline"
 	"github.com/pendinglink/pendinglink/store"
 	"github.com/pendinglink/pendinglink/wecom"
 	"github.com/pendinglink/pendinglink/wecom/wecomtest"
@@ -340,8 +341,8 @@ func TestE2E_ExpiryAndRenewal(t *testing.T) {
 		w.wc.Clock.Advance(store.PendingIDLifetime - 6*24*time.Hour)
 		w.waitFor("the renewer to re-register the expiring fan", func() bool { return w.calls.registrations(p.UnionID) >= 2 })
 		require.Equal(t, 1, w.calls.registrations(linked.UnionID), "a linked fan is not renewed")
-		for _, j := range w.jobs(store.RegisterArgs{}.Kind()) {
-			var a store.RegisterArgs
+		for _, j := range w.jobs(pipeline.RegisterArgs{}.Kind()) {
+			var a pipeline.RegisterArgs
 			require.NoError(t, json.Unmarshal(j.EncodedArgs, &a))
 			require.Equal(t, p.UnionID, a.UnionID, "only the unmatched fan gets a register job")
 		}
@@ -382,7 +383,7 @@ func TestE2E_ExpiryAndRenewal(t *testing.T) {
 		runs := done()
 		w.waitFor("three more renew runs", func() bool { return done() >= runs+3 })
 		w.waitFor("no registration in flight", func() bool {
-			return len(w.jobs(store.RegisterArgs{}.Kind(), rivertype.JobStateAvailable, rivertype.JobStateRunning,
+			return len(w.jobs(pipeline.RegisterArgs{}.Kind(), rivertype.JobStateAvailable, rivertype.JobStateRunning,
 				rivertype.JobStateRetryable, rivertype.JobStateScheduled, rivertype.JobStatePending)) == 0
 		})
 		require.Equal(t, []string{fr.PendingID}, pendingIDs(w.getFan(p.UnionID)), "WeCom returned the same id")
@@ -413,7 +414,7 @@ func TestE2E_QuotaExhaustion(t *testing.T) {
 	br := w.registerBatch(ps)
 	require.Equal(t, handlers.BatchResponse{Accepted: fans, Queued: fans}, br)
 
-	register := store.RegisterArgs{}.Kind()
+	register := pipeline.RegisterArgs{}.Kind()
 	settle := func(want int) {
 		t.Helper()
 		w.waitFor(fmt.Sprintf("%d fans registered and %d waiting", want, fans-want), func() bool {
@@ -589,7 +590,7 @@ func TestE2E_Webhook(t *testing.T) {
 		seen []hookDelivery
 	)
 	hook := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		d := hookDelivery{delivery: r.Header.Get(handlers.DeliveryHeader), signature: r.Header.Get(handlers.SignatureHeader)}
+		d := hookDelivery{delivery: r.Header.Get(pipeline.DeliveryHeader), signature: r.Header.Get(pipeline.SignatureHeader)}
 		d.body, _ = io.ReadAll(r.Body)
 		_ = json.Unmarshal(d.body, &d.msg)
 		mu.Lock()

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,7 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,6 +20,8 @@ import (
 
 	"github.com/pendinglink/pendinglink/crypto"
 	"github.com/pendinglink/pendinglink/handlers"
+	"github.com/pendinglink/pendinglink/pipeline"
+	"github.com/pendinglink/pendinglink/pipeline/pipelinetest"
 	"github.com/pendinglink/pendinglink/store"
 	"github.com/pendinglink/pendinglink/store/storetest"
 	"github.com/pendinglink/pendinglink/wecom"
@@ -29,88 +29,6 @@ import (
 
 // apiNow is the fixed time of the API tests' store and pipeline.
 var apiNow = time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC)
-
-// fakeWeCom is a WeComAPI whose methods are set per test. An unset method
-// fails the call, so a test states every call it expects.
-type fakeWeCom struct {
-	UnionIDToPendingIDFunc        func(ctx context.Context, unionID, openID string) (string, error)
-	UnionIDToExternalUserIDFunc   func(ctx context.Context, unionID, openID, corpID string) ([]wecom.ExternalUserIDInfo, error)
-	ExternalUserIDToPendingIDFunc func(ctx context.Context, corpID, chatID string, ids []string) ([]wecom.PendingResult, error)
-	StatsFunc                     func() wecom.Stats
-
-	mu    sync.Mutex
-	calls []string // "api unionid openid", in call order
-}
-
-var (
-	_ handlers.WeComAPI                = (*fakeWeCom)(nil)
-	_ interface{ Stats() wecom.Stats } = (*fakeWeCom)(nil)
-)
-
-func (f *fakeWeCom) record(call string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls = append(f.calls, call)
-}
-
-// Calls returns a copy of the calls made so far.
-func (f *fakeWeCom) Calls() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]string(nil), f.calls...)
-}
-
-func (f *fakeWeCom) UnionIDToPendingID(ctx context.Context, unionID, openID string) (string, error) {
-	f.record("unionid_to_pending_id " + unionID + " " + openID)
-	if f.UnionIDToPendingIDFunc == nil {
-		return "", errors.New("fakeWeCom: unexpected UnionIDToPendingID")
-	}
-	return f.UnionIDToPendingIDFunc(ctx, unionID, openID)
-}
-
-func (f *fakeWeCom) UnionIDToExternalUserID(ctx context.Context, unionID, openID, corpID string) ([]wecom.ExternalUserIDInfo, error) {
-	f.record("unionid_to_external_userid " + unionID + " " + openID)
-	if f.UnionIDToExternalUserIDFunc == nil {
-		return nil, errors.New("fakeWeCom: unexpected UnionIDToExternalUserID")
-	}
-	return f.UnionIDToExternalUserIDFunc(ctx, unionID, openID, corpID)
-}
-
-func (f *fakeWeCom) ExternalUserIDToPendingID(ctx context.Context, corpID, chatID string, ids []string) ([]wecom.PendingResult, error) {
-	f.record("external_userid_to_pending_id " + corpID + " " + strings.Join(ids, ","))
-	if f.ExternalUserIDToPendingIDFunc == nil {
-		return nil, errors.New("fakeWeCom: unexpected ExternalUserIDToPendingID")
-	}
-	return f.ExternalUserIDToPendingIDFunc(ctx, corpID, chatID, ids)
-}
-
-func (f *fakeWeCom) Stats() wecom.Stats {
-	if f.StatsFunc == nil {
-		return wecom.Stats{}
-	}
-	return f.StatsFunc()
-}
-
-// fakeQuota is the registration limiter as the API sees it.
-type fakeQuota struct {
-	next  time.Time
-	usage []wecom.WindowUsage
-}
-
-func (q *fakeQuota) NextAt() time.Time          { return q.next }
-func (q *fakeQuota) Usage() []wecom.WindowUsage { return q.usage }
-
-// pendingIDs answers UnionIDToPendingID with ids, one per call.
-func pendingIDs(ids ...string) func(context.Context, string, string) (string, error) {
-	var n atomic.Int64
-	return func(context.Context, string, string) (string, error) {
-		i := int(n.Add(1)) - 1
-		if i >= len(ids) {
-			return "", errors.New("fakeWeCom: no pending_id left")
-		}
-		return ids[i], nil
-	}
-}
 
 // migratedStore holds the bytes of a freshly migrated store file, so each
 // test copies it instead of migrating its own: River's migrations dominate
@@ -148,25 +66,31 @@ func mustOpenStore(t *testing.T, cfg store.Config) *store.DB {
 // apiBundle is a server with the pipeline routes on a real store.
 type apiBundle struct {
 	db    *store.DB
-	wecom *fakeWeCom
+	wecom *pipelinetest.FakeWeCom
 	srv   *httptest.Server
 }
 
 type apiOpts struct {
-	wecom *fakeWeCom
-	quota *fakeQuota
+	wecom *pipelinetest.FakeWeCom
+	quota *pipelinetest.FakeQuota
 }
 
 func setupAPI(t *testing.T, opts apiOpts) *apiBundle {
 	t.Helper()
 	now := func() time.Time { return apiNow }
-	db := mustOpenStore(t, store.Config{Now: now})
+	db := mustOpenStore(t, store.Config{Now: now, Jobs: pipeline.Policy{}})
 	if opts.wecom == nil {
-		opts.wecom = &fakeWeCom{}
+		opts.wecom = &pipelinetest.FakeWeCom{}
 	}
-	co, err := handlers.NewCoalescer(opts.wecom, handlers.CoalescerConfig{})
+	co, err := pipeline.NewCoalescer(opts.wecom, pipeline.CoalescerConfig{})
 	require.NoError(t, err)
 	t.Cleanup(co.Close)
+	pcfg := pipeline.Config{Store: db, WeCom: opts.wecom, Coalescer: co, Now: now}
+	if opts.quota != nil {
+		pcfg.Quota = opts.quota
+	}
+	pl, err := pipeline.New(pcfg)
+	require.NoError(t, err)
 	cr, err := crypto.New(testToken, testAESKey)
 	require.NoError(t, err)
 	policy, err := handlers.NewReceiveIDPolicy(handlers.ReceiveIDAllowlist, testCorpID, []string{testDealerCorp})
@@ -176,7 +100,7 @@ func setupAPI(t *testing.T, opts apiOpts) *apiBundle {
 		Store: db, Crypt: cr, ReceiveIDs: policy, AdminToken: testAdminToken,
 		Registerer: reg, Gatherer: reg, Now: now,
 		WeCom:    opts.wecom,
-		Pipeline: &handlers.PipelineConfig{Store: db, WeCom: opts.wecom, Coalescer: co, Now: now},
+		Pipeline: pl,
 	}
 	if opts.quota != nil {
 		cfg.Quota = opts.quota
@@ -240,7 +164,7 @@ func TestAPI_RegisterFan(t *testing.T) {
 
 	t.Run("CreatedWhenWeComAnswers", func(t *testing.T) {
 		t.Parallel()
-		b := setupAPI(t, apiOpts{wecom: &fakeWeCom{UnionIDToPendingIDFunc: pendingIDs("p-1")}})
+		b := setupAPI(t, apiOpts{wecom: &pipelinetest.FakeWeCom{UnionIDToPendingIDFunc: pipelinetest.PendingIDs("p-1")}})
 		code, body := b.do(t, http.MethodPost, "/v1/fans", fan)
 		require.Equal(t, http.StatusCreated, code, string(body))
 		got := decodeAs[map[string]any](t, body)
@@ -255,7 +179,7 @@ func TestAPI_RegisterFan(t *testing.T) {
 
 	t.Run("CreatedLinksCustomerResolvedEarlier", func(t *testing.T) {
 		t.Parallel()
-		b := setupAPI(t, apiOpts{wecom: &fakeWeCom{UnionIDToPendingIDFunc: pendingIDs("p-1")}})
+		b := setupAPI(t, apiOpts{wecom: &pipelinetest.FakeWeCom{UnionIDToPendingIDFunc: pipelinetest.PendingIDs("p-1")}})
 		_, err := b.db.RecordResolution(t.Context(), store.Resolution{CorpID: testDealerCorp, ExternalUserID: "wmtest1", PendingID: "p-1"})
 		require.NoError(t, err)
 		code, body := b.do(t, http.MethodPost, "/v1/fans", fan)
@@ -268,7 +192,7 @@ func TestAPI_RegisterFan(t *testing.T) {
 
 	t.Run("OKWhenAlreadyRegistered", func(t *testing.T) {
 		t.Parallel()
-		b := setupAPI(t, apiOpts{wecom: &fakeWeCom{UnionIDToPendingIDFunc: pendingIDs("p-1")}})
+		b := setupAPI(t, apiOpts{wecom: &pipelinetest.FakeWeCom{UnionIDToPendingIDFunc: pipelinetest.PendingIDs("p-1")}})
 		code, _ := b.do(t, http.MethodPost, "/v1/fans", fan)
 		require.Equal(t, http.StatusCreated, code)
 		code, body := b.do(t, http.MethodPost, "/v1/fans", fan)
@@ -292,14 +216,14 @@ func TestAPI_RegisterFan(t *testing.T) {
 		)
 		require.NoError(t, b.db.SQL().QueryRowContext(t.Context(),
 			`SELECT json(args), queue, priority FROM river_job WHERE kind = 'register'`).Scan(&args, &queue, &priority))
-		require.Equal(t, store.QueueRegister, queue)
-		require.Equal(t, handlers.PriorityInteractive, priority)
-		require.Equal(t, store.RegisterArgs{UnionID: "test-u1", OpenID: "o-test-u1"}, decodeAs[store.RegisterArgs](t, args))
+		require.Equal(t, pipeline.QueueRegister, queue)
+		require.Equal(t, pipeline.PriorityInteractive, priority)
+		require.Equal(t, pipeline.RegisterArgs{UnionID: "test-u1", OpenID: "o-test-u1"}, decodeAs[pipeline.RegisterArgs](t, args))
 	}
 
 	t.Run("AcceptedWhenWeComBusy", func(t *testing.T) {
 		t.Parallel()
-		b := setupAPI(t, apiOpts{wecom: &fakeWeCom{UnionIDToPendingIDFunc: func(context.Context, string, string) (string, error) {
+		b := setupAPI(t, apiOpts{wecom: &pipelinetest.FakeWeCom{UnionIDToPendingIDFunc: func(context.Context, string, string) (string, error) {
 			return "", &wecom.APIError{API: "corpgroup/unionid_to_pending_id", Code: wecom.CodeSystemBusy, Msg: "system busy"}
 		}}})
 		code, body := b.do(t, http.MethodPost, "/v1/fans", fan)
@@ -309,7 +233,7 @@ func TestAPI_RegisterFan(t *testing.T) {
 
 	t.Run("AcceptedWhenWeComRateLimits", func(t *testing.T) {
 		t.Parallel()
-		b := setupAPI(t, apiOpts{wecom: &fakeWeCom{UnionIDToPendingIDFunc: func(context.Context, string, string) (string, error) {
+		b := setupAPI(t, apiOpts{wecom: &pipelinetest.FakeWeCom{UnionIDToPendingIDFunc: func(context.Context, string, string) (string, error) {
 			return "", &wecom.APIError{API: "corpgroup/unionid_to_pending_id", Code: wecom.CodeAPIFreqOutOfLimit, Msg: "api freq out of limit"}
 		}}})
 		code, body := b.do(t, http.MethodPost, "/v1/fans", fan)
@@ -318,7 +242,7 @@ func TestAPI_RegisterFan(t *testing.T) {
 
 	t.Run("AcceptedWithoutCallWhenQuotaNotFree", func(t *testing.T) {
 		t.Parallel()
-		b := setupAPI(t, apiOpts{quota: &fakeQuota{next: apiNow.Add(time.Minute)}})
+		b := setupAPI(t, apiOpts{quota: &pipelinetest.FakeQuota{Next: apiNow.Add(time.Minute)}})
 		code, body := b.do(t, http.MethodPost, "/v1/fans", fan)
 		queued(t, b, code, body)
 		require.Empty(t, b.wecom.Calls())
@@ -327,8 +251,8 @@ func TestAPI_RegisterFan(t *testing.T) {
 	t.Run("CreatedWhenQuotaFree", func(t *testing.T) {
 		t.Parallel()
 		b := setupAPI(t, apiOpts{
-			wecom: &fakeWeCom{UnionIDToPendingIDFunc: pendingIDs("p-1")},
-			quota: &fakeQuota{next: apiNow},
+			wecom: &pipelinetest.FakeWeCom{UnionIDToPendingIDFunc: pipelinetest.PendingIDs("p-1")},
+			quota: &pipelinetest.FakeQuota{Next: apiNow},
 		})
 		code, body := b.do(t, http.MethodPost, "/v1/fans", fan)
 		require.Equal(t, http.StatusCreated, code, string(body))
@@ -336,7 +260,7 @@ func TestAPI_RegisterFan(t *testing.T) {
 
 	t.Run("UnprocessableWhenWeComRefuses", func(t *testing.T) {
 		t.Parallel()
-		b := setupAPI(t, apiOpts{wecom: &fakeWeCom{UnionIDToPendingIDFunc: func(context.Context, string, string) (string, error) {
+		b := setupAPI(t, apiOpts{wecom: &pipelinetest.FakeWeCom{UnionIDToPendingIDFunc: func(context.Context, string, string) (string, error) {
 			return "", &wecom.APIError{API: "corpgroup/unionid_to_pending_id", Code: 610014, Msg: "invalid unionid"}
 		}}})
 		code, body := b.do(t, http.MethodPost, "/v1/fans", fan)
@@ -386,7 +310,7 @@ func TestAPI_RegisterFans(t *testing.T) {
 		// test-u0 already holds a live pending_id.
 		_, err := b.db.RegisterFans(t.Context(), fans(1), store.RegisterOpts{NoJob: true})
 		require.NoError(t, err)
-		_, err = b.db.RecordFanPendingID(t.Context(), "test-u0", "p-0", false)
+		_, err = b.db.RecordFanPendingID(t.Context(), "test-u0", "p-0")
 		require.NoError(t, err)
 
 		code, body := b.do(t, http.MethodPost, "/v1/fans/batch", fans(3))
@@ -409,7 +333,7 @@ func TestAPI_RegisterFans(t *testing.T) {
 		b := setupAPI(t, apiOpts{})
 		_, err := b.db.RegisterFans(t.Context(), fans(1), store.RegisterOpts{NoJob: true})
 		require.NoError(t, err)
-		_, err = b.db.RecordFanPendingID(t.Context(), "test-u0", "p-0", false)
+		_, err = b.db.RecordFanPendingID(t.Context(), "test-u0", "p-0")
 		require.NoError(t, err)
 		same := make([]store.FanInput, handlers.MaxFansPerBatch)
 		for i := range same {
@@ -460,7 +384,7 @@ func TestAPI_GetFan(t *testing.T) {
 		b := setupAPI(t, apiOpts{})
 		_, err := b.db.RegisterFans(t.Context(), []store.FanInput{{UnionID: "test-u1", OpenID: "o-1"}}, store.RegisterOpts{NoJob: true})
 		require.NoError(t, err)
-		_, err = b.db.RecordFanPendingID(t.Context(), "test-u1", "p-1", false)
+		_, err = b.db.RecordFanPendingID(t.Context(), "test-u1", "p-1")
 		require.NoError(t, err)
 		code, body := b.do(t, http.MethodGet, "/v1/fans/test-u1", nil)
 		require.Equal(t, http.StatusOK, code)
@@ -480,7 +404,7 @@ func TestAPI_FindLinks(t *testing.T) {
 	// Three links of test-u1, in three corps.
 	_, err := b.db.RegisterFans(t.Context(), []store.FanInput{{UnionID: "test-u1", OpenID: "o-1"}}, store.RegisterOpts{NoJob: true})
 	require.NoError(t, err)
-	_, err = b.db.RecordFanPendingID(t.Context(), "test-u1", "p-1", false)
+	_, err = b.db.RecordFanPendingID(t.Context(), "test-u1", "p-1")
 	require.NoError(t, err)
 	for _, corp := range []string{"wwtestc1", "wwtestc2", "wwtestc3"} {
 		_, err := b.db.RecordResolution(t.Context(), store.Resolution{CorpID: corp, ExternalUserID: "wm-" + corp, PendingID: "p-1"})
@@ -601,19 +525,19 @@ func TestAPI_RequiresToken(t *testing.T) {
 
 func TestAPI_Status(t *testing.T) {
 	t.Parallel()
-	fw := &fakeWeCom{StatsFunc: func() wecom.Stats {
+	fw := &pipelinetest.FakeWeCom{StatsFunc: func() wecom.Stats {
 		return wecom.Stats{
 			Calls:  map[string]int64{"corpgroup/unionid_to_pending_id": 7},
 			Errors: map[int]int64{wecom.CodeSystemBusy: 2},
 		}
 	}}
-	quota := &fakeQuota{usage: []wecom.WindowUsage{{Length: time.Hour, Limit: 100000, Used: 7}}}
+	quota := &pipelinetest.FakeQuota{Windows: []wecom.WindowUsage{{Length: time.Hour, Limit: 100000, Used: 7}}}
 	b := setupAPI(t, apiOpts{wecom: fw, quota: quota})
 
 	// One registered fan linked to one customer; one pending and one failed event.
 	_, err := b.db.RegisterFans(t.Context(), []store.FanInput{{UnionID: "test-u1", OpenID: "o-1"}}, store.RegisterOpts{NoJob: true})
 	require.NoError(t, err)
-	_, err = b.db.RecordFanPendingID(t.Context(), "test-u1", "p-1", false)
+	_, err = b.db.RecordFanPendingID(t.Context(), "test-u1", "p-1")
 	require.NoError(t, err)
 	resolved := storetest.NewEvent(store.KindAddExternalContact)
 	_, err = b.db.SaveEvent(t.Context(), resolved)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/pendinglink/pendinglink/crypto"
 	"github.com/pendinglink/pendinglink/handlers"
+	"github.com/pendinglink/pendinglink/pipeline"
 	"github.com/pendinglink/pendinglink/store"
 	"github.com/pendinglink/pendinglink/wecom"
 )
@@ -51,10 +52,7 @@ type setupOpts struct {
 
 func setup(t *testing.T, opts setupOpts) *testBundle {
 	t.Helper()
-	ctx := context.Background()
-	db, err := store.Open(ctx, store.Config{DSN: t.TempDir() + "/test.db"})
-	require.NoError(t, err)
-	t.Cleanup(func() { db.Close() })
+	db := mustOpenStore(t, store.Config{Jobs: pipeline.Policy{}})
 	cr, err := crypto.New(testToken, testAESKey)
 	require.NoError(t, err)
 	if opts.mode == "" {

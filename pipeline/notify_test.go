@@ -18,11 +18,16 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/stretchr/testify/require"
 
-	"github.com/pendinglink/pendinglink/handlers"
+	"github.com/pendinglink/pendinglink/pipeline"
+	"github.com/pendinglink/pendinglink/pipeline/pipelinetest"
 	"github.com/pendinglink/pendinglink/store"
+	"github.com/pendinglink/pendinglink/store/storetest"
 )
 
 const testWebhookSecret = "test-webhook-secret"
+
+// testNow is the fixed time of the pipeline tests' store and workers.
+var testNow = time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC)
 
 // delivery is one POST the webhook received.
 type delivery struct {
@@ -111,28 +116,29 @@ func (w *webhook) All() []delivery {
 type notifyBundle struct {
 	db     *store.DB
 	events <-chan *river.Event
+	seen   map[river.EventKind][]*river.Event
 }
 
 func setupNotify(t *testing.T, wh *pipeline.Webhook) *notifyBundle {
 	t.Helper()
 	workers := river.NewWorkers()
-	now := func() time.Time { return apiNow }
-	db := mustOpenStore(t, store.Config{
-		Now: now, Notify: true, Workers: workers,
+	now := func() time.Time { return testNow }
+	db := storetest.MustOpen(t, store.Config{
+		Now: now, Jobs: pipeline.Policy{Notify: true}, Workers: workers,
 		Queues: map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 4}},
 		// SQLite has no LISTEN/NOTIFY: poll often so the test does not wait.
 		FetchCooldown: 5 * time.Millisecond, FetchPollInterval: 10 * time.Millisecond,
 	})
-	fw := &fakeWeCom{}
+	fw := &pipelinetest.FakeWeCom{}
 	co, err := pipeline.NewCoalescer(fw, pipeline.CoalescerConfig{})
 	require.NoError(t, err)
 	t.Cleanup(co.Close)
-	require.NoError(t, pipeline.AddWorkers(workers, pipeline.PipelineConfig{
-		Store: db, WeCom: fw, Coalescer: co, Webhook: wh, Now: now,
-	}))
+	pl, err := pipeline.New(pipeline.Config{Store: db, WeCom: fw, Coalescer: co, Webhook: wh, Now: now})
+	require.NoError(t, err)
+	pl.AddWorkers(workers)
 	events, cancel := db.River().Subscribe(river.EventKindJobCompleted, river.EventKindJobFailed)
 	t.Cleanup(cancel)
-	return &notifyBundle{db: db, events: events}
+	return &notifyBundle{db: db, events: events, seen: map[river.EventKind][]*river.Event{}}
 }
 
 func (b *notifyBundle) start(t *testing.T) {
@@ -140,20 +146,22 @@ func (b *notifyBundle) start(t *testing.T) {
 	require.NoError(t, b.db.Start(t.Context()))
 }
 
-// waitJobs waits until n notify jobs reached kind, and returns those events.
+// waitJobs waits until n more notify jobs reached kind, and returns those
+// events. Events of other kinds are kept for a later call: River reports a
+// batch of outcomes in no particular order.
 func (b *notifyBundle) waitJobs(t *testing.T, kind river.EventKind, n int) []*river.Event {
 	t.Helper()
-	var out []*river.Event
-	for len(out) < n {
+	deadline := time.After(30 * time.Second)
+	for len(b.seen[kind]) < n {
 		select {
 		case ev := <-b.events:
-			if ev.Kind == kind {
-				out = append(out, ev)
-			}
-		case <-time.After(30 * time.Second):
-			t.Fatalf("%d of %d notify jobs reached %s", len(out), n, kind)
+			b.seen[ev.Kind] = append(b.seen[ev.Kind], ev)
+		case <-deadline:
+			t.Fatalf("%d of %d notify jobs reached %s", len(b.seen[kind]), n, kind)
 		}
 	}
+	out := b.seen[kind][:n]
+	b.seen[kind] = b.seen[kind][n:]
 	return out
 }
 
@@ -162,7 +170,7 @@ func (b *notifyBundle) link(t *testing.T) store.Link {
 	t.Helper()
 	_, err := b.db.RegisterFans(t.Context(), []store.FanInput{{UnionID: "test-u1", OpenID: "o-1"}}, store.RegisterOpts{NoJob: true})
 	require.NoError(t, err)
-	_, err = b.db.RecordFanPendingID(t.Context(), "test-u1", "p-1", false)
+	_, err = b.db.RecordFanPendingID(t.Context(), "test-u1", "p-1")
 	require.NoError(t, err)
 	links, err := b.db.RecordResolution(t.Context(), store.Resolution{CorpID: "wwtestcorp", ExternalUserID: "wmtest1", PendingID: "p-1"})
 	require.NoError(t, err)
@@ -366,8 +374,8 @@ func TestPruneWorker(t *testing.T) {
 	// keeps the ones a window still counts.
 	b := setupNotify(t, nil)
 	ctx := t.Context()
-	old := apiNow.Add(-pipeline.QuotaRetention - time.Hour).Unix()
-	recent := apiNow.Add(-31 * 24 * time.Hour).Unix()
+	old := testNow.Add(-pipeline.QuotaRetention - time.Hour).Unix()
+	recent := testNow.Add(-31 * 24 * time.Hour).Unix()
 	require.NoError(t, b.db.AddQuota(ctx, "unionid_to_pending_id:wwtest", old, 5))
 	require.NoError(t, b.db.AddQuota(ctx, "unionid_to_pending_id:wwtest", recent, 7))
 
