@@ -367,24 +367,3 @@ func TestNotifyWorker(t *testing.T) {
 		require.Equal(t, int64(1), b.undelivered(t), "kept in the outbox")
 	})
 }
-
-func TestPruneWorker(t *testing.T) {
-	t.Parallel()
-	// Ensure the prune job drops quota buckets older than every window and
-	// keeps the ones a window still counts.
-	b := setupNotify(t, nil)
-	ctx := t.Context()
-	old := testNow.Add(-pipeline.QuotaRetention - time.Hour).Unix()
-	recent := testNow.Add(-31 * 24 * time.Hour).Unix()
-	require.NoError(t, b.db.AddQuota(ctx, "unionid_to_pending_id:wwtest", old, 5))
-	require.NoError(t, b.db.AddQuota(ctx, "unionid_to_pending_id:wwtest", recent, 7))
-
-	_, err := b.db.River().Insert(ctx, pipeline.PruneArgs{}, nil)
-	require.NoError(t, err)
-	b.start(t)
-	b.waitJobs(t, river.EventKindJobCompleted, 1)
-
-	got, err := b.db.LoadQuota(ctx, "unionid_to_pending_id:wwtest", 0)
-	require.NoError(t, err)
-	require.Equal(t, map[int64]int64{recent: 7}, got)
-}

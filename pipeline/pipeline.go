@@ -125,14 +125,38 @@ func New(cfg Config) (*Pipeline, error) {
 // workers need each other, so main passes an empty river.Workers to
 // store.Open, then adds the workers here before store.Start.
 func (p *Pipeline) AddWorkers(workers *river.Workers) {
+	ws := p.newWorkers()
+	river.AddWorker(workers, ws.resolve)
+	river.AddWorker(workers, ws.endLink)
+	river.AddWorker(workers, ws.register)
+	river.AddWorker(workers, ws.backfill)
+	river.AddWorker(workers, ws.renew)
+	river.AddWorker(workers, ws.notify)
+	river.AddWorker(workers, ws.prune)
+}
+
+// workerSet is one of each worker, sharing the pipeline's configuration.
+type workerSet struct {
+	resolve  *resolveWorker
+	endLink  *endLinkWorker
+	register *registerWorker
+	backfill *backfillWorker
+	renew    *renewWorker
+	notify   *notifyWorker
+	prune    *pruneWorker
+}
+
+func (p *Pipeline) newWorkers() workerSet {
 	cfg := p.cfg
-	river.AddWorker(workers, &resolveWorker{cfg: cfg, store: cfg.Store})
-	river.AddWorker(workers, &endLinkWorker{cfg: cfg, store: cfg.Store})
-	river.AddWorker(workers, &registerWorker{p: p})
-	river.AddWorker(workers, &backfillWorker{cfg: cfg, store: cfg.Store})
-	river.AddWorker(workers, &renewWorker{cfg: cfg, store: cfg.Store})
-	river.AddWorker(workers, newNotifyWorker(cfg, cfg.Store))
-	river.AddWorker(workers, &pruneWorker{cfg: cfg, store: cfg.Store})
+	return workerSet{
+		resolve:  &resolveWorker{cfg: cfg, store: cfg.Store},
+		endLink:  &endLinkWorker{cfg: cfg, store: cfg.Store},
+		register: &registerWorker{p: p},
+		backfill: &backfillWorker{cfg: cfg, store: cfg.Store},
+		renew:    &renewWorker{cfg: cfg, store: cfg.Store},
+		notify:   newNotifyWorker(cfg, cfg.Store),
+		prune:    &pruneWorker{cfg: cfg, store: cfg.Store},
+	}
 }
 
 // Status returns the pipeline's counters, with fans expiring within the

@@ -1,0 +1,14 @@
+package pipeline
+
+import "github.com/riverqueue/river"
+
+// WorkerOf returns the pipeline's worker for T's kind, for rivertest.
+func WorkerOf[T river.JobArgs](p *Pipeline) river.Worker[T] {
+	ws := p.newWorkers()
+	for _, w := range []any{ws.resolve, ws.endLink, ws.register, ws.backfill, ws.renew, ws.notify, ws.prune} {
+		if w, ok := w.(river.Worker[T]); ok {
+			return w
+		}
+	}
+	return nil
+}

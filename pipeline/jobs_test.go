@@ -1,0 +1,84 @@
+package pipeline_test
+
+import (
+	"testing"
+
+	"github.com/riverqueue/river"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pendinglink/pendinglink/pipeline"
+	"github.com/pendinglink/pendinglink/store"
+	"github.com/pendinglink/pendinglink/store/storetest"
+)
+
+func argsOf(params []river.InsertManyParams) []river.JobArgs {
+	var out []river.JobArgs
+	for _, p := range params {
+		out = append(out, p.Args)
+	}
+	return out
+}
+
+func TestPolicy_EventJobs(t *testing.T) {
+	t.Parallel()
+	var p pipeline.Policy
+
+	t.Run("AddsResolveTheirCustomer", func(t *testing.T) {
+		t.Parallel()
+		for _, kind := range []string{store.KindAddExternalContact, store.KindAddHalfExternalContact} {
+			ev := storetest.NewEvent(kind)
+			require.Equal(t, []river.JobArgs{pipeline.ResolveArgs{
+				EventID: 7, CorpID: ev.CorpID, ExternalUserID: ev.ExternalUserID, UserID: ev.UserID,
+			}}, argsOf(p.EventJobs(ev, 7)), kind)
+		}
+	})
+
+	t.Run("AddMemberResolvesEachMember", func(t *testing.T) {
+		t.Parallel()
+		ev := storetest.NewEvent(store.KindAddMember)
+		ev.Members = []string{"wmtest-a", "wmtest-b", "wmtest-c"}
+		var want []river.JobArgs
+		for _, m := range ev.Members {
+			want = append(want, pipeline.ResolveArgs{EventID: 7, CorpID: ev.CorpID, ExternalUserID: m, UserID: ev.UserID, ChatID: ev.ChatID})
+		}
+		require.Equal(t, want, argsOf(p.EventJobs(ev, 7)))
+		ev.Members = nil
+		require.Empty(t, p.EventJobs(ev, 7), "no members, nothing to resolve")
+	})
+
+	t.Run("RemovalsEndLinks", func(t *testing.T) {
+		t.Parallel()
+		for _, kind := range []string{store.KindDelExternalContact, store.KindDelFollowUser} {
+			ev := storetest.NewEvent(kind)
+			require.Equal(t, []river.JobArgs{pipeline.EndLinkArgs{
+				EventID: 7, CorpID: ev.CorpID, ExternalUserID: ev.ExternalUserID, UserID: ev.UserID,
+			}}, argsOf(p.EventJobs(ev, 7)), kind)
+		}
+	})
+
+	t.Run("OtherKindsHaveNoJob", func(t *testing.T) {
+		t.Parallel()
+		for _, kind := range []string{store.KindEditExternalContact, store.KindTransferFail, store.KindDelMember, store.KindIgnored} {
+			require.Empty(t, p.EventJobs(storetest.NewEvent(kind), 7), kind)
+		}
+	})
+}
+
+func TestPolicy_FollowUps(t *testing.T) {
+	t.Parallel()
+	fan := store.FanInput{UnionID: "test-u1", OpenID: "o-1"}
+	link := store.Link{ID: 42}
+
+	require.Empty(t, pipeline.Policy{}.NotificationJobs(link), "no webhook, notifications stay in the outbox")
+	require.Equal(t, []river.JobArgs{pipeline.NotifyArgs{LinkID: 42}}, argsOf(pipeline.Policy{Notify: true}.NotificationJobs(link)))
+	require.Equal(t, pipeline.NotifyMaxAttempts, pipeline.NotifyArgs{}.InsertOpts().MaxAttempts)
+
+	require.Empty(t, pipeline.Policy{}.PendingIDJobs(fan))
+	require.Equal(t, []river.JobArgs{pipeline.BackfillArgs(fan)}, argsOf(pipeline.Policy{Backfill: true}.PendingIDJobs(fan)))
+
+	reg := pipeline.Policy{}.RegisterJob(fan, pipeline.PriorityInteractive)
+	require.Equal(t, pipeline.RegisterArgs(fan), reg.Args)
+	require.Equal(t, pipeline.QueueRegister, reg.InsertOpts.Queue)
+	require.Equal(t, pipeline.PriorityInteractive, reg.InsertOpts.Priority)
+	require.True(t, reg.InsertOpts.UniqueOpts.ByArgs, "one register job per fan while unfinished")
+}

@@ -1,0 +1,382 @@
+package pipeline_test
+
+import (
+	"context"
+	"database/sql"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riversqlite"
+	"github.com/riverqueue/river/rivermigrate"
+	"github.com/riverqueue/river/rivertest"
+	"github.com/riverqueue/river/rivertype"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pendinglink/pendinglink/pipeline"
+	"github.com/pendinglink/pendinglink/pipeline/pipelinetest"
+	"github.com/pendinglink/pendinglink/store"
+	"github.com/pendinglink/pendinglink/store/storetest"
+	"github.com/pendinglink/pendinglink/wecom"
+)
+
+// jobDB holds a migrated River database file that each worker test copies.
+var jobDB struct {
+	once  sync.Once
+	bytes []byte
+	err   error
+}
+
+// jobTx returns a transaction on a fresh River database of the test's own,
+// for rivertest to insert and work a job in. The job's row lives there, not
+// in the store: the store's single SQLite writer connection must stay free
+// for the worker's own writes while the job's transaction is open.
+func jobTx(t *testing.T) *sql.Tx {
+	t.Helper()
+	jobDB.once.Do(func() {
+		path := filepath.Join(t.TempDir(), "jobs.db")
+		db, err := sql.Open("sqlite", path)
+		if err != nil {
+			jobDB.err = err
+			return
+		}
+		defer db.Close()
+		m, err := rivermigrate.New(riversqlite.New(db), nil)
+		if err == nil {
+			_, err = m.Migrate(context.Background(), rivermigrate.DirectionUp, nil)
+		}
+		if err == nil {
+			jobDB.bytes, err = os.ReadFile(path)
+		}
+		jobDB.err = err
+	})
+	require.NoError(t, jobDB.err)
+	path := filepath.Join(t.TempDir(), "jobs.db")
+	require.NoError(t, os.WriteFile(path, jobDB.bytes, 0o600))
+	db, err := sql.Open("sqlite", path)
+	require.NoError(t, err)
+	db.SetMaxOpenConns(1)
+	t.Cleanup(func() { db.Close() })
+	tx, err := db.BeginTx(t.Context(), nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = tx.Rollback() })
+	return tx
+}
+
+// workerBundle is a store, a fake WeCom and the pipeline's workers, each
+// worked one job at a time with rivertest.
+type workerBundle struct {
+	db    *store.DB
+	wecom *pipelinetest.FakeWeCom
+	pl    *pipeline.Pipeline
+}
+
+func setupWorkers(t *testing.T, mutate func(*pipeline.Config)) *workerBundle {
+	t.Helper()
+	now := func() time.Time { return testNow }
+	db := storetest.MustOpen(t, store.Config{Now: now, Jobs: pipeline.Policy{}})
+	fw := &pipelinetest.FakeWeCom{}
+	co, err := pipeline.NewCoalescer(fw, pipeline.CoalescerConfig{Window: time.Millisecond})
+	require.NoError(t, err)
+	t.Cleanup(co.Close)
+	cfg := pipeline.Config{Store: db, WeCom: fw, Coalescer: co, Now: now}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	pl, err := pipeline.New(cfg)
+	require.NoError(t, err)
+	return &workerBundle{db: db, wecom: fw, pl: pl}
+}
+
+// withAttempt makes the job's attempt the nth (n > 1 is a retry).
+func withAttempt(n int) func(*rivertype.JobRow) {
+	return func(j *rivertype.JobRow) { j.Attempt = n - 1 }
+}
+
+// work inserts a job with args in a scratch transaction, works it with the
+// pipeline's worker for its kind, and returns River's outcome.
+func work[T river.JobArgs](t *testing.T, b *workerBundle, args T, opts ...func(*rivertype.JobRow)) (*rivertest.WorkResult, error) {
+	t.Helper()
+	tx := jobTx(t)
+	worker := pipeline.WorkerOf[T](b.pl)
+	require.NotNil(t, worker, "no worker for %s", args.Kind())
+	w := rivertest.NewWorker(t, riversqlite.New(nil), &river.Config{}, worker)
+	client, err := river.NewClient(riversqlite.New(nil), &river.Config{})
+	require.NoError(t, err)
+	ins, err := client.InsertTx(t.Context(), tx, args, nil)
+	require.NoError(t, err)
+	for _, o := range opts {
+		o(ins.Job)
+	}
+	return w.WorkJob(t.Context(), t, tx, ins.Job)
+}
+
+// mustWork is work for a job expected to end without an error of its own
+// (completed, snoozed or cancelled).
+func mustWork[T river.JobArgs](t *testing.T, b *workerBundle, args T, opts ...func(*rivertype.JobRow)) *rivertest.WorkResult {
+	t.Helper()
+	res, err := work(t, b, args, opts...)
+	require.NoError(t, err)
+	return res
+}
+
+// saveAdd stores an add_external_contact event and returns it.
+func (b *workerBundle) saveAdd(t *testing.T) *store.Event {
+	t.Helper()
+	ev := storetest.NewEvent(store.KindAddExternalContact)
+	_, err := b.db.SaveEvent(t.Context(), ev)
+	require.NoError(t, err)
+	return ev
+}
+
+func (b *workerBundle) eventState(t *testing.T, id int64) *store.Event {
+	t.Helper()
+	ev, err := b.db.FindEventByID(t.Context(), id)
+	require.NoError(t, err)
+	return ev
+}
+
+// registerFan stores a fan holding pendingID.
+func (b *workerBundle) registerFan(t *testing.T, unionID, pendingID string) {
+	t.Helper()
+	_, err := b.db.RegisterFans(t.Context(), []store.FanInput{{UnionID: unionID, OpenID: "o-" + unionID}}, store.RegisterOpts{NoJob: true})
+	require.NoError(t, err)
+	_, err = b.db.RecordFanPendingID(t.Context(), unionID, pendingID)
+	require.NoError(t, err)
+}
+
+func resolveArgs(ev *store.Event) pipeline.ResolveArgs {
+	return pipeline.ResolveArgs{EventID: ev.ID, CorpID: ev.CorpID, ExternalUserID: ev.ExternalUserID, UserID: ev.UserID}
+}
+
+func apiError(api string, code int) error {
+	return &wecom.APIError{API: api, Code: code, Msg: "test"}
+}
+
+func TestResolveWorker(t *testing.T) {
+	t.Parallel()
+
+	t.Run("LinksRegisteredFan", func(t *testing.T) {
+		t.Parallel()
+		b := setupWorkers(t, nil)
+		b.registerFan(t, "test-u1", "p-1")
+		ev := b.saveAdd(t)
+		b.wecom.ExternalUserIDToPendingIDFunc = func(_ context.Context, _, _ string, ids []string) ([]wecom.PendingResult, error) {
+			return []wecom.PendingResult{{ExternalUserID: ids[0], PendingID: "p-1"}}, nil
+		}
+
+		res := mustWork(t, b, resolveArgs(ev))
+		require.Equal(t, river.EventKindJobCompleted, res.EventKind)
+		require.Equal(t, store.EventResolved, b.eventState(t, ev.ID).State)
+		links, err := b.db.FindLinks(t.Context(), store.LinkFilter{UnionID: "test-u1"})
+		require.NoError(t, err)
+		require.Len(t, links, 1)
+		require.Equal(t, ev.ExternalUserID, links[0].ExternalUserID)
+	})
+
+	t.Run("NotCustomerYetSnoozesOnce", func(t *testing.T) {
+		t.Parallel()
+		b := setupWorkers(t, func(c *pipeline.Config) { c.NotCustomerYetDelay = time.Hour })
+		ev := b.saveAdd(t)
+		b.wecom.ExternalUserIDToPendingIDFunc = func(context.Context, string, string, []string) ([]wecom.PendingResult, error) {
+			return nil, apiError("corpgroup/batch/external_userid_to_pending_id", wecom.CodeNotCustomerYet)
+		}
+
+		res := mustWork(t, b, resolveArgs(ev))
+		require.Equal(t, river.EventKindJobSnoozed, res.EventKind)
+		require.WithinDuration(t, time.Now().Add(time.Hour), res.Job.ScheduledAt, 10*time.Minute, "snoozed for NotCustomerYetDelay")
+		require.Equal(t, store.EventPending, b.eventState(t, ev.ID).State)
+
+		// The retry (attempt 2) records the customer as unmatched instead.
+		res = mustWork(t, b, resolveArgs(ev), withAttempt(2))
+		require.Equal(t, river.EventKindJobCompleted, res.EventKind)
+		got := b.eventState(t, ev.ID)
+		require.Equal(t, store.EventUnmatched, got.State)
+	})
+
+	t.Run("EmptyAnswerSnoozesThenUnmatched", func(t *testing.T) {
+		t.Parallel()
+		b := setupWorkers(t, nil)
+		ev := b.saveAdd(t)
+		b.wecom.ExternalUserIDToPendingIDFunc = func(context.Context, string, string, []string) ([]wecom.PendingResult, error) {
+			return nil, nil
+		}
+		require.Equal(t, river.EventKindJobSnoozed, mustWork(t, b, resolveArgs(ev)).EventKind)
+		require.Equal(t, river.EventKindJobCompleted, mustWork(t, b, resolveArgs(ev), withAttempt(2)).EventKind)
+		require.Equal(t, store.EventUnmatched, b.eventState(t, ev.ID).State)
+	})
+
+	t.Run("RateLimitSnoozes", func(t *testing.T) {
+		t.Parallel()
+		b := setupWorkers(t, nil)
+		ev := b.saveAdd(t)
+		b.wecom.ExternalUserIDToPendingIDFunc = func(context.Context, string, string, []string) ([]wecom.PendingResult, error) {
+			return nil, apiError("corpgroup/batch/external_userid_to_pending_id", wecom.CodeAPIFreqOutOfLimit)
+		}
+		require.Equal(t, river.EventKindJobSnoozed, mustWork(t, b, resolveArgs(ev)).EventKind)
+		require.Equal(t, store.EventPending, b.eventState(t, ev.ID).State)
+	})
+
+	t.Run("PermanentErrorCancelsAndFailsEvent", func(t *testing.T) {
+		t.Parallel()
+		b := setupWorkers(t, nil)
+		ev := b.saveAdd(t)
+		b.wecom.ExternalUserIDToPendingIDFunc = func(context.Context, string, string, []string) ([]wecom.PendingResult, error) {
+			return nil, apiError("corpgroup/batch/external_userid_to_pending_id", wecom.CodeNoPermission)
+		}
+		require.Equal(t, river.EventKindJobCancelled, mustWork(t, b, resolveArgs(ev)).EventKind)
+		got := b.eventState(t, ev.ID)
+		require.Equal(t, store.EventFailed, got.State)
+		require.Contains(t, got.Reason, "errcode 48002")
+	})
+
+	t.Run("TransientErrorRetries", func(t *testing.T) {
+		t.Parallel()
+		b := setupWorkers(t, nil)
+		ev := b.saveAdd(t)
+		b.wecom.ExternalUserIDToPendingIDFunc = func(context.Context, string, string, []string) ([]wecom.PendingResult, error) {
+			return nil, apiError("corpgroup/batch/external_userid_to_pending_id", wecom.CodeSystemBusy)
+		}
+		res, err := work(t, b, resolveArgs(ev))
+		require.ErrorContains(t, err, "errcode -1")
+		require.Equal(t, river.EventKindJobFailed, res.EventKind, "River retries with backoff")
+		require.Equal(t, store.EventPending, b.eventState(t, ev.ID).State)
+	})
+}
+
+func TestEndLinkWorker(t *testing.T) {
+	t.Parallel()
+
+	t.Run("EndsTheCustomersLinks", func(t *testing.T) {
+		t.Parallel()
+		b := setupWorkers(t, nil)
+		b.registerFan(t, "test-u1", "p-1")
+		_, err := b.db.RecordResolution(t.Context(), store.Resolution{CorpID: "wwtestcorp", ExternalUserID: "wmtest1", PendingID: "p-1"})
+		require.NoError(t, err)
+		del := storetest.NewEvent(store.KindDelExternalContact)
+		del.ExternalUserID = "wmtest1"
+		_, err = b.db.SaveEvent(t.Context(), del)
+		require.NoError(t, err)
+
+		res := mustWork(t, b, pipeline.EndLinkArgs{EventID: del.ID, CorpID: del.CorpID, ExternalUserID: del.ExternalUserID, UserID: del.UserID})
+		require.Equal(t, river.EventKindJobCompleted, res.EventKind)
+		links, err := b.db.FindLinks(t.Context(), store.LinkFilter{UnionID: "test-u1"})
+		require.NoError(t, err)
+		require.Len(t, links, 1)
+		require.False(t, links[0].Active)
+		require.Equal(t, store.EventResolved, b.eventState(t, del.ID).State)
+	})
+}
+
+func TestRegisterWorker(t *testing.T) {
+	t.Parallel()
+
+	fan := store.FanInput{UnionID: "test-u1", OpenID: "o-test-u1"}
+	setup := func(t *testing.T) *workerBundle {
+		b := setupWorkers(t, nil)
+		_, err := b.db.RegisterFans(t.Context(), []store.FanInput{fan}, store.RegisterOpts{NoJob: true})
+		require.NoError(t, err)
+		return b
+	}
+
+	t.Run("RecordsPendingID", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.wecom.UnionIDToPendingIDFunc = pipelinetest.PendingIDs("p-1")
+		require.Equal(t, river.EventKindJobCompleted, mustWork(t, b, pipeline.RegisterArgs(fan)).EventKind)
+		got, err := b.db.FindFan(t.Context(), fan.UnionID)
+		require.NoError(t, err)
+		require.Equal(t, "p-1", got.PendingID)
+	})
+
+	t.Run("PermanentErrorCancelsAndFailsFan", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.wecom.UnionIDToPendingIDFunc = func(context.Context, string, string) (string, error) {
+			return "", apiError("corpgroup/unionid_to_pending_id", 610014)
+		}
+		require.Equal(t, river.EventKindJobCancelled, mustWork(t, b, pipeline.RegisterArgs(fan)).EventKind)
+		got, err := b.db.FindFan(t.Context(), fan.UnionID)
+		require.NoError(t, err)
+		require.Equal(t, store.FanFailed, got.State)
+		require.Contains(t, got.LastError, "610014")
+	})
+
+	t.Run("RateLimitSnoozesAndKeepsFan", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.wecom.UnionIDToPendingIDFunc = func(context.Context, string, string) (string, error) {
+			return "", apiError("corpgroup/unionid_to_pending_id", wecom.CodeAPIFreqOutOfLimit)
+		}
+		require.Equal(t, river.EventKindJobSnoozed, mustWork(t, b, pipeline.RegisterArgs(fan)).EventKind)
+		got, err := b.db.FindFan(t.Context(), fan.UnionID)
+		require.NoError(t, err)
+		require.Equal(t, store.FanNew, got.State)
+	})
+}
+
+func TestBackfillWorker(t *testing.T) {
+	t.Parallel()
+	b := setupWorkers(t, nil)
+	b.registerFan(t, "test-u1", "p-1")
+	b.wecom.UnionIDToExternalUserIDFunc = func(context.Context, string, string, string) ([]wecom.ExternalUserIDInfo, error) {
+		return []wecom.ExternalUserIDInfo{{CorpID: "wwdealer", ExternalUserID: "wmold"}}, nil
+	}
+	res := mustWork(t, b, pipeline.BackfillArgs{UnionID: "test-u1", OpenID: "o-test-u1"})
+	require.Equal(t, river.EventKindJobCompleted, res.EventKind)
+	links, err := b.db.FindLinks(t.Context(), store.LinkFilter{UnionID: "test-u1"})
+	require.NoError(t, err)
+	require.Len(t, links, 1)
+	require.Equal(t, "wmold", links[0].ExternalUserID)
+
+	// A fan the store does not know is cancelled, not retried.
+	res = mustWork(t, b, pipeline.BackfillArgs{UnionID: "test-nobody", OpenID: "o"})
+	require.Equal(t, river.EventKindJobCancelled, res.EventKind)
+}
+
+func TestRenewWorker(t *testing.T) {
+	t.Parallel()
+
+	t.Run("QueuesExpiringFansWithinSpareQuota", func(t *testing.T) {
+		t.Parallel()
+		quota := &pipelinetest.FakeQuota{Windows: []wecom.WindowUsage{{Length: time.Hour, Limit: 10, Used: 6}}}
+		b := setupWorkers(t, func(c *pipeline.Config) { c.Quota = quota; c.RenewBefore = 100 * 24 * time.Hour })
+		for _, u := range []string{"test-u1", "test-u2", "test-u3"} {
+			b.registerFan(t, u, "p-"+u)
+		}
+		require.Equal(t, river.EventKindJobCompleted, mustWork(t, b, pipeline.RenewArgs{}).EventKind)
+		n, err := b.db.CountJobs(t.Context(), pipeline.RegisterArgs{}.Kind())
+		require.NoError(t, err)
+		require.Equal(t, int64(2), n, "half of the 4 calls left in the window")
+	})
+
+	t.Run("WaitsWhileRegistrationsAreQueued", func(t *testing.T) {
+		t.Parallel()
+		b := setupWorkers(t, func(c *pipeline.Config) { c.RenewBefore = 100 * 24 * time.Hour })
+		b.registerFan(t, "test-u1", "p-1")
+		_, err := b.db.RegisterFans(t.Context(), []store.FanInput{{UnionID: "test-u2", OpenID: "o"}}, store.RegisterOpts{Priority: pipeline.PriorityBulk})
+		require.NoError(t, err)
+		require.Equal(t, river.EventKindJobCompleted, mustWork(t, b, pipeline.RenewArgs{}).EventKind)
+		n, err := b.db.CountJobs(t.Context(), pipeline.RegisterArgs{}.Kind())
+		require.NoError(t, err)
+		require.Equal(t, int64(1), n, "only the bulk registration")
+	})
+}
+
+func TestPruneWorker(t *testing.T) {
+	t.Parallel()
+	// Ensure the prune job drops quota buckets older than every window and
+	// keeps the ones a window still counts.
+	b := setupWorkers(t, nil)
+	old := testNow.Add(-pipeline.QuotaRetention - time.Hour).Unix()
+	recent := testNow.Add(-31 * 24 * time.Hour).Unix()
+	require.NoError(t, b.db.AddQuota(t.Context(), "k", old, 1))
+	require.NoError(t, b.db.AddQuota(t.Context(), "k", recent, 2))
+	require.Equal(t, river.EventKindJobCompleted, mustWork(t, b, pipeline.PruneArgs{}).EventKind)
+	got, err := b.db.LoadQuota(t.Context(), "k", 0)
+	require.NoError(t, err)
+	require.Equal(t, map[int64]int64{recent: 2}, got)
+}
