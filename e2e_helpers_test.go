@@ -129,20 +129,10 @@ func startE2E(t *testing.T, opts e2eOptions) *e2eWorld {
 	if opts.Dealers == 0 {
 		opts.Dealers = 1
 	}
-	var corps []string
 	for i := range opts.Dealers {
-		d := wc.AddDealer(fmt.Sprintf("dealer-%d", i+1), "staff-a", "staff-b")
-		w.dealers = append(w.dealers, d)
-		corps = append(corps, d.CorpID)
+		w.dealers = append(w.dealers, wc.AddDealer(fmt.Sprintf("dealer-%d", i+1), "staff-a", "staff-b"))
 	}
-	env := map[string]string{
-		"WECOM_CORP_ID": wc.CorpID, "WECOM_AGENT_ID": strconv.FormatInt(wc.AgentID, 10), "WECOM_CORP_SECRET": wc.CorpSecret,
-		"WECOM_CALLBACK_TOKEN": w.token, "WECOM_CALLBACK_AES_KEY": w.aesKey, "WECOM_API_BASE": wc.URL,
-		"WECOM_DOWNSTREAM_CORP_IDS": strings.Join(corps, ","),
-		"PENDINGLINK_ADMIN_TOKEN":   w.admin, "PENDINGLINK_ADDR": "127.0.0.1:0",
-		"PENDINGLINK_DB":             filepath.Join(t.TempDir(), "e2e.db"),
-		"PENDINGLINK_RESOLVE_WINDOW": "20ms", "PENDINGLINK_SHUTDOWN_TIMEOUT": "10s",
-	}
+	env := fakeWeComEnv(wc, w.token, w.aesKey, w.admin, filepath.Join(t.TempDir(), "e2e.db"), w.dealers)
 	for k, v := range opts.Env {
 		env[k] = v
 	}
@@ -158,6 +148,23 @@ func startE2E(t *testing.T, opts e2eOptions) *e2eWorld {
 	w.startApp()
 	t.Cleanup(w.closeApp)
 	return w
+}
+
+// fakeWeComEnv is the configuration of a pendinglink that calls wc, takes
+// callbacks signed with token and aesKey from the dealers, serves /v1 with
+// the admin token, listens on a free port and keeps its database at dbPath.
+func fakeWeComEnv(wc *wecomtest.Server, token, aesKey, admin, dbPath string, dealers []wecomtest.Dealer) map[string]string {
+	corps := make([]string, len(dealers))
+	for i, d := range dealers {
+		corps[i] = d.CorpID
+	}
+	return map[string]string{
+		"WECOM_CORP_ID": wc.CorpID, "WECOM_AGENT_ID": strconv.FormatInt(wc.AgentID, 10), "WECOM_CORP_SECRET": wc.CorpSecret,
+		"WECOM_CALLBACK_TOKEN": token, "WECOM_CALLBACK_AES_KEY": aesKey, "WECOM_API_BASE": wc.URL,
+		"WECOM_DOWNSTREAM_CORP_IDS": strings.Join(corps, ","),
+		"PENDINGLINK_ADMIN_TOKEN":   admin, "PENDINGLINK_ADDR": "127.0.0.1:0", "PENDINGLINK_DB": dbPath,
+		"PENDINGLINK_RESOLVE_WINDOW": "20ms", "PENDINGLINK_SHUTDOWN_TIMEOUT": "10s",
+	}
 }
 
 // startApp starts pendinglink on the world's configuration and database;
