@@ -26,6 +26,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/pendinglink/pendinglink/handlers"
+	"github.com/pendinglink/pendinglink/quota"
 	"github.com/pendinglink/pendinglink/store"
 )
 
@@ -951,11 +952,10 @@ func (r *importRun) wait(ctx context.Context) error {
 		done := r.regNow - r.regBase
 		remaining := max(r.queued-done, 0)
 		observed := observedRate(samples)
-		windows := quotaWindows(st.WeCom.Quota)
-		quota := quotaRate(windows)
+		windows := quotaUsage(st.WeCom.Quota)
 		eta := waitETA(remaining, observed, windows)
 		finished := remaining == 0 || st.Queue.Pending == 0
-		desc := fmt.Sprintf("%s, queue %d, ETA %s", rateText(observed, quota), st.Queue.Pending, etaText(eta))
+		desc := fmt.Sprintf("%s, queue %d, ETA %s", rateText(observed, quota.Rate(windows)), st.Queue.Pending, etaText(eta))
 		if r.bar != nil {
 			r.bar.Describe(desc)
 			r.bar.Set64(min(done, r.queued))
@@ -994,54 +994,30 @@ func observedRate(s []rateSample) float64 {
 	return float64(last.registered-first.registered) / dt
 }
 
-// quotaWindow is one WeCom quota window from /v1/status.
-type quotaWindow struct {
-	length       time.Duration
-	limit, spare int64
-}
-
-func quotaWindows(ws []handlers.QuotaWindow) []quotaWindow {
-	var out []quotaWindow
+// quotaUsage reads /v1/status's quota windows, skipping any it cannot parse.
+func quotaUsage(ws []handlers.QuotaWindow) []quota.Usage {
+	var out []quota.Usage
 	for _, w := range ws {
 		d, err := time.ParseDuration(w.Window)
 		if err != nil || d <= 0 || w.Limit <= 0 {
 			continue
 		}
-		out = append(out, quotaWindow{length: d, limit: w.Limit, spare: max(w.Limit-w.Used, 0)})
+		out = append(out, quota.Usage{Length: d, Limit: w.Limit, Used: w.Used})
 	}
 	return out
 }
 
-// quotaRate is the fastest rate the quota sustains (the strictest window's
-// limit per second), 0 if there is no quota.
-func quotaRate(ws []quotaWindow) float64 {
-	rate := 0.0
-	for _, w := range ws {
-		if r := float64(w.limit) / w.length.Seconds(); rate == 0 || r < rate {
-			rate = r
-		}
-	}
-	return rate
-}
-
 // waitETA estimates how long remaining registrations take: at the observed
-// rate, but never faster than the quota allows. Each window lets its spare
-// calls go at once and the rest at limit/length, so a small import is not
-// slowed by the monthly cap and a large one is not promised more than the
-// daily or monthly quota. It is -1 while no rate has been observed.
-func waitETA(remaining int64, observed float64, ws []quotaWindow) time.Duration {
+// rate, but never faster than the quota allows (quota.TimeFor). It is -1
+// while no rate has been observed.
+func waitETA(remaining int64, observed float64, us []quota.Usage) time.Duration {
 	if remaining <= 0 {
 		return 0
 	}
 	if observed <= 0 {
 		return -1
 	}
-	secs := float64(remaining) / observed
-	for _, w := range ws {
-		if over := remaining - w.spare; over > 0 {
-			secs = max(secs, float64(over)*w.length.Seconds()/float64(w.limit))
-		}
-	}
+	secs := max(float64(remaining)/observed, quota.TimeFor(us, remaining).Seconds())
 	if secs > float64(math.MaxInt64/int64(time.Second)) {
 		return -1
 	}

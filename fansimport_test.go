@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pendinglink/pendinglink/handlers"
+	"github.com/pendinglink/pendinglink/quota"
 	"github.com/pendinglink/pendinglink/store"
 )
 
@@ -598,8 +599,8 @@ func TestWaitETA(t *testing.T) {
 	t.Parallel()
 
 	// WeCom's unionid_to_pending_id windows as /v1/status shows them.
-	wecomQuota := func(usedHour int64) []quotaWindow {
-		return quotaWindows([]handlers.QuotaWindow{
+	wecomQuota := func(usedHour int64) []quota.Usage {
+		return quotaUsage([]handlers.QuotaWindow{
 			{Window: "1h0m0s", Used: usedHour, Limit: 100_000},
 			{Window: "24h0m0s", Used: usedHour, Limit: 480_000},
 			{Window: "744h0m0s", Used: usedHour, Limit: 7_500_000},
@@ -608,7 +609,7 @@ func TestWaitETA(t *testing.T) {
 
 	t.Run("QuotaRateIsStrictestWindow", func(t *testing.T) {
 		t.Parallel()
-		require.InDelta(t, 7_500_000.0/(744*3600), quotaRate(wecomQuota(0)), 1e-9)
+		require.InDelta(t, 7_500_000.0/(744*3600), quota.Rate(wecomQuota(0)), 1e-9)
 	})
 
 	t.Run("SmallImportGoesAtObservedRate", func(t *testing.T) {
@@ -619,7 +620,7 @@ func TestWaitETA(t *testing.T) {
 
 	t.Run("HourlyQuotaCapsObservedRate", func(t *testing.T) {
 		t.Parallel()
-		ws := quotaWindows([]handlers.QuotaWindow{{Window: "1h0m0s", Limit: 3600}})
+		ws := quotaUsage([]handlers.QuotaWindow{{Window: "1h0m0s", Limit: 3600}})
 		// 7200 at 10/s would take 12 min; 3600 go at once, the rest at 1/s.
 		require.Equal(t, time.Hour, waitETA(7200, 10, ws))
 	})
@@ -632,7 +633,7 @@ func TestWaitETA(t *testing.T) {
 
 	t.Run("UsedCallsLeaveLessSpare", func(t *testing.T) {
 		t.Parallel()
-		ws := quotaWindows([]handlers.QuotaWindow{{Window: "1h0m0s", Used: 3600, Limit: 3600}})
+		ws := quotaUsage([]handlers.QuotaWindow{{Window: "1h0m0s", Used: 3600, Limit: 3600}})
 		require.Equal(t, time.Hour, waitETA(3600, 100, ws))
 	})
 

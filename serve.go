@@ -16,6 +16,7 @@ import (
 
 	"github.com/pendinglink/pendinglink/crypto"
 	"github.com/pendinglink/pendinglink/handlers"
+	"github.com/pendinglink/pendinglink/quota"
 	"github.com/pendinglink/pendinglink/store"
 	"github.com/pendinglink/pendinglink/wecom"
 )
@@ -111,14 +112,14 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 		}
 	}()
 
-	quota, err := wecom.NewLimiter(ctx, wecom.LimiterConfig{
+	pendingQuota, err := quota.New(ctx, quota.Config{
 		Key: "unionid_to_pending_id:" + cfg.CorpID, Windows: wecom.PendingIDWindows(cfg.QuotaHour, cfg.QuotaDay, cfg.QuotaMonth),
 		Store: db, Now: opts.Now, Smooth: true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("quota: %w", err)
 	}
-	externalQuota, err := wecom.NewLimiter(ctx, wecom.LimiterConfig{
+	externalQuota, err := quota.New(ctx, quota.Config{
 		Key: "unionid_to_external_userid:" + cfg.CorpID, Windows: wecom.ExternalUserIDWindows(cfg.ExternalHour, cfg.ExternalDay),
 		Store: db, Now: opts.Now, Smooth: true,
 	})
@@ -128,7 +129,7 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 	client, err = wecom.NewClient(wecom.Config{
 		BaseURL: cfg.APIBase, CorpID: cfg.CorpID, AgentID: cfg.AgentID, CorpSecret: cfg.CorpSecret,
 		HTTPClient: opts.HTTPClient, Logger: logger, Now: opts.Now, PendingToken: cfg.PendingToken,
-		PendingIDQuota: quota, ExternalUserIDQuota: externalQuota,
+		PendingIDQuota: pendingQuota, ExternalUserIDQuota: externalQuota,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("wecom client: %w", err)
@@ -173,7 +174,7 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 	}()
 	pipeline := &handlers.PipelineConfig{
 		Store: db, WeCom: client, Coalescer: coalescer, Logger: logger, Backfill: cfg.Backfill,
-		RenewBefore: cfg.RenewBefore, Quota: quota, Now: opts.Now,
+		RenewBefore: cfg.RenewBefore, Quota: pendingQuota, Now: opts.Now,
 	}
 	if cfg.WebhookURL != "" {
 		pipeline.Webhook = &handlers.Webhook{URL: cfg.WebhookURL, Secret: cfg.WebhookSecret}
@@ -197,7 +198,7 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 		Now:          opts.Now,
 		Pipeline:     pipeline,
 		WeCom:        client,
-		Quota:        quota,
+		Quota:        pendingQuota,
 	})
 	if err != nil {
 		return nil, err

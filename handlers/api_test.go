@@ -22,6 +22,7 @@ import (
 
 	"github.com/pendinglink/pendinglink/crypto"
 	"github.com/pendinglink/pendinglink/handlers"
+	"github.com/pendinglink/pendinglink/quota"
 	"github.com/pendinglink/pendinglink/store"
 	"github.com/pendinglink/pendinglink/store/storetest"
 	"github.com/pendinglink/pendinglink/wecom"
@@ -94,11 +95,11 @@ func (f *fakeWeCom) Stats() wecom.Stats {
 // fakeQuota is the registration limiter as the API sees it.
 type fakeQuota struct {
 	next  time.Time
-	usage []wecom.WindowUsage
+	usage []quota.Usage
 }
 
-func (q *fakeQuota) NextAt() time.Time          { return q.next }
-func (q *fakeQuota) Usage() []wecom.WindowUsage { return q.usage }
+func (q *fakeQuota) NextAt() time.Time    { return q.next }
+func (q *fakeQuota) Usage() []quota.Usage { return q.usage }
 
 // pendingIDs answers UnionIDToPendingID with ids, one per call.
 func pendingIDs(ids ...string) func(context.Context, string, string) (string, error) {
@@ -607,7 +608,7 @@ func TestAPI_Status(t *testing.T) {
 			Errors: map[int]int64{wecom.CodeSystemBusy: 2},
 		}
 	}}
-	quota := &fakeQuota{usage: []wecom.WindowUsage{{Length: time.Hour, Limit: 100000, Used: 7}}}
+	quota := &fakeQuota{usage: []quota.Usage{{Length: time.Hour, Limit: 100000, Used: 7}}}
 	b := setupAPI(t, apiOpts{wecom: fw, quota: quota})
 
 	// One registered fan linked to one customer; one pending and one failed event.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/riverqueue/river"
 
+	"github.com/pendinglink/pendinglink/quota"
 	"github.com/pendinglink/pendinglink/store"
 	"github.com/pendinglink/pendinglink/wecom"
 )
@@ -101,9 +102,9 @@ type PipelineConfig struct {
 	Now func() time.Time
 }
 
-// QuotaUsage reports the registration quota's windows; *wecom.Limiter implements it.
+// QuotaUsage reports the registration quota's windows; *quota.Limiter implements it.
 type QuotaUsage interface {
-	Usage() []wecom.WindowUsage
+	Usage() []quota.Usage
 }
 
 func (cfg PipelineConfig) withDefaults() (PipelineConfig, error) {
@@ -157,7 +158,7 @@ func AddWorkers(workers *river.Workers, cfg PipelineConfig) error {
 // deferFor decides how long rate-limited work waits: until the limiter's
 // retry time when it gave one, else the configured delay.
 func deferFor(err error, now time.Time, fallback time.Duration) time.Duration {
-	var qe *wecom.QuotaError
+	var qe *quota.Error
 	if errors.As(err, &qe) && qe.RetryAt.After(now) {
 		return qe.RetryAt.Sub(now) + 10*time.Millisecond
 	}
