@@ -18,7 +18,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pendinglink/pendinglink/handlers"
+	"github.com/pendinglink/pendinglink/apiclient"
 	"github.com/pendinglink/pendinglink/store"
 	"github.com/pendinglink/pendinglink/wecom"
 	"github.com/pendinglink/pendinglink/wecom/wecomtest"
@@ -163,9 +163,9 @@ func runDemo(ctx context.Context, o demoOptions, getenv func(string) string, std
 	regStart := time.Now()
 	regWG.Go(func() {
 		defer func() { regDone = time.Now() }()
-		for i := 0; i < len(fans); i += handlers.MaxFansPerBatch {
-			batch := make([]store.FanInput, 0, handlers.MaxFansPerBatch)
-			for _, p := range fans[i:min(i+handlers.MaxFansPerBatch, len(fans))] {
+		for i := 0; i < len(fans); i += apiclient.MaxFansPerBatch {
+			batch := make([]store.FanInput, 0, apiclient.MaxFansPerBatch)
+			for _, p := range fans[i:min(i+apiclient.MaxFansPerBatch, len(fans))] {
 				batch = append(batch, store.FanInput{UnionID: p.UnionID, OpenID: p.OpenID})
 			}
 			if err := api.post(ctx, "/v1/fans/batch", batch); err != nil {
@@ -175,7 +175,7 @@ func runDemo(ctx context.Context, o demoOptions, getenv func(string) string, std
 		}
 		// Registration is done when every fan holds a pending_id.
 		regErr = waitFor(ctx, o.timeout, func() (bool, error) {
-			var st handlers.StatusResponse
+			var st apiclient.StatusResponse
 			err := api.get(ctx, "/v1/status", &st)
 			return st.Fans.Registered >= int64(len(fans)), err
 		})
@@ -320,7 +320,7 @@ func runDemo(ctx context.Context, o demoOptions, getenv func(string) string, std
 	callbacks += len(dels)
 
 	// Wait until every job is done.
-	var st handlers.StatusResponse
+	var st apiclient.StatusResponse
 	err = waitFor(ctx, o.timeout, func() (bool, error) {
 		if err := api.get(ctx, "/v1/status", &st); err != nil {
 			return false, err

@@ -25,7 +25,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 
-	"github.com/pendinglink/pendinglink/handlers"
+	"github.com/pendinglink/pendinglink/apiclient"
 	"github.com/pendinglink/pendinglink/quota"
 	"github.com/pendinglink/pendinglink/store"
 )
@@ -103,7 +103,7 @@ type importOptions struct {
 	File    string
 	Server  string // base URL of pendinglink, e.g. http://127.0.0.1:8080
 	Token   string // admin bearer token; never printed
-	Batch   int    // fans per POST /v1/fans/batch, 1…handlers.MaxFansPerBatch
+	Batch   int    // fans per POST /v1/fans/batch, 1…apiclient.MaxFansPerBatch
 	Format  string // "csv", "jsonl" or "auto"
 	Wait    bool   // after submitting, follow registrations until done
 	Restart bool   // ignore the checkpoint
@@ -119,7 +119,7 @@ type importOptions struct {
 
 func (o *importOptions) setDefaults() {
 	if o.Batch <= 0 {
-		o.Batch = handlers.MaxFansPerBatch
+		o.Batch = apiclient.MaxFansPerBatch
 	}
 	if o.Format == "" {
 		o.Format = "auto"
@@ -155,7 +155,7 @@ func parseImportFlags(args []string, getenv func(string) string, stdout, stderr 
 	// never prints the token.
 	server := fs.String("server", "", "pendinglink base URL (default $PENDINGLINK_URL or http://127.0.0.1:8080)")
 	token := fs.String("token", "", "admin token (default $PENDINGLINK_ADMIN_TOKEN; prefer the variable: flags show in ps)")
-	batch := fs.Int("batch", handlers.MaxFansPerBatch, "fans per request, at most "+strconv.Itoa(handlers.MaxFansPerBatch))
+	batch := fs.Int("batch", apiclient.MaxFansPerBatch, "fans per request, at most "+strconv.Itoa(apiclient.MaxFansPerBatch))
 	format := fs.String("format", "auto", "input format: csv, jsonl or auto (by extension, else by the first line)")
 	wait := fs.Bool("wait", true, "after submitting, follow registrations until they are done or the queue drains (--wait=false to skip)")
 	noProgress := fs.Bool("no-progress", false, "print plain progress lines instead of a bar (automatic when stdout is not a terminal)")
@@ -198,8 +198,8 @@ func parseImportFlags(args []string, getenv func(string) string, stdout, stderr 
 	if opts.Token == "" {
 		return importOptions{}, errors.New("fans import: PENDINGLINK_ADMIN_TOKEN: required (the server's admin token; or pass --token)")
 	}
-	if opts.Batch < 1 || opts.Batch > handlers.MaxFansPerBatch {
-		return importOptions{}, fmt.Errorf("fans import: --batch: must be from 1 to %d", handlers.MaxFansPerBatch)
+	if opts.Batch < 1 || opts.Batch > apiclient.MaxFansPerBatch {
+		return importOptions{}, fmt.Errorf("fans import: --batch: must be from 1 to %d", apiclient.MaxFansPerBatch)
 	}
 	switch opts.Format {
 	case "csv", "jsonl", "auto":
@@ -482,78 +482,21 @@ func checkFan(f store.FanInput) error {
 	return f.Validate()
 }
 
-// adminClient calls the /v1 API with the admin token.
-type adminClient struct {
-	base  string
-	token string
-	hc    *http.Client
-}
-
-// statusError is an HTTP answer other than 2xx or 401.
-type statusError struct {
-	Code int
-	Msg  string
-}
-
-func (e *statusError) Error() string { return fmt.Sprintf("HTTP %d: %s", e.Code, e.Msg) }
-
-// transportError is a failure to get an answer at all.
-type transportError struct{ err error }
-
-func (e *transportError) Error() string { return e.err.Error() }
-func (e *transportError) Unwrap() error { return e.err }
-
-// retryable reports errors worth another try: no answer, 5xx or 429.
+// retryable reports errors worth another try: no answer (a *url.Error),
+// 5xx or 429.
 func retryable(err error) bool {
-	var te *transportError
-	var se *statusError
-	return errors.As(err, &te) || (errors.As(err, &se) && (se.Code >= 500 || se.Code == http.StatusTooManyRequests))
+	var ue *url.Error
+	code := apiclient.StatusCode(err)
+	return code >= 500 || code == http.StatusTooManyRequests || (code == 0 && errors.As(err, &ue))
 }
 
-func (c *adminClient) do(ctx context.Context, method, path string, body []byte, out any) error {
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return &transportError{err} // *url.Error: method, URL and cause; the token is in no URL
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if err != nil {
-		return &transportError{fmt.Errorf("%s %s: read answer: %w", method, path, err)}
-	}
-	switch {
-	case resp.StatusCode == http.StatusUnauthorized:
+// tokenChecked turns a 401 into errTokenRejected, which names the variable
+// to fix.
+func tokenChecked(err error) error {
+	if apiclient.StatusCode(err) == http.StatusUnauthorized {
 		return errTokenRejected
-	case resp.StatusCode/100 != 2:
-		return &statusError{Code: resp.StatusCode, Msg: answerMessage(data)}
 	}
-	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("%s %s: unexpected answer (is --server a pendinglink?): %w", method, path, err)
-	}
-	return nil
-}
-
-// answerMessage extracts {"error": …} from an error answer, or a short
-// excerpt of anything else.
-func answerMessage(data []byte) string {
-	var e struct {
-		Error string `json:"error"`
-	}
-	if json.Unmarshal(data, &e) == nil && e.Error != "" {
-		return e.Error
-	}
-	s := strings.TrimSpace(string(data))
-	if len(s) > 200 {
-		s = s[:200] + "…"
-	}
-	return s
+	return err
 }
 
 // retry runs f until it succeeds, fails for good, ctx ends or tries run
@@ -589,7 +532,7 @@ type invalidRow struct {
 // importRun holds one run's counters and output.
 type importRun struct {
 	opts     importOptions
-	api      *adminClient
+	api      *apiclient.Client
 	cpPath   string
 	cp       importCheckpoint
 	format   string
@@ -624,7 +567,7 @@ func fansImport(ctx context.Context, opts importOptions) error {
 
 	run := &importRun{
 		opts:    opts,
-		api:     &adminClient{base: opts.Server, token: opts.Token, hc: opts.Client},
+		api:     &apiclient.Client{BaseURL: opts.Server, Token: opts.Token, HTTPClient: opts.Client},
 		cpPath:  opts.File + checkpointSuffix,
 		format:  info.format,
 		started: time.Now(),
@@ -697,10 +640,11 @@ func (r *importRun) endBar() {
 	r.bar = nil
 }
 
-func (r *importRun) status(ctx context.Context) (handlers.StatusResponse, error) {
-	var st handlers.StatusResponse
-	err := retry(ctx, r.opts.Tries, r.opts.RetryBase, r.note, "GET /v1/status", func() error {
-		return r.api.do(ctx, http.MethodGet, "/v1/status", nil, &st)
+func (r *importRun) status(ctx context.Context) (apiclient.StatusResponse, error) {
+	var st apiclient.StatusResponse
+	err := retry(ctx, r.opts.Tries, r.opts.RetryBase, r.note, "GET /v1/status", func() (err error) {
+		st, err = r.api.Status(ctx)
+		return tokenChecked(err)
 	})
 	return st, err
 }
@@ -709,8 +653,7 @@ func (r *importRun) status(ctx context.Context) (handlers.StatusResponse, error)
 func (r *importRun) refreshRegistered(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	var st handlers.StatusResponse
-	if r.api.do(ctx, http.MethodGet, "/v1/status", nil, &st) == nil {
+	if st, err := r.api.Status(ctx); err == nil {
 		r.regNow, r.statusSeen = st.Fans.Registered, true
 	}
 }
@@ -831,14 +774,11 @@ func (r *importRun) send(ctx context.Context, batch []pendingRow, lastLine int64
 		for i, row := range batch {
 			fans[i] = row.fan
 		}
-		body, err := json.Marshal(fans)
-		if err != nil {
-			return err
-		}
 		what := fmt.Sprintf("POST /v1/fans/batch (lines %d-%d)", batch[0].line, batch[len(batch)-1].line)
-		var res handlers.BatchResponse
-		err = retry(ctx, r.opts.Tries, r.opts.RetryBase, r.note, what, func() error {
-			return r.api.do(ctx, http.MethodPost, "/v1/fans/batch", body, &res)
+		var res apiclient.BatchResponse
+		err := retry(ctx, r.opts.Tries, r.opts.RetryBase, r.note, what, func() (err error) {
+			res, err = r.api.RegisterFans(ctx, fans)
+			return tokenChecked(err)
 		})
 		if err == nil {
 			r.sent += int64(res.Accepted)
@@ -846,14 +786,14 @@ func (r *importRun) send(ctx context.Context, batch []pendingRow, lastLine int64
 			r.skipped += int64(res.Skipped)
 			break
 		}
-		var se *statusError
-		if !errors.As(err, &se) || se.Code != http.StatusBadRequest {
-			if se != nil && se.Code == http.StatusNotFound {
+		var se *apiclient.Error
+		if !errors.As(err, &se) || se.Status != http.StatusBadRequest {
+			if se != nil && se.Status == http.StatusNotFound {
 				return fmt.Errorf("%s: %w (does the server run the registration pipeline?)", what, err)
 			}
 			return err
 		}
-		i, reason, ok := rejectedFan(se.Msg, len(batch))
+		i, reason, ok := rejectedFan(se.Message, len(batch))
 		if !ok {
 			return fmt.Errorf("%s: the server rejected the batch: %w", what, err)
 		}
@@ -995,7 +935,7 @@ func observedRate(s []rateSample) float64 {
 }
 
 // quotaUsage reads /v1/status's quota windows, skipping any it cannot parse.
-func quotaUsage(ws []handlers.QuotaWindow) []quota.Usage {
+func quotaUsage(ws []apiclient.QuotaWindow) []quota.Usage {
 	var out []quota.Usage
 	for _, w := range ws {
 		d, err := time.ParseDuration(w.Window)

@@ -17,7 +17,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/pendinglink/pendinglink/handlers"
+	"github.com/pendinglink/pendinglink/apiclient"
 	"github.com/pendinglink/pendinglink/quota"
 	"github.com/pendinglink/pendinglink/store"
 )
@@ -46,7 +46,7 @@ type fakeAdmin struct {
 	registerPerPoll int64 // fans registered at each status call
 	refuseAll       bool  // each status call drops the queued fans unregistered
 	otherPending    int64 // jobs that are not ours, keeping the queue busy
-	quota           []handlers.QuotaWindow
+	quota           []apiclient.QuotaWindow
 	statusCalls     int
 }
 
@@ -68,10 +68,10 @@ func (f *fakeAdmin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if f.refuseAll {
 			f.unregistered = 0
 		}
-		writeJSON(w, http.StatusOK, handlers.StatusResponse{
-			Fans:  handlers.FansStatus{Registered: f.registered, Valid: f.registered},
-			Queue: handlers.QueueStatus{Pending: f.unregistered + f.otherPending},
-			WeCom: handlers.WeComStatus{Quota: f.quota},
+		writeJSON(w, http.StatusOK, apiclient.StatusResponse{
+			Fans:  apiclient.FansStatus{Registered: f.registered, Valid: f.registered},
+			Queue: apiclient.QueueStatus{Pending: f.unregistered + f.otherPending},
+			WeCom: apiclient.WeComStatus{Quota: f.quota},
 		})
 	default:
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "not found"})
@@ -106,7 +106,7 @@ func (f *fakeAdmin) postBatch(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "internal error"})
 		return
 	}
-	if len(in) == 0 || len(in) > handlers.MaxFansPerBatch {
+	if len(in) == 0 || len(in) > apiclient.MaxFansPerBatch {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "send between 1 and 1000 fans"})
 		return
 	}
@@ -120,7 +120,7 @@ func (f *fakeAdmin) postBatch(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	res := handlers.BatchResponse{Accepted: len(in)}
+	res := apiclient.BatchResponse{Accepted: len(in)}
 	for _, fan := range in {
 		if f.seen[fan] {
 			res.Skipped++
@@ -600,7 +600,7 @@ func TestWaitETA(t *testing.T) {
 
 	// WeCom's unionid_to_pending_id windows as /v1/status shows them.
 	wecomQuota := func(usedHour int64) []quota.Usage {
-		return quotaUsage([]handlers.QuotaWindow{
+		return quotaUsage([]apiclient.QuotaWindow{
 			{Window: "1h0m0s", Used: usedHour, Limit: 100_000},
 			{Window: "24h0m0s", Used: usedHour, Limit: 480_000},
 			{Window: "744h0m0s", Used: usedHour, Limit: 7_500_000},
@@ -620,7 +620,7 @@ func TestWaitETA(t *testing.T) {
 
 	t.Run("HourlyQuotaCapsObservedRate", func(t *testing.T) {
 		t.Parallel()
-		ws := quotaUsage([]handlers.QuotaWindow{{Window: "1h0m0s", Limit: 3600}})
+		ws := quotaUsage([]apiclient.QuotaWindow{{Window: "1h0m0s", Limit: 3600}})
 		// 7200 at 10/s would take 12 min; 3600 go at once, the rest at 1/s.
 		require.Equal(t, time.Hour, waitETA(7200, 10, ws))
 	})
@@ -633,7 +633,7 @@ func TestWaitETA(t *testing.T) {
 
 	t.Run("UsedCallsLeaveLessSpare", func(t *testing.T) {
 		t.Parallel()
-		ws := quotaUsage([]handlers.QuotaWindow{{Window: "1h0m0s", Used: 3600, Limit: 3600}})
+		ws := quotaUsage([]apiclient.QuotaWindow{{Window: "1h0m0s", Used: 3600, Limit: 3600}})
 		require.Equal(t, time.Hour, waitETA(3600, 100, ws))
 	})
 

@@ -10,11 +10,9 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/riverqueue/river"
 
+	"github.com/pendinglink/pendinglink/apiclient"
 	"github.com/pendinglink/pendinglink/store"
 )
-
-// MaxFansPerBatch caps POST /v1/fans/batch.
-const MaxFansPerBatch = 1000
 
 // api serves the /v1 routes that need the pipeline.
 type api struct {
@@ -51,13 +49,6 @@ func decodeJSON(c echo.Context, v any) error {
 		return badRequest("invalid JSON body: " + err.Error())
 	}
 	return nil
-}
-
-// FanResponse is the body of fan endpoints.
-type FanResponse struct {
-	*store.FanDetail
-	// Queued is true when the registration waits for quota or a retry.
-	Queued bool `json:"queued,omitempty"`
 }
 
 // registerFan registers one fan. When the quota allows a call now it calls
@@ -97,19 +88,12 @@ func (a *api) registerFan(c echo.Context) error {
 	if err != nil {
 		return storeError(err)
 	}
-	return c.JSON(status, FanResponse{FanDetail: fan, Queued: status == http.StatusAccepted})
+	return c.JSON(status, apiclient.FanResponse{FanDetail: fan, Queued: status == http.StatusAccepted})
 }
 
 func isCancel(err error) bool {
 	var ce *river.JobCancelError
 	return errors.As(err, &ce)
-}
-
-// BatchResponse is the body of POST /v1/fans/batch.
-type BatchResponse struct {
-	Accepted int `json:"accepted"`
-	Queued   int `json:"queued"`
-	Skipped  int `json:"skipped"`
 }
 
 // registerFans queues up to MaxFansPerBatch fans as bulk work. Fans already
@@ -120,8 +104,8 @@ func (a *api) registerFans(c echo.Context) error {
 	if err := decodeJSON(c, &in); err != nil {
 		return err
 	}
-	if len(in) == 0 || len(in) > MaxFansPerBatch {
-		return badRequest("send between 1 and " + strconv.Itoa(MaxFansPerBatch) + " fans")
+	if len(in) == 0 || len(in) > apiclient.MaxFansPerBatch {
+		return badRequest("send between 1 and " + strconv.Itoa(apiclient.MaxFansPerBatch) + " fans")
 	}
 	for i := range in {
 		if err := in[i].Validate(); err != nil {
@@ -132,7 +116,7 @@ func (a *api) registerFans(c echo.Context) error {
 	if err != nil {
 		return storeError(err)
 	}
-	return c.JSON(http.StatusAccepted, BatchResponse{Accepted: len(in), Queued: res.Queued, Skipped: res.Skipped})
+	return c.JSON(http.StatusAccepted, apiclient.BatchResponse{Accepted: len(in), Queued: res.Queued, Skipped: res.Skipped})
 }
 
 func (a *api) getFan(c echo.Context) error {
@@ -140,14 +124,7 @@ func (a *api) getFan(c echo.Context) error {
 	if err != nil {
 		return storeError(err)
 	}
-	return c.JSON(http.StatusOK, FanResponse{FanDetail: fan})
-}
-
-// LinksResponse is the body of GET /v1/links.
-type LinksResponse struct {
-	Links []store.Link `json:"links"`
-	// NextCursor, when set, fetches the next page.
-	NextCursor string `json:"next_cursor,omitempty"`
+	return c.JSON(http.StatusOK, apiclient.FanResponse{FanDetail: fan})
 }
 
 func (a *api) findLinks(c echo.Context) error {
@@ -178,7 +155,7 @@ func (a *api) findLinks(c echo.Context) error {
 	if err != nil {
 		return storeError(err)
 	}
-	resp := LinksResponse{Links: links}
+	resp := apiclient.LinksResponse{Links: links}
 	if links == nil {
 		resp.Links = []store.Link{}
 	}
