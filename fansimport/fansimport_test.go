@@ -1,4 +1,4 @@
-package main
+package fansimport
 
 import (
 	"bytes"
@@ -182,8 +182,8 @@ func setupImport(t *testing.T) *importBundle {
 }
 
 // opts returns options for a fast, quiet run against the fake.
-func (b *importBundle) opts(file string, stdout *bytes.Buffer) importOptions {
-	return importOptions{
+func (b *importBundle) opts(file string, stdout *bytes.Buffer) Options {
+	return Options{
 		File: file, Server: b.srv.URL, Token: fakeAdminToken, Format: "auto", Stdout: stdout,
 		PollEvery: time.Millisecond, LogEvery: time.Hour, RetryBase: time.Millisecond, Tries: 3,
 	}
@@ -226,29 +226,27 @@ func jsonLines(tb testing.TB, fans []store.FanInput) string {
 
 func mustReadCheckpoint(tb testing.TB, file string) importCheckpoint {
 	tb.Helper()
-	cp, found, err := readCheckpoint(file + checkpointSuffix)
+	cp, found, err := readCheckpoint(file + CheckpointSuffix)
 	require.NoError(tb, err)
 	require.True(tb, found)
 	return cp
 }
 
-func TestFansCommand(t *testing.T) {
+func TestRun_Input(t *testing.T) {
 	t.Parallel()
 
-	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
-
-	t.Run("CSVWithoutHeaderAndFlagsAfterFile", func(t *testing.T) {
+	t.Run("CSVWithoutHeader", func(t *testing.T) {
 		t.Parallel()
 		b := setupImport(t)
 		fans := testFans("nohdr", 5)
 		file := mustWriteFile(t, filepath.Join(b.dir, "fans.csv"), csvLines(fans))
-		var stdout, stderr bytes.Buffer
-		err := fansCommand(t.Context(), []string{"import", file, "--wait=false", "--batch", "2"},
-			env(map[string]string{"PENDINGLINK_URL": b.srv.URL, "PENDINGLINK_ADMIN_TOKEN": fakeAdminToken}), &stdout, &stderr)
-		require.NoError(t, err, stderr.String())
+		var out bytes.Buffer
+		opts := b.opts(file, &out)
+		opts.Batch, opts.Wait = 2, false
+		require.NoError(t, Run(t.Context(), opts))
 		require.Equal(t, fans, b.fake.acceptedFans(0))
 		require.Len(t, b.fake.acceptedBatches(), 3)
-		require.Contains(t, stdout.String(), "queued:      5\n")
+		require.Contains(t, out.String(), "queued:      5\n")
 	})
 
 	t.Run("CSVWithHeaderMapsColumnsByName", func(t *testing.T) {
@@ -261,12 +259,12 @@ func TestFansCommand(t *testing.T) {
 			content += f.OpenID + ",\"Doe, J\"," + f.UnionID + "\r\n"
 		}
 		file := mustWriteFile(t, filepath.Join(b.dir, "export.txt"), content)
-		var stdout, stderr bytes.Buffer
-		err := fansCommand(t.Context(), []string{"import", "--server", b.srv.URL, "--wait=false", file},
-			env(map[string]string{"PENDINGLINK_ADMIN_TOKEN": fakeAdminToken}), &stdout, &stderr)
-		require.NoError(t, err, stderr.String())
+		var out bytes.Buffer
+		opts := b.opts(file, &out)
+		opts.Wait = false
+		require.NoError(t, Run(t.Context(), opts))
 		require.Equal(t, fans, b.fake.acceptedFans(0))
-		require.Contains(t, stdout.String(), "invalid:     0 ")
+		require.Contains(t, out.String(), "invalid:     0 ")
 	})
 
 	t.Run("RejectedTokenNamesVariableNeverToken", func(t *testing.T) {
@@ -274,38 +272,16 @@ func TestFansCommand(t *testing.T) {
 		b := setupImport(t)
 		file := mustWriteFile(t, filepath.Join(b.dir, "fans.csv"), csvLines(testFans("tok", 3)))
 		const wrong = "wrong-token-b4d1e8f2"
-		var stdout, stderr bytes.Buffer
-		err := fansCommand(t.Context(), []string{"import", "--server", b.srv.URL, file},
-			env(map[string]string{"PENDINGLINK_ADMIN_TOKEN": wrong}), &stdout, &stderr)
-		require.ErrorIs(t, err, errTokenRejected)
+		var out bytes.Buffer
+		opts := b.opts(file, &out)
+		opts.Token = wrong
+		err := Run(t.Context(), opts)
+		require.ErrorIs(t, err, ErrTokenRejected)
 		require.Contains(t, err.Error(), "PENDINGLINK_ADMIN_TOKEN: rejected by the server")
-		for _, s := range []string{err.Error(), stdout.String(), stderr.String()} {
+		for _, s := range []string{err.Error(), out.String()} {
 			require.NotContains(t, s, wrong)
 		}
 		require.Empty(t, b.fake.acceptedBatches())
-	})
-
-	t.Run("MissingTokenNamesVariable", func(t *testing.T) {
-		t.Parallel()
-		var stdout, stderr bytes.Buffer
-		err := fansCommand(t.Context(), []string{"import", "fans.csv"}, env(nil), &stdout, &stderr)
-		require.ErrorContains(t, err, "PENDINGLINK_ADMIN_TOKEN: required")
-	})
-
-	t.Run("BatchAboveServerLimitIsRefused", func(t *testing.T) {
-		t.Parallel()
-		var stdout, stderr bytes.Buffer
-		err := fansCommand(t.Context(), []string{"import", "--batch", "1001", "fans.csv"},
-			env(map[string]string{"PENDINGLINK_ADMIN_TOKEN": fakeAdminToken}), &stdout, &stderr)
-		require.ErrorContains(t, err, "--batch: must be from 1 to 1000")
-	})
-
-	t.Run("UnknownSubcommandPrintsUsage", func(t *testing.T) {
-		t.Parallel()
-		var stdout, stderr bytes.Buffer
-		err := fansCommand(t.Context(), []string{"export"}, env(nil), &stdout, &stderr)
-		require.ErrorContains(t, err, `unknown subcommand "export"`)
-		require.Contains(t, stderr.String(), "Usage: pendinglink fans import")
 	})
 }
 
@@ -318,7 +294,7 @@ func TestFansImport(t *testing.T) {
 		fans := testFans("jsonl", 4)
 		file := mustWriteFile(t, filepath.Join(b.dir, "fans.jsonl"), jsonLines(t, fans))
 		var out bytes.Buffer
-		require.NoError(t, fansImport(t.Context(), b.opts(file, &out)))
+		require.NoError(t, Run(t.Context(), b.opts(file, &out)))
 		require.Equal(t, fans, b.fake.acceptedFans(0))
 		require.Contains(t, out.String(), "(jsonl)")
 	})
@@ -329,7 +305,7 @@ func TestFansImport(t *testing.T) {
 		fans := testFans("sniff", 2)
 		file := mustWriteFile(t, filepath.Join(b.dir, "fans.export"), "\n"+jsonLines(t, fans))
 		var out bytes.Buffer
-		require.NoError(t, fansImport(t.Context(), b.opts(file, &out)))
+		require.NoError(t, Run(t.Context(), b.opts(file, &out)))
 		require.Equal(t, fans, b.fake.acceptedFans(0))
 	})
 
@@ -338,7 +314,7 @@ func TestFansImport(t *testing.T) {
 		b := setupImport(t)
 		file := mustWriteFile(t, filepath.Join(b.dir, "fans.json"), `[{"unionid":"a","openid":"b"}]`)
 		var out bytes.Buffer
-		err := fansImport(t.Context(), b.opts(file, &out))
+		err := Run(t.Context(), b.opts(file, &out))
 		require.ErrorContains(t, err, "jq -c")
 		require.Empty(t, b.fake.acceptedBatches())
 	})
@@ -362,7 +338,7 @@ func TestFansImport(t *testing.T) {
 		}
 		file := mustWriteFile(t, filepath.Join(b.dir, "fans.csv"), strings.Join(lines, "\n")+"\n")
 		var out bytes.Buffer
-		require.NoError(t, fansImport(t.Context(), b.opts(file, &out)))
+		require.NoError(t, Run(t.Context(), b.opts(file, &out)))
 
 		require.Equal(t, valid, b.fake.acceptedFans(0))
 		s := out.String()
@@ -382,7 +358,7 @@ func TestFansImport(t *testing.T) {
 		content := strings.Repeat(`{"unionid":"test-only-unionid"}`+"\n", 25) + jsonLines(t, testFans("last", 1))
 		file := mustWriteFile(t, filepath.Join(b.dir, "fans.ndjson"), content)
 		var out bytes.Buffer
-		require.NoError(t, fansImport(t.Context(), b.opts(file, &out)))
+		require.NoError(t, Run(t.Context(), b.opts(file, &out)))
 		s := out.String()
 		require.Contains(t, s, "first 20 of 25")
 		require.Equal(t, 20, strings.Count(s, ": missing openid\n"))
@@ -399,7 +375,7 @@ func TestFansImport(t *testing.T) {
 		var out bytes.Buffer
 		opts := b.opts(file, &out)
 		opts.Batch = 10
-		require.NoError(t, fansImport(t.Context(), opts))
+		require.NoError(t, Run(t.Context(), opts))
 		var sizes []int
 		for _, batch := range b.fake.acceptedBatches() {
 			sizes = append(sizes, len(batch))
@@ -415,7 +391,7 @@ func TestFansImport(t *testing.T) {
 		fans := testFans("retry", 3)
 		file := mustWriteFile(t, filepath.Join(b.dir, "fans.csv"), csvLines(fans))
 		var out bytes.Buffer
-		require.NoError(t, fansImport(t.Context(), b.opts(file, &out)))
+		require.NoError(t, Run(t.Context(), b.opts(file, &out)))
 		require.Equal(t, fans, b.fake.acceptedFans(0))
 		require.Equal(t, 2, strings.Count(out.String(), "HTTP 500: internal error; try"))
 	})
@@ -431,7 +407,7 @@ func TestFansImport(t *testing.T) {
 		opts.Batch = 10
 
 		// Run 1: batches 1 and 2 are acknowledged, batch 3 fails on every try.
-		err := fansImport(t.Context(), opts)
+		err := Run(t.Context(), opts)
 		require.ErrorContains(t, err, "gave up after 3 tries")
 		require.ErrorContains(t, err, "HTTP 500")
 		require.Equal(t, fans[:20], b.fake.acceptedFans(0))
@@ -441,7 +417,7 @@ func TestFansImport(t *testing.T) {
 		// Run 2: a healthy server gets only the rest, each fan once.
 		b.fake.set(func(f *fakeAdmin) { f.failFrom = 0 })
 		out.Reset()
-		require.NoError(t, fansImport(t.Context(), opts))
+		require.NoError(t, Run(t.Context(), opts))
 		require.Equal(t, fans[20:], b.fake.acceptedFans(2))
 		require.Equal(t, fans, b.fake.acceptedFans(0))
 		require.Contains(t, out.String(), "resumed:     after line 21")
@@ -454,9 +430,9 @@ func TestFansImport(t *testing.T) {
 		b := setupImport(t)
 		file := mustWriteFile(t, filepath.Join(b.dir, "fans.csv"), csvLines(testFans("done", 5)))
 		var out bytes.Buffer
-		require.NoError(t, fansImport(t.Context(), b.opts(file, &out)))
+		require.NoError(t, Run(t.Context(), b.opts(file, &out)))
 		out.Reset()
-		require.NoError(t, fansImport(t.Context(), b.opts(file, &out)))
+		require.NoError(t, Run(t.Context(), b.opts(file, &out)))
 		require.Len(t, b.fake.acceptedBatches(), 1)
 		require.Contains(t, out.String(), "sent:        0\n")
 	})
@@ -467,11 +443,11 @@ func TestFansImport(t *testing.T) {
 		fans := testFans("restart", 5)
 		file := mustWriteFile(t, filepath.Join(b.dir, "fans.csv"), csvLines(fans))
 		var out bytes.Buffer
-		require.NoError(t, fansImport(t.Context(), b.opts(file, &out)))
+		require.NoError(t, Run(t.Context(), b.opts(file, &out)))
 		out.Reset()
 		opts := b.opts(file, &out)
 		opts.Restart = true
-		require.NoError(t, fansImport(t.Context(), opts))
+		require.NoError(t, Run(t.Context(), opts))
 		require.Equal(t, append(append([]store.FanInput(nil), fans...), fans...), b.fake.acceptedFans(0))
 		require.Contains(t, out.String(), "skipped:     5 already registered or queued")
 		require.NotContains(t, out.String(), "resumed:")
@@ -485,7 +461,7 @@ func TestFansImport(t *testing.T) {
 		var out bytes.Buffer
 		opts := b.opts(file, &out)
 		opts.Batch = 10
-		require.Error(t, fansImport(t.Context(), opts))
+		require.Error(t, Run(t.Context(), opts))
 		require.Equal(t, int64(10), mustReadCheckpoint(t, file).LinesDone)
 
 		// Same name, same size, other fans.
@@ -493,7 +469,7 @@ func TestFansImport(t *testing.T) {
 		mustWriteFile(t, file, csvLines(second))
 		b.fake.set(func(f *fakeAdmin) { f.failFrom = 0 })
 		out.Reset()
-		require.NoError(t, fansImport(t.Context(), opts))
+		require.NoError(t, Run(t.Context(), opts))
 		require.Contains(t, out.String(), "is for a different file")
 		require.Equal(t, second, b.fake.acceptedFans(1))
 	})
@@ -506,7 +482,7 @@ func TestFansImport(t *testing.T) {
 		content := csvLines(fans[:1]) + "test-srvbad-u1,test-srvbad-o1\n" + csvLines(fans[1:])
 		file := mustWriteFile(t, filepath.Join(b.dir, "fans.csv"), content)
 		var out bytes.Buffer
-		require.NoError(t, fansImport(t.Context(), b.opts(file, &out)))
+		require.NoError(t, Run(t.Context(), b.opts(file, &out)))
 		require.Equal(t, fans, b.fake.acceptedFans(0))
 		require.Contains(t, out.String(), "line 2: rejected by the server: unionid is not one of ours")
 	})
@@ -536,7 +512,7 @@ func TestFansImport(t *testing.T) {
 		var out bytes.Buffer
 		opts := b.opts(file, &out)
 		opts.Batch = 10
-		err := fansImport(ctx, opts)
+		err := Run(ctx, opts)
 		require.ErrorContains(t, err, "interrupted; lines 1-20 are acknowledged")
 		require.Equal(t, int64(20), mustReadCheckpoint(t, file).LinesDone)
 		require.Contains(t, out.String(), "fans import summary")
@@ -547,7 +523,7 @@ func TestFansImport(t *testing.T) {
 		require.Equal(t, fans, b.fake.acceptedFans(0))
 		b.fake.set(func(f *fakeAdmin) { f.onPost, f.afterPost = nil, nil })
 		out.Reset()
-		require.NoError(t, fansImport(t.Context(), opts))
+		require.NoError(t, Run(t.Context(), opts))
 		require.Equal(t, fans[20:], b.fake.acceptedFans(3))
 		require.Contains(t, out.String(), "skipped:     10 already registered or queued")
 	})
@@ -561,7 +537,7 @@ func TestFansImport(t *testing.T) {
 		var out bytes.Buffer
 		opts := b.opts(file, &out)
 		opts.Wait = true
-		require.NoError(t, fansImport(t.Context(), opts))
+		require.NoError(t, Run(t.Context(), opts))
 		// One baseline call, then polls reaching 3, 6, 9 and 10 registered.
 		b.fake.set(func(f *fakeAdmin) { require.Equal(t, 5, f.statusCalls) })
 		require.Contains(t, out.String(), "registered 10/10")
@@ -576,7 +552,7 @@ func TestFansImport(t *testing.T) {
 		var out bytes.Buffer
 		opts := b.opts(file, &out)
 		opts.Wait = true
-		require.NoError(t, fansImport(t.Context(), opts))
+		require.NoError(t, Run(t.Context(), opts))
 		require.Contains(t, out.String(), "4 queued fans were not registered")
 	})
 
@@ -588,7 +564,7 @@ func TestFansImport(t *testing.T) {
 		var out bytes.Buffer
 		opts := b.opts(file, &out)
 		opts.Wait, opts.Bar, opts.Batch = true, true, 2
-		require.NoError(t, fansImport(t.Context(), opts))
+		require.NoError(t, Run(t.Context(), opts))
 		require.Contains(t, out.String(), "submitting")
 		require.Contains(t, out.String(), "registering")
 		require.Contains(t, out.String(), "registered:  6 during this run")

@@ -1,4 +1,8 @@
-package main
+// Package fansimport sends a file of fans (CSV or JSON lines) to a running
+// pendinglink server in batches, with a checkpoint to resume from, progress
+// and an ETA that respects the WeCom quota. "pendinglink fans import" is its
+// command line.
+package fansimport
 
 import (
 	"bufio"
@@ -9,7 +13,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -23,29 +26,13 @@ import (
 	"time"
 
 	"github.com/schollz/progressbar/v3"
-	"golang.org/x/term"
 
 	"github.com/pendinglink/pendinglink/apiclient"
 	"github.com/pendinglink/pendinglink/quota"
 	"github.com/pendinglink/pendinglink/store"
 )
 
-const fansUsage = `Usage: pendinglink fans import [flags] FILE
-
-Sends the fans listed in FILE to a running pendinglink server, which registers
-them with WeCom as its quota allows. FILE is CSV ("unionid,openid", optional
-header row) or JSON lines ({"unionid":"…","openid":"…"} per line).
-
-Invalid rows are reported with their line numbers and never sent. After each
-batch the server acknowledges, FILE.import-state records how far the import
-got; running the same command again resumes from there (--restart ignores it).
-Re-sending is harmless anyway: the server skips fans it already registered or
-queued.
-
-Flags:
-`
-
-// Defaults of importOptions; tests pass small values instead.
+// Defaults of Options; tests pass small values instead.
 const (
 	defaultPollEvery   = time.Second
 	defaultLogEvery    = 10 * time.Second
@@ -67,39 +54,20 @@ const (
 	// rateWindow is how far back the --wait phase measures the registration rate.
 	rateWindow = time.Minute
 
-	checkpointSuffix  = ".import-state"
 	checkpointVersion = 1
 )
 
-// errTokenRejected is returned when the server answers 401. It names the
+// CheckpointSuffix names a file's checkpoint: FILE+CheckpointSuffix records
+// how many lines of FILE the server acknowledged, so a new run resumes.
+const CheckpointSuffix = ".import-state"
+
+// ErrTokenRejected is returned when the server answers 401. It names the
 // variable, never the token.
-var errTokenRejected = errors.New("PENDINGLINK_ADMIN_TOKEN: rejected by the server")
+var ErrTokenRejected = errors.New("PENDINGLINK_ADMIN_TOKEN: rejected by the server")
 
-// fansCommand runs "pendinglink fans SUBCOMMAND". Only import exists.
-func fansCommand(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, fansUsage)
-		return errors.New("fans: missing subcommand (import)")
-	}
-	switch args[0] {
-	case "import":
-		opts, err := parseImportFlags(args[1:], getenv, stdout, stderr)
-		if err != nil {
-			return err
-		}
-		return fansImport(ctx, opts)
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, fansUsage)
-		return nil
-	default:
-		fmt.Fprint(stderr, fansUsage)
-		return fmt.Errorf("fans: unknown subcommand %q", args[0])
-	}
-}
-
-// importOptions configures fansImport. Zero durations and counts take the
+// Options configures Run. Zero durations and counts take the
 // defaults above.
-type importOptions struct {
+type Options struct {
 	File    string
 	Server  string // base URL of pendinglink, e.g. http://127.0.0.1:8080
 	Token   string // admin bearer token; never printed
@@ -117,7 +85,7 @@ type importOptions struct {
 	Tries     int           // attempts per request on 5xx or network errors
 }
 
-func (o *importOptions) setDefaults() {
+func (o *Options) setDefaults() {
 	if o.Batch <= 0 {
 		o.Batch = apiclient.MaxFansPerBatch
 	}
@@ -142,83 +110,6 @@ func (o *importOptions) setDefaults() {
 	if o.Tries <= 0 {
 		o.Tries = defaultTries
 	}
-}
-
-func parseImportFlags(args []string, getenv func(string) string, stdout, stderr io.Writer) (importOptions, error) {
-	fs := flag.NewFlagSet("fans import", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), fansUsage)
-		fs.PrintDefaults()
-	}
-	// Defaults from the environment are applied after parsing so that -h
-	// never prints the token.
-	server := fs.String("server", "", "pendinglink base URL (default $PENDINGLINK_URL or http://127.0.0.1:8080)")
-	token := fs.String("token", "", "admin token (default $PENDINGLINK_ADMIN_TOKEN; prefer the variable: flags show in ps)")
-	batch := fs.Int("batch", apiclient.MaxFansPerBatch, "fans per request, at most "+strconv.Itoa(apiclient.MaxFansPerBatch))
-	format := fs.String("format", "auto", "input format: csv, jsonl or auto (by extension, else by the first line)")
-	wait := fs.Bool("wait", true, "after submitting, follow registrations until they are done or the queue drains (--wait=false to skip)")
-	noProgress := fs.Bool("no-progress", false, "print plain progress lines instead of a bar (automatic when stdout is not a terminal)")
-	restart := fs.Bool("restart", false, "ignore FILE"+checkpointSuffix+" and send the whole file again")
-
-	// Flags may come before or after FILE.
-	var files []string
-	for rest := args; ; {
-		if err := fs.Parse(rest); err != nil {
-			return importOptions{}, err
-		}
-		left := fs.Args()
-		if len(left) == 0 {
-			break
-		}
-		if i := len(rest) - len(left) - 1; i >= 0 && rest[i] == "--" {
-			files = append(files, left...)
-			break
-		}
-		files, rest = append(files, left[0]), left[1:]
-	}
-	if len(files) != 1 {
-		fs.Usage()
-		return importOptions{}, errors.New("fans import: give exactly one FILE")
-	}
-	opts := importOptions{
-		File: files[0], Server: *server, Token: *token, Batch: *batch, Format: strings.ToLower(*format),
-		Wait: *wait, Restart: *restart, Stdout: stdout,
-		Bar: !*noProgress && isTerminal(stdout),
-	}
-	if opts.Server == "" {
-		opts.Server = getenv("PENDINGLINK_URL")
-	}
-	if opts.Server == "" {
-		opts.Server = "http://127.0.0.1:8080"
-	}
-	if opts.Token == "" {
-		opts.Token = getenv("PENDINGLINK_ADMIN_TOKEN")
-	}
-	if opts.Token == "" {
-		return importOptions{}, errors.New("fans import: PENDINGLINK_ADMIN_TOKEN: required (the server's admin token; or pass --token)")
-	}
-	if opts.Batch < 1 || opts.Batch > apiclient.MaxFansPerBatch {
-		return importOptions{}, fmt.Errorf("fans import: --batch: must be from 1 to %d", apiclient.MaxFansPerBatch)
-	}
-	switch opts.Format {
-	case "csv", "jsonl", "auto":
-	case "json", "ndjson":
-		opts.Format = "jsonl"
-	default:
-		return importOptions{}, errors.New("fans import: --format: must be csv, jsonl or auto")
-	}
-	u, err := url.Parse(opts.Server)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return importOptions{}, errors.New("fans import: --server/PENDINGLINK_URL: must be an http(s) URL such as http://127.0.0.1:8080")
-	}
-	opts.Server = strings.TrimRight(opts.Server, "/")
-	return opts, nil
-}
-
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // importCheckpoint is FILE.import-state: how far an import of that file to
@@ -490,11 +381,11 @@ func retryable(err error) bool {
 	return code >= 500 || code == http.StatusTooManyRequests || (code == 0 && errors.As(err, &ue))
 }
 
-// tokenChecked turns a 401 into errTokenRejected, which names the variable
+// tokenChecked turns a 401 into ErrTokenRejected, which names the variable
 // to fix.
 func tokenChecked(err error) error {
 	if apiclient.StatusCode(err) == http.StatusUnauthorized {
-		return errTokenRejected
+		return ErrTokenRejected
 	}
 	return err
 }
@@ -531,7 +422,7 @@ type invalidRow struct {
 
 // importRun holds one run's counters and output.
 type importRun struct {
-	opts     importOptions
+	opts     Options
 	api      *apiclient.Client
 	cpPath   string
 	cp       importCheckpoint
@@ -552,8 +443,10 @@ type importRun struct {
 	lastLog time.Time
 }
 
-// fansImport sends opts.File to the server; see fansUsage.
-func fansImport(ctx context.Context, opts importOptions) error {
+// Run sends opts.File to opts.Server and, with opts.Wait, follows the
+// registrations until they are done. It prints progress and a summary to
+// opts.Stdout, also when it fails or ctx ends.
+func Run(ctx context.Context, opts Options) error {
 	opts.setDefaults()
 	f, err := os.Open(opts.File)
 	if err != nil {
@@ -568,7 +461,7 @@ func fansImport(ctx context.Context, opts importOptions) error {
 	run := &importRun{
 		opts:    opts,
 		api:     &apiclient.Client{BaseURL: opts.Server, Token: opts.Token, HTTPClient: opts.Client},
-		cpPath:  opts.File + checkpointSuffix,
+		cpPath:  opts.File + CheckpointSuffix,
 		format:  info.format,
 		started: time.Now(),
 	}
