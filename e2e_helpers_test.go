@@ -120,7 +120,7 @@ func startE2E(t *testing.T, opts e2eOptions) *e2eWorld {
 
 	w := &e2eWorld{
 		t: t, wc: wc, logs: &logBuffer{},
-		token: randomToken(16), aesKey: randomAESKey(), admin: randomToken(32),
+		token: wecomtest.RandomToken(16), aesKey: wecomtest.RandomAESKey(), admin: wecomtest.RandomToken(32),
 		api: &http.Client{Timeout: e2eTimeout}, run: &e2eRun{},
 	}
 	w.calls = &callRecorder{base: wc.HTTPClient().Transport}

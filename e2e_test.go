@@ -608,7 +608,7 @@ func TestE2E_Webhook(t *testing.T) {
 		defer mu.Unlock()
 		return slices.Clone(seen)
 	}
-	secret := randomToken(24)
+	secret := wecomtest.RandomToken(24)
 	w := startE2E(t, e2eOptions{Env: map[string]string{"PENDINGLINK_WEBHOOK_URL": hook.URL, "PENDINGLINK_WEBHOOK_SECRET": secret}})
 
 	p1, p2 := w.fan(), w.fan()
