@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -20,7 +19,7 @@ import (
 	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
-	"github.com/pendinglink/pendinglink/handlers"
+	"github.com/pendinglink/pendinglink/apiclient"
 	"github.com/pendinglink/pendinglink/store"
 	"github.com/pendinglink/pendinglink/wecom"
 	"github.com/pendinglink/pendinglink/wecom/wecomtest"
@@ -121,7 +120,7 @@ func startE2E(t *testing.T, opts e2eOptions) *e2eWorld {
 
 	w := &e2eWorld{
 		t: t, wc: wc, logs: &logBuffer{},
-		token: randomToken(16), aesKey: randomAESKey(), admin: randomToken(32),
+		token: wecomtest.RandomToken(16), aesKey: wecomtest.RandomAESKey(), admin: wecomtest.RandomToken(32),
 		api: &http.Client{Timeout: e2eTimeout}, run: &e2eRun{},
 	}
 	w.calls = &callRecorder{base: wc.HTTPClient().Transport}
@@ -311,83 +310,78 @@ func (w *e2eWorld) getJSON(path string, out any) {
 	require.NoError(w.t, json.Unmarshal(body, out), "GET %s", path)
 }
 
+// client is the typed /v1 client of the pendinglink running now.
+func (w *e2eWorld) client() *apiclient.Client {
+	return &apiclient.Client{BaseURL: w.url(""), Token: w.admin, HTTPClient: w.api}
+}
+
 // registerFan POSTs /v1/fans and returns the status and the answer.
-func (w *e2eWorld) registerFan(p wecomtest.Person) (int, handlers.FanResponse) {
+func (w *e2eWorld) registerFan(p wecomtest.Person) (int, apiclient.FanResponse) {
 	w.t.Helper()
-	code, body := w.do(http.MethodPost, "/v1/fans", store.FanInput{UnionID: p.UnionID, OpenID: p.OpenID}, true)
-	var fr handlers.FanResponse
-	if code < 300 {
-		require.NoError(w.t, json.Unmarshal(body, &fr), "POST /v1/fans: %s", body)
+	fr, code, err := w.client().RegisterFan(w.t.Context(), store.FanInput{UnionID: p.UnionID, OpenID: p.OpenID})
+	if apiclient.StatusCode(err) == 0 {
+		require.NoError(w.t, err, "POST /v1/fans") // refusals are the caller's to check by code
 	}
 	return code, fr
 }
 
 // registerBatch POSTs /v1/fans/batch, requires 202 and returns the answer.
-func (w *e2eWorld) registerBatch(ps []wecomtest.Person) handlers.BatchResponse {
+func (w *e2eWorld) registerBatch(ps []wecomtest.Person) apiclient.BatchResponse {
 	w.t.Helper()
 	in := make([]store.FanInput, len(ps))
 	for i, p := range ps {
 		in[i] = store.FanInput{UnionID: p.UnionID, OpenID: p.OpenID}
 	}
-	code, body := w.do(http.MethodPost, "/v1/fans/batch", in, true)
-	require.Equal(w.t, http.StatusAccepted, code, "POST /v1/fans/batch: %s", body)
-	var br handlers.BatchResponse
-	require.NoError(w.t, json.Unmarshal(body, &br))
+	br, err := w.client().RegisterFans(w.t.Context(), in)
+	require.NoError(w.t, err, "POST /v1/fans/batch")
 	return br
 }
 
 // getFan returns GET /v1/fans/{unionid}.
-func (w *e2eWorld) getFan(unionID string) handlers.FanResponse {
+func (w *e2eWorld) getFan(unionID string) apiclient.FanResponse {
 	w.t.Helper()
-	var fr handlers.FanResponse
-	w.getJSON("/v1/fans/"+url.PathEscape(unionID), &fr)
+	fr, err := w.client().Fan(w.t.Context(), unionID)
+	require.NoError(w.t, err, "GET /v1/fans/%s", unionID)
 	return fr
 }
 
 // customer returns GET /v1/customers/{corp}/{external_userid}, or nil on 404.
 func (w *e2eWorld) customer(corpID, externalUserID string) *store.CustomerDetail {
 	w.t.Helper()
-	path := "/v1/customers/" + url.PathEscape(corpID) + "/" + url.PathEscape(externalUserID)
-	code, body := w.do(http.MethodGet, path, nil, true)
-	if code == http.StatusNotFound {
+	c, err := w.client().Customer(w.t.Context(), corpID, externalUserID)
+	if apiclient.StatusCode(err) == http.StatusNotFound {
 		return nil
 	}
-	require.Equal(w.t, http.StatusOK, code, "GET %s: %s", path, body)
-	var c store.CustomerDetail
-	require.NoError(w.t, json.Unmarshal(body, &c))
+	require.NoError(w.t, err, "GET /v1/customers/%s/%s", corpID, externalUserID)
 	return &c
 }
 
 // links pages through GET /v1/links with the given filter and returns every link.
-func (w *e2eWorld) links(filter url.Values) []store.Link {
+func (w *e2eWorld) links(filter apiclient.LinkFilter) []store.Link {
 	w.t.Helper()
 	var all []store.Link
-	q := url.Values{}
-	for k, v := range filter {
-		q[k] = v
-	}
-	q.Set("limit", "1000")
+	filter.Limit = 1000
 	for {
-		var page handlers.LinksResponse
-		w.getJSON("/v1/links?"+q.Encode(), &page)
+		page, err := w.client().Links(w.t.Context(), filter)
+		require.NoError(w.t, err, "GET /v1/links")
 		all = append(all, page.Links...)
 		if page.NextCursor == "" {
 			return all
 		}
-		q.Set("cursor", page.NextCursor)
+		filter.Cursor = page.NextCursor
 	}
 }
 
 // linksOf returns the links of one fan.
 func (w *e2eWorld) linksOf(unionID string) []store.Link {
-	return w.links(url.Values{"unionid": {unionID}})
+	return w.links(apiclient.LinkFilter{UnionID: unionID})
 }
 
 // status returns GET /v1/status.
-func (w *e2eWorld) status() handlers.StatusResponse {
+func (w *e2eWorld) status() apiclient.StatusResponse {
 	w.t.Helper()
-	var st handlers.StatusResponse
-	w.getJSON("/v1/status", &st)
+	st, err := w.client().Status(w.t.Context())
+	require.NoError(w.t, err, "GET /v1/status")
 	return st
 }
 
@@ -428,9 +422,9 @@ func (w *e2eWorld) waitLinks(unionID string, n int) []store.Link {
 
 // waitIdle waits until no job is left and no event is pending: the
 // pipeline has done everything it was given.
-func (w *e2eWorld) waitIdle() handlers.StatusResponse {
+func (w *e2eWorld) waitIdle() apiclient.StatusResponse {
 	w.t.Helper()
-	var st handlers.StatusResponse
+	var st apiclient.StatusResponse
 	w.waitFor("an idle pipeline", func() bool {
 		st = w.status()
 		return st.Queue.Pending == 0 && st.Events.Pending == 0

@@ -20,7 +20,7 @@ import (
 	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
-	"github.com/pendinglink/pendinglink/handlers"
+	"github.com/pendinglink/pendinglink/apiclient"
 	"github.com/pendinglink/pendinglink/pipeline"
 	"github.com/pendinglink/pendinglink/store"
 	"github.com/pendinglink/pendinglink/wecom"
@@ -164,7 +164,7 @@ func TestE2E_Duplicates(t *testing.T) {
 	require.Equal(t, http.StatusOK, code, "a fan holding a live pending_id is not registered again")
 	require.Equal(t, first.PendingID, second.PendingID)
 	br := w.registerBatch([]wecomtest.Person{p})
-	require.Equal(t, handlers.BatchResponse{Accepted: 1, Queued: 0, Skipped: 1}, br)
+	require.Equal(t, apiclient.BatchResponse{Accepted: 1, Queued: 0, Skipped: 1}, br)
 
 	c, ev := w.addCustomer(p, "staff-a")
 	w.sendAll([]wecom.Event{ev, ev, ev, ev}) // WeCom's retries, concurrently
@@ -350,7 +350,7 @@ func TestE2E_ExpiryAndRenewal(t *testing.T) {
 		// Past expiry WeCom issues a new id; the renewer gets it, and a
 		// customer added now is linked through it.
 		w.wc.Clock.Advance(7 * 24 * time.Hour)
-		var f handlers.FanResponse
+		var f apiclient.FanResponse
 		w.waitFor("a new pending_id", func() bool {
 			f = w.getFan(p.UnionID)
 			return f.PendingID != "" && f.PendingID != fr.PendingID
@@ -392,7 +392,7 @@ func TestE2E_ExpiryAndRenewal(t *testing.T) {
 	})
 }
 
-func pendingIDs(f handlers.FanResponse) []string {
+func pendingIDs(f apiclient.FanResponse) []string {
 	var ids []string
 	for _, p := range f.PendingIDs {
 		ids = append(ids, p.PendingID)
@@ -412,7 +412,7 @@ func TestE2E_QuotaExhaustion(t *testing.T) {
 		ps = append(ps, w.fan())
 	}
 	br := w.registerBatch(ps)
-	require.Equal(t, handlers.BatchResponse{Accepted: fans, Queued: fans}, br)
+	require.Equal(t, apiclient.BatchResponse{Accepted: fans, Queued: fans}, br)
 
 	register := pipeline.RegisterArgs{}.Kind()
 	settle := func(want int) {
@@ -496,7 +496,7 @@ func TestE2E_WeComFaults(t *testing.T) {
 	require.EqualValues(t, nFans+nOthers, st.Events.Received)
 	require.Zero(t, st.Events.Failed, "%v", st.Events.FailureReasons)
 	got := map[string]bool{}
-	for _, l := range w.links(nil) {
+	for _, l := range w.links(apiclient.LinkFilter{}) {
 		require.False(t, got[linkKey(l)], "duplicate link %s", linkKey(l))
 		got[linkKey(l)] = true
 	}
@@ -562,7 +562,7 @@ func TestE2E_RestartMidBurst(t *testing.T) {
 	require.EqualValues(t, 10, st.Events.Duplicate)
 	require.Zero(t, st.Events.Failed)
 	got := map[string]bool{}
-	for _, l := range w.links(nil) {
+	for _, l := range w.links(apiclient.LinkFilter{}) {
 		require.False(t, got[linkKey(l)], "duplicate link %s", linkKey(l))
 		got[linkKey(l)] = true
 	}
@@ -608,7 +608,7 @@ func TestE2E_Webhook(t *testing.T) {
 		defer mu.Unlock()
 		return slices.Clone(seen)
 	}
-	secret := randomToken(24)
+	secret := wecomtest.RandomToken(24)
 	w := startE2E(t, e2eOptions{Env: map[string]string{"PENDINGLINK_WEBHOOK_URL": hook.URL, "PENDINGLINK_WEBHOOK_SECRET": secret}})
 
 	p1, p2 := w.fan(), w.fan()
@@ -718,7 +718,7 @@ func TestE2E_API(t *testing.T) {
 	t.Run("BadRequests", func(t *testing.T) {
 		t.Parallel()
 		w := w.in(t)
-		tooMany := make([]store.FanInput, handlers.MaxFansPerBatch+1)
+		tooMany := make([]store.FanInput, apiclient.MaxFansPerBatch+1)
 		for i := range tooMany {
 			tooMany[i] = store.FanInput{UnionID: fmt.Sprintf("test-u-many%d", i), OpenID: "test-o"}
 		}
@@ -783,7 +783,7 @@ func TestE2E_API(t *testing.T) {
 			if cursor != "" {
 				q.Set("cursor", cursor)
 			}
-			var page handlers.LinksResponse
+			var page apiclient.LinksResponse
 			w.getJSON("/v1/links?"+q.Encode(), &page)
 			require.LessOrEqual(t, len(page.Links), limit)
 			got = append(got, page.Links...)
@@ -811,8 +811,8 @@ func TestE2E_API(t *testing.T) {
 		for _, l := range got {
 			first, last = minTime(first, l.MatchedAt), maxTime(last, l.MatchedAt)
 		}
-		require.Len(t, w.links(url.Values{"since": {first.Truncate(time.Second).Format(time.RFC3339)}}), n)
-		require.Empty(t, w.links(url.Values{"since": {last.Truncate(time.Second).Add(time.Second).Format(time.RFC3339)}}))
+		require.Len(t, w.links(apiclient.LinkFilter{Since: first.Truncate(time.Second)}), n)
+		require.Empty(t, w.links(apiclient.LinkFilter{Since: last.Truncate(time.Second).Add(time.Second)}))
 	})
 }
 

@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -51,7 +49,7 @@ func loadtest(ctx context.Context, args []string, getenv func(string) string, st
 		// The pipeline's WeCom calls go to an in-process fake, never to WeCom.
 		wc := wecomtest.NewServer()
 		defer wc.Close()
-		corpID, token, aesKey = wc.CorpID, randomToken(16), randomAESKey()
+		corpID, token, aesKey = wc.CorpID, wecomtest.RandomToken(16), wecomtest.RandomAESKey()
 		dir, err := os.MkdirTemp("", "pendinglink-loadtest-")
 		if err != nil {
 			return err
@@ -61,7 +59,7 @@ func loadtest(ctx context.Context, args []string, getenv func(string) string, st
 			"WECOM_CORP_ID": corpID, "WECOM_AGENT_ID": strconv.FormatInt(wc.AgentID, 10), "WECOM_CORP_SECRET": wc.CorpSecret,
 			"WECOM_API_BASE":       wc.URL,
 			"WECOM_CALLBACK_TOKEN": token, "WECOM_CALLBACK_AES_KEY": aesKey,
-			"PENDINGLINK_ADMIN_TOKEN": randomToken(24), "PENDINGLINK_ADDR": "127.0.0.1:0",
+			"PENDINGLINK_ADMIN_TOKEN": wecomtest.RandomToken(24), "PENDINGLINK_ADDR": "127.0.0.1:0",
 			"PENDINGLINK_DB": filepath.Join(dir, "loadtest.db"), "PENDINGLINK_LOG_LEVEL": "warn",
 		}), stderr)
 		if err != nil {
@@ -237,24 +235,6 @@ func (r loadResult) print(w io.Writer, rate int) {
 
 func mapEnv(m map[string]string) func(string) string {
 	return func(k string) string { return m[k] }
-}
-
-// randomToken returns a callback-token-shaped random string (letters and digits).
-func randomToken(n int) string {
-	const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-	b := make([]byte, n)
-	rand.Read(b)
-	for i := range b {
-		b[i] = alphabet[int(b[i])%len(alphabet)]
-	}
-	return string(b)
-}
-
-// randomAESKey returns a valid 43-character EncodingAESKey.
-func randomAESKey() string {
-	key := make([]byte, 32)
-	rand.Read(key)
-	return base64.StdEncoding.EncodeToString(key)[:43]
 }
 
 // startCPUProfile profiles the whole process into path ("" does nothing);

@@ -51,7 +51,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "serve":
 		return serve(ctx, rest, getenv, stdout, stderr)
 	case "demo":
-		return demo(ctx, rest, getenv, stdout, stderr)
+		return demoCommand(ctx, rest, getenv, stdout, stderr)
 	case "fans":
 		return fansCommand(ctx, rest, getenv, stdout, stderr)
 	case "loadtest":

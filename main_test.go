@@ -196,9 +196,9 @@ func TestServe_KillNineMidBurstKeepsAcknowledgedEventsOnce(t *testing.T) {
 	wc := wecomtest.NewServer()
 	t.Cleanup(wc.Close) // registered first, so it runs after the processes are gone
 	dealer := wc.AddDealer("dealer-1", "staff-a")
-	token, aesKey := randomToken(16), randomAESKey()
+	token, aesKey := wecomtest.RandomToken(16), wecomtest.RandomAESKey()
 	dbPath := filepath.Join(t.TempDir(), "kill.db")
-	env := fakeWeComEnv(wc, token, aesKey, randomToken(32), dbPath, []wecomtest.Dealer{dealer})
+	env := fakeWeComEnv(wc, token, aesKey, wecomtest.RandomToken(32), dbPath, []wecomtest.Dealer{dealer})
 	logs := &logBuffer{}
 	t.Cleanup(func() {
 		if t.Failed() {

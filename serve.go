@@ -17,6 +17,7 @@ import (
 	"github.com/pendinglink/pendinglink/crypto"
 	"github.com/pendinglink/pendinglink/handlers"
 	"github.com/pendinglink/pendinglink/pipeline"
+	"github.com/pendinglink/pendinglink/quota"
 	"github.com/pendinglink/pendinglink/store"
 	"github.com/pendinglink/pendinglink/wecom"
 )
@@ -104,14 +105,14 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 		}
 	}()
 
-	quota, err := wecom.NewLimiter(ctx, wecom.LimiterConfig{
+	pendingQuota, err := quota.New(ctx, quota.Config{
 		Key: "unionid_to_pending_id:" + cfg.CorpID, Windows: wecom.PendingIDWindows(cfg.QuotaHour, cfg.QuotaDay, cfg.QuotaMonth),
 		Store: db, Now: opts.Now, Smooth: true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("quota: %w", err)
 	}
-	externalQuota, err := wecom.NewLimiter(ctx, wecom.LimiterConfig{
+	externalQuota, err := quota.New(ctx, quota.Config{
 		Key: "unionid_to_external_userid:" + cfg.CorpID, Windows: wecom.ExternalUserIDWindows(cfg.ExternalHour, cfg.ExternalDay),
 		Store: db, Now: opts.Now, Smooth: true,
 	})
@@ -121,7 +122,7 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 	client, err = wecom.NewClient(wecom.Config{
 		BaseURL: cfg.APIBase, CorpID: cfg.CorpID, AgentID: cfg.AgentID, CorpSecret: cfg.CorpSecret,
 		HTTPClient: opts.HTTPClient, Logger: logger, Now: opts.Now, PendingToken: cfg.PendingToken,
-		PendingIDQuota: quota, ExternalUserIDQuota: externalQuota,
+		PendingIDQuota: pendingQuota, ExternalUserIDQuota: externalQuota,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("wecom client: %w", err)
@@ -166,7 +167,7 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 	}()
 	pcfg := pipeline.Config{
 		Store: db, WeCom: client, Coalescer: coalescer, Logger: logger,
-		RenewBefore: cfg.RenewBefore, Quota: quota, Now: opts.Now,
+		RenewBefore: cfg.RenewBefore, Quota: pendingQuota, Now: opts.Now,
 	}
 	if cfg.WebhookURL != "" {
 		pcfg.Webhook = &pipeline.Webhook{URL: cfg.WebhookURL, Secret: cfg.WebhookSecret}
@@ -192,7 +193,7 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 		Now:          opts.Now,
 		Pipeline:     pl,
 		WeCom:        client,
-		Quota:        quota,
+		Quota:        pendingQuota,
 	})
 	if err != nil {
 		return nil, err

@@ -8,12 +8,10 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/pendinglink/pendinglink/apiclient"
 	"github.com/pendinglink/pendinglink/pipeline"
 	"github.com/pendinglink/pendinglink/store"
 )
-
-// MaxFansPerBatch caps POST /v1/fans/batch.
-const MaxFansPerBatch = 1000
 
 // api serves the /v1 routes that need the pipeline.
 type api struct {
@@ -52,13 +50,6 @@ func decodeJSON(c echo.Context, v any) error {
 	return nil
 }
 
-// FanResponse is the body of fan endpoints.
-type FanResponse struct {
-	*store.FanDetail
-	// Queued is true when the registration waits for quota or a retry.
-	Queued bool `json:"queued,omitempty"`
-}
-
 // registerFan registers one fan: 201 when WeCom issued a pending_id just
 // now, 202 when the registration is queued, 200 when the fan already holds a
 // live pending_id, 422 when WeCom refuses it for good.
@@ -87,14 +78,7 @@ func (a *api) registerFan(c echo.Context) error {
 	if err != nil {
 		return storeError(err)
 	}
-	return c.JSON(status, FanResponse{FanDetail: fan, Queued: reg == pipeline.Queued})
-}
-
-// BatchResponse is the body of POST /v1/fans/batch.
-type BatchResponse struct {
-	Accepted int `json:"accepted"`
-	Queued   int `json:"queued"`
-	Skipped  int `json:"skipped"`
+	return c.JSON(status, apiclient.FanResponse{FanDetail: fan, Queued: reg == pipeline.Queued})
 }
 
 // registerFans queues up to MaxFansPerBatch fans as bulk work. Fans already
@@ -105,8 +89,8 @@ func (a *api) registerFans(c echo.Context) error {
 	if err := decodeJSON(c, &in); err != nil {
 		return err
 	}
-	if len(in) == 0 || len(in) > MaxFansPerBatch {
-		return badRequest("send between 1 and " + strconv.Itoa(MaxFansPerBatch) + " fans")
+	if len(in) == 0 || len(in) > apiclient.MaxFansPerBatch {
+		return badRequest("send between 1 and " + strconv.Itoa(apiclient.MaxFansPerBatch) + " fans")
 	}
 	for i := range in {
 		if err := in[i].Validate(); err != nil {
@@ -117,7 +101,7 @@ func (a *api) registerFans(c echo.Context) error {
 	if err != nil {
 		return storeError(err)
 	}
-	return c.JSON(http.StatusAccepted, BatchResponse{Accepted: len(in), Queued: res.Queued, Skipped: res.Skipped})
+	return c.JSON(http.StatusAccepted, apiclient.BatchResponse{Accepted: len(in), Queued: res.Queued, Skipped: res.Skipped})
 }
 
 func (a *api) getFan(c echo.Context) error {
@@ -125,14 +109,7 @@ func (a *api) getFan(c echo.Context) error {
 	if err != nil {
 		return storeError(err)
 	}
-	return c.JSON(http.StatusOK, FanResponse{FanDetail: fan})
-}
-
-// LinksResponse is the body of GET /v1/links.
-type LinksResponse struct {
-	Links []store.Link `json:"links"`
-	// NextCursor, when set, fetches the next page.
-	NextCursor string `json:"next_cursor,omitempty"`
+	return c.JSON(http.StatusOK, apiclient.FanResponse{FanDetail: fan})
 }
 
 func (a *api) findLinks(c echo.Context) error {
@@ -163,7 +140,7 @@ func (a *api) findLinks(c echo.Context) error {
 	if err != nil {
 		return storeError(err)
 	}
-	resp := LinksResponse{Links: links}
+	resp := apiclient.LinksResponse{Links: links}
 	if links == nil {
 		resp.Links = []store.Link{}
 	}

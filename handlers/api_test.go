@@ -18,10 +18,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pendinglink/pendinglink/apiclient"
 	"github.com/pendinglink/pendinglink/crypto"
 	"github.com/pendinglink/pendinglink/handlers"
 	"github.com/pendinglink/pendinglink/pipeline"
 	"github.com/pendinglink/pendinglink/pipeline/pipelinetest"
+	"github.com/pendinglink/pendinglink/quota"
 	"github.com/pendinglink/pendinglink/store"
 	"github.com/pendinglink/pendinglink/store/storetest"
 	"github.com/pendinglink/pendinglink/wecom"
@@ -315,12 +317,12 @@ func TestAPI_RegisterFans(t *testing.T) {
 
 		code, body := b.do(t, http.MethodPost, "/v1/fans/batch", fans(3))
 		require.Equal(t, http.StatusAccepted, code, string(body))
-		require.Equal(t, handlers.BatchResponse{Accepted: 3, Queued: 2, Skipped: 1}, decodeAs[handlers.BatchResponse](t, body))
+		require.Equal(t, apiclient.BatchResponse{Accepted: 3, Queued: 2, Skipped: 1}, decodeAs[apiclient.BatchResponse](t, body))
 		require.Equal(t, int64(2), b.count(t, `SELECT count(*) FROM river_job WHERE kind = 'register' AND priority = 3`))
 
 		code, body = b.do(t, http.MethodPost, "/v1/fans/batch", fans(3))
 		require.Equal(t, http.StatusAccepted, code)
-		require.Equal(t, handlers.BatchResponse{Accepted: 3, Queued: 0, Skipped: 3}, decodeAs[handlers.BatchResponse](t, body),
+		require.Equal(t, apiclient.BatchResponse{Accepted: 3, Queued: 0, Skipped: 3}, decodeAs[apiclient.BatchResponse](t, body),
 			"re-sending a batch queues nothing twice")
 		require.Empty(t, b.wecom.Calls(), "a batch never calls WeCom inline")
 	})
@@ -335,14 +337,14 @@ func TestAPI_RegisterFans(t *testing.T) {
 		require.NoError(t, err)
 		_, err = b.db.RecordFanPendingID(t.Context(), "test-u0", "p-0")
 		require.NoError(t, err)
-		same := make([]store.FanInput, handlers.MaxFansPerBatch)
+		same := make([]store.FanInput, apiclient.MaxFansPerBatch)
 		for i := range same {
 			same[i] = fans(1)[0]
 		}
 		code, body := b.do(t, http.MethodPost, "/v1/fans/batch", same)
 		require.Equal(t, http.StatusAccepted, code, string(body))
-		require.Equal(t, handlers.BatchResponse{Accepted: handlers.MaxFansPerBatch, Skipped: handlers.MaxFansPerBatch},
-			decodeAs[handlers.BatchResponse](t, body))
+		require.Equal(t, apiclient.BatchResponse{Accepted: apiclient.MaxFansPerBatch, Skipped: apiclient.MaxFansPerBatch},
+			decodeAs[apiclient.BatchResponse](t, body))
 	})
 
 	t.Run("BadRequest", func(t *testing.T) {
@@ -355,7 +357,7 @@ func TestAPI_RegisterFans(t *testing.T) {
 			msg  string
 		}{
 			"Empty":      {[]store.FanInput{}, "between 1 and 1000"},
-			"TooMany":    {fans(handlers.MaxFansPerBatch + 1), "between 1 and 1000"},
+			"TooMany":    {fans(apiclient.MaxFansPerBatch + 1), "between 1 and 1000"},
 			"InvalidFan": {invalid, "fan 1"},
 			"NotAnArray": {`{"unionid":"test-u1","openid":"o"}`, "invalid JSON"},
 		} {
@@ -410,7 +412,7 @@ func TestAPI_FindLinks(t *testing.T) {
 		_, err := b.db.RecordResolution(t.Context(), store.Resolution{CorpID: corp, ExternalUserID: "wm-" + corp, PendingID: "p-1"})
 		require.NoError(t, err)
 	}
-	corps := func(r handlers.LinksResponse) []string {
+	corps := func(r apiclient.LinksResponse) []string {
 		var out []string
 		for _, l := range r.Links {
 			out = append(out, l.CorpID)
@@ -440,13 +442,13 @@ func TestAPI_FindLinks(t *testing.T) {
 		t.Parallel()
 		code, body := b.do(t, http.MethodGet, "/v1/links?limit=2", nil)
 		require.Equal(t, http.StatusOK, code)
-		page1 := decodeAs[handlers.LinksResponse](t, body)
+		page1 := decodeAs[apiclient.LinksResponse](t, body)
 		require.Equal(t, []string{"wwtestc3", "wwtestc2"}, corps(page1))
 		require.NotEmpty(t, page1.NextCursor)
 
 		code, body = b.do(t, http.MethodGet, "/v1/links?limit=2&cursor="+page1.NextCursor, nil)
 		require.Equal(t, http.StatusOK, code)
-		page2 := decodeAs[handlers.LinksResponse](t, body)
+		page2 := decodeAs[apiclient.LinksResponse](t, body)
 		require.Equal(t, []string{"wwtestc1"}, corps(page2))
 		require.Empty(t, page2.NextCursor, "a short page is the last")
 	})
@@ -462,7 +464,7 @@ func TestAPI_FindLinks(t *testing.T) {
 		} {
 			code, body := b.do(t, http.MethodGet, "/v1/links?"+query, nil)
 			require.Equal(t, http.StatusOK, code, query)
-			require.Equal(t, want, corps(decodeAs[handlers.LinksResponse](t, body)), query)
+			require.Equal(t, want, corps(decodeAs[apiclient.LinksResponse](t, body)), query)
 		}
 	})
 
@@ -531,7 +533,7 @@ func TestAPI_Status(t *testing.T) {
 			Errors: map[int]int64{wecom.CodeSystemBusy: 2},
 		}
 	}}
-	quota := &pipelinetest.FakeQuota{Windows: []wecom.WindowUsage{{Length: time.Hour, Limit: 100000, Used: 7}}}
+	quota := &pipelinetest.FakeQuota{Windows: []quota.Usage{{Length: time.Hour, Limit: 100000, Used: 7}}}
 	b := setupAPI(t, apiOpts{wecom: fw, quota: quota})
 
 	// One registered fan linked to one customer; one pending and one failed event.
@@ -572,16 +574,16 @@ func TestAPI_Status(t *testing.T) {
 	})
 
 	t.Run("Values", func(t *testing.T) {
-		st := decodeAs[handlers.StatusResponse](t, body)
+		st := decodeAs[apiclient.StatusResponse](t, body)
 		require.Equal(t, int64(3), st.Events.Received)
 		require.Equal(t, int64(1), st.Events.Resolved)
 		require.Equal(t, int64(1), st.Events.Pending)
 		require.Equal(t, int64(1), st.Events.Failed)
 		require.Equal(t, map[string]int64{"errcode 48002": 1}, st.Events.FailureReasons)
-		require.Equal(t, handlers.FansStatus{Registered: 1, Valid: 1}, st.Fans)
-		require.Equal(t, handlers.LinksStatus{Total: 1, Active: 1}, st.Links)
+		require.Equal(t, apiclient.FansStatus{Registered: 1, Valid: 1}, st.Fans)
+		require.Equal(t, apiclient.LinksStatus{Total: 1, Active: 1}, st.Links)
 		require.Equal(t, map[string]int64{"corpgroup/unionid_to_pending_id": 7}, st.WeCom.Calls)
 		require.Equal(t, map[string]int64{"-1": 2}, st.WeCom.Errors)
-		require.Equal(t, []handlers.QuotaWindow{{Window: "1h0m0s", Used: 7, Limit: 100000}}, st.WeCom.Quota)
+		require.Equal(t, []apiclient.QuotaWindow{{Window: "1h0m0s", Used: 7, Limit: 100000}}, st.WeCom.Quota)
 	})
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pendinglink/pendinglink/apiclient"
 	"github.com/pendinglink/pendinglink/crypto"
 	"github.com/pendinglink/pendinglink/handlers"
 	"github.com/pendinglink/pendinglink/pipeline"
@@ -115,7 +116,7 @@ func (tb *testBundle) postEvent(t *testing.T, ev wecom.Event, receiveID string) 
 	return tb.post(t, u, body)
 }
 
-func (tb *testBundle) status(t *testing.T) handlers.StatusResponse {
+func (tb *testBundle) status(t *testing.T) apiclient.StatusResponse {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, tb.srv.URL+"/v1/status", nil)
 	require.NoError(t, err)
@@ -124,7 +125,7 @@ func (tb *testBundle) status(t *testing.T) handlers.StatusResponse {
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
-	var st handlers.StatusResponse
+	var st apiclient.StatusResponse
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&st))
 	return st
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/pendinglink/pendinglink/crypto"
 	"github.com/pendinglink/pendinglink/pipeline"
+	"github.com/pendinglink/pendinglink/quota"
 	"github.com/pendinglink/pendinglink/store"
 	"github.com/pendinglink/pendinglink/wecom"
 )
@@ -101,7 +102,7 @@ type Config struct {
 
 // QuotaUsage reports a quota's windows; *wecom.Limiter implements it.
 type QuotaUsage interface {
-	Usage() []wecom.WindowUsage
+	Usage() []quota.Usage
 }
 
 // Server is the HTTP surface of pendinglink. It is an http.Handler.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/riverqueue/river"
 
+	"github.com/pendinglink/pendinglink/quota"
 	"github.com/pendinglink/pendinglink/store"
 	"github.com/pendinglink/pendinglink/wecom"
 )
@@ -180,9 +181,7 @@ func (w *renewWorker) Work(ctx context.Context, _ *river.Job[RenewArgs]) error {
 	}
 	limit := int64(w.cfg.RenewBatch)
 	if w.cfg.Quota != nil {
-		for _, u := range w.cfg.Quota.Usage() {
-			limit = min(limit, (u.Limit-u.Used)/2)
-		}
+		limit = min(limit, quota.Spare(w.cfg.Quota.Usage())/2)
 	}
 	if limit <= 0 {
 		return nil

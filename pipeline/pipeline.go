@@ -9,6 +9,7 @@ import (
 
 	"github.com/riverqueue/river"
 
+	"github.com/pendinglink/pendinglink/quota"
 	"github.com/pendinglink/pendinglink/store"
 	"github.com/pendinglink/pendinglink/wecom"
 )
@@ -37,7 +38,7 @@ type WeComAPI interface {
 // Quota reports the registration quota; *wecom.Limiter implements it.
 type Quota interface {
 	// Usage reports each window's use.
-	Usage() []wecom.WindowUsage
+	Usage() []quota.Usage
 	// NextAt is when the next call may be made.
 	NextAt() time.Time
 }
@@ -168,7 +169,7 @@ func (p *Pipeline) Status(ctx context.Context) (store.PipelineStatus, error) {
 // deferFor decides how long rate-limited work waits: until the limiter's
 // retry time when it gave one, else the configured delay.
 func deferFor(err error, now time.Time, fallback time.Duration) time.Duration {
-	var qe *wecom.QuotaError
+	var qe *quota.Error
 	if errors.As(err, &qe) && qe.RetryAt.After(now) {
 		return qe.RetryAt.Sub(now) + 10*time.Millisecond
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/pendinglink/pendinglink/pipeline"
 	"github.com/pendinglink/pendinglink/pipeline/pipelinetest"
+	"github.com/pendinglink/pendinglink/quota"
 	"github.com/pendinglink/pendinglink/store"
 	"github.com/pendinglink/pendinglink/store/storetest"
 	"github.com/pendinglink/pendinglink/wecom"
@@ -342,7 +343,7 @@ func TestRenewWorker(t *testing.T) {
 
 	t.Run("QueuesExpiringFansWithinSpareQuota", func(t *testing.T) {
 		t.Parallel()
-		quota := &pipelinetest.FakeQuota{Windows: []wecom.WindowUsage{{Length: time.Hour, Limit: 10, Used: 6}}}
+		quota := &pipelinetest.FakeQuota{Windows: []quota.Usage{{Length: time.Hour, Limit: 10, Used: 6}}}
 		b := setupWorkers(t, func(c *pipeline.Config) { c.Quota = quota; c.RenewBefore = 100 * 24 * time.Hour })
 		for _, u := range []string{"test-u1", "test-u2", "test-u3"} {
 			b.registerFan(t, u, "p-"+u)

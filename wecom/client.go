@@ -18,6 +18,8 @@ import (
 
 	"github.com/patrickmn/go-cache"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/pendinglink/pendinglink/quota"
 )
 
 // API names: the path under /cgi-bin/. They name the API in errors, logs
@@ -90,12 +92,12 @@ type Config struct {
 	DownstreamAgents map[string]int64
 	// PendingIDQuota, if set, is reserved before each unionid_to_pending_id
 	// request (retries included).
-	PendingIDQuota *Limiter
+	PendingIDQuota *quota.Limiter
 	// ExternalUserIDQuota, if set, is reserved before each
 	// unionid_to_external_userid request (retries included).
-	ExternalUserIDQuota *Limiter
+	ExternalUserIDQuota *quota.Limiter
 	// QuotaMaxWait is how long a call waits for a limiter (Smooth pacing or
-	// a window about to free up) before returning its *QuotaError instead.
+	// a window about to free up) before returning its *quota.Error instead.
 	// Defaults to 5s.
 	QuotaMaxWait time.Duration
 	// Sleep waits between retries. Defaults to a timer that honours ctx;
@@ -183,7 +185,7 @@ func NewClient(cfg Config) (*Client, error) {
 		c.now = time.Now
 	}
 	if c.sleep == nil {
-		c.sleep = sleepCtx
+		c.sleep = quota.Sleep
 	}
 	if c.retry.MaxAttempts <= 0 {
 		c.retry.MaxAttempts = 4
@@ -228,21 +230,6 @@ func defaultHTTPClient() *http.Client {
 func (c *Client) Close() {
 	c.bgCancel()
 	c.http.CloseIdleConnections()
-}
-
-// sleepCtx waits d or until ctx ends.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // Stats are the client's counters since NewClient, for /v1/status.
@@ -300,12 +287,12 @@ type responsePtr[T any] interface {
 
 // call describes one API request.
 type call struct {
-	api    string     // path under /cgi-bin/
-	method string     // http.MethodGet or http.MethodPost
-	query  url.Values // extra query parameters (gettoken only)
-	token  *tokenKey  // which access_token to send; nil: none
-	quota  *Limiter   // reserved before every request; nil: none
-	body   any        // JSON request body for POST
+	api    string         // path under /cgi-bin/
+	method string         // http.MethodGet or http.MethodPost
+	query  url.Values     // extra query parameters (gettoken only)
+	token  *tokenKey      // which access_token to send; nil: none
+	quota  *quota.Limiter // reserved before every request; nil: none
+	body   any            // JSON request body for POST
 }
 
 // do sends cl, retrying retryable errors with backoff and a rejected token
@@ -326,15 +313,15 @@ func do[T any, PT responsePtr[T]](ctx context.Context, c *Client, cl call) (*T, 
 			return nil, stopped(cl.api, err, lastErr)
 		}
 		if cl.quota != nil {
-			if err := cl.quota.wait(ctx, c.maxWait); err != nil {
+			if err := cl.quota.WaitUpTo(ctx, c.maxWait); err != nil {
 				if IsRateLimited(err) {
 					c.count(func(s *Stats) { s.QuotaRejected++ })
 				}
 				if ctx.Err() != nil {
 					return nil, stopped(cl.api, err, lastErr)
 				}
-				// A *QuotaError or a store error; both already say "wecom: quota …".
-				return nil, err
+				// A *quota.Error or a store error; either names the quota.
+				return nil, fmt.Errorf("wecom: %w", err)
 			}
 		}
 		var tok string

@@ -15,6 +15,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/pendinglink/pendinglink/quota"
 	"github.com/pendinglink/pendinglink/wecom"
 )
 
@@ -360,8 +361,8 @@ func TestClient_UnionIDToPendingID(t *testing.T) {
 	t.Run("QuotaExhaustedMakesNoCall", func(t *testing.T) {
 		t.Parallel()
 		clock := newFakeClock()
-		lim, err := wecom.NewLimiter(ctx, wecom.LimiterConfig{
-			Key: "pending", Windows: []wecom.Window{{Length: time.Hour, Limit: 2}}, Now: clock.Now,
+		lim, err := quota.New(ctx, quota.Config{
+			Key: "pending", Windows: []quota.Window{{Length: time.Hour, Limit: 2}}, Now: clock.Now,
 		})
 		require.NoError(t, err)
 		tb := setup(t, func(c *wecom.Config) { c.PendingIDQuota = lim; c.Now = clock.Now })
@@ -372,7 +373,7 @@ func TestClient_UnionIDToPendingID(t *testing.T) {
 			require.NoError(t, err)
 		}
 		_, err = tb.client.UnionIDToPendingID(ctx, "test-union", "test-open")
-		var qe *wecom.QuotaError
+		var qe *quota.Error
 		require.ErrorAs(t, err, &qe)
 		require.True(t, wecom.IsRateLimited(err))
 		require.Equal(t, time.Hour, qe.Window)
@@ -385,8 +386,8 @@ func TestClient_UnionIDToPendingID(t *testing.T) {
 		t.Parallel()
 		clock := newFakeClock()
 		var slept []time.Duration
-		lim, err := wecom.NewLimiter(ctx, wecom.LimiterConfig{
-			Key: "pending", Windows: []wecom.Window{{Length: time.Hour, Limit: 3600}}, Now: clock.Now,
+		lim, err := quota.New(ctx, quota.Config{
+			Key: "pending", Windows: []quota.Window{{Length: time.Hour, Limit: 3600}}, Now: clock.Now,
 			Smooth: true, Burst: 1,
 			Sleep: func(_ context.Context, d time.Duration) error { slept = append(slept, d); clock.Advance(d); return nil },
 		})
@@ -403,7 +404,7 @@ func TestClient_UnionIDToPendingID(t *testing.T) {
 		tb2 := setup(t, func(c *wecom.Config) { c.PendingIDQuota = lim; c.Now = clock.Now; c.QuotaMaxWait = time.Second / 2 })
 		tb2.handle(wecom.APIUnionIDToPendingID, pendingOK)
 		_, err = tb2.client.UnionIDToPendingID(ctx, "test-union", "test-open")
-		var qe *wecom.QuotaError
+		var qe *quota.Error
 		require.ErrorAs(t, err, &qe, "a gap longer than QuotaMaxWait is returned, not waited for")
 		require.True(t, qe.Pacing)
 		require.Equal(t, 0, tb2.calls(wecom.APIUnionIDToPendingID))
@@ -411,7 +412,7 @@ func TestClient_UnionIDToPendingID(t *testing.T) {
 
 	t.Run("QuotaCountsEveryAttempt", func(t *testing.T) {
 		t.Parallel()
-		lim, err := wecom.NewLimiter(ctx, wecom.LimiterConfig{
+		lim, err := quota.New(ctx, quota.Config{
 			Key: "pending", Windows: wecom.PendingIDWindows(100, 1000, 10000), Now: newFakeClock().Now,
 		})
 		require.NoError(t, err)
@@ -951,7 +952,7 @@ func TestClient_UnionIDToExternalUserID(t *testing.T) {
 
 	t.Run("QuotaExhaustedMakesNoCall", func(t *testing.T) {
 		t.Parallel()
-		lim, err := wecom.NewLimiter(ctx, wecom.LimiterConfig{
+		lim, err := quota.New(ctx, quota.Config{
 			Key: "external", Windows: wecom.ExternalUserIDWindows(1, 10), Now: newFakeClock().Now,
 		})
 		require.NoError(t, err)

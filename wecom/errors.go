@@ -3,10 +3,10 @@ package wecom
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"strconv"
-	"time"
+
+	"github.com/pendinglink/pendinglink/quota"
 )
 
 // WeCom errcodes that pendinglink acts on (protocol reference §5; meanings
@@ -91,26 +91,6 @@ type transportError struct {
 func (e *transportError) Error() string { return "wecom: " + e.api + ": " + e.err.Error() }
 func (e *transportError) Unwrap() error { return e.err }
 
-// QuotaError is returned, without any HTTP call, when a Limiter does not
-// allow a call now. IsRateLimited reports true for it.
-type QuotaError struct {
-	Key     string        // the limiter's key
-	Window  time.Duration // length of the window that is full (the shortest window when Pacing)
-	Limit   int64         // that window's limit
-	Pacing  bool          // the windows have room, but Smooth pacing asks for a gap
-	RetryAt time.Time     // the earliest time a call will be allowed
-}
-
-// Error returns a message like
-// "wecom: quota unionid_to_pending_id: 1h0m0s window full (limit 100000), retry at 2025-01-01T10:01:00Z".
-func (e *QuotaError) Error() string {
-	at := e.RetryAt.UTC().Format(time.RFC3339)
-	if e.Pacing {
-		return fmt.Sprintf("wecom: quota %s: paced, retry at %s", e.Key, at)
-	}
-	return fmt.Sprintf("wecom: quota %s: %s window full (limit %d), retry at %s", e.Key, e.Window, e.Limit, at)
-}
-
 // Local errors: the client returns them (wrapped) without calling WeCom.
 var (
 	// ErrTooManyIDs: more than 100 external_userids were passed to
@@ -159,10 +139,10 @@ func IsRetryable(err error) bool {
 }
 
 // IsRateLimited reports whether err says "too many calls": errcode 45009 or
-// 45033 from WeCom, or a *QuotaError from a local Limiter. Callers defer the
-// work rather than retry at once; a *QuotaError carries the RetryAt time.
+// 45033 from WeCom, or a *quota.Error from a local Limiter. Callers defer the
+// work rather than retry at once; a *quota.Error carries the RetryAt time.
 func IsRateLimited(err error) bool {
-	var qe *QuotaError
+	var qe *quota.Error
 	if errors.As(err, &qe) {
 		return true
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/pendinglink/pendinglink/quota"
 	"github.com/pendinglink/pendinglink/wecom"
 )
 
@@ -43,7 +44,7 @@ func TestPredicates(t *testing.T) {
 		{"AppNotShared", apiErr(670001), want{permanent: true}},
 		{"HTTP502", &wecom.HTTPStatusError{API: "x", StatusCode: 502}, want{retryable: true}},
 		{"HTTP404", &wecom.HTTPStatusError{API: "x", StatusCode: 404}, want{permanent: true}},
-		{"Quota", fmt.Errorf("w: %w", &wecom.QuotaError{Key: "k", Window: time.Hour, RetryAt: time.Unix(0, 0)}), want{rateLimited: true}},
+		{"Quota", fmt.Errorf("w: %w", &quota.Error{Key: "k", Window: time.Hour, RetryAt: time.Unix(0, 0)}), want{rateLimited: true}},
 		{"TooManyIDs", fmt.Errorf("%w: got 101", wecom.ErrTooManyIDs), want{permanent: true}},
 		{"Timeout", &url.Error{Op: "Post", URL: "u", Err: &net.DNSError{IsTimeout: true}}, want{retryable: true}},
 		{"DeadlineExceeded", context.DeadlineExceeded, want{retryable: true}},
@@ -71,11 +72,9 @@ func TestAPIError_Error(t *testing.T) {
 	require.EqualError(t, err, "wecom: corpgroup/unionid_to_pending_id: errcode 45009: api freq out of limit")
 }
 
-func TestQuotaError_Error(t *testing.T) {
+func TestPendingIDWindows(t *testing.T) {
 	t.Parallel()
-	at := time.Date(2025, 1, 1, 11, 1, 0, 0, time.UTC)
-	require.EqualError(t, &wecom.QuotaError{Key: "pending", Window: time.Hour, Limit: 100000, RetryAt: at},
-		"wecom: quota pending: 1h0m0s window full (limit 100000), retry at 2025-01-01T11:01:00Z")
-	require.EqualError(t, &wecom.QuotaError{Key: "pending", Pacing: true, RetryAt: at},
-		"wecom: quota pending: paced, retry at 2025-01-01T11:01:00Z")
+	require.Equal(t, []quota.Window{
+		{Length: time.Hour, Limit: 100_000}, {Length: 24 * time.Hour, Limit: 480_000}, {Length: 31 * 24 * time.Hour, Limit: 7_500_000},
+	}, wecom.PendingIDWindows(wecom.PendingIDPerHour, wecom.PendingIDPerDay, wecom.PendingIDPerMonth))
 }

@@ -1,7 +1,6 @@
 package wecom
 
 import (
-	"context"
 	"errors"
 	"net/url"
 	"testing"
@@ -9,22 +8,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 )
-
-func TestSleepCtx(t *testing.T) {
-	t.Parallel()
-
-	t.Run("CanceledContextEndsLongSleep", func(t *testing.T) {
-		t.Parallel()
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
-		require.ErrorIs(t, sleepCtx(ctx, time.Hour), context.Canceled)
-	})
-
-	t.Run("ZeroDelayReturnsAtOnce", func(t *testing.T) {
-		t.Parallel()
-		require.NoError(t, sleepCtx(context.Background(), 0))
-	})
-}
 
 func TestClient_backoff(t *testing.T) {
 	t.Parallel()

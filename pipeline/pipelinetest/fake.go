@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pendinglink/pendinglink/pipeline"
+	"github.com/pendinglink/pendinglink/quota"
 	"github.com/pendinglink/pendinglink/wecom"
 )
 
@@ -86,14 +87,14 @@ type FakeQuota struct {
 	// Next is when the next call may be made.
 	Next time.Time
 	// Windows is what Usage reports.
-	Windows []wecom.WindowUsage
+	Windows []quota.Usage
 }
 
 // NextAt implements pipeline.Quota.
 func (q *FakeQuota) NextAt() time.Time { return q.Next }
 
 // Usage implements pipeline.Quota.
-func (q *FakeQuota) Usage() []wecom.WindowUsage { return q.Windows }
+func (q *FakeQuota) Usage() []quota.Usage { return q.Windows }
 
 // pendingIDs answers UnionIDToPendingID with ids, one per call.
 func PendingIDs(ids ...string) func(context.Context, string, string) (string, error) {

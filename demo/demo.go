@@ -1,14 +1,16 @@
-package main
+// Package demo runs the whole mission in one process: the fake WeCom, a real
+// pendinglink server on a temporary database (started by the caller's
+// Options.StartServer), fans registered through the /v1 API and customers
+// added through real encrypted callbacks. It prints a report and fails if
+// any expected link is missing or extra. "pendinglink demo" is its command.
+package demo
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -18,86 +20,63 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pendinglink/pendinglink/handlers"
+	"github.com/pendinglink/pendinglink/apiclient"
 	"github.com/pendinglink/pendinglink/store"
 	"github.com/pendinglink/pendinglink/wecom"
 	"github.com/pendinglink/pendinglink/wecom/wecomtest"
 )
 
-// demoOptions size the demo world.
-type demoOptions struct {
-	fans, customers, dealers int
-	// fanShare is the fraction of customers who are registered fans.
-	fanShare float64
-	// chats and chatSize: group chats whose members join through callbacks.
-	chats, chatSize int
-	// removals: customers removed again after they were added.
-	removals int
-	// dupShare: callbacks WeCom delivers twice.
-	dupShare float64
-	keep     bool
-	seed     uint64
-	timeout  time.Duration
-	// rate paces callbacks (per second; 0: as fast as 32 connections go).
-	rate int
-	// wecomLatency is added by the fake to every API answer.
-	wecomLatency time.Duration
-	// registerFirst registers every fan before the first callback, so each
+// Options size the demo world. Zero values are not defaulted: the command
+// line supplies every value.
+type Options struct {
+	Fans, Customers, Dealers int
+	// FanShare is the fraction of customers who are registered fans.
+	FanShare float64
+	// Chats and ChatSize: group chats whose members join through callbacks.
+	Chats, ChatSize int
+	// Removals: customers removed again after they were added.
+	Removals int
+	// DupShare: callbacks WeCom delivers twice.
+	DupShare float64
+	// Keep serves on after the report until ctx ends.
+	Keep    bool
+	Seed    uint64
+	Timeout time.Duration
+	// Rate paces callbacks (per second; 0: as fast as 32 connections go).
+	Rate int
+	// WeComLatency is added by the fake to every API answer.
+	WeComLatency time.Duration
+	// RegisterFirst registers every fan before the first callback, so each
 	// link forms at resolution and the latency is the pipeline's own.
-	registerFirst bool
-	// quotaHour is the unionid_to_pending_id quota per hour (ours and the fake's).
-	quotaHour int
+	RegisterFirst bool
+	// QuotaHour is the unionid_to_pending_id quota per hour (ours and the fake's).
+	QuotaHour int
+	// Env holds extra server settings (PENDINGLINK_* variables) that
+	// override the demo's, to try the pipeline's tuning knobs on it.
+	Env map[string]string
+	// StartServer starts pendinglink configured by env (the variables of
+	// "pendinglink serve"), calling WeCom through httpClient, and returns its
+	// base URL and a func that stops it. Required: a package cannot start
+	// the server itself without importing the command.
+	StartServer func(ctx context.Context, env map[string]string, httpClient *http.Client) (baseURL string, stop func() error, err error)
 }
 
-// demo runs the whole mission in one process: the fake WeCom, the real
-// server on a temporary database, fans registered through the API and
-// customers added through real encrypted callbacks. It prints a report.
-func demo(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var o demoOptions
-	fs.IntVar(&o.fans, "fans", 2000, "fans the brand registers")
-	fs.IntVar(&o.customers, "customers", 3000, "customers the dealers add")
-	fs.IntVar(&o.dealers, "dealers", 3, "dealer corps")
-	fs.Float64Var(&o.fanShare, "fan-share", 0.5, "fraction of customers who are registered fans")
-	fs.IntVar(&o.chats, "chats", 5, "group chats whose members join by callback")
-	fs.IntVar(&o.chatSize, "chat-size", 20, "members per group chat")
-	fs.IntVar(&o.removals, "removals", 100, "customers removed again")
-	fs.Float64Var(&o.dupShare, "duplicates", 0.05, "fraction of callbacks WeCom delivers twice")
-	fs.BoolVar(&o.keep, "keep", false, "keep serving after the report until interrupted")
-	fs.Uint64Var(&o.seed, "seed", 1, "random seed of the demo world")
-	fs.DurationVar(&o.timeout, "timeout", 2*time.Minute, "give up when processing takes longer")
-	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the demo to this file")
-	fs.IntVar(&o.rate, "rate", 0, "callbacks per second (0: as fast as 32 connections go)")
-	fs.DurationVar(&o.wecomLatency, "wecom-latency", 0, "latency the fake WeCom adds to every API call")
-	fs.BoolVar(&o.registerFirst, "register-first", false, "register every fan before the first callback")
-	fs.IntVar(&o.quotaHour, "quota-hour", 3_600_000, "unionid_to_pending_id quota per hour, of pendinglink and of the fake (WeCom's is 100000)")
-	if err := fs.Parse(args); err != nil {
-		return err
+// Run builds the world, runs it against the server and writes the report
+// to stdout.
+func Run(ctx context.Context, o Options, stdout io.Writer) error {
+	if o.StartServer == nil {
+		return errors.New("demo: Options.StartServer is required: pass a func that starts pendinglink")
 	}
-	if o.fans < 0 || o.customers < 0 || o.dealers < 1 || o.fanShare < 0 || o.fanShare > 1 || o.chatSize > 100 ||
-		o.rate < 0 || o.quotaHour < 1 {
-		return errors.New("demo: flags out of range")
-	}
-	stop, err := startCPUProfile(*cpuProfile)
-	if err != nil {
-		return err
-	}
-	defer stop()
-	return runDemo(ctx, o, getenv, stdout, stderr)
-}
-
-func runDemo(ctx context.Context, o demoOptions, getenv func(string) string, stdout, stderr io.Writer) error {
 	start := time.Now()
-	rng := rand.New(rand.NewPCG(o.seed, o.seed^0x9e3779b97f4a7c15))
+	rng := rand.New(rand.NewPCG(o.Seed, o.Seed^0x9e3779b97f4a7c15))
 
 	// The fake answers pending_ids for people the brand has not registered
 	// yet (protocol reference §9 #17), so matching is shown in both orders.
 	// Its quota is raised with ours (--quota-hour) so the demo fits in a
 	// minute; production keeps WeCom's 100,000/hour.
-	demoQuotaHour := o.quotaHour
+	demoQuotaHour := o.QuotaHour
 	wc := wecomtest.NewUnstartedServer(
-		wecomtest.WithFaults(wecomtest.Faults{Latency: o.wecomLatency}),
+		wecomtest.WithFaults(wecomtest.Faults{Latency: o.WeComLatency}),
 		wecomtest.WithPendingForUnregistered(true),
 		wecomtest.WithQuotas(wecomtest.Quota{Hour: demoQuotaHour, Day: 10 * demoQuotaHour, Month: 100 * demoQuotaHour}, wecomtest.Quota{}),
 	)
@@ -109,8 +88,9 @@ func runDemo(ctx context.Context, o demoOptions, getenv func(string) string, std
 		return err
 	}
 	defer os.RemoveAll(dir)
-	token, aesKey, admin := randomToken(16), randomAESKey(), randomToken(32)
-	dealers := make([]wecomtest.Dealer, o.dealers)
+	token, aesKey, admin := wecomtest.RandomToken(16), wecomtest.RandomAESKey(), wecomtest.RandomToken(32)
+	const callbackPath = "/wecom/callback"
+	dealers := make([]wecomtest.Dealer, o.Dealers)
 	downstream := ""
 	for i := range dealers {
 		dealers[i] = wc.AddDealer(fmt.Sprintf("dealer-%d", i+1), "staff-a", "staff-b", "staff-c")
@@ -127,33 +107,23 @@ func runDemo(ctx context.Context, o demoOptions, getenv func(string) string, std
 		"WECOM_PENDING_QUOTA_MONTH": strconv.Itoa(100 * demoQuotaHour),
 		"PENDINGLINK_ADMIN_TOKEN":   admin, "PENDINGLINK_ADDR": "127.0.0.1:0",
 		"PENDINGLINK_DB": filepath.Join(dir, "demo.db"), "PENDINGLINK_LOG_LEVEL": "warn",
+		"PENDINGLINK_CALLBACK_PATH": callbackPath,
 	}
-	// The pipeline's tuning knobs pass through, to try them on the demo.
-	for _, k := range []string{"PENDINGLINK_RESOLVE_WINDOW", "PENDINGLINK_RESOLVE_WORKERS", "PENDINGLINK_LOG_LEVEL"} {
-		if v := getenv(k); v != "" {
-			env[k] = v
-		}
-	}
-	cfg, err := loadConfig("demo", nil, mapEnv(env), stderr)
+	maps.Copy(env, o.Env)
+	base, stopServer, err := o.StartServer(ctx, env, wc.HTTPClient())
 	if err != nil {
 		return err
 	}
-	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
-	a, err := startApp(ctx, cfg, logger, appOptions{HTTPClient: wc.HTTPClient()})
-	if err != nil {
-		return err
-	}
-	defer a.close()
-	base := "http://" + a.addr.String()
-	api := &demoAPI{base: base, token: admin, client: &http.Client{Timeout: 30 * time.Second}}
+	defer stopServer()
+	api := &apiclient.Client{BaseURL: base, Token: admin, HTTPClient: &http.Client{Timeout: 30 * time.Second}}
 	fmt.Fprintf(stdout, "pendinglink demo: fake WeCom at %s, server at %s\n", wc.URL, base)
 
 	// The world: fans (registered by the brand) and other people.
-	fans := make([]wecomtest.Person, o.fans)
+	fans := make([]wecomtest.Person, o.Fans)
 	for i := range fans {
 		fans[i] = wc.AddPerson()
 	}
-	nFanCustomers := min(o.fans, int(float64(o.customers)*o.fanShare))
+	nFanCustomers := min(o.Fans, int(float64(o.Customers)*o.FanShare))
 	// Register every fan through the API, in batches, while the dealers
 	// start adding customers: half the links form at registration, half at
 	// resolution.
@@ -163,28 +133,27 @@ func runDemo(ctx context.Context, o demoOptions, getenv func(string) string, std
 	regStart := time.Now()
 	regWG.Go(func() {
 		defer func() { regDone = time.Now() }()
-		for i := 0; i < len(fans); i += handlers.MaxFansPerBatch {
-			batch := make([]store.FanInput, 0, handlers.MaxFansPerBatch)
-			for _, p := range fans[i:min(i+handlers.MaxFansPerBatch, len(fans))] {
+		for i := 0; i < len(fans); i += apiclient.MaxFansPerBatch {
+			batch := make([]store.FanInput, 0, apiclient.MaxFansPerBatch)
+			for _, p := range fans[i:min(i+apiclient.MaxFansPerBatch, len(fans))] {
 				batch = append(batch, store.FanInput{UnionID: p.UnionID, OpenID: p.OpenID})
 			}
-			if err := api.post(ctx, "/v1/fans/batch", batch); err != nil {
+			if _, err := api.RegisterFans(ctx, batch); err != nil {
 				regErr = err
 				return
 			}
 		}
 		// Registration is done when every fan holds a pending_id.
-		regErr = waitFor(ctx, o.timeout, func() (bool, error) {
-			var st handlers.StatusResponse
-			err := api.get(ctx, "/v1/status", &st)
+		regErr = waitFor(ctx, o.Timeout, func() (bool, error) {
+			st, err := api.Status(ctx)
 			return st.Fans.Registered >= int64(len(fans)), err
 		})
 	})
-	if o.registerFirst {
+	if o.RegisterFirst {
 		regWG.Wait()
 	}
 
-	sender := wc.Sender(base+cfg.CallbackPath, token, aesKey)
+	sender := wc.Sender(base+callbackPath, token, aesKey)
 	var (
 		events   []wecom.Event
 		expected = map[string]bool{} // "unionid|corp|external" of links that must exist and be active
@@ -195,7 +164,7 @@ func runDemo(ctx context.Context, o demoOptions, getenv func(string) string, std
 		inChat   = map[string]bool{} // links a chat join may (re)create: never removed, to keep the expectation exact
 	)
 	fanIdx := rng.Perm(len(fans))
-	for i := range o.customers {
+	for i := range o.Customers {
 		d := dealers[i%len(dealers)]
 		var p wecomtest.Person
 		isFan := i < nFanCustomers
@@ -213,10 +182,10 @@ func runDemo(ctx context.Context, o demoOptions, getenv func(string) string, std
 			expected[key] = true
 		}
 	}
-	for i := range o.chats {
+	for i := range o.Chats {
 		d := dealers[i%len(dealers)]
 		chat := wc.AddGroupChat(d, d.Staff[0])
-		members := make([]wecomtest.Person, o.chatSize)
+		members := make([]wecomtest.Person, o.ChatSize)
 		for j := range members {
 			if j%2 == 0 && len(fans) > 0 {
 				members[j] = fans[rng.IntN(len(fans))]
@@ -271,8 +240,8 @@ func runDemo(ctx context.Context, o demoOptions, getenv func(string) string, std
 			})
 		}
 		var pace *time.Ticker
-		if o.rate > 0 {
-			pace = time.NewTicker(time.Second / time.Duration(o.rate))
+		if o.Rate > 0 {
+			pace = time.NewTicker(time.Second / time.Duration(o.Rate))
 			defer pace.Stop()
 		}
 		for _, ev := range evs {
@@ -280,7 +249,7 @@ func runDemo(ctx context.Context, o demoOptions, getenv func(string) string, std
 				<-pace.C
 			}
 			jobs <- ev
-			if rng.Float64() < o.dupShare {
+			if rng.Float64() < o.DupShare {
 				jobs <- ev
 			}
 		}
@@ -300,14 +269,14 @@ func runDemo(ctx context.Context, o demoOptions, getenv func(string) string, std
 	// Removals: some fan customers delete their staff member afterwards.
 	var dels []wecom.Event
 	for _, c := range added {
-		if len(dels) >= o.removals {
+		if len(dels) >= o.Removals {
 			break
 		}
 		key := c.Person.UnionID + "|" + c.Dealer.CorpID + "|" + c.ExternalUserID
 		if !expected[key] || removed[key] || inChat[key] {
 			continue
 		}
-		if err := waitFor(ctx, 30*time.Second, func() (bool, error) { return api.linked(ctx, c.Dealer.CorpID, c.ExternalUserID) }); err != nil {
+		if err := waitFor(ctx, 30*time.Second, func() (bool, error) { return linked(ctx, api, c.Dealer.CorpID, c.ExternalUserID) }); err != nil {
 			return fmt.Errorf("waiting for the link before removing it: %w", err)
 		}
 		wc.RemoveCustomer(c)
@@ -320,9 +289,10 @@ func runDemo(ctx context.Context, o demoOptions, getenv func(string) string, std
 	callbacks += len(dels)
 
 	// Wait until every job is done.
-	var st handlers.StatusResponse
-	err = waitFor(ctx, o.timeout, func() (bool, error) {
-		if err := api.get(ctx, "/v1/status", &st); err != nil {
+	var st apiclient.StatusResponse
+	err = waitFor(ctx, o.Timeout, func() (bool, error) {
+		var err error
+		if st, err = api.Status(ctx); err != nil {
 			return false, err
 		}
 		return st.Queue.Pending == 0 && st.Events.Pending == 0, nil
@@ -333,7 +303,7 @@ func runDemo(ctx context.Context, o demoOptions, getenv func(string) string, std
 	elapsed := time.Since(start)
 
 	// Report.
-	links, err := a.db.FindLinks(ctx, store.LinkFilter{Limit: 1_000_000})
+	links, err := allLinks(ctx, api)
 	if err != nil {
 		return err
 	}
@@ -369,7 +339,7 @@ func runDemo(ctx context.Context, o demoOptions, getenv func(string) string, std
 	w := func(format string, a ...any) { fmt.Fprintf(stdout, format+"\n", a...) }
 	w("")
 	w("world             %d fans, %d customers at %d dealers (%d of them fans), %d chats of %d, %d removals",
-		o.fans, o.customers, o.dealers, nFanCustomers, o.chats, o.chatSize, len(dels))
+		o.Fans, o.Customers, o.Dealers, nFanCustomers, o.Chats, o.ChatSize, len(dels))
 	w("callbacks         %d sent (+ duplicates), %d stored, %d duplicates answered 200", callbacks, st.Events.Received, st.Events.Duplicate)
 	w("fans              %d registered, %d unionid_to_pending_id calls, 45009 answers: %d",
 		st.Fans.Registered, wc.Calls(wecomtest.APIUnionIDToPendingID), wc.Errcodes(wecomtest.APIUnionIDToPendingID)[wecom.CodeAPIFreqOutOfLimit])
@@ -388,7 +358,7 @@ func runDemo(ctx context.Context, o demoOptions, getenv func(string) string, std
 	if !ok {
 		return errors.New("demo: links differ from the expected links")
 	}
-	if o.keep {
+	if o.Keep {
 		w("serving until interrupted (--keep)")
 		<-ctx.Done()
 	}
@@ -414,56 +384,31 @@ func waitFor(ctx context.Context, timeout time.Duration, cond func() (bool, erro
 	}
 }
 
-// demoAPI is a small client of the /v1 API.
-type demoAPI struct {
-	base, token string
-	client      *http.Client
-}
-
-func (d *demoAPI) do(ctx context.Context, method, path string, in, out any) (int, error) {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
+// allLinks pages through GET /v1/links.
+func allLinks(ctx context.Context, api *apiclient.Client) ([]store.Link, error) {
+	var all []store.Link
+	f := apiclient.LinkFilter{Limit: 1000}
+	for {
+		page, err := api.Links(ctx, f)
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
-		body = bytes.NewReader(b)
+		all = append(all, page.Links...)
+		if page.NextCursor == "" {
+			return all, nil
+		}
+		f.Cursor = page.NextCursor
 	}
-	req, err := http.NewRequestWithContext(ctx, method, d.base+path, body)
+}
+
+// linked reports whether the dealer's customer has an active link; an
+// unknown customer has none yet.
+func linked(ctx context.Context, api *apiclient.Client, corpID, externalUserID string) (bool, error) {
+	c, err := api.Customer(ctx, corpID, externalUserID)
+	if apiclient.StatusCode(err) == http.StatusNotFound {
+		return false, nil
+	}
 	if err != nil {
-		return 0, err
-	}
-	req.Header.Set("Authorization", "Bearer "+d.token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := d.client.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode >= 300 && resp.StatusCode != http.StatusNotFound {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return resp.StatusCode, fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, b)
-	}
-	if out != nil && resp.StatusCode < 300 {
-		return resp.StatusCode, json.NewDecoder(resp.Body).Decode(out)
-	}
-	return resp.StatusCode, nil
-}
-
-func (d *demoAPI) post(ctx context.Context, path string, in any) error {
-	_, err := d.do(ctx, http.MethodPost, path, in, nil)
-	return err
-}
-
-func (d *demoAPI) get(ctx context.Context, path string, out any) error {
-	_, err := d.do(ctx, http.MethodGet, path, nil, out)
-	return err
-}
-
-func (d *demoAPI) linked(ctx context.Context, corpID, externalUserID string) (bool, error) {
-	var c store.CustomerDetail
-	code, err := d.do(ctx, http.MethodGet, "/v1/customers/"+corpID+"/"+externalUserID, nil, &c)
-	if err != nil || code == http.StatusNotFound {
 		return false, err
 	}
 	for _, l := range c.Links {

@@ -1,4 +1,4 @@
-package wecom
+package quota
 
 import (
 	"context"
@@ -10,26 +10,16 @@ import (
 	"time"
 )
 
-// Documented per-API quotas of the upstream corp (protocol reference §4.4, §4.6, §6).
-const (
-	PendingIDPerHour      = 100_000   // unionid_to_pending_id, per hour
-	PendingIDPerDay       = 480_000   // unionid_to_pending_id, per day
-	PendingIDPerMonth     = 7_500_000 // unionid_to_pending_id, per month
-	ExternalUserIDPerHour = 20_000    // unionid_to_external_userid, per hour
-	ExternalUserIDPerDay  = 240_000   // unionid_to_external_userid, per day
-)
-
 const (
 	defaultBurst  = 10
 	bucketLen     = time.Minute
 	bucketSeconds = int64(bucketLen / time.Second)
-	monthWindow   = 31 * 24 * time.Hour
 )
 
-// QuotaStore persists quota counters so that a restart does not reset them.
+// Store persists quota counters so that a restart does not reset them.
 // Counters are kept per key in per-minute buckets identified by the bucket's
 // start in Unix seconds. store/ implements it.
-type QuotaStore interface {
+type Store interface {
 	// AddQuota adds n to the counter of bucket bucketUnix under key.
 	AddQuota(ctx context.Context, key string, bucketUnix int64, n int64) error
 	// LoadQuota returns the counters of key for buckets starting at or after
@@ -44,32 +34,8 @@ type Window struct {
 	Limit  int64
 }
 
-// PendingIDWindows returns the windows of unionid_to_pending_id's quota:
-// hour calls per hour, day per 24 hours and month per 31 days. Rolling
-// windows are at least as strict as calendar ones: every clock hour lies
-// inside some rolling hour and every calendar day inside some rolling 24
-// hours. The month window is 31 days so that every calendar month, even the
-// longest, fits inside one rolling window; then no calendar month can exceed
-// the limit, whichever way WeCom counts (calendar month or rolling 30 days).
-func PendingIDWindows(hour, day, month int64) []Window {
-	return []Window{{time.Hour, hour}, {24 * time.Hour, day}, {monthWindow, month}}
-}
-
-// ExternalUserIDWindows returns the windows of unionid_to_external_userid's
-// quota: hour calls per hour and day per 24 hours (see PendingIDWindows).
-func ExternalUserIDWindows(hour, day int64) []Window {
-	return []Window{{time.Hour, hour}, {24 * time.Hour, day}}
-}
-
-// WindowUsage is a window's current use, for /v1/status.
-type WindowUsage struct {
-	Length time.Duration
-	Limit  int64
-	Used   int64
-}
-
-// LimiterConfig configures a Limiter.
-type LimiterConfig struct {
+// Config configures a Limiter.
+type Config struct {
 	// Key names the counters in Store, e.g. "unionid_to_pending_id:wwcorp".
 	// Required.
 	Key string
@@ -77,7 +43,7 @@ type LimiterConfig struct {
 	// Limit. Required.
 	Windows []Window
 	// Store persists counters. Defaults to nil: memory only.
-	Store QuotaStore
+	Store Store
 	// Now is the clock. Defaults to time.Now.
 	Now func() time.Time
 	// Smooth spaces calls evenly: at least shortest-window Length/Limit apart
@@ -86,7 +52,7 @@ type LimiterConfig struct {
 	Smooth bool
 	// Burst is how many calls Smooth lets through back to back. Defaults to 10.
 	Burst int
-	// Sleep waits in Wait. Defaults to a timer that honours ctx.
+	// Sleep waits in Wait. Defaults to Sleep.
 	Sleep func(ctx context.Context, d time.Duration) error
 }
 
@@ -98,7 +64,7 @@ type LimiterConfig struct {
 type Limiter struct {
 	key     string
 	windows []Window // ascending Length
-	store   QuotaStore
+	store   Store
 	now     func() time.Time
 	sleep   func(ctx context.Context, d time.Duration) error
 	gap     time.Duration // Smooth pacing gap, 0 without Smooth
@@ -111,18 +77,18 @@ type Limiter struct {
 	tat    time.Time
 }
 
-// NewLimiter returns a Limiter, loading the counters of the longest window
+// New returns a Limiter, loading the counters of the longest window
 // from cfg.Store.
-func NewLimiter(ctx context.Context, cfg LimiterConfig) (*Limiter, error) {
+func New(ctx context.Context, cfg Config) (*Limiter, error) {
 	if cfg.Key == "" {
-		return nil, errors.New("wecom: LimiterConfig.Key is required")
+		return nil, errors.New("quota: Config.Key is required")
 	}
 	if len(cfg.Windows) == 0 {
-		return nil, errors.New("wecom: LimiterConfig.Windows is required")
+		return nil, errors.New("quota: Config.Windows is required")
 	}
 	for _, w := range cfg.Windows {
 		if w.Length <= 0 || w.Limit <= 0 {
-			return nil, fmt.Errorf("wecom: LimiterConfig.Windows: length %s, limit %d: both must be positive", w.Length, w.Limit)
+			return nil, fmt.Errorf("quota: Config.Windows: length %s, limit %d: both must be positive", w.Length, w.Limit)
 		}
 	}
 	l := &Limiter{
@@ -138,7 +104,7 @@ func NewLimiter(ctx context.Context, cfg LimiterConfig) (*Limiter, error) {
 		l.now = time.Now
 	}
 	if l.sleep == nil {
-		l.sleep = sleepCtx
+		l.sleep = Sleep
 	}
 	if l.burst <= 0 {
 		l.burst = defaultBurst
@@ -151,7 +117,7 @@ func NewLimiter(ctx context.Context, cfg LimiterConfig) (*Limiter, error) {
 		since := bucketOf(l.now().Add(-l.longest() - bucketLen))
 		m, err := l.store.LoadQuota(ctx, l.key, since)
 		if err != nil {
-			return nil, fmt.Errorf("wecom: load quota %s: %w", l.key, err)
+			return nil, fmt.Errorf("load quota %s: %w", l.key, err)
 		}
 		for s := range m {
 			l.starts = append(l.starts, s)
@@ -200,10 +166,10 @@ func (l *Limiter) used(now time.Time, w time.Duration) (int64, int) {
 	return l.cum[len(l.cum)-1] - l.cumBefore(i), i
 }
 
-// check reports the *QuotaError that keeps a call from being made at now,
+// check reports the *Error that keeps a call from being made at now,
 // or nil. Caller holds l.mu.
-func (l *Limiter) check(now time.Time) *QuotaError {
-	var qe *QuotaError
+func (l *Limiter) check(now time.Time) *Error {
+	var qe *Error
 	for _, w := range l.windows {
 		used, i := l.used(now, w.Length)
 		if used < w.Limit {
@@ -215,7 +181,7 @@ func (l *Limiter) check(now time.Time) *QuotaError {
 		j := i + sort.Search(len(l.cum)-i, func(k int) bool { return l.cum[i+k]-before >= excess })
 		at := time.Unix(l.starts[j], 0).In(now.Location()).Add(w.Length + bucketLen)
 		if qe == nil || at.After(qe.RetryAt) {
-			qe = &QuotaError{Key: l.key, Window: w.Length, Limit: w.Limit, RetryAt: at}
+			qe = &Error{Key: l.key, Window: w.Length, Limit: w.Limit, RetryAt: at}
 		}
 	}
 	if qe != nil {
@@ -224,7 +190,7 @@ func (l *Limiter) check(now time.Time) *QuotaError {
 	if l.gap > 0 {
 		if at := l.tat.Add(-time.Duration(l.burst-1) * l.gap); at.After(now) {
 			w := l.windows[0]
-			return &QuotaError{Key: l.key, Window: w.Length, Limit: w.Limit, Pacing: true, RetryAt: at}
+			return &Error{Key: l.key, Window: w.Length, Limit: w.Limit, Pacing: true, RetryAt: at}
 		}
 	}
 	return nil
@@ -282,7 +248,7 @@ func (l *Limiter) undo(b int64) {
 }
 
 // Reserve takes one call if every window allows one now. Otherwise it
-// returns a *QuotaError with the time a call will be allowed. With a Store,
+// returns a *Error with the time a call will be allowed. With a Store,
 // the call is written through before Reserve returns; if that write fails
 // the call is not counted and the store's error is returned, so a call is
 // never made that a restart would forget.
@@ -306,7 +272,7 @@ func (l *Limiter) Reserve(ctx context.Context) error {
 	// Write outside the lock so a slow store does not serialise the process.
 	if err := l.store.AddQuota(ctx, l.key, b, 1); err != nil {
 		l.undo(b)
-		return fmt.Errorf("wecom: save quota %s: %w", l.key, err)
+		return fmt.Errorf("save quota %s: %w", l.key, err)
 	}
 	return nil
 }
@@ -330,15 +296,16 @@ func (l *Limiter) NextAt() time.Time {
 // Wait blocks until a call is allowed, then reserves it. It returns ctx's
 // error if ctx ends first, or the store's error.
 func (l *Limiter) Wait(ctx context.Context) error {
-	return l.wait(ctx, -1)
+	return l.WaitUpTo(ctx, -1)
 }
 
-// wait is Wait that gives up with the *QuotaError when the wait would be
-// longer than maxWait (maxWait < 0: no bound).
-func (l *Limiter) wait(ctx context.Context, maxWait time.Duration) error {
+// WaitUpTo is Wait that gives up with the *Error when the wait would be
+// longer than maxWait (maxWait < 0: no bound), so a caller can defer the
+// work instead of holding a worker.
+func (l *Limiter) WaitUpTo(ctx context.Context, maxWait time.Duration) error {
 	for {
 		err := l.Reserve(ctx)
-		var qe *QuotaError
+		var qe *Error
 		if !errors.As(err, &qe) {
 			return err
 		}
@@ -354,14 +321,29 @@ func (l *Limiter) wait(ctx context.Context, maxWait time.Duration) error {
 
 // Usage returns each window's length, limit and calls counted now, shortest
 // window first.
-func (l *Limiter) Usage() []WindowUsage {
+func (l *Limiter) Usage() []Usage {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
-	out := make([]WindowUsage, len(l.windows))
+	out := make([]Usage, len(l.windows))
 	for i, w := range l.windows {
 		used, _ := l.used(now, w.Length)
-		out[i] = WindowUsage{Length: w.Length, Limit: w.Limit, Used: used}
+		out[i] = Usage{Length: w.Length, Limit: w.Limit, Used: used}
 	}
 	return out
+}
+
+// Sleep waits d or until ctx ends, and then returns ctx's error.
+func Sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

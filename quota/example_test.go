@@ -1,21 +1,21 @@
-package wecom_test
+package quota_test
 
 import (
 	"context"
 	"fmt"
 	"time"
 
-	"github.com/pendinglink/pendinglink/wecom"
+	"github.com/pendinglink/pendinglink/quota"
 )
 
-func ExampleNewLimiter() {
+func ExampleNew() {
 	ctx := context.Background()
 
 	// Set-up: a fixed clock and a tiny quota of 2 calls an hour, 3 a day.
 	now := time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC)
-	l, err := wecom.NewLimiter(ctx, wecom.LimiterConfig{
+	l, err := quota.New(ctx, quota.Config{
 		Key:     "unionid_to_pending_id:wwexample",
-		Windows: []wecom.Window{{Length: time.Hour, Limit: 2}, {Length: 24 * time.Hour, Limit: 3}},
+		Windows: []quota.Window{{Length: time.Hour, Limit: 2}, {Length: 24 * time.Hour, Limit: 3}},
 		Now:     func() time.Time { return now },
 	})
 	if err != nil {
@@ -34,7 +34,7 @@ func ExampleNewLimiter() {
 	// Output:
 	// call 1: <nil>
 	// call 2: <nil>
-	// call 3: wecom: quota unionid_to_pending_id:wwexample: 1h0m0s window full (limit 2), retry at 2025-03-01T11:01:00Z
+	// call 3: quota unionid_to_pending_id:wwexample: 1h0m0s window full (limit 2), retry at 2025-03-01T11:01:00Z
 	// next call at: 11:01:00
 	// 1h0m0s window: 2 of 2 used
 	// 24h0m0s window: 2 of 3 used

@@ -1,4 +1,4 @@
-package main
+package fansimport
 
 import (
 	"bytes"
@@ -17,7 +17,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/pendinglink/pendinglink/handlers"
+	"github.com/pendinglink/pendinglink/apiclient"
+	"github.com/pendinglink/pendinglink/quota"
 	"github.com/pendinglink/pendinglink/store"
 )
 
@@ -45,7 +46,7 @@ type fakeAdmin struct {
 	registerPerPoll int64 // fans registered at each status call
 	refuseAll       bool  // each status call drops the queued fans unregistered
 	otherPending    int64 // jobs that are not ours, keeping the queue busy
-	quota           []handlers.QuotaWindow
+	quota           []apiclient.QuotaWindow
 	statusCalls     int
 }
 
@@ -67,10 +68,10 @@ func (f *fakeAdmin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if f.refuseAll {
 			f.unregistered = 0
 		}
-		writeJSON(w, http.StatusOK, handlers.StatusResponse{
-			Fans:  handlers.FansStatus{Registered: f.registered, Valid: f.registered},
-			Queue: handlers.QueueStatus{Pending: f.unregistered + f.otherPending},
-			WeCom: handlers.WeComStatus{Quota: f.quota},
+		writeJSON(w, http.StatusOK, apiclient.StatusResponse{
+			Fans:  apiclient.FansStatus{Registered: f.registered, Valid: f.registered},
+			Queue: apiclient.QueueStatus{Pending: f.unregistered + f.otherPending},
+			WeCom: apiclient.WeComStatus{Quota: f.quota},
 		})
 	default:
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "not found"})
@@ -105,7 +106,7 @@ func (f *fakeAdmin) postBatch(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "internal error"})
 		return
 	}
-	if len(in) == 0 || len(in) > handlers.MaxFansPerBatch {
+	if len(in) == 0 || len(in) > apiclient.MaxFansPerBatch {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "send between 1 and 1000 fans"})
 		return
 	}
@@ -119,7 +120,7 @@ func (f *fakeAdmin) postBatch(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	res := handlers.BatchResponse{Accepted: len(in)}
+	res := apiclient.BatchResponse{Accepted: len(in)}
 	for _, fan := range in {
 		if f.seen[fan] {
 			res.Skipped++
@@ -181,8 +182,8 @@ func setupImport(t *testing.T) *importBundle {
 }
 
 // opts returns options for a fast, quiet run against the fake.
-func (b *importBundle) opts(file string, stdout *bytes.Buffer) importOptions {
-	return importOptions{
+func (b *importBundle) opts(file string, stdout *bytes.Buffer) Options {
+	return Options{
 		File: file, Server: b.srv.URL, Token: fakeAdminToken, Format: "auto", Stdout: stdout,
 		PollEvery: time.Millisecond, LogEvery: time.Hour, RetryBase: time.Millisecond, Tries: 3,
 	}
@@ -225,29 +226,27 @@ func jsonLines(tb testing.TB, fans []store.FanInput) string {
 
 func mustReadCheckpoint(tb testing.TB, file string) importCheckpoint {
 	tb.Helper()
-	cp, found, err := readCheckpoint(file + checkpointSuffix)
+	cp, found, err := readCheckpoint(file + CheckpointSuffix)
 	require.NoError(tb, err)
 	require.True(tb, found)
 	return cp
 }
 
-func TestFansCommand(t *testing.T) {
+func TestRun_Input(t *testing.T) {
 	t.Parallel()
 
-	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
-
-	t.Run("CSVWithoutHeaderAndFlagsAfterFile", func(t *testing.T) {
+	t.Run("CSVWithoutHeader", func(t *testing.T) {
 		t.Parallel()
 		b := setupImport(t)
 		fans := testFans("nohdr", 5)
 		file := mustWriteFile(t, filepath.Join(b.dir, "fans.csv"), csvLines(fans))
-		var stdout, stderr bytes.Buffer
-		err := fansCommand(t.Context(), []string{"import", file, "--wait=false", "--batch", "2"},
-			env(map[string]string{"PENDINGLINK_URL": b.srv.URL, "PENDINGLINK_ADMIN_TOKEN": fakeAdminToken}), &stdout, &stderr)
-		require.NoError(t, err, stderr.String())
+		var out bytes.Buffer
+		opts := b.opts(file, &out)
+		opts.Batch, opts.Wait = 2, false
+		require.NoError(t, Run(t.Context(), opts))
 		require.Equal(t, fans, b.fake.acceptedFans(0))
 		require.Len(t, b.fake.acceptedBatches(), 3)
-		require.Contains(t, stdout.String(), "queued:      5\n")
+		require.Contains(t, out.String(), "queued:      5\n")
 	})
 
 	t.Run("CSVWithHeaderMapsColumnsByName", func(t *testing.T) {
@@ -260,12 +259,12 @@ func TestFansCommand(t *testing.T) {
 			content += f.OpenID + ",\"Doe, J\"," + f.UnionID + "\r\n"
 		}
 		file := mustWriteFile(t, filepath.Join(b.dir, "export.txt"), content)
-		var stdout, stderr bytes.Buffer
-		err := fansCommand(t.Context(), []string{"import", "--server", b.srv.URL, "--wait=false", file},
-			env(map[string]string{"PENDINGLINK_ADMIN_TOKEN": fakeAdminToken}), &stdout, &stderr)
-		require.NoError(t, err, stderr.String())
+		var out bytes.Buffer
+		opts := b.opts(file, &out)
+		opts.Wait = false
+		require.NoError(t, Run(t.Context(), opts))
 		require.Equal(t, fans, b.fake.acceptedFans(0))
-		require.Contains(t, stdout.String(), "invalid:     0 ")
+		require.Contains(t, out.String(), "invalid:     0 ")
 	})
 
 	t.Run("RejectedTokenNamesVariableNeverToken", func(t *testing.T) {
@@ -273,38 +272,16 @@ func TestFansCommand(t *testing.T) {
 		b := setupImport(t)
 		file := mustWriteFile(t, filepath.Join(b.dir, "fans.csv"), csvLines(testFans("tok", 3)))
 		const wrong = "wrong-token-b4d1e8f2"
-		var stdout, stderr bytes.Buffer
-		err := fansCommand(t.Context(), []string{"import", "--server", b.srv.URL, file},
-			env(map[string]string{"PENDINGLINK_ADMIN_TOKEN": wrong}), &stdout, &stderr)
-		require.ErrorIs(t, err, errTokenRejected)
+		var out bytes.Buffer
+		opts := b.opts(file, &out)
+		opts.Token = wrong
+		err := Run(t.Context(), opts)
+		require.ErrorIs(t, err, ErrTokenRejected)
 		require.Contains(t, err.Error(), "PENDINGLINK_ADMIN_TOKEN: rejected by the server")
-		for _, s := range []string{err.Error(), stdout.String(), stderr.String()} {
+		for _, s := range []string{err.Error(), out.String()} {
 			require.NotContains(t, s, wrong)
 		}
 		require.Empty(t, b.fake.acceptedBatches())
-	})
-
-	t.Run("MissingTokenNamesVariable", func(t *testing.T) {
-		t.Parallel()
-		var stdout, stderr bytes.Buffer
-		err := fansCommand(t.Context(), []string{"import", "fans.csv"}, env(nil), &stdout, &stderr)
-		require.ErrorContains(t, err, "PENDINGLINK_ADMIN_TOKEN: required")
-	})
-
-	t.Run("BatchAboveServerLimitIsRefused", func(t *testing.T) {
-		t.Parallel()
-		var stdout, stderr bytes.Buffer
-		err := fansCommand(t.Context(), []string{"import", "--batch", "1001", "fans.csv"},
-			env(map[string]string{"PENDINGLINK_ADMIN_TOKEN": fakeAdminToken}), &stdout, &stderr)
-		require.ErrorContains(t, err, "--batch: must be from 1 to 1000")
-	})
-
-	t.Run("UnknownSubcommandPrintsUsage", func(t *testing.T) {
-		t.Parallel()
-		var stdout, stderr bytes.Buffer
-		err := fansCommand(t.Context(), []string{"export"}, env(nil), &stdout, &stderr)
-		require.ErrorContains(t, err, `unknown subcommand "export"`)
-		require.Contains(t, stderr.String(), "Usage: pendinglink fans import")
 	})
 }
 
@@ -317,7 +294,7 @@ func TestFansImport(t *testing.T) {
 		fans := testFans("jsonl", 4)
 		file := mustWriteFile(t, filepath.Join(b.dir, "fans.jsonl"), jsonLines(t, fans))
 		var out bytes.Buffer
-		require.NoError(t, fansImport(t.Context(), b.opts(file, &out)))
+		require.NoError(t, Run(t.Context(), b.opts(file, &out)))
 		require.Equal(t, fans, b.fake.acceptedFans(0))
 		require.Contains(t, out.String(), "(jsonl)")
 	})
@@ -328,7 +305,7 @@ func TestFansImport(t *testing.T) {
 		fans := testFans("sniff", 2)
 		file := mustWriteFile(t, filepath.Join(b.dir, "fans.export"), "\n"+jsonLines(t, fans))
 		var out bytes.Buffer
-		require.NoError(t, fansImport(t.Context(), b.opts(file, &out)))
+		require.NoError(t, Run(t.Context(), b.opts(file, &out)))
 		require.Equal(t, fans, b.fake.acceptedFans(0))
 	})
 
@@ -337,7 +314,7 @@ func TestFansImport(t *testing.T) {
 		b := setupImport(t)
 		file := mustWriteFile(t, filepath.Join(b.dir, "fans.json"), `[{"unionid":"a","openid":"b"}]`)
 		var out bytes.Buffer
-		err := fansImport(t.Context(), b.opts(file, &out))
+		err := Run(t.Context(), b.opts(file, &out))
 		require.ErrorContains(t, err, "jq -c")
 		require.Empty(t, b.fake.acceptedBatches())
 	})
@@ -361,7 +338,7 @@ func TestFansImport(t *testing.T) {
 		}
 		file := mustWriteFile(t, filepath.Join(b.dir, "fans.csv"), strings.Join(lines, "\n")+"\n")
 		var out bytes.Buffer
-		require.NoError(t, fansImport(t.Context(), b.opts(file, &out)))
+		require.NoError(t, Run(t.Context(), b.opts(file, &out)))
 
 		require.Equal(t, valid, b.fake.acceptedFans(0))
 		s := out.String()
@@ -381,7 +358,7 @@ func TestFansImport(t *testing.T) {
 		content := strings.Repeat(`{"unionid":"test-only-unionid"}`+"\n", 25) + jsonLines(t, testFans("last", 1))
 		file := mustWriteFile(t, filepath.Join(b.dir, "fans.ndjson"), content)
 		var out bytes.Buffer
-		require.NoError(t, fansImport(t.Context(), b.opts(file, &out)))
+		require.NoError(t, Run(t.Context(), b.opts(file, &out)))
 		s := out.String()
 		require.Contains(t, s, "first 20 of 25")
 		require.Equal(t, 20, strings.Count(s, ": missing openid\n"))
@@ -398,7 +375,7 @@ func TestFansImport(t *testing.T) {
 		var out bytes.Buffer
 		opts := b.opts(file, &out)
 		opts.Batch = 10
-		require.NoError(t, fansImport(t.Context(), opts))
+		require.NoError(t, Run(t.Context(), opts))
 		var sizes []int
 		for _, batch := range b.fake.acceptedBatches() {
 			sizes = append(sizes, len(batch))
@@ -414,7 +391,7 @@ func TestFansImport(t *testing.T) {
 		fans := testFans("retry", 3)
 		file := mustWriteFile(t, filepath.Join(b.dir, "fans.csv"), csvLines(fans))
 		var out bytes.Buffer
-		require.NoError(t, fansImport(t.Context(), b.opts(file, &out)))
+		require.NoError(t, Run(t.Context(), b.opts(file, &out)))
 		require.Equal(t, fans, b.fake.acceptedFans(0))
 		require.Equal(t, 2, strings.Count(out.String(), "HTTP 500: internal error; try"))
 	})
@@ -430,7 +407,7 @@ func TestFansImport(t *testing.T) {
 		opts.Batch = 10
 
 		// Run 1: batches 1 and 2 are acknowledged, batch 3 fails on every try.
-		err := fansImport(t.Context(), opts)
+		err := Run(t.Context(), opts)
 		require.ErrorContains(t, err, "gave up after 3 tries")
 		require.ErrorContains(t, err, "HTTP 500")
 		require.Equal(t, fans[:20], b.fake.acceptedFans(0))
@@ -440,7 +417,7 @@ func TestFansImport(t *testing.T) {
 		// Run 2: a healthy server gets only the rest, each fan once.
 		b.fake.set(func(f *fakeAdmin) { f.failFrom = 0 })
 		out.Reset()
-		require.NoError(t, fansImport(t.Context(), opts))
+		require.NoError(t, Run(t.Context(), opts))
 		require.Equal(t, fans[20:], b.fake.acceptedFans(2))
 		require.Equal(t, fans, b.fake.acceptedFans(0))
 		require.Contains(t, out.String(), "resumed:     after line 21")
@@ -453,9 +430,9 @@ func TestFansImport(t *testing.T) {
 		b := setupImport(t)
 		file := mustWriteFile(t, filepath.Join(b.dir, "fans.csv"), csvLines(testFans("done", 5)))
 		var out bytes.Buffer
-		require.NoError(t, fansImport(t.Context(), b.opts(file, &out)))
+		require.NoError(t, Run(t.Context(), b.opts(file, &out)))
 		out.Reset()
-		require.NoError(t, fansImport(t.Context(), b.opts(file, &out)))
+		require.NoError(t, Run(t.Context(), b.opts(file, &out)))
 		require.Len(t, b.fake.acceptedBatches(), 1)
 		require.Contains(t, out.String(), "sent:        0\n")
 	})
@@ -466,11 +443,11 @@ func TestFansImport(t *testing.T) {
 		fans := testFans("restart", 5)
 		file := mustWriteFile(t, filepath.Join(b.dir, "fans.csv"), csvLines(fans))
 		var out bytes.Buffer
-		require.NoError(t, fansImport(t.Context(), b.opts(file, &out)))
+		require.NoError(t, Run(t.Context(), b.opts(file, &out)))
 		out.Reset()
 		opts := b.opts(file, &out)
 		opts.Restart = true
-		require.NoError(t, fansImport(t.Context(), opts))
+		require.NoError(t, Run(t.Context(), opts))
 		require.Equal(t, append(append([]store.FanInput(nil), fans...), fans...), b.fake.acceptedFans(0))
 		require.Contains(t, out.String(), "skipped:     5 already registered or queued")
 		require.NotContains(t, out.String(), "resumed:")
@@ -484,7 +461,7 @@ func TestFansImport(t *testing.T) {
 		var out bytes.Buffer
 		opts := b.opts(file, &out)
 		opts.Batch = 10
-		require.Error(t, fansImport(t.Context(), opts))
+		require.Error(t, Run(t.Context(), opts))
 		require.Equal(t, int64(10), mustReadCheckpoint(t, file).LinesDone)
 
 		// Same name, same size, other fans.
@@ -492,7 +469,7 @@ func TestFansImport(t *testing.T) {
 		mustWriteFile(t, file, csvLines(second))
 		b.fake.set(func(f *fakeAdmin) { f.failFrom = 0 })
 		out.Reset()
-		require.NoError(t, fansImport(t.Context(), opts))
+		require.NoError(t, Run(t.Context(), opts))
 		require.Contains(t, out.String(), "is for a different file")
 		require.Equal(t, second, b.fake.acceptedFans(1))
 	})
@@ -505,7 +482,7 @@ func TestFansImport(t *testing.T) {
 		content := csvLines(fans[:1]) + "test-srvbad-u1,test-srvbad-o1\n" + csvLines(fans[1:])
 		file := mustWriteFile(t, filepath.Join(b.dir, "fans.csv"), content)
 		var out bytes.Buffer
-		require.NoError(t, fansImport(t.Context(), b.opts(file, &out)))
+		require.NoError(t, Run(t.Context(), b.opts(file, &out)))
 		require.Equal(t, fans, b.fake.acceptedFans(0))
 		require.Contains(t, out.String(), "line 2: rejected by the server: unionid is not one of ours")
 	})
@@ -535,7 +512,7 @@ func TestFansImport(t *testing.T) {
 		var out bytes.Buffer
 		opts := b.opts(file, &out)
 		opts.Batch = 10
-		err := fansImport(ctx, opts)
+		err := Run(ctx, opts)
 		require.ErrorContains(t, err, "interrupted; lines 1-20 are acknowledged")
 		require.Equal(t, int64(20), mustReadCheckpoint(t, file).LinesDone)
 		require.Contains(t, out.String(), "fans import summary")
@@ -546,7 +523,7 @@ func TestFansImport(t *testing.T) {
 		require.Equal(t, fans, b.fake.acceptedFans(0))
 		b.fake.set(func(f *fakeAdmin) { f.onPost, f.afterPost = nil, nil })
 		out.Reset()
-		require.NoError(t, fansImport(t.Context(), opts))
+		require.NoError(t, Run(t.Context(), opts))
 		require.Equal(t, fans[20:], b.fake.acceptedFans(3))
 		require.Contains(t, out.String(), "skipped:     10 already registered or queued")
 	})
@@ -560,7 +537,7 @@ func TestFansImport(t *testing.T) {
 		var out bytes.Buffer
 		opts := b.opts(file, &out)
 		opts.Wait = true
-		require.NoError(t, fansImport(t.Context(), opts))
+		require.NoError(t, Run(t.Context(), opts))
 		// One baseline call, then polls reaching 3, 6, 9 and 10 registered.
 		b.fake.set(func(f *fakeAdmin) { require.Equal(t, 5, f.statusCalls) })
 		require.Contains(t, out.String(), "registered 10/10")
@@ -575,7 +552,7 @@ func TestFansImport(t *testing.T) {
 		var out bytes.Buffer
 		opts := b.opts(file, &out)
 		opts.Wait = true
-		require.NoError(t, fansImport(t.Context(), opts))
+		require.NoError(t, Run(t.Context(), opts))
 		require.Contains(t, out.String(), "4 queued fans were not registered")
 	})
 
@@ -587,7 +564,7 @@ func TestFansImport(t *testing.T) {
 		var out bytes.Buffer
 		opts := b.opts(file, &out)
 		opts.Wait, opts.Bar, opts.Batch = true, true, 2
-		require.NoError(t, fansImport(t.Context(), opts))
+		require.NoError(t, Run(t.Context(), opts))
 		require.Contains(t, out.String(), "submitting")
 		require.Contains(t, out.String(), "registering")
 		require.Contains(t, out.String(), "registered:  6 during this run")
@@ -598,8 +575,8 @@ func TestWaitETA(t *testing.T) {
 	t.Parallel()
 
 	// WeCom's unionid_to_pending_id windows as /v1/status shows them.
-	wecomQuota := func(usedHour int64) []quotaWindow {
-		return quotaWindows([]handlers.QuotaWindow{
+	wecomQuota := func(usedHour int64) []quota.Usage {
+		return quotaUsage([]apiclient.QuotaWindow{
 			{Window: "1h0m0s", Used: usedHour, Limit: 100_000},
 			{Window: "24h0m0s", Used: usedHour, Limit: 480_000},
 			{Window: "744h0m0s", Used: usedHour, Limit: 7_500_000},
@@ -608,7 +585,7 @@ func TestWaitETA(t *testing.T) {
 
 	t.Run("QuotaRateIsStrictestWindow", func(t *testing.T) {
 		t.Parallel()
-		require.InDelta(t, 7_500_000.0/(744*3600), quotaRate(wecomQuota(0)), 1e-9)
+		require.InDelta(t, 7_500_000.0/(744*3600), quota.Rate(wecomQuota(0)), 1e-9)
 	})
 
 	t.Run("SmallImportGoesAtObservedRate", func(t *testing.T) {
@@ -619,7 +596,7 @@ func TestWaitETA(t *testing.T) {
 
 	t.Run("HourlyQuotaCapsObservedRate", func(t *testing.T) {
 		t.Parallel()
-		ws := quotaWindows([]handlers.QuotaWindow{{Window: "1h0m0s", Limit: 3600}})
+		ws := quotaUsage([]apiclient.QuotaWindow{{Window: "1h0m0s", Limit: 3600}})
 		// 7200 at 10/s would take 12 min; 3600 go at once, the rest at 1/s.
 		require.Equal(t, time.Hour, waitETA(7200, 10, ws))
 	})
@@ -632,7 +609,7 @@ func TestWaitETA(t *testing.T) {
 
 	t.Run("UsedCallsLeaveLessSpare", func(t *testing.T) {
 		t.Parallel()
-		ws := quotaWindows([]handlers.QuotaWindow{{Window: "1h0m0s", Used: 3600, Limit: 3600}})
+		ws := quotaUsage([]apiclient.QuotaWindow{{Window: "1h0m0s", Used: 3600, Limit: 3600}})
 		require.Equal(t, time.Hour, waitETA(3600, 100, ws))
 	})
 

@@ -1,4 +1,8 @@
-package main
+// Package fansimport sends a file of fans (CSV or JSON lines) to a running
+// pendinglink server in batches, with a checkpoint to resume from, progress
+// and an ETA that respects the WeCom quota. "pendinglink fans import" is its
+// command line.
+package fansimport
 
 import (
 	"bufio"
@@ -9,7 +13,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -23,28 +26,13 @@ import (
 	"time"
 
 	"github.com/schollz/progressbar/v3"
-	"golang.org/x/term"
 
-	"github.com/pendinglink/pendinglink/handlers"
+	"github.com/pendinglink/pendinglink/apiclient"
+	"github.com/pendinglink/pendinglink/quota"
 	"github.com/pendinglink/pendinglink/store"
 )
 
-const fansUsage = `Usage: pendinglink fans import [flags] FILE
-
-Sends the fans listed in FILE to a running pendinglink server, which registers
-them with WeCom as its quota allows. FILE is CSV ("unionid,openid", optional
-header row) or JSON lines ({"unionid":"…","openid":"…"} per line).
-
-Invalid rows are reported with their line numbers and never sent. After each
-batch the server acknowledges, FILE.import-state records how far the import
-got; running the same command again resumes from there (--restart ignores it).
-Re-sending is harmless anyway: the server skips fans it already registered or
-queued.
-
-Flags:
-`
-
-// Defaults of importOptions; tests pass small values instead.
+// Defaults of Options; tests pass small values instead.
 const (
 	defaultPollEvery   = time.Second
 	defaultLogEvery    = 10 * time.Second
@@ -66,43 +54,24 @@ const (
 	// rateWindow is how far back the --wait phase measures the registration rate.
 	rateWindow = time.Minute
 
-	checkpointSuffix  = ".import-state"
 	checkpointVersion = 1
 )
 
-// errTokenRejected is returned when the server answers 401. It names the
+// CheckpointSuffix names a file's checkpoint: FILE+CheckpointSuffix records
+// how many lines of FILE the server acknowledged, so a new run resumes.
+const CheckpointSuffix = ".import-state"
+
+// ErrTokenRejected is returned when the server answers 401. It names the
 // variable, never the token.
-var errTokenRejected = errors.New("PENDINGLINK_ADMIN_TOKEN: rejected by the server")
+var ErrTokenRejected = errors.New("PENDINGLINK_ADMIN_TOKEN: rejected by the server")
 
-// fansCommand runs "pendinglink fans SUBCOMMAND". Only import exists.
-func fansCommand(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, fansUsage)
-		return errors.New("fans: missing subcommand (import)")
-	}
-	switch args[0] {
-	case "import":
-		opts, err := parseImportFlags(args[1:], getenv, stdout, stderr)
-		if err != nil {
-			return err
-		}
-		return fansImport(ctx, opts)
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, fansUsage)
-		return nil
-	default:
-		fmt.Fprint(stderr, fansUsage)
-		return fmt.Errorf("fans: unknown subcommand %q", args[0])
-	}
-}
-
-// importOptions configures fansImport. Zero durations and counts take the
+// Options configures Run. Zero durations and counts take the
 // defaults above.
-type importOptions struct {
+type Options struct {
 	File    string
 	Server  string // base URL of pendinglink, e.g. http://127.0.0.1:8080
 	Token   string // admin bearer token; never printed
-	Batch   int    // fans per POST /v1/fans/batch, 1…handlers.MaxFansPerBatch
+	Batch   int    // fans per POST /v1/fans/batch, 1…apiclient.MaxFansPerBatch
 	Format  string // "csv", "jsonl" or "auto"
 	Wait    bool   // after submitting, follow registrations until done
 	Restart bool   // ignore the checkpoint
@@ -116,9 +85,9 @@ type importOptions struct {
 	Tries     int           // attempts per request on 5xx or network errors
 }
 
-func (o *importOptions) setDefaults() {
+func (o *Options) setDefaults() {
 	if o.Batch <= 0 {
-		o.Batch = handlers.MaxFansPerBatch
+		o.Batch = apiclient.MaxFansPerBatch
 	}
 	if o.Format == "" {
 		o.Format = "auto"
@@ -141,83 +110,6 @@ func (o *importOptions) setDefaults() {
 	if o.Tries <= 0 {
 		o.Tries = defaultTries
 	}
-}
-
-func parseImportFlags(args []string, getenv func(string) string, stdout, stderr io.Writer) (importOptions, error) {
-	fs := flag.NewFlagSet("fans import", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), fansUsage)
-		fs.PrintDefaults()
-	}
-	// Defaults from the environment are applied after parsing so that -h
-	// never prints the token.
-	server := fs.String("server", "", "pendinglink base URL (default $PENDINGLINK_URL or http://127.0.0.1:8080)")
-	token := fs.String("token", "", "admin token (default $PENDINGLINK_ADMIN_TOKEN; prefer the variable: flags show in ps)")
-	batch := fs.Int("batch", handlers.MaxFansPerBatch, "fans per request, at most "+strconv.Itoa(handlers.MaxFansPerBatch))
-	format := fs.String("format", "auto", "input format: csv, jsonl or auto (by extension, else by the first line)")
-	wait := fs.Bool("wait", true, "after submitting, follow registrations until they are done or the queue drains (--wait=false to skip)")
-	noProgress := fs.Bool("no-progress", false, "print plain progress lines instead of a bar (automatic when stdout is not a terminal)")
-	restart := fs.Bool("restart", false, "ignore FILE"+checkpointSuffix+" and send the whole file again")
-
-	// Flags may come before or after FILE.
-	var files []string
-	for rest := args; ; {
-		if err := fs.Parse(rest); err != nil {
-			return importOptions{}, err
-		}
-		left := fs.Args()
-		if len(left) == 0 {
-			break
-		}
-		if i := len(rest) - len(left) - 1; i >= 0 && rest[i] == "--" {
-			files = append(files, left...)
-			break
-		}
-		files, rest = append(files, left[0]), left[1:]
-	}
-	if len(files) != 1 {
-		fs.Usage()
-		return importOptions{}, errors.New("fans import: give exactly one FILE")
-	}
-	opts := importOptions{
-		File: files[0], Server: *server, Token: *token, Batch: *batch, Format: strings.ToLower(*format),
-		Wait: *wait, Restart: *restart, Stdout: stdout,
-		Bar: !*noProgress && isTerminal(stdout),
-	}
-	if opts.Server == "" {
-		opts.Server = getenv("PENDINGLINK_URL")
-	}
-	if opts.Server == "" {
-		opts.Server = "http://127.0.0.1:8080"
-	}
-	if opts.Token == "" {
-		opts.Token = getenv("PENDINGLINK_ADMIN_TOKEN")
-	}
-	if opts.Token == "" {
-		return importOptions{}, errors.New("fans import: PENDINGLINK_ADMIN_TOKEN: required (the server's admin token; or pass --token)")
-	}
-	if opts.Batch < 1 || opts.Batch > handlers.MaxFansPerBatch {
-		return importOptions{}, fmt.Errorf("fans import: --batch: must be from 1 to %d", handlers.MaxFansPerBatch)
-	}
-	switch opts.Format {
-	case "csv", "jsonl", "auto":
-	case "json", "ndjson":
-		opts.Format = "jsonl"
-	default:
-		return importOptions{}, errors.New("fans import: --format: must be csv, jsonl or auto")
-	}
-	u, err := url.Parse(opts.Server)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return importOptions{}, errors.New("fans import: --server/PENDINGLINK_URL: must be an http(s) URL such as http://127.0.0.1:8080")
-	}
-	opts.Server = strings.TrimRight(opts.Server, "/")
-	return opts, nil
-}
-
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // importCheckpoint is FILE.import-state: how far an import of that file to
@@ -481,78 +373,21 @@ func checkFan(f store.FanInput) error {
 	return f.Validate()
 }
 
-// adminClient calls the /v1 API with the admin token.
-type adminClient struct {
-	base  string
-	token string
-	hc    *http.Client
-}
-
-// statusError is an HTTP answer other than 2xx or 401.
-type statusError struct {
-	Code int
-	Msg  string
-}
-
-func (e *statusError) Error() string { return fmt.Sprintf("HTTP %d: %s", e.Code, e.Msg) }
-
-// transportError is a failure to get an answer at all.
-type transportError struct{ err error }
-
-func (e *transportError) Error() string { return e.err.Error() }
-func (e *transportError) Unwrap() error { return e.err }
-
-// retryable reports errors worth another try: no answer, 5xx or 429.
+// retryable reports errors worth another try: no answer (a *url.Error),
+// 5xx or 429.
 func retryable(err error) bool {
-	var te *transportError
-	var se *statusError
-	return errors.As(err, &te) || (errors.As(err, &se) && (se.Code >= 500 || se.Code == http.StatusTooManyRequests))
+	var ue *url.Error
+	code := apiclient.StatusCode(err)
+	return code >= 500 || code == http.StatusTooManyRequests || (code == 0 && errors.As(err, &ue))
 }
 
-func (c *adminClient) do(ctx context.Context, method, path string, body []byte, out any) error {
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
-	if err != nil {
-		return err
+// tokenChecked turns a 401 into ErrTokenRejected, which names the variable
+// to fix.
+func tokenChecked(err error) error {
+	if apiclient.StatusCode(err) == http.StatusUnauthorized {
+		return ErrTokenRejected
 	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return &transportError{err} // *url.Error: method, URL and cause; the token is in no URL
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if err != nil {
-		return &transportError{fmt.Errorf("%s %s: read answer: %w", method, path, err)}
-	}
-	switch {
-	case resp.StatusCode == http.StatusUnauthorized:
-		return errTokenRejected
-	case resp.StatusCode/100 != 2:
-		return &statusError{Code: resp.StatusCode, Msg: answerMessage(data)}
-	}
-	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("%s %s: unexpected answer (is --server a pendinglink?): %w", method, path, err)
-	}
-	return nil
-}
-
-// answerMessage extracts {"error": …} from an error answer, or a short
-// excerpt of anything else.
-func answerMessage(data []byte) string {
-	var e struct {
-		Error string `json:"error"`
-	}
-	if json.Unmarshal(data, &e) == nil && e.Error != "" {
-		return e.Error
-	}
-	s := strings.TrimSpace(string(data))
-	if len(s) > 200 {
-		s = s[:200] + "…"
-	}
-	return s
+	return err
 }
 
 // retry runs f until it succeeds, fails for good, ctx ends or tries run
@@ -587,8 +422,8 @@ type invalidRow struct {
 
 // importRun holds one run's counters and output.
 type importRun struct {
-	opts     importOptions
-	api      *adminClient
+	opts     Options
+	api      *apiclient.Client
 	cpPath   string
 	cp       importCheckpoint
 	format   string
@@ -608,8 +443,10 @@ type importRun struct {
 	lastLog time.Time
 }
 
-// fansImport sends opts.File to the server; see fansUsage.
-func fansImport(ctx context.Context, opts importOptions) error {
+// Run sends opts.File to opts.Server and, with opts.Wait, follows the
+// registrations until they are done. It prints progress and a summary to
+// opts.Stdout, also when it fails or ctx ends.
+func Run(ctx context.Context, opts Options) error {
 	opts.setDefaults()
 	f, err := os.Open(opts.File)
 	if err != nil {
@@ -623,8 +460,8 @@ func fansImport(ctx context.Context, opts importOptions) error {
 
 	run := &importRun{
 		opts:    opts,
-		api:     &adminClient{base: opts.Server, token: opts.Token, hc: opts.Client},
-		cpPath:  opts.File + checkpointSuffix,
+		api:     &apiclient.Client{BaseURL: opts.Server, Token: opts.Token, HTTPClient: opts.Client},
+		cpPath:  opts.File + CheckpointSuffix,
 		format:  info.format,
 		started: time.Now(),
 	}
@@ -696,10 +533,11 @@ func (r *importRun) endBar() {
 	r.bar = nil
 }
 
-func (r *importRun) status(ctx context.Context) (handlers.StatusResponse, error) {
-	var st handlers.StatusResponse
-	err := retry(ctx, r.opts.Tries, r.opts.RetryBase, r.note, "GET /v1/status", func() error {
-		return r.api.do(ctx, http.MethodGet, "/v1/status", nil, &st)
+func (r *importRun) status(ctx context.Context) (apiclient.StatusResponse, error) {
+	var st apiclient.StatusResponse
+	err := retry(ctx, r.opts.Tries, r.opts.RetryBase, r.note, "GET /v1/status", func() (err error) {
+		st, err = r.api.Status(ctx)
+		return tokenChecked(err)
 	})
 	return st, err
 }
@@ -708,8 +546,7 @@ func (r *importRun) status(ctx context.Context) (handlers.StatusResponse, error)
 func (r *importRun) refreshRegistered(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	var st handlers.StatusResponse
-	if r.api.do(ctx, http.MethodGet, "/v1/status", nil, &st) == nil {
+	if st, err := r.api.Status(ctx); err == nil {
 		r.regNow, r.statusSeen = st.Fans.Registered, true
 	}
 }
@@ -830,14 +667,11 @@ func (r *importRun) send(ctx context.Context, batch []pendingRow, lastLine int64
 		for i, row := range batch {
 			fans[i] = row.fan
 		}
-		body, err := json.Marshal(fans)
-		if err != nil {
-			return err
-		}
 		what := fmt.Sprintf("POST /v1/fans/batch (lines %d-%d)", batch[0].line, batch[len(batch)-1].line)
-		var res handlers.BatchResponse
-		err = retry(ctx, r.opts.Tries, r.opts.RetryBase, r.note, what, func() error {
-			return r.api.do(ctx, http.MethodPost, "/v1/fans/batch", body, &res)
+		var res apiclient.BatchResponse
+		err := retry(ctx, r.opts.Tries, r.opts.RetryBase, r.note, what, func() (err error) {
+			res, err = r.api.RegisterFans(ctx, fans)
+			return tokenChecked(err)
 		})
 		if err == nil {
 			r.sent += int64(res.Accepted)
@@ -845,14 +679,14 @@ func (r *importRun) send(ctx context.Context, batch []pendingRow, lastLine int64
 			r.skipped += int64(res.Skipped)
 			break
 		}
-		var se *statusError
-		if !errors.As(err, &se) || se.Code != http.StatusBadRequest {
-			if se != nil && se.Code == http.StatusNotFound {
+		var se *apiclient.Error
+		if !errors.As(err, &se) || se.Status != http.StatusBadRequest {
+			if se != nil && se.Status == http.StatusNotFound {
 				return fmt.Errorf("%s: %w (does the server run the registration pipeline?)", what, err)
 			}
 			return err
 		}
-		i, reason, ok := rejectedFan(se.Msg, len(batch))
+		i, reason, ok := rejectedFan(se.Message, len(batch))
 		if !ok {
 			return fmt.Errorf("%s: the server rejected the batch: %w", what, err)
 		}
@@ -951,11 +785,10 @@ func (r *importRun) wait(ctx context.Context) error {
 		done := r.regNow - r.regBase
 		remaining := max(r.queued-done, 0)
 		observed := observedRate(samples)
-		windows := quotaWindows(st.WeCom.Quota)
-		quota := quotaRate(windows)
+		windows := quotaUsage(st.WeCom.Quota)
 		eta := waitETA(remaining, observed, windows)
 		finished := remaining == 0 || st.Queue.Pending == 0
-		desc := fmt.Sprintf("%s, queue %d, ETA %s", rateText(observed, quota), st.Queue.Pending, etaText(eta))
+		desc := fmt.Sprintf("%s, queue %d, ETA %s", rateText(observed, quota.Rate(windows)), st.Queue.Pending, etaText(eta))
 		if r.bar != nil {
 			r.bar.Describe(desc)
 			r.bar.Set64(min(done, r.queued))
@@ -994,54 +827,30 @@ func observedRate(s []rateSample) float64 {
 	return float64(last.registered-first.registered) / dt
 }
 
-// quotaWindow is one WeCom quota window from /v1/status.
-type quotaWindow struct {
-	length       time.Duration
-	limit, spare int64
-}
-
-func quotaWindows(ws []handlers.QuotaWindow) []quotaWindow {
-	var out []quotaWindow
+// quotaUsage reads /v1/status's quota windows, skipping any it cannot parse.
+func quotaUsage(ws []apiclient.QuotaWindow) []quota.Usage {
+	var out []quota.Usage
 	for _, w := range ws {
 		d, err := time.ParseDuration(w.Window)
 		if err != nil || d <= 0 || w.Limit <= 0 {
 			continue
 		}
-		out = append(out, quotaWindow{length: d, limit: w.Limit, spare: max(w.Limit-w.Used, 0)})
+		out = append(out, quota.Usage{Length: d, Limit: w.Limit, Used: w.Used})
 	}
 	return out
 }
 
-// quotaRate is the fastest rate the quota sustains (the strictest window's
-// limit per second), 0 if there is no quota.
-func quotaRate(ws []quotaWindow) float64 {
-	rate := 0.0
-	for _, w := range ws {
-		if r := float64(w.limit) / w.length.Seconds(); rate == 0 || r < rate {
-			rate = r
-		}
-	}
-	return rate
-}
-
 // waitETA estimates how long remaining registrations take: at the observed
-// rate, but never faster than the quota allows. Each window lets its spare
-// calls go at once and the rest at limit/length, so a small import is not
-// slowed by the monthly cap and a large one is not promised more than the
-// daily or monthly quota. It is -1 while no rate has been observed.
-func waitETA(remaining int64, observed float64, ws []quotaWindow) time.Duration {
+// rate, but never faster than the quota allows (quota.TimeFor). It is -1
+// while no rate has been observed.
+func waitETA(remaining int64, observed float64, us []quota.Usage) time.Duration {
 	if remaining <= 0 {
 		return 0
 	}
 	if observed <= 0 {
 		return -1
 	}
-	secs := float64(remaining) / observed
-	for _, w := range ws {
-		if over := remaining - w.spare; over > 0 {
-			secs = max(secs, float64(over)*w.length.Seconds()/float64(w.limit))
-		}
-	}
+	secs := max(float64(remaining)/observed, quota.TimeFor(us, remaining).Seconds())
 	if secs > float64(math.MaxInt64/int64(time.Second)) {
 		return -1
 	}

@@ -1,4 +1,4 @@
-package wecom_test
+package quota_test
 
 import (
 	"context"
@@ -11,15 +11,15 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/pendinglink/pendinglink/wecom"
+	"github.com/pendinglink/pendinglink/quota"
 )
 
-func mustLimiter(t testing.TB, cfg wecom.LimiterConfig) *wecom.Limiter {
+func mustLimiter(t testing.TB, cfg quota.Config) *quota.Limiter {
 	t.Helper()
 	if cfg.Key == "" {
 		cfg.Key = "test"
 	}
-	l, err := wecom.NewLimiter(context.Background(), cfg)
+	l, err := quota.New(context.Background(), cfg)
 	require.NoError(t, err)
 	return l
 }
@@ -27,7 +27,7 @@ func mustLimiter(t testing.TB, cfg wecom.LimiterConfig) *wecom.Limiter {
 // requireNeverOver checks that no period of length w.Length holds more than
 // w.Limit of the call times: it is enough to check the periods ending at a
 // call, since those hold the most calls.
-func requireNeverOver(t *testing.T, calls []time.Time, w wecom.Window) {
+func requireNeverOver(t *testing.T, calls []time.Time, w quota.Window) {
 	t.Helper()
 	lo := 0
 	for hi, c := range calls {
@@ -38,22 +38,22 @@ func requireNeverOver(t *testing.T, calls []time.Time, w wecom.Window) {
 	}
 }
 
-func TestNewLimiter(t *testing.T) {
+func TestNew(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 
 	for _, tt := range []struct {
 		name string
-		cfg  wecom.LimiterConfig
+		cfg  quota.Config
 		msg  string
 	}{
-		{"MissingKey", wecom.LimiterConfig{Windows: wecom.PendingIDWindows(1, 2, 3)}, "LimiterConfig.Key"},
-		{"NoWindows", wecom.LimiterConfig{Key: "k"}, "LimiterConfig.Windows"},
-		{"ZeroLimit", wecom.LimiterConfig{Key: "k", Windows: []wecom.Window{{Length: time.Hour}}}, "LimiterConfig.Windows"},
+		{"MissingKey", quota.Config{Windows: []quota.Window{{Length: time.Hour, Limit: 1}, {Length: 24 * time.Hour, Limit: 2}, {Length: 31 * 24 * time.Hour, Limit: 3}}}, "Config.Key"},
+		{"NoWindows", quota.Config{Key: "k"}, "Config.Windows"},
+		{"ZeroLimit", quota.Config{Key: "k", Windows: []quota.Window{{Length: time.Hour}}}, "Config.Windows"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := wecom.NewLimiter(ctx, tt.cfg)
+			_, err := quota.New(ctx, tt.cfg)
 			require.ErrorContains(t, err, tt.msg)
 		})
 	}
@@ -62,16 +62,9 @@ func TestNewLimiter(t *testing.T) {
 		t.Parallel()
 		clock := newFakeClock()
 		store := newMemStore()
-		mustLimiter(t, wecom.LimiterConfig{Windows: wecom.PendingIDWindows(1, 2, 3), Store: store, Now: clock.Now})
+		mustLimiter(t, quota.Config{Windows: []quota.Window{{Length: time.Hour, Limit: 1}, {Length: 24 * time.Hour, Limit: 2}, {Length: 31 * 24 * time.Hour, Limit: 3}}, Store: store, Now: clock.Now})
 		require.Equal(t, []int64{clock.Now().Add(-31*24*time.Hour - time.Minute).Unix()}, store.sinceAt)
 	})
-}
-
-func TestPendingIDWindows(t *testing.T) {
-	t.Parallel()
-	require.Equal(t, []wecom.Window{
-		{Length: time.Hour, Limit: 100_000}, {Length: 24 * time.Hour, Limit: 480_000}, {Length: 31 * 24 * time.Hour, Limit: 7_500_000},
-	}, wecom.PendingIDWindows(wecom.PendingIDPerHour, wecom.PendingIDPerDay, wecom.PendingIDPerMonth))
 }
 
 func TestLimiter_Reserve(t *testing.T) {
@@ -81,28 +74,28 @@ func TestLimiter_Reserve(t *testing.T) {
 	t.Run("AllowsFullLimitThenRefusesOne", func(t *testing.T) {
 		t.Parallel()
 		clock := newFakeClock() // 10:00:00
-		l := mustLimiter(t, wecom.LimiterConfig{Key: "k", Windows: []wecom.Window{{Length: time.Hour, Limit: 5}}, Now: clock.Now})
+		l := mustLimiter(t, quota.Config{Key: "k", Windows: []quota.Window{{Length: time.Hour, Limit: 5}}, Now: clock.Now})
 
 		for range 5 {
 			require.NoError(t, l.Reserve(ctx))
 		}
 		err := l.Reserve(ctx)
-		var qe *wecom.QuotaError
+		var qe *quota.Error
 		require.ErrorAs(t, err, &qe)
-		require.Equal(t, wecom.QuotaError{Key: "k", Window: time.Hour, Limit: 5, RetryAt: clock.Now().Add(61 * time.Minute)}, *qe)
-		require.True(t, wecom.IsRateLimited(err))
+		require.Equal(t, quota.Error{Key: "k", Window: time.Hour, Limit: 5, RetryAt: clock.Now().Add(61 * time.Minute)}, *qe)
+		require.True(t, isQuotaError(err))
 		require.EqualValues(t, 5, l.Usage()[0].Used, "a refused call is not counted")
 	})
 
 	t.Run("FreesUpExactlyAtRetryAt", func(t *testing.T) {
 		t.Parallel()
 		clock := newFakeClock()
-		l := mustLimiter(t, wecom.LimiterConfig{Windows: []wecom.Window{{Length: time.Hour, Limit: 2}}, Now: clock.Now})
+		l := mustLimiter(t, quota.Config{Windows: []quota.Window{{Length: time.Hour, Limit: 2}}, Now: clock.Now})
 		require.NoError(t, l.Reserve(ctx))
 		clock.Advance(10 * time.Minute)
 		require.NoError(t, l.Reserve(ctx))
 
-		var qe *wecom.QuotaError
+		var qe *quota.Error
 		require.ErrorAs(t, l.Reserve(ctx), &qe)
 		// The oldest call (bucket 10:00) leaves the window at 11:01.
 		require.Equal(t, time.Date(2025, 3, 1, 11, 1, 0, 0, time.UTC), qe.RetryAt)
@@ -116,7 +109,7 @@ func TestLimiter_Reserve(t *testing.T) {
 	t.Run("PartialBucketCountedConservatively", func(t *testing.T) {
 		t.Parallel()
 		clock := newFakeClock()
-		l := mustLimiter(t, wecom.LimiterConfig{Windows: []wecom.Window{{Length: time.Hour, Limit: 1}}, Now: clock.Now})
+		l := mustLimiter(t, quota.Config{Windows: []quota.Window{{Length: time.Hour, Limit: 1}}, Now: clock.Now})
 		clock.Advance(30 * time.Second)
 		require.NoError(t, l.Reserve(ctx)) // 10:00:30
 
@@ -131,12 +124,12 @@ func TestLimiter_Reserve(t *testing.T) {
 	t.Run("LongerWindowBlocksAfterShorterFreesUp", func(t *testing.T) {
 		t.Parallel()
 		clock := newFakeClock()
-		l := mustLimiter(t, wecom.LimiterConfig{Key: "k", Windows: []wecom.Window{{Length: 24 * time.Hour, Limit: 5}, {Length: time.Hour, Limit: 3}}, Now: clock.Now})
+		l := mustLimiter(t, quota.Config{Key: "k", Windows: []quota.Window{{Length: 24 * time.Hour, Limit: 5}, {Length: time.Hour, Limit: 3}}, Now: clock.Now})
 		t0 := clock.Now()
 		for range 3 {
 			require.NoError(t, l.Reserve(ctx))
 		}
-		var qe *wecom.QuotaError
+		var qe *quota.Error
 		require.ErrorAs(t, l.Reserve(ctx), &qe)
 		require.Equal(t, time.Hour, qe.Window)
 		clock.Advance(61 * time.Minute)
@@ -144,14 +137,14 @@ func TestLimiter_Reserve(t *testing.T) {
 			require.NoError(t, l.Reserve(ctx))
 		}
 		require.ErrorAs(t, l.Reserve(ctx), &qe)
-		require.Equal(t, wecom.QuotaError{Key: "k", Window: 24 * time.Hour, Limit: 5, RetryAt: t0.Add(24*time.Hour + time.Minute)}, *qe)
+		require.Equal(t, quota.Error{Key: "k", Window: 24 * time.Hour, Limit: 5, RetryAt: t0.Add(24*time.Hour + time.Minute)}, *qe)
 	})
 
 	t.Run("NeverOverAnyWindowRandomised", func(t *testing.T) {
 		t.Parallel()
 		clock := newFakeClock()
-		windows := []wecom.Window{{Length: time.Hour, Limit: 20}, {Length: 24 * time.Hour, Limit: 150}}
-		l := mustLimiter(t, wecom.LimiterConfig{Windows: windows, Now: clock.Now})
+		windows := []quota.Window{{Length: time.Hour, Limit: 20}, {Length: 24 * time.Hour, Limit: 150}}
+		l := mustLimiter(t, quota.Config{Windows: windows, Now: clock.Now})
 		rng := rand.New(rand.NewPCG(1, 2))
 
 		var calls []time.Time
@@ -162,7 +155,7 @@ func TestLimiter_Reserve(t *testing.T) {
 				if err := l.Reserve(ctx); err == nil {
 					calls = append(calls, clock.Now())
 				} else {
-					require.True(t, wecom.IsRateLimited(err))
+					require.True(t, isQuotaError(err))
 					refused++
 				}
 			}
@@ -175,7 +168,7 @@ func TestLimiter_Reserve(t *testing.T) {
 
 	t.Run("ConcurrentCallersNeverOver", func(t *testing.T) {
 		t.Parallel()
-		l := mustLimiter(t, wecom.LimiterConfig{Windows: []wecom.Window{{Length: time.Hour, Limit: 50}}, Now: newFakeClock().Now})
+		l := mustLimiter(t, quota.Config{Windows: []quota.Window{{Length: time.Hour, Limit: 50}}, Now: newFakeClock().Now})
 		var okCount atomic.Int64
 		var wg sync.WaitGroup
 		for range 200 {
@@ -198,7 +191,7 @@ func TestLimiter_Store(t *testing.T) {
 		t.Parallel()
 		clock := newFakeClock()
 		store := newMemStore()
-		cfg := wecom.LimiterConfig{Key: "pending:wwtest", Windows: wecom.PendingIDWindows(5, 8, 20), Store: store, Now: clock.Now}
+		cfg := quota.Config{Key: "pending:wwtest", Windows: []quota.Window{{Length: time.Hour, Limit: 5}, {Length: 24 * time.Hour, Limit: 8}, {Length: 31 * 24 * time.Hour, Limit: 20}}, Store: store, Now: clock.Now}
 		l1 := mustLimiter(t, cfg)
 		for range 3 {
 			require.NoError(t, l1.Reserve(ctx))
@@ -206,16 +199,16 @@ func TestLimiter_Store(t *testing.T) {
 
 		clock.Advance(10 * time.Minute)
 		l2 := mustLimiter(t, cfg) // a restart
-		require.Equal(t, []wecom.WindowUsage{
+		require.Equal(t, []quota.Usage{
 			{Length: time.Hour, Limit: 5, Used: 3}, {Length: 24 * time.Hour, Limit: 8, Used: 3}, {Length: 31 * 24 * time.Hour, Limit: 20, Used: 3},
 		}, l2.Usage())
 		require.NoError(t, l2.Reserve(ctx))
 		require.NoError(t, l2.Reserve(ctx))
-		var qe *wecom.QuotaError
+		var qe *quota.Error
 		require.ErrorAs(t, l2.Reserve(ctx), &qe)
 		require.Equal(t, time.Date(2025, 3, 1, 11, 1, 0, 0, time.UTC), qe.RetryAt)
 
-		other := mustLimiter(t, wecom.LimiterConfig{Key: "external:wwtest", Windows: cfg.Windows, Store: store, Now: clock.Now})
+		other := mustLimiter(t, quota.Config{Key: "external:wwtest", Windows: cfg.Windows, Store: store, Now: clock.Now})
 		require.Zero(t, other.Usage()[0].Used, "keys are separate")
 	})
 
@@ -223,11 +216,11 @@ func TestLimiter_Store(t *testing.T) {
 		t.Parallel()
 		store := newMemStore()
 		store.addErr = errors.New("database is locked")
-		l := mustLimiter(t, wecom.LimiterConfig{Windows: []wecom.Window{{Length: time.Hour, Limit: 5}}, Store: store, Now: newFakeClock().Now})
+		l := mustLimiter(t, quota.Config{Windows: []quota.Window{{Length: time.Hour, Limit: 5}}, Store: store, Now: newFakeClock().Now})
 
 		err := l.Reserve(ctx)
 		require.ErrorContains(t, err, "database is locked")
-		require.False(t, wecom.IsRateLimited(err))
+		require.False(t, isQuotaError(err))
 		require.Zero(t, l.Usage()[0].Used)
 	})
 }
@@ -239,7 +232,7 @@ func TestLimiter_NextAt(t *testing.T) {
 	t.Run("NowWhenFree", func(t *testing.T) {
 		t.Parallel()
 		clock := newFakeClock()
-		l := mustLimiter(t, wecom.LimiterConfig{Windows: []wecom.Window{{Length: time.Hour, Limit: 2}}, Now: clock.Now})
+		l := mustLimiter(t, quota.Config{Windows: []quota.Window{{Length: time.Hour, Limit: 2}}, Now: clock.Now})
 		require.NoError(t, l.Reserve(ctx))
 		require.Equal(t, clock.Now(), l.NextAt())
 	})
@@ -247,7 +240,7 @@ func TestLimiter_NextAt(t *testing.T) {
 	t.Run("RetryAtWhenFull", func(t *testing.T) {
 		t.Parallel()
 		clock := newFakeClock()
-		l := mustLimiter(t, wecom.LimiterConfig{Windows: []wecom.Window{{Length: time.Hour, Limit: 1}}, Now: clock.Now})
+		l := mustLimiter(t, quota.Config{Windows: []quota.Window{{Length: time.Hour, Limit: 1}}, Now: clock.Now})
 		clock.Advance(90 * time.Second)
 		require.NoError(t, l.Reserve(ctx)) // bucket 10:01
 		require.Equal(t, time.Date(2025, 3, 1, 11, 2, 0, 0, time.UTC), l.NextAt())
@@ -256,7 +249,7 @@ func TestLimiter_NextAt(t *testing.T) {
 	t.Run("PacingGap", func(t *testing.T) {
 		t.Parallel()
 		clock := newFakeClock()
-		l := mustLimiter(t, wecom.LimiterConfig{Windows: []wecom.Window{{Length: time.Hour, Limit: 3600}}, Now: clock.Now, Smooth: true, Burst: 1})
+		l := mustLimiter(t, quota.Config{Windows: []quota.Window{{Length: time.Hour, Limit: 3600}}, Now: clock.Now, Smooth: true, Burst: 1})
 		require.NoError(t, l.Reserve(ctx))
 		require.Equal(t, clock.Now().Add(time.Second), l.NextAt())
 	})
@@ -270,8 +263,8 @@ func TestLimiter_Wait(t *testing.T) {
 		t.Parallel()
 		clock := newFakeClock()
 		var slept []time.Duration
-		l := mustLimiter(t, wecom.LimiterConfig{
-			Windows: []wecom.Window{{Length: time.Hour, Limit: 1}}, Now: clock.Now,
+		l := mustLimiter(t, quota.Config{
+			Windows: []quota.Window{{Length: time.Hour, Limit: 1}}, Now: clock.Now,
 			Sleep: func(_ context.Context, d time.Duration) error { slept = append(slept, d); clock.Advance(d); return nil },
 		})
 		require.NoError(t, l.Wait(ctx))
@@ -282,7 +275,7 @@ func TestLimiter_Wait(t *testing.T) {
 
 	t.Run("StopsWhenContextEnds", func(t *testing.T) {
 		t.Parallel()
-		l := mustLimiter(t, wecom.LimiterConfig{Windows: []wecom.Window{{Length: time.Hour, Limit: 1}}, Now: newFakeClock().Now})
+		l := mustLimiter(t, quota.Config{Windows: []quota.Window{{Length: time.Hour, Limit: 1}}, Now: newFakeClock().Now})
 		require.NoError(t, l.Reserve(ctx))
 		cctx, cancel := context.WithCancel(ctx)
 		cancel()
@@ -297,14 +290,14 @@ func TestLimiter_Smooth(t *testing.T) {
 	t.Run("PacesAfterBurst", func(t *testing.T) {
 		t.Parallel()
 		clock := newFakeClock()
-		l := mustLimiter(t, wecom.LimiterConfig{Key: "k", Windows: []wecom.Window{{Length: time.Hour, Limit: 3600}}, Now: clock.Now, Smooth: true, Burst: 2})
+		l := mustLimiter(t, quota.Config{Key: "k", Windows: []quota.Window{{Length: time.Hour, Limit: 3600}}, Now: clock.Now, Smooth: true, Burst: 2})
 		t0 := clock.Now()
 		require.NoError(t, l.Reserve(ctx))
 		require.NoError(t, l.Reserve(ctx))
-		var qe *wecom.QuotaError
+		var qe *quota.Error
 		require.ErrorAs(t, l.Reserve(ctx), &qe)
 		require.True(t, qe.Pacing)
-		require.True(t, wecom.IsRateLimited(qe))
+		require.True(t, isQuotaError(qe))
 		require.Equal(t, t0.Add(time.Second), qe.RetryAt)
 		clock.Advance(time.Second)
 		require.NoError(t, l.Reserve(ctx))
@@ -316,7 +309,7 @@ func TestLimiter_Smooth(t *testing.T) {
 		run := func(smooth bool) (firstMinute, firstHour int, calls []time.Time) {
 			clock := newFakeClock()
 			t0 := clock.Now()
-			l := mustLimiter(t, wecom.LimiterConfig{Windows: []wecom.Window{{Length: time.Hour, Limit: 3600}}, Now: clock.Now, Smooth: smooth})
+			l := mustLimiter(t, quota.Config{Windows: []quota.Window{{Length: time.Hour, Limit: 3600}}, Now: clock.Now, Smooth: smooth})
 			// A greedy caller: call whenever allowed.
 			for clock.Now().Before(t0.Add(2 * time.Hour)) {
 				if err := l.Reserve(ctx); err != nil {
@@ -341,19 +334,19 @@ func TestLimiter_Smooth(t *testing.T) {
 		smoothMinute, smoothHour, calls := run(true)
 		require.Equal(t, 10+59, smoothMinute, "a burst of 10 at 0s, then one a second from 1s to 59s")
 		require.Equal(t, 3600, smoothHour, "pacing still uses the full quota")
-		requireNeverOver(t, calls, wecom.Window{Length: time.Hour, Limit: 3600})
+		requireNeverOver(t, calls, quota.Window{Length: time.Hour, Limit: 3600})
 	})
 }
 
 func TestLimiter_Usage(t *testing.T) {
 	t.Parallel()
 	clock := newFakeClock()
-	l := mustLimiter(t, wecom.LimiterConfig{Windows: []wecom.Window{{Length: 24 * time.Hour, Limit: 10}, {Length: time.Hour, Limit: 3}}, Now: clock.Now})
+	l := mustLimiter(t, quota.Config{Windows: []quota.Window{{Length: 24 * time.Hour, Limit: 10}, {Length: time.Hour, Limit: 3}}, Now: clock.Now})
 	require.NoError(t, l.Reserve(context.Background()))
 	clock.Advance(2 * time.Hour)
 	require.NoError(t, l.Reserve(context.Background()))
 
-	require.Equal(t, []wecom.WindowUsage{
+	require.Equal(t, []quota.Usage{
 		{Length: time.Hour, Limit: 3, Used: 1}, {Length: 24 * time.Hour, Limit: 10, Used: 2},
 	}, l.Usage())
 }

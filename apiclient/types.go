@@ -1,0 +1,105 @@
+package apiclient
+
+import "github.com/pendinglink/pendinglink/store"
+
+// MaxFansPerBatch caps POST /v1/fans/batch.
+const MaxFansPerBatch = 1000
+
+// FanResponse is the body of fan endpoints.
+type FanResponse struct {
+	*store.FanDetail
+	// Queued is true when the registration waits for quota or a retry.
+	Queued bool `json:"queued,omitempty"`
+}
+
+// BatchResponse is the body of POST /v1/fans/batch.
+type BatchResponse struct {
+	Accepted int `json:"accepted"`
+	Queued   int `json:"queued"`
+	Skipped  int `json:"skipped"`
+}
+
+// LinksResponse is the body of GET /v1/links.
+type LinksResponse struct {
+	Links []store.Link `json:"links"`
+	// NextCursor, when set, fetches the next page.
+	NextCursor string `json:"next_cursor,omitempty"`
+}
+
+// StatusResponse is the body of GET /v1/status. Its keys are a contract:
+// later versions add keys but never rename these.
+type StatusResponse struct {
+	Events    EventsStatus    `json:"events"`
+	Callbacks CallbacksStatus `json:"callbacks"`
+	Queue     QueueStatus     `json:"queue"`
+	Fans      FansStatus      `json:"fans"`
+	Links     LinksStatus     `json:"links"`
+	WeCom     WeComStatus     `json:"wecom"`
+}
+
+// FansStatus counts the brand's fans by the state of their pending_ids.
+type FansStatus struct {
+	// Registered counts fans WeCom issued a pending_id for.
+	Registered int64 `json:"registered"`
+	// Valid counts fans holding a pending_id that has not expired.
+	Valid int64 `json:"valid"`
+	// Expiring counts valid fans whose newest pending_id expires within the renew horizon.
+	Expiring int64 `json:"expiring"`
+	// Expired counts fans whose every pending_id expired.
+	Expired int64 `json:"expired"`
+}
+
+// LinksStatus counts links.
+type LinksStatus struct {
+	Total  int64 `json:"total"`
+	Active int64 `json:"active"`
+}
+
+// WeComStatus reports the WeCom client's calls, errors and quota.
+type WeComStatus struct {
+	// Calls counts HTTP requests per API (retries included).
+	Calls map[string]int64 `json:"calls"`
+	// Errors counts answers with a non-zero errcode, by errcode.
+	Errors map[string]int64 `json:"errors"`
+	// Quota shows each unionid_to_pending_id window.
+	Quota []QuotaWindow `json:"quota"`
+}
+
+// QuotaWindow is one rolling quota window.
+type QuotaWindow struct {
+	Window string `json:"window"`
+	Used   int64  `json:"used"`
+	Limit  int64  `json:"limit"`
+}
+
+// EventsStatus counts stored callback events.
+type EventsStatus struct {
+	// Received counts unique authentic events stored, ignored ones included.
+	Received int64 `json:"received"`
+	// Duplicate counts authentic callbacks whose event was already stored.
+	Duplicate int64 `json:"duplicate"`
+	// Ignored counts stored events pendinglink does not act on.
+	Ignored int64 `json:"ignored"`
+	// Resolved counts events whose customers were resolved (matched or not
+	// yet), Pending those still being worked, Unmatched those WeCom had no
+	// pending_id for, Failed those that gave up (FailureReasons says why).
+	Resolved       int64            `json:"resolved"`
+	Pending        int64            `json:"pending"`
+	Unmatched      int64            `json:"unmatched"`
+	Failed         int64            `json:"failed"`
+	FailureReasons map[string]int64 `json:"failure_reasons"`
+	// ByType counts stored events by kind (change type, chat update or "ignored").
+	ByType map[string]int64 `json:"by_type"`
+}
+
+// CallbacksStatus counts rejected callbacks since the process started:
+// rejections write nothing, so they are not in the database.
+type CallbacksStatus struct {
+	Rejected map[string]int64 `json:"rejected"`
+}
+
+// QueueStatus describes the job queue.
+type QueueStatus struct {
+	// Pending counts jobs not yet finished (available, scheduled, retrying, running).
+	Pending int64 `json:"pending"`
+}

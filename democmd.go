@@ -1,0 +1,69 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/pendinglink/pendinglink/demo"
+)
+
+// demoCommand runs "pendinglink demo": it parses the flags and runs
+// demo.Run with a server started like "pendinglink serve".
+func demoCommand(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o demo.Options
+	fs.IntVar(&o.Fans, "fans", 2000, "fans the brand registers")
+	fs.IntVar(&o.Customers, "customers", 3000, "customers the dealers add")
+	fs.IntVar(&o.Dealers, "dealers", 3, "dealer corps")
+	fs.Float64Var(&o.FanShare, "fan-share", 0.5, "fraction of customers who are registered fans")
+	fs.IntVar(&o.Chats, "chats", 5, "group chats whose members join by callback")
+	fs.IntVar(&o.ChatSize, "chat-size", 20, "members per group chat")
+	fs.IntVar(&o.Removals, "removals", 100, "customers removed again")
+	fs.Float64Var(&o.DupShare, "duplicates", 0.05, "fraction of callbacks WeCom delivers twice")
+	fs.BoolVar(&o.Keep, "keep", false, "keep serving after the report until interrupted")
+	fs.Uint64Var(&o.Seed, "seed", 1, "random seed of the demo world")
+	fs.DurationVar(&o.Timeout, "timeout", 2*time.Minute, "give up when processing takes longer")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the demo to this file")
+	fs.IntVar(&o.Rate, "rate", 0, "callbacks per second (0: as fast as 32 connections go)")
+	fs.DurationVar(&o.WeComLatency, "wecom-latency", 0, "latency the fake WeCom adds to every API call")
+	fs.BoolVar(&o.RegisterFirst, "register-first", false, "register every fan before the first callback")
+	fs.IntVar(&o.QuotaHour, "quota-hour", 3_600_000, "unionid_to_pending_id quota per hour, of pendinglink and of the fake (WeCom's is 100000)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if o.Fans < 0 || o.Customers < 0 || o.Dealers < 1 || o.FanShare < 0 || o.FanShare > 1 || o.ChatSize > 100 ||
+		o.Rate < 0 || o.QuotaHour < 1 {
+		return errors.New("demo: flags out of range")
+	}
+	stop, err := startCPUProfile(*cpuProfile)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	// The pipeline's tuning knobs pass through, to try them on the demo.
+	o.Env = map[string]string{}
+	for _, k := range []string{"PENDINGLINK_RESOLVE_WINDOW", "PENDINGLINK_RESOLVE_WORKERS", "PENDINGLINK_LOG_LEVEL"} {
+		if v := getenv(k); v != "" {
+			o.Env[k] = v
+		}
+	}
+	o.StartServer = func(ctx context.Context, env map[string]string, hc *http.Client) (string, func() error, error) {
+		cfg, err := loadConfig("demo", nil, mapEnv(env), stderr)
+		if err != nil {
+			return "", nil, err
+		}
+		logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+		a, err := startApp(ctx, cfg, logger, appOptions{HTTPClient: hc})
+		if err != nil {
+			return "", nil, err
+		}
+		return "http://" + a.addr.String(), a.close, nil
+	}
+	return demo.Run(ctx, o, stdout)
+}

@@ -1,0 +1,132 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/term"
+
+	"github.com/pendinglink/pendinglink/apiclient"
+	"github.com/pendinglink/pendinglink/fansimport"
+)
+
+const fansUsage = `Usage: pendinglink fans import [flags] FILE
+
+Sends the fans listed in FILE to a running pendinglink server, which registers
+them with WeCom as its quota allows. FILE is CSV ("unionid,openid", optional
+header row) or JSON lines ({"unionid":"…","openid":"…"} per line).
+
+Invalid rows are reported with their line numbers and never sent. After each
+batch the server acknowledges, FILE.import-state records how far the import
+got; running the same command again resumes from there (--restart ignores it).
+Re-sending is harmless anyway: the server skips fans it already registered or
+queued.
+
+Flags:
+`
+
+// fansCommand runs "pendinglink fans SUBCOMMAND". Only import exists.
+func fansCommand(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, fansUsage)
+		return errors.New("fans: missing subcommand (import)")
+	}
+	switch args[0] {
+	case "import":
+		opts, err := parseImportFlags(args[1:], getenv, stdout, stderr)
+		if err != nil {
+			return err
+		}
+		return fansimport.Run(ctx, opts)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, fansUsage)
+		return nil
+	default:
+		fmt.Fprint(stderr, fansUsage)
+		return fmt.Errorf("fans: unknown subcommand %q", args[0])
+	}
+}
+
+func parseImportFlags(args []string, getenv func(string) string, stdout, stderr io.Writer) (fansimport.Options, error) {
+	fs := flag.NewFlagSet("fans import", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), fansUsage)
+		fs.PrintDefaults()
+	}
+	// Defaults from the environment are applied after parsing so that -h
+	// never prints the token.
+	server := fs.String("server", "", "pendinglink base URL (default $PENDINGLINK_URL or http://127.0.0.1:8080)")
+	token := fs.String("token", "", "admin token (default $PENDINGLINK_ADMIN_TOKEN; prefer the variable: flags show in ps)")
+	batch := fs.Int("batch", apiclient.MaxFansPerBatch, "fans per request, at most "+strconv.Itoa(apiclient.MaxFansPerBatch))
+	format := fs.String("format", "auto", "input format: csv, jsonl or auto (by extension, else by the first line)")
+	wait := fs.Bool("wait", true, "after submitting, follow registrations until they are done or the queue drains (--wait=false to skip)")
+	noProgress := fs.Bool("no-progress", false, "print plain progress lines instead of a bar (automatic when stdout is not a terminal)")
+	restart := fs.Bool("restart", false, "ignore FILE"+fansimport.CheckpointSuffix+" and send the whole file again")
+
+	// Flags may come before or after FILE.
+	var files []string
+	for rest := args; ; {
+		if err := fs.Parse(rest); err != nil {
+			return fansimport.Options{}, err
+		}
+		left := fs.Args()
+		if len(left) == 0 {
+			break
+		}
+		if i := len(rest) - len(left) - 1; i >= 0 && rest[i] == "--" {
+			files = append(files, left...)
+			break
+		}
+		files, rest = append(files, left[0]), left[1:]
+	}
+	if len(files) != 1 {
+		fs.Usage()
+		return fansimport.Options{}, errors.New("fans import: give exactly one FILE")
+	}
+	opts := fansimport.Options{
+		File: files[0], Server: *server, Token: *token, Batch: *batch, Format: strings.ToLower(*format),
+		Wait: *wait, Restart: *restart, Stdout: stdout,
+		Bar: !*noProgress && isTerminal(stdout),
+	}
+	if opts.Server == "" {
+		opts.Server = getenv("PENDINGLINK_URL")
+	}
+	if opts.Server == "" {
+		opts.Server = "http://127.0.0.1:8080"
+	}
+	if opts.Token == "" {
+		opts.Token = getenv("PENDINGLINK_ADMIN_TOKEN")
+	}
+	if opts.Token == "" {
+		return fansimport.Options{}, errors.New("fans import: PENDINGLINK_ADMIN_TOKEN: required (the server's admin token; or pass --token)")
+	}
+	if opts.Batch < 1 || opts.Batch > apiclient.MaxFansPerBatch {
+		return fansimport.Options{}, fmt.Errorf("fans import: --batch: must be from 1 to %d", apiclient.MaxFansPerBatch)
+	}
+	switch opts.Format {
+	case "csv", "jsonl", "auto":
+	case "json", "ndjson":
+		opts.Format = "jsonl"
+	default:
+		return fansimport.Options{}, errors.New("fans import: --format: must be csv, jsonl or auto")
+	}
+	u, err := url.Parse(opts.Server)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fansimport.Options{}, errors.New("fans import: --server/PENDINGLINK_URL: must be an http(s) URL such as http://127.0.0.1:8080")
+	}
+	opts.Server = strings.TrimRight(opts.Server, "/")
+	return opts, nil
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
