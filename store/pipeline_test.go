@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/riverqueue/river"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pendinglink/pendinglink/store"
@@ -56,7 +57,7 @@ var migrated struct {
 
 // setupPipeline opens a copy of a migrated store, with a clock at
 // pipelineStart.
-func setupPipeline(t *testing.T, notify bool) *pipelineBundle {
+func setupPipeline(t *testing.T, policy storetest.Policy) *pipelineBundle {
 	t.Helper()
 	migrated.once.Do(func() {
 		tmpl := filepath.Join(t.TempDir(), "template.db")
@@ -76,7 +77,7 @@ func setupPipeline(t *testing.T, notify bool) *pipelineBundle {
 	dsn := filepath.Join(t.TempDir(), "pendinglink.db")
 	require.NoError(t, os.WriteFile(dsn, migrated.bytes, 0o600))
 	clock := &testClock{now: pipelineStart}
-	db := storetest.MustOpen(t, store.Config{DSN: dsn, Now: clock.Now, Notify: notify})
+	db := storetest.MustOpen(t, store.Config{DSN: dsn, Now: clock.Now, Jobs: policy})
 	return &pipelineBundle{db: db, clock: clock}
 }
 
@@ -113,6 +114,18 @@ func (b *pipelineBundle) outboxKinds(t *testing.T) []string {
 	return kinds
 }
 
+// jobCount counts the jobs of storetest.Policy that say what.
+func (b *pipelineBundle) jobCount(t *testing.T, what string) int64 {
+	t.Helper()
+	var n int64
+	for _, j := range policyJobs(t, b.db) {
+		if j.What == what {
+			n++
+		}
+	}
+	return n
+}
+
 // addFan stores a fan without a job and, when pendingID is set, records it.
 func (b *pipelineBundle) addFan(t *testing.T, unionID, pendingID string) []store.Link {
 	t.Helper()
@@ -121,7 +134,7 @@ func (b *pipelineBundle) addFan(t *testing.T, unionID, pendingID string) []store
 	if pendingID == "" {
 		return nil
 	}
-	links, err := b.db.RecordFanPendingID(t.Context(), unionID, pendingID, false)
+	links, err := b.db.RecordFanPendingID(t.Context(), unionID, pendingID)
 	require.NoError(t, err)
 	return links
 }
@@ -160,7 +173,7 @@ func TestDB_RecordResolution(t *testing.T) {
 	t.Run("LinksFanRegisteredEarlier", func(t *testing.T) {
 		t.Parallel()
 		// Ensure a customer resolved to a fan's live pending_id is linked to that fan.
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{})
 		require.Empty(t, b.addFan(t, "test-u1", "p-1"))
 		b.clock.Add(time.Hour)
 
@@ -189,7 +202,7 @@ func TestDB_RecordResolution(t *testing.T) {
 	t.Run("ReplayCreatesNothing", func(t *testing.T) {
 		t.Parallel()
 		// Ensure matching is idempotent: the same resolution twice links once.
-		b := setupPipeline(t, true)
+		b := setupPipeline(t, storetest.Policy{Notify: true})
 		b.addFan(t, "test-u1", "p-1")
 		r := resolution("wwtestcorp", "wmtest1", "p-1")
 		links, err := b.db.RecordResolution(t.Context(), r)
@@ -201,7 +214,7 @@ func TestDB_RecordResolution(t *testing.T) {
 		require.Empty(t, links)
 		require.Equal(t, int64(1), b.links(t))
 		require.Equal(t, int64(1), b.outbox(t))
-		require.Equal(t, int64(1), b.mustCount(t, `SELECT count(*) FROM river_job WHERE kind = 'notify'`))
+		require.Equal(t, int64(1), b.jobCount(t, storetest.JobNotification))
 		require.Equal(t, int64(1), b.mustCount(t, `SELECT count(*) FROM resolutions`))
 	})
 
@@ -209,7 +222,7 @@ func TestDB_RecordResolution(t *testing.T) {
 		t.Parallel()
 		// Ensure a resolution and a registration of the same pending_id that
 		// race still link exactly once: one of them must see the other.
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{})
 		const n = 10
 		fans := make([]store.FanInput, n)
 		for i := range fans {
@@ -245,7 +258,7 @@ func TestDB_RecordResolution(t *testing.T) {
 				add(pid, links, err)
 			})
 			wg.Go(func() {
-				links, err := b.db.RecordFanPendingID(context.Background(), f.UnionID, pid, false)
+				links, err := b.db.RecordFanPendingID(context.Background(), f.UnionID, pid)
 				add(pid, links, err)
 			})
 		}
@@ -259,7 +272,7 @@ func TestDB_RecordResolution(t *testing.T) {
 	t.Run("MatchesUntilFanPendingIDExpires", func(t *testing.T) {
 		t.Parallel()
 		// Ensure a pending_id still matches a millisecond before its 90 days end.
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{})
 		b.addFan(t, "test-u1", "p-1")
 		b.clock.Add(store.PendingIDLifetime - time.Millisecond)
 		links, err := b.db.RecordResolution(t.Context(), resolution("wwtestcorp", "wmtest1", "p-1"))
@@ -270,7 +283,7 @@ func TestDB_RecordResolution(t *testing.T) {
 	t.Run("ExpiredFanPendingIDNeverMatches", func(t *testing.T) {
 		t.Parallel()
 		// Ensure a fan's pending_id older than 90 days links nothing.
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{})
 		b.addFan(t, "test-u1", "p-1")
 		b.clock.Add(store.PendingIDLifetime)
 		links, err := b.db.RecordResolution(t.Context(), resolution("wwtestcorp", "wmtest1", "p-1"))
@@ -285,7 +298,7 @@ func TestDB_RecordResolution(t *testing.T) {
 		t.Parallel()
 		// Ensure one customer seen in two chats of a corp is one link, and the
 		// same person in two corps is two.
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{})
 		b.addFan(t, "test-u1", "p-1")
 		r := resolution("wwtestcorp", "wmtest1", "p-1")
 		r.ChatID = "wrtestchat1"
@@ -306,7 +319,7 @@ func TestDB_RecordResolution(t *testing.T) {
 
 	t.Run("EventPendingToResolved", func(t *testing.T) {
 		t.Parallel()
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{})
 		ev := b.saveEvent(t, store.KindAddExternalContact)
 		state, _ := b.eventState(t, ev.ID)
 		require.Equal(t, store.EventPending, state)
@@ -323,7 +336,7 @@ func TestDB_RecordResolution(t *testing.T) {
 	t.Run("EventPendingToUnmatched", func(t *testing.T) {
 		t.Parallel()
 		// Ensure an answer without a pending_id leaves the customer unmatched.
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{})
 		ev := b.saveEvent(t, store.KindAddExternalContact)
 		r := resolution(ev.CorpID, ev.ExternalUserID, "")
 		r.EventID, r.Reason = ev.ID, "no pending_id after one delayed retry"
@@ -340,7 +353,7 @@ func TestDB_RecordResolution(t *testing.T) {
 
 	t.Run("EventPendingToFailed", func(t *testing.T) {
 		t.Parallel()
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{})
 		ev := b.saveEvent(t, store.KindAddExternalContact)
 		r := resolution(ev.CorpID, ev.ExternalUserID, "")
 		r.EventID, r.Failed, r.Reason = ev.ID, true, "wecom: errcode 40096"
@@ -355,7 +368,7 @@ func TestDB_RecordResolution(t *testing.T) {
 	t.Run("ChatEventStaysResolvedOnceAMemberResolved", func(t *testing.T) {
 		t.Parallel()
 		// Ensure a chat event's later members (one job each) cannot undo a resolved member.
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{})
 		ev := b.saveEvent(t, store.KindAddMember)
 		require.Len(t, ev.Members, 2)
 		member := func(i int, pendingID string, failed bool) {
@@ -378,7 +391,7 @@ func TestDB_RecordResolution(t *testing.T) {
 
 	t.Run("ChatEventResolvesAfterAFailedMember", func(t *testing.T) {
 		t.Parallel()
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{})
 		ev := b.saveEvent(t, store.KindAddMember)
 		r := resolution(ev.CorpID, ev.Members[0], "")
 		r.ChatID, r.EventID, r.Failed, r.Reason = ev.ChatID, ev.ID, true, "gave up"
@@ -400,7 +413,7 @@ func TestDB_RecordResolution(t *testing.T) {
 		t.Parallel()
 		// Ensure a later failed lookup never wipes a pending_id found earlier,
 		// so a fan registered afterwards still links.
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{})
 		_, err := b.db.RecordResolution(t.Context(), resolution("wwtestcorp", "wmtest1", "p-1"))
 		require.NoError(t, err)
 		failed := resolution("wwtestcorp", "wmtest1", "")
@@ -420,7 +433,7 @@ func TestDB_RecordResolution(t *testing.T) {
 
 	t.Run("FailureKeepsMatchedState", func(t *testing.T) {
 		t.Parallel()
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{})
 		b.addFan(t, "test-u1", "p-1")
 		_, err := b.db.RecordResolution(t.Context(), resolution("wwtestcorp", "wmtest1", "p-1"))
 		require.NoError(t, err)
@@ -442,7 +455,7 @@ func TestDB_RecordFanPendingID(t *testing.T) {
 	t.Run("LinksCustomerResolvedEarlier", func(t *testing.T) {
 		t.Parallel()
 		// Ensure a fan registered after its customer was resolved links at once.
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{})
 		links, err := b.db.RecordResolution(t.Context(), resolution("wwtestcorp", "wmtest1", "p-1"))
 		require.NoError(t, err)
 		require.Empty(t, links)
@@ -470,24 +483,24 @@ func TestDB_RecordFanPendingID(t *testing.T) {
 
 	t.Run("ReplayCreatesNothing", func(t *testing.T) {
 		t.Parallel()
-		b := setupPipeline(t, true)
+		b := setupPipeline(t, storetest.Policy{Notify: true})
 		_, err := b.db.RecordResolution(t.Context(), resolution("wwtestcorp", "wmtest1", "p-1"))
 		require.NoError(t, err)
 		require.Len(t, b.addFan(t, "test-u1", "p-1"), 1)
 
-		links, err := b.db.RecordFanPendingID(t.Context(), "test-u1", "p-1", false)
+		links, err := b.db.RecordFanPendingID(t.Context(), "test-u1", "p-1")
 		require.NoError(t, err)
 		require.Empty(t, links)
 		require.Equal(t, int64(1), b.links(t))
 		require.Equal(t, int64(1), b.outbox(t))
-		require.Equal(t, int64(1), b.mustCount(t, `SELECT count(*) FROM river_job WHERE kind = 'notify'`))
+		require.Equal(t, int64(1), b.jobCount(t, storetest.JobNotification))
 		require.Equal(t, int64(1), b.mustCount(t, `SELECT count(*) FROM fan_pending_ids`))
 	})
 
 	t.Run("ExpiredResolutionNeverMatches", func(t *testing.T) {
 		t.Parallel()
 		// Ensure a customer resolved more than 90 days ago is not linked.
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{})
 		_, err := b.db.RecordResolution(t.Context(), resolution("wwtestcorp", "wmtest1", "p-1"))
 		require.NoError(t, err)
 		b.clock.Add(store.PendingIDLifetime)
@@ -502,7 +515,7 @@ func TestDB_RecordFanPendingID(t *testing.T) {
 		t.Parallel()
 		// Ensure that when the same person was resolved in two corps, 90 days
 		// apart, only the live resolution links and is marked matched.
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{})
 		_, err := b.db.RecordResolution(t.Context(), resolution("wwtestcorp1", "wmtest1", "p-1"))
 		require.NoError(t, err)
 		b.clock.Add(store.PendingIDLifetime)
@@ -519,8 +532,8 @@ func TestDB_RecordFanPendingID(t *testing.T) {
 
 	t.Run("ErrNotFoundForUnknownFan", func(t *testing.T) {
 		t.Parallel()
-		b := setupPipeline(t, false)
-		_, err := b.db.RecordFanPendingID(t.Context(), "test-nobody", "p-1", true)
+		b := setupPipeline(t, storetest.Policy{PendingIDs: true})
+		_, err := b.db.RecordFanPendingID(t.Context(), "test-nobody", "p-1")
 		require.ErrorIs(t, err, store.ErrNotFound)
 		require.Zero(t, b.mustCount(t, `SELECT count(*) FROM fan_pending_ids`))
 		require.Zero(t, b.mustCount(t, `SELECT count(*) FROM river_job`))
@@ -528,31 +541,24 @@ func TestDB_RecordFanPendingID(t *testing.T) {
 
 	t.Run("ErrInvalidForEmptyPendingID", func(t *testing.T) {
 		t.Parallel()
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{})
 		b.addFan(t, "test-u1", "")
-		_, err := b.db.RecordFanPendingID(t.Context(), "test-u1", "", false)
+		_, err := b.db.RecordFanPendingID(t.Context(), "test-u1", "")
 		require.ErrorIs(t, err, store.ErrInvalid)
 	})
 
-	t.Run("BackfillQueuesJob", func(t *testing.T) {
+	t.Run("PolicyJobsCommitWithIt", func(t *testing.T) {
 		t.Parallel()
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{PendingIDs: true})
 		b.addFan(t, "test-u1", "")
-		_, err := b.db.RecordFanPendingID(t.Context(), "test-u1", "p-1", true)
+		_, err := b.db.RecordFanPendingID(t.Context(), "test-u1", "p-1")
 		require.NoError(t, err)
-		var args []byte
-		var queue string
-		require.NoError(t, b.db.SQL().QueryRowContext(t.Context(),
-			`SELECT json(args), queue FROM river_job WHERE kind = 'backfill'`).Scan(&args, &queue))
-		require.Equal(t, store.QueueRegister, queue)
-		var got store.BackfillArgs
-		require.NoError(t, json.Unmarshal(args, &got))
-		require.Equal(t, store.BackfillArgs{UnionID: "test-u1", OpenID: "o-test-u1"}, got)
+		require.Equal(t, []storetest.Job{{What: storetest.JobPendingID, Subject: "test-u1"}}, policyJobs(t, b.db))
 	})
 
-	t.Run("NoBackfillNoJob", func(t *testing.T) {
+	t.Run("NoPolicyJobsNoJob", func(t *testing.T) {
 		t.Parallel()
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{})
 		b.addFan(t, "test-u1", "p-1")
 		require.Zero(t, b.mustCount(t, `SELECT count(*) FROM river_job`))
 	})
@@ -564,7 +570,7 @@ func TestDB_EndLinks(t *testing.T) {
 	// linked returns a bundle whose fan test-u1 is linked to wwtestcorp/wmtest1.
 	linked := func(t *testing.T, notify bool) (*pipelineBundle, store.Link) {
 		t.Helper()
-		b := setupPipeline(t, notify)
+		b := setupPipeline(t, storetest.Policy{Notify: notify})
 		b.addFan(t, "test-u1", "p-1")
 		links, err := b.db.RecordResolution(t.Context(), resolution("wwtestcorp", "wmtest1", "p-1"))
 		require.NoError(t, err)
@@ -632,7 +638,7 @@ func TestDB_EndLinks(t *testing.T) {
 		require.NoError(t, err)
 		require.Empty(t, ended)
 		require.Equal(t, []string{"link_created", "link_ended"}, b.outboxKinds(t))
-		require.Equal(t, int64(2), b.mustCount(t, `SELECT count(*) FROM river_job WHERE kind = 'notify'`))
+		require.Equal(t, int64(2), b.jobCount(t, storetest.JobNotification))
 		found, err := b.db.FindLinks(t.Context(), store.LinkFilter{})
 		require.NoError(t, err)
 		require.True(t, found[0].EndedAt.Equal(pipelineStart), "the first end time stands")
@@ -683,38 +689,32 @@ func TestDB_RegisterFans(t *testing.T) {
 	fans := []store.FanInput{{UnionID: "test-u1", OpenID: "o-1"}, {UnionID: "test-u2", OpenID: "o-2"}}
 
 	type jobRow struct {
-		Args     store.RegisterArgs
-		Queue    string
+		Args     storetest.Job
 		Priority int
 	}
 	registerJobs := func(t *testing.T, b *pipelineBundle) []jobRow {
 		t.Helper()
-		rows, err := b.db.SQL().QueryContext(t.Context(), `SELECT json(args), queue, priority FROM river_job WHERE kind = 'register' ORDER BY id`)
+		res, err := b.db.River().JobList(t.Context(), river.NewJobListParams().Kinds(storetest.Job{}.Kind()))
 		require.NoError(t, err)
-		defer rows.Close()
 		var out []jobRow
-		for rows.Next() {
-			var (
-				j   jobRow
-				raw []byte
-			)
-			require.NoError(t, rows.Scan(&raw, &j.Queue, &j.Priority))
-			require.NoError(t, json.Unmarshal(raw, &j.Args))
+		for _, row := range res.Jobs {
+			j := jobRow{Priority: row.Priority}
+			require.NoError(t, json.Unmarshal(row.EncodedArgs, &j.Args))
+			require.Equal(t, storetest.JobRegister, j.Args.What)
 			out = append(out, j)
 		}
-		require.NoError(t, rows.Err())
 		return out
 	}
 
 	t.Run("QueuesOneJobPerFan", func(t *testing.T) {
 		t.Parallel()
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{})
 		res, err := b.db.RegisterFans(t.Context(), fans, store.RegisterOpts{Priority: 2})
 		require.NoError(t, err)
 		require.Equal(t, store.RegisterResult{Queued: 2}, res)
 		require.Equal(t, []jobRow{
-			{Args: store.RegisterArgs{UnionID: "test-u1", OpenID: "o-1"}, Queue: store.QueueRegister, Priority: 2},
-			{Args: store.RegisterArgs{UnionID: "test-u2", OpenID: "o-2"}, Queue: store.QueueRegister, Priority: 2},
+			{Args: storetest.Job{What: storetest.JobRegister, Subject: "test-u1"}, Priority: 2},
+			{Args: storetest.Job{What: storetest.JobRegister, Subject: "test-u2"}, Priority: 2},
 		}, registerJobs(t, b))
 		fan, err := b.db.FindFan(t.Context(), "test-u1")
 		require.NoError(t, err)
@@ -725,21 +725,21 @@ func TestDB_RegisterFans(t *testing.T) {
 
 	t.Run("SecondCallSkipsQueuedFans", func(t *testing.T) {
 		t.Parallel()
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{})
 		_, err := b.db.RegisterFans(t.Context(), fans, store.RegisterOpts{Priority: 3})
 		require.NoError(t, err)
 		res, err := b.db.RegisterFans(t.Context(), fans, store.RegisterOpts{Priority: 3})
 		require.NoError(t, err)
 		require.Equal(t, store.RegisterResult{Skipped: 2}, res)
 		require.Len(t, registerJobs(t, b), 2)
-		n, err := b.db.CountQueuedRegistrations(t.Context())
+		n, err := b.db.CountJobs(t.Context(), storetest.Job{}.Kind())
 		require.NoError(t, err)
 		require.Equal(t, int64(2), n)
 	})
 
 	t.Run("DuplicateInOneCallQueuedOnce", func(t *testing.T) {
 		t.Parallel()
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{})
 		res, err := b.db.RegisterFans(t.Context(), []store.FanInput{fans[0], fans[0]}, store.RegisterOpts{})
 		require.NoError(t, err)
 		require.Equal(t, store.RegisterResult{Queued: 1, Skipped: 1}, res)
@@ -748,20 +748,20 @@ func TestDB_RegisterFans(t *testing.T) {
 
 	t.Run("SkipsFanWithLivePendingID", func(t *testing.T) {
 		t.Parallel()
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{})
 		b.addFan(t, "test-u1", "p-1")
 		res, err := b.db.RegisterFans(t.Context(), fans, store.RegisterOpts{})
 		require.NoError(t, err)
 		require.Equal(t, store.RegisterResult{Queued: 1, Skipped: 1}, res)
 		jobs := registerJobs(t, b)
 		require.Len(t, jobs, 1)
-		require.Equal(t, "test-u2", jobs[0].Args.UnionID)
+		require.Equal(t, "test-u2", jobs[0].Args.Subject)
 		require.Equal(t, 3, jobs[0].Priority, "default priority")
 	})
 
 	t.Run("QueuesFanWhosePendingIDExpired", func(t *testing.T) {
 		t.Parallel()
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{})
 		b.addFan(t, "test-u1", "p-1")
 		b.clock.Add(store.PendingIDLifetime)
 		res, err := b.db.RegisterFans(t.Context(), fans[:1], store.RegisterOpts{})
@@ -771,7 +771,7 @@ func TestDB_RegisterFans(t *testing.T) {
 
 	t.Run("NoJobInsertsNoJob", func(t *testing.T) {
 		t.Parallel()
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{})
 		res, err := b.db.RegisterFans(t.Context(), fans, store.RegisterOpts{NoJob: true})
 		require.NoError(t, err)
 		require.Equal(t, store.RegisterResult{Queued: 2}, res)
@@ -781,7 +781,7 @@ func TestDB_RegisterFans(t *testing.T) {
 
 	t.Run("RenewRequeuesRegisteredFan", func(t *testing.T) {
 		t.Parallel()
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{})
 		b.addFan(t, "test-u1", "p-1")
 		res, err := b.db.RegisterFans(t.Context(), fans[:1], store.RegisterOpts{Priority: 4, Renew: true})
 		require.NoError(t, err)
@@ -793,7 +793,7 @@ func TestDB_RegisterFans(t *testing.T) {
 
 	t.Run("UpdatesChangedOpenID", func(t *testing.T) {
 		t.Parallel()
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{})
 		b.addFan(t, "test-u1", "")
 		_, err := b.db.RegisterFans(t.Context(), []store.FanInput{{UnionID: "test-u1", OpenID: "o-new"}}, store.RegisterOpts{NoJob: true})
 		require.NoError(t, err)
@@ -805,7 +805,7 @@ func TestDB_RegisterFans(t *testing.T) {
 
 	t.Run("ErrInvalidWritesNothing", func(t *testing.T) {
 		t.Parallel()
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{})
 		for name, bad := range map[string]store.FanInput{
 			"NoUnionID": {OpenID: "o-3"},
 			"NoOpenID":  {UnionID: "test-u3"},
@@ -824,7 +824,7 @@ func TestDB_LinkExisting(t *testing.T) {
 
 	t.Run("LinksReportedCustomersOnce", func(t *testing.T) {
 		t.Parallel()
-		b := setupPipeline(t, true)
+		b := setupPipeline(t, storetest.Policy{Notify: true})
 		b.addFan(t, "test-u1", "p-1")
 		found := []store.CorpCustomer{{CorpID: "wwtestcorp1", ExternalUserID: "wmtest1"}, {CorpID: "wwtestcorp2", ExternalUserID: "wmtest2"}}
 		links, err := b.db.LinkExisting(t.Context(), "test-u1", found)
@@ -838,7 +838,7 @@ func TestDB_LinkExisting(t *testing.T) {
 			require.Equal(t, found[i].ExternalUserID, l.ExternalUserID)
 			require.True(t, l.Active)
 		}
-		require.Equal(t, int64(2), b.mustCount(t, `SELECT count(*) FROM river_job WHERE kind = 'notify'`))
+		require.Equal(t, int64(2), b.jobCount(t, storetest.JobNotification))
 
 		links, err = b.db.LinkExisting(t.Context(), "test-u1", found)
 		require.NoError(t, err)
@@ -849,7 +849,7 @@ func TestDB_LinkExisting(t *testing.T) {
 
 	t.Run("FanWithoutLivePendingID", func(t *testing.T) {
 		t.Parallel()
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{})
 		b.addFan(t, "test-u1", "p-1")
 		b.clock.Add(store.PendingIDLifetime)
 		links, err := b.db.LinkExisting(t.Context(), "test-u1", []store.CorpCustomer{{CorpID: "wwtestcorp", ExternalUserID: "wmtest1"}})
@@ -860,7 +860,7 @@ func TestDB_LinkExisting(t *testing.T) {
 
 	t.Run("ErrNotFoundForUnknownFan", func(t *testing.T) {
 		t.Parallel()
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{})
 		_, err := b.db.LinkExisting(t.Context(), "test-nobody", []store.CorpCustomer{{CorpID: "wwtestcorp", ExternalUserID: "wmtest1"}})
 		require.ErrorIs(t, err, store.ErrNotFound)
 		require.Zero(t, b.links(t))
@@ -872,7 +872,7 @@ func TestDB_FailFan(t *testing.T) {
 
 	t.Run("RecordsReason", func(t *testing.T) {
 		t.Parallel()
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{})
 		b.addFan(t, "test-u1", "")
 		require.NoError(t, b.db.FailFan(t.Context(), "test-u1", "wecom: errcode 610014: invalid unionid"))
 		fan, err := b.db.FindFan(t.Context(), "test-u1")
@@ -883,7 +883,7 @@ func TestDB_FailFan(t *testing.T) {
 
 	t.Run("TruncatesLongReason", func(t *testing.T) {
 		t.Parallel()
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{})
 		b.addFan(t, "test-u1", "")
 		require.NoError(t, b.db.FailFan(t.Context(), "test-u1", strings.Repeat("x", store.MaxFieldLen+10)))
 		fan, err := b.db.FindFan(t.Context(), "test-u1")
@@ -893,10 +893,10 @@ func TestDB_FailFan(t *testing.T) {
 
 	t.Run("RegistrationClearsFailure", func(t *testing.T) {
 		t.Parallel()
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{})
 		b.addFan(t, "test-u1", "")
 		require.NoError(t, b.db.FailFan(t.Context(), "test-u1", "boom"))
-		_, err := b.db.RecordFanPendingID(t.Context(), "test-u1", "p-1", false)
+		_, err := b.db.RecordFanPendingID(t.Context(), "test-u1", "p-1")
 		require.NoError(t, err)
 		fan, err := b.db.FindFan(t.Context(), "test-u1")
 		require.NoError(t, err)
@@ -910,10 +910,10 @@ func TestDB_FindFan(t *testing.T) {
 
 	t.Run("PendingIDsNewestFirst", func(t *testing.T) {
 		t.Parallel()
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{})
 		b.addFan(t, "test-u1", "p-1")
 		b.clock.Add(24 * time.Hour)
-		_, err := b.db.RecordFanPendingID(t.Context(), "test-u1", "p-2", false)
+		_, err := b.db.RecordFanPendingID(t.Context(), "test-u1", "p-2")
 		require.NoError(t, err)
 		_, err = b.db.RecordResolution(t.Context(), resolution("wwtestcorp", "wmtest1", "p-2"))
 		require.NoError(t, err)
@@ -937,7 +937,7 @@ func TestDB_FindFan(t *testing.T) {
 
 	t.Run("NoLivePendingIDShown", func(t *testing.T) {
 		t.Parallel()
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{})
 		b.addFan(t, "test-u1", "p-1")
 		b.clock.Add(store.PendingIDLifetime)
 		fan, err := b.db.FindFan(t.Context(), "test-u1")
@@ -949,7 +949,7 @@ func TestDB_FindFan(t *testing.T) {
 
 	t.Run("NewFanHasEmptyLists", func(t *testing.T) {
 		t.Parallel()
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{})
 		b.addFan(t, "test-u1", "")
 		fan, err := b.db.FindFan(t.Context(), "test-u1")
 		require.NoError(t, err)
@@ -961,7 +961,7 @@ func TestDB_FindFan(t *testing.T) {
 
 	t.Run("ErrNotFound", func(t *testing.T) {
 		t.Parallel()
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{})
 		_, err := b.db.FindFan(t.Context(), "test-nobody")
 		require.ErrorIs(t, err, store.ErrNotFound)
 	})
@@ -972,7 +972,7 @@ func TestDB_FindLinks(t *testing.T) {
 
 	// Five links, one hour apart, newest last:
 	// 1 u1/c1/e1, 2 u1/c2/e2, 3 u2/c1/e3, 4 u2/c2/e4, 5 u3/c1/e5.
-	b := setupPipeline(t, false)
+	b := setupPipeline(t, storetest.Policy{})
 	type spec struct{ union, corp, ext string }
 	specs := []spec{
 		{"test-u1", "wwtestc1", "wm1"}, {"test-u1", "wwtestc2", "wm2"},
@@ -1042,14 +1042,14 @@ func TestDB_FindCustomer(t *testing.T) {
 
 	t.Run("ErrNotFound", func(t *testing.T) {
 		t.Parallel()
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{})
 		_, err := b.db.FindCustomer(t.Context(), "wwtestcorp", "wmtest-nobody")
 		require.ErrorIs(t, err, store.ErrNotFound)
 	})
 
 	t.Run("ResolutionsAndLinks", func(t *testing.T) {
 		t.Parallel()
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{})
 		b.addFan(t, "test-u1", "p-1")
 		r := resolution("wwtestcorp", "wmtest1", "p-1")
 		r.Reason = "ok"
@@ -1076,7 +1076,7 @@ func TestDB_FindCustomer(t *testing.T) {
 
 	t.Run("ResolutionWithoutLink", func(t *testing.T) {
 		t.Parallel()
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{})
 		_, err := b.db.RecordResolution(t.Context(), resolution("wwtestcorp", "wmtest1", ""))
 		require.NoError(t, err)
 		c := b.customer(t, "wwtestcorp", "wmtest1")
@@ -1089,7 +1089,7 @@ func TestDB_FindCustomer(t *testing.T) {
 func TestDB_FansToRenew(t *testing.T) {
 	t.Parallel()
 
-	b := setupPipeline(t, false)
+	b := setupPipeline(t, storetest.Policy{})
 	// test-a: registered at start, unmatched; expires at start+90d.
 	b.addFan(t, "test-a", "p-a")
 	// test-b: registered at start, linked.
@@ -1138,7 +1138,7 @@ func TestDB_FansToRenew(t *testing.T) {
 func TestDB_FansToRenew_EndedLinkRenews(t *testing.T) {
 	t.Parallel()
 	// Ensure a fan whose only link ended is renewed again.
-	b := setupPipeline(t, false)
+	b := setupPipeline(t, storetest.Policy{})
 	b.addFan(t, "test-b", "p-b")
 	_, err := b.db.RecordResolution(t.Context(), resolution("wwtestcorp", "wmtest-b", "p-b"))
 	require.NoError(t, err)
@@ -1153,10 +1153,10 @@ func TestDB_FansToRenew_EndedLinkRenews(t *testing.T) {
 	require.Len(t, fans, 1)
 }
 
-func TestDB_CountQueuedRegistrations(t *testing.T) {
+func TestDB_CountJobs(t *testing.T) {
 	t.Parallel()
-	b := setupPipeline(t, false)
-	n, err := b.db.CountQueuedRegistrations(t.Context())
+	b := setupPipeline(t, storetest.Policy{})
+	n, err := b.db.CountJobs(t.Context(), storetest.Job{}.Kind())
 	require.NoError(t, err)
 	require.Zero(t, n)
 
@@ -1165,9 +1165,9 @@ func TestDB_CountQueuedRegistrations(t *testing.T) {
 	_, err = b.db.RegisterFans(t.Context(), []store.FanInput{{UnionID: "test-u3", OpenID: "o"}}, store.RegisterOpts{NoJob: true})
 	require.NoError(t, err)
 	// A finished register job no longer counts.
-	_, err = b.db.SQL().ExecContext(t.Context(), `UPDATE river_job SET state = 'completed', finalized_at = datetime('now') WHERE args ->> 'unionid' = 'test-u1'`)
+	_, err = b.db.SQL().ExecContext(t.Context(), `UPDATE river_job SET state = 'completed', finalized_at = datetime('now') WHERE args ->> 'subject' = 'test-u1'`)
 	require.NoError(t, err)
-	n, err = b.db.CountQueuedRegistrations(t.Context())
+	n, err = b.db.CountJobs(t.Context(), storetest.Job{}.Kind())
 	require.NoError(t, err)
 	require.Equal(t, int64(1), n)
 }
@@ -1178,7 +1178,7 @@ func TestDB_Outbox(t *testing.T) {
 	// setupOutbox links a customer, ends the link an hour later and returns the link.
 	setupOutbox := func(t *testing.T) (*pipelineBundle, store.Link) {
 		t.Helper()
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{})
 		b.addFan(t, "test-u1", "p-1")
 		links, err := b.db.RecordResolution(t.Context(), resolution("wwtestcorp", "wmtest1", "p-1"))
 		require.NoError(t, err)
@@ -1188,20 +1188,7 @@ func TestDB_Outbox(t *testing.T) {
 		return b, links[0]
 	}
 
-	type payload struct {
-		ID         string     `json:"id"`
-		Type       string     `json:"type"`
-		OccurredAt time.Time  `json:"occurred_at"`
-		Link       store.Link `json:"link"`
-	}
-	decode := func(t *testing.T, o *store.OutboxItem) payload {
-		t.Helper()
-		var p payload
-		require.NoError(t, json.Unmarshal(o.Payload, &p))
-		return p
-	}
-
-	t.Run("OldestFirstWithPayload", func(t *testing.T) {
+	t.Run("OldestFirstWithSnapshot", func(t *testing.T) {
 		t.Parallel()
 		b, l := setupOutbox(t)
 		o, err := b.db.NextOutbox(t.Context(), l.ID)
@@ -1209,10 +1196,7 @@ func TestDB_Outbox(t *testing.T) {
 		require.Equal(t, l.ID, o.LinkID)
 		require.Equal(t, "link_created", o.Kind)
 		require.Zero(t, o.Attempts)
-		require.Equal(t, "pl-"+jsonInt(o.ID), o.DeliveryID())
-		p := decode(t, o)
-		require.Equal(t, o.DeliveryID(), p.ID)
-		require.Equal(t, "link_created", p.Type)
+		p := o
 		require.True(t, p.OccurredAt.Equal(pipelineStart))
 		require.Equal(t, l.ID, p.Link.ID)
 		require.Equal(t, "test-u1", p.Link.UnionID)
@@ -1244,8 +1228,7 @@ func TestDB_Outbox(t *testing.T) {
 		require.NoError(t, err)
 		require.Greater(t, second.ID, first.ID)
 		require.Equal(t, "link_ended", second.Kind)
-		p := decode(t, second)
-		require.Equal(t, "link_ended", p.Type)
+		p := second
 		require.True(t, p.OccurredAt.Equal(pipelineStart.Add(time.Hour)))
 		require.False(t, p.Link.Active)
 		require.NotNil(t, p.Link.EndedAt)
@@ -1258,7 +1241,7 @@ func TestDB_Outbox(t *testing.T) {
 
 	t.Run("ErrNotFoundForUnknownLink", func(t *testing.T) {
 		t.Parallel()
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{})
 		_, err := b.db.NextOutbox(t.Context(), 12345)
 		require.ErrorIs(t, err, store.ErrNotFound)
 	})
@@ -1266,7 +1249,7 @@ func TestDB_Outbox(t *testing.T) {
 	t.Run("QueuesNotifyJobWithEachRow", func(t *testing.T) {
 		t.Parallel()
 		// Ensure, with Notify, every outbox row commits with a notify job for its link.
-		b := setupPipeline(t, true)
+		b := setupPipeline(t, storetest.Policy{Notify: true})
 		b.addFan(t, "test-u1", "p-1")
 		links, err := b.db.RecordResolution(t.Context(), resolution("wwtestcorp", "wmtest1", "p-1"))
 		require.NoError(t, err)
@@ -1276,29 +1259,23 @@ func TestDB_Outbox(t *testing.T) {
 		require.NoError(t, err)
 
 		require.Equal(t, int64(3), b.outbox(t))
-		rows, err := b.db.SQL().QueryContext(t.Context(), `SELECT json(args) FROM river_job WHERE kind = 'notify' ORDER BY id`)
-		require.NoError(t, err)
-		defer rows.Close()
-		var got []int64
-		for rows.Next() {
-			var raw []byte
-			require.NoError(t, rows.Scan(&raw))
-			var a store.NotifyArgs
-			require.NoError(t, json.Unmarshal(raw, &a))
-			got = append(got, a.LinkID)
+		var got []string
+		for _, j := range policyJobs(t, b.db) {
+			require.Equal(t, storetest.JobNotification, j.What)
+			got = append(got, j.Subject)
 		}
-		require.NoError(t, rows.Err())
 		require.Len(t, got, 3)
-		require.Equal(t, links[0].ID, got[0])
-		require.Equal(t, links[0].ID, got[1])
-		require.NotEqual(t, links[0].ID, got[2])
+		first := strconv.FormatInt(links[0].ID, 10)
+		require.Equal(t, first, got[0])
+		require.Equal(t, first, got[1])
+		require.NotEqual(t, first, got[2])
 	})
 
 	t.Run("NoNotifyJobsWithoutNotify", func(t *testing.T) {
 		t.Parallel()
 		b, _ := setupOutbox(t)
 		require.Equal(t, int64(2), b.outbox(t))
-		require.Zero(t, b.mustCount(t, `SELECT count(*) FROM river_job WHERE kind = 'notify'`))
+		require.Zero(t, b.jobCount(t, storetest.JobNotification))
 	})
 }
 
@@ -1309,17 +1286,12 @@ func (b *pipelineBundle) mustStr(t *testing.T, query string, args ...any) string
 	return s
 }
 
-func jsonInt(n int64) string {
-	b, _ := json.Marshal(n)
-	return string(b)
-}
-
 func TestDB_PipelineStatus(t *testing.T) {
 	t.Parallel()
 
 	t.Run("Empty", func(t *testing.T) {
 		t.Parallel()
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{})
 		st, err := b.db.PipelineStatus(t.Context(), 7*24*time.Hour)
 		require.NoError(t, err)
 		require.Equal(t, store.PipelineStatus{FailureReasons: map[string]int64{}}, st)
@@ -1327,7 +1299,7 @@ func TestDB_PipelineStatus(t *testing.T) {
 
 	t.Run("Counts", func(t *testing.T) {
 		t.Parallel()
-		b := setupPipeline(t, false)
+		b := setupPipeline(t, storetest.Policy{})
 		// Events: one pending, one resolved, one unmatched, three failed (two reasons).
 		b.saveEvent(t, store.KindAddExternalContact)
 		settle := func(pendingID string, failed bool, reason string) {
@@ -1371,7 +1343,7 @@ func TestDB_RecordResolution_FailureIsIsolated(t *testing.T) {
 	t.Parallel()
 	// Ensure one resolution that fails does not fail the others committed in
 	// the same group: a trigger makes the insert of one customer abort.
-	b := setupPipeline(t, false)
+	b := setupPipeline(t, storetest.Policy{})
 	b.addFan(t, "test-u1", "p-1")
 	_, err := b.db.SQL().ExecContext(t.Context(), `CREATE TRIGGER boom BEFORE INSERT ON resolutions
 		WHEN NEW.external_userid = 'wmboom' BEGIN SELECT RAISE(ABORT, 'boom'); END`)
