@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -74,6 +75,15 @@ type bundle struct {
 func (open exerciser) setup(t *testing.T, policy store.JobPolicy) *bundle {
 	t.Helper()
 	return open.setupConfig(t, store.Config{Jobs: policy})
+}
+
+// test runs f as a parallel subtest, on a store opened by setup.
+func (open exerciser) test(t *testing.T, name string, policy store.JobPolicy, f func(t *testing.T, b *bundle)) {
+	t.Helper()
+	t.Run(name, func(t *testing.T) {
+		t.Parallel()
+		f(t, open.setup(t, policy))
+	})
 }
 
 // setupConfig opens a store with cfg, whose Now it sets to a Clock.
@@ -153,21 +163,39 @@ func (b *bundle) fan(t *testing.T, unionID string) *store.FanDetail {
 	return f
 }
 
-// deliverAll delivers the notifications of a link in the order the store
-// hands them out and returns their kinds. It marks them delivered, so a
-// test calls it last.
-func (b *bundle) deliverAll(t *testing.T, linkID int64) []string {
+// nextOutbox returns the link's next notification, which must exist.
+func (b *bundle) nextOutbox(t *testing.T, linkID int64) *store.OutboxItem {
 	t.Helper()
-	var kinds []string
+	o, err := b.db.NextOutbox(t.Context(), linkID)
+	require.NoError(t, err)
+	return o
+}
+
+// requireDelivers checks that the store holds exactly the given
+// notifications, all of the link, and hands them out in that order. It marks
+// them delivered, so a test calls it last.
+func (b *bundle) requireDelivers(t *testing.T, linkID int64, kinds ...string) {
+	t.Helper()
+	require.Equal(t, int64(len(kinds)), b.counts(t).Outbox)
+	var got []string
 	for {
 		o, err := b.db.NextOutbox(t.Context(), linkID)
-		if err != nil {
-			require.ErrorIs(t, err, store.ErrNotFound)
-			return kinds
+		if errors.Is(err, store.ErrNotFound) {
+			break
 		}
-		kinds = append(kinds, o.Kind)
+		require.NoError(t, err)
+		got = append(got, o.Kind)
 		require.NoError(t, b.db.MarkOutbox(t.Context(), o.ID, ""))
 	}
+	require.Equal(t, kinds, got)
+}
+
+// end ends the links of wwtestcorp/wmtest1 and returns them.
+func (b *bundle) end(t *testing.T) []store.Link {
+	t.Helper()
+	ended, err := b.db.EndLinks(t.Context(), store.EndLink{CorpID: "wwtestcorp", ExternalUserID: "wmtest1"})
+	require.NoError(t, err)
+	return ended
 }
 
 // jobsWhat returns the jobs of Policy that say what.
@@ -180,8 +208,4 @@ func (b *bundle) jobsWhat(t *testing.T, what string) []Job {
 		}
 	}
 	return out
-}
-
-func resolution(corp, external, pendingID string) store.Resolution {
-	return store.Resolution{CorpID: corp, ExternalUserID: external, UserID: "test-staff", PendingID: pendingID}
 }

@@ -16,9 +16,7 @@ import (
 )
 
 func (open exerciser) saveEvent(t *testing.T) {
-	t.Run("OK", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "OK", Policy{}, func(t *testing.T, b *bundle) {
 		ev := NewEvent(store.KindAddExternalContact)
 
 		inserted, err := b.db.SaveEvent(t.Context(), ev)
@@ -36,9 +34,7 @@ func (open exerciser) saveEvent(t *testing.T) {
 		require.Equal(t, []Job{{What: JobEvent, EventID: ev.ID, Subject: ev.ExternalUserID}}, Jobs(t, b.db))
 	})
 
-	t.Run("DuplicateIsNotAnError", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "DuplicateIsNotAnError", Policy{}, func(t *testing.T, b *bundle) {
 		ev := b.saveEvent(t, store.KindAddExternalContact)
 
 		again := *ev
@@ -59,9 +55,7 @@ func (open exerciser) saveEvent(t *testing.T) {
 		require.Equal(t, int64(1), c.Jobs, "no second job")
 	})
 
-	t.Run("EveryPolicyJobCarriesTheEventID", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "EveryPolicyJobCarriesTheEventID", Policy{}, func(t *testing.T, b *bundle) {
 		ev := NewEvent(store.KindAddMember)
 		ev.Members = []string{"wmtest-a", "wmtest-b", "wmtest-c"}
 		inserted, err := b.db.SaveEvent(t.Context(), ev)
@@ -76,9 +70,7 @@ func (open exerciser) saveEvent(t *testing.T) {
 		require.Equal(t, want, Jobs(t, b.db))
 	})
 
-	t.Run("PolicyWithoutJobsIsRecorded", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "PolicyWithoutJobsIsRecorded", Policy{}, func(t *testing.T, b *bundle) {
 		ev := NewEvent(store.KindAddMember)
 		ev.Members = nil // Policy has no job for a chat event without members
 		_, err := b.db.SaveEvent(t.Context(), ev)
@@ -88,9 +80,7 @@ func (open exerciser) saveEvent(t *testing.T) {
 		require.Zero(t, b.counts(t).Jobs)
 	})
 
-	t.Run("IgnoredHasNoJob", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "IgnoredHasNoJob", Policy{}, func(t *testing.T, b *bundle) {
 		ev := NewEvent(store.KindIgnored)
 		ev.Reason = "unknown change type"
 		inserted, err := b.db.SaveEvent(t.Context(), ev)
@@ -104,9 +94,7 @@ func (open exerciser) saveEvent(t *testing.T) {
 		require.Equal(t, ev.Raw, got.Raw)
 	})
 
-	t.Run("NoPolicyRecordsEveryEvent", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, nil)
+	open.test(t, "NoPolicyRecordsEveryEvent", nil, func(t *testing.T, b *bundle) {
 		for _, kind := range []string{store.KindAddExternalContact, store.KindAddMember, store.KindDelExternalContact} {
 			ev := b.saveEvent(t, kind)
 			require.Equal(t, store.EventRecorded, ev.State, kind)
@@ -115,9 +103,7 @@ func (open exerciser) saveEvent(t *testing.T) {
 		require.Equal(t, store.Counts{Events: 4}, b.counts(t))
 	})
 
-	t.Run("ErrInvalid", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "ErrInvalid", Policy{}, func(t *testing.T, b *bundle) {
 		long := string(make([]byte, store.MaxFieldLen+1))
 		for name, mutate := range map[string]func(*store.Event){
 			"DedupKeyRequired": func(e *store.Event) { e.DedupKey = "" },
@@ -144,9 +130,7 @@ func (open exerciser) saveEvent(t *testing.T) {
 }
 
 func (open exerciser) groupCommit(t *testing.T) {
-	t.Run("CancelledContextWritesNothing", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "CancelledContextWritesNothing", Policy{}, func(t *testing.T, b *bundle) {
 		ctx, cancel := context.WithCancel(t.Context())
 		cancel()
 		ev := NewEvent(store.KindAddExternalContact)
@@ -161,12 +145,10 @@ func (open exerciser) groupCommit(t *testing.T) {
 		require.True(t, inserted, "the cancelled call left no event behind")
 	})
 
-	t.Run("ConcurrentExactCounts", func(t *testing.T) {
-		t.Parallel()
+	open.test(t, "ConcurrentExactCounts", Policy{}, func(t *testing.T, b *bundle) {
 		// Ensure concurrent callers, half of them repeating a key, are
 		// counted exactly: each key stored once with one job, every repeat
 		// counted as a duplicate.
-		b := open.setup(t, Policy{})
 		const goroutines, keys = 200, 100
 		var inserted atomic.Int64
 		var wg sync.WaitGroup
@@ -202,9 +184,7 @@ func (open exerciser) groupCommit(t *testing.T) {
 		require.Equal(t, int64(goroutines-keys), st.EventsDuplicate)
 	})
 
-	t.Run("ErrClosedAfterClose", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "ErrClosedAfterClose", Policy{}, func(t *testing.T, b *bundle) {
 		require.NoError(t, b.db.Close())
 		_, err := b.db.SaveEvent(t.Context(), NewEvent(store.KindAddExternalContact))
 		require.ErrorIs(t, err, store.ErrClosed)
@@ -274,9 +254,7 @@ func (open exerciser) jobPolicy(t *testing.T) {
 }
 
 func (open exerciser) findEventByID(t *testing.T) {
-	t.Run("RoundTripsEveryField", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "RoundTripsEveryField", Policy{}, func(t *testing.T, b *bundle) {
 		ev := NewEvent(store.KindAddMember)
 		ev.Reason = "why"
 		_, err := b.db.SaveEvent(t.Context(), ev)
@@ -284,9 +262,7 @@ func (open exerciser) findEventByID(t *testing.T) {
 		require.Equal(t, ev, b.event(t, ev.ID))
 	})
 
-	t.Run("ErrNotFound", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "ErrNotFound", Policy{}, func(t *testing.T, b *bundle) {
 		_, err := b.db.FindEventByID(t.Context(), 42)
 		require.ErrorIs(t, err, store.ErrNotFound)
 		require.ErrorContains(t, err, "event 42")
@@ -332,18 +308,14 @@ func (open exerciser) pruneEvents(t *testing.T) {
 }
 
 func (open exerciser) status(t *testing.T) {
-	t.Run("Empty", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "Empty", Policy{}, func(t *testing.T, b *bundle) {
 		st, err := b.db.Status(t.Context())
 		require.NoError(t, err)
 		require.Equal(t, store.Status{EventsByType: map[string]int64{}}, st)
 		require.Equal(t, store.Counts{}, b.counts(t))
 	})
 
-	t.Run("CountsByKindDuplicatesAndQueue", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "CountsByKindDuplicatesAndQueue", Policy{}, func(t *testing.T, b *bundle) {
 		add := NewEvent(store.KindAddExternalContact)
 		for _, ev := range []*store.Event{
 			add,
@@ -377,9 +349,7 @@ func (open exerciser) status(t *testing.T) {
 		}, st)
 	})
 
-	t.Run("FinishedJobsLeaveTheQueue", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "FinishedJobsLeaveTheQueue", Policy{}, func(t *testing.T, b *bundle) {
 		b.saveEvent(t, store.KindAddExternalContact)
 		b.saveEvent(t, store.KindAddExternalContact)
 		_, err := b.db.River().JobCancel(t.Context(), jobRows(t, b.db)[0].ID)
@@ -392,9 +362,7 @@ func (open exerciser) status(t *testing.T) {
 }
 
 func (open exerciser) quota(t *testing.T) {
-	t.Run("AddAccumulatesPerKeyAndBucket", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, nil)
+	open.test(t, "AddAccumulatesPerKeyAndBucket", nil, func(t *testing.T, b *bundle) {
 		ctx := t.Context()
 		require.NoError(t, b.db.AddQuota(ctx, "k", 60, 1))
 		require.NoError(t, b.db.AddQuota(ctx, "k", 60, 2))
@@ -416,9 +384,7 @@ func (open exerciser) quota(t *testing.T) {
 		require.NotNil(t, got)
 	})
 
-	t.Run("PruneDropsOldBucketsOfEveryKey", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, nil)
+	open.test(t, "PruneDropsOldBucketsOfEveryKey", nil, func(t *testing.T, b *bundle) {
 		ctx := t.Context()
 		require.NoError(t, b.db.AddQuota(ctx, "k", 60, 1))
 		require.NoError(t, b.db.AddQuota(ctx, "k", 120, 1))
@@ -433,9 +399,7 @@ func (open exerciser) quota(t *testing.T) {
 		require.Equal(t, int64(1), b.counts(t).QuotaCounters)
 	})
 
-	t.Run("ErrInvalidKey", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, nil)
+	open.test(t, "ErrInvalidKey", nil, func(t *testing.T, b *bundle) {
 		require.ErrorIs(t, b.db.AddQuota(t.Context(), "", 60, 1), store.ErrInvalid)
 		require.ErrorIs(t, b.db.AddQuota(t.Context(), string(make([]byte, store.MaxFieldLen+1)), 60, 1), store.ErrInvalid)
 		require.Zero(t, b.counts(t).QuotaCounters)
@@ -443,9 +407,7 @@ func (open exerciser) quota(t *testing.T) {
 }
 
 func (open exerciser) close(t *testing.T) {
-	t.Run("IsIdempotent", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, nil)
+	open.test(t, "IsIdempotent", nil, func(t *testing.T, b *bundle) {
 		require.NoError(t, b.db.Ping(t.Context()))
 		require.NoError(t, b.db.Close())
 		require.NoError(t, b.db.Close())
@@ -454,9 +416,7 @@ func (open exerciser) close(t *testing.T) {
 }
 
 func (open exerciser) start(t *testing.T) {
-	t.Run("InsertOnlyClientInsertsInTx", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, nil)
+	open.test(t, "InsertOnlyClientInsertsInTx", nil, func(t *testing.T, b *bundle) {
 		require.NoError(t, b.db.Start(t.Context()), "no-op without workers")
 
 		tx, err := b.db.SQL().BeginTx(t.Context(), nil)

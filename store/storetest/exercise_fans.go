@@ -29,9 +29,7 @@ func (open exerciser) registerFans(t *testing.T) {
 		return out
 	}
 
-	t.Run("QueuesOneJobPerFan", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "QueuesOneJobPerFan", Policy{}, func(t *testing.T, b *bundle) {
 		res, err := b.db.RegisterFans(t.Context(), fans, store.RegisterOpts{Priority: 2})
 		require.NoError(t, err)
 		require.Equal(t, store.RegisterResult{Queued: 2}, res)
@@ -42,11 +40,9 @@ func (open exerciser) registerFans(t *testing.T) {
 		require.True(t, fan.CreatedAt.Equal(b.start))
 	})
 
-	t.Run("SecondCallSkipsQueuedFans", func(t *testing.T) {
-		t.Parallel()
+	open.test(t, "SecondCallSkipsQueuedFans", Policy{}, func(t *testing.T, b *bundle) {
 		// Ensure the register job's uniqueness (the policy's) is what
 		// RegisterResult.Skipped reports.
-		b := open.setup(t, Policy{})
 		_, err := b.db.RegisterFans(t.Context(), fans, store.RegisterOpts{Priority: 3})
 		require.NoError(t, err)
 		res, err := b.db.RegisterFans(t.Context(), fans, store.RegisterOpts{Priority: 3})
@@ -58,18 +54,14 @@ func (open exerciser) registerFans(t *testing.T) {
 		require.Equal(t, int64(2), n)
 	})
 
-	t.Run("DuplicateInOneCallQueuedOnce", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "DuplicateInOneCallQueuedOnce", Policy{}, func(t *testing.T, b *bundle) {
 		res, err := b.db.RegisterFans(t.Context(), []store.FanInput{fans[0], fans[0]}, store.RegisterOpts{})
 		require.NoError(t, err)
 		require.Equal(t, store.RegisterResult{Queued: 1, Skipped: 1}, res)
 		require.Len(t, registerJobs(t, b), 1)
 	})
 
-	t.Run("SkipsFanWithLivePendingID", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "SkipsFanWithLivePendingID", Policy{}, func(t *testing.T, b *bundle) {
 		b.addFan(t, "test-u1", "p-1")
 		res, err := b.db.RegisterFans(t.Context(), fans, store.RegisterOpts{})
 		require.NoError(t, err)
@@ -77,9 +69,7 @@ func (open exerciser) registerFans(t *testing.T) {
 		require.Equal(t, []registerJob{{"test-u2", 3}}, registerJobs(t, b), "default priority 3")
 	})
 
-	t.Run("QueuesFanWhosePendingIDExpired", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "QueuesFanWhosePendingIDExpired", Policy{}, func(t *testing.T, b *bundle) {
 		b.addFan(t, "test-u1", "p-1")
 		b.clock.Advance(store.PendingIDLifetime)
 		res, err := b.db.RegisterFans(t.Context(), fans[:1], store.RegisterOpts{})
@@ -88,29 +78,23 @@ func (open exerciser) registerFans(t *testing.T) {
 		require.Len(t, registerJobs(t, b), 1)
 	})
 
-	t.Run("NoJobInsertsNoJob", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "NoJobInsertsNoJob", Policy{}, func(t *testing.T, b *bundle) {
 		res, err := b.db.RegisterFans(t.Context(), fans, store.RegisterOpts{NoJob: true})
 		require.NoError(t, err)
 		require.Equal(t, store.RegisterResult{Queued: 2}, res)
 		require.Equal(t, store.Counts{Fans: 2}, b.counts(t))
 	})
 
-	t.Run("NoPolicyQueuesWithoutJob", func(t *testing.T) {
-		t.Parallel()
+	open.test(t, "NoPolicyQueuesWithoutJob", nil, func(t *testing.T, b *bundle) {
 		// Ensure that without a policy a fan counts as queued (the caller
 		// registers it) and no job is inserted.
-		b := open.setup(t, nil)
 		res, err := b.db.RegisterFans(t.Context(), fans, store.RegisterOpts{})
 		require.NoError(t, err)
 		require.Equal(t, store.RegisterResult{Queued: 2}, res)
 		require.Equal(t, store.Counts{Fans: 2}, b.counts(t))
 	})
 
-	t.Run("RenewRequeuesRegisteredFan", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "RenewRequeuesRegisteredFan", Policy{}, func(t *testing.T, b *bundle) {
 		b.addFan(t, "test-u1", "p-1")
 		res, err := b.db.RegisterFans(t.Context(), []store.FanInput{{UnionID: "test-u1", OpenID: "o-test-u1"}}, store.RegisterOpts{Priority: 4, Renew: true})
 		require.NoError(t, err)
@@ -118,9 +102,7 @@ func (open exerciser) registerFans(t *testing.T) {
 		require.Equal(t, []registerJob{{"test-u1", 4}}, registerJobs(t, b))
 	})
 
-	t.Run("UpdatesChangedOpenID", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "UpdatesChangedOpenID", Policy{}, func(t *testing.T, b *bundle) {
 		b.addFan(t, "test-u1", "")
 		_, err := b.db.RegisterFans(t.Context(), []store.FanInput{{UnionID: "test-u1", OpenID: "o-new"}}, store.RegisterOpts{NoJob: true})
 		require.NoError(t, err)
@@ -128,9 +110,7 @@ func (open exerciser) registerFans(t *testing.T) {
 		require.Equal(t, int64(1), b.counts(t).Fans)
 	})
 
-	t.Run("ErrInvalidWritesNothing", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "ErrInvalidWritesNothing", Policy{}, func(t *testing.T, b *bundle) {
 		for name, bad := range map[string]store.FanInput{
 			"NoUnionID": {OpenID: "o-3"},
 			"NoOpenID":  {UnionID: "test-u3"},
@@ -144,9 +124,7 @@ func (open exerciser) registerFans(t *testing.T) {
 }
 
 func (open exerciser) failFan(t *testing.T) {
-	t.Run("RecordsReason", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "RecordsReason", Policy{}, func(t *testing.T, b *bundle) {
 		b.addFan(t, "test-u1", "")
 		require.NoError(t, b.db.FailFan(t.Context(), "test-u1", "wecom: errcode 610014: invalid unionid"))
 		fan := b.fan(t, "test-u1")
@@ -154,17 +132,13 @@ func (open exerciser) failFan(t *testing.T) {
 		require.Equal(t, "wecom: errcode 610014: invalid unionid", fan.LastError)
 	})
 
-	t.Run("TruncatesLongReason", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "TruncatesLongReason", Policy{}, func(t *testing.T, b *bundle) {
 		b.addFan(t, "test-u1", "")
 		require.NoError(t, b.db.FailFan(t.Context(), "test-u1", strings.Repeat("x", store.MaxFieldLen+10)))
 		require.Len(t, b.fan(t, "test-u1").LastError, store.MaxFieldLen)
 	})
 
-	t.Run("RegistrationClearsFailure", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "RegistrationClearsFailure", Policy{}, func(t *testing.T, b *bundle) {
 		b.addFan(t, "test-u1", "")
 		require.NoError(t, b.db.FailFan(t.Context(), "test-u1", "boom"))
 		_, err := b.db.RecordFanPendingID(t.Context(), "test-u1", "p-1")
@@ -176,9 +150,7 @@ func (open exerciser) failFan(t *testing.T) {
 }
 
 func (open exerciser) findFan(t *testing.T) {
-	t.Run("PendingIDsNewestFirst", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "PendingIDsNewestFirst", Policy{}, func(t *testing.T, b *bundle) {
 		b.addFan(t, "test-u1", "p-1")
 		issued := b.clock.Advance(24 * time.Hour)
 		_, err := b.db.RecordFanPendingID(t.Context(), "test-u1", "p-2")
@@ -200,9 +172,7 @@ func (open exerciser) findFan(t *testing.T) {
 		require.Equal(t, "wmtest1", fan.Links[0].ExternalUserID)
 	})
 
-	t.Run("NoLivePendingIDShown", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "NoLivePendingIDShown", Policy{}, func(t *testing.T, b *bundle) {
 		b.addFan(t, "test-u1", "p-1")
 		b.clock.Advance(store.PendingIDLifetime)
 		fan := b.fan(t, "test-u1")
@@ -211,9 +181,7 @@ func (open exerciser) findFan(t *testing.T) {
 		require.Len(t, fan.PendingIDs, 1)
 	})
 
-	t.Run("NewFanHasEmptyLists", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "NewFanHasEmptyLists", Policy{}, func(t *testing.T, b *bundle) {
 		b.addFan(t, "test-u1", "")
 		fan := b.fan(t, "test-u1")
 		require.NotNil(t, fan.PendingIDs)
@@ -222,9 +190,7 @@ func (open exerciser) findFan(t *testing.T) {
 		require.Empty(t, fan.Links)
 	})
 
-	t.Run("ErrNotFound", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "ErrNotFound", Policy{}, func(t *testing.T, b *bundle) {
 		_, err := b.db.FindFan(t.Context(), "test-nobody")
 		require.ErrorIs(t, err, store.ErrNotFound)
 	})
@@ -298,16 +264,12 @@ func (open exerciser) findLinks(t *testing.T) {
 }
 
 func (open exerciser) findCustomer(t *testing.T) {
-	t.Run("ErrNotFound", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "ErrNotFound", Policy{}, func(t *testing.T, b *bundle) {
 		_, err := b.db.FindCustomer(t.Context(), "wwtestcorp", "wmtest-nobody")
 		require.ErrorIs(t, err, store.ErrNotFound)
 	})
 
-	t.Run("ResolutionsAndLinks", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "ResolutionsAndLinks", Policy{}, func(t *testing.T, b *bundle) {
 		b.addFan(t, "test-u1", "p-1")
 		r := resolution("wwtestcorp", "wmtest1", "p-1")
 		r.Reason = "ok"
@@ -331,9 +293,7 @@ func (open exerciser) findCustomer(t *testing.T) {
 		require.Len(t, c.Links, 1)
 	})
 
-	t.Run("ResolutionWithoutLink", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "ResolutionWithoutLink", Policy{}, func(t *testing.T, b *bundle) {
 		b.resolve(t, resolution("wwtestcorp", "wmtest1", ""))
 		c := b.customer(t, "wwtestcorp", "wmtest1")
 		require.Len(t, c.Resolutions, 1)
@@ -343,9 +303,7 @@ func (open exerciser) findCustomer(t *testing.T) {
 }
 
 func (open exerciser) fansToRenew(t *testing.T) {
-	t.Run("Selection", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "Selection", Policy{}, func(t *testing.T, b *bundle) {
 		// test-a: registered at start, unmatched; expires at start+90d.
 		b.addFan(t, "test-a", "p-a")
 		// test-b: registered at start, linked.
@@ -390,10 +348,8 @@ func (open exerciser) fansToRenew(t *testing.T) {
 		})
 	})
 
-	t.Run("EndedLinkRenews", func(t *testing.T) {
-		t.Parallel()
+	open.test(t, "EndedLinkRenews", Policy{}, func(t *testing.T, b *bundle) {
 		// Ensure a fan whose only link ended is renewed again.
-		b := open.setup(t, Policy{})
 		b.addFan(t, "test-b", "p-b")
 		b.resolve(t, resolution("wwtestcorp", "wmtest-b", "p-b"))
 		before := b.start.Add(store.PendingIDLifetime + time.Hour)

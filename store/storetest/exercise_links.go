@@ -13,11 +13,14 @@ import (
 	"github.com/pendinglink/pendinglink/store"
 )
 
+// resolution is a customer of a corp resolved by test-staff.
+func resolution(corp, external, pendingID string) store.Resolution {
+	return store.Resolution{CorpID: corp, ExternalUserID: external, UserID: "test-staff", PendingID: pendingID}
+}
+
 func (open exerciser) recordResolution(t *testing.T) {
-	t.Run("LinksFanRegisteredEarlier", func(t *testing.T) {
-		t.Parallel()
+	open.test(t, "LinksFanRegisteredEarlier", Policy{}, func(t *testing.T, b *bundle) {
 		// Ensure a customer resolved to a fan's live pending_id is linked to that fan.
-		b := open.setup(t, Policy{})
 		require.Empty(t, b.addFan(t, "test-u1", "p-1"))
 		matched := b.clock.Advance(time.Hour)
 
@@ -35,14 +38,11 @@ func (open exerciser) recordResolution(t *testing.T) {
 		require.Len(t, c.Resolutions, 1)
 		require.Equal(t, store.ResolutionMatched, c.Resolutions[0].State)
 		require.Equal(t, int64(1), b.counts(t).Links)
-		require.Equal(t, int64(1), b.counts(t).Outbox)
-		require.Equal(t, []string{store.OutboxLinkCreated}, b.deliverAll(t, l.ID))
+		b.requireDelivers(t, l.ID, store.OutboxLinkCreated)
 	})
 
-	t.Run("ReplayCreatesNothing", func(t *testing.T) {
-		t.Parallel()
+	open.test(t, "ReplayCreatesNothing", Policy{Notify: true}, func(t *testing.T, b *bundle) {
 		// Ensure matching is idempotent: the same resolution twice links once.
-		b := open.setup(t, Policy{Notify: true})
 		b.addFan(t, "test-u1", "p-1")
 		r := resolution("wwtestcorp", "wmtest1", "p-1")
 		require.Len(t, b.resolve(t, r), 1)
@@ -54,11 +54,9 @@ func (open exerciser) recordResolution(t *testing.T) {
 		require.Len(t, b.jobsWhat(t, JobNotification), 1)
 	})
 
-	t.Run("ConcurrentBothOrdersLinkOnce", func(t *testing.T) {
-		t.Parallel()
+	open.test(t, "ConcurrentBothOrdersLinkOnce", Policy{}, func(t *testing.T, b *bundle) {
 		// Ensure a resolution and a registration of the same pending_id that
 		// race still link exactly once: one of them must see the other.
-		b := open.setup(t, Policy{})
 		const n = 10
 		fans := make([]store.FanInput, n)
 		for i := range fans {
@@ -106,19 +104,15 @@ func (open exerciser) recordResolution(t *testing.T) {
 		require.Equal(t, int64(n), c.Outbox)
 	})
 
-	t.Run("MatchesUntilFanPendingIDExpires", func(t *testing.T) {
-		t.Parallel()
+	open.test(t, "MatchesUntilFanPendingIDExpires", Policy{}, func(t *testing.T, b *bundle) {
 		// Ensure a pending_id still matches a millisecond before its 90 days end.
-		b := open.setup(t, Policy{})
 		b.addFan(t, "test-u1", "p-1")
 		b.clock.Advance(store.PendingIDLifetime - time.Millisecond)
 		require.Len(t, b.resolve(t, resolution("wwtestcorp", "wmtest1", "p-1")), 1)
 	})
 
-	t.Run("ExpiredFanPendingIDNeverMatches", func(t *testing.T) {
-		t.Parallel()
+	open.test(t, "ExpiredFanPendingIDNeverMatches", Policy{}, func(t *testing.T, b *bundle) {
 		// Ensure a fan's pending_id older than 90 days links nothing.
-		b := open.setup(t, Policy{})
 		b.addFan(t, "test-u1", "p-1")
 		b.clock.Advance(store.PendingIDLifetime)
 		require.Empty(t, b.resolve(t, resolution("wwtestcorp", "wmtest1", "p-1")))
@@ -128,11 +122,9 @@ func (open exerciser) recordResolution(t *testing.T) {
 		require.Equal(t, store.ResolutionResolved, b.customer(t, "wwtestcorp", "wmtest1").Resolutions[0].State)
 	})
 
-	t.Run("LinksEveryFanWithThePendingIDOnce", func(t *testing.T) {
-		t.Parallel()
+	open.test(t, "LinksEveryFanWithThePendingIDOnce", Policy{}, func(t *testing.T, b *bundle) {
 		// Ensure one customer seen in two chats of a corp is one link, and the
 		// same person in two corps is two.
-		b := open.setup(t, Policy{})
 		b.addFan(t, "test-u1", "p-1")
 		r := resolution("wwtestcorp", "wmtest1", "p-1")
 		r.ChatID = "wrtestchat1"
@@ -147,9 +139,7 @@ func (open exerciser) recordResolution(t *testing.T) {
 		require.Equal(t, int64(3), c.Resolutions)
 	})
 
-	t.Run("EventPendingToResolved", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "EventPendingToResolved", Policy{}, func(t *testing.T, b *bundle) {
 		ev := b.saveEvent(t, store.KindAddExternalContact)
 		require.Equal(t, store.EventPending, b.event(t, ev.ID).State)
 
@@ -160,10 +150,8 @@ func (open exerciser) recordResolution(t *testing.T) {
 		require.Equal(t, ev.ID, b.customer(t, ev.CorpID, ev.ExternalUserID).Resolutions[0].EventID)
 	})
 
-	t.Run("EventPendingToUnmatched", func(t *testing.T) {
-		t.Parallel()
+	open.test(t, "EventPendingToUnmatched", Policy{}, func(t *testing.T, b *bundle) {
 		// Ensure an answer without a pending_id leaves the customer unmatched.
-		b := open.setup(t, Policy{})
 		ev := b.saveEvent(t, store.KindAddExternalContact)
 		r := resolution(ev.CorpID, ev.ExternalUserID, "")
 		r.EventID, r.Reason = ev.ID, "no pending_id after one delayed retry"
@@ -176,9 +164,7 @@ func (open exerciser) recordResolution(t *testing.T) {
 		require.Empty(t, c.Resolutions[0].PendingID)
 	})
 
-	t.Run("EventPendingToFailed", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "EventPendingToFailed", Policy{}, func(t *testing.T, b *bundle) {
 		ev := b.saveEvent(t, store.KindAddExternalContact)
 		r := resolution(ev.CorpID, ev.ExternalUserID, "")
 		r.EventID, r.Failed, r.Reason = ev.ID, true, "wecom: errcode 40096"
@@ -189,10 +175,8 @@ func (open exerciser) recordResolution(t *testing.T) {
 		require.Equal(t, store.ResolutionFailed, b.customer(t, ev.CorpID, ev.ExternalUserID).Resolutions[0].State)
 	})
 
-	t.Run("ChatEventStaysResolvedOnceAMemberResolved", func(t *testing.T) {
-		t.Parallel()
+	open.test(t, "ChatEventStaysResolvedOnceAMemberResolved", Policy{}, func(t *testing.T, b *bundle) {
 		// Ensure a chat event's later members (one job each) cannot undo a resolved member.
-		b := open.setup(t, Policy{})
 		ev := b.saveEvent(t, store.KindAddMember)
 		require.Len(t, ev.Members, 2)
 		member := func(i int, pendingID string, failed bool) {
@@ -210,9 +194,7 @@ func (open exerciser) recordResolution(t *testing.T) {
 		require.Equal(t, store.EventResolved, b.event(t, ev.ID).State, "unmatched member")
 	})
 
-	t.Run("ChatEventResolvesAfterAFailedMember", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "ChatEventResolvesAfterAFailedMember", Policy{}, func(t *testing.T, b *bundle) {
 		ev := b.saveEvent(t, store.KindAddMember)
 		r := resolution(ev.CorpID, ev.Members[0], "")
 		r.ChatID, r.EventID, r.Failed, r.Reason = ev.ChatID, ev.ID, true, "gave up"
@@ -227,11 +209,9 @@ func (open exerciser) recordResolution(t *testing.T) {
 		require.Empty(t, got.Reason)
 	})
 
-	t.Run("FailureKeepsEarlierPendingID", func(t *testing.T) {
-		t.Parallel()
+	open.test(t, "FailureKeepsEarlierPendingID", Policy{}, func(t *testing.T, b *bundle) {
 		// Ensure a later failed lookup never wipes a pending_id found earlier,
 		// so a fan registered afterwards still links.
-		b := open.setup(t, Policy{})
 		b.resolve(t, resolution("wwtestcorp", "wmtest1", "p-1"))
 		failed := resolution("wwtestcorp", "wmtest1", "")
 		failed.Failed, failed.Reason = true, "wecom: errcode -1"
@@ -247,9 +227,7 @@ func (open exerciser) recordResolution(t *testing.T) {
 		require.Equal(t, "wmtest1", links[0].ExternalUserID)
 	})
 
-	t.Run("FailureKeepsMatchedState", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "FailureKeepsMatchedState", Policy{}, func(t *testing.T, b *bundle) {
 		b.link(t)
 		failed := resolution("wwtestcorp", "wmtest1", "")
 		failed.Failed, failed.Reason = true, "gave up"
@@ -261,19 +239,15 @@ func (open exerciser) recordResolution(t *testing.T) {
 		require.True(t, c.Links[0].Active)
 	})
 
-	t.Run("NotificationJobsCommitWithTheLink", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{Notify: true})
+	open.test(t, "NotificationJobsCommitWithTheLink", Policy{Notify: true}, func(t *testing.T, b *bundle) {
 		l := b.link(t)
 		require.Equal(t, []Job{{What: JobNotification, Subject: strconv.FormatInt(l.ID, 10)}}, Jobs(t, b.db))
 	})
 }
 
 func (open exerciser) recordFanPendingID(t *testing.T) {
-	t.Run("LinksCustomerResolvedEarlier", func(t *testing.T) {
-		t.Parallel()
+	open.test(t, "LinksCustomerResolvedEarlier", Policy{}, func(t *testing.T, b *bundle) {
 		// Ensure a fan registered after its customer was resolved links at once.
-		b := open.setup(t, Policy{})
 		require.Empty(t, b.resolve(t, resolution("wwtestcorp", "wmtest1", "p-1")))
 		require.Equal(t, store.ResolutionResolved, b.customer(t, "wwtestcorp", "wmtest1").Resolutions[0].State)
 
@@ -288,13 +262,10 @@ func (open exerciser) recordFanPendingID(t *testing.T) {
 		require.True(t, l.MatchedAt.Equal(matched))
 		require.Equal(t, store.ResolutionMatched, b.customer(t, "wwtestcorp", "wmtest1").Resolutions[0].State)
 		require.Equal(t, store.FanRegistered, b.fan(t, "test-u1").State)
-		require.Equal(t, int64(1), b.counts(t).Outbox)
-		require.Equal(t, []string{store.OutboxLinkCreated}, b.deliverAll(t, l.ID))
+		b.requireDelivers(t, l.ID, store.OutboxLinkCreated)
 	})
 
-	t.Run("ReplayCreatesNothing", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{Notify: true})
+	open.test(t, "ReplayCreatesNothing", Policy{Notify: true}, func(t *testing.T, b *bundle) {
 		b.resolve(t, resolution("wwtestcorp", "wmtest1", "p-1"))
 		require.Len(t, b.addFan(t, "test-u1", "p-1"), 1)
 
@@ -307,10 +278,8 @@ func (open exerciser) recordFanPendingID(t *testing.T) {
 		require.Len(t, b.jobsWhat(t, JobNotification), 1)
 	})
 
-	t.Run("ExpiredResolutionNeverMatches", func(t *testing.T) {
-		t.Parallel()
+	open.test(t, "ExpiredResolutionNeverMatches", Policy{}, func(t *testing.T, b *bundle) {
 		// Ensure a customer resolved more than 90 days ago is not linked.
-		b := open.setup(t, Policy{})
 		b.resolve(t, resolution("wwtestcorp", "wmtest1", "p-1"))
 		b.clock.Advance(store.PendingIDLifetime)
 		require.Empty(t, b.addFan(t, "test-u1", "p-1"))
@@ -321,11 +290,9 @@ func (open exerciser) recordFanPendingID(t *testing.T) {
 			"an expired resolution is not marked matched")
 	})
 
-	t.Run("OnlyLiveResolutionsMarkedMatched", func(t *testing.T) {
-		t.Parallel()
+	open.test(t, "OnlyLiveResolutionsMarkedMatched", Policy{}, func(t *testing.T, b *bundle) {
 		// Ensure that when the same person was resolved in two corps, 90 days
 		// apart, only the live resolution links and is marked matched.
-		b := open.setup(t, Policy{})
 		b.resolve(t, resolution("wwtestcorp1", "wmtest1", "p-1"))
 		b.clock.Advance(store.PendingIDLifetime)
 		b.resolve(t, resolution("wwtestcorp2", "wmtest2", "p-1"))
@@ -338,44 +305,34 @@ func (open exerciser) recordFanPendingID(t *testing.T) {
 			"the expired resolution links nothing, so it is not matched")
 	})
 
-	t.Run("ErrNotFoundForUnknownFan", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{PendingIDs: true})
+	open.test(t, "ErrNotFoundForUnknownFan", Policy{PendingIDs: true}, func(t *testing.T, b *bundle) {
 		_, err := b.db.RecordFanPendingID(t.Context(), "test-nobody", "p-1")
 		require.ErrorIs(t, err, store.ErrNotFound)
 		require.Equal(t, store.Counts{}, b.counts(t), "no pending_id, no job")
 	})
 
-	t.Run("ErrInvalidForEmptyPendingID", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "ErrInvalidForEmptyPendingID", Policy{}, func(t *testing.T, b *bundle) {
 		b.addFan(t, "test-u1", "")
 		_, err := b.db.RecordFanPendingID(t.Context(), "test-u1", "")
 		require.ErrorIs(t, err, store.ErrInvalid)
 		require.Zero(t, b.counts(t).FanPendingIDs)
 	})
 
-	t.Run("PolicyJobsCommitWithIt", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{PendingIDs: true})
+	open.test(t, "PolicyJobsCommitWithIt", Policy{PendingIDs: true}, func(t *testing.T, b *bundle) {
 		b.addFan(t, "test-u1", "p-1")
 		require.Equal(t, []Job{{What: JobPendingID, Subject: "test-u1"}}, Jobs(t, b.db))
 	})
 
-	t.Run("NoPolicyJobsNoJob", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "NoPolicyJobsNoJob", Policy{}, func(t *testing.T, b *bundle) {
 		b.addFan(t, "test-u1", "p-1")
 		require.Zero(t, b.counts(t).Jobs)
 	})
 }
 
 func (open exerciser) endLinks(t *testing.T) {
-	t.Run("OtherStaffRemovalKeepsLink", func(t *testing.T) {
-		t.Parallel()
+	open.test(t, "OtherStaffRemovalKeepsLink", Policy{}, func(t *testing.T, b *bundle) {
 		// Ensure a removal between the customer and another staff member ends
 		// nothing, and one with the staff member the link was made through does.
-		b := open.setup(t, Policy{})
 		l := b.link(t)
 		ended, err := b.db.EndLinks(t.Context(), store.EndLink{CorpID: "wwtestcorp", ExternalUserID: "wmtest1", UserID: "other-staff"})
 		require.NoError(t, err)
@@ -389,9 +346,7 @@ func (open exerciser) endLinks(t *testing.T) {
 		require.Zero(t, b.counts(t).LinksActive)
 	})
 
-	t.Run("MarksInactiveAndKeepsRow", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "MarksInactiveAndKeepsRow", Policy{}, func(t *testing.T, b *bundle) {
 		l := b.link(t)
 		ev := b.saveEvent(t, store.KindDelExternalContact)
 		endedAt := b.clock.Advance(time.Hour)
@@ -410,23 +365,17 @@ func (open exerciser) endLinks(t *testing.T) {
 		require.Len(t, found, 1)
 		require.False(t, found[0].Active)
 		require.Equal(t, store.EventResolved, b.event(t, ev.ID).State)
-		require.Equal(t, int64(2), b.counts(t).Outbox)
-		require.Equal(t, []string{store.OutboxLinkCreated, store.OutboxLinkEnded}, b.deliverAll(t, l.ID))
+		b.requireDelivers(t, l.ID, store.OutboxLinkCreated, store.OutboxLinkEnded)
 	})
 
-	t.Run("WithoutEventReasonIsRemoved", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "WithoutEventReasonIsRemoved", Policy{}, func(t *testing.T, b *bundle) {
 		b.link(t)
-		ended, err := b.db.EndLinks(t.Context(), store.EndLink{CorpID: "wwtestcorp", ExternalUserID: "wmtest1"})
-		require.NoError(t, err)
+		ended := b.end(t)
 		require.Len(t, ended, 1)
 		require.Equal(t, "removed", ended[0].EndReason)
 	})
 
-	t.Run("NotEndedTwice", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{Notify: true})
+	open.test(t, "NotEndedTwice", Policy{Notify: true}, func(t *testing.T, b *bundle) {
 		l := b.link(t)
 		e := store.EndLink{CorpID: "wwtestcorp", ExternalUserID: "wmtest1"}
 		ended, err := b.db.EndLinks(t.Context(), e)
@@ -440,13 +389,10 @@ func (open exerciser) endLinks(t *testing.T) {
 		found, err := b.db.FindLinks(t.Context(), store.LinkFilter{})
 		require.NoError(t, err)
 		require.True(t, found[0].EndedAt.Equal(b.start), "the first end time stands")
-		require.Equal(t, int64(2), b.counts(t).Outbox)
-		require.Equal(t, []string{store.OutboxLinkCreated, store.OutboxLinkEnded}, b.deliverAll(t, l.ID))
+		b.requireDelivers(t, l.ID, store.OutboxLinkCreated, store.OutboxLinkEnded)
 	})
 
-	t.Run("UnknownCustomerEndsNothing", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "UnknownCustomerEndsNothing", Policy{}, func(t *testing.T, b *bundle) {
 		b.link(t)
 		ended, err := b.db.EndLinks(t.Context(), store.EndLink{CorpID: "wwtestcorp", ExternalUserID: "wmtest-other"})
 		require.NoError(t, err)
@@ -456,14 +402,11 @@ func (open exerciser) endLinks(t *testing.T) {
 		require.Equal(t, int64(1), c.LinksActive)
 	})
 
-	t.Run("ReAddReactivates", func(t *testing.T) {
-		t.Parallel()
+	open.test(t, "ReAddReactivates", Policy{}, func(t *testing.T, b *bundle) {
 		// Ensure a customer added again after a removal gets the same link back,
 		// active, with a new link_created notification.
-		b := open.setup(t, Policy{})
 		l := b.link(t)
-		_, err := b.db.EndLinks(t.Context(), store.EndLink{CorpID: "wwtestcorp", ExternalUserID: "wmtest1"})
-		require.NoError(t, err)
+		b.end(t)
 		readded := b.clock.Advance(time.Hour)
 
 		r := resolution("wwtestcorp", "wmtest1", "p-1")
@@ -479,19 +422,14 @@ func (open exerciser) endLinks(t *testing.T) {
 		require.Equal(t, int64(1), b.counts(t).Links)
 
 		// And it can end again.
-		ended, err := b.db.EndLinks(t.Context(), store.EndLink{CorpID: "wwtestcorp", ExternalUserID: "wmtest1"})
-		require.NoError(t, err)
+		ended := b.end(t)
 		require.Len(t, ended, 1)
-		require.Equal(t, int64(4), b.counts(t).Outbox)
-		require.Equal(t, []string{store.OutboxLinkCreated, store.OutboxLinkEnded, store.OutboxLinkCreated, store.OutboxLinkEnded},
-			b.deliverAll(t, l.ID))
+		b.requireDelivers(t, l.ID, store.OutboxLinkCreated, store.OutboxLinkEnded, store.OutboxLinkCreated, store.OutboxLinkEnded)
 	})
 }
 
 func (open exerciser) linkExisting(t *testing.T) {
-	t.Run("LinksReportedCustomersOnce", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{Notify: true})
+	open.test(t, "LinksReportedCustomersOnce", Policy{Notify: true}, func(t *testing.T, b *bundle) {
 		b.addFan(t, "test-u1", "p-1")
 		found := []store.CorpCustomer{{CorpID: "wwtestcorp1", ExternalUserID: "wmtest1"}, {CorpID: "wwtestcorp2", ExternalUserID: "wmtest2"}}
 		links, err := b.db.LinkExisting(t.Context(), "test-u1", found)
@@ -516,9 +454,7 @@ func (open exerciser) linkExisting(t *testing.T) {
 		require.Equal(t, int64(2), c.Jobs)
 	})
 
-	t.Run("FanWithoutLivePendingID", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "FanWithoutLivePendingID", Policy{}, func(t *testing.T, b *bundle) {
 		b.addFan(t, "test-u1", "p-1")
 		b.clock.Advance(store.PendingIDLifetime)
 		links, err := b.db.LinkExisting(t.Context(), "test-u1", []store.CorpCustomer{{CorpID: "wwtestcorp", ExternalUserID: "wmtest1"}})
@@ -527,9 +463,7 @@ func (open exerciser) linkExisting(t *testing.T) {
 		require.Empty(t, links[0].PendingID)
 	})
 
-	t.Run("ErrNotFoundForUnknownFan", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "ErrNotFoundForUnknownFan", Policy{}, func(t *testing.T, b *bundle) {
 		_, err := b.db.LinkExisting(t.Context(), "test-nobody", []store.CorpCustomer{{CorpID: "wwtestcorp", ExternalUserID: "wmtest1"}})
 		require.ErrorIs(t, err, store.ErrNotFound)
 		require.Zero(t, b.counts(t).Links)
@@ -543,16 +477,14 @@ func (open exerciser) outbox(t *testing.T) {
 		b := open.setup(t, Policy{})
 		l := b.link(t)
 		b.clock.Advance(time.Hour)
-		_, err := b.db.EndLinks(t.Context(), store.EndLink{CorpID: "wwtestcorp", ExternalUserID: "wmtest1"})
-		require.NoError(t, err)
+		b.end(t)
 		return b, l
 	}
 
 	t.Run("OldestFirstWithSnapshot", func(t *testing.T) {
 		t.Parallel()
 		b, l := setupOutbox(t)
-		o, err := b.db.NextOutbox(t.Context(), l.ID)
-		require.NoError(t, err)
+		o := b.nextOutbox(t, l.ID)
 		require.Equal(t, l.ID, o.LinkID)
 		require.Equal(t, store.OutboxLinkCreated, o.Kind)
 		require.Zero(t, o.Attempts)
@@ -567,11 +499,9 @@ func (open exerciser) outbox(t *testing.T) {
 	t.Run("FailedAttemptKeepsHead", func(t *testing.T) {
 		t.Parallel()
 		b, l := setupOutbox(t)
-		o, err := b.db.NextOutbox(t.Context(), l.ID)
-		require.NoError(t, err)
+		o := b.nextOutbox(t, l.ID)
 		require.NoError(t, b.db.MarkOutbox(t.Context(), o.ID, "webhook: status 500"))
-		again, err := b.db.NextOutbox(t.Context(), l.ID)
-		require.NoError(t, err)
+		again := b.nextOutbox(t, l.ID)
 		require.Equal(t, o.ID, again.ID)
 		require.Equal(t, 1, again.Attempts)
 		require.Equal(t, "webhook: status 500", again.LastError)
@@ -581,11 +511,9 @@ func (open exerciser) outbox(t *testing.T) {
 	t.Run("DeliveredMovesToNext", func(t *testing.T) {
 		t.Parallel()
 		b, l := setupOutbox(t)
-		first, err := b.db.NextOutbox(t.Context(), l.ID)
-		require.NoError(t, err)
+		first := b.nextOutbox(t, l.ID)
 		require.NoError(t, b.db.MarkOutbox(t.Context(), first.ID, ""))
-		second, err := b.db.NextOutbox(t.Context(), l.ID)
-		require.NoError(t, err)
+		second := b.nextOutbox(t, l.ID)
 		require.Greater(t, second.ID, first.ID)
 		require.Equal(t, store.OutboxLinkEnded, second.Kind)
 		require.True(t, second.OccurredAt.Equal(b.start.Add(time.Hour)))
@@ -593,29 +521,24 @@ func (open exerciser) outbox(t *testing.T) {
 		require.NotNil(t, second.Link.EndedAt)
 
 		require.NoError(t, b.db.MarkOutbox(t.Context(), second.ID, ""))
-		_, err = b.db.NextOutbox(t.Context(), l.ID)
+		_, err := b.db.NextOutbox(t.Context(), l.ID)
 		require.ErrorIs(t, err, store.ErrNotFound)
 		c := b.counts(t)
 		require.Equal(t, int64(2), c.Outbox)
 		require.Zero(t, c.OutboxUndelivered)
 	})
 
-	t.Run("ErrNotFoundForUnknownLink", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "ErrNotFoundForUnknownLink", Policy{}, func(t *testing.T, b *bundle) {
 		_, err := b.db.NextOutbox(t.Context(), 12345)
 		require.ErrorIs(t, err, store.ErrNotFound)
 	})
 
-	t.Run("QueuesNotificationJobWithEachRow", func(t *testing.T) {
-		t.Parallel()
+	open.test(t, "QueuesNotificationJobWithEachRow", Policy{Notify: true}, func(t *testing.T, b *bundle) {
 		// Ensure, with a policy that notifies, every outbox row commits with
 		// a notification job for its link.
-		b := open.setup(t, Policy{Notify: true})
 		l := b.link(t)
-		_, err := b.db.EndLinks(t.Context(), store.EndLink{CorpID: "wwtestcorp", ExternalUserID: "wmtest1"})
-		require.NoError(t, err)
-		_, err = b.db.LinkExisting(t.Context(), "test-u1", []store.CorpCustomer{{CorpID: "wwtestcorp2", ExternalUserID: "wmtest2"}})
+		b.end(t)
+		_, err := b.db.LinkExisting(t.Context(), "test-u1", []store.CorpCustomer{{CorpID: "wwtestcorp2", ExternalUserID: "wmtest2"}})
 		require.NoError(t, err)
 
 		require.Equal(t, int64(3), b.counts(t).Outbox)
@@ -641,17 +564,13 @@ func (open exerciser) outbox(t *testing.T) {
 }
 
 func (open exerciser) pipelineStatus(t *testing.T) {
-	t.Run("Empty", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "Empty", Policy{}, func(t *testing.T, b *bundle) {
 		st, err := b.db.PipelineStatus(t.Context(), 7*24*time.Hour)
 		require.NoError(t, err)
 		require.Equal(t, store.PipelineStatus{FailureReasons: map[string]int64{}}, st)
 	})
 
-	t.Run("Counts", func(t *testing.T) {
-		t.Parallel()
-		b := open.setup(t, Policy{})
+	open.test(t, "Counts", Policy{}, func(t *testing.T, b *bundle) {
 		// Events: one pending, one resolved, one unmatched, three failed (two reasons).
 		b.saveEvent(t, store.KindAddExternalContact)
 		settle := func(pendingID string, failed bool, reason string) {
