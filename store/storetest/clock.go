@@ -25,8 +25,13 @@ func (c *Clock) Now() time.Time {
 	return c.now
 }
 
-// Advance moves the clock forward by d and returns the new time.
+// Advance moves the clock forward by d and returns the new time. It panics
+// if d is negative, which is almost always a test bug; Set goes back on
+// purpose.
 func (c *Clock) Advance(d time.Duration) time.Time {
+	if d < 0 {
+		panic("storetest: Clock.Advance with a negative duration; use Set to go back")
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.now = c.now.Add(d)
