@@ -16,7 +16,7 @@ import (
 )
 
 // BenchmarkSaveEvent measures SaveEvent: every call stores a new
-// add_external_contact event and its resolve job, durably
+// add_external_contact event and its job (storetest.Policy), durably
 // (synchronous=FULL). It reports events/s and the p50/p99 latency of one
 // call.
 //
@@ -28,7 +28,7 @@ import (
 func BenchmarkSaveEvent(b *testing.B) {
 	for _, parallelism := range []int{1, 8, 32, 128} {
 		b.Run("Closed"+strconv.Itoa(parallelism), func(b *testing.B) {
-			db := storetest.MustOpen(b, store.Config{})
+			db := storetest.MustOpen(b, store.Config{Jobs: storetest.Policy{}})
 			var (
 				seq       atomic.Int64
 				mu        sync.Mutex
@@ -65,13 +65,12 @@ func BenchmarkSaveEvent(b *testing.B) {
 			name += "Worked"
 		}
 		b.Run(name, func(b *testing.B) {
-			cfg := store.Config{}
+			cfg := store.Config{Jobs: storetest.Policy{}}
 			if bc.worked {
 				// River works the jobs on the same write connection
-				// meanwhile, with no-op workers and the default queue.
+				// meanwhile, with a no-op worker and the default queue.
 				cfg.Workers = river.NewWorkers()
-				river.AddWorker(cfg.Workers, river.WorkFunc(func(context.Context, *river.Job[store.ResolveArgs]) error { return nil }))
-				river.AddWorker(cfg.Workers, river.WorkFunc(func(context.Context, *river.Job[store.EndLinkArgs]) error { return nil }))
+				river.AddWorker(cfg.Workers, river.WorkFunc(func(context.Context, *river.Job[storetest.Job]) error { return nil }))
 			}
 			db := storetest.MustOpen(b, cfg)
 			if bc.worked {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pendinglink/pendinglink/store"
+	"github.com/pendinglink/pendinglink/store/storetest"
 )
 
 // ExampleOpen saves one callback twice, as when WeCom retries: the second
@@ -22,7 +23,9 @@ func ExampleOpen() {
 	}
 	defer os.RemoveAll(dir)
 
-	db, err := store.Open(ctx, store.Config{DSN: filepath.Join(dir, "pendinglink.db")})
+	// Out of example scope: the pipeline's policy decides which jobs follow
+	// an event; a test policy stands in for it.
+	db, err := store.Open(ctx, store.Config{DSN: filepath.Join(dir, "pendinglink.db"), Jobs: storetest.Policy{}})
 	if err != nil {
 		panic(err)
 	}

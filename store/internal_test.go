@@ -9,6 +9,7 @@ import (
 	"testing/fstest"
 	"time"
 
+	"github.com/riverqueue/river"
 	"github.com/stretchr/testify/require"
 )
 
@@ -25,6 +26,25 @@ func openInternal(t *testing.T, cfg Config) *DB {
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, db.Close()) })
 	return db
+}
+
+// eventJobPolicy gives every event one job, so that events are stored
+// EventPending; it inserts nothing else.
+type eventJobPolicy struct{}
+
+type eventJob struct {
+	EventID int64 `json:"event_id"`
+}
+
+func (eventJob) Kind() string { return "internal_test" }
+
+func (eventJobPolicy) EventJobs(_ *Event, id int64) []river.InsertManyParams {
+	return []river.InsertManyParams{{Args: eventJob{EventID: id}}}
+}
+func (eventJobPolicy) NotificationJobs(Link) []river.InsertManyParams  { return nil }
+func (eventJobPolicy) PendingIDJobs(FanInput) []river.InsertManyParams { return nil }
+func (eventJobPolicy) RegisterJob(FanInput, int) river.InsertManyParams {
+	return river.InsertManyParams{Args: eventJob{}}
 }
 
 func newReq(key string) *saveReq {
@@ -49,7 +69,7 @@ func TestCommitBatch(t *testing.T) {
 
 	t.Run("ConcurrentDuplicatesInOneBatch", func(t *testing.T) {
 		t.Parallel()
-		db := openInternal(t, Config{})
+		db := openInternal(t, Config{Jobs: eventJobPolicy{}})
 		// A key already stored by an earlier batch, repeated in this one.
 		_, err := db.SaveEvent(t.Context(), newReq("old").ev)
 		require.NoError(t, err)

@@ -165,6 +165,8 @@ type OutboxItem struct {
 	OccurredAt time.Time
 	// Attempts counts delivery attempts so far.
 	Attempts int
+	// LastError is the error of the last failed attempt, "" if none.
+	LastError string
 }
 
 // Outbox kinds.

@@ -558,6 +558,26 @@ func (e *sqliteEngine) status(ctx context.Context) (Status, error) {
 	return s, nil
 }
 
+// counts implements engine. One statement, so every count comes from the
+// same snapshot.
+func (e *sqliteEngine) counts(ctx context.Context) (Counts, error) {
+	var c Counts
+	err := e.read.QueryRowContext(ctx, `SELECT
+		(SELECT count(*) FROM events),
+		(SELECT count(*) FROM fans),
+		(SELECT count(*) FROM fan_pending_ids),
+		(SELECT count(*) FROM resolutions),
+		(SELECT count(*) FROM links),
+		(SELECT count(*) FROM links WHERE active = 1),
+		(SELECT count(*) FROM outbox),
+		(SELECT count(*) FROM outbox WHERE delivered_at IS NULL),
+		(SELECT count(*) FROM quota_counters),
+		(SELECT count(*) FROM river_job WHERE state IN ('available', 'scheduled', 'retryable', 'pending', 'running'))`).Scan(
+		&c.Events, &c.Fans, &c.FanPendingIDs, &c.Resolutions, &c.Links, &c.LinksActive,
+		&c.Outbox, &c.OutboxUndelivered, &c.QuotaCounters, &c.Jobs)
+	return c, sqliteError("counts", err)
+}
+
 // addQuota implements engine.
 func (e *sqliteEngine) addQuota(ctx context.Context, key string, bucket, n int64) error {
 	_, err := e.write.ExecContext(ctx, `INSERT INTO quota_counters (key, bucket, count) VALUES (?, ?, ?)

@@ -566,9 +566,9 @@ func (e *sqliteEngine) nextOutbox(ctx context.Context, linkID int64) (*OutboxIte
 		snapshot []byte
 		created  int64
 	)
-	err := e.read.QueryRowContext(ctx, `SELECT id, link_id, kind, payload, attempts, created_at FROM outbox
+	err := e.read.QueryRowContext(ctx, `SELECT id, link_id, kind, payload, attempts, last_error, created_at FROM outbox
 		WHERE link_id = ? AND delivered_at IS NULL ORDER BY id LIMIT 1`, linkID).
-		Scan(&o.ID, &o.LinkID, &o.Kind, &snapshot, &o.Attempts, &created)
+		Scan(&o.ID, &o.LinkID, &o.Kind, &snapshot, &o.Attempts, &o.LastError, &created)
 	if err != nil {
 		return nil, sqliteError("next outbox", err)
 	}

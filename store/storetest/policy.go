@@ -1,7 +1,10 @@
 package storetest
 
 import (
+	"context"
+	"encoding/json"
 	"strconv"
+	"testing"
 
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
@@ -82,4 +85,37 @@ func (Policy) RegisterJob(f store.FanInput, priority int) river.InsertManyParams
 			rivertype.JobStateRunning, rivertype.JobStateScheduled,
 		}},
 	}}
+}
+
+// Jobs returns the args of every job of Policy's kind, finished or not,
+// oldest first. It reads them through River's JobList, so it works on every
+// engine.
+func Jobs(tb testing.TB, db *store.DB) []Job {
+	tb.Helper()
+	rows := jobRows(tb, db)
+	out := make([]Job, len(rows))
+	for i, row := range rows {
+		out[i] = decodeJob(tb, row)
+	}
+	return out
+}
+
+// decodeJob returns the args of a job of Policy's kind.
+func decodeJob(tb testing.TB, row *rivertype.JobRow) Job {
+	tb.Helper()
+	var j Job
+	if err := json.Unmarshal(row.EncodedArgs, &j); err != nil {
+		tb.Fatalf("storetest: decode job %d: %v", row.ID, err)
+	}
+	return j
+}
+
+// jobRows lists the jobs of Policy's kind, oldest first.
+func jobRows(tb testing.TB, db *store.DB) []*rivertype.JobRow {
+	tb.Helper()
+	res, err := db.River().JobList(context.Background(), river.NewJobListParams().Kinds(Job{}.Kind()).First(10_000))
+	if err != nil {
+		tb.Fatalf("storetest: list jobs: %v", err)
+	}
+	return res.Jobs
 }

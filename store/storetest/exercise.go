@@ -1,0 +1,211 @@
+package storetest
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/pendinglink/pendinglink/store"
+)
+
+// Exercise runs the conformance suite of package store against the stores
+// that open returns: every engine must pass it, as every River driver
+// passes riverdrivertest.Exercise. open must return a fresh, empty, migrated
+// store for each call, honouring cfg (Now, Jobs, Workers) and closing it
+// when tb ends; MustOpen is such a function for SQLite.
+//
+// Subtests are named by behaviour, e.g.
+// Exercise/RecordResolution/LinksFanRegisteredEarlier, and run in
+// parallel. They read results through the store's API (Counts, Find*,
+// Status) and River's, never through SQL, so that they hold for any engine.
+func Exercise(t *testing.T, open func(tb testing.TB, cfg store.Config) *store.DB) {
+	t.Helper()
+	x := exerciser(open)
+	for _, group := range []struct {
+		name string
+		run  func(*testing.T)
+	}{
+		{"SaveEvent", x.saveEvent},
+		{"GroupCommit", x.groupCommit},
+		{"JobPolicy", x.jobPolicy},
+		{"FindEventByID", x.findEventByID},
+		{"UpdateEventState", x.updateEventState},
+		{"PruneEvents", x.pruneEvents},
+		{"Status", x.status},
+		{"Quota", x.quota},
+		{"Close", x.close},
+		{"Start", x.start},
+		{"RecordResolution", x.recordResolution},
+		{"RecordFanPendingID", x.recordFanPendingID},
+		{"EndLinks", x.endLinks},
+		{"LinkExisting", x.linkExisting},
+		{"RegisterFans", x.registerFans},
+		{"FailFan", x.failFan},
+		{"FindFan", x.findFan},
+		{"FindLinks", x.findLinks},
+		{"FindCustomer", x.findCustomer},
+		{"FansToRenew", x.fansToRenew},
+		{"CountJobs", x.countJobs},
+		{"Outbox", x.outbox},
+		{"PipelineStatus", x.pipelineStatus},
+	} {
+		t.Run(group.name, func(t *testing.T) {
+			t.Parallel()
+			group.run(t)
+		})
+	}
+}
+
+// exerciser is Exercise's open function; the groups of the suite are its
+// methods.
+type exerciser func(tb testing.TB, cfg store.Config) *store.DB
+
+// bundle is one test's store and its clock.
+type bundle struct {
+	db    *store.DB
+	clock *Clock
+	// start is where the clock started.
+	start time.Time
+}
+
+// setup opens a store whose clock starts at a fixed time, with policy as
+// Config.Jobs (nil for none).
+func (open exerciser) setup(t *testing.T, policy store.JobPolicy) *bundle {
+	t.Helper()
+	return open.setupConfig(t, store.Config{Jobs: policy})
+}
+
+// test runs f as a parallel subtest, on a store opened by setup.
+func (open exerciser) test(t *testing.T, name string, policy store.JobPolicy, f func(t *testing.T, b *bundle)) {
+	t.Helper()
+	t.Run(name, func(t *testing.T) {
+		t.Parallel()
+		f(t, open.setup(t, policy))
+	})
+}
+
+// setupConfig opens a store with cfg, whose Now it sets to a Clock.
+func (open exerciser) setupConfig(t *testing.T, cfg store.Config) *bundle {
+	t.Helper()
+	start := time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC)
+	clock := NewClock(start)
+	cfg.Now = clock.Now
+	return &bundle{db: open(t, cfg), clock: clock, start: start}
+}
+
+func (b *bundle) counts(t *testing.T) store.Counts {
+	t.Helper()
+	return MustCounts(t, b.db)
+}
+
+// saveEvent stores a new event of the given kind.
+func (b *bundle) saveEvent(t *testing.T, kind string) *store.Event {
+	t.Helper()
+	ev := NewEvent(kind)
+	inserted, err := b.db.SaveEvent(t.Context(), ev)
+	require.NoError(t, err)
+	require.True(t, inserted)
+	return ev
+}
+
+func (b *bundle) event(t *testing.T, id int64) *store.Event {
+	t.Helper()
+	ev, err := b.db.FindEventByID(t.Context(), id)
+	require.NoError(t, err)
+	return ev
+}
+
+// addFan stores a fan (openid "o-"+unionID) without a job and, when
+// pendingID is set, records it and returns the links that made.
+func (b *bundle) addFan(t *testing.T, unionID, pendingID string) []store.Link {
+	t.Helper()
+	_, err := b.db.RegisterFans(t.Context(), []store.FanInput{{UnionID: unionID, OpenID: "o-" + unionID}}, store.RegisterOpts{NoJob: true})
+	require.NoError(t, err)
+	if pendingID == "" {
+		return nil
+	}
+	links, err := b.db.RecordFanPendingID(t.Context(), unionID, pendingID)
+	require.NoError(t, err)
+	return links
+}
+
+// resolve records a resolution and returns the links it made.
+func (b *bundle) resolve(t *testing.T, r store.Resolution) []store.Link {
+	t.Helper()
+	links, err := b.db.RecordResolution(t.Context(), r)
+	require.NoError(t, err)
+	return links
+}
+
+// link registers fan test-u1 with pending_id p-1 and resolves customer
+// wwtestcorp/wmtest1 to it, and returns their link.
+func (b *bundle) link(t *testing.T) store.Link {
+	t.Helper()
+	b.addFan(t, "test-u1", "p-1")
+	links := b.resolve(t, resolution("wwtestcorp", "wmtest1", "p-1"))
+	require.Len(t, links, 1)
+	return links[0]
+}
+
+func (b *bundle) customer(t *testing.T, corpID, externalUserID string) *store.CustomerDetail {
+	t.Helper()
+	c, err := b.db.FindCustomer(t.Context(), corpID, externalUserID)
+	require.NoError(t, err)
+	return c
+}
+
+func (b *bundle) fan(t *testing.T, unionID string) *store.FanDetail {
+	t.Helper()
+	f, err := b.db.FindFan(t.Context(), unionID)
+	require.NoError(t, err)
+	return f
+}
+
+// nextOutbox returns the link's next notification, which must exist.
+func (b *bundle) nextOutbox(t *testing.T, linkID int64) *store.OutboxItem {
+	t.Helper()
+	o, err := b.db.NextOutbox(t.Context(), linkID)
+	require.NoError(t, err)
+	return o
+}
+
+// requireDelivers checks that the store holds exactly the given
+// notifications, all of the link, and hands them out in that order. It marks
+// them delivered, so a test calls it last.
+func (b *bundle) requireDelivers(t *testing.T, linkID int64, kinds ...string) {
+	t.Helper()
+	require.Equal(t, int64(len(kinds)), b.counts(t).Outbox)
+	var got []string
+	for {
+		o, err := b.db.NextOutbox(t.Context(), linkID)
+		if errors.Is(err, store.ErrNotFound) {
+			break
+		}
+		require.NoError(t, err)
+		got = append(got, o.Kind)
+		require.NoError(t, b.db.MarkOutbox(t.Context(), o.ID, ""))
+	}
+	require.Equal(t, kinds, got)
+}
+
+// end ends the links of wwtestcorp/wmtest1 and returns them.
+func (b *bundle) end(t *testing.T) []store.Link {
+	t.Helper()
+	ended, err := b.db.EndLinks(t.Context(), store.EndLink{CorpID: "wwtestcorp", ExternalUserID: "wmtest1"})
+	require.NoError(t, err)
+	return ended
+}
+
+// jobsWhat returns the jobs of Policy that say what.
+func (b *bundle) jobsWhat(t *testing.T, what string) []Job {
+	t.Helper()
+	var out []Job
+	for _, j := range Jobs(t, b.db) {
+		if j.What == what {
+			out = append(out, j)
+		}
+	}
+	return out
+}

@@ -1,0 +1,386 @@
+package storetest
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/pendinglink/pendinglink/store"
+)
+
+func (open exerciser) registerFans(t *testing.T) {
+	fans := []store.FanInput{{UnionID: "test-u1", OpenID: "o-1"}, {UnionID: "test-u2", OpenID: "o-2"}}
+
+	// registerJob is one register job of Policy, with the priority River got.
+	type registerJob struct {
+		UnionID  string
+		Priority int
+	}
+	registerJobs := func(t *testing.T, b *bundle) []registerJob {
+		t.Helper()
+		var out []registerJob
+		for _, row := range jobRows(t, b.db) {
+			j := decodeJob(t, row)
+			require.Equal(t, JobRegister, j.What)
+			out = append(out, registerJob{UnionID: j.Subject, Priority: row.Priority})
+		}
+		return out
+	}
+
+	open.test(t, "QueuesOneJobPerFan", Policy{}, func(t *testing.T, b *bundle) {
+		res, err := b.db.RegisterFans(t.Context(), fans, store.RegisterOpts{Priority: 2})
+		require.NoError(t, err)
+		require.Equal(t, store.RegisterResult{Queued: 2}, res)
+		require.Equal(t, []registerJob{{"test-u1", 2}, {"test-u2", 2}}, registerJobs(t, b))
+		fan := b.fan(t, "test-u1")
+		require.Equal(t, store.FanNew, fan.State)
+		require.Equal(t, "o-1", fan.OpenID)
+		require.True(t, fan.CreatedAt.Equal(b.start))
+	})
+
+	open.test(t, "SecondCallSkipsQueuedFans", Policy{}, func(t *testing.T, b *bundle) {
+		// Ensure the register job's uniqueness (the policy's) is what
+		// RegisterResult.Skipped reports.
+		_, err := b.db.RegisterFans(t.Context(), fans, store.RegisterOpts{Priority: 3})
+		require.NoError(t, err)
+		res, err := b.db.RegisterFans(t.Context(), fans, store.RegisterOpts{Priority: 3})
+		require.NoError(t, err)
+		require.Equal(t, store.RegisterResult{Skipped: 2}, res)
+		require.Len(t, registerJobs(t, b), 2)
+		n, err := b.db.CountJobs(t.Context(), Job{}.Kind())
+		require.NoError(t, err)
+		require.Equal(t, int64(2), n)
+	})
+
+	open.test(t, "DuplicateInOneCallQueuedOnce", Policy{}, func(t *testing.T, b *bundle) {
+		res, err := b.db.RegisterFans(t.Context(), []store.FanInput{fans[0], fans[0]}, store.RegisterOpts{})
+		require.NoError(t, err)
+		require.Equal(t, store.RegisterResult{Queued: 1, Skipped: 1}, res)
+		require.Len(t, registerJobs(t, b), 1)
+	})
+
+	open.test(t, "SkipsFanWithLivePendingID", Policy{}, func(t *testing.T, b *bundle) {
+		b.addFan(t, "test-u1", "p-1")
+		res, err := b.db.RegisterFans(t.Context(), fans, store.RegisterOpts{})
+		require.NoError(t, err)
+		require.Equal(t, store.RegisterResult{Queued: 1, Skipped: 1}, res)
+		require.Equal(t, []registerJob{{"test-u2", 3}}, registerJobs(t, b), "default priority 3")
+	})
+
+	open.test(t, "QueuesFanWhosePendingIDExpired", Policy{}, func(t *testing.T, b *bundle) {
+		b.addFan(t, "test-u1", "p-1")
+		b.clock.Advance(store.PendingIDLifetime)
+		res, err := b.db.RegisterFans(t.Context(), fans[:1], store.RegisterOpts{})
+		require.NoError(t, err)
+		require.Equal(t, store.RegisterResult{Queued: 1}, res)
+		require.Len(t, registerJobs(t, b), 1)
+	})
+
+	open.test(t, "NoJobInsertsNoJob", Policy{}, func(t *testing.T, b *bundle) {
+		res, err := b.db.RegisterFans(t.Context(), fans, store.RegisterOpts{NoJob: true})
+		require.NoError(t, err)
+		require.Equal(t, store.RegisterResult{Queued: 2}, res)
+		require.Equal(t, store.Counts{Fans: 2}, b.counts(t))
+	})
+
+	open.test(t, "NoPolicyQueuesWithoutJob", nil, func(t *testing.T, b *bundle) {
+		// Ensure that without a policy a fan counts as queued (the caller
+		// registers it) and no job is inserted.
+		res, err := b.db.RegisterFans(t.Context(), fans, store.RegisterOpts{})
+		require.NoError(t, err)
+		require.Equal(t, store.RegisterResult{Queued: 2}, res)
+		require.Equal(t, store.Counts{Fans: 2}, b.counts(t))
+	})
+
+	open.test(t, "RenewRequeuesRegisteredFan", Policy{}, func(t *testing.T, b *bundle) {
+		b.addFan(t, "test-u1", "p-1")
+		res, err := b.db.RegisterFans(t.Context(), []store.FanInput{{UnionID: "test-u1", OpenID: "o-test-u1"}}, store.RegisterOpts{Priority: 4, Renew: true})
+		require.NoError(t, err)
+		require.Equal(t, store.RegisterResult{Queued: 1}, res)
+		require.Equal(t, []registerJob{{"test-u1", 4}}, registerJobs(t, b))
+	})
+
+	open.test(t, "UpdatesChangedOpenID", Policy{}, func(t *testing.T, b *bundle) {
+		b.addFan(t, "test-u1", "")
+		_, err := b.db.RegisterFans(t.Context(), []store.FanInput{{UnionID: "test-u1", OpenID: "o-new"}}, store.RegisterOpts{NoJob: true})
+		require.NoError(t, err)
+		require.Equal(t, "o-new", b.fan(t, "test-u1").OpenID)
+		require.Equal(t, int64(1), b.counts(t).Fans)
+	})
+
+	open.test(t, "ErrInvalidWritesNothing", Policy{}, func(t *testing.T, b *bundle) {
+		for name, bad := range map[string]store.FanInput{
+			"NoUnionID": {OpenID: "o-3"},
+			"NoOpenID":  {UnionID: "test-u3"},
+			"TooLong":   {UnionID: strings.Repeat("u", 129), OpenID: "o-3"},
+		} {
+			_, err := b.db.RegisterFans(t.Context(), append(fans[:2:2], bad), store.RegisterOpts{})
+			require.ErrorIs(t, err, store.ErrInvalid, name)
+		}
+		require.Equal(t, store.Counts{}, b.counts(t))
+	})
+}
+
+func (open exerciser) failFan(t *testing.T) {
+	open.test(t, "RecordsReason", Policy{}, func(t *testing.T, b *bundle) {
+		b.addFan(t, "test-u1", "")
+		require.NoError(t, b.db.FailFan(t.Context(), "test-u1", "wecom: errcode 610014: invalid unionid"))
+		fan := b.fan(t, "test-u1")
+		require.Equal(t, store.FanFailed, fan.State)
+		require.Equal(t, "wecom: errcode 610014: invalid unionid", fan.LastError)
+	})
+
+	open.test(t, "TruncatesLongReason", Policy{}, func(t *testing.T, b *bundle) {
+		b.addFan(t, "test-u1", "")
+		require.NoError(t, b.db.FailFan(t.Context(), "test-u1", strings.Repeat("x", store.MaxFieldLen+10)))
+		require.Len(t, b.fan(t, "test-u1").LastError, store.MaxFieldLen)
+	})
+
+	open.test(t, "RegistrationClearsFailure", Policy{}, func(t *testing.T, b *bundle) {
+		b.addFan(t, "test-u1", "")
+		require.NoError(t, b.db.FailFan(t.Context(), "test-u1", "boom"))
+		_, err := b.db.RecordFanPendingID(t.Context(), "test-u1", "p-1")
+		require.NoError(t, err)
+		fan := b.fan(t, "test-u1")
+		require.Equal(t, store.FanRegistered, fan.State)
+		require.Empty(t, fan.LastError)
+	})
+}
+
+func (open exerciser) findFan(t *testing.T) {
+	open.test(t, "PendingIDsNewestFirst", Policy{}, func(t *testing.T, b *bundle) {
+		b.addFan(t, "test-u1", "p-1")
+		issued := b.clock.Advance(24 * time.Hour)
+		_, err := b.db.RecordFanPendingID(t.Context(), "test-u1", "p-2")
+		require.NoError(t, err)
+		b.resolve(t, resolution("wwtestcorp", "wmtest1", "p-2"))
+
+		fan := b.fan(t, "test-u1")
+		require.Equal(t, "test-u1", fan.UnionID)
+		require.Equal(t, store.FanRegistered, fan.State)
+		require.Len(t, fan.PendingIDs, 2)
+		require.Equal(t, "p-2", fan.PendingIDs[0].PendingID)
+		require.Equal(t, "p-1", fan.PendingIDs[1].PendingID)
+		require.True(t, fan.PendingIDs[0].IssuedAt.Equal(issued))
+		require.True(t, fan.PendingIDs[0].ExpiresAt.Equal(issued.Add(store.PendingIDLifetime)))
+		require.Equal(t, "p-2", fan.PendingID)
+		require.NotNil(t, fan.ExpiresAt)
+		require.True(t, fan.ExpiresAt.Equal(issued.Add(store.PendingIDLifetime)))
+		require.Len(t, fan.Links, 1)
+		require.Equal(t, "wmtest1", fan.Links[0].ExternalUserID)
+	})
+
+	open.test(t, "NoLivePendingIDShown", Policy{}, func(t *testing.T, b *bundle) {
+		b.addFan(t, "test-u1", "p-1")
+		b.clock.Advance(store.PendingIDLifetime)
+		fan := b.fan(t, "test-u1")
+		require.Empty(t, fan.PendingID)
+		require.Nil(t, fan.ExpiresAt)
+		require.Len(t, fan.PendingIDs, 1)
+	})
+
+	open.test(t, "NewFanHasEmptyLists", Policy{}, func(t *testing.T, b *bundle) {
+		b.addFan(t, "test-u1", "")
+		fan := b.fan(t, "test-u1")
+		require.NotNil(t, fan.PendingIDs)
+		require.Empty(t, fan.PendingIDs)
+		require.NotNil(t, fan.Links)
+		require.Empty(t, fan.Links)
+	})
+
+	open.test(t, "ErrNotFound", Policy{}, func(t *testing.T, b *bundle) {
+		_, err := b.db.FindFan(t.Context(), "test-nobody")
+		require.ErrorIs(t, err, store.ErrNotFound)
+	})
+}
+
+func (open exerciser) findLinks(t *testing.T) {
+	// Five links, one hour apart, newest last:
+	// 1 u1/c1/e1, 2 u1/c2/e2, 3 u2/c1/e3, 4 u2/c2/e4, 5 u3/c1/e5.
+	b := open.setup(t, Policy{})
+	type spec struct{ union, corp, ext string }
+	specs := []spec{
+		{"test-u1", "wwtestc1", "wm1"}, {"test-u1", "wwtestc2", "wm2"},
+		{"test-u2", "wwtestc1", "wm3"}, {"test-u2", "wwtestc2", "wm4"}, {"test-u3", "wwtestc1", "wm5"},
+	}
+	for _, u := range []string{"test-u1", "test-u2", "test-u3"} {
+		b.addFan(t, u, "p-"+u)
+	}
+	ids := make([]int64, len(specs))
+	for i, s := range specs {
+		b.clock.Advance(time.Hour)
+		links := b.resolve(t, resolution(s.corp, s.ext, "p-"+s.union))
+		require.Len(t, links, 1)
+		ids[i] = links[0].ID
+	}
+	externals := func(links []store.Link) []string {
+		var out []string
+		for _, l := range links {
+			out = append(out, l.ExternalUserID)
+		}
+		return out
+	}
+
+	for name, tc := range map[string]struct {
+		filter store.LinkFilter
+		want   []string
+	}{
+		"AllNewestFirst":   {store.LinkFilter{}, []string{"wm5", "wm4", "wm3", "wm2", "wm1"}},
+		"ByUnionID":        {store.LinkFilter{UnionID: "test-u2"}, []string{"wm4", "wm3"}},
+		"ByCorp":           {store.LinkFilter{CorpID: "wwtestc1"}, []string{"wm5", "wm3", "wm1"}},
+		"ByExternal":       {store.LinkFilter{ExternalUserID: "wm2"}, []string{"wm2"}},
+		"ByCorpAndUnionID": {store.LinkFilter{CorpID: "wwtestc2", UnionID: "test-u1"}, []string{"wm2"}},
+		"SinceIsInclusive": {store.LinkFilter{Since: b.start.Add(4 * time.Hour)}, []string{"wm5", "wm4"}},
+		"Limit":            {store.LinkFilter{Limit: 2}, []string{"wm5", "wm4"}},
+		"BeforeID":         {store.LinkFilter{BeforeID: ids[3], Limit: 2}, []string{"wm3", "wm2"}},
+		"BeforeIDWithCorp": {store.LinkFilter{BeforeID: ids[4], CorpID: "wwtestc1"}, []string{"wm3", "wm1"}},
+		"NoMatch":          {store.LinkFilter{UnionID: "test-nobody"}, nil},
+	} {
+		t.Run(name, func(t *testing.T) {
+			links, err := b.db.FindLinks(t.Context(), tc.filter)
+			require.NoError(t, err)
+			require.Equal(t, tc.want, externals(links))
+		})
+	}
+
+	t.Run("CursorPagesThroughAll", func(t *testing.T) {
+		var (
+			got    []string
+			before int64
+		)
+		for range 10 {
+			links, err := b.db.FindLinks(t.Context(), store.LinkFilter{Limit: 2, BeforeID: before})
+			require.NoError(t, err)
+			got = append(got, externals(links)...)
+			if len(links) < 2 {
+				break
+			}
+			before = links[len(links)-1].ID
+		}
+		require.Equal(t, []string{"wm5", "wm4", "wm3", "wm2", "wm1"}, got)
+	})
+}
+
+func (open exerciser) findCustomer(t *testing.T) {
+	open.test(t, "ErrNotFound", Policy{}, func(t *testing.T, b *bundle) {
+		_, err := b.db.FindCustomer(t.Context(), "wwtestcorp", "wmtest-nobody")
+		require.ErrorIs(t, err, store.ErrNotFound)
+	})
+
+	open.test(t, "ResolutionsAndLinks", Policy{}, func(t *testing.T, b *bundle) {
+		b.addFan(t, "test-u1", "p-1")
+		r := resolution("wwtestcorp", "wmtest1", "p-1")
+		r.Reason = "ok"
+		b.resolve(t, r)
+		r.ChatID = "wrtestchat"
+		b.resolve(t, r)
+
+		c := b.customer(t, "wwtestcorp", "wmtest1")
+		require.Equal(t, "wwtestcorp", c.CorpID)
+		require.Equal(t, "wmtest1", c.ExternalUserID)
+		require.Len(t, c.Resolutions, 2)
+		require.Empty(t, c.Resolutions[0].ChatID)
+		require.Equal(t, "wrtestchat", c.Resolutions[1].ChatID)
+		for _, res := range c.Resolutions {
+			require.Equal(t, "p-1", res.PendingID)
+			require.Equal(t, "test-staff", res.UserID)
+			require.Equal(t, store.ResolutionMatched, res.State)
+			require.Equal(t, "ok", res.Reason)
+			require.True(t, res.ResolvedAt.Equal(b.start))
+		}
+		require.Len(t, c.Links, 1)
+	})
+
+	open.test(t, "ResolutionWithoutLink", Policy{}, func(t *testing.T, b *bundle) {
+		b.resolve(t, resolution("wwtestcorp", "wmtest1", ""))
+		c := b.customer(t, "wwtestcorp", "wmtest1")
+		require.Len(t, c.Resolutions, 1)
+		require.NotNil(t, c.Links)
+		require.Empty(t, c.Links)
+	})
+}
+
+func (open exerciser) fansToRenew(t *testing.T) {
+	open.test(t, "Selection", Policy{}, func(t *testing.T, b *bundle) {
+		// test-a: registered at start, unmatched; expires at start+90d.
+		b.addFan(t, "test-a", "p-a")
+		// test-b: registered at start, linked.
+		b.addFan(t, "test-b", "p-b")
+		b.resolve(t, resolution("wwtestcorp", "wmtest-b", "p-b"))
+		// test-c: registered ten days later; test-new never registered; test-failed failed.
+		b.clock.Advance(10 * 24 * time.Hour)
+		b.addFan(t, "test-c", "p-c")
+		b.addFan(t, "test-new", "")
+		b.addFan(t, "test-failed", "")
+		require.NoError(t, b.db.FailFan(t.Context(), "test-failed", "boom"))
+		expiryA := b.start.Add(store.PendingIDLifetime)
+
+		unionIDs := func(fans []store.FanInput) []string {
+			var out []string
+			for _, f := range fans {
+				out = append(out, f.UnionID)
+			}
+			return out
+		}
+
+		t.Run("ExpiringUnmatchedOnly", func(t *testing.T) {
+			fans, err := b.db.FansToRenew(t.Context(), expiryA.Add(time.Millisecond), 100)
+			require.NoError(t, err)
+			require.Equal(t, []store.FanInput{{UnionID: "test-a", OpenID: "o-test-a"}}, fans)
+		})
+
+		t.Run("BeforeIsExclusive", func(t *testing.T) {
+			fans, err := b.db.FansToRenew(t.Context(), expiryA, 100)
+			require.NoError(t, err)
+			require.Empty(t, fans)
+		})
+
+		t.Run("OldestExpiryFirstAndLimit", func(t *testing.T) {
+			far := b.start.Add(365 * 24 * time.Hour)
+			fans, err := b.db.FansToRenew(t.Context(), far, 100)
+			require.NoError(t, err)
+			require.Equal(t, []string{"test-a", "test-c"}, unionIDs(fans))
+			fans, err = b.db.FansToRenew(t.Context(), far, 1)
+			require.NoError(t, err)
+			require.Equal(t, []string{"test-a"}, unionIDs(fans))
+		})
+	})
+
+	open.test(t, "EndedLinkRenews", Policy{}, func(t *testing.T, b *bundle) {
+		// Ensure a fan whose only link ended is renewed again.
+		b.addFan(t, "test-b", "p-b")
+		b.resolve(t, resolution("wwtestcorp", "wmtest-b", "p-b"))
+		before := b.start.Add(store.PendingIDLifetime + time.Hour)
+		fans, err := b.db.FansToRenew(t.Context(), before, 10)
+		require.NoError(t, err)
+		require.Empty(t, fans)
+		_, err = b.db.EndLinks(t.Context(), store.EndLink{CorpID: "wwtestcorp", ExternalUserID: "wmtest-b"})
+		require.NoError(t, err)
+		fans, err = b.db.FansToRenew(t.Context(), before, 10)
+		require.NoError(t, err)
+		require.Equal(t, []store.FanInput{{UnionID: "test-b", OpenID: "o-test-b"}}, fans)
+	})
+}
+
+func (open exerciser) countJobs(t *testing.T) {
+	b := open.setup(t, Policy{})
+	n, err := b.db.CountJobs(t.Context(), Job{}.Kind())
+	require.NoError(t, err)
+	require.Zero(t, n)
+
+	_, err = b.db.RegisterFans(t.Context(), []store.FanInput{{UnionID: "test-u1", OpenID: "o"}, {UnionID: "test-u2", OpenID: "o"}}, store.RegisterOpts{})
+	require.NoError(t, err)
+	_, err = b.db.RegisterFans(t.Context(), []store.FanInput{{UnionID: "test-u3", OpenID: "o"}}, store.RegisterOpts{NoJob: true})
+	require.NoError(t, err)
+	// A finished (here cancelled) job no longer counts.
+	_, err = b.db.River().JobCancel(t.Context(), jobRows(t, b.db)[0].ID)
+	require.NoError(t, err)
+	n, err = b.db.CountJobs(t.Context(), Job{}.Kind())
+	require.NoError(t, err)
+	require.Equal(t, int64(1), n)
+	n, err = b.db.CountJobs(t.Context(), "other")
+	require.NoError(t, err)
+	require.Zero(t, n, "only the kind asked for")
+}
