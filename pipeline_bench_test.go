@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pendinglink/pendinglink/pipeline"
 	"github.com/pendinglink/pendinglink/store"
+	"github.com/pendinglink/pendinglink/store/storetest"
 	"github.com/pendinglink/pendinglink/wecom"
 	"github.com/pendinglink/pendinglink/wecom/wecomtest"
 )
@@ -35,10 +37,8 @@ func BenchmarkPipeline_Burst(b *testing.B) {
 		b.StopTimer()
 		wc := wecomtest.NewServer(wecomtest.WithPendingForUnregistered(true))
 		dbPath := filepath.Join(b.TempDir(), "burst.db")
-		db, err := store.Open(ctx, store.Config{DSN: dbPath})
-		if err != nil {
-			b.Fatal(err)
-		}
+		// The events and their resolve jobs are written as the server would.
+		db := storetest.MustOpen(b, store.Config{DSN: dbPath, Jobs: pipeline.Policy{}})
 		for d := range dealers {
 			dealer := wc.AddDealer("dealer-" + strconv.Itoa(d))
 			for range perCorp {

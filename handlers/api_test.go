@@ -8,10 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -32,39 +29,6 @@ import (
 // apiNow is the fixed time of the API tests' store and pipeline.
 var apiNow = time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC)
 
-// migratedStore holds the bytes of a freshly migrated store file, so each
-// test copies it instead of migrating its own: River's migrations dominate
-// store.Open under -race, and copying is about ten times faster.
-var migratedStore struct {
-	once  sync.Once
-	bytes []byte
-	err   error
-}
-
-// mustOpenStore opens a copy of a migrated store file with cfg (its DSN is
-// replaced) and closes it when the test ends.
-func mustOpenStore(t *testing.T, cfg store.Config) *store.DB {
-	t.Helper()
-	migratedStore.once.Do(func() {
-		tmpl := filepath.Join(t.TempDir(), "template.db")
-		db, err := store.Open(context.Background(), store.Config{DSN: tmpl})
-		if err != nil {
-			migratedStore.err = err
-			return
-		}
-		// Close checkpoints the WAL into the file, so the file alone is a copy.
-		if err := db.Close(); err != nil {
-			migratedStore.err = err
-			return
-		}
-		migratedStore.bytes, migratedStore.err = os.ReadFile(tmpl)
-	})
-	require.NoError(t, migratedStore.err)
-	cfg.DSN = filepath.Join(t.TempDir(), "pendinglink.db")
-	require.NoError(t, os.WriteFile(cfg.DSN, migratedStore.bytes, 0o600))
-	return storetest.MustOpen(t, cfg)
-}
-
 // apiBundle is a server with the pipeline routes on a real store.
 type apiBundle struct {
 	db    *store.DB
@@ -80,7 +44,7 @@ type apiOpts struct {
 func setupAPI(t *testing.T, opts apiOpts) *apiBundle {
 	t.Helper()
 	now := func() time.Time { return apiNow }
-	db := mustOpenStore(t, store.Config{Now: now, Jobs: pipeline.Policy{}})
+	db := storetest.MustOpen(t, store.Config{Now: now, Jobs: pipeline.Policy{}})
 	if opts.wecom == nil {
 		opts.wecom = &pipelinetest.FakeWeCom{}
 	}

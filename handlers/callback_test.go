@@ -23,6 +23,7 @@ import (
 	"github.com/pendinglink/pendinglink/handlers"
 	"github.com/pendinglink/pendinglink/pipeline"
 	"github.com/pendinglink/pendinglink/store"
+	"github.com/pendinglink/pendinglink/store/storetest"
 	"github.com/pendinglink/pendinglink/wecom"
 )
 
@@ -53,7 +54,7 @@ type setupOpts struct {
 
 func setup(t *testing.T, opts setupOpts) *testBundle {
 	t.Helper()
-	db := mustOpenStore(t, store.Config{Jobs: pipeline.Policy{}})
+	db := storetest.MustOpen(t, store.Config{Jobs: pipeline.Policy{}})
 	cr, err := crypto.New(testToken, testAESKey)
 	require.NoError(t, err)
 	if opts.mode == "" {

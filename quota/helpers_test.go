@@ -4,23 +4,16 @@ import (
 	"context"
 	"errors"
 	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/pendinglink/pendinglink/internal/fakeclock"
 	"github.com/pendinglink/pendinglink/quota"
 )
 
-// fakeClock is a settable clock, starting at 2025-03-01 10:00 UTC.
-type fakeClock struct{ nanos atomic.Int64 }
-
-func newFakeClock() *fakeClock {
-	c := &fakeClock{}
-	c.nanos.Store(time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC).UnixNano())
-	return c
+// newFakeClock returns the tests' clock, starting at 2025-03-01 10:00 UTC.
+func newFakeClock() *fakeclock.Clock {
+	return fakeclock.New(time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC))
 }
-
-func (c *fakeClock) Now() time.Time          { return time.Unix(0, c.nanos.Load()).UTC() }
-func (c *fakeClock) Advance(d time.Duration) { c.nanos.Add(int64(d)) }
 
 func isQuotaError(err error) bool {
 	var qe *quota.Error

@@ -17,6 +17,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/pendinglink/pendinglink/internal/fakeclock"
 	"github.com/pendinglink/pendinglink/wecom"
 )
 
@@ -26,26 +27,10 @@ const (
 	testSecret  = "test-secret-DO-NOT-LOG"
 )
 
-// fakeClock is a settable clock for token expiry and quota windows.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{t: time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
+// newFakeClock returns the clock for token expiry and quota windows,
+// starting at 2025-03-01 10:00 UTC.
+func newFakeClock() *fakeclock.Clock {
+	return fakeclock.New(time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC))
 }
 
 // apiRequest is one request the test server received.
@@ -63,7 +48,7 @@ type handlerFunc func(w http.ResponseWriter, req apiRequest) any
 // testBundle is a WeCom stand-in written for these tests: each API path has
 // a handler; gettoken issues tok-1, tok-2, … by default.
 type testBundle struct {
-	clock  *fakeClock
+	clock  *fakeclock.Clock
 	srv    *httptest.Server
 	client *wecom.Client
 	logs   *syncBuffer

@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/pendinglink/pendinglink/internal/fakeclock"
 	"github.com/pendinglink/pendinglink/store"
 )
 
@@ -65,7 +66,7 @@ type exerciser func(tb testing.TB, cfg store.Config) *store.DB
 // bundle is one test's store and its clock.
 type bundle struct {
 	db    *store.DB
-	clock *Clock
+	clock *fakeclock.Clock
 	// start is where the clock started.
 	start time.Time
 }
@@ -86,11 +87,11 @@ func (open exerciser) test(t *testing.T, name string, policy store.JobPolicy, f 
 	})
 }
 
-// setupConfig opens a store with cfg, whose Now it sets to a Clock.
+// setupConfig opens a store with cfg, whose Now it sets to a fake clock.
 func (open exerciser) setupConfig(t *testing.T, cfg store.Config) *bundle {
 	t.Helper()
 	start := time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC)
-	clock := NewClock(start)
+	clock := fakeclock.New(start)
 	cfg.Now = clock.Now
 	return &bundle{db: open(t, cfg), clock: clock, start: start}
 }

@@ -1,6 +1,6 @@
 // Package storetest is the test kit of package store: it opens real,
-// migrated stores (MustOpen), moves time by hand (Clock), reads what a write
-// left behind through the store's and River's APIs (MustCounts, Jobs),
+// migrated stores (MustOpen), reads what a write left behind through the
+// store's and River's APIs (MustCounts, Jobs),
 // stands in for the pipeline's job policy (Policy), and holds the
 // conformance suite every engine must pass (Exercise).
 //

@@ -1,64 +1,16 @@
 package wecomtest
 
 import (
-	"context"
-	"sync"
 	"time"
+
+	"github.com/pendinglink/pendinglink/internal/fakeclock"
 )
 
-// Clock is a fake clock that moves only when told to. The fake WeCom reads
-// it for token expiry, pending_id expiry, quota windows and event
-// CreateTime; give the same clock to the code under test (Server.Client
-// does) so both sides agree on the time. It is safe for concurrent use.
-//
-// A zero Clock reads as the zero time; use NewClock.
-type Clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
+// Clock is a fake clock that moves only when told to (see
+// fakeclock.Clock). The fake WeCom reads it for token expiry, pending_id
+// expiry, quota windows and event CreateTime; give the same clock to the
+// code under test (Server.Client does) so both sides agree on the time.
+type Clock = fakeclock.Clock
 
 // NewClock returns a clock stopped at t.
-func NewClock(t time.Time) *Clock {
-	return &Clock{now: t}
-}
-
-// Now returns the clock's current time. Its signature matches time.Now, so
-// c.Now can be passed wherever a func() time.Time is wanted.
-func (c *Clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-// Advance moves the clock forward by d. It panics if d is negative, because
-// going back is almost always a test bug; use Set to do it on purpose.
-func (c *Clock) Advance(d time.Duration) {
-	if d < 0 {
-		panic("wecomtest: Clock.Advance with a negative duration; use Set to go back")
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
-// Set moves the clock to t, forward or back.
-func (c *Clock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = t
-}
-
-// Sleep is a stand-in for waiting, for code under test that takes a sleep
-// function (the wecom client's retry backoff, a quota limiter): instead of
-// waiting it moves the clock forward by d, as if the time had passed, and
-// returns ctx's error if ctx has ended. Concurrent sleepers each move the
-// clock. d <= 0 does not move it.
-func (c *Clock) Sleep(ctx context.Context, d time.Duration) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if d > 0 {
-		c.Advance(d)
-	}
-	return nil
-}
+func NewClock(t time.Time) *Clock { return fakeclock.New(t) }

@@ -1,4 +1,4 @@
-package wecomtest_test
+package fakeclock_test
 
 import (
 	"context"
@@ -8,15 +8,17 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/pendinglink/pendinglink/wecom/wecomtest"
+	"github.com/pendinglink/pendinglink/internal/fakeclock"
 )
+
+var t0 = time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC)
 
 func TestClock(t *testing.T) {
 	t.Parallel()
 
 	t.Run("StandsStillUntilMoved", func(t *testing.T) {
 		t.Parallel()
-		c := wecomtest.NewClock(t0)
+		c := fakeclock.New(t0)
 		require.Equal(t, t0, c.Now())
 		require.Equal(t, t0, c.Now())
 		c.Advance(90 * time.Minute)
@@ -27,15 +29,15 @@ func TestClock(t *testing.T) {
 
 	t.Run("AdvanceNegativePanics", func(t *testing.T) {
 		t.Parallel()
-		c := wecomtest.NewClock(t0)
-		require.PanicsWithValue(t, "wecomtest: Clock.Advance with a negative duration; use Set to go back",
+		c := fakeclock.New(t0)
+		require.PanicsWithValue(t, "fakeclock: Advance with a negative duration; use Set to go back",
 			func() { c.Advance(-time.Second) })
 		require.Equal(t, t0, c.Now())
 	})
 
 	t.Run("SleepMovesTheClockInsteadOfWaiting", func(t *testing.T) {
 		t.Parallel()
-		c := wecomtest.NewClock(t0)
+		c := fakeclock.New(t0)
 		require.NoError(t, c.Sleep(context.Background(), time.Hour))
 		require.Equal(t, t0.Add(time.Hour), c.Now())
 		require.NoError(t, c.Sleep(context.Background(), -time.Hour))
@@ -44,7 +46,7 @@ func TestClock(t *testing.T) {
 
 	t.Run("SleepReturnsCtxErrWithoutMoving", func(t *testing.T) {
 		t.Parallel()
-		c := wecomtest.NewClock(t0)
+		c := fakeclock.New(t0)
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		require.ErrorIs(t, c.Sleep(ctx, time.Hour), context.Canceled)
@@ -53,7 +55,7 @@ func TestClock(t *testing.T) {
 
 	t.Run("SafeForConcurrentUse", func(t *testing.T) {
 		t.Parallel()
-		c := wecomtest.NewClock(t0)
+		c := fakeclock.New(t0)
 		var wg sync.WaitGroup
 		for range 8 {
 			wg.Go(func() {
