@@ -100,7 +100,7 @@ type Config struct {
 	Quota QuotaUsage
 }
 
-// QuotaUsage reports a quota's windows; *wecom.Limiter implements it.
+// QuotaUsage reports a quota's windows; *quota.Limiter implements it.
 type QuotaUsage interface {
 	Usage() []quota.Usage
 }

@@ -35,7 +35,7 @@ type WeComAPI interface {
 	UnionIDToExternalUserID(ctx context.Context, unionID, openID, corpID string) ([]wecom.ExternalUserIDInfo, error)
 }
 
-// Quota reports the registration quota; *wecom.Limiter implements it.
+// Quota reports the registration quota; *quota.Limiter implements it.
 type Quota interface {
 	// Usage reports each window's use.
 	Usage() []quota.Usage
