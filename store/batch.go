@@ -138,6 +138,7 @@ func (db *DB) commitBatch(ctx context.Context, batch []*saveReq) {
 		db.cfg.Logger.WarnContext(txCtx, "store: event batch busy, retrying", "events", len(evs))
 		results, err = db.eng.saveEvents(txCtx, db.jobs(), evs, db.cfg.Now())
 	}
+	db.noteWrite(err)
 	if err != nil {
 		err = fmt.Errorf("store: save %d events: %w", len(evs), err)
 		db.cfg.Logger.ErrorContext(txCtx, "store: event batch failed", "events", len(evs), "err", err)

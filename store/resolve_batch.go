@@ -46,6 +46,7 @@ func (db *DB) resolutionLoop(ctx context.Context) {
 			rs[i] = req.r
 		}
 		links, errs, err := db.eng.recordResolutions(context.WithoutCancel(ctx), db.jobs(), rs, db.cfg.Now())
+		db.noteWrite(err)
 		if err != nil {
 			err = fmt.Errorf("store: record %d resolutions: %w", len(rs), err)
 		}

@@ -626,6 +626,21 @@ func (e *sqliteEngine) ping(ctx context.Context) error {
 
 func (e *sqliteEngine) writePool() *sql.DB { return e.write }
 
+// resumeOrphanedJobs implements engine. One process serves a SQLite file
+// (the single writer connection is its lock on the work), so at start any
+// job still marked running was being worked by a process that died. River's
+// rescuer would wait RescueStuckJobsAfter; the jobs are idempotent, so they
+// run again now. This writes River's table directly: River has no API to
+// release a running job.
+func (e *sqliteEngine) resumeOrphanedJobs(ctx context.Context) (int64, error) {
+	res, err := e.write.ExecContext(ctx, `UPDATE river_job SET state = 'available' WHERE state = 'running'`)
+	if err != nil {
+		return 0, sqliteError("resume running jobs", err)
+	}
+	n, err := res.RowsAffected()
+	return n, sqliteError("resume running jobs", err)
+}
+
 // close implements engine. The checkpointer and the read pool go first so
 // that the write connection, closing last, can checkpoint the whole WAL into
 // the database file and remove it.

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -42,6 +43,7 @@ const (
 	DefaultMaxWorkers      = 10
 
 	DefaultCheckpointInterval       = time.Second
+	DefaultWriteFailureWindow       = 30 * time.Second
 	DefaultWALRestartPages    int64 = 16384 // 64 MiB of 4 KiB pages
 )
 
@@ -130,6 +132,20 @@ type Config struct {
 	// DefaultCheckpointInterval. SQLite only.
 	CheckpointInterval time.Duration
 
+	// WriteFailureWindow is how long a failed commit makes Ping fail, unless
+	// a later commit succeeds first. Readiness thus tells a load balancer
+	// that this instance cannot store callbacks (a full disk still answers
+	// reads), and comes back by itself when no traffic arrives to prove
+	// writes work again. Defaults to DefaultWriteFailureWindow.
+	WriteFailureWindow time.Duration
+
+	// RescueStuckJobsAfter is how long a job may be running before River
+	// makes it available again (it belonged to a process that died). On
+	// SQLite, jobs left running are also resumed at Start, since one
+	// process owns the file. Defaults to JobTimeout (River's default 1 min
+	// when unset) plus one minute.
+	RescueStuckJobsAfter time.Duration
+
 	// WALRestartPages is the WAL size, in pages, above which the store logs
 	// a warning that the WAL is not restarting from its beginning (a long
 	// read or another process holding it). Defaults to
@@ -171,6 +187,16 @@ func (cfg Config) withDefaults() Config {
 	if cfg.WALRestartPages == 0 {
 		cfg.WALRestartPages = DefaultWALRestartPages
 	}
+	if cfg.WriteFailureWindow == 0 {
+		cfg.WriteFailureWindow = DefaultWriteFailureWindow
+	}
+	if cfg.RescueStuckJobsAfter == 0 {
+		timeout := cfg.JobTimeout
+		if timeout <= 0 {
+			timeout = river.JobTimeoutDefault
+		}
+		cfg.RescueStuckJobsAfter = timeout + time.Minute
+	}
 	return cfg
 }
 
@@ -188,6 +214,10 @@ func (cfg Config) validate() error {
 		return errors.New("store: Config.CheckpointInterval must not be negative")
 	case cfg.WALRestartPages < 0:
 		return errors.New("store: Config.WALRestartPages must not be negative")
+	case cfg.WriteFailureWindow < 0:
+		return errors.New("store: Config.WriteFailureWindow must not be negative")
+	case cfg.RescueStuckJobsAfter < 0:
+		return errors.New("store: Config.RescueStuckJobsAfter must not be negative")
 	case cfg.SoftStopTimeout < 0:
 		return errors.New("store: Config.SoftStopTimeout must not be negative")
 	case cfg.Workers == nil && cfg.Queues != nil:
@@ -206,9 +236,13 @@ func (cfg Config) riverConfig() *river.Config {
 		FetchPollInterval: cfg.FetchPollInterval,
 		FetchCooldown:     cfg.FetchCooldown,
 		JobTimeout:        cfg.JobTimeout,
-		MaxAttempts:       cfg.MaxAttempts,
-		SoftStopTimeout:   cfg.SoftStopTimeout,
-		TestOnly:          cfg.TestOnly,
+		// River's default waits an hour before it rescues the jobs of a
+		// process that died; a job attempt is bounded by JobTimeout, so
+		// anything running longer than that plus a margin is orphaned.
+		RescueStuckJobsAfter: cfg.RescueStuckJobsAfter,
+		MaxAttempts:          cfg.MaxAttempts,
+		SoftStopTimeout:      cfg.SoftStopTimeout,
+		TestOnly:             cfg.TestOnly,
 	}
 	if cfg.Workers != nil {
 		rc.Workers = cfg.Workers
@@ -233,6 +267,10 @@ type engine interface {
 	loadQuota(ctx context.Context, key string, since int64) (map[int64]int64, error)
 	pruneQuota(ctx context.Context, before int64) (int64, error)
 	ping(ctx context.Context) error
+	// resumeOrphanedJobs makes the jobs a dead process left running
+	// available again and returns how many; engines shared by several
+	// processes leave that to River's rescuer and return 0.
+	resumeOrphanedJobs(ctx context.Context) (int64, error)
 
 	// The pipeline (pipeline.go); each writes in one transaction and inserts
 	// its follow-up jobs through jobs.
@@ -285,8 +323,28 @@ type DB struct {
 	resDone    chan struct{}
 	hooks      testHooks
 
+	// writeFailed holds the last failed commit until one succeeds (Ping).
+	writeFailed atomic.Pointer[writeFailure]
+
 	closeOnce sync.Once
 	closeErr  error
+}
+
+// writeFailure is a commit that failed, and when.
+type writeFailure struct {
+	at  time.Time
+	err error
+}
+
+// noteWrite records the outcome of a commit for Ping.
+func (db *DB) noteWrite(err error) {
+	if err == nil {
+		if db.writeFailed.Load() != nil {
+			db.writeFailed.Store(nil)
+		}
+		return
+	}
+	db.writeFailed.Store(&writeFailure{at: db.cfg.Now(), err: err})
 }
 
 // Open opens the database named by cfg.DSN, sets its pragmas, applies the
@@ -368,6 +426,13 @@ func (db *DB) Start(ctx context.Context) error {
 		return ErrClosed
 	default:
 	}
+	n, err := db.eng.resumeOrphanedJobs(ctx)
+	if err != nil {
+		return fmt.Errorf("store: resume jobs left running: %w", err)
+	}
+	if n > 0 {
+		db.cfg.Logger.InfoContext(ctx, "store: resumed jobs a stopped process left running", "jobs", n)
+	}
 	if err := db.river.Start(ctx); err != nil {
 		return fmt.Errorf("store: start river: %w", err)
 	}
@@ -400,8 +465,13 @@ func (db *DB) Close() error {
 	return db.closeErr
 }
 
-// Ping checks that the database answers.
+// Ping checks that the database answers and that writes work: a commit
+// that failed within Config.WriteFailureWindow, with none succeeding since,
+// is returned as the error.
 func (db *DB) Ping(ctx context.Context) error {
+	if f := db.writeFailed.Load(); f != nil && db.cfg.Now().Sub(f.at) < db.cfg.WriteFailureWindow {
+		return fmt.Errorf("store: last write failed: %w", f.err)
+	}
 	return db.eng.ping(ctx)
 }
 
