@@ -57,13 +57,12 @@ func TestNewClient(t *testing.T) {
 
 func TestClient_UnionIDToPendingID(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 
 	t.Run("OK", func(t *testing.T) {
 		t.Parallel()
 		tb := setupPending(t, pendingOK)
 
-		pid, err := tb.callPending(ctx)
+		pid, err := tb.callPending(t.Context())
 		require.NoError(t, err)
 		require.Equal(t, "p-test-union", pid)
 
@@ -92,7 +91,7 @@ func TestClient_UnionIDToPendingID(t *testing.T) {
 			t.Parallel()
 			tb := setupPending(t, firstThen(tt.failures, tt.failure, pendingOK))
 
-			pid, err := tb.callPending(ctx)
+			pid, err := tb.callPending(t.Context())
 			require.NoError(t, err)
 			require.Equal(t, "p-test-union", pid)
 			require.Equal(t, tt.failures+1, tb.calls(wecom.APIUnionIDToPendingID))
@@ -111,7 +110,7 @@ func TestClient_UnionIDToPendingID(t *testing.T) {
 			c.Retry = wecom.RetryPolicy{MaxAttempts: 4, BaseDelay: time.Second, MaxDelay: 3 * time.Second}
 		})
 
-		_, err := tb.callPending(ctx)
+		_, err := tb.callPending(t.Context())
 		var ae *wecom.APIError
 		require.ErrorAs(t, err, &ae)
 		require.Equal(t, wecom.APIError{API: wecom.APIUnionIDToPendingID, Code: -1, Msg: "system busy"}, *ae)
@@ -150,7 +149,7 @@ func TestClient_UnionIDToPendingID(t *testing.T) {
 			t.Parallel()
 			tb := setupPending(t, answerWith(tt.err), func(c *wecom.Config) { c.Retry.MaxAttempts = tt.maxAttempts })
 
-			_, err := tb.callPending(ctx)
+			_, err := tb.callPending(t.Context())
 			got := reflect.New(reflect.TypeOf(tt.err)) // *T for errors.As, T being a pointer type
 			require.ErrorAs(t, err, got.Interface())
 			require.Equal(t, tt.err, got.Elem().Interface())
@@ -164,7 +163,7 @@ func TestClient_UnionIDToPendingID(t *testing.T) {
 		t.Parallel()
 		tb := setupPending(t, always(wecom.CodeNoPermission, "no privilege to access/modify contact/party/agent"))
 
-		_, err := tb.callPending(ctx)
+		_, err := tb.callPending(t.Context())
 		require.True(t, wecom.IsPermanent(err))
 		require.Contains(t, tb.logs.String(), "token=upstream", "a permission error logs which token was used")
 	})
@@ -179,7 +178,7 @@ func TestClient_UnionIDToPendingID(t *testing.T) {
 				return pendingOK(w, req)
 			})
 
-			pid, err := tb.callPending(ctx)
+			pid, err := tb.callPending(t.Context())
 			require.NoError(t, err)
 			require.Equal(t, "p-test-union", pid)
 			require.Equal(t, 2, tb.calls(wecom.APIGetToken))
@@ -196,7 +195,7 @@ func TestClient_UnionIDToPendingID(t *testing.T) {
 		tb := setup(t)
 		tb.handle(wecom.APIGetToken, always(wecom.CodeInvalidSecret, "invalid credential"))
 
-		_, err := tb.callPending(ctx)
+		_, err := tb.callPending(t.Context())
 		var ae *wecom.APIError
 		require.ErrorAs(t, err, &ae)
 		require.Equal(t, wecom.APIGetToken, ae.API)
@@ -217,7 +216,7 @@ func TestClient_UnionIDToPendingID(t *testing.T) {
 			}
 		})
 
-		cctx, cancel := context.WithCancel(ctx)
+		cctx, cancel := context.WithCancel(t.Context())
 		go func() {
 			<-sleeping
 			cancel()
@@ -233,7 +232,7 @@ func TestClient_UnionIDToPendingID(t *testing.T) {
 		t.Parallel()
 		tb := setup(t)
 
-		_, err := tb.client.UnionIDToPendingID(ctx, "", "test-open")
+		_, err := tb.client.UnionIDToPendingID(t.Context(), "", "test-open")
 		require.ErrorIs(t, err, wecom.ErrInvalidArgument)
 		require.True(t, wecom.IsPermanent(err))
 		require.Equal(t, 0, tb.calls(wecom.APIGetToken))
@@ -243,7 +242,7 @@ func TestClient_UnionIDToPendingID(t *testing.T) {
 		t.Parallel()
 		tb := setupPending(t, func(http.ResponseWriter, apiRequest) any { return ok() })
 
-		_, err := tb.callPending(ctx)
+		_, err := tb.callPending(t.Context())
 		require.ErrorContains(t, err, "no pending_id")
 	})
 
@@ -256,10 +255,10 @@ func TestClient_UnionIDToPendingID(t *testing.T) {
 		tb := setupPending(t, pendingOK, func(c *wecom.Config) { c.PendingIDQuota = lim; c.Now = clock.Now })
 
 		for range 2 {
-			_, err := tb.callPending(ctx)
+			_, err := tb.callPending(t.Context())
 			require.NoError(t, err)
 		}
-		_, err := tb.callPending(ctx)
+		_, err := tb.callPending(t.Context())
 		var qe *quota.Error
 		require.ErrorAs(t, err, &qe)
 		require.True(t, wecom.IsRateLimited(err))
@@ -284,13 +283,13 @@ func TestClient_UnionIDToPendingID(t *testing.T) {
 		tb := setupPending(t, pendingOK, withQuota(time.Second))
 
 		for range 2 {
-			_, err := tb.callPending(ctx)
+			_, err := tb.callPending(t.Context())
 			require.NoError(t, err)
 		}
 		require.Equal(t, []time.Duration{time.Second}, slept, "the second call waited for the 1 s pacing gap")
 
 		tb2 := setupPending(t, pendingOK, withQuota(time.Second/2))
-		_, err := tb2.callPending(ctx)
+		_, err := tb2.callPending(t.Context())
 		var qe *quota.Error
 		require.ErrorAs(t, err, &qe, "a gap longer than QuotaMaxWait is returned, not waited for")
 		require.True(t, qe.Pacing)
@@ -305,7 +304,7 @@ func TestClient_UnionIDToPendingID(t *testing.T) {
 		tb := setupPending(t, firstThen(1, always(wecom.CodeSystemBusy, "system busy"), pendingOK),
 			func(c *wecom.Config) { c.PendingIDQuota = lim })
 
-		_, err := tb.callPending(ctx)
+		_, err := tb.callPending(t.Context())
 		require.NoError(t, err)
 		// WeCom may count a failed call too, so the limiter does.
 		require.EqualValues(t, 2, lim.Usage()[0].Used)
@@ -314,7 +313,6 @@ func TestClient_UnionIDToPendingID(t *testing.T) {
 
 func TestClient_TokenCache(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 
 	t.Run("ConcurrentMissesFetchOnce", func(t *testing.T) {
 		t.Parallel()
@@ -338,7 +336,7 @@ func TestClient_TokenCache(t *testing.T) {
 			}
 			return pendingOK(w, req)
 		})
-		_, err := tb.callPending(ctx)
+		_, err := tb.callPending(t.Context())
 		require.NoError(t, err)
 		mu.Lock()
 		revoked["tok-1"] = true // WeCom revokes the cached token early
@@ -366,7 +364,7 @@ func TestClient_TokenCache(t *testing.T) {
 			})
 			call := func() {
 				t.Helper()
-				_, err := tb.callPending(ctx)
+				_, err := tb.callPending(t.Context())
 				require.NoError(t, err)
 			}
 
@@ -389,9 +387,9 @@ func TestClient_TokenCache(t *testing.T) {
 			return ok("access_token", "tok-good", "expires_in", 7200)
 		}))
 
-		_, err := tb.callPending(ctx)
+		_, err := tb.callPending(t.Context())
 		require.True(t, wecom.IsPermanent(err))
-		_, err = tb.callPending(ctx)
+		_, err = tb.callPending(t.Context())
 		require.NoError(t, err)
 		require.Equal(t, 2, tb.calls(wecom.APIGetToken))
 	})
@@ -407,7 +405,7 @@ func callConcurrently(t *testing.T, tb *testBundle, n int) {
 	for i := range n {
 		wg.Go(func() {
 			<-start
-			_, err := tb.client.UnionIDToPendingID(context.Background(), fmt.Sprintf("test-u%d", i), "test-open")
+			_, err := tb.client.UnionIDToPendingID(t.Context(), fmt.Sprintf("test-u%d", i), "test-open")
 			errs <- err
 		})
 	}
@@ -421,13 +419,12 @@ func callConcurrently(t *testing.T, tb *testBundle, n int) {
 
 func TestClient_Secrets(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 
 	t.Run("TransportErrorHasNoToken", func(t *testing.T) {
 		t.Parallel()
 		tb := setupPending(t, hangUp, func(c *wecom.Config) { c.Retry.MaxAttempts = 1 })
 
-		_, err := tb.callPending(ctx)
+		_, err := tb.callPending(t.Context())
 		require.Error(t, err)
 		require.True(t, wecom.IsRetryable(err))
 		var ue *url.Error
@@ -449,7 +446,7 @@ func TestClient_Secrets(t *testing.T) {
 		require.NoError(t, err)
 		t.Cleanup(c.Close)
 
-		_, err = c.UnionIDToPendingID(ctx, "test-union", "test-open")
+		_, err = c.UnionIDToPendingID(t.Context(), "test-union", "test-open")
 		require.Error(t, err)
 		require.True(t, wecom.IsRetryable(err))
 		require.NotContains(t, err.Error(), testSecret)
@@ -470,7 +467,7 @@ func TestClient_Secrets(t *testing.T) {
 			return pendingOK(w, req)
 		})
 
-		_, err := tb.callPending(ctx)
+		_, err := tb.callPending(t.Context())
 		require.NoError(t, err)
 		logs := tb.logs.String()
 		require.Contains(t, logs, "errcode=42001")
@@ -483,13 +480,12 @@ func TestClient_Secrets(t *testing.T) {
 
 func TestClient_ExternalUserIDToPendingID(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 
 	t.Run("MoreThan100IDsRefusedLocally", func(t *testing.T) {
 		t.Parallel()
 		tb := setup(t)
 
-		_, err := tb.client.ExternalUserIDToPendingID(ctx, "", "", testIDs(101))
+		_, err := tb.client.ExternalUserIDToPendingID(t.Context(), "", "", testIDs(101))
 		require.ErrorIs(t, err, wecom.ErrTooManyIDs)
 		require.True(t, wecom.IsPermanent(err))
 		require.Equal(t, 0, tb.calls(wecom.APIGetToken))
@@ -499,9 +495,9 @@ func TestClient_ExternalUserIDToPendingID(t *testing.T) {
 	t.Run("Exactly100IDsSent", func(t *testing.T) {
 		t.Parallel()
 		tb := setup(t)
-		tb.handle(wecom.APIExternalUserIDToPendingID, emptyResult)
+		tb.answer(wecom.APIExternalUserIDToPendingID, "result", []any{})
 
-		res, err := tb.client.ExternalUserIDToPendingID(ctx, "", "", testIDs(100))
+		res, err := tb.client.ExternalUserIDToPendingID(t.Context(), "", "", testIDs(100))
 		require.NoError(t, err)
 		require.Len(t, res, 100)
 		require.Len(t, tb.requests(wecom.APIExternalUserIDToPendingID)[0].Body["external_userid"], 100)
@@ -518,7 +514,7 @@ func TestClient_ExternalUserIDToPendingID(t *testing.T) {
 			})
 		})
 
-		res, err := tb.client.ExternalUserIDToPendingID(ctx, "", "", []string{"wmA", "wmB", "wmC", "wmA"})
+		res, err := tb.client.ExternalUserIDToPendingID(t.Context(), "", "", []string{"wmA", "wmB", "wmC", "wmA"})
 		require.NoError(t, err)
 		require.Equal(t, []wecom.PendingResult{
 			{ExternalUserID: "wmA"}, {ExternalUserID: "wmB"},
@@ -532,9 +528,9 @@ func TestClient_ExternalUserIDToPendingID(t *testing.T) {
 	t.Run("ChatIDSent", func(t *testing.T) {
 		t.Parallel()
 		tb := setup(t)
-		tb.handle(wecom.APIExternalUserIDToPendingID, emptyResult)
+		tb.answer(wecom.APIExternalUserIDToPendingID, "result", []any{})
 
-		_, err := tb.client.ExternalUserIDToPendingID(ctx, "", "wrtestchat", []string{"wmA"})
+		_, err := tb.client.ExternalUserIDToPendingID(t.Context(), "", "wrtestchat", []string{"wmA"})
 		require.NoError(t, err)
 		require.Equal(t, "wrtestchat", tb.requests(wecom.APIExternalUserIDToPendingID)[0].Body["chat_id"])
 	})
@@ -543,7 +539,7 @@ func TestClient_ExternalUserIDToPendingID(t *testing.T) {
 		t.Parallel()
 		tb := setup(t)
 
-		res, err := tb.client.ExternalUserIDToPendingID(ctx, "", "", nil)
+		res, err := tb.client.ExternalUserIDToPendingID(t.Context(), "", "", nil)
 		require.NoError(t, err)
 		require.Empty(t, res)
 		require.Equal(t, 0, tb.calls(wecom.APIGetToken))
@@ -552,9 +548,9 @@ func TestClient_ExternalUserIDToPendingID(t *testing.T) {
 	t.Run("UpstreamTokenByDefault", func(t *testing.T) {
 		t.Parallel()
 		tb := setup(t)
-		tb.handle(wecom.APIExternalUserIDToPendingID, emptyResult)
+		tb.answer(wecom.APIExternalUserIDToPendingID, "result", []any{})
 
-		_, err := tb.client.ExternalUserIDToPendingID(ctx, "wwtestdown", "", []string{"wmA"})
+		_, err := tb.client.ExternalUserIDToPendingID(t.Context(), "wwtestdown", "", []string{"wmA"})
 		require.NoError(t, err)
 		require.Equal(t, "tok-1", tb.requests(wecom.APIExternalUserIDToPendingID)[0].Token)
 		require.Equal(t, 0, tb.calls(wecom.APICorpGetToken))
@@ -563,9 +559,9 @@ func TestClient_ExternalUserIDToPendingID(t *testing.T) {
 	t.Run("DownstreamTokenFromConfiguredAgent", func(t *testing.T) {
 		t.Parallel()
 		tb := setupDownstream(t, map[string]int64{"wwtestdown": 1001})
-		tb.handle(wecom.APIExternalUserIDToPendingID, emptyResult)
+		tb.answer(wecom.APIExternalUserIDToPendingID, "result", []any{})
 
-		_, err := tb.client.ExternalUserIDToPendingID(ctx, "wwtestdown", "", []string{"wmA"})
+		_, err := tb.client.ExternalUserIDToPendingID(t.Context(), "wwtestdown", "", []string{"wmA"})
 		require.NoError(t, err)
 		corpReqs := tb.requests(wecom.APICorpGetToken)
 		require.Len(t, corpReqs, 1)
@@ -582,10 +578,10 @@ func TestClient_ExternalUserIDToPendingID(t *testing.T) {
 			require.Equal(t, "wwtestdown", req.Body["corpid"])
 			return ok("ending", 1, "corp_list", []map[string]any{{"corpid": "wwtestdown", "corp_name": "Dealer", "agentid": 2002}})
 		})
-		tb.handle(wecom.APIExternalUserIDToPendingID, emptyResult)
+		tb.answer(wecom.APIExternalUserIDToPendingID, "result", []any{})
 
 		for range 2 {
-			_, err := tb.client.ExternalUserIDToPendingID(ctx, "wwtestdown", "", []string{"wmA"})
+			_, err := tb.client.ExternalUserIDToPendingID(t.Context(), "wwtestdown", "", []string{"wmA"})
 			require.NoError(t, err)
 		}
 		require.Equal(t, 1, tb.calls(wecom.APIListAppShareInfo))
@@ -596,11 +592,9 @@ func TestClient_ExternalUserIDToPendingID(t *testing.T) {
 	t.Run("DownstreamCorpNotShared", func(t *testing.T) {
 		t.Parallel()
 		tb := setupDownstream(t, nil)
-		tb.handle(wecom.APIListAppShareInfo, func(http.ResponseWriter, apiRequest) any {
-			return ok("ending", 1, "corp_list", []any{})
-		})
+		tb.answer(wecom.APIListAppShareInfo, "ending", 1, "corp_list", []any{})
 
-		_, err := tb.client.ExternalUserIDToPendingID(ctx, "wwtestgone", "", []string{"wmA"})
+		_, err := tb.client.ExternalUserIDToPendingID(t.Context(), "wwtestgone", "", []string{"wmA"})
 		require.ErrorIs(t, err, wecom.ErrNotShared)
 		require.True(t, wecom.IsPermanent(err))
 		require.Equal(t, 0, tb.calls(wecom.APIExternalUserIDToPendingID))
@@ -614,7 +608,7 @@ func TestClient_ExternalUserIDToPendingID(t *testing.T) {
 				return ok("result", []map[string]string{{"external_userid": "wmA", "pending_id": "pA"}})
 			}))
 
-		res, err := tb.client.ExternalUserIDToPendingID(ctx, "wwtestdown", "", []string{"wmA"})
+		res, err := tb.client.ExternalUserIDToPendingID(t.Context(), "wwtestdown", "", []string{"wmA"})
 		require.NoError(t, err)
 		require.Equal(t, "pA", res[0].PendingID)
 		require.Equal(t, 2, tb.calls(wecom.APICorpGetToken))
@@ -626,7 +620,7 @@ func TestClient_ExternalUserIDToPendingID(t *testing.T) {
 		t.Parallel()
 		tb := setupDownstream(t, nil)
 
-		_, err := tb.client.ExternalUserIDToPendingID(ctx, "", "", []string{"wmA"})
+		_, err := tb.client.ExternalUserIDToPendingID(t.Context(), "", "", []string{"wmA"})
 		require.ErrorIs(t, err, wecom.ErrInvalidArgument)
 	})
 }
@@ -639,9 +633,6 @@ func testIDs(n int) []string {
 	}
 	return ids
 }
-
-// emptyResult answers external_userid_to_pending_id with no matches.
-func emptyResult(http.ResponseWriter, apiRequest) any { return ok("result", []any{}) }
 
 // setupDownstream is setup for a client using downstream tokens, with the
 // given configured agents (nil: looked up) and corp tokens handled.
@@ -664,7 +655,6 @@ func handleCorpToken(tb *testBundle) {
 
 func TestClient_DownstreamToken(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 
 	t.Run("CachedPerCorpAndAgent", func(t *testing.T) {
 		t.Parallel()
@@ -678,7 +668,7 @@ func TestClient_DownstreamToken(t *testing.T) {
 		got := map[string]bool{}
 		for range 2 {
 			for _, k := range keys {
-				tok, err := tb.client.DownstreamToken(ctx, k.corp, k.agent)
+				tok, err := tb.client.DownstreamToken(t.Context(), k.corp, k.agent)
 				require.NoError(t, err)
 				require.True(t, strings.HasPrefix(tok, fmt.Sprintf("down-%s-%d-", k.corp, k.agent)))
 				got[tok] = true
@@ -697,14 +687,13 @@ func TestClient_DownstreamToken(t *testing.T) {
 		t.Parallel()
 		tb := setup(t)
 
-		_, err := tb.client.DownstreamToken(ctx, "wwtestA", 0)
+		_, err := tb.client.DownstreamToken(t.Context(), "wwtestA", 0)
 		require.ErrorIs(t, err, wecom.ErrInvalidArgument)
 	})
 }
 
 func TestClient_ListAppShareInfo(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 
 	t.Run("PagesUntilEnding", func(t *testing.T) {
 		t.Parallel()
@@ -720,7 +709,7 @@ func TestClient_ListAppShareInfo(t *testing.T) {
 			}
 		})
 
-		corps, err := tb.client.ListAppShareInfo(ctx)
+		corps, err := tb.client.ListAppShareInfo(t.Context())
 		require.NoError(t, err)
 		require.Equal(t, []wecom.SharedCorp{
 			{CorpID: "wwtest1", CorpName: "One", AgentID: 11},
@@ -737,11 +726,9 @@ func TestClient_ListAppShareInfo(t *testing.T) {
 	t.Run("RepeatedCursorIsError", func(t *testing.T) {
 		t.Parallel()
 		tb := setup(t)
-		tb.handle(wecom.APIListAppShareInfo, func(http.ResponseWriter, apiRequest) any {
-			return ok("ending", 0, "next_cursor", "same", "corp_list", []any{})
-		})
+		tb.answer(wecom.APIListAppShareInfo, "ending", 0, "next_cursor", "same", "corp_list", []any{})
 
-		_, err := tb.client.ListAppShareInfo(ctx)
+		_, err := tb.client.ListAppShareInfo(t.Context())
 		require.ErrorContains(t, err, "pagination does not end")
 		require.Equal(t, 2, tb.calls(wecom.APIListAppShareInfo))
 	})
@@ -750,7 +737,7 @@ func TestClient_ListAppShareInfo(t *testing.T) {
 		t.Parallel()
 		tb := setup(t, func(c *wecom.Config) { c.AgentID = 0 })
 
-		_, err := tb.client.ListAppShareInfo(ctx)
+		_, err := tb.client.ListAppShareInfo(t.Context())
 		require.ErrorIs(t, err, wecom.ErrInvalidArgument)
 		require.ErrorContains(t, err, "Config.AgentID")
 		require.Equal(t, 0, tb.calls(wecom.APIGetToken))
@@ -760,14 +747,12 @@ func TestClient_ListAppShareInfo(t *testing.T) {
 		t.Parallel()
 		tb := setup(t, func(c *wecom.Config) { c.PendingToken = wecom.PendingTokenDownstream })
 		handleCorpToken(tb)
-		tb.handle(wecom.APIListAppShareInfo, func(http.ResponseWriter, apiRequest) any {
-			return ok("ending", 1, "corp_list", []map[string]any{{"corpid": "wwtest1", "corp_name": "One", "agentid": 11}})
-		})
-		tb.handle(wecom.APIExternalUserIDToPendingID, func(http.ResponseWriter, apiRequest) any { return ok("result", []any{}) })
+		tb.answer(wecom.APIListAppShareInfo, "ending", 1, "corp_list", []map[string]any{{"corpid": "wwtest1", "corp_name": "One", "agentid": 11}})
+		tb.answer(wecom.APIExternalUserIDToPendingID, "result", []any{})
 
-		_, err := tb.client.ListAppShareInfo(ctx)
+		_, err := tb.client.ListAppShareInfo(t.Context())
 		require.NoError(t, err)
-		_, err = tb.client.ExternalUserIDToPendingID(ctx, "wwtest1", "", []string{"wmA"})
+		_, err = tb.client.ExternalUserIDToPendingID(t.Context(), "wwtest1", "", []string{"wmA"})
 		require.NoError(t, err)
 		require.Equal(t, 1, tb.calls(wecom.APIListAppShareInfo))
 		require.Equal(t, float64(11), tb.requests(wecom.APICorpGetToken)[0].Body["agentid"])
@@ -776,19 +761,16 @@ func TestClient_ListAppShareInfo(t *testing.T) {
 
 func TestClient_UnionIDToExternalUserID(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 
 	t.Run("OK", func(t *testing.T) {
 		t.Parallel()
 		tb := setup(t)
-		tb.handle(wecom.APIUnionIDToExternalUserID, func(http.ResponseWriter, apiRequest) any {
-			return ok("external_userid_info", []map[string]string{
-				{"corpid": "wwtest1", "external_userid": "wmX1"},
-				{"corpid": "wwtest2", "external_userid": "wmX2"},
-			})
+		tb.answer(wecom.APIUnionIDToExternalUserID, "external_userid_info", []map[string]string{
+			{"corpid": "wwtest1", "external_userid": "wmX1"},
+			{"corpid": "wwtest2", "external_userid": "wmX2"},
 		})
 
-		got, err := tb.client.UnionIDToExternalUserID(ctx, "test-union", "test-open", "")
+		got, err := tb.client.UnionIDToExternalUserID(t.Context(), "test-union", "test-open", "")
 		require.NoError(t, err)
 		require.Equal(t, []wecom.ExternalUserIDInfo{
 			{CorpID: "wwtest1", ExternalUserID: "wmX1"}, {CorpID: "wwtest2", ExternalUserID: "wmX2"},
@@ -800,9 +782,9 @@ func TestClient_UnionIDToExternalUserID(t *testing.T) {
 	t.Run("CorpIDSent", func(t *testing.T) {
 		t.Parallel()
 		tb := setup(t)
-		tb.handle(wecom.APIUnionIDToExternalUserID, func(http.ResponseWriter, apiRequest) any { return ok() })
+		tb.answer(wecom.APIUnionIDToExternalUserID)
 
-		got, err := tb.client.UnionIDToExternalUserID(ctx, "test-union", "test-open", "wwtest1")
+		got, err := tb.client.UnionIDToExternalUserID(t.Context(), "test-union", "test-open", "wwtest1")
 		require.NoError(t, err)
 		require.Empty(t, got)
 		require.Equal(t, "wwtest1", tb.requests(wecom.APIUnionIDToExternalUserID)[0].Body["corpid"])
@@ -810,16 +792,15 @@ func TestClient_UnionIDToExternalUserID(t *testing.T) {
 
 	t.Run("QuotaExhaustedMakesNoCall", func(t *testing.T) {
 		t.Parallel()
-		lim, err := quota.New(ctx, quota.Config{
+		lim := newLimiter(t, quota.Config{
 			Key: "external", Windows: wecom.ExternalUserIDWindows(1, 10), Now: newFakeClock().Now,
 		})
-		require.NoError(t, err)
 		tb := setup(t, func(c *wecom.Config) { c.ExternalUserIDQuota = lim })
-		tb.handle(wecom.APIUnionIDToExternalUserID, func(http.ResponseWriter, apiRequest) any { return ok() })
+		tb.answer(wecom.APIUnionIDToExternalUserID)
 
-		_, err = tb.client.UnionIDToExternalUserID(ctx, "test-union", "test-open", "")
+		_, err := tb.client.UnionIDToExternalUserID(t.Context(), "test-union", "test-open", "")
 		require.NoError(t, err)
-		_, err = tb.client.UnionIDToExternalUserID(ctx, "test-union", "test-open", "")
+		_, err = tb.client.UnionIDToExternalUserID(t.Context(), "test-union", "test-open", "")
 		require.True(t, wecom.IsRateLimited(err))
 		require.Equal(t, 1, tb.calls(wecom.APIUnionIDToExternalUserID))
 	})
@@ -827,7 +808,6 @@ func TestClient_UnionIDToExternalUserID(t *testing.T) {
 
 func TestClient_Stats(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 	tb := setup(t)
 	tb.handle(wecom.APIUnionIDToPendingID, func(w http.ResponseWriter, req apiRequest) any {
 		switch req.N {
@@ -842,9 +822,9 @@ func TestClient_Stats(t *testing.T) {
 		return pendingOK(w, req)
 	})
 
-	_, err := tb.client.UnionIDToPendingID(ctx, "test-union", "test-open") // -1, 502, ok
+	_, err := tb.client.UnionIDToPendingID(t.Context(), "test-union", "test-open") // -1, 502, ok
 	require.NoError(t, err)
-	_, err = tb.client.UnionIDToPendingID(ctx, "test-union", "test-open") // 45009
+	_, err = tb.client.UnionIDToPendingID(t.Context(), "test-union", "test-open") // 45009
 	require.True(t, wecom.IsRateLimited(err))
 
 	st := tb.client.Stats()
@@ -872,16 +852,16 @@ func TestClient_CallerCancelDuringTokenFetch(t *testing.T) {
 
 	// The first caller gives up while the shared fetch is in flight; the
 	// fetch is detached from it, so a second caller still gets the token.
-	cctx, cancel := context.WithCancel(context.Background())
+	cctx, cancel := context.WithCancel(t.Context())
 	go func() {
 		<-arrived
 		cancel()
 	}()
-	_, err := tb.client.UnionIDToPendingID(cctx, "test-union", "test-open")
+	_, err := tb.callPending(cctx)
 	require.ErrorIs(t, err, context.Canceled)
 	close(release)
 
-	_, err = tb.client.UnionIDToPendingID(context.Background(), "test-union", "test-open")
+	_, err = tb.callPending(t.Context())
 	require.NoError(t, err)
 	require.Equal(t, 1, tb.calls(wecom.APIGetToken))
 }
@@ -906,11 +886,10 @@ func BenchmarkClient_UnionIDToPendingID(b *testing.B) {
 	c, err := wecom.NewClient(wecom.Config{BaseURL: srv.URL, CorpID: testCorpID, CorpSecret: testSecret})
 	require.NoError(b, err)
 	b.Cleanup(c.Close)
-	ctx := context.Background()
 
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := c.UnionIDToPendingID(ctx, "test-union", "test-open"); err != nil {
+		if _, err := c.UnionIDToPendingID(b.Context(), "test-union", "test-open"); err != nil {
 			b.Fatal(err)
 		}
 	}

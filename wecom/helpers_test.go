@@ -265,3 +265,8 @@ func answerWith(err error) handlerFunc {
 	}
 	panic(fmt.Sprintf("answerWith: unsupported error %T", err))
 }
+
+// answer makes api always succeed with the extra fields kv (as for ok).
+func (tb *testBundle) answer(api string, kv ...any) {
+	tb.handle(api, func(http.ResponseWriter, apiRequest) any { return ok(kv...) })
+}
