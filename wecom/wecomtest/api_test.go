@@ -48,22 +48,19 @@ func TestUnionIDToPendingID(t *testing.T) {
 	// returning it, and the next registration issues a new one.
 	t.Run("NewIDAfter90DaysAndOldOneNeverReturned", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t)
-		d := b.srv.AddDealer("Dealer A")
-		p := b.srv.AddPerson()
-		c := b.srv.AddCustomer(d, p, d.Staff[0])
-		old := mustRegister(t, b.srv, mustToken(t, b.srv), p)
+		s := setupScene(t)
+		old := mustRegister(t, s.srv, s.tok, s.p)
 
-		b.clock.Advance(wecomtest.PendingIDLifetime)
-		tok := mustToken(t, b.srv)
-		_, ok := b.srv.PendingIDOf(p)
+		s.clock.Advance(wecomtest.PendingIDLifetime)
+		tok := mustToken(t, s.srv)
+		_, ok := s.srv.PendingIDOf(s.p)
 		require.False(t, ok)
-		require.Empty(t, mustBatch(t, b.srv, tok, "", c.ExternalUserID), "expired ids are never returned")
+		require.Empty(t, mustBatch(t, s.srv, tok, "", s.c.ExternalUserID), "expired ids are never returned")
 
-		renewed := mustRegister(t, b.srv, tok, p)
+		renewed := mustRegister(t, s.srv, tok, s.p)
 		require.NotEqual(t, old, renewed)
-		require.Equal(t, map[string]string{c.ExternalUserID: renewed}, mustBatch(t, b.srv, tok, "", c.ExternalUserID))
-		got, _ := b.srv.PendingIDOf(p)
+		require.Equal(t, map[string]string{s.c.ExternalUserID: renewed}, mustBatch(t, s.srv, tok, "", s.c.ExternalUserID))
+		got, _ := s.srv.PendingIDOf(s.p)
 		require.Equal(t, renewed, got)
 	})
 
@@ -115,14 +112,10 @@ func TestExternalUserIDToPendingID(t *testing.T) {
 
 	t.Run("CustomerAddedBeforeRegistration", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t)
-		tok := mustToken(t, b.srv)
-		d := b.srv.AddDealer("Dealer A")
-		p := b.srv.AddPerson()
-		c := b.srv.AddCustomer(d, p, d.Staff[0])
-		require.Empty(t, mustBatch(t, b.srv, tok, "", c.ExternalUserID))
-		pid := mustRegister(t, b.srv, tok, p)
-		require.Equal(t, map[string]string{c.ExternalUserID: pid}, mustBatch(t, b.srv, tok, "", c.ExternalUserID))
+		s := setupScene(t)
+		require.Empty(t, mustBatch(t, s.srv, s.tok, "", s.c.ExternalUserID))
+		pid := mustRegister(t, s.srv, s.tok, s.p)
+		require.Equal(t, map[string]string{s.c.ExternalUserID: pid}, mustBatch(t, s.srv, s.tok, "", s.c.ExternalUserID))
 	})
 
 	t.Run("OmitsUnregisteredByDefault", func(t *testing.T) {
@@ -147,21 +140,17 @@ func TestExternalUserIDToPendingID(t *testing.T) {
 	// brand never registered, and a later registration returns that same id.
 	t.Run("PendingForUnregisteredIssuesTheIDRegistrationReturns", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t, wecomtest.WithPendingForUnregistered(true))
-		tok := mustToken(t, b.srv)
-		d := b.srv.AddDealer("Dealer A")
-		p := b.srv.AddPerson()
-		c := b.srv.AddCustomer(d, p, d.Staff[0])
+		s := setupScene(t, wecomtest.WithPendingForUnregistered(true))
 
-		got := mustBatch(t, b.srv, tok, "", c.ExternalUserID)
+		got := mustBatch(t, s.srv, s.tok, "", s.c.ExternalUserID)
 		require.Len(t, got, 1)
-		pid := got[c.ExternalUserID]
+		pid := got[s.c.ExternalUserID]
 		require.True(t, strings.HasPrefix(pid, "ptest"), pid)
-		known, ok := b.srv.PendingIDOf(p)
+		known, ok := s.srv.PendingIDOf(s.p)
 		require.True(t, ok)
 		require.Equal(t, pid, known)
-		require.Equal(t, pid, mustRegister(t, b.srv, tok, p))
-		require.Equal(t, got, mustBatch(t, b.srv, tok, "", c.ExternalUserID), "stable across calls")
+		require.Equal(t, pid, mustRegister(t, s.srv, s.tok, s.p))
+		require.Equal(t, got, mustBatch(t, s.srv, s.tok, "", s.c.ExternalUserID), "stable across calls")
 	})
 
 	t.Run("OmitsUnknownIDs", func(t *testing.T) {
@@ -175,18 +164,14 @@ func TestExternalUserIDToPendingID(t *testing.T) {
 
 	t.Run("OmitsRemovedCustomer", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t)
-		tok := mustToken(t, b.srv)
-		d := b.srv.AddDealer("Dealer A")
-		p := b.srv.AddPerson()
-		pid := mustRegister(t, b.srv, tok, p)
-		c := b.srv.AddCustomer(d, p, d.Staff[0])
-		b.srv.RemoveCustomer(c)
-		require.Empty(t, mustBatch(t, b.srv, tok, "", c.ExternalUserID))
+		s := setupScene(t)
+		pid := mustRegister(t, s.srv, s.tok, s.p)
+		s.srv.RemoveCustomer(s.c)
+		require.Empty(t, mustBatch(t, s.srv, s.tok, "", s.c.ExternalUserID))
 
-		again := b.srv.AddCustomer(d, p, d.Staff[0])
-		require.Equal(t, c.ExternalUserID, again.ExternalUserID, "the external id is stable per (dealer, person)")
-		require.Equal(t, map[string]string{c.ExternalUserID: pid}, mustBatch(t, b.srv, tok, "", c.ExternalUserID))
+		again := s.srv.AddCustomer(s.d, s.p, s.d.Staff[0])
+		require.Equal(t, s.c.ExternalUserID, again.ExternalUserID, "the external id is stable per (dealer, person)")
+		require.Equal(t, map[string]string{s.c.ExternalUserID: pid}, mustBatch(t, s.srv, s.tok, "", s.c.ExternalUserID))
 	})
 
 	t.Run("StillACustomerWhileAnotherStaffFollows", func(t *testing.T) {
@@ -207,13 +192,9 @@ func TestExternalUserIDToPendingID(t *testing.T) {
 
 	t.Run("DuplicateIDsAnsweredOnce", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t)
-		tok := mustToken(t, b.srv)
-		d := b.srv.AddDealer("Dealer A")
-		p := b.srv.AddPerson()
-		mustRegister(t, b.srv, tok, p)
-		c := b.srv.AddCustomer(d, p, d.Staff[0])
-		r := batch(t, b.srv, tok, "", c.ExternalUserID, c.ExternalUserID)
+		s := setupScene(t)
+		mustRegister(t, s.srv, s.tok, s.p)
+		r := batch(t, s.srv, s.tok, "", s.c.ExternalUserID, s.c.ExternalUserID)
 		require.Len(t, r.Result, 1)
 	})
 
