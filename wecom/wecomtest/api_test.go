@@ -308,11 +308,6 @@ func TestExternalUserIDToPendingID(t *testing.T) {
 func TestUnionIDToExternalUserID(t *testing.T) {
 	t.Parallel()
 
-	call := func(t *testing.T, b testBundle, body map[string]string) externalResp {
-		t.Helper()
-		return post[externalResp](t, b.srv, wecomtest.APIUnionIDToExternalUserID, mustToken(t, b.srv), body)
-	}
-
 	t.Run("ReturnsEachDealerWhereACustomerInOrder", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
@@ -322,7 +317,7 @@ func TestUnionIDToExternalUserID(t *testing.T) {
 		c1 := b.srv.AddCustomer(d1, p, d1.Staff[0])
 		b.srv.AddGroupChat(d2, d2.Staff[0], p) // a chat member is not a customer
 
-		r := call(t, b, map[string]string{"unionid": p.UnionID, "openid": p.OpenID})
+		r := externalIDs(t, b, map[string]string{"unionid": p.UnionID, "openid": p.OpenID})
 		require.Equal(t, 0, r.Errcode, r.Errmsg)
 		require.Len(t, r.Info, 2)
 		require.Equal(t, d1.CorpID, r.Info[0].CorpID)
@@ -340,10 +335,10 @@ func TestUnionIDToExternalUserID(t *testing.T) {
 		p := b.srv.AddPerson()
 		b.srv.AddCustomer(d1, p, d1.Staff[0])
 		c2 := b.srv.AddCustomer(d2, p, d2.Staff[0])
-		r := call(t, b, map[string]string{"unionid": p.UnionID, "openid": p.OpenID, "corpid": d2.CorpID})
+		r := externalIDs(t, b, map[string]string{"unionid": p.UnionID, "openid": p.OpenID, "corpid": d2.CorpID})
 		require.Len(t, r.Info, 1)
 		require.Equal(t, c2.ExternalUserID, r.Info[0].ExternalUserID)
-		r = call(t, b, map[string]string{"unionid": p.UnionID, "openid": p.OpenID, "corpid": "wwtestnosuchcorp01"})
+		r = externalIDs(t, b, map[string]string{"unionid": p.UnionID, "openid": p.OpenID, "corpid": "wwtestnosuchcorp01"})
 		require.Equal(t, 0, r.Errcode)
 		require.Empty(t, r.Info)
 	})
@@ -354,7 +349,7 @@ func TestUnionIDToExternalUserID(t *testing.T) {
 		d := b.srv.AddDealer("A")
 		p := b.srv.AddPerson()
 		b.srv.RemoveCustomer(b.srv.AddCustomer(d, p, d.Staff[0]))
-		r := call(t, b, map[string]string{"unionid": p.UnionID, "openid": p.OpenID})
+		r := externalIDs(t, b, map[string]string{"unionid": p.UnionID, "openid": p.OpenID})
 		require.Equal(t, 0, r.Errcode)
 		require.NotNil(t, r.Info, "an empty array, not null")
 		require.Empty(t, r.Info)
@@ -364,19 +359,14 @@ func TestUnionIDToExternalUserID(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
 		p, q := b.srv.AddPerson(), b.srv.AddPerson()
-		require.Equal(t, 610014, call(t, b, map[string]string{"unionid": "test-unobody", "openid": p.OpenID}).Errcode)
-		require.Equal(t, 610014, call(t, b, map[string]string{"unionid": p.UnionID, "openid": q.OpenID}).Errcode)
-		require.Equal(t, 40058, call(t, b, map[string]string{"unionid": p.UnionID}).Errcode)
+		require.Equal(t, 610014, externalIDs(t, b, map[string]string{"unionid": "test-unobody", "openid": p.OpenID}).Errcode)
+		require.Equal(t, 610014, externalIDs(t, b, map[string]string{"unionid": p.UnionID, "openid": q.OpenID}).Errcode)
+		require.Equal(t, 40058, externalIDs(t, b, map[string]string{"unionid": p.UnionID}).Errcode)
 	})
 }
 
 func TestListAppShareInfo(t *testing.T) {
 	t.Parallel()
-
-	list := func(t *testing.T, b testBundle, body map[string]any) shareResp {
-		t.Helper()
-		return post[shareResp](t, b.srv, wecomtest.APIListAppShareInfo, mustToken(t, b.srv), body)
-	}
 
 	t.Run("PaginatesWithCursorUntilEnding", func(t *testing.T) {
 		t.Parallel()
@@ -389,7 +379,7 @@ func TestListAppShareInfo(t *testing.T) {
 		got := map[string]bool{}
 		cursor, pages := "", []int{}
 		for {
-			r := list(t, b, map[string]any{"agentid": b.srv.AgentID, "business_type": 1, "limit": 2, "cursor": cursor})
+			r := listShares(t, b, map[string]any{"agentid": b.srv.AgentID, "business_type": 1, "limit": 2, "cursor": cursor})
 			require.Equal(t, 0, r.Errcode, r.Errmsg)
 			pages = append(pages, len(r.CorpList))
 			for _, c := range r.CorpList {
@@ -417,7 +407,7 @@ func TestListAppShareInfo(t *testing.T) {
 		for range 3 {
 			b.srv.AddDealer("D")
 		}
-		r := list(t, b, map[string]any{"agentid": b.srv.AgentID, "business_type": 1})
+		r := listShares(t, b, map[string]any{"agentid": b.srv.AgentID, "business_type": 1})
 		require.Len(t, r.CorpList, 3)
 		require.Equal(t, 1, r.Ending)
 	})
@@ -425,7 +415,7 @@ func TestListAppShareInfo(t *testing.T) {
 	t.Run("NoDealersIsEmptyAndEnding", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		r := list(t, b, map[string]any{"agentid": b.srv.AgentID, "business_type": 1})
+		r := listShares(t, b, map[string]any{"agentid": b.srv.AgentID, "business_type": 1})
 		require.Equal(t, 0, r.Errcode)
 		require.NotNil(t, r.CorpList)
 		require.Empty(t, r.CorpList)
@@ -437,7 +427,7 @@ func TestListAppShareInfo(t *testing.T) {
 		b := setup(t)
 		b.srv.AddDealer("A")
 		d := b.srv.AddDealer("B")
-		r := list(t, b, map[string]any{"agentid": b.srv.AgentID, "business_type": 1, "corpid": d.CorpID})
+		r := listShares(t, b, map[string]any{"agentid": b.srv.AgentID, "business_type": 1, "corpid": d.CorpID})
 		require.Len(t, r.CorpList, 1)
 		require.Equal(t, d.CorpID, r.CorpList[0].CorpID)
 	})
@@ -462,7 +452,7 @@ func TestListAppShareInfo(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			b := setup(t)
-			require.Equal(t, tc.code, list(t, b, tc.body(b)).Errcode)
+			require.Equal(t, tc.code, listShares(t, b, tc.body(b)).Errcode)
 		})
 	}
 
@@ -535,4 +525,16 @@ func TestDownstreamGetToken(t *testing.T) {
 			require.Empty(t, r.AccessToken)
 		})
 	}
+}
+
+// externalIDs calls unionid_to_external_userid with a fresh token.
+func externalIDs(t *testing.T, b testBundle, body map[string]string) externalResp {
+	t.Helper()
+	return post[externalResp](t, b.srv, wecomtest.APIUnionIDToExternalUserID, mustToken(t, b.srv), body)
+}
+
+// listShares calls list_app_share_info with a fresh token.
+func listShares(t *testing.T, b testBundle, body map[string]any) shareResp {
+	t.Helper()
+	return post[shareResp](t, b.srv, wecomtest.APIListAppShareInfo, mustToken(t, b.srv), body)
 }
