@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -56,14 +57,12 @@ func TestNewClient(t *testing.T) {
 
 func TestClient_UnionIDToPendingID(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 
 	t.Run("OK", func(t *testing.T) {
 		t.Parallel()
-		tb := setup(t)
-		tb.handle(wecom.APIUnionIDToPendingID, pendingOK)
+		tb := setupPending(t, pendingOK)
 
-		pid, err := tb.client.UnionIDToPendingID(ctx, "test-union", "test-open")
+		pid, err := tb.callPending(t.Context())
 		require.NoError(t, err)
 		require.Equal(t, "p-test-union", pid)
 
@@ -77,42 +76,45 @@ func TestClient_UnionIDToPendingID(t *testing.T) {
 		require.Equal(t, testSecret, got[0].Query.Get("corpsecret"))
 	})
 
-	t.Run("SystemBusyRetriedThenSuccess", func(t *testing.T) {
-		t.Parallel()
-		tb := setup(t)
-		tb.handle(wecom.APIUnionIDToPendingID, func(w http.ResponseWriter, req apiRequest) any {
-			if req.N <= 2 {
-				return fail(wecom.CodeSystemBusy, "system busy")
-			}
-			return pendingOK(w, req)
-		})
+	// Transient failures: the client backs off and the call succeeds in the end.
+	for _, tt := range []struct {
+		name     string
+		failure  handlerFunc
+		failures int
+	}{
+		{"SystemBusyRetriedThenSuccess", always(wecom.CodeSystemBusy, "system busy"), 2},
+		{"ConcurrencyLimitRetried", always(wecom.CodeAPIConcurrentOutOfLimit, "api concurrent out of limit"), 1},
+		{"HTTP5xxRetried", httpStatus(http.StatusBadGateway), 1},
+		{"DroppedConnectionRetried", hangUp, 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tb := setupPending(t, firstThen(tt.failures, tt.failure, pendingOK))
 
-		pid, err := tb.client.UnionIDToPendingID(ctx, "test-union", "test-open")
-		require.NoError(t, err)
-		require.Equal(t, "p-test-union", pid)
-		require.Equal(t, 3, tb.calls(wecom.APIUnionIDToPendingID))
-		sleeps := tb.sleepDurations()
-		require.Len(t, sleeps, 2)
-		// Full jitter under an exponential cap: 200ms, then 400ms.
-		require.LessOrEqual(t, sleeps[0], 200*time.Millisecond)
-		require.LessOrEqual(t, sleeps[1], 400*time.Millisecond)
-	})
+			pid, err := tb.callPending(t.Context())
+			require.NoError(t, err)
+			require.Equal(t, "p-test-union", pid)
+			require.Equal(t, tt.failures+1, tb.calls(wecom.APIUnionIDToPendingID))
+			sleeps := tb.sleepDurations()
+			require.Len(t, sleeps, tt.failures)
+			// Full jitter under an exponential cap: 200ms, then 400ms.
+			for i, d := range sleeps {
+				require.LessOrEqual(t, d, 200*time.Millisecond<<i, "sleep %d", i)
+			}
+		})
+	}
 
 	t.Run("SystemBusyUntilAttemptsExhausted", func(t *testing.T) {
 		t.Parallel()
-		tb := setup(t, func(c *wecom.Config) {
+		tb := setupPending(t, always(wecom.CodeSystemBusy, "system busy"), func(c *wecom.Config) {
 			c.Retry = wecom.RetryPolicy{MaxAttempts: 4, BaseDelay: time.Second, MaxDelay: 3 * time.Second}
 		})
-		tb.handle(wecom.APIUnionIDToPendingID, func(http.ResponseWriter, apiRequest) any {
-			return fail(wecom.CodeSystemBusy, "system busy")
-		})
 
-		_, err := tb.client.UnionIDToPendingID(ctx, "test-union", "test-open")
+		_, err := tb.callPending(t.Context())
 		var ae *wecom.APIError
 		require.ErrorAs(t, err, &ae)
 		require.Equal(t, wecom.APIError{API: wecom.APIUnionIDToPendingID, Code: -1, Msg: "system busy"}, *ae)
-		require.True(t, wecom.IsRetryable(err))
-		require.False(t, wecom.IsPermanent(err))
+		require.Equal(t, errClass{retryable: true}, classify(err))
 		require.Equal(t, 4, tb.calls(wecom.APIUnionIDToPendingID))
 		sleeps := tb.sleepDurations()
 		require.Len(t, sleeps, 3)
@@ -122,49 +124,61 @@ func TestClient_UnionIDToPendingID(t *testing.T) {
 		}
 	})
 
-	t.Run("FreqLimitReturnedTypedWithoutRetry", func(t *testing.T) {
-		t.Parallel()
-		tb := setup(t)
-		tb.handle(wecom.APIUnionIDToPendingID, func(http.ResponseWriter, apiRequest) any {
-			return fail(wecom.CodeAPIFreqOutOfLimit, "api freq out of limit")
+	// Failures the client returns without a backoff retry: the typed error
+	// WeCom's answer becomes, classified for the caller, after no more calls
+	// than the kind allows.
+	const pendingAPI = wecom.APIUnionIDToPendingID
+	for _, tt := range []struct {
+		name        string
+		err         error // what WeCom answers, as the client should return it
+		maxAttempts int
+		want        errClass
+		calls       int // of unionid_to_pending_id
+		tokens      int // of gettoken
+	}{
+		{"FreqLimitReturnedTypedWithoutRetry", &wecom.APIError{API: pendingAPI, Code: wecom.CodeAPIFreqOutOfLimit, Msg: "api freq out of limit"}, 0, errClass{rateLimited: true}, 1, 1},
+		{"TokenRejectedTwiceGivesUp", &wecom.APIError{API: pendingAPI, Code: wecom.CodeTokenExpired, Msg: "access_token expired"}, 0, errClass{tokenInvalid: true}, 2, 2},
+		{"InvalidSecretAfterRefreshIsPermanent", &wecom.APIError{API: pendingAPI, Code: wecom.CodeInvalidSecret, Msg: "invalid credential"}, 0, errClass{tokenInvalid: true, permanent: true}, 2, 2},
+		{"NoPermissionIsPermanent", &wecom.APIError{API: pendingAPI, Code: wecom.CodeNoPermission, Msg: "no privilege to access/modify contact/party/agent"}, 0, errClass{permanent: true}, 1, 1},
+		{"NotCustomerYetHasOwnPredicate", &wecom.APIError{API: pendingAPI, Code: wecom.CodeNotCustomerYet, Msg: "external contact relationship not exist"}, 0, errClass{notCustomerYet: true}, 1, 1},
+		{"HTTP4xxIsPermanent", &wecom.HTTPStatusError{API: pendingAPI, StatusCode: http.StatusForbidden}, 0, errClass{permanent: true}, 1, 1},
+		// Retried to the limit, and still retryable for the caller.
+		{"HTTP5xxExhaustedIsRetryable", &wecom.HTTPStatusError{API: pendingAPI, StatusCode: http.StatusServiceUnavailable}, 2, errClass{retryable: true}, 2, 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tb := setupPending(t, answerWith(tt.err), func(c *wecom.Config) { c.Retry.MaxAttempts = tt.maxAttempts })
+
+			_, err := tb.callPending(t.Context())
+			got := reflect.New(reflect.TypeOf(tt.err)) // *T for errors.As, T being a pointer type
+			require.ErrorAs(t, err, got.Interface())
+			require.Equal(t, tt.err, got.Elem().Interface())
+			require.Equal(t, tt.want, classify(err))
+			require.Equal(t, tt.calls, tb.calls(wecom.APIUnionIDToPendingID))
+			require.Equal(t, tt.tokens, tb.calls(wecom.APIGetToken))
 		})
+	}
 
-		_, err := tb.client.UnionIDToPendingID(ctx, "test-union", "test-open")
-		require.EqualError(t, err, "wecom: corpgroup/unionid_to_pending_id: errcode 45009: api freq out of limit")
-		require.True(t, wecom.IsRateLimited(err))
-		require.False(t, wecom.IsRetryable(err))
-		require.False(t, wecom.IsPermanent(err))
-		require.Equal(t, 1, tb.calls(wecom.APIUnionIDToPendingID))
-		require.Empty(t, tb.sleepDurations())
-	})
-
-	t.Run("ConcurrencyLimitRetried", func(t *testing.T) {
+	t.Run("NoPermissionLogsToken", func(t *testing.T) {
 		t.Parallel()
-		tb := setup(t)
-		tb.handle(wecom.APIUnionIDToPendingID, func(w http.ResponseWriter, req apiRequest) any {
-			if req.N == 1 {
-				return fail(wecom.CodeAPIConcurrentOutOfLimit, "api concurrent out of limit")
-			}
-			return pendingOK(w, req)
-		})
+		tb := setupPending(t, always(wecom.CodeNoPermission, "no privilege to access/modify contact/party/agent"))
 
-		_, err := tb.client.UnionIDToPendingID(ctx, "test-union", "test-open")
-		require.NoError(t, err)
-		require.Equal(t, 2, tb.calls(wecom.APIUnionIDToPendingID))
+		_, err := tb.callPending(t.Context())
+		require.True(t, wecom.IsPermanent(err))
+		require.Contains(t, tb.logs.String(), "token=upstream", "a permission error logs which token was used")
 	})
 
 	for _, code := range []int{wecom.CodeInvalidToken, wecom.CodeTokenExpired, wecom.CodeInvalidSecret} {
 		t.Run(fmt.Sprintf("TokenRejected%dRefreshesOnceAndRetries", code), func(t *testing.T) {
 			t.Parallel()
-			tb := setup(t)
-			tb.handle(wecom.APIUnionIDToPendingID, func(w http.ResponseWriter, req apiRequest) any {
+			tb := setupPending(t, func(w http.ResponseWriter, req apiRequest) any {
 				if req.Token == "tok-1" {
 					return fail(code, "token rejected")
 				}
 				return pendingOK(w, req)
 			})
 
-			pid, err := tb.client.UnionIDToPendingID(ctx, "test-union", "test-open")
+			pid, err := tb.callPending(t.Context())
 			require.NoError(t, err)
 			require.Equal(t, "p-test-union", pid)
 			require.Equal(t, 2, tb.calls(wecom.APIGetToken))
@@ -176,41 +190,12 @@ func TestClient_UnionIDToPendingID(t *testing.T) {
 		})
 	}
 
-	t.Run("TokenRejectedTwiceGivesUp", func(t *testing.T) {
-		t.Parallel()
-		tb := setup(t)
-		tb.handle(wecom.APIUnionIDToPendingID, func(http.ResponseWriter, apiRequest) any {
-			return fail(wecom.CodeTokenExpired, "access_token expired")
-		})
-
-		_, err := tb.client.UnionIDToPendingID(ctx, "test-union", "test-open")
-		require.True(t, wecom.IsTokenInvalid(err))
-		require.False(t, wecom.IsRetryable(err))
-		require.Equal(t, 2, tb.calls(wecom.APIGetToken))
-		require.Equal(t, 2, tb.calls(wecom.APIUnionIDToPendingID))
-	})
-
-	t.Run("InvalidSecretAfterRefreshIsPermanent", func(t *testing.T) {
-		t.Parallel()
-		tb := setup(t)
-		tb.handle(wecom.APIUnionIDToPendingID, func(http.ResponseWriter, apiRequest) any {
-			return fail(wecom.CodeInvalidSecret, "invalid credential")
-		})
-
-		_, err := tb.client.UnionIDToPendingID(ctx, "test-union", "test-open")
-		require.True(t, wecom.IsTokenInvalid(err))
-		require.True(t, wecom.IsPermanent(err))
-		require.Equal(t, 2, tb.calls(wecom.APIUnionIDToPendingID))
-	})
-
 	t.Run("GetTokenInvalidSecretNotRetried", func(t *testing.T) {
 		t.Parallel()
 		tb := setup(t)
-		tb.handle(wecom.APIGetToken, func(http.ResponseWriter, apiRequest) any {
-			return fail(wecom.CodeInvalidSecret, "invalid credential")
-		})
+		tb.handle(wecom.APIGetToken, always(wecom.CodeInvalidSecret, "invalid credential"))
 
-		_, err := tb.client.UnionIDToPendingID(ctx, "test-union", "test-open")
+		_, err := tb.callPending(t.Context())
 		var ae *wecom.APIError
 		require.ErrorAs(t, err, &ae)
 		require.Equal(t, wecom.APIGetToken, ae.API)
@@ -220,119 +205,23 @@ func TestClient_UnionIDToPendingID(t *testing.T) {
 		require.Equal(t, 0, tb.calls(wecom.APIUnionIDToPendingID))
 	})
 
-	t.Run("NoPermissionIsPermanent", func(t *testing.T) {
-		t.Parallel()
-		tb := setup(t)
-		tb.handle(wecom.APIUnionIDToPendingID, func(http.ResponseWriter, apiRequest) any {
-			return fail(wecom.CodeNoPermission, "no privilege to access/modify contact/party/agent")
-		})
-
-		_, err := tb.client.UnionIDToPendingID(ctx, "test-union", "test-open")
-		require.True(t, wecom.IsPermanent(err))
-		require.False(t, wecom.IsRetryable(err))
-		require.False(t, wecom.IsRateLimited(err))
-		require.Equal(t, 1, tb.calls(wecom.APIUnionIDToPendingID))
-		require.Contains(t, tb.logs.String(), "token=upstream", "a permission error logs which token was used")
-	})
-
-	t.Run("NotCustomerYetHasOwnPredicate", func(t *testing.T) {
-		t.Parallel()
-		tb := setup(t)
-		tb.handle(wecom.APIUnionIDToPendingID, func(http.ResponseWriter, apiRequest) any {
-			return fail(wecom.CodeNotCustomerYet, "external contact relationship not exist")
-		})
-
-		_, err := tb.client.UnionIDToPendingID(ctx, "test-union", "test-open")
-		require.True(t, wecom.IsNotCustomerYet(err))
-		require.False(t, wecom.IsPermanent(err))
-		require.False(t, wecom.IsRetryable(err))
-		require.Equal(t, 1, tb.calls(wecom.APIUnionIDToPendingID))
-	})
-
-	t.Run("HTTP5xxRetried", func(t *testing.T) {
-		t.Parallel()
-		tb := setup(t)
-		tb.handle(wecom.APIUnionIDToPendingID, func(w http.ResponseWriter, req apiRequest) any {
-			if req.N == 1 {
-				http.Error(w, "bad gateway", http.StatusBadGateway)
-				return nil
-			}
-			return pendingOK(w, req)
-		})
-
-		pid, err := tb.client.UnionIDToPendingID(ctx, "test-union", "test-open")
-		require.NoError(t, err)
-		require.Equal(t, "p-test-union", pid)
-		require.Equal(t, 2, tb.calls(wecom.APIUnionIDToPendingID))
-	})
-
-	t.Run("HTTP5xxExhaustedIsRetryable", func(t *testing.T) {
-		t.Parallel()
-		tb := setup(t, func(c *wecom.Config) { c.Retry.MaxAttempts = 2 })
-		tb.handle(wecom.APIUnionIDToPendingID, func(w http.ResponseWriter, _ apiRequest) any {
-			http.Error(w, "unavailable", http.StatusServiceUnavailable)
-			return nil
-		})
-
-		_, err := tb.client.UnionIDToPendingID(ctx, "test-union", "test-open")
-		var se *wecom.HTTPStatusError
-		require.ErrorAs(t, err, &se)
-		require.Equal(t, http.StatusServiceUnavailable, se.StatusCode)
-		require.True(t, wecom.IsRetryable(err))
-		require.Equal(t, 2, tb.calls(wecom.APIUnionIDToPendingID))
-	})
-
-	t.Run("HTTP4xxIsPermanent", func(t *testing.T) {
-		t.Parallel()
-		tb := setup(t)
-		tb.handle(wecom.APIUnionIDToPendingID, func(w http.ResponseWriter, _ apiRequest) any {
-			http.Error(w, "forbidden", http.StatusForbidden)
-			return nil
-		})
-
-		_, err := tb.client.UnionIDToPendingID(ctx, "test-union", "test-open")
-		require.True(t, wecom.IsPermanent(err))
-		require.Equal(t, 1, tb.calls(wecom.APIUnionIDToPendingID))
-	})
-
-	t.Run("DroppedConnectionRetried", func(t *testing.T) {
-		t.Parallel()
-		tb := setup(t)
-		tb.handle(wecom.APIUnionIDToPendingID, func(w http.ResponseWriter, req apiRequest) any {
-			if req.N == 1 {
-				dropConnection(w)
-				return nil
-			}
-			return pendingOK(w, req)
-		})
-
-		pid, err := tb.client.UnionIDToPendingID(ctx, "test-union", "test-open")
-		require.NoError(t, err)
-		require.Equal(t, "p-test-union", pid)
-		require.Equal(t, 2, tb.calls(wecom.APIUnionIDToPendingID))
-		require.Len(t, tb.sleepDurations(), 1)
-	})
-
 	t.Run("ContextCancelStopsBackoff", func(t *testing.T) {
 		t.Parallel()
 		sleeping := make(chan struct{})
-		tb := setup(t, func(c *wecom.Config) {
+		tb := setupPending(t, always(wecom.CodeSystemBusy, "system busy"), func(c *wecom.Config) {
 			c.Sleep = func(ctx context.Context, _ time.Duration) error {
 				close(sleeping)
 				<-ctx.Done()
 				return ctx.Err()
 			}
 		})
-		tb.handle(wecom.APIUnionIDToPendingID, func(http.ResponseWriter, apiRequest) any {
-			return fail(wecom.CodeSystemBusy, "system busy")
-		})
 
-		cctx, cancel := context.WithCancel(ctx)
+		cctx, cancel := context.WithCancel(t.Context())
 		go func() {
 			<-sleeping
 			cancel()
 		}()
-		_, err := tb.client.UnionIDToPendingID(cctx, "test-union", "test-open")
+		_, err := tb.callPending(cctx)
 		require.ErrorIs(t, err, context.Canceled)
 		require.ErrorContains(t, err, "errcode -1")
 		require.False(t, wecom.IsRetryable(err))
@@ -343,7 +232,7 @@ func TestClient_UnionIDToPendingID(t *testing.T) {
 		t.Parallel()
 		tb := setup(t)
 
-		_, err := tb.client.UnionIDToPendingID(ctx, "", "test-open")
+		_, err := tb.client.UnionIDToPendingID(t.Context(), "", "test-open")
 		require.ErrorIs(t, err, wecom.ErrInvalidArgument)
 		require.True(t, wecom.IsPermanent(err))
 		require.Equal(t, 0, tb.calls(wecom.APIGetToken))
@@ -351,28 +240,25 @@ func TestClient_UnionIDToPendingID(t *testing.T) {
 
 	t.Run("MissingPendingIDIsError", func(t *testing.T) {
 		t.Parallel()
-		tb := setup(t)
-		tb.handle(wecom.APIUnionIDToPendingID, func(http.ResponseWriter, apiRequest) any { return ok() })
+		tb := setupPending(t, func(http.ResponseWriter, apiRequest) any { return ok() })
 
-		_, err := tb.client.UnionIDToPendingID(ctx, "test-union", "test-open")
+		_, err := tb.callPending(t.Context())
 		require.ErrorContains(t, err, "no pending_id")
 	})
 
 	t.Run("QuotaExhaustedMakesNoCall", func(t *testing.T) {
 		t.Parallel()
 		clock := newFakeClock()
-		lim, err := quota.New(ctx, quota.Config{
+		lim := newLimiter(t, quota.Config{
 			Key: "pending", Windows: []quota.Window{{Length: time.Hour, Limit: 2}}, Now: clock.Now,
 		})
-		require.NoError(t, err)
-		tb := setup(t, func(c *wecom.Config) { c.PendingIDQuota = lim; c.Now = clock.Now })
-		tb.handle(wecom.APIUnionIDToPendingID, pendingOK)
+		tb := setupPending(t, pendingOK, func(c *wecom.Config) { c.PendingIDQuota = lim; c.Now = clock.Now })
 
 		for range 2 {
-			_, err := tb.client.UnionIDToPendingID(ctx, "test-union", "test-open")
+			_, err := tb.callPending(t.Context())
 			require.NoError(t, err)
 		}
-		_, err = tb.client.UnionIDToPendingID(ctx, "test-union", "test-open")
+		_, err := tb.callPending(t.Context())
 		var qe *quota.Error
 		require.ErrorAs(t, err, &qe)
 		require.True(t, wecom.IsRateLimited(err))
@@ -386,24 +272,24 @@ func TestClient_UnionIDToPendingID(t *testing.T) {
 		t.Parallel()
 		clock := newFakeClock()
 		var slept []time.Duration
-		lim, err := quota.New(ctx, quota.Config{
+		lim := newLimiter(t, quota.Config{
 			Key: "pending", Windows: []quota.Window{{Length: time.Hour, Limit: 3600}}, Now: clock.Now,
 			Smooth: true, Burst: 1,
 			Sleep: func(_ context.Context, d time.Duration) error { slept = append(slept, d); clock.Advance(d); return nil },
 		})
-		require.NoError(t, err)
-		tb := setup(t, func(c *wecom.Config) { c.PendingIDQuota = lim; c.Now = clock.Now; c.QuotaMaxWait = time.Second })
-		tb.handle(wecom.APIUnionIDToPendingID, pendingOK)
+		withQuota := func(maxWait time.Duration) func(*wecom.Config) {
+			return func(c *wecom.Config) { c.PendingIDQuota = lim; c.Now = clock.Now; c.QuotaMaxWait = maxWait }
+		}
+		tb := setupPending(t, pendingOK, withQuota(time.Second))
 
 		for range 2 {
-			_, err := tb.client.UnionIDToPendingID(ctx, "test-union", "test-open")
+			_, err := tb.callPending(t.Context())
 			require.NoError(t, err)
 		}
 		require.Equal(t, []time.Duration{time.Second}, slept, "the second call waited for the 1 s pacing gap")
 
-		tb2 := setup(t, func(c *wecom.Config) { c.PendingIDQuota = lim; c.Now = clock.Now; c.QuotaMaxWait = time.Second / 2 })
-		tb2.handle(wecom.APIUnionIDToPendingID, pendingOK)
-		_, err = tb2.client.UnionIDToPendingID(ctx, "test-union", "test-open")
+		tb2 := setupPending(t, pendingOK, withQuota(time.Second/2))
+		_, err := tb2.callPending(t.Context())
 		var qe *quota.Error
 		require.ErrorAs(t, err, &qe, "a gap longer than QuotaMaxWait is returned, not waited for")
 		require.True(t, qe.Pacing)
@@ -412,19 +298,13 @@ func TestClient_UnionIDToPendingID(t *testing.T) {
 
 	t.Run("QuotaCountsEveryAttempt", func(t *testing.T) {
 		t.Parallel()
-		lim, err := quota.New(ctx, quota.Config{
+		lim := newLimiter(t, quota.Config{
 			Key: "pending", Windows: wecom.PendingIDWindows(100, 1000, 10000), Now: newFakeClock().Now,
 		})
-		require.NoError(t, err)
-		tb := setup(t, func(c *wecom.Config) { c.PendingIDQuota = lim })
-		tb.handle(wecom.APIUnionIDToPendingID, func(w http.ResponseWriter, req apiRequest) any {
-			if req.N == 1 {
-				return fail(wecom.CodeSystemBusy, "system busy")
-			}
-			return pendingOK(w, req)
-		})
+		tb := setupPending(t, firstThen(1, always(wecom.CodeSystemBusy, "system busy"), pendingOK),
+			func(c *wecom.Config) { c.PendingIDQuota = lim })
 
-		_, err = tb.client.UnionIDToPendingID(ctx, "test-union", "test-open")
+		_, err := tb.callPending(t.Context())
 		require.NoError(t, err)
 		// WeCom may count a failed call too, so the limiter does.
 		require.EqualValues(t, 2, lim.Usage()[0].Used)
@@ -433,39 +313,21 @@ func TestClient_UnionIDToPendingID(t *testing.T) {
 
 func TestClient_TokenCache(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 
 	t.Run("ConcurrentMissesFetchOnce", func(t *testing.T) {
 		t.Parallel()
-		tb := setup(t)
-		tb.handle(wecom.APIUnionIDToPendingID, pendingOK)
+		tb := setupPending(t, pendingOK)
 
-		start := make(chan struct{})
-		var wg sync.WaitGroup
-		errs := make(chan error, 100)
-		for i := range 100 {
-			wg.Go(func() {
-				<-start
-				_, err := tb.client.UnionIDToPendingID(ctx, fmt.Sprintf("test-u%d", i), "test-open")
-				errs <- err
-			})
-		}
-		close(start)
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			require.NoError(t, err)
-		}
+		callConcurrently(t, tb, 100)
 		require.Equal(t, 1, tb.calls(wecom.APIGetToken))
 		require.Equal(t, 100, tb.calls(wecom.APIUnionIDToPendingID))
 	})
 
 	t.Run("ConcurrentRejectionsRefreshOnce", func(t *testing.T) {
 		t.Parallel()
-		tb := setup(t)
 		var mu sync.Mutex
 		revoked := map[string]bool{}
-		tb.handle(wecom.APIUnionIDToPendingID, func(w http.ResponseWriter, req apiRequest) any {
+		tb := setupPending(t, func(w http.ResponseWriter, req apiRequest) any {
 			mu.Lock()
 			bad := revoked[req.Token]
 			mu.Unlock()
@@ -474,105 +336,95 @@ func TestClient_TokenCache(t *testing.T) {
 			}
 			return pendingOK(w, req)
 		})
-		_, err := tb.client.UnionIDToPendingID(ctx, "test-warm", "test-open")
+		_, err := tb.callPending(t.Context())
 		require.NoError(t, err)
 		mu.Lock()
 		revoked["tok-1"] = true // WeCom revokes the cached token early
 		mu.Unlock()
 
-		start := make(chan struct{})
-		var wg sync.WaitGroup
-		errs := make(chan error, 100)
-		for i := range 100 {
-			wg.Go(func() {
-				<-start
-				_, err := tb.client.UnionIDToPendingID(ctx, fmt.Sprintf("test-u%d", i), "test-open")
-				errs <- err
-			})
-		}
-		close(start)
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			require.NoError(t, err)
-		}
+		callConcurrently(t, tb, 100)
 		require.Equal(t, 2, tb.calls(wecom.APIGetToken), "one initial fetch and exactly one refresh")
 	})
 
-	t.Run("ExpiryRefetchesWithFakeClock", func(t *testing.T) {
-		t.Parallel()
-		tb := setup(t)
-		tb.handle(wecom.APIUnionIDToPendingID, pendingOK)
-		call := func() {
-			t.Helper()
-			_, err := tb.client.UnionIDToPendingID(ctx, "test-union", "test-open")
-			require.NoError(t, err)
-		}
+	// expiresIn is the token lifetime gettoken grants; the margin before
+	// expiry is 5 min, or half the lifetime when that is shorter.
+	for _, tt := range []struct {
+		name      string
+		expiresIn int
+		valid     time.Duration // how long a fetched token is used
+	}{
+		{"ExpiryRefetchesWithFakeClock", 7200, 7200*time.Second - 5*time.Minute},
+		{"ShortLifetimeUsesHalfAsMargin", 60, 30 * time.Second},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tb := setupPending(t, pendingOK)
+			tb.handle(wecom.APIGetToken, func(_ http.ResponseWriter, req apiRequest) any {
+				return ok("access_token", fmt.Sprintf("tok-%d", req.N), "expires_in", tt.expiresIn)
+			})
+			call := func() {
+				t.Helper()
+				_, err := tb.callPending(t.Context())
+				require.NoError(t, err)
+			}
 
-		call()
-		// expires_in 7200 minus the 5 min margin: still valid 1 s before.
-		tb.clock.Advance(7200*time.Second - 5*time.Minute - time.Second)
-		call()
-		require.Equal(t, 1, tb.calls(wecom.APIGetToken))
-		tb.clock.Advance(time.Second)
-		call()
-		require.Equal(t, 2, tb.calls(wecom.APIGetToken))
-		reqs := tb.requests(wecom.APIUnionIDToPendingID)
-		require.Equal(t, "tok-2", reqs[2].Token)
-	})
-
-	t.Run("ShortLifetimeUsesHalfAsMargin", func(t *testing.T) {
-		t.Parallel()
-		tb := setup(t)
-		tb.handle(wecom.APIGetToken, func(_ http.ResponseWriter, req apiRequest) any {
-			return ok("access_token", fmt.Sprintf("tok-%d", req.N), "expires_in", 60)
+			call()
+			tb.clock.Advance(tt.valid - time.Second) // still valid 1 s before
+			call()
+			require.Equal(t, 1, tb.calls(wecom.APIGetToken))
+			tb.clock.Advance(time.Second)
+			call()
+			require.Equal(t, 2, tb.calls(wecom.APIGetToken))
+			reqs := tb.requests(wecom.APIUnionIDToPendingID)
+			require.Equal(t, "tok-2", reqs[2].Token)
 		})
-		tb.handle(wecom.APIUnionIDToPendingID, pendingOK)
-
-		_, err := tb.client.UnionIDToPendingID(ctx, "test-union", "test-open")
-		require.NoError(t, err)
-		tb.clock.Advance(29 * time.Second)
-		_, err = tb.client.UnionIDToPendingID(ctx, "test-union", "test-open")
-		require.NoError(t, err)
-		require.Equal(t, 1, tb.calls(wecom.APIGetToken))
-		tb.clock.Advance(time.Second)
-		_, err = tb.client.UnionIDToPendingID(ctx, "test-union", "test-open")
-		require.NoError(t, err)
-		require.Equal(t, 2, tb.calls(wecom.APIGetToken))
-	})
+	}
 
 	t.Run("FailedFetchNotCached", func(t *testing.T) {
 		t.Parallel()
-		tb := setup(t)
-		tb.handle(wecom.APIGetToken, func(_ http.ResponseWriter, req apiRequest) any {
-			if req.N == 1 {
-				return fail(40013, "invalid corpid")
-			}
+		tb := setupPending(t, pendingOK)
+		tb.handle(wecom.APIGetToken, firstThen(1, always(40013, "invalid corpid"), func(http.ResponseWriter, apiRequest) any {
 			return ok("access_token", "tok-good", "expires_in", 7200)
-		})
-		tb.handle(wecom.APIUnionIDToPendingID, pendingOK)
+		}))
 
-		_, err := tb.client.UnionIDToPendingID(ctx, "test-union", "test-open")
+		_, err := tb.callPending(t.Context())
 		require.True(t, wecom.IsPermanent(err))
-		_, err = tb.client.UnionIDToPendingID(ctx, "test-union", "test-open")
+		_, err = tb.callPending(t.Context())
 		require.NoError(t, err)
 		require.Equal(t, 2, tb.calls(wecom.APIGetToken))
 	})
 }
 
+// callConcurrently makes n UnionIDToPendingID calls at once, each with its
+// own unionid, and requires them all to succeed.
+func callConcurrently(t *testing.T, tb *testBundle, n int) {
+	t.Helper()
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			_, err := tb.client.UnionIDToPendingID(t.Context(), fmt.Sprintf("test-u%d", i), "test-open")
+			errs <- err
+		})
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+}
+
 func TestClient_Secrets(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 
 	t.Run("TransportErrorHasNoToken", func(t *testing.T) {
 		t.Parallel()
-		tb := setup(t, func(c *wecom.Config) { c.Retry.MaxAttempts = 1 })
-		tb.handle(wecom.APIUnionIDToPendingID, func(w http.ResponseWriter, _ apiRequest) any {
-			dropConnection(w)
-			return nil
-		})
+		tb := setupPending(t, hangUp, func(c *wecom.Config) { c.Retry.MaxAttempts = 1 })
 
-		_, err := tb.client.UnionIDToPendingID(ctx, "test-union", "test-open")
+		_, err := tb.callPending(t.Context())
 		require.Error(t, err)
 		require.True(t, wecom.IsRetryable(err))
 		var ue *url.Error
@@ -594,7 +446,7 @@ func TestClient_Secrets(t *testing.T) {
 		require.NoError(t, err)
 		t.Cleanup(c.Close)
 
-		_, err = c.UnionIDToPendingID(ctx, "test-union", "test-open")
+		_, err = c.UnionIDToPendingID(t.Context(), "test-union", "test-open")
 		require.Error(t, err)
 		require.True(t, wecom.IsRetryable(err))
 		require.NotContains(t, err.Error(), testSecret)
@@ -603,21 +455,19 @@ func TestClient_Secrets(t *testing.T) {
 
 	t.Run("LogsHaveNoTokenOrSecret", func(t *testing.T) {
 		t.Parallel()
-		tb := setup(t)
-		tb.handle(wecom.APIUnionIDToPendingID, func(w http.ResponseWriter, req apiRequest) any {
+		tb := setupPending(t, func(w http.ResponseWriter, req apiRequest) any {
 			switch req.N {
 			case 1:
 				return fail(wecom.CodeTokenExpired, "access_token expired")
 			case 2:
-				dropConnection(w)
-				return nil
+				return hangUp(w, req)
 			case 3:
 				return fail(wecom.CodeSystemBusy, "system busy")
 			}
 			return pendingOK(w, req)
 		})
 
-		_, err := tb.client.UnionIDToPendingID(ctx, "test-union", "test-open")
+		_, err := tb.callPending(t.Context())
 		require.NoError(t, err)
 		logs := tb.logs.String()
 		require.Contains(t, logs, "errcode=42001")
@@ -630,17 +480,12 @@ func TestClient_Secrets(t *testing.T) {
 
 func TestClient_ExternalUserIDToPendingID(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 
 	t.Run("MoreThan100IDsRefusedLocally", func(t *testing.T) {
 		t.Parallel()
 		tb := setup(t)
-		ids := make([]string, 101)
-		for i := range ids {
-			ids[i] = fmt.Sprintf("wmtest%d", i)
-		}
 
-		_, err := tb.client.ExternalUserIDToPendingID(ctx, "", "", ids)
+		_, err := tb.client.ExternalUserIDToPendingID(t.Context(), "", "", testIDs(101))
 		require.ErrorIs(t, err, wecom.ErrTooManyIDs)
 		require.True(t, wecom.IsPermanent(err))
 		require.Equal(t, 0, tb.calls(wecom.APIGetToken))
@@ -650,13 +495,9 @@ func TestClient_ExternalUserIDToPendingID(t *testing.T) {
 	t.Run("Exactly100IDsSent", func(t *testing.T) {
 		t.Parallel()
 		tb := setup(t)
-		tb.handle(wecom.APIExternalUserIDToPendingID, func(http.ResponseWriter, apiRequest) any { return ok("result", []any{}) })
-		ids := make([]string, 100)
-		for i := range ids {
-			ids[i] = fmt.Sprintf("wmtest%d", i)
-		}
+		tb.answer(wecom.APIExternalUserIDToPendingID, "result", []any{})
 
-		res, err := tb.client.ExternalUserIDToPendingID(ctx, "", "", ids)
+		res, err := tb.client.ExternalUserIDToPendingID(t.Context(), "", "", testIDs(100))
 		require.NoError(t, err)
 		require.Len(t, res, 100)
 		require.Len(t, tb.requests(wecom.APIExternalUserIDToPendingID)[0].Body["external_userid"], 100)
@@ -673,7 +514,7 @@ func TestClient_ExternalUserIDToPendingID(t *testing.T) {
 			})
 		})
 
-		res, err := tb.client.ExternalUserIDToPendingID(ctx, "", "", []string{"wmA", "wmB", "wmC", "wmA"})
+		res, err := tb.client.ExternalUserIDToPendingID(t.Context(), "", "", []string{"wmA", "wmB", "wmC", "wmA"})
 		require.NoError(t, err)
 		require.Equal(t, []wecom.PendingResult{
 			{ExternalUserID: "wmA"}, {ExternalUserID: "wmB"},
@@ -687,9 +528,9 @@ func TestClient_ExternalUserIDToPendingID(t *testing.T) {
 	t.Run("ChatIDSent", func(t *testing.T) {
 		t.Parallel()
 		tb := setup(t)
-		tb.handle(wecom.APIExternalUserIDToPendingID, func(http.ResponseWriter, apiRequest) any { return ok("result", []any{}) })
+		tb.answer(wecom.APIExternalUserIDToPendingID, "result", []any{})
 
-		_, err := tb.client.ExternalUserIDToPendingID(ctx, "", "wrtestchat", []string{"wmA"})
+		_, err := tb.client.ExternalUserIDToPendingID(t.Context(), "", "wrtestchat", []string{"wmA"})
 		require.NoError(t, err)
 		require.Equal(t, "wrtestchat", tb.requests(wecom.APIExternalUserIDToPendingID)[0].Body["chat_id"])
 	})
@@ -698,7 +539,7 @@ func TestClient_ExternalUserIDToPendingID(t *testing.T) {
 		t.Parallel()
 		tb := setup(t)
 
-		res, err := tb.client.ExternalUserIDToPendingID(ctx, "", "", nil)
+		res, err := tb.client.ExternalUserIDToPendingID(t.Context(), "", "", nil)
 		require.NoError(t, err)
 		require.Empty(t, res)
 		require.Equal(t, 0, tb.calls(wecom.APIGetToken))
@@ -707,9 +548,9 @@ func TestClient_ExternalUserIDToPendingID(t *testing.T) {
 	t.Run("UpstreamTokenByDefault", func(t *testing.T) {
 		t.Parallel()
 		tb := setup(t)
-		tb.handle(wecom.APIExternalUserIDToPendingID, func(http.ResponseWriter, apiRequest) any { return ok("result", []any{}) })
+		tb.answer(wecom.APIExternalUserIDToPendingID, "result", []any{})
 
-		_, err := tb.client.ExternalUserIDToPendingID(ctx, "wwtestdown", "", []string{"wmA"})
+		_, err := tb.client.ExternalUserIDToPendingID(t.Context(), "wwtestdown", "", []string{"wmA"})
 		require.NoError(t, err)
 		require.Equal(t, "tok-1", tb.requests(wecom.APIExternalUserIDToPendingID)[0].Token)
 		require.Equal(t, 0, tb.calls(wecom.APICorpGetToken))
@@ -717,14 +558,10 @@ func TestClient_ExternalUserIDToPendingID(t *testing.T) {
 
 	t.Run("DownstreamTokenFromConfiguredAgent", func(t *testing.T) {
 		t.Parallel()
-		tb := setup(t, func(c *wecom.Config) {
-			c.PendingToken = wecom.PendingTokenDownstream
-			c.DownstreamAgents = map[string]int64{"wwtestdown": 1001}
-		})
-		handleCorpToken(tb)
-		tb.handle(wecom.APIExternalUserIDToPendingID, func(http.ResponseWriter, apiRequest) any { return ok("result", []any{}) })
+		tb := setupDownstream(t, map[string]int64{"wwtestdown": 1001})
+		tb.answer(wecom.APIExternalUserIDToPendingID, "result", []any{})
 
-		_, err := tb.client.ExternalUserIDToPendingID(ctx, "wwtestdown", "", []string{"wmA"})
+		_, err := tb.client.ExternalUserIDToPendingID(t.Context(), "wwtestdown", "", []string{"wmA"})
 		require.NoError(t, err)
 		corpReqs := tb.requests(wecom.APICorpGetToken)
 		require.Len(t, corpReqs, 1)
@@ -736,16 +573,15 @@ func TestClient_ExternalUserIDToPendingID(t *testing.T) {
 
 	t.Run("DownstreamAgentLookedUpOnce", func(t *testing.T) {
 		t.Parallel()
-		tb := setup(t, func(c *wecom.Config) { c.PendingToken = wecom.PendingTokenDownstream })
-		handleCorpToken(tb)
+		tb := setupDownstream(t, nil)
 		tb.handle(wecom.APIListAppShareInfo, func(_ http.ResponseWriter, req apiRequest) any {
 			require.Equal(t, "wwtestdown", req.Body["corpid"])
 			return ok("ending", 1, "corp_list", []map[string]any{{"corpid": "wwtestdown", "corp_name": "Dealer", "agentid": 2002}})
 		})
-		tb.handle(wecom.APIExternalUserIDToPendingID, func(http.ResponseWriter, apiRequest) any { return ok("result", []any{}) })
+		tb.answer(wecom.APIExternalUserIDToPendingID, "result", []any{})
 
 		for range 2 {
-			_, err := tb.client.ExternalUserIDToPendingID(ctx, "wwtestdown", "", []string{"wmA"})
+			_, err := tb.client.ExternalUserIDToPendingID(t.Context(), "wwtestdown", "", []string{"wmA"})
 			require.NoError(t, err)
 		}
 		require.Equal(t, 1, tb.calls(wecom.APIListAppShareInfo))
@@ -755,12 +591,10 @@ func TestClient_ExternalUserIDToPendingID(t *testing.T) {
 
 	t.Run("DownstreamCorpNotShared", func(t *testing.T) {
 		t.Parallel()
-		tb := setup(t, func(c *wecom.Config) { c.PendingToken = wecom.PendingTokenDownstream })
-		tb.handle(wecom.APIListAppShareInfo, func(http.ResponseWriter, apiRequest) any {
-			return ok("ending", 1, "corp_list", []any{})
-		})
+		tb := setupDownstream(t, nil)
+		tb.answer(wecom.APIListAppShareInfo, "ending", 1, "corp_list", []any{})
 
-		_, err := tb.client.ExternalUserIDToPendingID(ctx, "wwtestgone", "", []string{"wmA"})
+		_, err := tb.client.ExternalUserIDToPendingID(t.Context(), "wwtestgone", "", []string{"wmA"})
 		require.ErrorIs(t, err, wecom.ErrNotShared)
 		require.True(t, wecom.IsPermanent(err))
 		require.Equal(t, 0, tb.calls(wecom.APIExternalUserIDToPendingID))
@@ -768,19 +602,13 @@ func TestClient_ExternalUserIDToPendingID(t *testing.T) {
 
 	t.Run("DownstreamTokenRejectedRefreshesDownstreamOnly", func(t *testing.T) {
 		t.Parallel()
-		tb := setup(t, func(c *wecom.Config) {
-			c.PendingToken = wecom.PendingTokenDownstream
-			c.DownstreamAgents = map[string]int64{"wwtestdown": 1001}
-		})
-		handleCorpToken(tb)
-		tb.handle(wecom.APIExternalUserIDToPendingID, func(_ http.ResponseWriter, req apiRequest) any {
-			if req.N == 1 {
-				return fail(wecom.CodeTokenExpired, "access_token expired")
-			}
-			return ok("result", []map[string]string{{"external_userid": "wmA", "pending_id": "pA"}})
-		})
+		tb := setupDownstream(t, map[string]int64{"wwtestdown": 1001})
+		tb.handle(wecom.APIExternalUserIDToPendingID, firstThen(1, always(wecom.CodeTokenExpired, "access_token expired"),
+			func(http.ResponseWriter, apiRequest) any {
+				return ok("result", []map[string]string{{"external_userid": "wmA", "pending_id": "pA"}})
+			}))
 
-		res, err := tb.client.ExternalUserIDToPendingID(ctx, "wwtestdown", "", []string{"wmA"})
+		res, err := tb.client.ExternalUserIDToPendingID(t.Context(), "wwtestdown", "", []string{"wmA"})
 		require.NoError(t, err)
 		require.Equal(t, "pA", res[0].PendingID)
 		require.Equal(t, 2, tb.calls(wecom.APICorpGetToken))
@@ -790,11 +618,32 @@ func TestClient_ExternalUserIDToPendingID(t *testing.T) {
 
 	t.Run("DownstreamNeedsCorpID", func(t *testing.T) {
 		t.Parallel()
-		tb := setup(t, func(c *wecom.Config) { c.PendingToken = wecom.PendingTokenDownstream })
+		tb := setupDownstream(t, nil)
 
-		_, err := tb.client.ExternalUserIDToPendingID(ctx, "", "", []string{"wmA"})
+		_, err := tb.client.ExternalUserIDToPendingID(t.Context(), "", "", []string{"wmA"})
 		require.ErrorIs(t, err, wecom.ErrInvalidArgument)
 	})
+}
+
+// testIDs returns n distinct external_userids.
+func testIDs(n int) []string {
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("wmtest%d", i)
+	}
+	return ids
+}
+
+// setupDownstream is setup for a client using downstream tokens, with the
+// given configured agents (nil: looked up) and corp tokens handled.
+func setupDownstream(t *testing.T, agents map[string]int64) *testBundle {
+	t.Helper()
+	tb := setup(t, func(c *wecom.Config) {
+		c.PendingToken = wecom.PendingTokenDownstream
+		c.DownstreamAgents = agents
+	})
+	handleCorpToken(tb)
+	return tb
 }
 
 // handleCorpToken answers corpgroup/corp/gettoken with down-CORP-AGENT-N.
@@ -806,7 +655,6 @@ func handleCorpToken(tb *testBundle) {
 
 func TestClient_DownstreamToken(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 
 	t.Run("CachedPerCorpAndAgent", func(t *testing.T) {
 		t.Parallel()
@@ -820,7 +668,7 @@ func TestClient_DownstreamToken(t *testing.T) {
 		got := map[string]bool{}
 		for range 2 {
 			for _, k := range keys {
-				tok, err := tb.client.DownstreamToken(ctx, k.corp, k.agent)
+				tok, err := tb.client.DownstreamToken(t.Context(), k.corp, k.agent)
 				require.NoError(t, err)
 				require.True(t, strings.HasPrefix(tok, fmt.Sprintf("down-%s-%d-", k.corp, k.agent)))
 				got[tok] = true
@@ -839,14 +687,13 @@ func TestClient_DownstreamToken(t *testing.T) {
 		t.Parallel()
 		tb := setup(t)
 
-		_, err := tb.client.DownstreamToken(ctx, "wwtestA", 0)
+		_, err := tb.client.DownstreamToken(t.Context(), "wwtestA", 0)
 		require.ErrorIs(t, err, wecom.ErrInvalidArgument)
 	})
 }
 
 func TestClient_ListAppShareInfo(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 
 	t.Run("PagesUntilEnding", func(t *testing.T) {
 		t.Parallel()
@@ -862,7 +709,7 @@ func TestClient_ListAppShareInfo(t *testing.T) {
 			}
 		})
 
-		corps, err := tb.client.ListAppShareInfo(ctx)
+		corps, err := tb.client.ListAppShareInfo(t.Context())
 		require.NoError(t, err)
 		require.Equal(t, []wecom.SharedCorp{
 			{CorpID: "wwtest1", CorpName: "One", AgentID: 11},
@@ -879,11 +726,9 @@ func TestClient_ListAppShareInfo(t *testing.T) {
 	t.Run("RepeatedCursorIsError", func(t *testing.T) {
 		t.Parallel()
 		tb := setup(t)
-		tb.handle(wecom.APIListAppShareInfo, func(http.ResponseWriter, apiRequest) any {
-			return ok("ending", 0, "next_cursor", "same", "corp_list", []any{})
-		})
+		tb.answer(wecom.APIListAppShareInfo, "ending", 0, "next_cursor", "same", "corp_list", []any{})
 
-		_, err := tb.client.ListAppShareInfo(ctx)
+		_, err := tb.client.ListAppShareInfo(t.Context())
 		require.ErrorContains(t, err, "pagination does not end")
 		require.Equal(t, 2, tb.calls(wecom.APIListAppShareInfo))
 	})
@@ -892,7 +737,7 @@ func TestClient_ListAppShareInfo(t *testing.T) {
 		t.Parallel()
 		tb := setup(t, func(c *wecom.Config) { c.AgentID = 0 })
 
-		_, err := tb.client.ListAppShareInfo(ctx)
+		_, err := tb.client.ListAppShareInfo(t.Context())
 		require.ErrorIs(t, err, wecom.ErrInvalidArgument)
 		require.ErrorContains(t, err, "Config.AgentID")
 		require.Equal(t, 0, tb.calls(wecom.APIGetToken))
@@ -902,14 +747,12 @@ func TestClient_ListAppShareInfo(t *testing.T) {
 		t.Parallel()
 		tb := setup(t, func(c *wecom.Config) { c.PendingToken = wecom.PendingTokenDownstream })
 		handleCorpToken(tb)
-		tb.handle(wecom.APIListAppShareInfo, func(http.ResponseWriter, apiRequest) any {
-			return ok("ending", 1, "corp_list", []map[string]any{{"corpid": "wwtest1", "corp_name": "One", "agentid": 11}})
-		})
-		tb.handle(wecom.APIExternalUserIDToPendingID, func(http.ResponseWriter, apiRequest) any { return ok("result", []any{}) })
+		tb.answer(wecom.APIListAppShareInfo, "ending", 1, "corp_list", []map[string]any{{"corpid": "wwtest1", "corp_name": "One", "agentid": 11}})
+		tb.answer(wecom.APIExternalUserIDToPendingID, "result", []any{})
 
-		_, err := tb.client.ListAppShareInfo(ctx)
+		_, err := tb.client.ListAppShareInfo(t.Context())
 		require.NoError(t, err)
-		_, err = tb.client.ExternalUserIDToPendingID(ctx, "wwtest1", "", []string{"wmA"})
+		_, err = tb.client.ExternalUserIDToPendingID(t.Context(), "wwtest1", "", []string{"wmA"})
 		require.NoError(t, err)
 		require.Equal(t, 1, tb.calls(wecom.APIListAppShareInfo))
 		require.Equal(t, float64(11), tb.requests(wecom.APICorpGetToken)[0].Body["agentid"])
@@ -918,19 +761,16 @@ func TestClient_ListAppShareInfo(t *testing.T) {
 
 func TestClient_UnionIDToExternalUserID(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 
 	t.Run("OK", func(t *testing.T) {
 		t.Parallel()
 		tb := setup(t)
-		tb.handle(wecom.APIUnionIDToExternalUserID, func(http.ResponseWriter, apiRequest) any {
-			return ok("external_userid_info", []map[string]string{
-				{"corpid": "wwtest1", "external_userid": "wmX1"},
-				{"corpid": "wwtest2", "external_userid": "wmX2"},
-			})
+		tb.answer(wecom.APIUnionIDToExternalUserID, "external_userid_info", []map[string]string{
+			{"corpid": "wwtest1", "external_userid": "wmX1"},
+			{"corpid": "wwtest2", "external_userid": "wmX2"},
 		})
 
-		got, err := tb.client.UnionIDToExternalUserID(ctx, "test-union", "test-open", "")
+		got, err := tb.client.UnionIDToExternalUserID(t.Context(), "test-union", "test-open", "")
 		require.NoError(t, err)
 		require.Equal(t, []wecom.ExternalUserIDInfo{
 			{CorpID: "wwtest1", ExternalUserID: "wmX1"}, {CorpID: "wwtest2", ExternalUserID: "wmX2"},
@@ -942,9 +782,9 @@ func TestClient_UnionIDToExternalUserID(t *testing.T) {
 	t.Run("CorpIDSent", func(t *testing.T) {
 		t.Parallel()
 		tb := setup(t)
-		tb.handle(wecom.APIUnionIDToExternalUserID, func(http.ResponseWriter, apiRequest) any { return ok() })
+		tb.answer(wecom.APIUnionIDToExternalUserID)
 
-		got, err := tb.client.UnionIDToExternalUserID(ctx, "test-union", "test-open", "wwtest1")
+		got, err := tb.client.UnionIDToExternalUserID(t.Context(), "test-union", "test-open", "wwtest1")
 		require.NoError(t, err)
 		require.Empty(t, got)
 		require.Equal(t, "wwtest1", tb.requests(wecom.APIUnionIDToExternalUserID)[0].Body["corpid"])
@@ -952,16 +792,15 @@ func TestClient_UnionIDToExternalUserID(t *testing.T) {
 
 	t.Run("QuotaExhaustedMakesNoCall", func(t *testing.T) {
 		t.Parallel()
-		lim, err := quota.New(ctx, quota.Config{
+		lim := newLimiter(t, quota.Config{
 			Key: "external", Windows: wecom.ExternalUserIDWindows(1, 10), Now: newFakeClock().Now,
 		})
-		require.NoError(t, err)
 		tb := setup(t, func(c *wecom.Config) { c.ExternalUserIDQuota = lim })
-		tb.handle(wecom.APIUnionIDToExternalUserID, func(http.ResponseWriter, apiRequest) any { return ok() })
+		tb.answer(wecom.APIUnionIDToExternalUserID)
 
-		_, err = tb.client.UnionIDToExternalUserID(ctx, "test-union", "test-open", "")
+		_, err := tb.client.UnionIDToExternalUserID(t.Context(), "test-union", "test-open", "")
 		require.NoError(t, err)
-		_, err = tb.client.UnionIDToExternalUserID(ctx, "test-union", "test-open", "")
+		_, err = tb.client.UnionIDToExternalUserID(t.Context(), "test-union", "test-open", "")
 		require.True(t, wecom.IsRateLimited(err))
 		require.Equal(t, 1, tb.calls(wecom.APIUnionIDToExternalUserID))
 	})
@@ -969,7 +808,6 @@ func TestClient_UnionIDToExternalUserID(t *testing.T) {
 
 func TestClient_Stats(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 	tb := setup(t)
 	tb.handle(wecom.APIUnionIDToPendingID, func(w http.ResponseWriter, req apiRequest) any {
 		switch req.N {
@@ -984,9 +822,9 @@ func TestClient_Stats(t *testing.T) {
 		return pendingOK(w, req)
 	})
 
-	_, err := tb.client.UnionIDToPendingID(ctx, "test-union", "test-open") // -1, 502, ok
+	_, err := tb.client.UnionIDToPendingID(t.Context(), "test-union", "test-open") // -1, 502, ok
 	require.NoError(t, err)
-	_, err = tb.client.UnionIDToPendingID(ctx, "test-union", "test-open") // 45009
+	_, err = tb.client.UnionIDToPendingID(t.Context(), "test-union", "test-open") // 45009
 	require.True(t, wecom.IsRateLimited(err))
 
 	st := tb.client.Stats()
@@ -1014,16 +852,16 @@ func TestClient_CallerCancelDuringTokenFetch(t *testing.T) {
 
 	// The first caller gives up while the shared fetch is in flight; the
 	// fetch is detached from it, so a second caller still gets the token.
-	cctx, cancel := context.WithCancel(context.Background())
+	cctx, cancel := context.WithCancel(t.Context())
 	go func() {
 		<-arrived
 		cancel()
 	}()
-	_, err := tb.client.UnionIDToPendingID(cctx, "test-union", "test-open")
+	_, err := tb.callPending(cctx)
 	require.ErrorIs(t, err, context.Canceled)
 	close(release)
 
-	_, err = tb.client.UnionIDToPendingID(context.Background(), "test-union", "test-open")
+	_, err = tb.callPending(t.Context())
 	require.NoError(t, err)
 	require.Equal(t, 1, tb.calls(wecom.APIGetToken))
 }
@@ -1048,11 +886,10 @@ func BenchmarkClient_UnionIDToPendingID(b *testing.B) {
 	c, err := wecom.NewClient(wecom.Config{BaseURL: srv.URL, CorpID: testCorpID, CorpSecret: testSecret})
 	require.NoError(b, err)
 	b.Cleanup(c.Close)
-	ctx := context.Background()
 
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := c.UnionIDToPendingID(ctx, "test-union", "test-open"); err != nil {
+		if _, err := c.UnionIDToPendingID(b.Context(), "test-union", "test-open"); err != nil {
 			b.Fatal(err)
 		}
 	}

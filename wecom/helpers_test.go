@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pendinglink/pendinglink/internal/fakeclock"
+	"github.com/pendinglink/pendinglink/quota"
 	"github.com/pendinglink/pendinglink/wecom"
 )
 
@@ -187,4 +188,85 @@ func dropConnection(w http.ResponseWriter) {
 // pendingOK answers unionid_to_pending_id with a pending_id derived from the unionid.
 func pendingOK(_ http.ResponseWriter, req apiRequest) any {
 	return ok("pending_id", "p-"+req.Body["unionid"].(string))
+}
+
+// errClass is what the exported predicates say about an error. Comparing
+// whole values asserts every predicate at once, including the false ones.
+type errClass struct{ retryable, rateLimited, tokenInvalid, permanent, notCustomerYet bool }
+
+func classify(err error) errClass {
+	return errClass{
+		retryable:      wecom.IsRetryable(err),
+		rateLimited:    wecom.IsRateLimited(err),
+		tokenInvalid:   wecom.IsTokenInvalid(err),
+		permanent:      wecom.IsPermanent(err),
+		notCustomerYet: wecom.IsNotCustomerYet(err),
+	}
+}
+
+// always answers every request with errcode code.
+func always(code int, msg string) handlerFunc {
+	return func(http.ResponseWriter, apiRequest) any { return fail(code, msg) }
+}
+
+// httpStatus answers every request with a bare HTTP error status.
+func httpStatus(code int) handlerFunc {
+	return func(w http.ResponseWriter, _ apiRequest) any {
+		http.Error(w, http.StatusText(code), code)
+		return nil
+	}
+}
+
+// hangUp drops every connection without an answer.
+func hangUp(w http.ResponseWriter, _ apiRequest) any {
+	dropConnection(w)
+	return nil
+}
+
+// firstThen answers the first n requests with first, the rest with then.
+func firstThen(n int, first, then handlerFunc) handlerFunc {
+	return func(w http.ResponseWriter, req apiRequest) any {
+		if req.N <= n {
+			return first(w, req)
+		}
+		return then(w, req)
+	}
+}
+
+// setupPending is setup with h answering unionid_to_pending_id.
+func setupPending(t testing.TB, h handlerFunc, mods ...func(*wecom.Config)) *testBundle {
+	t.Helper()
+	tb := setup(t, mods...)
+	tb.handle(wecom.APIUnionIDToPendingID, h)
+	return tb
+}
+
+// callPending is the UnionIDToPendingID call most tests make.
+func (tb *testBundle) callPending(ctx context.Context) (string, error) {
+	return tb.client.UnionIDToPendingID(ctx, "test-union", "test-open")
+}
+
+// newLimiter builds a quota limiter from cfg, failing the test on error.
+func newLimiter(t testing.TB, cfg quota.Config) *quota.Limiter {
+	t.Helper()
+	lim, err := quota.New(context.Background(), cfg)
+	require.NoError(t, err)
+	return lim
+}
+
+// answerWith answers every request the way that produces err: an errcode
+// for an *wecom.APIError, a bare HTTP status for an *wecom.HTTPStatusError.
+func answerWith(err error) handlerFunc {
+	switch e := err.(type) {
+	case *wecom.APIError:
+		return always(e.Code, e.Msg)
+	case *wecom.HTTPStatusError:
+		return httpStatus(e.StatusCode)
+	}
+	panic(fmt.Sprintf("answerWith: unsupported error %T", err))
+}
+
+// answer makes api always succeed with the extra fields kv (as for ok).
+func (tb *testBundle) answer(api string, kv ...any) {
+	tb.handle(api, func(http.ResponseWriter, apiRequest) any { return ok(kv...) })
 }

@@ -48,22 +48,19 @@ func TestUnionIDToPendingID(t *testing.T) {
 	// returning it, and the next registration issues a new one.
 	t.Run("NewIDAfter90DaysAndOldOneNeverReturned", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t)
-		d := b.srv.AddDealer("Dealer A")
-		p := b.srv.AddPerson()
-		c := b.srv.AddCustomer(d, p, d.Staff[0])
-		old := mustRegister(t, b.srv, mustToken(t, b.srv), p)
+		s := setupScene(t)
+		old := mustRegister(t, s.srv, s.tok, s.p)
 
-		b.clock.Advance(wecomtest.PendingIDLifetime)
-		tok := mustToken(t, b.srv)
-		_, ok := b.srv.PendingIDOf(p)
+		s.clock.Advance(wecomtest.PendingIDLifetime)
+		tok := mustToken(t, s.srv)
+		_, ok := s.srv.PendingIDOf(s.p)
 		require.False(t, ok)
-		require.Empty(t, mustBatch(t, b.srv, tok, "", c.ExternalUserID), "expired ids are never returned")
+		require.Empty(t, mustBatch(t, s.srv, tok, "", s.c.ExternalUserID), "expired ids are never returned")
 
-		renewed := mustRegister(t, b.srv, tok, p)
+		renewed := mustRegister(t, s.srv, tok, s.p)
 		require.NotEqual(t, old, renewed)
-		require.Equal(t, map[string]string{c.ExternalUserID: renewed}, mustBatch(t, b.srv, tok, "", c.ExternalUserID))
-		got, _ := b.srv.PendingIDOf(p)
+		require.Equal(t, map[string]string{s.c.ExternalUserID: renewed}, mustBatch(t, s.srv, tok, "", s.c.ExternalUserID))
+		got, _ := s.srv.PendingIDOf(s.p)
 		require.Equal(t, renewed, got)
 	})
 
@@ -115,14 +112,10 @@ func TestExternalUserIDToPendingID(t *testing.T) {
 
 	t.Run("CustomerAddedBeforeRegistration", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t)
-		tok := mustToken(t, b.srv)
-		d := b.srv.AddDealer("Dealer A")
-		p := b.srv.AddPerson()
-		c := b.srv.AddCustomer(d, p, d.Staff[0])
-		require.Empty(t, mustBatch(t, b.srv, tok, "", c.ExternalUserID))
-		pid := mustRegister(t, b.srv, tok, p)
-		require.Equal(t, map[string]string{c.ExternalUserID: pid}, mustBatch(t, b.srv, tok, "", c.ExternalUserID))
+		s := setupScene(t)
+		require.Empty(t, mustBatch(t, s.srv, s.tok, "", s.c.ExternalUserID))
+		pid := mustRegister(t, s.srv, s.tok, s.p)
+		require.Equal(t, map[string]string{s.c.ExternalUserID: pid}, mustBatch(t, s.srv, s.tok, "", s.c.ExternalUserID))
 	})
 
 	t.Run("OmitsUnregisteredByDefault", func(t *testing.T) {
@@ -147,21 +140,17 @@ func TestExternalUserIDToPendingID(t *testing.T) {
 	// brand never registered, and a later registration returns that same id.
 	t.Run("PendingForUnregisteredIssuesTheIDRegistrationReturns", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t, wecomtest.WithPendingForUnregistered(true))
-		tok := mustToken(t, b.srv)
-		d := b.srv.AddDealer("Dealer A")
-		p := b.srv.AddPerson()
-		c := b.srv.AddCustomer(d, p, d.Staff[0])
+		s := setupScene(t, wecomtest.WithPendingForUnregistered(true))
 
-		got := mustBatch(t, b.srv, tok, "", c.ExternalUserID)
+		got := mustBatch(t, s.srv, s.tok, "", s.c.ExternalUserID)
 		require.Len(t, got, 1)
-		pid := got[c.ExternalUserID]
+		pid := got[s.c.ExternalUserID]
 		require.True(t, strings.HasPrefix(pid, "ptest"), pid)
-		known, ok := b.srv.PendingIDOf(p)
+		known, ok := s.srv.PendingIDOf(s.p)
 		require.True(t, ok)
 		require.Equal(t, pid, known)
-		require.Equal(t, pid, mustRegister(t, b.srv, tok, p))
-		require.Equal(t, got, mustBatch(t, b.srv, tok, "", c.ExternalUserID), "stable across calls")
+		require.Equal(t, pid, mustRegister(t, s.srv, s.tok, s.p))
+		require.Equal(t, got, mustBatch(t, s.srv, s.tok, "", s.c.ExternalUserID), "stable across calls")
 	})
 
 	t.Run("OmitsUnknownIDs", func(t *testing.T) {
@@ -175,18 +164,14 @@ func TestExternalUserIDToPendingID(t *testing.T) {
 
 	t.Run("OmitsRemovedCustomer", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t)
-		tok := mustToken(t, b.srv)
-		d := b.srv.AddDealer("Dealer A")
-		p := b.srv.AddPerson()
-		pid := mustRegister(t, b.srv, tok, p)
-		c := b.srv.AddCustomer(d, p, d.Staff[0])
-		b.srv.RemoveCustomer(c)
-		require.Empty(t, mustBatch(t, b.srv, tok, "", c.ExternalUserID))
+		s := setupScene(t)
+		pid := mustRegister(t, s.srv, s.tok, s.p)
+		s.srv.RemoveCustomer(s.c)
+		require.Empty(t, mustBatch(t, s.srv, s.tok, "", s.c.ExternalUserID))
 
-		again := b.srv.AddCustomer(d, p, d.Staff[0])
-		require.Equal(t, c.ExternalUserID, again.ExternalUserID, "the external id is stable per (dealer, person)")
-		require.Equal(t, map[string]string{c.ExternalUserID: pid}, mustBatch(t, b.srv, tok, "", c.ExternalUserID))
+		again := s.srv.AddCustomer(s.d, s.p, s.d.Staff[0])
+		require.Equal(t, s.c.ExternalUserID, again.ExternalUserID, "the external id is stable per (dealer, person)")
+		require.Equal(t, map[string]string{s.c.ExternalUserID: pid}, mustBatch(t, s.srv, s.tok, "", s.c.ExternalUserID))
 	})
 
 	t.Run("StillACustomerWhileAnotherStaffFollows", func(t *testing.T) {
@@ -207,13 +192,9 @@ func TestExternalUserIDToPendingID(t *testing.T) {
 
 	t.Run("DuplicateIDsAnsweredOnce", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t)
-		tok := mustToken(t, b.srv)
-		d := b.srv.AddDealer("Dealer A")
-		p := b.srv.AddPerson()
-		mustRegister(t, b.srv, tok, p)
-		c := b.srv.AddCustomer(d, p, d.Staff[0])
-		r := batch(t, b.srv, tok, "", c.ExternalUserID, c.ExternalUserID)
+		s := setupScene(t)
+		mustRegister(t, s.srv, s.tok, s.p)
+		r := batch(t, s.srv, s.tok, "", s.c.ExternalUserID, s.c.ExternalUserID)
 		require.Len(t, r.Result, 1)
 	})
 
@@ -327,11 +308,6 @@ func TestExternalUserIDToPendingID(t *testing.T) {
 func TestUnionIDToExternalUserID(t *testing.T) {
 	t.Parallel()
 
-	call := func(t *testing.T, b testBundle, body map[string]string) externalResp {
-		t.Helper()
-		return post[externalResp](t, b.srv, wecomtest.APIUnionIDToExternalUserID, mustToken(t, b.srv), body)
-	}
-
 	t.Run("ReturnsEachDealerWhereACustomerInOrder", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
@@ -341,7 +317,7 @@ func TestUnionIDToExternalUserID(t *testing.T) {
 		c1 := b.srv.AddCustomer(d1, p, d1.Staff[0])
 		b.srv.AddGroupChat(d2, d2.Staff[0], p) // a chat member is not a customer
 
-		r := call(t, b, map[string]string{"unionid": p.UnionID, "openid": p.OpenID})
+		r := externalIDs(t, b, map[string]string{"unionid": p.UnionID, "openid": p.OpenID})
 		require.Equal(t, 0, r.Errcode, r.Errmsg)
 		require.Len(t, r.Info, 2)
 		require.Equal(t, d1.CorpID, r.Info[0].CorpID)
@@ -359,10 +335,10 @@ func TestUnionIDToExternalUserID(t *testing.T) {
 		p := b.srv.AddPerson()
 		b.srv.AddCustomer(d1, p, d1.Staff[0])
 		c2 := b.srv.AddCustomer(d2, p, d2.Staff[0])
-		r := call(t, b, map[string]string{"unionid": p.UnionID, "openid": p.OpenID, "corpid": d2.CorpID})
+		r := externalIDs(t, b, map[string]string{"unionid": p.UnionID, "openid": p.OpenID, "corpid": d2.CorpID})
 		require.Len(t, r.Info, 1)
 		require.Equal(t, c2.ExternalUserID, r.Info[0].ExternalUserID)
-		r = call(t, b, map[string]string{"unionid": p.UnionID, "openid": p.OpenID, "corpid": "wwtestnosuchcorp01"})
+		r = externalIDs(t, b, map[string]string{"unionid": p.UnionID, "openid": p.OpenID, "corpid": "wwtestnosuchcorp01"})
 		require.Equal(t, 0, r.Errcode)
 		require.Empty(t, r.Info)
 	})
@@ -373,7 +349,7 @@ func TestUnionIDToExternalUserID(t *testing.T) {
 		d := b.srv.AddDealer("A")
 		p := b.srv.AddPerson()
 		b.srv.RemoveCustomer(b.srv.AddCustomer(d, p, d.Staff[0]))
-		r := call(t, b, map[string]string{"unionid": p.UnionID, "openid": p.OpenID})
+		r := externalIDs(t, b, map[string]string{"unionid": p.UnionID, "openid": p.OpenID})
 		require.Equal(t, 0, r.Errcode)
 		require.NotNil(t, r.Info, "an empty array, not null")
 		require.Empty(t, r.Info)
@@ -383,19 +359,14 @@ func TestUnionIDToExternalUserID(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
 		p, q := b.srv.AddPerson(), b.srv.AddPerson()
-		require.Equal(t, 610014, call(t, b, map[string]string{"unionid": "test-unobody", "openid": p.OpenID}).Errcode)
-		require.Equal(t, 610014, call(t, b, map[string]string{"unionid": p.UnionID, "openid": q.OpenID}).Errcode)
-		require.Equal(t, 40058, call(t, b, map[string]string{"unionid": p.UnionID}).Errcode)
+		require.Equal(t, 610014, externalIDs(t, b, map[string]string{"unionid": "test-unobody", "openid": p.OpenID}).Errcode)
+		require.Equal(t, 610014, externalIDs(t, b, map[string]string{"unionid": p.UnionID, "openid": q.OpenID}).Errcode)
+		require.Equal(t, 40058, externalIDs(t, b, map[string]string{"unionid": p.UnionID}).Errcode)
 	})
 }
 
 func TestListAppShareInfo(t *testing.T) {
 	t.Parallel()
-
-	list := func(t *testing.T, b testBundle, body map[string]any) shareResp {
-		t.Helper()
-		return post[shareResp](t, b.srv, wecomtest.APIListAppShareInfo, mustToken(t, b.srv), body)
-	}
 
 	t.Run("PaginatesWithCursorUntilEnding", func(t *testing.T) {
 		t.Parallel()
@@ -408,7 +379,7 @@ func TestListAppShareInfo(t *testing.T) {
 		got := map[string]bool{}
 		cursor, pages := "", []int{}
 		for {
-			r := list(t, b, map[string]any{"agentid": b.srv.AgentID, "business_type": 1, "limit": 2, "cursor": cursor})
+			r := listShares(t, b, map[string]any{"agentid": b.srv.AgentID, "business_type": 1, "limit": 2, "cursor": cursor})
 			require.Equal(t, 0, r.Errcode, r.Errmsg)
 			pages = append(pages, len(r.CorpList))
 			for _, c := range r.CorpList {
@@ -436,7 +407,7 @@ func TestListAppShareInfo(t *testing.T) {
 		for range 3 {
 			b.srv.AddDealer("D")
 		}
-		r := list(t, b, map[string]any{"agentid": b.srv.AgentID, "business_type": 1})
+		r := listShares(t, b, map[string]any{"agentid": b.srv.AgentID, "business_type": 1})
 		require.Len(t, r.CorpList, 3)
 		require.Equal(t, 1, r.Ending)
 	})
@@ -444,7 +415,7 @@ func TestListAppShareInfo(t *testing.T) {
 	t.Run("NoDealersIsEmptyAndEnding", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		r := list(t, b, map[string]any{"agentid": b.srv.AgentID, "business_type": 1})
+		r := listShares(t, b, map[string]any{"agentid": b.srv.AgentID, "business_type": 1})
 		require.Equal(t, 0, r.Errcode)
 		require.NotNil(t, r.CorpList)
 		require.Empty(t, r.CorpList)
@@ -456,7 +427,7 @@ func TestListAppShareInfo(t *testing.T) {
 		b := setup(t)
 		b.srv.AddDealer("A")
 		d := b.srv.AddDealer("B")
-		r := list(t, b, map[string]any{"agentid": b.srv.AgentID, "business_type": 1, "corpid": d.CorpID})
+		r := listShares(t, b, map[string]any{"agentid": b.srv.AgentID, "business_type": 1, "corpid": d.CorpID})
 		require.Len(t, r.CorpList, 1)
 		require.Equal(t, d.CorpID, r.CorpList[0].CorpID)
 	})
@@ -481,7 +452,7 @@ func TestListAppShareInfo(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			b := setup(t)
-			require.Equal(t, tc.code, list(t, b, tc.body(b)).Errcode)
+			require.Equal(t, tc.code, listShares(t, b, tc.body(b)).Errcode)
 		})
 	}
 
@@ -554,4 +525,16 @@ func TestDownstreamGetToken(t *testing.T) {
 			require.Empty(t, r.AccessToken)
 		})
 	}
+}
+
+// externalIDs calls unionid_to_external_userid with a fresh token.
+func externalIDs(t *testing.T, b testBundle, body map[string]string) externalResp {
+	t.Helper()
+	return post[externalResp](t, b.srv, wecomtest.APIUnionIDToExternalUserID, mustToken(t, b.srv), body)
+}
+
+// listShares calls list_app_share_info with a fresh token.
+func listShares(t *testing.T, b testBundle, body map[string]any) shareResp {
+	t.Helper()
+	return post[shareResp](t, b.srv, wecomtest.APIListAppShareInfo, mustToken(t, b.srv), body)
 }

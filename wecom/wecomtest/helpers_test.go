@@ -210,3 +210,23 @@ func mustBatch(t *testing.T, srv *wecomtest.Server, tok, chatID string, ids ...s
 	require.Equal(t, 0, r.Errcode, r.Errmsg)
 	return r.pendingIDs()
 }
+
+// scene is the world most batch tests start from: an upstream token and one
+// person who is a customer of one dealer, not yet registered.
+type scene struct {
+	testBundle
+	tok string
+	d   wecomtest.Dealer
+	p   wecomtest.Person
+	c   wecomtest.Customer
+}
+
+func setupScene(t *testing.T, opts ...wecomtest.Option) scene {
+	t.Helper()
+	s := scene{testBundle: setup(t, opts...)}
+	s.tok = mustToken(t, s.srv)
+	s.d = s.srv.AddDealer("Dealer A")
+	s.p = s.srv.AddPerson()
+	s.c = s.srv.AddCustomer(s.d, s.p, s.d.Staff[0])
+	return s
+}
