@@ -94,9 +94,10 @@ type batch struct {
 	stop   func() bool         // stops the Window timer
 	opened time.Time           // first ask, for MaxWait
 
-	done    chan struct{}     // closed when pending and err are set
+	done    chan struct{}     // closed when pending, errs and err are set
 	pending map[string]string // external_userid → pending_id, only non-empty ones
-	err     error
+	errs    map[string]error  // ids WeCom refused alone, after bisecting
+	err     error             // the error of the whole call, for every caller
 }
 
 // Coalescer turns concurrent single-id asks into few batch calls of
@@ -171,7 +172,9 @@ func NewCoalescer(r PendingResolver, cfg CoalescerConfig) (*Coalescer, error) {
 // none. chatID, if set, restricts the lookup to that customer group. Asks
 // with the same (corpID, chatID) share a call, and an id asked twice is sent
 // once. A call error is returned unchanged to every caller of that batch, so
-// errors.Is/As and wecom's predicates work on it. If ctx ends first, Resolve
+// errors.Is/As and wecom's predicates work on it, except an error that blames
+// an unnamed id (40096): the batch is then split in halves until each bad id
+// fails alone, and the others get their answers. If ctx ends first, Resolve
 // returns ctx.Err() and the call goes on for the other callers. After Close
 // it returns ErrCoalescerClosed.
 func (c *Coalescer) Resolve(ctx context.Context, corpID, chatID, externalUserID string) (string, error) {
@@ -197,6 +200,9 @@ func (c *Coalescer) Resolve(ctx context.Context, corpID, chatID, externalUserID 
 	}
 	if b.err != nil {
 		return "", b.err
+	}
+	if err := b.errs[externalUserID]; err != nil {
+		return "", err
 	}
 	return b.pending[externalUserID], nil
 }
@@ -285,7 +291,13 @@ func (c *Coalescer) call(b *batch, why flushReason) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.CallTimeout)
 	defer cancel()
 	start := time.Now()
-	res, err := c.invoke(ctx, b)
+	res, err := c.invoke(ctx, b.key, b.ids)
+	if err != nil && len(b.ids) > 1 && isIDError(err) {
+		// WeCom refused the batch for an id it does not name: halve it
+		// until the offending ids stand alone, so the others get answers.
+		b.errs = map[string]error{}
+		res, err = c.bisect(ctx, b.key, b.ids, b.errs)
+	}
 	if err == nil {
 		b.pending = make(map[string]string, len(res))
 		for _, r := range res {
@@ -325,15 +337,49 @@ func (c *Coalescer) call(b *batch, why flushReason) {
 // invoke calls the resolver, turning a panic into an error: the call runs in
 // the Coalescer's goroutine, not the job's, so River's panic recovery would
 // not catch it and the whole process would die.
-func (c *Coalescer) invoke(ctx context.Context, b *batch) (res []wecom.PendingResult, err error) {
+func (c *Coalescer) invoke(ctx context.Context, key groupKey, ids []string) (res []wecom.PendingResult, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			c.log.Warn("coalescer: resolver panicked",
-				"corp_id", b.key.corpID, "chat_id", b.key.chatID, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+				"corp_id", key.corpID, "chat_id", key.chatID, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 			res, err = nil, fmt.Errorf("pipeline: coalescer: resolver panicked: %v", p)
 		}
 	}()
-	return c.resolver.ExternalUserIDToPendingID(ctx, b.key.corpID, b.key.chatID, b.ids)
+	return c.resolver.ExternalUserIDToPendingID(ctx, key.corpID, key.chatID, ids)
+}
+
+// bisect resolves ids in halves after a call failed with an id error. An id
+// that fails alone gets the error in errs; the answers of the others are
+// returned. Any other error (transient, deployment) ends the search and is
+// returned for the whole batch: River retries it.
+func (c *Coalescer) bisect(ctx context.Context, key groupKey, ids []string, errs map[string]error) ([]wecom.PendingResult, error) {
+	var out []wecom.PendingResult
+	for _, half := range [][]string{ids[:len(ids)/2], ids[len(ids)/2:]} {
+		res, err := c.invoke(ctx, key, half)
+		switch {
+		case err == nil:
+			out = append(out, res...)
+		case !isIDError(err):
+			return nil, err
+		case len(half) == 1:
+			errs[half[0]] = err
+		default:
+			res, err := c.bisect(ctx, key, half, errs)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, res...)
+		}
+	}
+	return out, nil
+}
+
+// isIDError reports whether WeCom refused a batch because of an id in it
+// (40096 invalid external_userid, 40058 invalid parameter), as opposed to
+// the deployment or the moment, which would fail any split of it alike.
+func isIDError(err error) bool {
+	var ae *wecom.APIError
+	return errors.As(err, &ae) && (ae.Code == wecom.CodeInvalidExternalUserID || ae.Code == wecom.CodeInvalidParameter)
 }
 
 // Stats returns a copy of the counters.

@@ -1,0 +1,93 @@
+package pipeline
+
+import (
+	"context"
+	"slices"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/pendinglink/pendinglink/wecom"
+)
+
+// TestCoalescer_BisectsIDErrors: WeCom answers 40096 for a whole batch when
+// one id in it is invalid, without saying which. The bad ids must fail alone
+// and every good id in the batch must still get its answer.
+func TestCoalescer_BisectsIDErrors(t *testing.T) {
+	t.Parallel()
+	bad := map[string]bool{"wm003": true, "wm007": true, "wm008": true}
+	r := &fakeResolver{Fn: func(_ context.Context, _, _ string, ids []string) ([]wecom.PendingResult, error) {
+		if slices.ContainsFunc(ids, func(id string) bool { return bad[id] }) {
+			return nil, &wecom.APIError{API: "corpgroup/batch/external_userid_to_pending_id", Code: wecom.CodeInvalidExternalUserID, Msg: "invalid external_userid"}
+		}
+		return answerAll(ids), nil
+	}}
+	ids := idsN("wm", 13)
+	b := setupCoalescer(t, r, CoalescerConfig{MaxBatch: len(ids)})
+	answers := make(map[string]<-chan answer, len(ids))
+	for _, id := range ids {
+		answers[id] = resolveAsync(t.Context(), b.c, "wwcorp", "", id)
+	}
+	for _, id := range ids {
+		got := <-answers[id]
+		if bad[id] {
+			require.Equal(t, wecom.CodeInvalidExternalUserID, apiCode(t, got.err), id)
+			continue
+		}
+		require.NoError(t, got.err, id)
+		require.Equal(t, "p-"+id, got.pendingID, id)
+	}
+
+	t.Run("OneBadIDCostsLogarithmicCalls", func(t *testing.T) {
+		t.Parallel()
+		r := &fakeResolver{Fn: func(_ context.Context, _, _ string, ids []string) ([]wecom.PendingResult, error) {
+			if slices.Contains(ids, "wm042") {
+				return nil, &wecom.APIError{API: "corpgroup/batch/external_userid_to_pending_id", Code: wecom.CodeInvalidExternalUserID}
+			}
+			return answerAll(ids), nil
+		}}
+		ids := idsN("wm", 100)
+		b := setupCoalescer(t, r, CoalescerConfig{MaxBatch: len(ids)})
+		var answers []<-chan answer
+		for _, id := range ids {
+			answers = append(answers, resolveAsync(t.Context(), b.c, "wwcorp", "", id))
+		}
+		failed := 0
+		for _, a := range answers {
+			if (<-a).err != nil {
+				failed++
+			}
+		}
+		require.Equal(t, 1, failed)
+		// The first call, then two halves per level down to one id:
+		// 1 + 2·⌈log2 100⌉ = 15, where one call per id would be 100.
+		require.LessOrEqual(t, len(r.Calls()), 15)
+	})
+}
+
+// TestCoalescer_DeploymentErrorsFailTheBatchOnce: an error about the
+// deployment (no permission) is the same for every id; splitting the batch
+// would only multiply calls.
+func TestCoalescer_DeploymentErrorsFailTheBatchOnce(t *testing.T) {
+	t.Parallel()
+	r := &fakeResolver{Fn: func(context.Context, string, string, []string) ([]wecom.PendingResult, error) {
+		return nil, &wecom.APIError{API: "corpgroup/batch/external_userid_to_pending_id", Code: wecom.CodeNoPermission, Msg: "no privilege"}
+	}}
+	ids := idsN("wm", 8)
+	b := setupCoalescer(t, r, CoalescerConfig{MaxBatch: len(ids)})
+	var answers []<-chan answer
+	for _, id := range ids {
+		answers = append(answers, resolveAsync(t.Context(), b.c, "wwcorp", "", id))
+	}
+	for _, a := range answers {
+		require.Equal(t, wecom.CodeNoPermission, apiCode(t, (<-a).err))
+	}
+	require.Len(t, r.Calls(), 1)
+}
+
+func apiCode(t *testing.T, err error) int {
+	t.Helper()
+	var ae *wecom.APIError
+	require.ErrorAs(t, err, &ae)
+	return ae.Code
+}
