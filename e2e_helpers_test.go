@@ -464,6 +464,19 @@ type callRecorder struct {
 	mu       sync.Mutex
 	batches  []batchBody
 	register []string // unionids, one per request (retries included)
+	// hold, when set, makes every batch call block until it is closed,
+	// ignoring the request's context: WeCom hanging past every timeout.
+	hold, held chan struct{}
+}
+
+// holdBatches makes batch calls hang from now on. held is closed when the
+// first one hangs; release lets them all go.
+func (r *callRecorder) holdBatches() (held <-chan struct{}, release func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.hold, r.held = make(chan struct{}), make(chan struct{})
+	hold := r.hold
+	return r.held, sync.OnceFunc(func() { close(hold) })
 }
 
 // RoundTrip implements http.RoundTripper.
@@ -480,6 +493,16 @@ func (r *callRecorder) RoundTrip(req *http.Request) (*http.Response, error) {
 			var bb batchBody
 			if json.Unmarshal(b, &bb) == nil {
 				r.batches = append(r.batches, bb)
+			}
+			if hold, held := r.hold, r.held; hold != nil {
+				r.mu.Unlock()
+				select {
+				case <-held:
+				default:
+					close(held)
+				}
+				<-hold
+				r.mu.Lock()
 			}
 		} else {
 			var f store.FanInput

@@ -866,3 +866,35 @@ func TestE2E_SharedCorpsJoinReceiveIDAllowlist(t *testing.T) {
 	require.Equal(t, http.StatusForbidden, send("wwtestnotsharing"), "a corp not sharing the app")
 	require.Positive(t, w.wc.Calls(wecomtest.APIListAppShareInfo))
 }
+
+// TestE2E_ShutdownIsBoundedWhileWeComHangs: SIGTERM must keep its promise of
+// PENDINGLINK_SHUTDOWN_TIMEOUT even when a WeCom call never returns; the
+// work cut off is resumed at the next start.
+func TestE2E_ShutdownIsBoundedWhileWeComHangs(t *testing.T) {
+	t.Parallel()
+	w := startE2E(t, e2eOptions{Env: map[string]string{"PENDINGLINK_SHUTDOWN_TIMEOUT": "1s"}})
+	held, release := w.calls.holdBatches()
+	t.Cleanup(release)
+	_, ev := w.addCustomer(w.fan(), "staff-a")
+	w.send(ev)
+	select {
+	case <-held:
+	case <-time.After(e2eTimeout):
+		t.Fatal("the resolve job never called WeCom")
+	}
+
+	r := w.run
+	r.mu.Lock()
+	a := r.app
+	r.app = nil
+	r.mu.Unlock()
+	closed := make(chan error, 1)
+	go func() { closed <- a.close() }()
+	select {
+	case err := <-closed:
+		require.NoError(t, err)
+	case <-time.After(e2eTimeout):
+		// Without a bound, close waits for the hanging call until release.
+		t.Fatal("shutdown is still waiting for the hanging WeCom call")
+	}
+}

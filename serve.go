@@ -240,6 +240,24 @@ func (a *app) close() error {
 	a.stopRefresh()
 	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
 	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- a.shutdown(ctx) }()
+	select {
+	case err := <-done:
+		a.logger.Info("stopped")
+		return err
+	case <-ctx.Done():
+		// PENDINGLINK_SHUTDOWN_TIMEOUT is a promise to the supervisor. What
+		// is cut off is safe: acknowledged callbacks are committed, and jobs
+		// left running are resumed at the next start.
+		a.logger.Warn("shutdown timeout: stopping with work in flight; it resumes at the next start")
+		return nil
+	}
+}
+
+// shutdown stops serving, then the job workers, then the WeCom calls they
+// were waiting for, then the database.
+func (a *app) shutdown(ctx context.Context) error {
 	var errs []error
 	if err := a.httpSrv.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
@@ -249,9 +267,10 @@ func (a *app) close() error {
 	if err := a.db.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close database: %w", err))
 	}
-	a.coalescer.Close()
+	if err := a.coalescer.Shutdown(ctx); err != nil {
+		a.logger.Warn("WeCom calls still in flight at shutdown were cancelled", "err", err)
+	}
 	a.client.Close()
-	a.logger.Info("stopped")
 	return errors.Join(errs...)
 }
 

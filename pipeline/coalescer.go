@@ -117,6 +117,10 @@ type Coalescer struct {
 	// afterFunc starts the Window timer; tests replace it to fire timers by hand.
 	afterFunc func(d time.Duration, f func()) (stop func() bool)
 
+	// base is the parent of every call's context; abandon cancels it.
+	base    context.Context
+	abandon context.CancelFunc
+
 	mu       sync.Mutex
 	open     map[groupKey]*batch
 	inflight map[groupKey]map[string]*batch // ids of calls not yet answered
@@ -156,10 +160,13 @@ func NewCoalescer(r PendingResolver, cfg CoalescerConfig) (*Coalescer, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	base, abandon := context.WithCancel(context.Background())
 	return &Coalescer{
 		resolver: r,
 		cfg:      cfg,
 		log:      log,
+		base:     base,
+		abandon:  abandon,
 		afterFunc: func(d time.Duration, f func()) func() bool {
 			return time.AfterFunc(d, f).Stop
 		},
@@ -288,7 +295,7 @@ func (c *Coalescer) flushLocked(b *batch, why flushReason) {
 // call runs b's WeCom call and hands the answer to every waiter.
 func (c *Coalescer) call(b *batch, why flushReason) {
 	defer c.calls.Done()
-	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.CallTimeout)
+	ctx, cancel := context.WithTimeout(c.base, c.cfg.CallTimeout)
 	defer cancel()
 	start := time.Now()
 	res, err := c.invoke(ctx, b.key, b.ids)
@@ -393,13 +400,39 @@ func (c *Coalescer) Stats() CoalescerStats {
 // and waits for all calls in flight. Later Resolves return
 // ErrCoalescerClosed. Close may be called more than once.
 func (c *Coalescer) Close() {
+	c.flushAll()
+	c.calls.Wait()
+}
+
+// Shutdown sends what is pending, like Close, but waits for the calls only
+// until ctx ends: then it cancels the calls still in flight (their callers
+// get the context's error and River retries the jobs) and returns ctx's
+// error without waiting for them to return, so a transport that ignores
+// cancellation cannot hold up the process's exit.
+func (c *Coalescer) Shutdown(ctx context.Context) error {
+	c.flushAll()
+	done := make(chan struct{})
+	go func() {
+		c.calls.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		c.abandon()
+		return ctx.Err()
+	}
+}
+
+// flushAll closes the Coalescer to new asks and sends every open group.
+func (c *Coalescer) flushAll() {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if !c.closed {
 		c.closed = true
 		for _, b := range c.open {
 			c.flushLocked(b, flushClose)
 		}
 	}
-	c.mu.Unlock()
-	c.calls.Wait()
 }
