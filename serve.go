@@ -77,8 +77,11 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 	}
 
 	workers := river.NewWorkers()
+	// The pipeline handles River's job errors, but needs the open store;
+	// no job runs before Start, by which time it is set.
+	jobErrors := &pipelineErrors{}
 	db, err := store.Open(ctx, store.Config{
-		DSN: cfg.DB, Logger: logger, Now: opts.Now, Workers: workers,
+		DSN: cfg.DB, Logger: logger, Now: opts.Now, Workers: workers, ErrorHandler: jobErrors,
 		Jobs:         pipeline.Policy{Notify: cfg.WebhookURL != "", Backfill: cfg.Backfill},
 		Queues:       pipeline.Queues(int(cfg.ResolveWorkers)),
 		PeriodicJobs: pipeline.PeriodicJobs(cfg.RenewInterval),
@@ -177,6 +180,7 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 		return nil, err
 	}
 	pl.AddWorkers(workers)
+	jobErrors.ErrorHandler = pl
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -273,6 +277,9 @@ func (a *app) shutdown(ctx context.Context) error {
 	a.client.Close()
 	return errors.Join(errs...)
 }
+
+// pipelineErrors forwards River's job errors to the pipeline once it exists.
+type pipelineErrors struct{ river.ErrorHandler }
 
 // allowSharedCorps adds the corps that share the app to the receive-id
 // allow-list. A failure keeps the configured list and is logged: WeCom may be

@@ -24,6 +24,7 @@ type Store interface {
 	renewStore
 	notifyStore
 	pruneStore
+	failStore
 	// PipelineStatus returns the counters /v1/status shows for the pipeline.
 	PipelineStatus(ctx context.Context, expiringWithin time.Duration) (store.PipelineStatus, error)
 }

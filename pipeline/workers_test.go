@@ -381,3 +381,52 @@ func TestPruneWorker(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, map[int64]int64{recent: 2}, got)
 }
+
+// TestErrorHandler_LastAttemptMarksEventFailed: a job River discards after
+// its last attempt must not leave its event pending forever without a reason.
+// River calls its ErrorHandler with the failed job; rivertest installs its
+// own, so the test hands the job River returned to the pipeline's.
+func TestErrorHandler_LastAttemptMarksEventFailed(t *testing.T) {
+	t.Parallel()
+	b := setupWorkers(t, nil)
+	ev := b.saveAdd(t)
+	b.wecom.ExternalUserIDToPendingIDFunc = func(context.Context, string, string, []string) ([]wecom.PendingResult, error) {
+		return nil, apiError("corpgroup/batch/external_userid_to_pending_id", wecom.CodeSystemBusy)
+	}
+
+	// Not the last attempt: River will retry, the event stays pending.
+	res, err := work(t, b, resolveArgs(ev), withAttempt(2))
+	require.Error(t, err)
+	require.NotEqual(t, rivertype.JobStateDiscarded, res.Job.State)
+	require.Nil(t, b.pl.HandleError(t.Context(), res.Job, err), "River's retry policy decides")
+	require.Equal(t, store.EventPending, b.eventState(t, ev.ID).State)
+
+	// The last attempt: River discards the job, so the event fails with the reason.
+	res, err = work(t, b, resolveArgs(ev), withAttempt(river.MaxAttemptsDefault))
+	require.Error(t, err)
+	require.Equal(t, rivertype.JobStateDiscarded, res.Job.State)
+	b.pl.HandleError(t.Context(), res.Job, err)
+	got := b.eventState(t, ev.ID)
+	require.Equal(t, store.EventFailed, got.State)
+	require.Contains(t, got.Reason, "errcode -1")
+	require.Contains(t, got.Reason, "gave up after 25 attempts")
+}
+
+// TestErrorHandler_LastAttemptMarksFanFailed is the same for a registration.
+func TestErrorHandler_LastAttemptMarksFanFailed(t *testing.T) {
+	t.Parallel()
+	b := setupWorkers(t, nil)
+	fan := store.FanInput{UnionID: "test-u1", OpenID: "o-test-u1"}
+	_, err := b.db.RegisterFans(t.Context(), []store.FanInput{fan}, store.RegisterOpts{NoJob: true})
+	require.NoError(t, err)
+	b.wecom.UnionIDToPendingIDFunc = func(context.Context, string, string) (string, error) {
+		return "", apiError("corpgroup/unionid_to_pending_id", wecom.CodeSystemBusy)
+	}
+	res, err := work(t, b, pipeline.RegisterArgs(fan), withAttempt(river.MaxAttemptsDefault))
+	require.Error(t, err)
+	b.pl.HandleError(t.Context(), res.Job, err)
+	got, err := b.db.FindFan(t.Context(), fan.UnionID)
+	require.NoError(t, err)
+	require.Equal(t, store.FanFailed, got.State)
+	require.Contains(t, got.LastError, "errcode -1")
+}
