@@ -581,5 +581,17 @@ func (w *e2eWorld) requireLinks(want map[string]bool) {
 	require.Equal(w.t, want, got)
 }
 
+// waitResolution waits for c to have one resolution and returns c as the
+// app reports it.
+func (w *e2eWorld) waitResolution(c wecomtest.Customer) *store.CustomerDetail {
+	w.t.Helper()
+	var cust *store.CustomerDetail
+	w.waitFor("the customer's resolution", func() bool {
+		cust = w.customer(c.Dealer.CorpID, c.ExternalUserID)
+		return cust != nil && len(cust.Resolutions) == 1
+	})
+	return cust
+}
+
 // linkKey identifies a link: one per fan, corp and customer.
 func linkKey(l store.Link) string { return l.UnionID + "|" + l.CorpID + "|" + l.ExternalUserID }

@@ -97,11 +97,7 @@ func testCustomerFirstPendingID(t *testing.T) {
 	c, ev := w.addCustomer(p, "staff-a")
 	w.send(ev)
 
-	var cust *store.CustomerDetail
-	w.waitFor("the customer's resolution", func() bool {
-		cust = w.customer(c.Dealer.CorpID, c.ExternalUserID)
-		return cust != nil && len(cust.Resolutions) == 1
-	})
+	cust := w.waitResolution(c)
 	r := cust.Resolutions[0]
 	require.NotEmpty(t, r.PendingID)
 	require.Equal(t, store.ResolutionResolved, r.State, "resolved but matched to nobody yet")
@@ -312,11 +308,7 @@ func TestE2E_ExpiryAndRenewal(t *testing.T) {
 
 		c, ev := w.addCustomer(p, "staff-a")
 		w.send(ev)
-		var cust *store.CustomerDetail
-		w.waitFor("the customer's resolution", func() bool {
-			cust = w.customer(c.Dealer.CorpID, c.ExternalUserID)
-			return cust != nil && len(cust.Resolutions) == 1
-		})
+		cust := w.waitResolution(c)
 		require.NotEqual(t, fr.PendingID, cust.Resolutions[0].PendingID)
 		require.Equal(t, store.ResolutionResolved, cust.Resolutions[0].State)
 		w.waitIdle()
