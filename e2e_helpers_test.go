@@ -563,5 +563,58 @@ func (b *logBuffer) tail(n int) string {
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
+// burst registers nFans new fans in one batch and waits for WeCom to know
+// them, then makes nFans+nOthers new customers of the first dealer (the
+// fans first, then people who are not fans), customer i followed by
+// staff(i). It returns the linkKeys the fans' customers should be linked
+// under, and the customers' add events, unsent.
+func (w *e2eWorld) burst(nFans, nOthers int, staff func(i int) string) (want map[string]bool, evs []wecom.Event) {
+	w.t.Helper()
+	var fans []wecomtest.Person
+	for range nFans {
+		fans = append(fans, w.fan())
+	}
+	w.registerBatch(fans)
+	w.waitFor("every fan registered", func() bool { return w.status().Fans.Registered == int64(nFans) })
+
+	want = map[string]bool{}
+	for i := range nFans + nOthers {
+		p := w.fan()
+		if i < nFans {
+			p = fans[i]
+		}
+		c, ev := w.addCustomer(p, staff(i))
+		evs = append(evs, ev)
+		if i < nFans {
+			want[p.UnionID+"|"+c.Dealer.CorpID+"|"+c.ExternalUserID] = true
+		}
+	}
+	return want, evs
+}
+
+// requireLinks requires the app to hold exactly the links want names (by
+// linkKey), each once.
+func (w *e2eWorld) requireLinks(want map[string]bool) {
+	w.t.Helper()
+	got := map[string]bool{}
+	for _, l := range w.links(apiclient.LinkFilter{}) {
+		require.False(w.t, got[linkKey(l)], "duplicate link %s", linkKey(l))
+		got[linkKey(l)] = true
+	}
+	require.Equal(w.t, want, got)
+}
+
+// waitResolution waits for c to have one resolution and returns c as the
+// app reports it.
+func (w *e2eWorld) waitResolution(c wecomtest.Customer) *store.CustomerDetail {
+	w.t.Helper()
+	var cust *store.CustomerDetail
+	w.waitFor("the customer's resolution", func() bool {
+		cust = w.customer(c.Dealer.CorpID, c.ExternalUserID)
+		return cust != nil && len(cust.Resolutions) == 1
+	})
+	return cust
+}
+
 // linkKey identifies a link: one per fan, corp and customer.
 func linkKey(l store.Link) string { return l.UnionID + "|" + l.CorpID + "|" + l.ExternalUserID }

@@ -97,11 +97,7 @@ func testCustomerFirstPendingID(t *testing.T) {
 	c, ev := w.addCustomer(p, "staff-a")
 	w.send(ev)
 
-	var cust *store.CustomerDetail
-	w.waitFor("the customer's resolution", func() bool {
-		cust = w.customer(c.Dealer.CorpID, c.ExternalUserID)
-		return cust != nil && len(cust.Resolutions) == 1
-	})
+	cust := w.waitResolution(c)
 	r := cust.Resolutions[0]
 	require.NotEmpty(t, r.PendingID)
 	require.Equal(t, store.ResolutionResolved, r.State, "resolved but matched to nobody yet")
@@ -312,11 +308,7 @@ func TestE2E_ExpiryAndRenewal(t *testing.T) {
 
 		c, ev := w.addCustomer(p, "staff-a")
 		w.send(ev)
-		var cust *store.CustomerDetail
-		w.waitFor("the customer's resolution", func() bool {
-			cust = w.customer(c.Dealer.CorpID, c.ExternalUserID)
-			return cust != nil && len(cust.Resolutions) == 1
-		})
+		cust := w.waitResolution(c)
 		require.NotEqual(t, fr.PendingID, cust.Resolutions[0].PendingID)
 		require.Equal(t, store.ResolutionResolved, cust.Resolutions[0].State)
 		w.waitIdle()
@@ -462,26 +454,7 @@ func TestE2E_WeComFaults(t *testing.T) {
 	w.wc.FailNext(wecomtest.APIUnionIDToPendingID, wecomtest.Fault{Errcode: -1}, wecomtest.Fault{Errcode: -1}, wecomtest.Fault{Status: 503})
 	w.wc.FailNext(wecomtest.APIExternalUserIDToPendingID, wecomtest.Fault{Errcode: -1}, wecomtest.Fault{Status: 502}, wecomtest.Fault{Errcode: -1})
 
-	var fans []wecomtest.Person
-	for range nFans {
-		fans = append(fans, w.fan())
-	}
-	w.registerBatch(fans)
-	w.waitFor("every fan registered", func() bool { return w.status().Fans.Registered == nFans })
-
-	want := map[string]bool{}
-	var evs []wecom.Event
-	for i := range nFans + nOthers {
-		p := w.fan()
-		if i < nFans {
-			p = fans[i]
-		}
-		c, ev := w.addCustomer(p, "staff-a")
-		evs = append(evs, ev)
-		if i < nFans {
-			want[p.UnionID+"|"+c.Dealer.CorpID+"|"+c.ExternalUserID] = true
-		}
-	}
+	want, evs := w.burst(nFans, nOthers, func(int) string { return "staff-a" })
 	half := len(evs) / 2
 	w.wc.ExpireTokens() // WeCom revokes every token early
 	w.sendAll(evs[:half])
@@ -495,12 +468,7 @@ func TestE2E_WeComFaults(t *testing.T) {
 	require.EqualValues(t, nFans, st.Links.Active)
 	require.EqualValues(t, nFans+nOthers, st.Events.Received)
 	require.Zero(t, st.Events.Failed, "%v", st.Events.FailureReasons)
-	got := map[string]bool{}
-	for _, l := range w.links(apiclient.LinkFilter{}) {
-		require.False(t, got[linkKey(l)], "duplicate link %s", linkKey(l))
-		got[linkKey(l)] = true
-	}
-	require.Equal(t, want, got)
+	w.requireLinks(want)
 
 	// The faults did happen.
 	stats := w.wc.Stats()
@@ -522,26 +490,7 @@ func TestE2E_RestartMidBurst(t *testing.T) {
 	// WeCom when the app stops.
 	w := startE2E(t, e2eOptions{PendingForUnregistered: true, ClockRuns: true,
 		Env: map[string]string{"PENDINGLINK_SHUTDOWN_TIMEOUT": "100ms"}})
-	var fans []wecomtest.Person
-	for range nFans {
-		fans = append(fans, w.fan())
-	}
-	w.registerBatch(fans)
-	w.waitFor("every fan registered", func() bool { return w.status().Fans.Registered == nFans })
-
-	want := map[string]bool{}
-	var evs []wecom.Event
-	for i := range nFans + nOthers {
-		p := w.fan()
-		if i < nFans {
-			p = fans[i]
-		}
-		c, ev := w.addCustomer(p, []string{"staff-a", "staff-b"}[i%2])
-		evs = append(evs, ev)
-		if i < nFans {
-			want[p.UnionID+"|"+c.Dealer.CorpID+"|"+c.ExternalUserID] = true
-		}
-	}
+	want, evs := w.burst(nFans, nOthers, func(i int) string { return []string{"staff-a", "staff-b"}[i%2] })
 	// Slow WeCom answers keep the burst in flight when the app stops.
 	w.wc.SetFaults(wecomtest.Faults{Latency: time.Second})
 	w.sendAll(evs)
@@ -561,12 +510,7 @@ func TestE2E_RestartMidBurst(t *testing.T) {
 	require.EqualValues(t, nFans+nOthers, st.Events.Received)
 	require.EqualValues(t, 10, st.Events.Duplicate)
 	require.Zero(t, st.Events.Failed)
-	got := map[string]bool{}
-	for _, l := range w.links(apiclient.LinkFilter{}) {
-		require.False(t, got[linkKey(l)], "duplicate link %s", linkKey(l))
-		got[linkKey(l)] = true
-	}
-	require.Equal(t, want, got)
+	w.requireLinks(want)
 }
 
 // hookDelivery is one POST the webhook received.

@@ -189,6 +189,14 @@ func (b *importBundle) opts(file string, stdout *bytes.Buffer) Options {
 	}
 }
 
+// write writes content to the file name in the bundle's folder and returns
+// options for it (see opts) whose Stdout is out.
+func (b *importBundle) write(t *testing.T, name, content string) (opts Options, out *bytes.Buffer) {
+	t.Helper()
+	out = new(bytes.Buffer)
+	return b.opts(mustWriteFile(t, filepath.Join(b.dir, name), content), out), out
+}
+
 // testFans returns n fans whose ids carry prefix and their 1-based index.
 func testFans(prefix string, n int) []store.FanInput {
 	out := make([]store.FanInput, n)
@@ -239,9 +247,7 @@ func TestRun_Input(t *testing.T) {
 		t.Parallel()
 		b := setupImport(t)
 		fans := testFans("nohdr", 5)
-		file := mustWriteFile(t, filepath.Join(b.dir, "fans.csv"), csvLines(fans))
-		var out bytes.Buffer
-		opts := b.opts(file, &out)
+		opts, out := b.write(t, "fans.csv", csvLines(fans))
 		opts.Batch, opts.Wait = 2, false
 		require.NoError(t, Run(t.Context(), opts))
 		require.Equal(t, fans, b.fake.acceptedFans(0))
@@ -258,9 +264,7 @@ func TestRun_Input(t *testing.T) {
 		for _, f := range fans {
 			content += f.OpenID + ",\"Doe, J\"," + f.UnionID + "\r\n"
 		}
-		file := mustWriteFile(t, filepath.Join(b.dir, "export.txt"), content)
-		var out bytes.Buffer
-		opts := b.opts(file, &out)
+		opts, out := b.write(t, "export.txt", content)
 		opts.Wait = false
 		require.NoError(t, Run(t.Context(), opts))
 		require.Equal(t, fans, b.fake.acceptedFans(0))
@@ -270,10 +274,8 @@ func TestRun_Input(t *testing.T) {
 	t.Run("RejectedTokenNamesVariableNeverToken", func(t *testing.T) {
 		t.Parallel()
 		b := setupImport(t)
-		file := mustWriteFile(t, filepath.Join(b.dir, "fans.csv"), csvLines(testFans("tok", 3)))
+		opts, out := b.write(t, "fans.csv", csvLines(testFans("tok", 3)))
 		const wrong = "wrong-token-b4d1e8f2"
-		var out bytes.Buffer
-		opts := b.opts(file, &out)
 		opts.Token = wrong
 		err := Run(t.Context(), opts)
 		require.ErrorIs(t, err, ErrTokenRejected)
@@ -292,9 +294,8 @@ func TestFansImport(t *testing.T) {
 		t.Parallel()
 		b := setupImport(t)
 		fans := testFans("jsonl", 4)
-		file := mustWriteFile(t, filepath.Join(b.dir, "fans.jsonl"), jsonLines(t, fans))
-		var out bytes.Buffer
-		require.NoError(t, Run(t.Context(), b.opts(file, &out)))
+		opts, out := b.write(t, "fans.jsonl", jsonLines(t, fans))
+		require.NoError(t, Run(t.Context(), opts))
 		require.Equal(t, fans, b.fake.acceptedFans(0))
 		require.Contains(t, out.String(), "(jsonl)")
 	})
@@ -303,18 +304,16 @@ func TestFansImport(t *testing.T) {
 		t.Parallel()
 		b := setupImport(t)
 		fans := testFans("sniff", 2)
-		file := mustWriteFile(t, filepath.Join(b.dir, "fans.export"), "\n"+jsonLines(t, fans))
-		var out bytes.Buffer
-		require.NoError(t, Run(t.Context(), b.opts(file, &out)))
+		opts, _ := b.write(t, "fans.export", "\n"+jsonLines(t, fans))
+		require.NoError(t, Run(t.Context(), opts))
 		require.Equal(t, fans, b.fake.acceptedFans(0))
 	})
 
 	t.Run("JSONArrayIsRefusedWithAHint", func(t *testing.T) {
 		t.Parallel()
 		b := setupImport(t)
-		file := mustWriteFile(t, filepath.Join(b.dir, "fans.json"), `[{"unionid":"a","openid":"b"}]`)
-		var out bytes.Buffer
-		err := Run(t.Context(), b.opts(file, &out))
+		opts, _ := b.write(t, "fans.json", `[{"unionid":"a","openid":"b"}]`)
+		err := Run(t.Context(), opts)
 		require.ErrorContains(t, err, "jq -c")
 		require.Empty(t, b.fake.acceptedBatches())
 	})
@@ -336,9 +335,8 @@ func TestFansImport(t *testing.T) {
 			strings.Repeat("y", maxLineLen+10),       // line 9: longer than a line may be
 			valid[3].UnionID + "," + valid[3].OpenID, // line 10
 		}
-		file := mustWriteFile(t, filepath.Join(b.dir, "fans.csv"), strings.Join(lines, "\n")+"\n")
-		var out bytes.Buffer
-		require.NoError(t, Run(t.Context(), b.opts(file, &out)))
+		opts, out := b.write(t, "fans.csv", strings.Join(lines, "\n")+"\n")
+		require.NoError(t, Run(t.Context(), opts))
 
 		require.Equal(t, valid, b.fake.acceptedFans(0))
 		s := out.String()
@@ -349,16 +347,15 @@ func TestFansImport(t *testing.T) {
 		require.Contains(t, s, "line 6: bad CSV")
 		require.Contains(t, s, "line 9: line longer than 65536 bytes")
 		require.Contains(t, s, "lines read:  10\n")
-		require.Equal(t, int64(10), mustReadCheckpoint(t, file).LinesDone)
+		require.Equal(t, int64(10), mustReadCheckpoint(t, opts.File).LinesDone)
 	})
 
 	t.Run("InvalidRowsShowFirstTwenty", func(t *testing.T) {
 		t.Parallel()
 		b := setupImport(t)
 		content := strings.Repeat(`{"unionid":"test-only-unionid"}`+"\n", 25) + jsonLines(t, testFans("last", 1))
-		file := mustWriteFile(t, filepath.Join(b.dir, "fans.ndjson"), content)
-		var out bytes.Buffer
-		require.NoError(t, Run(t.Context(), b.opts(file, &out)))
+		opts, out := b.write(t, "fans.ndjson", content)
+		require.NoError(t, Run(t.Context(), opts))
 		s := out.String()
 		require.Contains(t, s, "first 20 of 25")
 		require.Equal(t, 20, strings.Count(s, ": missing openid\n"))
@@ -371,9 +368,7 @@ func TestFansImport(t *testing.T) {
 		t.Parallel()
 		b := setupImport(t)
 		fans := testFans("batch", 25)
-		file := mustWriteFile(t, filepath.Join(b.dir, "fans.csv"), "unionid,openid\n"+csvLines(fans))
-		var out bytes.Buffer
-		opts := b.opts(file, &out)
+		opts, _ := b.write(t, "fans.csv", "unionid,openid\n"+csvLines(fans))
 		opts.Batch = 10
 		require.NoError(t, Run(t.Context(), opts))
 		var sizes []int
@@ -389,9 +384,8 @@ func TestFansImport(t *testing.T) {
 		b := setupImport(t)
 		b.fake.set(func(f *fakeAdmin) { f.failNext = 2 })
 		fans := testFans("retry", 3)
-		file := mustWriteFile(t, filepath.Join(b.dir, "fans.csv"), csvLines(fans))
-		var out bytes.Buffer
-		require.NoError(t, Run(t.Context(), b.opts(file, &out)))
+		opts, out := b.write(t, "fans.csv", csvLines(fans))
+		require.NoError(t, Run(t.Context(), opts))
 		require.Equal(t, fans, b.fake.acceptedFans(0))
 		require.Equal(t, 2, strings.Count(out.String(), "HTTP 500: internal error; try"))
 	})
@@ -401,9 +395,7 @@ func TestFansImport(t *testing.T) {
 		b := setupImport(t)
 		b.fake.set(func(f *fakeAdmin) { f.failFrom = 3 })
 		fans := testFans("resume", 50)
-		file := mustWriteFile(t, filepath.Join(b.dir, "fans.csv"), "unionid,openid\n"+csvLines(fans))
-		var out bytes.Buffer
-		opts := b.opts(file, &out)
+		opts, out := b.write(t, "fans.csv", "unionid,openid\n"+csvLines(fans))
 		opts.Batch = 10
 
 		// Run 1: batches 1 and 2 are acknowledged, batch 3 fails on every try.
@@ -411,7 +403,7 @@ func TestFansImport(t *testing.T) {
 		require.ErrorContains(t, err, "gave up after 3 tries")
 		require.ErrorContains(t, err, "HTTP 500")
 		require.Equal(t, fans[:20], b.fake.acceptedFans(0))
-		require.Equal(t, int64(21), mustReadCheckpoint(t, file).LinesDone) // header + 20 fans
+		require.Equal(t, int64(21), mustReadCheckpoint(t, opts.File).LinesDone) // header + 20 fans
 		require.Contains(t, out.String(), "lines 1-21 of 51 acknowledged")
 
 		// Run 2: a healthy server gets only the rest, each fan once.
@@ -422,17 +414,16 @@ func TestFansImport(t *testing.T) {
 		require.Equal(t, fans, b.fake.acceptedFans(0))
 		require.Contains(t, out.String(), "resumed:     after line 21")
 		require.Contains(t, out.String(), "skipped:     0 ")
-		require.Equal(t, int64(51), mustReadCheckpoint(t, file).LinesDone)
+		require.Equal(t, int64(51), mustReadCheckpoint(t, opts.File).LinesDone)
 	})
 
 	t.Run("CompletedImportSendsNothingAgain", func(t *testing.T) {
 		t.Parallel()
 		b := setupImport(t)
-		file := mustWriteFile(t, filepath.Join(b.dir, "fans.csv"), csvLines(testFans("done", 5)))
-		var out bytes.Buffer
-		require.NoError(t, Run(t.Context(), b.opts(file, &out)))
+		opts, out := b.write(t, "fans.csv", csvLines(testFans("done", 5)))
+		require.NoError(t, Run(t.Context(), opts))
 		out.Reset()
-		require.NoError(t, Run(t.Context(), b.opts(file, &out)))
+		require.NoError(t, Run(t.Context(), opts))
 		require.Len(t, b.fake.acceptedBatches(), 1)
 		require.Contains(t, out.String(), "sent:        0\n")
 	})
@@ -441,11 +432,9 @@ func TestFansImport(t *testing.T) {
 		t.Parallel()
 		b := setupImport(t)
 		fans := testFans("restart", 5)
-		file := mustWriteFile(t, filepath.Join(b.dir, "fans.csv"), csvLines(fans))
-		var out bytes.Buffer
-		require.NoError(t, Run(t.Context(), b.opts(file, &out)))
+		opts, out := b.write(t, "fans.csv", csvLines(fans))
+		require.NoError(t, Run(t.Context(), opts))
 		out.Reset()
-		opts := b.opts(file, &out)
 		opts.Restart = true
 		require.NoError(t, Run(t.Context(), opts))
 		require.Equal(t, append(append([]store.FanInput(nil), fans...), fans...), b.fake.acceptedFans(0))
@@ -457,16 +446,14 @@ func TestFansImport(t *testing.T) {
 		t.Parallel()
 		b := setupImport(t)
 		b.fake.set(func(f *fakeAdmin) { f.failFrom = 2 })
-		file := mustWriteFile(t, filepath.Join(b.dir, "fans.csv"), csvLines(testFans("first", 20)))
-		var out bytes.Buffer
-		opts := b.opts(file, &out)
+		opts, out := b.write(t, "fans.csv", csvLines(testFans("first", 20)))
 		opts.Batch = 10
 		require.Error(t, Run(t.Context(), opts))
-		require.Equal(t, int64(10), mustReadCheckpoint(t, file).LinesDone)
+		require.Equal(t, int64(10), mustReadCheckpoint(t, opts.File).LinesDone)
 
 		// Same name, same size, other fans.
 		second := testFans("other", 20)
-		mustWriteFile(t, file, csvLines(second))
+		mustWriteFile(t, opts.File, csvLines(second))
 		b.fake.set(func(f *fakeAdmin) { f.failFrom = 0 })
 		out.Reset()
 		require.NoError(t, Run(t.Context(), opts))
@@ -480,9 +467,8 @@ func TestFansImport(t *testing.T) {
 		b.fake.set(func(f *fakeAdmin) { f.rejectPrefix = "test-srvbad" })
 		fans := testFans("ok", 3)
 		content := csvLines(fans[:1]) + "test-srvbad-u1,test-srvbad-o1\n" + csvLines(fans[1:])
-		file := mustWriteFile(t, filepath.Join(b.dir, "fans.csv"), content)
-		var out bytes.Buffer
-		require.NoError(t, Run(t.Context(), b.opts(file, &out)))
+		opts, out := b.write(t, "fans.csv", content)
+		require.NoError(t, Run(t.Context(), opts))
 		require.Equal(t, fans, b.fake.acceptedFans(0))
 		require.Contains(t, out.String(), "line 2: rejected by the server: unionid is not one of ours")
 	})
@@ -508,13 +494,11 @@ func TestFansImport(t *testing.T) {
 			}
 		})
 		fans := testFans("intr", 30)
-		file := mustWriteFile(t, filepath.Join(b.dir, "fans.csv"), csvLines(fans))
-		var out bytes.Buffer
-		opts := b.opts(file, &out)
+		opts, out := b.write(t, "fans.csv", csvLines(fans))
 		opts.Batch = 10
 		err := Run(ctx, opts)
 		require.ErrorContains(t, err, "interrupted; lines 1-20 are acknowledged")
-		require.Equal(t, int64(20), mustReadCheckpoint(t, file).LinesDone)
+		require.Equal(t, int64(20), mustReadCheckpoint(t, opts.File).LinesDone)
 		require.Contains(t, out.String(), "fans import summary")
 
 		// The fake stored batch 3 although its answer never arrived, as a
@@ -533,9 +517,7 @@ func TestFansImport(t *testing.T) {
 		b := setupImport(t)
 		// Other jobs keep the queue busy, so only our registrations can end the wait.
 		b.fake.set(func(f *fakeAdmin) { f.registered, f.registerPerPoll, f.otherPending = 100, 3, 5 })
-		file := mustWriteFile(t, filepath.Join(b.dir, "fans.csv"), csvLines(testFans("wait", 10)))
-		var out bytes.Buffer
-		opts := b.opts(file, &out)
+		opts, out := b.write(t, "fans.csv", csvLines(testFans("wait", 10)))
 		opts.Wait = true
 		require.NoError(t, Run(t.Context(), opts))
 		// One baseline call, then polls reaching 3, 6, 9 and 10 registered.
@@ -548,9 +530,7 @@ func TestFansImport(t *testing.T) {
 		t.Parallel()
 		b := setupImport(t)
 		b.fake.set(func(f *fakeAdmin) { f.refuseAll = true })
-		file := mustWriteFile(t, filepath.Join(b.dir, "fans.csv"), csvLines(testFans("drain", 4)))
-		var out bytes.Buffer
-		opts := b.opts(file, &out)
+		opts, out := b.write(t, "fans.csv", csvLines(testFans("drain", 4)))
 		opts.Wait = true
 		require.NoError(t, Run(t.Context(), opts))
 		require.Contains(t, out.String(), "4 queued fans were not registered")
@@ -560,9 +540,7 @@ func TestFansImport(t *testing.T) {
 		t.Parallel()
 		b := setupImport(t)
 		b.fake.set(func(f *fakeAdmin) { f.registerPerPoll = 2 })
-		file := mustWriteFile(t, filepath.Join(b.dir, "fans.csv"), csvLines(testFans("bar", 6)))
-		var out bytes.Buffer
-		opts := b.opts(file, &out)
+		opts, out := b.write(t, "fans.csv", csvLines(testFans("bar", 6)))
 		opts.Wait, opts.Bar, opts.Batch = true, true, 2
 		require.NoError(t, Run(t.Context(), opts))
 		require.Contains(t, out.String(), "submitting")

@@ -124,6 +124,13 @@ func (b *apiBundle) count(t *testing.T, query string) int64 {
 	return n
 }
 
+// registerFails is a WeCom whose unionid_to_pending_id answers errcode code.
+func registerFails(code int, msg string) *pipelinetest.FakeWeCom {
+	return &pipelinetest.FakeWeCom{UnionIDToPendingIDFunc: func(context.Context, string, string) (string, error) {
+		return "", &wecom.APIError{API: "corpgroup/unionid_to_pending_id", Code: code, Msg: msg}
+	}}
+}
+
 func TestAPI_RegisterFan(t *testing.T) {
 	t.Parallel()
 	fan := store.FanInput{UnionID: "test-u1", OpenID: "o-test-u1"}
@@ -189,9 +196,7 @@ func TestAPI_RegisterFan(t *testing.T) {
 
 	t.Run("AcceptedWhenWeComBusy", func(t *testing.T) {
 		t.Parallel()
-		b := setupAPI(t, apiOpts{wecom: &pipelinetest.FakeWeCom{UnionIDToPendingIDFunc: func(context.Context, string, string) (string, error) {
-			return "", &wecom.APIError{API: "corpgroup/unionid_to_pending_id", Code: wecom.CodeSystemBusy, Msg: "system busy"}
-		}}})
+		b := setupAPI(t, apiOpts{wecom: registerFails(wecom.CodeSystemBusy, "system busy")})
 		code, body := b.do(t, http.MethodPost, "/v1/fans", fan)
 		queued(t, b, code, body)
 		require.Len(t, b.wecom.Calls(), 1)
@@ -199,9 +204,7 @@ func TestAPI_RegisterFan(t *testing.T) {
 
 	t.Run("AcceptedWhenWeComRateLimits", func(t *testing.T) {
 		t.Parallel()
-		b := setupAPI(t, apiOpts{wecom: &pipelinetest.FakeWeCom{UnionIDToPendingIDFunc: func(context.Context, string, string) (string, error) {
-			return "", &wecom.APIError{API: "corpgroup/unionid_to_pending_id", Code: wecom.CodeAPIFreqOutOfLimit, Msg: "api freq out of limit"}
-		}}})
+		b := setupAPI(t, apiOpts{wecom: registerFails(wecom.CodeAPIFreqOutOfLimit, "api freq out of limit")})
 		code, body := b.do(t, http.MethodPost, "/v1/fans", fan)
 		queued(t, b, code, body)
 	})
@@ -226,9 +229,7 @@ func TestAPI_RegisterFan(t *testing.T) {
 
 	t.Run("UnprocessableWhenWeComRefuses", func(t *testing.T) {
 		t.Parallel()
-		b := setupAPI(t, apiOpts{wecom: &pipelinetest.FakeWeCom{UnionIDToPendingIDFunc: func(context.Context, string, string) (string, error) {
-			return "", &wecom.APIError{API: "corpgroup/unionid_to_pending_id", Code: 610014, Msg: "invalid unionid"}
-		}}})
+		b := setupAPI(t, apiOpts{wecom: registerFails(610014, "invalid unionid")})
 		code, body := b.do(t, http.MethodPost, "/v1/fans", fan)
 		require.Equal(t, http.StatusUnprocessableEntity, code, string(body))
 		msg := errorBody(t, body)
@@ -259,6 +260,16 @@ func TestAPI_RegisterFan(t *testing.T) {
 	})
 }
 
+// registerFan stores a fan holding live pendingID, as if it had been
+// registered before.
+func registerFan(t *testing.T, b *apiBundle, unionID, openID, pendingID string) {
+	t.Helper()
+	_, err := b.db.RegisterFans(t.Context(), []store.FanInput{{UnionID: unionID, OpenID: openID}}, store.RegisterOpts{NoJob: true})
+	require.NoError(t, err)
+	_, err = b.db.RecordFanPendingID(t.Context(), unionID, pendingID)
+	require.NoError(t, err)
+}
+
 func TestAPI_RegisterFans(t *testing.T) {
 	t.Parallel()
 
@@ -274,10 +285,7 @@ func TestAPI_RegisterFans(t *testing.T) {
 		t.Parallel()
 		b := setupAPI(t, apiOpts{})
 		// test-u0 already holds a live pending_id.
-		_, err := b.db.RegisterFans(t.Context(), fans(1), store.RegisterOpts{NoJob: true})
-		require.NoError(t, err)
-		_, err = b.db.RecordFanPendingID(t.Context(), "test-u0", "p-0")
-		require.NoError(t, err)
+		registerFan(t, b, "test-u0", "o-0", "p-0")
 
 		code, body := b.do(t, http.MethodPost, "/v1/fans/batch", fans(3))
 		require.Equal(t, http.StatusAccepted, code, string(body))
@@ -297,10 +305,7 @@ func TestAPI_RegisterFans(t *testing.T) {
 		// inclusive, and skipping keeps the test fast (a register job insert
 		// costs milliseconds under -race).
 		b := setupAPI(t, apiOpts{})
-		_, err := b.db.RegisterFans(t.Context(), fans(1), store.RegisterOpts{NoJob: true})
-		require.NoError(t, err)
-		_, err = b.db.RecordFanPendingID(t.Context(), "test-u0", "p-0")
-		require.NoError(t, err)
+		registerFan(t, b, "test-u0", "o-0", "p-0")
 		same := make([]store.FanInput, apiclient.MaxFansPerBatch)
 		for i := range same {
 			same[i] = fans(1)[0]
@@ -348,10 +353,7 @@ func TestAPI_GetFan(t *testing.T) {
 	t.Run("OK", func(t *testing.T) {
 		t.Parallel()
 		b := setupAPI(t, apiOpts{})
-		_, err := b.db.RegisterFans(t.Context(), []store.FanInput{{UnionID: "test-u1", OpenID: "o-1"}}, store.RegisterOpts{NoJob: true})
-		require.NoError(t, err)
-		_, err = b.db.RecordFanPendingID(t.Context(), "test-u1", "p-1")
-		require.NoError(t, err)
+		registerFan(t, b, "test-u1", "o-1", "p-1")
 		code, body := b.do(t, http.MethodGet, "/v1/fans/test-u1", nil)
 		require.Equal(t, http.StatusOK, code)
 		got := decodeAs[store.FanDetail](t, body)
@@ -368,10 +370,7 @@ func TestAPI_FindLinks(t *testing.T) {
 
 	b := setupAPI(t, apiOpts{})
 	// Three links of test-u1, in three corps.
-	_, err := b.db.RegisterFans(t.Context(), []store.FanInput{{UnionID: "test-u1", OpenID: "o-1"}}, store.RegisterOpts{NoJob: true})
-	require.NoError(t, err)
-	_, err = b.db.RecordFanPendingID(t.Context(), "test-u1", "p-1")
-	require.NoError(t, err)
+	registerFan(t, b, "test-u1", "o-1", "p-1")
 	for _, corp := range []string{"wwtestc1", "wwtestc2", "wwtestc3"} {
 		_, err := b.db.RecordResolution(t.Context(), store.Resolution{CorpID: corp, ExternalUserID: "wm-" + corp, PendingID: "p-1"})
 		require.NoError(t, err)
@@ -501,12 +500,9 @@ func TestAPI_Status(t *testing.T) {
 	b := setupAPI(t, apiOpts{wecom: fw, quota: quota})
 
 	// One registered fan linked to one customer; one pending and one failed event.
-	_, err := b.db.RegisterFans(t.Context(), []store.FanInput{{UnionID: "test-u1", OpenID: "o-1"}}, store.RegisterOpts{NoJob: true})
-	require.NoError(t, err)
-	_, err = b.db.RecordFanPendingID(t.Context(), "test-u1", "p-1")
-	require.NoError(t, err)
+	registerFan(t, b, "test-u1", "o-1", "p-1")
 	resolved := storetest.NewEvent(store.KindAddExternalContact)
-	_, err = b.db.SaveEvent(t.Context(), resolved)
+	_, err := b.db.SaveEvent(t.Context(), resolved)
 	require.NoError(t, err)
 	_, err = b.db.RecordResolution(t.Context(), store.Resolution{CorpID: resolved.CorpID, ExternalUserID: resolved.ExternalUserID, PendingID: "p-1", EventID: resolved.ID})
 	require.NoError(t, err)

@@ -117,13 +117,23 @@ func (tb *testBundle) postEvent(t *testing.T, ev wecom.Event, receiveID string) 
 	return tb.post(t, u, body)
 }
 
-func (tb *testBundle) status(t *testing.T) apiclient.StatusResponse {
+// getStatus GETs /v1/status with the Authorization header auth ("": none).
+// The caller closes the body.
+func (tb *testBundle) getStatus(t *testing.T, auth string) *http.Response {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, tb.srv.URL+"/v1/status", nil)
 	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer "+testAdminToken)
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
+	return resp
+}
+
+func (tb *testBundle) status(t *testing.T) apiclient.StatusResponse {
+	t.Helper()
+	resp := tb.getStatus(t, "Bearer "+testAdminToken)
 	defer resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	var st apiclient.StatusResponse
@@ -487,23 +497,13 @@ func TestServer_Admin(t *testing.T) {
 		"ErrNotBearer":    "Basic " + testAdminToken,
 	} {
 		t.Run(name, func(t *testing.T) {
-			req, err := http.NewRequest(http.MethodGet, tb.srv.URL+"/v1/status", nil)
-			require.NoError(t, err)
-			if header != "" {
-				req.Header.Set("Authorization", header)
-			}
-			resp, err := http.DefaultClient.Do(req)
-			require.NoError(t, err)
+			resp := tb.getStatus(t, header)
 			resp.Body.Close()
 			require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
 		})
 	}
 	t.Run("StatusKeysAreAContract", func(t *testing.T) {
-		req, err := http.NewRequest(http.MethodGet, tb.srv.URL+"/v1/status", nil)
-		require.NoError(t, err)
-		req.Header.Set("Authorization", "Bearer "+testAdminToken)
-		resp, err := http.DefaultClient.Do(req)
-		require.NoError(t, err)
+		resp := tb.getStatus(t, "Bearer "+testAdminToken)
 		defer resp.Body.Close()
 		var m map[string]map[string]any
 		require.NoError(t, json.NewDecoder(resp.Body).Decode(&m))

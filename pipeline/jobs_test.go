@@ -23,15 +23,30 @@ func TestPolicy_EventJobs(t *testing.T) {
 	t.Parallel()
 	var p pipeline.Policy
 
-	t.Run("AddsResolveTheirCustomer", func(t *testing.T) {
-		t.Parallel()
-		for _, kind := range []string{store.KindAddExternalContact, store.KindAddHalfExternalContact} {
-			ev := storetest.NewEvent(kind)
-			require.Equal(t, []river.JobArgs{pipeline.ResolveArgs{
-				EventID: 7, CorpID: ev.CorpID, ExternalUserID: ev.ExternalUserID, UserID: ev.UserID,
-			}}, argsOf(p.EventJobs(ev, 7)), kind)
-		}
-	})
+	// Ensure an add resolves its customer and a removal ends its link:
+	// one job for the event's own contact.
+	for _, tc := range []struct {
+		name  string
+		kinds []string
+		job   func(ev *store.Event) river.JobArgs
+	}{
+		{"AddsResolveTheirCustomer", []string{store.KindAddExternalContact, store.KindAddHalfExternalContact},
+			func(ev *store.Event) river.JobArgs {
+				return pipeline.ResolveArgs{EventID: 7, CorpID: ev.CorpID, ExternalUserID: ev.ExternalUserID, UserID: ev.UserID}
+			}},
+		{"RemovalsEndLinks", []string{store.KindDelExternalContact, store.KindDelFollowUser},
+			func(ev *store.Event) river.JobArgs {
+				return pipeline.EndLinkArgs{EventID: 7, CorpID: ev.CorpID, ExternalUserID: ev.ExternalUserID, UserID: ev.UserID}
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			for _, kind := range tc.kinds {
+				ev := storetest.NewEvent(kind)
+				require.Equal(t, []river.JobArgs{tc.job(ev)}, argsOf(p.EventJobs(ev, 7)), kind)
+			}
+		})
+	}
 
 	t.Run("AddMemberResolvesEachMember", func(t *testing.T) {
 		t.Parallel()
@@ -44,16 +59,6 @@ func TestPolicy_EventJobs(t *testing.T) {
 		require.Equal(t, want, argsOf(p.EventJobs(ev, 7)))
 		ev.Members = nil
 		require.Empty(t, p.EventJobs(ev, 7), "no members, nothing to resolve")
-	})
-
-	t.Run("RemovalsEndLinks", func(t *testing.T) {
-		t.Parallel()
-		for _, kind := range []string{store.KindDelExternalContact, store.KindDelFollowUser} {
-			ev := storetest.NewEvent(kind)
-			require.Equal(t, []river.JobArgs{pipeline.EndLinkArgs{
-				EventID: 7, CorpID: ev.CorpID, ExternalUserID: ev.ExternalUserID, UserID: ev.UserID,
-			}}, argsOf(p.EventJobs(ev, 7)), kind)
-		}
 	})
 
 	t.Run("OtherKindsHaveNoJob", func(t *testing.T) {

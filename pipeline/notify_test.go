@@ -119,6 +119,25 @@ type notifyBundle struct {
 	seen   map[river.EventKind][]*river.Event
 }
 
+// setupHook is setupNotify with a webhook that posts to a new test
+// webhook, which answers with status (nil: always 204).
+func setupHook(t *testing.T, status func(n int) int) (*webhook, *notifyBundle) {
+	t.Helper()
+	hook := newWebhook(t)
+	hook.Status = status
+	return hook, setupNotify(t, &pipeline.Webhook{URL: hook.srv.URL, Secret: testWebhookSecret})
+}
+
+// failOn answers delivery n with status and every other delivery with 200.
+func failOn(n, status int) func(int) int {
+	return func(i int) int {
+		if i == n {
+			return status
+		}
+		return http.StatusOK
+	}
+}
+
 func setupNotify(t *testing.T, wh *pipeline.Webhook) *notifyBundle {
 	t.Helper()
 	workers := river.NewWorkers()
@@ -222,8 +241,7 @@ func TestNotifyWorker(t *testing.T) {
 
 	t.Run("SignsAndDeliversInOrder", func(t *testing.T) {
 		t.Parallel()
-		hook := newWebhook(t)
-		b := setupNotify(t, &pipeline.Webhook{URL: hook.srv.URL, Secret: testWebhookSecret})
+		hook, b := setupHook(t, nil)
 		l := b.link(t)
 		b.churn(t)
 		b.start(t)
@@ -252,14 +270,7 @@ func TestNotifyWorker(t *testing.T) {
 		t.Parallel()
 		// Ensure a failed notification is never overtaken: the job that saw
 		// it fail sends nothing after it, and the next one starts from it.
-		hook := newWebhook(t)
-		hook.Status = func(n int) int {
-			if n == 2 {
-				return http.StatusInternalServerError
-			}
-			return http.StatusOK
-		}
-		b := setupNotify(t, &pipeline.Webhook{URL: hook.srv.URL, Secret: testWebhookSecret})
+		hook, b := setupHook(t, failOn(2, http.StatusInternalServerError))
 		b.link(t)
 		b.churn(t)
 		b.start(t)
@@ -286,14 +297,7 @@ func TestNotifyWorker(t *testing.T) {
 
 	t.Run("RetriedJobResumesAtFailedNotification", func(t *testing.T) {
 		t.Parallel()
-		hook := newWebhook(t)
-		hook.Status = func(n int) int {
-			if n == 1 {
-				return http.StatusServiceUnavailable
-			}
-			return http.StatusOK
-		}
-		b := setupNotify(t, &pipeline.Webhook{URL: hook.srv.URL, Secret: testWebhookSecret})
+		hook, b := setupHook(t, failOn(1, http.StatusServiceUnavailable))
 		b.link(t)
 		b.start(t)
 

@@ -124,6 +124,28 @@ func mustWork[T river.JobArgs](t *testing.T, b *workerBundle, args T, opts ...fu
 	return res
 }
 
+// lookupFails makes every batch pending-id lookup answer no result and err.
+func (b *workerBundle) lookupFails(err error) {
+	b.wecom.ExternalUserIDToPendingIDFunc = func(context.Context, string, string, []string) ([]wecom.PendingResult, error) {
+		return nil, err
+	}
+}
+
+// setupFailingLookup stores an add event whose pending-id lookup answers no
+// result and err.
+func setupFailingLookup(t *testing.T, err error) (*workerBundle, *store.Event) {
+	t.Helper()
+	b := setupWorkers(t, nil)
+	ev := b.saveAdd(t)
+	b.lookupFails(err)
+	return b, ev
+}
+
+// batchError is the batch pending-id lookup's API error with code.
+func batchError(code int) error {
+	return apiError("corpgroup/batch/external_userid_to_pending_id", code)
+}
+
 // saveAdd stores an add_external_contact event and returns it.
 func (b *workerBundle) saveAdd(t *testing.T) *store.Event {
 	t.Helper()
@@ -182,9 +204,7 @@ func TestResolveWorker(t *testing.T) {
 		t.Parallel()
 		b := setupWorkers(t, func(c *pipeline.Config) { c.NotCustomerYetDelay = time.Hour })
 		ev := b.saveAdd(t)
-		b.wecom.ExternalUserIDToPendingIDFunc = func(context.Context, string, string, []string) ([]wecom.PendingResult, error) {
-			return nil, apiError("corpgroup/batch/external_userid_to_pending_id", wecom.CodeNotCustomerYet)
-		}
+		b.lookupFails(batchError(wecom.CodeNotCustomerYet))
 
 		res := mustWork(t, b, resolveArgs(ev))
 		require.Equal(t, river.EventKindJobSnoozed, res.EventKind)
@@ -200,11 +220,7 @@ func TestResolveWorker(t *testing.T) {
 
 	t.Run("EmptyAnswerSnoozesThenUnmatched", func(t *testing.T) {
 		t.Parallel()
-		b := setupWorkers(t, nil)
-		ev := b.saveAdd(t)
-		b.wecom.ExternalUserIDToPendingIDFunc = func(context.Context, string, string, []string) ([]wecom.PendingResult, error) {
-			return nil, nil
-		}
+		b, ev := setupFailingLookup(t, nil)
 		require.Equal(t, river.EventKindJobSnoozed, mustWork(t, b, resolveArgs(ev)).EventKind)
 		require.Equal(t, river.EventKindJobCompleted, mustWork(t, b, resolveArgs(ev), withAttempt(2)).EventKind)
 		require.Equal(t, store.EventUnmatched, b.eventState(t, ev.ID).State)
@@ -212,22 +228,14 @@ func TestResolveWorker(t *testing.T) {
 
 	t.Run("RateLimitSnoozes", func(t *testing.T) {
 		t.Parallel()
-		b := setupWorkers(t, nil)
-		ev := b.saveAdd(t)
-		b.wecom.ExternalUserIDToPendingIDFunc = func(context.Context, string, string, []string) ([]wecom.PendingResult, error) {
-			return nil, apiError("corpgroup/batch/external_userid_to_pending_id", wecom.CodeAPIFreqOutOfLimit)
-		}
+		b, ev := setupFailingLookup(t, batchError(wecom.CodeAPIFreqOutOfLimit))
 		require.Equal(t, river.EventKindJobSnoozed, mustWork(t, b, resolveArgs(ev)).EventKind)
 		require.Equal(t, store.EventPending, b.eventState(t, ev.ID).State)
 	})
 
 	t.Run("PermanentErrorCancelsAndFailsEvent", func(t *testing.T) {
 		t.Parallel()
-		b := setupWorkers(t, nil)
-		ev := b.saveAdd(t)
-		b.wecom.ExternalUserIDToPendingIDFunc = func(context.Context, string, string, []string) ([]wecom.PendingResult, error) {
-			return nil, apiError("corpgroup/batch/external_userid_to_pending_id", wecom.CodeNoPermission)
-		}
+		b, ev := setupFailingLookup(t, batchError(wecom.CodeNoPermission))
 		require.Equal(t, river.EventKindJobCancelled, mustWork(t, b, resolveArgs(ev)).EventKind)
 		got := b.eventState(t, ev.ID)
 		require.Equal(t, store.EventFailed, got.State)
@@ -236,11 +244,7 @@ func TestResolveWorker(t *testing.T) {
 
 	t.Run("TransientErrorRetries", func(t *testing.T) {
 		t.Parallel()
-		b := setupWorkers(t, nil)
-		ev := b.saveAdd(t)
-		b.wecom.ExternalUserIDToPendingIDFunc = func(context.Context, string, string, []string) ([]wecom.PendingResult, error) {
-			return nil, apiError("corpgroup/batch/external_userid_to_pending_id", wecom.CodeSystemBusy)
-		}
+		b, ev := setupFailingLookup(t, batchError(wecom.CodeSystemBusy))
 		res, err := work(t, b, resolveArgs(ev))
 		require.ErrorContains(t, err, "errcode -1")
 		require.Equal(t, river.EventKindJobFailed, res.EventKind, "River retries with backoff")

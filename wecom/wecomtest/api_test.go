@@ -97,17 +97,11 @@ func TestExternalUserIDToPendingID(t *testing.T) {
 
 	t.Run("ReturnsTheRegisteredPendingIDForEveryDealer", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t)
-		tok := mustToken(t, b.srv)
-		d1, d2 := b.srv.AddDealer("Dealer A"), b.srv.AddDealer("Dealer B")
-		p := b.srv.AddPerson()
-		pid := mustRegister(t, b.srv, tok, p)
-		c1 := b.srv.AddCustomer(d1, p, d1.Staff[0])
-		c2 := b.srv.AddCustomer(d2, p, d2.Staff[0])
-		require.NotEqual(t, c1.ExternalUserID, c2.ExternalUserID, "external ids differ per dealer")
+		s := setupTwoDealers(t)
+		require.NotEqual(t, s.c1.ExternalUserID, s.c2.ExternalUserID, "external ids differ per dealer")
 
-		require.Equal(t, map[string]string{c1.ExternalUserID: pid, c2.ExternalUserID: pid},
-			mustBatch(t, b.srv, tok, "", c1.ExternalUserID, c2.ExternalUserID))
+		require.Equal(t, map[string]string{s.c1.ExternalUserID: s.pid, s.c2.ExternalUserID: s.pid},
+			mustBatch(t, s.srv, s.tok, "", s.c1.ExternalUserID, s.c2.ExternalUserID))
 	})
 
 	t.Run("CustomerAddedBeforeRegistration", func(t *testing.T) {
@@ -289,19 +283,13 @@ func TestExternalUserIDToPendingID(t *testing.T) {
 
 	t.Run("DownstreamTokenSeesOnlyItsOwnCorp", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t)
-		tok := mustToken(t, b.srv)
-		d1, d2 := b.srv.AddDealer("Dealer A"), b.srv.AddDealer("Dealer B")
-		p := b.srv.AddPerson()
-		pid := mustRegister(t, b.srv, tok, p)
-		c1 := b.srv.AddCustomer(d1, p, d1.Staff[0])
-		c2 := b.srv.AddCustomer(d2, p, d2.Staff[0])
-		chat2 := b.srv.AddGroupChat(d2, d2.Staff[0], p)
+		s := setupTwoDealers(t)
+		chat2 := s.srv.AddGroupChat(s.d2, s.d2.Staff[0], s.p)
 
-		down := mustDownstreamToken(t, b.srv, d1)
-		require.Equal(t, map[string]string{c1.ExternalUserID: pid},
-			mustBatch(t, b.srv, down, "", c1.ExternalUserID, c2.ExternalUserID))
-		require.Equal(t, 40050, batch(t, b.srv, down, chat2.ID, c2.ExternalUserID).Errcode, "another corp's chat")
+		down := mustDownstreamToken(t, s.srv, s.d1)
+		require.Equal(t, map[string]string{s.c1.ExternalUserID: s.pid},
+			mustBatch(t, s.srv, down, "", s.c1.ExternalUserID, s.c2.ExternalUserID))
+		require.Equal(t, 40050, batch(t, s.srv, down, chat2.ID, s.c2.ExternalUserID).Errcode, "another corp's chat")
 	})
 }
 

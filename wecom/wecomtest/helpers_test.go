@@ -230,3 +230,25 @@ func setupScene(t *testing.T, opts ...wecomtest.Option) scene {
 	s.c = s.srv.AddCustomer(s.d, s.p, s.d.Staff[0])
 	return s
 }
+
+// twoDealerScene is a registered person who is a customer of two dealers.
+type twoDealerScene struct {
+	testBundle
+	tok    string
+	d1, d2 wecomtest.Dealer
+	p      wecomtest.Person
+	pid    string
+	c1, c2 wecomtest.Customer
+}
+
+func setupTwoDealers(t *testing.T, opts ...wecomtest.Option) twoDealerScene {
+	t.Helper()
+	s := twoDealerScene{testBundle: setup(t, opts...)}
+	s.tok = mustToken(t, s.srv)
+	s.d1, s.d2 = s.srv.AddDealer("Dealer A"), s.srv.AddDealer("Dealer B")
+	s.p = s.srv.AddPerson()
+	s.pid = mustRegister(t, s.srv, s.tok, s.p)
+	s.c1 = s.srv.AddCustomer(s.d1, s.p, s.d1.Staff[0])
+	s.c2 = s.srv.AddCustomer(s.d2, s.p, s.d2.Staff[0])
+	return s
+}

@@ -156,6 +156,15 @@ func addEvent(b testBundle) (wecomtest.Dealer, wecom.Event) {
 	return d, b.srv.ContactEvent(c, wecom.ChangeAddExternalContact)
 }
 
+// sendSetup is the start of most Send tests: a world with one add event and
+// a receiver that answers with answer.
+func sendSetup(t *testing.T, answer func(int, http.ResponseWriter, *http.Request, delivery)) (testBundle, wecom.Event, *receiver) {
+	t.Helper()
+	b := setup(t)
+	_, ev := addEvent(b)
+	return b, ev, newReceiver(t, answer)
+}
+
 func TestSender_Send(t *testing.T) {
 	t.Parallel()
 
@@ -195,9 +204,7 @@ func TestSender_Send(t *testing.T) {
 
 	t.Run("BodyIsReturned", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t)
-		_, ev := addEvent(b)
-		rc := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request, _ delivery) {
+		b, ev, rc := sendSetup(t, func(_ int, w http.ResponseWriter, _ *http.Request, _ delivery) {
 			_, _ = io.WriteString(w, "success")
 		})
 		res, err := b.srv.Sender(rc.URL, cbToken, cbKey).Send(context.Background(), ev)
@@ -209,9 +216,7 @@ func TestSender_Send(t *testing.T) {
 	// prefix) of the same event, as WeCom may do (§9 #7).
 	t.Run("RetriesNon200WithFreshCiphertext", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t)
-		_, ev := addEvent(b)
-		rc := newReceiver(t, answerStatuses(503, 500))
+		b, ev, rc := sendSetup(t, answerStatuses(503, 500))
 
 		res, err := b.srv.Sender(rc.URL, cbToken, cbKey).Send(context.Background(), ev)
 		require.NoError(t, err)
@@ -232,9 +237,7 @@ func TestSender_Send(t *testing.T) {
 
 	t.Run("GivesUpAfter1Plus3Attempts", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t)
-		_, ev := addEvent(b)
-		rc := newReceiver(t, answerStatuses(500, 500, 500, 500, 500))
+		b, ev, rc := sendSetup(t, answerStatuses(500, 500, 500, 500, 500))
 
 		res, err := b.srv.Sender(rc.URL, cbToken, cbKey).Send(context.Background(), ev)
 		require.ErrorIs(t, err, wecomtest.ErrNotDelivered)
@@ -246,9 +249,7 @@ func TestSender_Send(t *testing.T) {
 
 	t.Run("MaxAttemptsConfigurable", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t)
-		_, ev := addEvent(b)
-		rc := newReceiver(t, answerStatuses(500, 500, 500, 500))
+		b, ev, rc := sendSetup(t, answerStatuses(500, 500, 500, 500))
 		sd, err := b.srv.NewSender(wecomtest.SenderConfig{URL: rc.URL, Token: cbToken, EncodingAESKey: cbKey, MaxAttempts: 3})
 		require.NoError(t, err)
 		res, err := sd.Send(context.Background(), ev)
@@ -258,9 +259,7 @@ func TestSender_Send(t *testing.T) {
 
 	t.Run("RetriesWhenNoAnswerWithinTimeout", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t)
-		_, ev := addEvent(b)
-		rc := newReceiver(t, func(attempt int, w http.ResponseWriter, r *http.Request, _ delivery) {
+		b, ev, rc := sendSetup(t, func(attempt int, w http.ResponseWriter, r *http.Request, _ delivery) {
 			if attempt == 1 {
 				<-r.Context().Done() // hold the answer until the sender gives up
 			}
@@ -274,9 +273,7 @@ func TestSender_Send(t *testing.T) {
 
 	t.Run("RetriesWhenConnectionDropped", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t)
-		_, ev := addEvent(b)
-		rc := newReceiver(t, func(attempt int, w http.ResponseWriter, _ *http.Request, _ delivery) {
+		b, ev, rc := sendSetup(t, func(attempt int, w http.ResponseWriter, _ *http.Request, _ delivery) {
 			if attempt == 1 {
 				panic(http.ErrAbortHandler)
 			}
@@ -288,9 +285,7 @@ func TestSender_Send(t *testing.T) {
 
 	t.Run("RetriesWhenNobodyListens", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t)
-		_, ev := addEvent(b)
-		rc := newReceiver(t, nil)
+		b, ev, rc := sendSetup(t, nil)
 		dead := rc.URL
 		rc.Close()
 		res, err := b.srv.Sender(dead, cbToken, cbKey).Send(context.Background(), ev)
@@ -301,9 +296,7 @@ func TestSender_Send(t *testing.T) {
 	// Ensure the URL's own query survives and is not signed (§1.1, §7 #2).
 	t.Run("KeepsTheURLsOwnQueryUnsigned", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t)
-		_, ev := addEvent(b)
-		rc := newReceiver(t, nil)
+		b, ev, rc := sendSetup(t, nil)
 		_, err := b.srv.Sender(rc.URL+"/cb?tenant=brand&x=1", cbToken, cbKey).Send(context.Background(), ev)
 		require.NoError(t, err)
 		dl := rc.got()[0]
@@ -314,9 +307,7 @@ func TestSender_Send(t *testing.T) {
 
 	t.Run("TimestampFollowsTheClock", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t)
-		_, ev := addEvent(b)
-		rc := newReceiver(t, nil)
+		b, ev, rc := sendSetup(t, nil)
 		sd := b.srv.Sender(rc.URL, cbToken, cbKey)
 		_, err := sd.Send(context.Background(), ev)
 		require.NoError(t, err)
@@ -347,9 +338,7 @@ func TestSender_Send(t *testing.T) {
 
 	t.Run("ErrServerClosedAfterClose", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t)
-		_, ev := addEvent(b)
-		rc := newReceiver(t, nil)
+		b, ev, rc := sendSetup(t, nil)
 		sd := b.srv.Sender(rc.URL, cbToken, cbKey)
 		b.srv.Close()
 		_, err := sd.Send(context.Background(), ev)
