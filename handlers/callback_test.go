@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -307,6 +308,34 @@ func TestCallback_Receive(t *testing.T) {
 		code, _ := tb.postEvent(t, addEvent(testDealerCorp, "wmtestO"), "wwtestunknown")
 		require.Equal(t, http.StatusOK, code)
 	})
+}
+
+func TestCallback_LargeAuthenticEventsAreStored(t *testing.T) {
+	t.Parallel()
+	// Ensure the largest events WeCom sends validate: a WeCom 503 only leads
+	// to retries that fail the same way, and then the event is lost.
+	tb := setup(t, setupOpts{})
+	members := make(wecom.MemList, 500)
+	for i := range members {
+		members[i] = fmt.Sprintf("wm%030d", i) // real external_userids are 32 characters
+	}
+	chat := wecom.Event{ToUserName: testDealerCorp, FromUserName: "sys", CreateTime: 1700000001, MsgType: "event",
+		Event: wecom.EventChangeExternalChat, ChatID: "wrtestbigchat", ChangeType: wecom.ChatChangeUpdate,
+		UpdateDetail: wecom.ChatAddMember, MemChangeCnt: "500", MemChangeList: members, CurMemVer: "v2"}
+	code, body := tb.postEvent(t, chat, testCorpID)
+	require.Equal(t, http.StatusOK, code, body)
+	var stored string
+	require.NoError(t, tb.db.SQL().QueryRow(`SELECT members FROM events WHERE chat_id = 'wrtestbigchat'`).Scan(&stored))
+	var got []string
+	require.NoError(t, json.Unmarshal([]byte(stored), &got))
+	require.Equal(t, []string(members), got, "every member is kept")
+
+	long := addEvent(testDealerCorp, "wmtestL")
+	long.UserID = strings.Repeat("u", 4096) // any field, however long, is part of an authentic event
+	code, body = tb.postEvent(t, long, testCorpID)
+	require.Equal(t, http.StatusOK, code, body)
+	events, _ := tb.rowCounts(t)
+	require.Equal(t, 2, events)
 }
 
 // TestCallback_Rejections drives every rejection path and checks that each
