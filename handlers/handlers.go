@@ -64,8 +64,8 @@ const DefaultCallbackPath = "/wecom/callback"
 const (
 	// DefaultBodyLimit caps a callback body. Real events are a few KiB; the
 	// largest, an add_member listing 500 members with 32-character ids, is
-	// about 25 KiB of XML and 35 KiB once encrypted, base64-encoded and
-	// enveloped. The cap leaves room for seven times that.
+	// about 25 KiB of XML and under 40 KiB once encrypted, base64-encoded
+	// and enveloped. The cap leaves room for six times that.
 	DefaultBodyLimit = 256 << 10
 	// MaxBodyLimit is the largest Config.BodyLimit: the base64 of a
 	// plaintext of store.MaxRawLen, so that every authentic event read can
