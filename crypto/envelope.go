@@ -56,8 +56,16 @@ func ParseEnvelope(body []byte) (Envelope, error) {
 }
 
 func parseEnvelopeXML(body []byte) (Envelope, error) {
+	return DecodeEnvelope(bytes.NewReader(body))
+}
+
+// DecodeEnvelope is ParseEnvelope reading from r, so that a caller need not
+// hold the whole body: it reads up to the end of the root element, with the
+// same results as ParseEnvelope. Errors match ErrParseXML and wrap any read
+// error of r (such as *http.MaxBytesError). Cap r before calling.
+func DecodeEnvelope(r io.Reader) (Envelope, error) {
 	var v xmlEnvelope
-	if err := xml.Unmarshal(body, &v); err != nil {
+	if err := xml.NewDecoder(r).Decode(&v); err != nil {
 		return Envelope{}, newError(CodeParseXML, "parse xml", err)
 	}
 	if v.Encrypt == "" {

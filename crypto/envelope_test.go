@@ -1,8 +1,11 @@
 package crypto_test
 
 import (
+	"errors"
+	"io"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	"github.com/stretchr/testify/require"
 
@@ -51,6 +54,9 @@ func TestParseEnvelope(t *testing.T) {
 			got, err := crypto.ParseEnvelope([]byte(tt.body))
 			require.NoError(t, err)
 			require.Equal(t, tt.want, got)
+			got, err = crypto.DecodeEnvelope(strings.NewReader(tt.body))
+			require.NoError(t, err)
+			require.Equal(t, tt.want, got, "DecodeEnvelope agrees")
 		})
 	}
 
@@ -73,8 +79,20 @@ func TestParseEnvelope(t *testing.T) {
 			got, err := crypto.ParseEnvelope([]byte(tt.body))
 			requireCode(t, err, crypto.ErrParseXML, crypto.CodeParseXML)
 			require.Zero(t, got)
+			got, err = crypto.DecodeEnvelope(strings.NewReader(tt.body))
+			requireCode(t, err, crypto.ErrParseXML, crypto.CodeParseXML)
+			require.Zero(t, got)
 		})
 	}
+}
+
+func TestDecodeEnvelope_ReadError(t *testing.T) {
+	t.Parallel()
+	// Ensure a read error (a body cap, a dropped connection) stays visible to errors.Is.
+	errCap := errors.New("body over the cap")
+	_, err := crypto.DecodeEnvelope(io.MultiReader(strings.NewReader("<xml><Encrypt>ab"), iotest.ErrReader(errCap)))
+	requireCode(t, err, crypto.ErrParseXML, crypto.CodeParseXML)
+	require.ErrorIs(t, err, errCap)
 }
 
 func TestCrypt_Seal(t *testing.T) {

@@ -3,6 +3,8 @@ package handlers
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -41,13 +43,28 @@ func storeError(err error) error {
 	return err
 }
 
+// maxJSONBody caps a /v1 request body; a full fan batch is far smaller.
+const maxJSONBody = 1 << 20
+
+// decodeJSON decodes the body, which must be exactly one JSON value, into v:
+// 413 over maxJSONBody, 400 for anything else wrong.
 func decodeJSON(c echo.Context, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(c.Response(), c.Request().Body, 1<<20))
+	dec := json.NewDecoder(http.MaxBytesReader(c.Response(), c.Request().Body, maxJSONBody))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return badRequest("invalid JSON body: " + err.Error())
+	err := dec.Decode(v)
+	if err == nil {
+		if _, terr := dec.Token(); !errors.Is(terr, io.EOF) {
+			err = fmt.Errorf("trailing data after the JSON value: %w", terr)
+		}
 	}
-	return nil
+	var tooLarge *http.MaxBytesError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &tooLarge):
+		return echo.NewHTTPError(http.StatusRequestEntityTooLarge, "JSON body larger than "+strconv.Itoa(maxJSONBody)+" bytes")
+	}
+	return badRequest("invalid JSON body: " + err.Error())
 }
 
 // registerFan registers one fan: 201 when WeCom issued a pending_id just

@@ -250,12 +250,31 @@ func TestAPI_RegisterFan(t *testing.T) {
 			"UnknownField":  `{"unionid":"test-u1","openid":"o","extra":1}`,
 			"MissingOpenID": `{"unionid":"test-u1"}`,
 			"TooLong":       `{"unionid":"` + strings.Repeat("u", 129) + `","openid":"o"}`,
+			// WeChat ids are printable ASCII; anything else must not reach WeCom.
+			"NULInUnionID":        `{"unionid":"test-u1\u0000","openid":"o"}`,
+			"InvalidUTF8InOpenID": "{\"unionid\":\"test-u1\",\"openid\":\"o\xff\"}",
+			"ControlInOpenID":     `{"unionid":"test-u1","openid":"o\n"}`,
+			// One body, one JSON value: a second one would be silently dropped.
+			"TrailingObject":  `{"unionid":"test-u1","openid":"o"}{"unionid":"test-u2","openid":"o"}`,
+			"TrailingGarbage": `{"unionid":"test-u1","openid":"o"} x`,
 		} {
 			code, resp := b.do(t, http.MethodPost, "/v1/fans", body)
 			require.Equal(t, http.StatusBadRequest, code, name)
 			require.NotEmpty(t, errorBody(t, resp), name)
 		}
-		require.Empty(t, b.wecom.Calls())
+		code, _ := b.do(t, http.MethodPost, "/v1/fans", `{"unionid":"test-u1","openid":"o"}`+" \n")
+		require.Equal(t, http.StatusAccepted, code, "trailing whitespace is fine")
+		require.EqualValues(t, 1, b.count(t, `SELECT count(*) FROM fans`))
+	})
+
+	t.Run("TooLarge", func(t *testing.T) {
+		t.Parallel()
+		b := setupAPI(t, apiOpts{})
+		for _, path := range []string{"/v1/fans", "/v1/fans/batch"} {
+			code, resp := b.do(t, http.MethodPost, path, `{"unionid":"`+strings.Repeat("u", 2<<20)+`","openid":"o"}`)
+			require.Equal(t, http.StatusRequestEntityTooLarge, code, path)
+			require.NotEmpty(t, errorBody(t, resp), path)
+		}
 		require.Zero(t, b.count(t, `SELECT count(*) FROM fans`))
 	})
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -23,7 +24,12 @@ import (
 type callbackHandler struct {
 	cfg     Config
 	metrics *metrics
+	// slots holds one token per callback being read and authenticated.
+	slots chan struct{}
 }
+
+// callbackReadTimeout is how long a callback body may take to arrive.
+const callbackReadTimeout = 5 * time.Second
 
 // signedQuery holds the query values that, with the encrypted text, are signed.
 type signedQuery struct {
@@ -91,24 +97,31 @@ func (h *callbackHandler) receive(c echo.Context) error {
 	start := time.Now()
 	defer func() { h.metrics.ackSeconds.Observe(time.Since(start).Seconds()) }()
 
-	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), c.Request().Body, h.cfg.BodyLimit))
-	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			return h.reject(c, http.StatusRequestEntityTooLarge, ReasonTooLarge, err)
-		}
-		return h.reject(c, http.StatusBadRequest, ReasonDecrypt, err)
+	if c.Request().ContentLength > h.cfg.BodyLimit {
+		return h.reject(c, http.StatusRequestEntityTooLarge, ReasonTooLarge, errors.New("Content-Length over the body limit"))
 	}
+	// Until the signature is checked anyone can send; bound how many bodies
+	// are held at once, and free the slot once the sender is authenticated.
+	select {
+	case h.slots <- struct{}{}:
+	default:
+		c.Response().Header().Set("Retry-After", "1")
+		return h.reject(c, http.StatusServiceUnavailable, ReasonBusy, errors.New("too many callbacks being read"))
+	}
+	release := sync.OnceFunc(func() { <-h.slots })
+	defer release()
+	// WeCom gives up on an answer after 5 s, so a body slower than that is
+	// not WeCom's and would only keep the slot from it. (Unsupported by
+	// test recorders; the server's own ReadTimeout still applies.)
+	_ = http.NewResponseController(c.Response()).SetReadDeadline(time.Now().Add(callbackReadTimeout))
+
 	q := readSignedQuery(c)
-	env, err := crypto.ParseEnvelope(body)
+	env, err := h.readEnvelope(c, q)
 	if err != nil {
-		// A missing signature is the stronger signal of a non-WeCom caller.
-		if q.signature == "" {
-			return h.reject(c, http.StatusUnauthorized, ReasonSignature, errors.New("missing msg_signature"))
-		}
-		return h.reject(c, http.StatusBadRequest, ReasonDecrypt, err)
+		return err
 	}
 	msg, receiveID, err := h.authenticate(c, q, env.Encrypt)
+	release()
 	if err != nil {
 		return err
 	}
@@ -135,6 +148,27 @@ func (h *callbackHandler) receive(c echo.Context) error {
 			"kind", ev.Kind, "event_id", ev.ID, "duplicate", !inserted)
 	}
 	return c.NoContent(http.StatusOK)
+}
+
+// readEnvelope parses the POST body as it arrives, within the body limit.
+func (h *callbackHandler) readEnvelope(c echo.Context, q signedQuery) (crypto.Envelope, error) {
+	body := http.MaxBytesReader(c.Response(), c.Request().Body, h.cfg.BodyLimit)
+	env, err := crypto.DecodeEnvelope(body)
+	if err == nil {
+		// Whatever follows </xml> is ignored, but still counts toward the limit.
+		_, err = io.Copy(io.Discard, body)
+	}
+	var tooLarge *http.MaxBytesError
+	switch {
+	case err == nil:
+		return env, nil
+	case errors.As(err, &tooLarge):
+		return env, h.reject(c, http.StatusRequestEntityTooLarge, ReasonTooLarge, err)
+	case q.signature == "":
+		// A missing signature is the stronger signal of a non-WeCom caller.
+		return env, h.reject(c, http.StatusUnauthorized, ReasonSignature, errors.New("missing msg_signature"))
+	}
+	return env, h.reject(c, http.StatusBadRequest, ReasonDecrypt, err)
 }
 
 // toStoreEvent converts a decrypted message at the boundary. Unparsable XML

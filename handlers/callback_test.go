@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -38,18 +39,21 @@ const (
 // testBundle is what a callback test needs: a real server on a real SQLite
 // store, and the crypto WeCom would use.
 type testBundle struct {
-	db     *store.DB
-	srv    *httptest.Server
-	crypt  *crypto.Crypt
-	now    time.Time
-	nonce  atomic.Int64
-	policy *handlers.ReceiveIDPolicy
+	db      *store.DB
+	srv     *httptest.Server
+	handler http.Handler
+	crypt   *crypto.Crypt
+	now     time.Time
+	nonce   atomic.Int64
+	policy  *handlers.ReceiveIDPolicy
 }
 
 type setupOpts struct {
-	mode   string
-	maxAge time.Duration
-	store  handlers.Store
+	mode        string
+	maxAge      time.Duration
+	store       handlers.Store
+	bodyLimit   int64
+	concurrency int
 }
 
 func setup(t *testing.T, opts setupOpts) *testBundle {
@@ -72,8 +76,10 @@ func setup(t *testing.T, opts setupOpts) *testBundle {
 		Store: st, Crypt: cr, ReceiveIDs: policy, AdminToken: testAdminToken,
 		Registerer: reg, Gatherer: reg,
 		MaxAge: opts.maxAge, Now: func() time.Time { return tb.now },
+		BodyLimit: opts.bodyLimit, CallbackConcurrency: opts.concurrency,
 	})
 	require.NoError(t, err)
+	tb.handler = s
 	tb.srv = httptest.NewServer(s)
 	t.Cleanup(tb.srv.Close)
 	return tb
@@ -317,6 +323,119 @@ func TestCallback_Receive(t *testing.T) {
 		code, _ := tb.postEvent(t, addEvent(testDealerCorp, "wmtestO"), "wwtestunknown")
 		require.Equal(t, http.StatusOK, code)
 	})
+}
+
+func TestCallback_LargeAuthenticEventsAreStored(t *testing.T) {
+	t.Parallel()
+	// Ensure the largest events WeCom sends validate: a WeCom 503 only leads
+	// to retries that fail the same way, and then the event is lost.
+	tb := setup(t, setupOpts{})
+	members := make(wecom.MemList, 500)
+	for i := range members {
+		members[i] = fmt.Sprintf("wm%030d", i) // real external_userids are 32 characters
+	}
+	chat := wecom.Event{ToUserName: testDealerCorp, FromUserName: "sys", CreateTime: 1700000001, MsgType: "event",
+		Event: wecom.EventChangeExternalChat, ChatID: "wrtestbigchat", ChangeType: wecom.ChatChangeUpdate,
+		UpdateDetail: wecom.ChatAddMember, MemChangeCnt: "500", MemChangeList: members, CurMemVer: "v2"}
+	code, body := tb.postEvent(t, chat, testCorpID)
+	require.Equal(t, http.StatusOK, code, body)
+	var stored string
+	require.NoError(t, tb.db.SQL().QueryRow(`SELECT members FROM events WHERE chat_id = 'wrtestbigchat'`).Scan(&stored))
+	var got []string
+	require.NoError(t, json.Unmarshal([]byte(stored), &got))
+	require.Equal(t, []string(members), got, "every member is kept")
+
+	long := addEvent(testDealerCorp, "wmtestL")
+	long.UserID = strings.Repeat("u", 4096) // any field, however long, is part of an authentic event
+	code, body = tb.postEvent(t, long, testCorpID)
+	require.Equal(t, http.StatusOK, code, body)
+	events, _ := tb.rowCounts(t)
+	require.Equal(t, 2, events)
+}
+
+func TestCallback_BodyCap(t *testing.T) {
+	t.Parallel()
+	// Ensure a body over the cap is refused with 413 whether or not it
+	// announces its length, and one just within it is read.
+	tb := setup(t, setupOpts{})
+	msg, err := addEvent(testDealerCorp, "wmtestCap").Marshal()
+	require.NoError(t, err)
+	u, body := tb.seal(t, msg, testCorpID)
+	pad := func(n int) []byte { return append(bytes.Clone(body), bytes.Repeat([]byte(" "), n-len(body))...) }
+	require.EqualValues(t, 256<<10, handlers.DefaultBodyLimit)
+
+	for name, send := range map[string]func(b []byte) *http.Request{
+		"ContentLength": func(b []byte) *http.Request { return httptest.NewRequest(http.MethodPost, u, bytes.NewReader(b)) },
+		"Chunked": func(b []byte) *http.Request {
+			return httptest.NewRequest(http.MethodPost, u, io.MultiReader(bytes.NewReader(b))) // length unknown
+		},
+	} {
+		rec := httptest.NewRecorder()
+		tb.handler.ServeHTTP(rec, send(pad(handlers.DefaultBodyLimit+1)))
+		require.Equal(t, http.StatusRequestEntityTooLarge, rec.Code, name)
+		rec = httptest.NewRecorder()
+		tb.handler.ServeHTTP(rec, send(pad(handlers.DefaultBodyLimit)))
+		require.Equal(t, http.StatusOK, rec.Code, name)
+	}
+	require.EqualValues(t, 2, tb.status(t).Callbacks.Rejected[handlers.ReasonTooLarge])
+
+	_, err = handlers.New(handlers.Config{Store: tb.db, Crypt: tb.crypt, ReceiveIDs: tb.policy, AdminToken: testAdminToken,
+		BodyLimit: store.MaxRawLen * 2})
+	require.ErrorContains(t, err, "BodyLimit", "a cap whose plaintext the store would refuse is a configuration error")
+}
+
+func TestCallback_ConcurrencyBound(t *testing.T) {
+	t.Parallel()
+	// Ensure at most CallbackConcurrency bodies are read at once: one more is
+	// answered 503 with Retry-After at once, not queued, and the slots free
+	// up when the held requests finish.
+	const n = 3
+	tb := setup(t, setupOpts{concurrency: n})
+	type held struct {
+		w    *io.PipeWriter
+		body []byte
+		rec  *httptest.ResponseRecorder
+		done chan struct{}
+	}
+	var hs []held
+	for i := range n {
+		msg, err := addEvent(testDealerCorp, "wmtestSlow"+strconv.Itoa(i)).Marshal()
+		require.NoError(t, err)
+		u, body := tb.seal(t, msg, testCorpID)
+		pr, pw := io.Pipe()
+		h := held{w: pw, body: body, rec: httptest.NewRecorder(), done: make(chan struct{})}
+		go func() {
+			defer close(h.done)
+			tb.handler.ServeHTTP(h.rec, httptest.NewRequest(http.MethodPost, u, pr))
+		}()
+		// io.Pipe's Write returns once the handler has read the bytes, so
+		// the handler holds its slot from here on.
+		_, err = pw.Write(body[:5])
+		require.NoError(t, err)
+		hs = append(hs, h)
+	}
+
+	msg, err := addEvent(testDealerCorp, "wmtestOver").Marshal()
+	require.NoError(t, err)
+	u, body := tb.seal(t, msg, testCorpID)
+	rec := httptest.NewRecorder()
+	tb.handler.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, u, bytes.NewReader(body)))
+	require.Equal(t, http.StatusServiceUnavailable, rec.Code)
+	require.NotEmpty(t, rec.Header().Get("Retry-After"))
+	require.EqualValues(t, 1, tb.status(t).Callbacks.Rejected[handlers.ReasonBusy])
+
+	for _, h := range hs {
+		_, err := h.w.Write(h.body[5:])
+		require.NoError(t, err)
+		require.NoError(t, h.w.Close())
+		<-h.done
+		require.Equal(t, http.StatusOK, h.rec.Code, h.rec.Body.String())
+	}
+	rec = httptest.NewRecorder()
+	tb.handler.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, u, bytes.NewReader(body)))
+	require.Equal(t, http.StatusOK, rec.Code, "slots are released")
+	events, _ := tb.rowCounts(t)
+	require.Equal(t, n+1, events)
 }
 
 // TestCallback_Rejections drives every rejection path and checks that each

@@ -59,8 +59,23 @@ type Queries interface {
 // DefaultCallbackPath is where WeCom posts callbacks unless configured otherwise.
 const DefaultCallbackPath = "/wecom/callback"
 
-// DefaultBodyLimit caps a callback body. Real events are a few KiB.
-const DefaultBodyLimit = 1 << 20
+// Callback limits, which bound the memory unauthenticated callers can make
+// the server hold to about DefaultBodyLimit × DefaultCallbackConcurrency.
+const (
+	// DefaultBodyLimit caps a callback body. Real events are a few KiB; the
+	// largest, an add_member listing 500 members with 32-character ids, is
+	// about 25 KiB of XML and under 40 KiB once encrypted, base64-encoded
+	// and enveloped. The cap leaves room for six times that.
+	DefaultBodyLimit = 256 << 10
+	// MaxBodyLimit is the largest Config.BodyLimit: the base64 of a
+	// plaintext of store.MaxRawLen, so that every authentic event read can
+	// also be stored.
+	MaxBodyLimit = store.MaxRawLen / 3 * 4
+	// DefaultCallbackConcurrency bounds the callbacks read and
+	// authenticated at once. WeCom waits for each answer and retries a 503,
+	// so a busy server refuses at once rather than queueing without bound.
+	DefaultCallbackConcurrency = 64
+)
 
 // Config lists the handlers' dependencies. Fields without a default are required.
 type Config struct {
@@ -83,8 +98,13 @@ type Config struct {
 	// MaxAge rejects callbacks whose timestamp is further than this from now
 	// (replay window). Zero disables the check.
 	MaxAge time.Duration
-	// BodyLimit caps the POST body. Defaults to DefaultBodyLimit.
+	// BodyLimit caps the POST body. Defaults to DefaultBodyLimit; at most
+	// MaxBodyLimit.
 	BodyLimit int64
+	// CallbackConcurrency bounds the callbacks read and authenticated at
+	// once; one more is answered 503 with Retry-After. Defaults to
+	// DefaultCallbackConcurrency.
+	CallbackConcurrency int
 	// Now is the clock for the replay window. Defaults to time.Now.
 	Now func() time.Time
 	// Pipeline, when set, mounts the fan, link and customer routes and adds
@@ -140,6 +160,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.BodyLimit <= 0 {
 		cfg.BodyLimit = DefaultBodyLimit
 	}
+	if cfg.BodyLimit > MaxBodyLimit {
+		return nil, fmt.Errorf("handlers: Config.BodyLimit %d is above %d, whose plaintext the store could not keep", cfg.BodyLimit, MaxBodyLimit)
+	}
+	if cfg.CallbackConcurrency <= 0 {
+		cfg.CallbackConcurrency = DefaultCallbackConcurrency
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -160,7 +186,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{Echo: e, cfg: cfg, metrics: m}
 	e.HTTPErrorHandler = s.handleError
 
-	cb := &callbackHandler{cfg: cfg, metrics: m}
+	cb := &callbackHandler{cfg: cfg, metrics: m, slots: make(chan struct{}, cfg.CallbackConcurrency)}
 	e.GET(cfg.CallbackPath, cb.verifyURL)
 	e.POST(cfg.CallbackPath, cb.receive)
 

@@ -14,9 +14,11 @@ const (
 	ReasonReceiveID = "receive_id"
 	ReasonTooLarge  = "too_large"
 	ReasonStale     = "stale"
+	// ReasonBusy: too many callbacks were being read at once (503).
+	ReasonBusy = "busy"
 )
 
-var rejectReasons = []string{ReasonSignature, ReasonDecrypt, ReasonReceiveID, ReasonTooLarge, ReasonStale}
+var rejectReasons = []string{ReasonSignature, ReasonDecrypt, ReasonReceiveID, ReasonTooLarge, ReasonStale, ReasonBusy}
 
 type metrics struct {
 	rejected   *prometheus.CounterVec

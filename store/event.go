@@ -48,16 +48,22 @@ var eventStates = map[string]bool{
 	EventResolved: true, EventUnmatched: true, EventFailed: true,
 }
 
-// Limits checked by [Event.Validate]. They are far above anything WeCom
-// sends, and exist so that a bug upstream cannot fill the disk.
+// Limits checked by [Event.Validate]. Every field and member of an event is
+// parsed out of Raw, so MaxRawLen is what bounds an event: the other limits
+// only keep a bug upstream from filling the disk, and are set so that no
+// authentic event within Raw's cap fails them (a 5xx for it would only make
+// WeCom retry until it gives up, and the event would be lost).
 const (
-	// MaxDedupKeyLen bounds Event.DedupKey in bytes. Chat events carry their
-	// member list in the key, hence the generous size.
-	MaxDedupKeyLen = 16 << 10
-	// MaxFieldLen bounds each short string field (ids, Event, ChangeType,
-	// Reason, each member id) in bytes.
-	MaxFieldLen = 1024
-	// MaxMembers bounds len(Event.Members).
+	// MaxDedupKeyLen bounds Event.DedupKey in bytes. The key is indexed, so
+	// package wecom hashes it to a fixed 67 bytes.
+	MaxDedupKeyLen = 256
+	// MaxFieldLen bounds each string field (ids, Event, ChangeType, Reason,
+	// each member id) in bytes: a field of an authentic event may be as long
+	// as Raw.
+	MaxFieldLen = MaxRawLen
+	// MaxMembers bounds len(Event.Members), and MaxRawLen their total bytes.
+	// A customer group holds a few hundred members at most (500), and
+	// every member gets a job.
 	MaxMembers = 10000
 	// MaxRawLen bounds Event.Raw in bytes.
 	MaxRawLen = 1 << 20
@@ -129,9 +135,13 @@ func (e *Event) Validate() error {
 			return fmt.Errorf("%w: event %s is longer than %d bytes", ErrInvalid, f.name, MaxFieldLen)
 		}
 	}
+	total := 0
 	for _, m := range e.Members {
-		if m == "" || len(m) > MaxFieldLen {
-			return fmt.Errorf("%w: event member id must be 1 to %d bytes", ErrInvalid, MaxFieldLen)
+		if m == "" {
+			return fmt.Errorf("%w: event member id is empty", ErrInvalid)
+		}
+		if total += len(m); total > MaxRawLen {
+			return fmt.Errorf("%w: event member ids are longer than %d bytes in all", ErrInvalid, MaxRawLen)
 		}
 	}
 	return nil

@@ -82,8 +82,21 @@ func (f FanInput) Validate() error {
 		return fmt.Errorf("%w: unionid and openid are required", ErrInvalid)
 	case len(f.UnionID) > 128 || len(f.OpenID) > 128:
 		return fmt.Errorf("%w: unionid and openid must be at most 128 bytes", ErrInvalid)
+	case !printableASCII(f.UnionID) || !printableASCII(f.OpenID):
+		// WeChat ids are ASCII; anything else (NUL, invalid UTF-8, the U+FFFD
+		// that JSON decoding puts in its place) is a caller's bug, not an id.
+		return fmt.Errorf("%w: unionid and openid must be printable ASCII without spaces", ErrInvalid)
 	}
 	return nil
+}
+
+func printableASCII(s string) bool {
+	for i := range len(s) {
+		if s[i] <= ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
 }
 
 // RegisterOpts says how RegisterFans queues work.

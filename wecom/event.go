@@ -2,6 +2,7 @@ package wecom
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/xml"
 	"fmt"
@@ -146,23 +147,33 @@ func (e Event) Kind() string {
 // decrypted fields only: the ciphertext, nonce and signature change between
 // retries (§2.4, §9 #7), and FromUserName+CreateTime collides for two adds in
 // the same second. raw is the decrypted message, hashed for ignored events.
+//
+// The key is "v2|" and the hex SHA-256 of the fields, each length-prefixed,
+// so two distinct events cannot share it (a separator may occur inside an
+// id) and its size is fixed however many members a chat event lists. The
+// prefix keeps it apart from the unhashed keys of earlier versions.
 func (e Event) DedupKey(raw []byte) string {
 	if e.Kind() == KindIgnored {
 		sum := sha256.Sum256(raw)
 		return "raw|" + hex.EncodeToString(sum[:])
 	}
-	var b strings.Builder
-	for i, s := range []string{
-		e.ToUserName, e.Event, e.ChangeType, e.UserID, e.ExternalUserID,
-		strconv.FormatInt(e.CreateTime, 10), e.ChatID, e.UpdateDetail, e.MemChangeCnt,
-		e.CurMemVer, strings.Join(e.MemChangeList, ","),
-	} {
-		if i > 0 {
-			b.WriteByte('|')
-		}
-		b.WriteString(s)
+	h := sha256.New()
+	var buf [binary.MaxVarintLen64]byte
+	write := func(s string) {
+		h.Write(binary.AppendUvarint(buf[:0], uint64(len(s))))
+		h.Write([]byte(s))
 	}
-	return b.String()
+	for _, s := range []string{
+		e.ToUserName, e.Event, e.ChangeType, e.UserID, e.ExternalUserID,
+		strconv.FormatInt(e.CreateTime, 10), e.ChatID, e.UpdateDetail, e.MemChangeCnt, e.CurMemVer,
+	} {
+		write(s)
+	}
+	h.Write(binary.AppendUvarint(buf[:0], uint64(len(e.MemChangeList))))
+	for _, m := range e.MemChangeList {
+		write(m)
+	}
+	return "v2|" + hex.EncodeToString(h.Sum(nil))
 }
 
 // Marshal renders the event as WeCom's callback XML. The fake WeCom uses it

@@ -1,6 +1,7 @@
 package wecom_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -118,6 +119,35 @@ func TestEvent_DedupKey(t *testing.T) {
 
 	ignored := wecom.Event{Event: "change_external_tag"}
 	require.NotEqual(t, ignored.DedupKey([]byte("a")), ignored.DedupKey([]byte("b")), "ignored events key on their plaintext")
+}
+
+func TestEvent_DedupKeyCannotCollide(t *testing.T) {
+	t.Parallel()
+	// Ensure distinct events that a separator-joined key would merge get distinct keys.
+	a := wecom.Event{ToUserName: "ww", Event: wecom.EventChangeExternalContact, ChangeType: wecom.ChangeAddExternalContact,
+		UserID: "a|b", ExternalUserID: "c", CreateTime: 1700000000}
+	b := a
+	b.UserID, b.ExternalUserID = "a", "b|c"
+	require.NotEqual(t, a.DedupKey(nil), b.DedupKey(nil))
+
+	chat := wecom.Event{ToUserName: "ww", Event: wecom.EventChangeExternalChat, ChangeType: wecom.ChatChangeUpdate,
+		UpdateDetail: wecom.ChatAddMember, ChatID: "wr", MemChangeList: wecom.MemList{"x,y"}}
+	split := chat
+	split.MemChangeList = wecom.MemList{"x", "y"}
+	require.NotEqual(t, chat.DedupKey(nil), split.DedupKey(nil), "member boundaries are part of the key")
+
+	// A retry (same decrypted fields, fresh ciphertext) keeps its key, which
+	// has a fixed size however large the event.
+	retry := a
+	retry.WelcomeCode = "fresh"
+	require.Equal(t, a.DedupKey(nil), retry.DedupKey(nil))
+	big := chat
+	big.MemChangeList = make(wecom.MemList, 2000)
+	for i := range big.MemChangeList {
+		big.MemChangeList[i] = strings.Repeat("m", 32)
+	}
+	require.Len(t, big.DedupKey(nil), len(a.DedupKey(nil)))
+	require.True(t, strings.HasPrefix(a.DedupKey(nil), "v2|"), "versioned, so it never equals a key of the old format")
 }
 
 func TestEvent_MarshalRoundTrip(t *testing.T) {
