@@ -234,18 +234,41 @@ func TestResolveWorker(t *testing.T) {
 		require.Contains(t, got.Reason, "errcode 48002")
 	})
 
-	t.Run("TransientErrorRetries", func(t *testing.T) {
+	t.Run("RetryAfterSnoozesThatLong", func(t *testing.T) {
 		t.Parallel()
-		b := setupWorkers(t, nil)
-		ev := b.saveAdd(t)
-		b.wecom.ExternalUserIDToPendingIDFunc = func(context.Context, string, string, []string) ([]wecom.PendingResult, error) {
-			return nil, apiError("corpgroup/batch/external_userid_to_pending_id", wecom.CodeSystemBusy)
-		}
-		res, err := work(t, b, resolveArgs(ev))
-		require.ErrorContains(t, err, "errcode -1")
-		require.Equal(t, river.EventKindJobFailed, res.EventKind, "River retries with backoff")
+		b, ev := resolveFails(t, &wecom.HTTPStatusError{API: "corpgroup/batch/external_userid_to_pending_id", StatusCode: 429, RetryAfter: 3 * time.Hour})
+		res := mustWork(t, b, resolveArgs(ev))
+		require.Equal(t, river.EventKindJobSnoozed, res.EventKind)
+		require.WithinDuration(t, time.Now().Add(3*time.Hour), res.Job.ScheduledAt, 10*time.Minute, "snoozed for Retry-After, not RateLimitDelay")
 		require.Equal(t, store.EventPending, b.eventState(t, ev.ID).State)
 	})
+
+	// -1, and any HTTP status (a 403 from WeCom's edge or a proxy), go back
+	// to River, which retries with backoff; the event never fails for good.
+	for name, fault := range map[string]error{
+		"SystemBusy": apiError("corpgroup/batch/external_userid_to_pending_id", wecom.CodeSystemBusy),
+		"HTTP403":    &wecom.HTTPStatusError{API: "corpgroup/batch/external_userid_to_pending_id", StatusCode: 403},
+	} {
+		t.Run("TransientErrorRetries"+name, func(t *testing.T) {
+			t.Parallel()
+			b, ev := resolveFails(t, fault)
+			res, err := work(t, b, resolveArgs(ev))
+			require.ErrorIs(t, err, fault)
+			require.Equal(t, river.EventKindJobFailed, res.EventKind, "River retries with backoff")
+			require.Equal(t, store.EventPending, b.eventState(t, ev.ID).State)
+		})
+	}
+}
+
+// resolveFails returns workers whose fake WeCom answers every batch call
+// with err, and a stored add event to resolve.
+func resolveFails(t *testing.T, err error) (*workerBundle, *store.Event) {
+	t.Helper()
+	b := setupWorkers(t, nil)
+	b.wecom.ExternalUserIDToPendingIDFunc = func(context.Context, string, string, []string) ([]wecom.PendingResult, error) {
+		return nil, err
+	}
+	return b, b.saveAdd(t)
 }
 
 func TestEndLinkWorker(t *testing.T) {
@@ -304,6 +327,20 @@ func TestRegisterWorker(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, store.FanFailed, got.State)
 		require.Contains(t, got.LastError, "610014")
+	})
+
+	t.Run("HTTP429KeepsFan", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.wecom.UnionIDToPendingIDFunc = func(context.Context, string, string) (string, error) {
+			return "", &wecom.HTTPStatusError{API: "corpgroup/unionid_to_pending_id", StatusCode: 429}
+		}
+		res, err := work(t, b, pipeline.RegisterArgs(fan))
+		require.Error(t, err)
+		require.Equal(t, river.EventKindJobFailed, res.EventKind, "River retries with backoff")
+		got, err := b.db.FindFan(t.Context(), fan.UnionID)
+		require.NoError(t, err)
+		require.Equal(t, store.FanNew, got.State)
 	})
 
 	t.Run("RateLimitSnoozesAndKeepsFan", func(t *testing.T) {

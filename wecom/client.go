@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -360,7 +361,16 @@ func do[T any, PT responsePtr[T]](ctx context.Context, c *Client, cl call) (*T, 
 		if !retry {
 			return nil, err
 		}
-		if err := c.sleep(ctx, c.backoff(attempt)); err != nil {
+		wait := c.backoff(attempt)
+		if ra, ok := RetryAfter(err); ok {
+			if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) <= ra {
+				// Waiting would only end in the context's error; return the
+				// answer instead, so the caller can defer the work by as much.
+				return nil, err
+			}
+			wait = max(wait, ra)
+		}
+		if err := c.sleep(ctx, wait); err != nil {
 			return nil, stopped(cl.api, err, lastErr)
 		}
 		attempt++
@@ -425,7 +435,8 @@ func (c *Client) send(ctx context.Context, cl call, tok string, body []byte, out
 		// Drain a little so the connection can be reused.
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
 		c.count(func(s *Stats) { s.TransportErrors++ })
-		return &HTTPStatusError{API: cl.api, StatusCode: resp.StatusCode}
+		return &HTTPStatusError{API: cl.api, StatusCode: resp.StatusCode,
+			RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), c.now())}
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
 	if err != nil {
@@ -436,6 +447,18 @@ func (c *Client) send(ctx context.Context, cl call, tok string, body []byte, out
 	if len(data) > maxResponseBytes {
 		return fmt.Errorf("wecom: %s: response larger than %d bytes", cl.api, maxResponseBytes)
 	}
+	// WeCom's every answer carries errcode. Anything else (a proxy's HTML
+	// page, a truncated body) says nothing about the request, so it is
+	// retried like a dropped connection. The body is never quoted: a proxy
+	// page may echo the URL, access_token included.
+	var probe struct {
+		ErrCode *int `json:"errcode"`
+	}
+	if err := json.Unmarshal(data, &probe); err != nil || probe.ErrCode == nil {
+		c.count(func(s *Stats) { s.TransportErrors++ })
+		return &transportError{api: cl.api, err: fmt.Errorf("response is not a WeCom answer (%d bytes, Content-Type %q)",
+			len(data), resp.Header.Get("Content-Type"))}
+	}
 	if err := json.Unmarshal(data, out); err != nil {
 		return fmt.Errorf("wecom: %s: decode response: %w", cl.api, err)
 	}
@@ -444,6 +467,25 @@ func (c *Client) send(ctx context.Context, cl call, tok string, body []byte, out
 		return &APIError{API: cl.api, Code: rc.ErrCode, Msg: rc.ErrMsg}
 	}
 	return nil
+}
+
+// maxRetryAfter caps a Retry-After: a longer one is more likely a broken
+// proxy than a plan, and the caller's own backoff takes over after it.
+const maxRetryAfter = time.Hour
+
+// parseRetryAfter reads a Retry-After header, delay-seconds or an HTTP date
+// (RFC 9110 §10.2.3), as a wait from now. Absent, unparsable or past: zero.
+func parseRetryAfter(h string, now time.Time) time.Duration {
+	if h == "" {
+		return 0
+	}
+	var d time.Duration
+	if secs, err := strconv.ParseInt(strings.TrimSpace(h), 10, 64); err == nil {
+		d = time.Duration(min(max(secs, 0), int64(maxRetryAfter/time.Second))) * time.Second
+	} else if t, err := http.ParseTime(h); err == nil {
+		d = t.Sub(now)
+	}
+	return min(max(d, 0), maxRetryAfter)
 }
 
 // redact removes the query string (access_token, corpsecret) from the URL

@@ -3,6 +3,7 @@ package wecom_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -282,17 +283,111 @@ func TestClient_UnionIDToPendingID(t *testing.T) {
 		require.Equal(t, 2, tb.calls(wecom.APIUnionIDToPendingID))
 	})
 
-	t.Run("HTTP4xxIsPermanent", func(t *testing.T) {
+	// Only a parsed errcode is WeCom's verdict. A 4xx comes from WeCom's edge
+	// or an egress proxy (a 429 window, a 403 from a WAF) and passes.
+	for _, status := range []int{http.StatusForbidden, http.StatusNotFound, http.StatusRequestTimeout, http.StatusTooManyRequests} {
+		t.Run(fmt.Sprintf("HTTP%dIsRetryable", status), func(t *testing.T) {
+			t.Parallel()
+			tb := setup(t, func(c *wecom.Config) { c.Retry.MaxAttempts = 2 })
+			tb.handle(wecom.APIUnionIDToPendingID, func(w http.ResponseWriter, _ apiRequest) any {
+				http.Error(w, http.StatusText(status), status)
+				return nil
+			})
+
+			_, err := tb.client.UnionIDToPendingID(ctx, "test-union", "test-open")
+			var se *wecom.HTTPStatusError
+			require.ErrorAs(t, err, &se)
+			require.Equal(t, status, se.StatusCode)
+			require.True(t, wecom.IsRetryable(err))
+			require.False(t, wecom.IsPermanent(err))
+			require.Equal(t, 2, tb.calls(wecom.APIUnionIDToPendingID))
+		})
+	}
+
+	t.Run("RetryAfterSecondsWaitedAndExposed", func(t *testing.T) {
 		t.Parallel()
-		tb := setup(t)
+		tb := setup(t, func(c *wecom.Config) { c.Retry.MaxAttempts = 2 })
 		tb.handle(wecom.APIUnionIDToPendingID, func(w http.ResponseWriter, _ apiRequest) any {
-			http.Error(w, "forbidden", http.StatusForbidden)
+			w.Header().Set("Retry-After", "12")
+			http.Error(w, "slow down", http.StatusTooManyRequests)
 			return nil
 		})
 
 		_, err := tb.client.UnionIDToPendingID(ctx, "test-union", "test-open")
-		require.True(t, wecom.IsPermanent(err))
+		var se *wecom.HTTPStatusError
+		require.ErrorAs(t, err, &se)
+		require.Equal(t, 12*time.Second, se.RetryAfter)
+		require.Equal(t, []time.Duration{12 * time.Second}, tb.sleepDurations(), "the retry waits Retry-After, not the jittered backoff")
+		require.Equal(t, 2, tb.calls(wecom.APIUnionIDToPendingID))
+	})
+
+	t.Run("RetryAfterHTTPDateWaited", func(t *testing.T) {
+		t.Parallel()
+		tb := setup(t)
+		tb.handle(wecom.APIUnionIDToPendingID, failFirst(func(w http.ResponseWriter) {
+			w.Header().Set("Retry-After", tb.clock.Now().Add(30*time.Second).Format(http.TimeFormat))
+			http.Error(w, "maintenance", http.StatusServiceUnavailable)
+		}))
+
+		_, err := tb.client.UnionIDToPendingID(ctx, "test-union", "test-open")
+		require.NoError(t, err)
+		require.Equal(t, []time.Duration{30 * time.Second}, tb.sleepDurations())
+	})
+
+	t.Run("RetryAfterBeyondDeadlineReturnedAtOnce", func(t *testing.T) {
+		t.Parallel()
+		tb := setup(t)
+		tb.handle(wecom.APIUnionIDToPendingID, func(w http.ResponseWriter, _ apiRequest) any {
+			w.Header().Set("Retry-After", "3600")
+			http.Error(w, "slow down", http.StatusTooManyRequests)
+			return nil
+		})
+
+		dctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		_, err := tb.client.UnionIDToPendingID(dctx, "test-union", "test-open")
+		var se *wecom.HTTPStatusError
+		require.ErrorAs(t, err, &se, "the status error, not the context's, so the caller can defer the work")
+		require.Equal(t, time.Hour, se.RetryAfter)
+		require.True(t, wecom.IsRetryable(err))
+		require.Empty(t, tb.sleepDurations())
 		require.Equal(t, 1, tb.calls(wecom.APIUnionIDToPendingID))
+	})
+
+	// A proxy's error page, or a body cut short, is not WeCom's answer.
+	for name, body := range map[string]string{
+		"HTMLAnswerIsRetryable":         "<html><body>blocked: /cgi-bin/x?access_token=tok-1</body></html>",
+		"TruncatedJSONIsRetryable":      `{"errcode":0,"errmsg":"ok","pending_id":"p-`,
+		"JSONWithoutErrcodeIsRetryable": `{"error":"upstream unavailable"}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			tb := setup(t)
+			tb.handle(wecom.APIUnionIDToPendingID, failFirst(func(w http.ResponseWriter) {
+				w.Header().Set("Content-Type", "text/html")
+				_, _ = io.WriteString(w, body)
+			}))
+
+			_, err := tb.client.UnionIDToPendingID(ctx, "test-union", "test-open")
+			require.NoError(t, err, "retried")
+			require.EqualValues(t, 1, tb.client.Stats().TransportErrors)
+		})
+	}
+
+	t.Run("HTMLAnswerExhaustedHasNoToken", func(t *testing.T) {
+		t.Parallel()
+		tb := setup(t, func(c *wecom.Config) { c.Retry.MaxAttempts = 1 })
+		tb.handle(wecom.APIUnionIDToPendingID, func(w http.ResponseWriter, _ apiRequest) any {
+			_, _ = io.WriteString(w, "<html>denied: /cgi-bin/x?access_token=tok-1</html>")
+			return nil
+		})
+
+		_, err := tb.client.UnionIDToPendingID(ctx, "test-union", "test-open")
+		require.True(t, wecom.IsRetryable(err))
+		require.False(t, wecom.IsPermanent(err))
+		require.NotContains(t, err.Error(), "tok-1")
+		require.NotContains(t, err.Error(), "access_token")
+		require.Contains(t, err.Error(), wecom.APIUnionIDToPendingID)
 	})
 
 	t.Run("DroppedConnectionRetried", func(t *testing.T) {

@@ -184,6 +184,18 @@ func dropConnection(w http.ResponseWriter) {
 	}
 }
 
+// failFirst answers the first call with fault, which writes the whole
+// response, and every later call with pendingOK.
+func failFirst(fault func(w http.ResponseWriter)) handlerFunc {
+	return func(w http.ResponseWriter, req apiRequest) any {
+		if req.N == 1 {
+			fault(w)
+			return nil
+		}
+		return pendingOK(w, req)
+	}
+}
+
 // pendingOK answers unionid_to_pending_id with a pending_id derived from the unionid.
 func pendingOK(_ http.ResponseWriter, req apiRequest) any {
 	return ok("pending_id", "p-"+req.Body["unionid"].(string))
