@@ -48,6 +48,9 @@ const (
 	// the caller that started it so one caller's cancellation cannot fail
 	// the others waiting on the same fetch.
 	tokenFetchTimeout = time.Minute
+	// defaultTokenRefreshInterval spaces token fetches per app; see
+	// Config.TokenRefreshInterval.
+	defaultTokenRefreshInterval = 5 * time.Second
 )
 
 // RetryPolicy bounds the client's retries of retryable errors (IsRetryable).
@@ -80,6 +83,12 @@ type Config struct {
 	// Logger receives one line per failed call (API name, errcode, attempt),
 	// never a token or the secret. Defaults to discarding.
 	Logger *slog.Logger
+	// TokenRefreshInterval is the least time between two fetches of one
+	// app's token. A token younger than this that WeCom rejects (40014,
+	// 42001) is not refetched: WeCom blocks frequent gettoken and answers
+	// the same token while it is valid, so the call returns its retryable
+	// error instead. Defaults to 5s.
+	TokenRefreshInterval time.Duration
 	// Now is the clock for token expiry. Defaults to time.Now.
 	Now func() time.Time
 	// Retry bounds retries of retryable errors. Zero fields take defaults.
@@ -199,6 +208,9 @@ func NewClient(cfg Config) (*Client, error) {
 	}
 	if c.maxWait <= 0 {
 		c.maxWait = defaultQuotaMaxWait
+	}
+	if c.cfg.TokenRefreshInterval <= 0 {
+		c.cfg.TokenRefreshInterval = defaultTokenRefreshInterval
 	}
 	for corp, agent := range cfg.DownstreamAgents {
 		c.agents[corp] = agent
@@ -341,14 +353,18 @@ func do[T any, PT responsePtr[T]](ctx context.Context, c *Client, cl call) (*T, 
 		code, _ := apiCode(err)
 		if cl.token != nil && !refreshed && IsTokenInvalid(err) {
 			// The token was revoked or expired early: drop it (unless another
-			// caller already replaced it) and retry once with a fresh one.
+			// caller already replaced it) and retry once with a fresh one,
+			// unless it is too young to refetch.
 			refreshed = true
-			c.invalidate(*cl.token, tok)
-			c.log.LogAttrs(ctx, slog.LevelInfo, "wecom: token rejected, refreshing",
-				slog.String("api", cl.api), slog.Int("errcode", code), slog.String("token", cl.token.kind()))
-			continue
+			if c.invalidate(*cl.token, tok) {
+				c.log.LogAttrs(ctx, slog.LevelInfo, "wecom: token rejected, refreshing",
+					slog.String("api", cl.api), slog.Int("errcode", code), slog.String("token", cl.token.kind()))
+				continue
+			}
 		}
-		retry := IsRetryable(err) && attempt < c.retry.MaxAttempts
+		// A rejected token is never retried with backoff: the same token
+		// would be rejected again.
+		retry := IsRetryable(err) && !IsTokenInvalid(err) && attempt < c.retry.MaxAttempts
 		c.log.LogAttrs(ctx, slog.LevelWarn, "wecom: call failed",
 			slog.String("api", cl.api), slog.Int("errcode", code), slog.Int("attempt", attempt),
 			slog.Bool("retry", retry), slog.String("error", err.Error()))

@@ -160,7 +160,7 @@ func TestClient_UnionIDToPendingID(t *testing.T) {
 			tb := setup(t)
 			tb.handle(wecom.APIUnionIDToPendingID, func(w http.ResponseWriter, req apiRequest) any {
 				if req.Token == "tok-1" {
-					return fail(code, "token rejected")
+					return tb.rejectLater(code)
 				}
 				return pendingOK(w, req)
 			})
@@ -181,12 +181,12 @@ func TestClient_UnionIDToPendingID(t *testing.T) {
 		t.Parallel()
 		tb := setup(t)
 		tb.handle(wecom.APIUnionIDToPendingID, func(http.ResponseWriter, apiRequest) any {
-			return fail(wecom.CodeTokenExpired, "access_token expired")
+			return tb.rejectLater(wecom.CodeTokenExpired)
 		})
 
 		_, err := tb.client.UnionIDToPendingID(ctx, "test-union", "test-open")
 		require.True(t, wecom.IsTokenInvalid(err))
-		require.False(t, wecom.IsRetryable(err))
+		require.True(t, wecom.IsRetryable(err), "a later call may get a new token")
 		require.Equal(t, 2, tb.calls(wecom.APIGetToken))
 		require.Equal(t, 2, tb.calls(wecom.APIUnionIDToPendingID))
 	})
@@ -195,7 +195,7 @@ func TestClient_UnionIDToPendingID(t *testing.T) {
 		t.Parallel()
 		tb := setup(t)
 		tb.handle(wecom.APIUnionIDToPendingID, func(http.ResponseWriter, apiRequest) any {
-			return fail(wecom.CodeInvalidSecret, "invalid credential")
+			return tb.rejectLater(wecom.CodeInvalidSecret)
 		})
 
 		_, err := tb.client.UnionIDToPendingID(ctx, "test-union", "test-open")
@@ -571,6 +571,7 @@ func TestClient_TokenCache(t *testing.T) {
 		})
 		_, err := tb.client.UnionIDToPendingID(ctx, "test-warm", "test-open")
 		require.NoError(t, err)
+		tb.clock.Advance(time.Minute)
 		mu.Lock()
 		revoked["tok-1"] = true // WeCom revokes the cached token early
 		mu.Unlock()
@@ -635,6 +636,36 @@ func TestClient_TokenCache(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, 2, tb.calls(wecom.APIGetToken))
 	})
+
+	// WeCom blocks frequent gettoken, and within a token's validity it
+	// answers the same token anyway: a persistent 42001 must not make every
+	// call fetch a token (48 fetches in 12 s before the fix).
+	for name, interval := range map[string]time.Duration{"Default": 0, "Configured": time.Minute} {
+		t.Run("PersistentRejectionRefreshesAtMostOncePer"+name+"Interval", func(t *testing.T) {
+			t.Parallel()
+			tb := setup(t, func(c *wecom.Config) { c.TokenRefreshInterval = interval })
+			tb.handle(wecom.APIUnionIDToPendingID, func(http.ResponseWriter, apiRequest) any {
+				return fail(wecom.CodeTokenExpired, "access_token expired")
+			})
+			want := 5 * time.Second
+			if interval > 0 {
+				want = interval
+			}
+
+			start := tb.clock.Now()
+			for range 48 {
+				_, err := tb.client.UnionIDToPendingID(ctx, "test-union", "test-open")
+				require.True(t, wecom.IsTokenInvalid(err))
+				require.True(t, wecom.IsRetryable(err), "the caller retries later")
+				require.False(t, wecom.IsPermanent(err))
+				tb.clock.Advance(250 * time.Millisecond)
+			}
+			elapsed := tb.clock.Now().Sub(start)
+			require.LessOrEqual(t, tb.calls(wecom.APIGetToken), 1+int(elapsed/want))
+			require.GreaterOrEqual(t, tb.calls(wecom.APIGetToken), int(elapsed/want), "still refreshes once per interval")
+			require.Empty(t, tb.sleepDurations(), "a rejected token is not retried with backoff")
+		})
+	}
 
 	t.Run("FailedFetchNotCached", func(t *testing.T) {
 		t.Parallel()
@@ -702,7 +733,7 @@ func TestClient_Secrets(t *testing.T) {
 		tb.handle(wecom.APIUnionIDToPendingID, func(w http.ResponseWriter, req apiRequest) any {
 			switch req.N {
 			case 1:
-				return fail(wecom.CodeTokenExpired, "access_token expired")
+				return tb.rejectLater(wecom.CodeTokenExpired)
 			case 2:
 				dropConnection(w)
 				return nil
@@ -870,7 +901,7 @@ func TestClient_ExternalUserIDToPendingID(t *testing.T) {
 		handleCorpToken(tb)
 		tb.handle(wecom.APIExternalUserIDToPendingID, func(_ http.ResponseWriter, req apiRequest) any {
 			if req.N == 1 {
-				return fail(wecom.CodeTokenExpired, "access_token expired")
+				return tb.rejectLater(wecom.CodeTokenExpired)
 			}
 			return ok("result", []map[string]string{{"external_userid": "wmA", "pending_id": "pA"}})
 		})

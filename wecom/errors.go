@@ -21,7 +21,8 @@ const (
 	// before giving up; after that it is a configuration error to alert on.
 	CodeInvalidSecret = 40001
 	// CodeInvalidToken (40014): the token was revoked or is wrong; the client
-	// drops it, fetches a new one and retries the call once.
+	// drops it, fetches a new one and retries the call once, unless the token
+	// is younger than Config.TokenRefreshInterval (then the caller retries).
 	CodeInvalidToken = 40014
 	// CodeTokenExpired (42001): handled exactly like CodeInvalidToken.
 	CodeTokenExpired = 42001
@@ -136,8 +137,10 @@ func apiCode(err error) (int, bool) {
 }
 
 // IsRetryable reports whether retrying the same call soon may succeed:
-// errcode -1 and 45033, network errors, timeouts, any non-200 HTTP status
-// and bodies that are not a WeCom answer. A caller's
+// errcode -1 and 45033, a rejected token (40014, 42001: the client
+// refetches it at most once per Config.TokenRefreshInterval), network
+// errors, timeouts, any non-200 HTTP status and bodies that are not a WeCom
+// answer. A caller's
 // context cancellation is not retryable. The client already retries these
 // up to RetryPolicy.MaxAttempts, so a returned retryable error means WeCom
 // stayed unavailable for that long.
@@ -146,7 +149,11 @@ func IsRetryable(err error) bool {
 		return false
 	}
 	if code, ok := apiCode(err); ok {
-		return code == CodeSystemBusy || code == CodeAPIConcurrentOutOfLimit
+		switch code {
+		case CodeSystemBusy, CodeAPIConcurrentOutOfLimit, CodeInvalidToken, CodeTokenExpired:
+			return true
+		}
+		return false
 	}
 	var se *HTTPStatusError
 	if errors.As(err, &se) {
@@ -177,7 +184,8 @@ func IsRateLimited(err error) bool {
 
 // IsTokenInvalid reports whether WeCom rejected the access_token: errcode
 // 40014, 42001 or 40001. The client has already refreshed the token once
-// and retried when it returns such an error.
+// and retried when it returns such an error, or found the token too young
+// to refetch (Config.TokenRefreshInterval).
 func IsTokenInvalid(err error) bool {
 	code, ok := apiCode(err)
 	return ok && (code == CodeInvalidToken || code == CodeTokenExpired || code == CodeInvalidSecret)

@@ -30,8 +30,8 @@ func TestPredicates(t *testing.T) {
 	}{
 		{"SystemBusy", apiErr(-1), want{retryable: true}},
 		{"InvalidSecret", apiErr(40001), want{tokenInvalid: true, permanent: true}},
-		{"InvalidToken", apiErr(40014), want{tokenInvalid: true}},
-		{"TokenExpired", apiErr(42001), want{tokenInvalid: true}},
+		{"InvalidToken", apiErr(40014), want{retryable: true, tokenInvalid: true}},
+		{"TokenExpired", apiErr(42001), want{retryable: true, tokenInvalid: true}},
 		{"FreqOutOfLimit", apiErr(45009), want{rateLimited: true}},
 		{"ConcurrentOutOfLimit", apiErr(45033), want{retryable: true, rateLimited: true}},
 		{"InvalidParameter", apiErr(40058), want{permanent: true}},
