@@ -97,6 +97,12 @@ func withAttempt(n int) func(*rivertype.JobRow) {
 	return func(j *rivertype.JobRow) { j.Attempt = n - 1 }
 }
 
+// withMetadata gives the job metadata, e.g. what River stored after an
+// earlier attempt (res.Job.Metadata), to work its next attempt.
+func withMetadata(m []byte) func(*rivertype.JobRow) {
+	return func(j *rivertype.JobRow) { j.Metadata = m }
+}
+
 // work inserts a job with args in a scratch transaction, works it with the
 // pipeline's worker for its kind, and returns River's outcome.
 func work[T river.JobArgs](t *testing.T, b *workerBundle, args T, opts ...func(*rivertype.JobRow)) (*rivertest.WorkResult, error) {
@@ -107,7 +113,13 @@ func work[T river.JobArgs](t *testing.T, b *workerBundle, args T, opts ...func(*
 	w := rivertest.NewWorker(t, riversqlite.New(nil), &river.Config{}, worker)
 	client, err := river.NewClient(riversqlite.New(nil), &river.Config{})
 	require.NoError(t, err)
-	ins, err := client.InsertTx(t.Context(), tx, args, nil)
+	// rivertest reads the row back before working it and keeps only the
+	// attempt from ins.Job, so metadata must go in with the insert.
+	var row rivertype.JobRow
+	for _, o := range opts {
+		o(&row)
+	}
+	ins, err := client.InsertTx(t.Context(), tx, args, &river.InsertOpts{Metadata: row.Metadata})
 	require.NoError(t, err)
 	for _, o := range opts {
 		o(ins.Job)
@@ -191,8 +203,8 @@ func TestResolveWorker(t *testing.T) {
 		require.WithinDuration(t, time.Now().Add(time.Hour), res.Job.ScheduledAt, 10*time.Minute, "snoozed for NotCustomerYetDelay")
 		require.Equal(t, store.EventPending, b.eventState(t, ev.ID).State)
 
-		// The retry (attempt 2) records the customer as unmatched instead.
-		res = mustWork(t, b, resolveArgs(ev), withAttempt(2))
+		// The retry records the customer as unmatched instead.
+		res = mustWork(t, b, resolveArgs(ev), withMetadata(res.Job.Metadata))
 		require.Equal(t, river.EventKindJobCompleted, res.EventKind)
 		got := b.eventState(t, ev.ID)
 		require.Equal(t, store.EventUnmatched, got.State)
@@ -205,10 +217,27 @@ func TestResolveWorker(t *testing.T) {
 		b.wecom.ExternalUserIDToPendingIDFunc = func(context.Context, string, string, []string) ([]wecom.PendingResult, error) {
 			return nil, nil
 		}
-		require.Equal(t, river.EventKindJobSnoozed, mustWork(t, b, resolveArgs(ev)).EventKind)
-		require.Equal(t, river.EventKindJobCompleted, mustWork(t, b, resolveArgs(ev), withAttempt(2)).EventKind)
+		res := mustWork(t, b, resolveArgs(ev))
+		require.Equal(t, river.EventKindJobSnoozed, res.EventKind)
+		require.Equal(t, river.EventKindJobCompleted, mustWork(t, b, resolveArgs(ev), withMetadata(res.Job.Metadata)).EventKind)
 		require.Equal(t, store.EventUnmatched, b.eventState(t, ev.ID).State)
 	})
+
+	// The grace for a fresh add counts answers, not attempts: a transient
+	// error (an attempt), or a rate-limit snooze, before the first answer
+	// must not use it up.
+	for name, opt := range map[string]func(*rivertype.JobRow){
+		"AfterTransientError":  withAttempt(2),
+		"AfterRateLimitSnooze": withMetadata([]byte(`{"snoozes":1}`)),
+	} {
+		t.Run("FirstEmptyAnswerSnoozes"+name, func(t *testing.T) {
+			t.Parallel()
+			b, ev := resolveFails(t, nil)
+			res := mustWork(t, b, resolveArgs(ev), opt)
+			require.Equal(t, river.EventKindJobSnoozed, res.EventKind)
+			require.Equal(t, store.EventPending, b.eventState(t, ev.ID).State)
+		})
+	}
 
 	t.Run("RateLimitSnoozes", func(t *testing.T) {
 		t.Parallel()
