@@ -27,6 +27,7 @@ type config struct {
 	DownstreamCorps []string
 	ReceiveIDCheck  string
 	PendingToken    string
+	TokenRefresh    time.Duration
 	Addr            string
 	DB              string
 	AdminToken      string
@@ -109,6 +110,8 @@ func settings() []setting {
 				c.PendingToken = v
 				return nil
 			}},
+		{env: "WECOM_TOKEN_REFRESH_INTERVAL", def: "5s", usage: "least time between two fetches of one app's access_token; a younger token WeCom rejects is not refetched",
+			apply: durationSetting(func(c *config) *time.Duration { return &c.TokenRefresh })},
 		{env: "PENDINGLINK_ADDR", def: ":8080", usage: "listen address",
 			apply: str(func(c *config) *string { return &c.Addr })},
 		{env: "PENDINGLINK_DB", def: "./pendinglink.db", usage: "SQLite database file",

@@ -125,7 +125,7 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 	client, err = wecom.NewClient(wecom.Config{
 		BaseURL: cfg.APIBase, CorpID: cfg.CorpID, AgentID: cfg.AgentID, CorpSecret: cfg.CorpSecret,
 		HTTPClient: opts.HTTPClient, Logger: logger, Now: opts.Now, PendingToken: cfg.PendingToken,
-		PendingIDQuota: pendingQuota, ExternalUserIDQuota: externalQuota,
+		PendingIDQuota: pendingQuota, ExternalUserIDQuota: externalQuota, TokenRefreshInterval: cfg.TokenRefresh,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("wecom client: %w", err)

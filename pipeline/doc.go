@@ -46,9 +46,10 @@
 //
 // # Errors
 //
-// A WeCom rate limit snoozes the job until the window frees; -1, 5xx and
-// network errors return to River, which retries with backoff; permanent
-// errors cancel the job and record the reason on the event or fan. Register
+// A WeCom rate limit snoozes the job until the window frees, and an answer
+// with a Retry-After for that long; -1, any non-200 status, bodies that are
+// not a WeCom answer and network errors return to River, which retries with
+// backoff; permanent errors (a WeCom errcode) cancel the job and record the reason on the event or fan. Register
 // returns [ErrRefused] when WeCom refuses a fan for good, so the HTTP layer
 // never sees River's types.
 package pipeline

@@ -30,11 +30,16 @@ type resolveStore interface {
 func (w *resolveWorker) Work(ctx context.Context, job *river.Job[ResolveArgs]) error {
 	a := job.Args
 	pendingID, err := w.cfg.Coalescer.Resolve(ctx, a.CorpID, a.ChatID, a.ExternalUserID)
-	// A snooze does not count as an attempt in River, so "first try" is
-	// read from the snooze counter River keeps in the job's metadata.
-	firstTry := job.Attempt <= 1 && snoozes(job.Metadata) == 0
-	if err != nil && wecom.IsNotCustomerYet(err) && firstTry {
-		// Right after an add WeCom may not know the relationship yet (§9 #5).
+	// Right after an add WeCom may not know the relationship yet (§9 #5), so
+	// the first answer that is 84061 or empty waits once. That counts
+	// answers, not attempts or snoozes: a transient error or a rate-limit
+	// snooze before it must not use the grace up, so spending it is marked
+	// in the job's metadata.
+	unknownYet := (err == nil && pendingID == "") || wecom.IsNotCustomerYet(err)
+	if unknownYet && !graceUsed(job.Metadata) {
+		if err := river.MetadataSet(ctx, metaGraceUsed, true); err != nil {
+			return fmt.Errorf("mark grace of event %d: %w", a.EventID, err)
+		}
 		return river.JobSnooze(w.cfg.NotCustomerYetDelay)
 	}
 	res := store.Resolution{
@@ -52,8 +57,6 @@ func (w *resolveWorker) Work(ctx context.Context, job *river.Job[ResolveArgs]) e
 				w.cfg.Logger.Error("record failed resolution", "event_id", a.EventID, "err", rerr)
 			}
 		})
-	case pendingID == "" && firstTry:
-		return river.JobSnooze(w.cfg.NotCustomerYetDelay)
 	case pendingID == "":
 		res.Reason = "no pending_id after one delayed retry"
 	}
@@ -90,13 +93,14 @@ func (w *endLinkWorker) Work(ctx context.Context, job *river.Job[EndLinkArgs]) e
 	return nil
 }
 
-// snoozes returns how often River snoozed the job.
-func snoozes(metadata []byte) int {
+// metaGraceUsed is the job metadata key set when a resolve spent its one
+// delayed retry for a fresh add.
+const metaGraceUsed = "grace_used"
+
+// graceUsed reports whether the job already spent its delayed retry.
+func graceUsed(metadata []byte) bool {
 	var m struct {
-		Snoozes int `json:"snoozes"`
+		GraceUsed bool `json:"grace_used"`
 	}
-	if len(metadata) == 0 || json.Unmarshal(metadata, &m) != nil {
-		return 0
-	}
-	return m.Snoozes
+	return len(metadata) > 0 && json.Unmarshal(metadata, &m) == nil && m.GraceUsed
 }

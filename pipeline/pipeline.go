@@ -168,21 +168,27 @@ func (p *Pipeline) Status(ctx context.Context) (store.PipelineStatus, error) {
 }
 
 // deferFor decides how long rate-limited work waits: until the limiter's
-// retry time when it gave one, else the configured delay.
+// retry time or for the answer's Retry-After when either gave one, else the
+// configured delay.
 func deferFor(err error, now time.Time, fallback time.Duration) time.Duration {
 	var qe *quota.Error
 	if errors.As(err, &qe) && qe.RetryAt.After(now) {
 		return qe.RetryAt.Sub(now) + 10*time.Millisecond
 	}
+	if d, ok := wecom.RetryAfter(err); ok {
+		return d
+	}
 	return fallback
 }
 
-// classify turns a WeCom error into River's answer: snooze rate limits,
-// retry what is retryable (River's backoff), cancel what never succeeds.
+// classify turns a WeCom error into River's answer: snooze rate limits and
+// answers with a Retry-After, retry what is retryable (River's backoff),
+// cancel what never succeeds.
 // failed is called with the reason before a cancel.
 func classify(err error, now time.Time, cfg Config, failed func(reason string)) error {
+	_, retryAfter := wecom.RetryAfter(err)
 	switch {
-	case wecom.IsRateLimited(err):
+	case wecom.IsRateLimited(err), retryAfter:
 		return river.JobSnooze(deferFor(err, now, cfg.RateLimitDelay))
 	case errors.Is(err, ErrCoalescerClosed), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return err

@@ -97,6 +97,12 @@ func withAttempt(n int) func(*rivertype.JobRow) {
 	return func(j *rivertype.JobRow) { j.Attempt = n - 1 }
 }
 
+// withMetadata gives the job metadata, e.g. what River stored after an
+// earlier attempt (res.Job.Metadata), to work its next attempt.
+func withMetadata(m []byte) func(*rivertype.JobRow) {
+	return func(j *rivertype.JobRow) { j.Metadata = m }
+}
+
 // work inserts a job with args in a scratch transaction, works it with the
 // pipeline's worker for its kind, and returns River's outcome.
 func work[T river.JobArgs](t *testing.T, b *workerBundle, args T, opts ...func(*rivertype.JobRow)) (*rivertest.WorkResult, error) {
@@ -107,7 +113,13 @@ func work[T river.JobArgs](t *testing.T, b *workerBundle, args T, opts ...func(*
 	w := rivertest.NewWorker(t, riversqlite.New(nil), &river.Config{}, worker)
 	client, err := river.NewClient(riversqlite.New(nil), &river.Config{})
 	require.NoError(t, err)
-	ins, err := client.InsertTx(t.Context(), tx, args, nil)
+	// rivertest reads the row back before working it and keeps only the
+	// attempt from ins.Job, so metadata must go in with the insert.
+	var row rivertype.JobRow
+	for _, o := range opts {
+		o(&row)
+	}
+	ins, err := client.InsertTx(t.Context(), tx, args, &river.InsertOpts{Metadata: row.Metadata})
 	require.NoError(t, err)
 	for _, o := range opts {
 		o(ins.Job)
@@ -211,8 +223,8 @@ func TestResolveWorker(t *testing.T) {
 		require.WithinDuration(t, time.Now().Add(time.Hour), res.Job.ScheduledAt, 10*time.Minute, "snoozed for NotCustomerYetDelay")
 		require.Equal(t, store.EventPending, b.eventState(t, ev.ID).State)
 
-		// The retry (attempt 2) records the customer as unmatched instead.
-		res = mustWork(t, b, resolveArgs(ev), withAttempt(2))
+		// The retry records the customer as unmatched instead.
+		res = mustWork(t, b, resolveArgs(ev), withMetadata(res.Job.Metadata))
 		require.Equal(t, river.EventKindJobCompleted, res.EventKind)
 		got := b.eventState(t, ev.ID)
 		require.Equal(t, store.EventUnmatched, got.State)
@@ -220,11 +232,32 @@ func TestResolveWorker(t *testing.T) {
 
 	t.Run("EmptyAnswerSnoozesThenUnmatched", func(t *testing.T) {
 		t.Parallel()
-		b, ev := setupFailingLookup(t, nil)
-		require.Equal(t, river.EventKindJobSnoozed, mustWork(t, b, resolveArgs(ev)).EventKind)
-		require.Equal(t, river.EventKindJobCompleted, mustWork(t, b, resolveArgs(ev), withAttempt(2)).EventKind)
+		b := setupWorkers(t, nil)
+		ev := b.saveAdd(t)
+		b.wecom.ExternalUserIDToPendingIDFunc = func(context.Context, string, string, []string) ([]wecom.PendingResult, error) {
+			return nil, nil
+		}
+		res := mustWork(t, b, resolveArgs(ev))
+		require.Equal(t, river.EventKindJobSnoozed, res.EventKind)
+		require.Equal(t, river.EventKindJobCompleted, mustWork(t, b, resolveArgs(ev), withMetadata(res.Job.Metadata)).EventKind)
 		require.Equal(t, store.EventUnmatched, b.eventState(t, ev.ID).State)
 	})
+
+	// The grace for a fresh add counts answers, not attempts: a transient
+	// error (an attempt), or a rate-limit snooze, before the first answer
+	// must not use it up.
+	for name, opt := range map[string]func(*rivertype.JobRow){
+		"AfterTransientError":  withAttempt(2),
+		"AfterRateLimitSnooze": withMetadata([]byte(`{"snoozes":1}`)),
+	} {
+		t.Run("FirstEmptyAnswerSnoozes"+name, func(t *testing.T) {
+			t.Parallel()
+			b, ev := resolveFails(t, nil)
+			res := mustWork(t, b, resolveArgs(ev), opt)
+			require.Equal(t, river.EventKindJobSnoozed, res.EventKind)
+			require.Equal(t, store.EventPending, b.eventState(t, ev.ID).State)
+		})
+	}
 
 	t.Run("RateLimitSnoozes", func(t *testing.T) {
 		t.Parallel()
@@ -242,14 +275,41 @@ func TestResolveWorker(t *testing.T) {
 		require.Contains(t, got.Reason, "errcode 48002")
 	})
 
-	t.Run("TransientErrorRetries", func(t *testing.T) {
+	t.Run("RetryAfterSnoozesThatLong", func(t *testing.T) {
 		t.Parallel()
-		b, ev := setupFailingLookup(t, batchError(wecom.CodeSystemBusy))
-		res, err := work(t, b, resolveArgs(ev))
-		require.ErrorContains(t, err, "errcode -1")
-		require.Equal(t, river.EventKindJobFailed, res.EventKind, "River retries with backoff")
+		b, ev := resolveFails(t, &wecom.HTTPStatusError{API: "corpgroup/batch/external_userid_to_pending_id", StatusCode: 429, RetryAfter: 3 * time.Hour})
+		res := mustWork(t, b, resolveArgs(ev))
+		require.Equal(t, river.EventKindJobSnoozed, res.EventKind)
+		require.WithinDuration(t, time.Now().Add(3*time.Hour), res.Job.ScheduledAt, 10*time.Minute, "snoozed for Retry-After, not RateLimitDelay")
 		require.Equal(t, store.EventPending, b.eventState(t, ev.ID).State)
 	})
+
+	// -1, and any HTTP status (a 403 from WeCom's edge or a proxy), go back
+	// to River, which retries with backoff; the event never fails for good.
+	for name, fault := range map[string]error{
+		"SystemBusy": apiError("corpgroup/batch/external_userid_to_pending_id", wecom.CodeSystemBusy),
+		"HTTP403":    &wecom.HTTPStatusError{API: "corpgroup/batch/external_userid_to_pending_id", StatusCode: 403},
+	} {
+		t.Run("TransientErrorRetries"+name, func(t *testing.T) {
+			t.Parallel()
+			b, ev := resolveFails(t, fault)
+			res, err := work(t, b, resolveArgs(ev))
+			require.ErrorIs(t, err, fault)
+			require.Equal(t, river.EventKindJobFailed, res.EventKind, "River retries with backoff")
+			require.Equal(t, store.EventPending, b.eventState(t, ev.ID).State)
+		})
+	}
+}
+
+// resolveFails returns workers whose fake WeCom answers every batch call
+// with err, and a stored add event to resolve.
+func resolveFails(t *testing.T, err error) (*workerBundle, *store.Event) {
+	t.Helper()
+	b := setupWorkers(t, nil)
+	b.wecom.ExternalUserIDToPendingIDFunc = func(context.Context, string, string, []string) ([]wecom.PendingResult, error) {
+		return nil, err
+	}
+	return b, b.saveAdd(t)
 }
 
 func TestEndLinkWorker(t *testing.T) {
@@ -308,6 +368,20 @@ func TestRegisterWorker(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, store.FanFailed, got.State)
 		require.Contains(t, got.LastError, "610014")
+	})
+
+	t.Run("HTTP429KeepsFan", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.wecom.UnionIDToPendingIDFunc = func(context.Context, string, string) (string, error) {
+			return "", &wecom.HTTPStatusError{API: "corpgroup/unionid_to_pending_id", StatusCode: 429}
+		}
+		res, err := work(t, b, pipeline.RegisterArgs(fan))
+		require.Error(t, err)
+		require.Equal(t, river.EventKindJobFailed, res.EventKind, "River retries with backoff")
+		got, err := b.db.FindFan(t.Context(), fan.UnionID)
+		require.NoError(t, err)
+		require.Equal(t, store.FanNew, got.State)
 	})
 
 	t.Run("RateLimitSnoozesAndKeepsFan", func(t *testing.T) {

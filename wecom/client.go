@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -47,6 +48,9 @@ const (
 	// the caller that started it so one caller's cancellation cannot fail
 	// the others waiting on the same fetch.
 	tokenFetchTimeout = time.Minute
+	// defaultTokenRefreshInterval spaces token fetches per app; see
+	// Config.TokenRefreshInterval.
+	defaultTokenRefreshInterval = 5 * time.Second
 )
 
 // RetryPolicy bounds the client's retries of retryable errors (IsRetryable).
@@ -79,6 +83,12 @@ type Config struct {
 	// Logger receives one line per failed call (API name, errcode, attempt),
 	// never a token or the secret. Defaults to discarding.
 	Logger *slog.Logger
+	// TokenRefreshInterval is the least time between two fetches of one
+	// app's token. A token younger than this that WeCom rejects (40014,
+	// 42001) is not refetched: WeCom blocks frequent gettoken and answers
+	// the same token while it is valid, so the call returns its retryable
+	// error instead. Defaults to 5s.
+	TokenRefreshInterval time.Duration
 	// Now is the clock for token expiry. Defaults to time.Now.
 	Now func() time.Time
 	// Retry bounds retries of retryable errors. Zero fields take defaults.
@@ -198,6 +208,9 @@ func NewClient(cfg Config) (*Client, error) {
 	}
 	if c.maxWait <= 0 {
 		c.maxWait = defaultQuotaMaxWait
+	}
+	if c.cfg.TokenRefreshInterval <= 0 {
+		c.cfg.TokenRefreshInterval = defaultTokenRefreshInterval
 	}
 	for corp, agent := range cfg.DownstreamAgents {
 		c.agents[corp] = agent
@@ -340,14 +353,18 @@ func do[T any, PT responsePtr[T]](ctx context.Context, c *Client, cl call) (*T, 
 		code, _ := apiCode(err)
 		if cl.token != nil && !refreshed && IsTokenInvalid(err) {
 			// The token was revoked or expired early: drop it (unless another
-			// caller already replaced it) and retry once with a fresh one.
+			// caller already replaced it) and retry once with a fresh one,
+			// unless it is too young to refetch.
 			refreshed = true
-			c.invalidate(*cl.token, tok)
-			c.log.LogAttrs(ctx, slog.LevelInfo, "wecom: token rejected, refreshing",
-				slog.String("api", cl.api), slog.Int("errcode", code), slog.String("token", cl.token.kind()))
-			continue
+			if c.invalidate(*cl.token, tok) {
+				c.log.LogAttrs(ctx, slog.LevelInfo, "wecom: token rejected, refreshing",
+					slog.String("api", cl.api), slog.Int("errcode", code), slog.String("token", cl.token.kind()))
+				continue
+			}
 		}
-		retry := IsRetryable(err) && attempt < c.retry.MaxAttempts
+		// A rejected token is never retried with backoff: the same token
+		// would be rejected again.
+		retry := IsRetryable(err) && !IsTokenInvalid(err) && attempt < c.retry.MaxAttempts
 		c.log.LogAttrs(ctx, slog.LevelWarn, "wecom: call failed",
 			slog.String("api", cl.api), slog.Int("errcode", code), slog.Int("attempt", attempt),
 			slog.Bool("retry", retry), slog.String("error", err.Error()))
@@ -360,7 +377,16 @@ func do[T any, PT responsePtr[T]](ctx context.Context, c *Client, cl call) (*T, 
 		if !retry {
 			return nil, err
 		}
-		if err := c.sleep(ctx, c.backoff(attempt)); err != nil {
+		wait := c.backoff(attempt)
+		if ra, ok := RetryAfter(err); ok {
+			if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) <= ra {
+				// Waiting would only end in the context's error; return the
+				// answer instead, so the caller can defer the work by as much.
+				return nil, err
+			}
+			wait = max(wait, ra)
+		}
+		if err := c.sleep(ctx, wait); err != nil {
 			return nil, stopped(cl.api, err, lastErr)
 		}
 		attempt++
@@ -425,7 +451,8 @@ func (c *Client) send(ctx context.Context, cl call, tok string, body []byte, out
 		// Drain a little so the connection can be reused.
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
 		c.count(func(s *Stats) { s.TransportErrors++ })
-		return &HTTPStatusError{API: cl.api, StatusCode: resp.StatusCode}
+		return &HTTPStatusError{API: cl.api, StatusCode: resp.StatusCode,
+			RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), c.now())}
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
 	if err != nil {
@@ -436,6 +463,18 @@ func (c *Client) send(ctx context.Context, cl call, tok string, body []byte, out
 	if len(data) > maxResponseBytes {
 		return fmt.Errorf("wecom: %s: response larger than %d bytes", cl.api, maxResponseBytes)
 	}
+	// WeCom's every answer carries errcode. Anything else (a proxy's HTML
+	// page, a truncated body) says nothing about the request, so it is
+	// retried like a dropped connection. The body is never quoted: a proxy
+	// page may echo the URL, access_token included.
+	var probe struct {
+		ErrCode *int `json:"errcode"`
+	}
+	if err := json.Unmarshal(data, &probe); err != nil || probe.ErrCode == nil {
+		c.count(func(s *Stats) { s.TransportErrors++ })
+		return &transportError{api: cl.api, err: fmt.Errorf("response is not a WeCom answer (%d bytes, Content-Type %q)",
+			len(data), resp.Header.Get("Content-Type"))}
+	}
 	if err := json.Unmarshal(data, out); err != nil {
 		return fmt.Errorf("wecom: %s: decode response: %w", cl.api, err)
 	}
@@ -444,6 +483,25 @@ func (c *Client) send(ctx context.Context, cl call, tok string, body []byte, out
 		return &APIError{API: cl.api, Code: rc.ErrCode, Msg: rc.ErrMsg}
 	}
 	return nil
+}
+
+// maxRetryAfter caps a Retry-After: a longer one is more likely a broken
+// proxy than a plan, and the caller's own backoff takes over after it.
+const maxRetryAfter = time.Hour
+
+// parseRetryAfter reads a Retry-After header, delay-seconds or an HTTP date
+// (RFC 9110 §10.2.3), as a wait from now. Absent, unparsable or past: zero.
+func parseRetryAfter(h string, now time.Time) time.Duration {
+	if h == "" {
+		return 0
+	}
+	var d time.Duration
+	if secs, err := strconv.ParseInt(strings.TrimSpace(h), 10, 64); err == nil {
+		d = time.Duration(min(max(secs, 0), int64(maxRetryAfter/time.Second))) * time.Second
+	} else if t, err := http.ParseTime(h); err == nil {
+		d = t.Sub(now)
+	}
+	return min(max(d, 0), maxRetryAfter)
 }
 
 // redact removes the query string (access_token, corpsecret) from the URL

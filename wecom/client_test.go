@@ -137,17 +137,26 @@ func TestClient_UnionIDToPendingID(t *testing.T) {
 		tokens      int // of gettoken
 	}{
 		{"FreqLimitReturnedTypedWithoutRetry", &wecom.APIError{API: pendingAPI, Code: wecom.CodeAPIFreqOutOfLimit, Msg: "api freq out of limit"}, 0, errClass{rateLimited: true}, 1, 1},
-		{"TokenRejectedTwiceGivesUp", &wecom.APIError{API: pendingAPI, Code: wecom.CodeTokenExpired, Msg: "access_token expired"}, 0, errClass{tokenInvalid: true}, 2, 2},
+		{"TokenRejectedTwiceGivesUp", &wecom.APIError{API: pendingAPI, Code: wecom.CodeTokenExpired, Msg: "access_token expired"}, 0, errClass{tokenInvalid: true, retryable: true}, 2, 2},
 		{"InvalidSecretAfterRefreshIsPermanent", &wecom.APIError{API: pendingAPI, Code: wecom.CodeInvalidSecret, Msg: "invalid credential"}, 0, errClass{tokenInvalid: true, permanent: true}, 2, 2},
 		{"NoPermissionIsPermanent", &wecom.APIError{API: pendingAPI, Code: wecom.CodeNoPermission, Msg: "no privilege to access/modify contact/party/agent"}, 0, errClass{permanent: true}, 1, 1},
 		{"NotCustomerYetHasOwnPredicate", &wecom.APIError{API: pendingAPI, Code: wecom.CodeNotCustomerYet, Msg: "external contact relationship not exist"}, 0, errClass{notCustomerYet: true}, 1, 1},
-		{"HTTP4xxIsPermanent", &wecom.HTTPStatusError{API: pendingAPI, StatusCode: http.StatusForbidden}, 0, errClass{permanent: true}, 1, 1},
+		{"HTTP4xxExhaustedIsRetryable", &wecom.HTTPStatusError{API: pendingAPI, StatusCode: http.StatusForbidden}, 2, errClass{retryable: true}, 2, 1},
 		// Retried to the limit, and still retryable for the caller.
 		{"HTTP5xxExhaustedIsRetryable", &wecom.HTTPStatusError{API: pendingAPI, StatusCode: http.StatusServiceUnavailable}, 2, errClass{retryable: true}, 2, 1},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			tb := setupPending(t, answerWith(tt.err), func(c *wecom.Config) { c.Retry.MaxAttempts = tt.maxAttempts })
+			var tb *testBundle
+			answer := answerWith(tt.err)
+			tb = setupPending(t, func(w http.ResponseWriter, req apiRequest) any {
+				if wecom.IsTokenInvalid(tt.err) {
+					// A token rejected the moment it is issued is not
+					// refetched (TokenRefreshInterval); let it age first.
+					tb.clock.Advance(time.Minute)
+				}
+				return answer(w, req)
+			}, func(c *wecom.Config) { c.Retry.MaxAttempts = tt.maxAttempts })
 
 			_, err := tb.callPending(t.Context())
 			got := reflect.New(reflect.TypeOf(tt.err)) // *T for errors.As, T being a pointer type
@@ -171,9 +180,10 @@ func TestClient_UnionIDToPendingID(t *testing.T) {
 	for _, code := range []int{wecom.CodeInvalidToken, wecom.CodeTokenExpired, wecom.CodeInvalidSecret} {
 		t.Run(fmt.Sprintf("TokenRejected%dRefreshesOnceAndRetries", code), func(t *testing.T) {
 			t.Parallel()
-			tb := setupPending(t, func(w http.ResponseWriter, req apiRequest) any {
+			var tb *testBundle
+			tb = setupPending(t, func(w http.ResponseWriter, req apiRequest) any {
 				if req.Token == "tok-1" {
-					return fail(code, "token rejected")
+					return tb.rejectLater(code)
 				}
 				return pendingOK(w, req)
 			})
@@ -338,6 +348,7 @@ func TestClient_TokenCache(t *testing.T) {
 		})
 		_, err := tb.callPending(t.Context())
 		require.NoError(t, err)
+		tb.clock.Advance(time.Minute)
 		mu.Lock()
 		revoked["tok-1"] = true // WeCom revokes the cached token early
 		mu.Unlock()
@@ -377,6 +388,36 @@ func TestClient_TokenCache(t *testing.T) {
 			require.Equal(t, 2, tb.calls(wecom.APIGetToken))
 			reqs := tb.requests(wecom.APIUnionIDToPendingID)
 			require.Equal(t, "tok-2", reqs[2].Token)
+		})
+	}
+
+	// WeCom blocks frequent gettoken, and within a token's validity it
+	// answers the same token anyway: a persistent 42001 must not make every
+	// call fetch a token (48 fetches in 12 s before the fix).
+	for name, interval := range map[string]time.Duration{"Default": 0, "Configured": time.Minute} {
+		t.Run("PersistentRejectionRefreshesAtMostOncePer"+name+"Interval", func(t *testing.T) {
+			t.Parallel()
+			tb := setup(t, func(c *wecom.Config) { c.TokenRefreshInterval = interval })
+			tb.handle(wecom.APIUnionIDToPendingID, func(http.ResponseWriter, apiRequest) any {
+				return fail(wecom.CodeTokenExpired, "access_token expired")
+			})
+			want := 5 * time.Second
+			if interval > 0 {
+				want = interval
+			}
+
+			start := tb.clock.Now()
+			for range 48 {
+				_, err := tb.client.UnionIDToPendingID(t.Context(), "test-union", "test-open")
+				require.True(t, wecom.IsTokenInvalid(err))
+				require.True(t, wecom.IsRetryable(err), "the caller retries later")
+				require.False(t, wecom.IsPermanent(err))
+				tb.clock.Advance(250 * time.Millisecond)
+			}
+			elapsed := tb.clock.Now().Sub(start)
+			require.LessOrEqual(t, tb.calls(wecom.APIGetToken), 1+int(elapsed/want))
+			require.GreaterOrEqual(t, tb.calls(wecom.APIGetToken), int(elapsed/want), "still refreshes once per interval")
+			require.Empty(t, tb.sleepDurations(), "a rejected token is not retried with backoff")
 		})
 	}
 
@@ -455,10 +496,11 @@ func TestClient_Secrets(t *testing.T) {
 
 	t.Run("LogsHaveNoTokenOrSecret", func(t *testing.T) {
 		t.Parallel()
-		tb := setupPending(t, func(w http.ResponseWriter, req apiRequest) any {
+		var tb *testBundle
+		tb = setupPending(t, func(w http.ResponseWriter, req apiRequest) any {
 			switch req.N {
 			case 1:
-				return fail(wecom.CodeTokenExpired, "access_token expired")
+				return tb.rejectLater(wecom.CodeTokenExpired)
 			case 2:
 				return hangUp(w, req)
 			case 3:
@@ -603,10 +645,12 @@ func TestClient_ExternalUserIDToPendingID(t *testing.T) {
 	t.Run("DownstreamTokenRejectedRefreshesDownstreamOnly", func(t *testing.T) {
 		t.Parallel()
 		tb := setupDownstream(t, map[string]int64{"wwtestdown": 1001})
-		tb.handle(wecom.APIExternalUserIDToPendingID, firstThen(1, always(wecom.CodeTokenExpired, "access_token expired"),
-			func(http.ResponseWriter, apiRequest) any {
-				return ok("result", []map[string]string{{"external_userid": "wmA", "pending_id": "pA"}})
-			}))
+		tb.handle(wecom.APIExternalUserIDToPendingID, func(_ http.ResponseWriter, req apiRequest) any {
+			if req.N == 1 {
+				return tb.rejectLater(wecom.CodeTokenExpired)
+			}
+			return ok("result", []map[string]string{{"external_userid": "wmA", "pending_id": "pA"}})
+		})
 
 		res, err := tb.client.ExternalUserIDToPendingID(t.Context(), "wwtestdown", "", []string{"wmA"})
 		require.NoError(t, err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"strconv"
+	"time"
 
 	"github.com/pendinglink/pendinglink/quota"
 )
@@ -20,7 +21,8 @@ const (
 	// before giving up; after that it is a configuration error to alert on.
 	CodeInvalidSecret = 40001
 	// CodeInvalidToken (40014): the token was revoked or is wrong; the client
-	// drops it, fetches a new one and retries the call once.
+	// drops it, fetches a new one and retries the call once, unless the token
+	// is younger than Config.TokenRefreshInterval (then the caller retries).
 	CodeInvalidToken = 40014
 	// CodeTokenExpired (42001): handled exactly like CodeInvalidToken.
 	CodeTokenExpired = 42001
@@ -69,19 +71,42 @@ func (e *APIError) Error() string {
 }
 
 // HTTPStatusError is an answer from WeCom (or a proxy in front of it) whose
-// HTTP status is not 200. WeCom itself always answers 200, with an errcode.
+// HTTP status is not 200. WeCom itself always answers 200, with an errcode,
+// so such an answer comes from its edge or an egress proxy (a 429 window, a
+// 403 from a firewall, a 502) and says nothing about the request: it is
+// always retryable, never permanent.
 type HTTPStatusError struct {
 	API        string // API path under /cgi-bin/
 	StatusCode int
+	// RetryAfter is the answer's Retry-After header (seconds or an HTTP
+	// date), capped at an hour; zero when absent. The client waits this long
+	// before its own retry, and callers defer the work by as much.
+	RetryAfter time.Duration
 }
 
-// Error returns a message like "wecom: gettoken: http status 502".
+// Error returns a message like "wecom: gettoken: http status 502", with
+// " (retry after 12s)" when the answer said so.
 func (e *HTTPStatusError) Error() string {
-	return "wecom: " + e.API + ": http status " + strconv.Itoa(e.StatusCode)
+	msg := "wecom: " + e.API + ": http status " + strconv.Itoa(e.StatusCode)
+	if e.RetryAfter > 0 {
+		msg += " (retry after " + e.RetryAfter.String() + ")"
+	}
+	return msg
+}
+
+// RetryAfter returns how long the answer behind err asked callers to wait
+// (an HTTP Retry-After header), and whether it asked at all.
+func RetryAfter(err error) (time.Duration, bool) {
+	var se *HTTPStatusError
+	if errors.As(err, &se) && se.RetryAfter > 0 {
+		return se.RetryAfter, true
+	}
+	return 0, false
 }
 
 // transportError marks a failed exchange with WeCom: dial, TLS, timeout, a
-// dropped connection or a truncated body. Its cause has had the query string
+// dropped connection, a truncated body, or a 200 whose body is not a WeCom
+// answer (a proxy's HTML page). Its cause has had the query string
 // (access_token, corpsecret) removed.
 type transportError struct {
 	api string
@@ -112,7 +137,10 @@ func apiCode(err error) (int, bool) {
 }
 
 // IsRetryable reports whether retrying the same call soon may succeed:
-// errcode -1 and 45033, network errors, HTTP 5xx and timeouts. A caller's
+// errcode -1 and 45033, a rejected token (40014, 42001: the client
+// refetches it at most once per Config.TokenRefreshInterval), network
+// errors, timeouts, any non-200 HTTP status and bodies that are not a WeCom
+// answer. A caller's
 // context cancellation is not retryable. The client already retries these
 // up to RetryPolicy.MaxAttempts, so a returned retryable error means WeCom
 // stayed unavailable for that long.
@@ -121,11 +149,15 @@ func IsRetryable(err error) bool {
 		return false
 	}
 	if code, ok := apiCode(err); ok {
-		return code == CodeSystemBusy || code == CodeAPIConcurrentOutOfLimit
+		switch code {
+		case CodeSystemBusy, CodeAPIConcurrentOutOfLimit, CodeInvalidToken, CodeTokenExpired:
+			return true
+		}
+		return false
 	}
 	var se *HTTPStatusError
 	if errors.As(err, &se) {
-		return se.StatusCode >= 500
+		return true
 	}
 	var te *transportError
 	if errors.As(err, &te) {
@@ -152,7 +184,8 @@ func IsRateLimited(err error) bool {
 
 // IsTokenInvalid reports whether WeCom rejected the access_token: errcode
 // 40014, 42001 or 40001. The client has already refreshed the token once
-// and retried when it returns such an error.
+// and retried when it returns such an error, or found the token too young
+// to refetch (Config.TokenRefreshInterval).
 func IsTokenInvalid(err error) bool {
 	code, ok := apiCode(err)
 	return ok && (code == CodeInvalidToken || code == CodeTokenExpired || code == CodeInvalidSecret)
@@ -168,22 +201,23 @@ func IsNotCustomerYet(err error) bool {
 
 // IsPermanent reports whether retrying cannot help: every errcode other than
 // -1, 45009, 45033, 40014, 42001 and 84061 (so 40001, 40058, 40096, 48002,
-// 60020, 301002, 670001, 610014–610017, … are permanent), an HTTP status
-// other than 5xx, and the local errors ErrTooManyIDs, ErrInvalidArgument and
-// ErrNotShared. 40001 counts as both token-invalid and permanent: the client
+// 60020, 301002, 670001, 610014–610017, … are permanent), and the local
+// errors ErrTooManyIDs, ErrInvalidArgument and ErrNotShared. Only a parsed
+// errcode is WeCom's verdict on the request: an HTTP status is never
+// permanent. 40001 counts as both token-invalid and permanent: the client
 // has already tried a fresh token, so the secret itself is wrong.
 func IsPermanent(err error) bool {
 	if errors.Is(err, ErrTooManyIDs) || errors.Is(err, ErrInvalidArgument) || errors.Is(err, ErrNotShared) {
 		return true
 	}
-	if code, ok := apiCode(err); ok {
-		switch code {
-		case 0, CodeSystemBusy, CodeAPIFreqOutOfLimit, CodeAPIConcurrentOutOfLimit,
-			CodeInvalidToken, CodeTokenExpired, CodeNotCustomerYet:
-			return false
-		}
-		return true
+	code, ok := apiCode(err)
+	if !ok {
+		return false
 	}
-	var se *HTTPStatusError
-	return errors.As(err, &se) && se.StatusCode < 500
+	switch code {
+	case 0, CodeSystemBusy, CodeAPIFreqOutOfLimit, CodeAPIConcurrentOutOfLimit,
+		CodeInvalidToken, CodeTokenExpired, CodeNotCustomerYet:
+		return false
+	}
+	return true
 }

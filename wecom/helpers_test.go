@@ -177,6 +177,15 @@ func fail(code int, msg string) map[string]any {
 	return map[string]any{"errcode": code, "errmsg": msg}
 }
 
+// rejectLater answers errcode code (a rejected token) after moving the
+// clock a minute on, as if WeCom had revoked the token a while after
+// issuing it: a token rejected at once is too young to refetch
+// (Config.TokenRefreshInterval).
+func (tb *testBundle) rejectLater(code int) any {
+	tb.clock.Advance(time.Minute)
+	return fail(code, "token rejected")
+}
+
 // dropConnection closes the connection without an answer.
 func dropConnection(w http.ResponseWriter) {
 	conn, _, err := w.(http.Hijacker).Hijack()

@@ -49,6 +49,7 @@ func (c *Client) upstreamKey() tokenKey {
 
 type tokenEntry struct {
 	token     string
+	fetchedAt time.Time // by Config.Now, when its fetch started
 	expiresAt time.Time // by Config.Now
 }
 
@@ -149,7 +150,7 @@ func (c *Client) fetchToken(ctx context.Context, k tokenKey) (string, error) {
 		margin = life / 2
 	}
 	c.tokMu.Lock()
-	c.tokens.Set(k.String(), tokenEntry{token: resp.AccessToken, expiresAt: start.Add(life - margin)}, cache.NoExpiration)
+	c.tokens.Set(k.String(), tokenEntry{token: resp.AccessToken, fetchedAt: start, expiresAt: start.Add(life - margin)}, cache.NoExpiration)
 	c.tokMu.Unlock()
 	c.log.LogAttrs(ctx, slog.LevelInfo, "wecom: token fetched", slog.String("token", k.kind()),
 		slog.String("corpid", k.corpID), slog.Int64("agentid", k.agentID), slog.Int64("expires_in", resp.ExpiresIn))
@@ -157,15 +158,24 @@ func (c *Client) fetchToken(ctx context.Context, k tokenKey) (string, error) {
 }
 
 // invalidate drops the cached token for k if it is still tok, the one
-// WeCom rejected. A token another caller already refreshed is kept, so 100
-// callers rejected together cause one fetch, not 100.
-func (c *Client) invalidate(k tokenKey, tok string) {
+// WeCom rejected, and reports whether a retry may get another token. A
+// token another caller already replaced or dropped is kept, so 100 callers
+// rejected together cause one fetch, not 100. A token fetched less than
+// Config.TokenRefreshInterval ago is kept too: fetching again would only
+// feed WeCom's gettoken blocking.
+func (c *Client) invalidate(k tokenKey, tok string) bool {
 	key := k.String()
 	c.tokMu.Lock()
 	defer c.tokMu.Unlock()
-	if v, ok := c.tokens.Get(key); ok && v.(tokenEntry).token == tok {
-		c.tokens.Delete(key)
+	v, ok := c.tokens.Get(key)
+	if !ok || v.(tokenEntry).token != tok {
+		return true
 	}
+	if c.now().Sub(v.(tokenEntry).fetchedAt) < c.cfg.TokenRefreshInterval {
+		return false
+	}
+	c.tokens.Delete(key)
+	return true
 }
 
 // DownstreamToken returns the shared app's access_token inside a downstream
