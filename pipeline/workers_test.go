@@ -252,7 +252,7 @@ func TestResolveWorker(t *testing.T) {
 	} {
 		t.Run("FirstEmptyAnswerSnoozes"+name, func(t *testing.T) {
 			t.Parallel()
-			b, ev := resolveFails(t, nil)
+			b, ev := setupFailingLookup(t, nil)
 			res := mustWork(t, b, resolveArgs(ev), opt)
 			require.Equal(t, river.EventKindJobSnoozed, res.EventKind)
 			require.Equal(t, store.EventPending, b.eventState(t, ev.ID).State)
@@ -277,7 +277,7 @@ func TestResolveWorker(t *testing.T) {
 
 	t.Run("RetryAfterSnoozesThatLong", func(t *testing.T) {
 		t.Parallel()
-		b, ev := resolveFails(t, &wecom.HTTPStatusError{API: "corpgroup/batch/external_userid_to_pending_id", StatusCode: 429, RetryAfter: 3 * time.Hour})
+		b, ev := setupFailingLookup(t, &wecom.HTTPStatusError{API: "corpgroup/batch/external_userid_to_pending_id", StatusCode: 429, RetryAfter: 3 * time.Hour})
 		res := mustWork(t, b, resolveArgs(ev))
 		require.Equal(t, river.EventKindJobSnoozed, res.EventKind)
 		require.WithinDuration(t, time.Now().Add(3*time.Hour), res.Job.ScheduledAt, 10*time.Minute, "snoozed for Retry-After, not RateLimitDelay")
@@ -292,24 +292,13 @@ func TestResolveWorker(t *testing.T) {
 	} {
 		t.Run("TransientErrorRetries"+name, func(t *testing.T) {
 			t.Parallel()
-			b, ev := resolveFails(t, fault)
+			b, ev := setupFailingLookup(t, fault)
 			res, err := work(t, b, resolveArgs(ev))
 			require.ErrorIs(t, err, fault)
 			require.Equal(t, river.EventKindJobFailed, res.EventKind, "River retries with backoff")
 			require.Equal(t, store.EventPending, b.eventState(t, ev.ID).State)
 		})
 	}
-}
-
-// resolveFails returns workers whose fake WeCom answers every batch call
-// with err, and a stored add event to resolve.
-func resolveFails(t *testing.T, err error) (*workerBundle, *store.Event) {
-	t.Helper()
-	b := setupWorkers(t, nil)
-	b.wecom.ExternalUserIDToPendingIDFunc = func(context.Context, string, string, []string) ([]wecom.PendingResult, error) {
-		return nil, err
-	}
-	return b, b.saveAdd(t)
 }
 
 func TestEndLinkWorker(t *testing.T) {
