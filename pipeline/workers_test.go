@@ -167,7 +167,8 @@ func (b *workerBundle) saveAdd(t *testing.T) *store.Event {
 	return ev
 }
 
-func (b *workerBundle) eventState(t *testing.T, id int64) *store.Event {
+// event reads a stored event back.
+func (b *workerBundle) event(t *testing.T, id int64) *store.Event {
 	t.Helper()
 	ev, err := b.db.FindEventByID(t.Context(), id)
 	require.NoError(t, err)
@@ -205,7 +206,7 @@ func TestResolveWorker(t *testing.T) {
 
 		res := mustWork(t, b, resolveArgs(ev))
 		require.Equal(t, river.EventKindJobCompleted, res.EventKind)
-		require.Equal(t, store.EventResolved, b.eventState(t, ev.ID).State)
+		require.Equal(t, store.EventResolved, b.event(t, ev.ID).State)
 		links, err := b.db.FindLinks(t.Context(), store.LinkFilter{UnionID: "test-u1"})
 		require.NoError(t, err)
 		require.Len(t, links, 1)
@@ -221,12 +222,12 @@ func TestResolveWorker(t *testing.T) {
 		res := mustWork(t, b, resolveArgs(ev))
 		require.Equal(t, river.EventKindJobSnoozed, res.EventKind)
 		require.WithinDuration(t, time.Now().Add(time.Hour), res.Job.ScheduledAt, 10*time.Minute, "snoozed for NotCustomerYetDelay")
-		require.Equal(t, store.EventPending, b.eventState(t, ev.ID).State)
+		require.Equal(t, store.EventPending, b.event(t, ev.ID).State)
 
 		// The retry records the customer as unmatched instead.
 		res = mustWork(t, b, resolveArgs(ev), withMetadata(res.Job.Metadata))
 		require.Equal(t, river.EventKindJobCompleted, res.EventKind)
-		got := b.eventState(t, ev.ID)
+		got := b.event(t, ev.ID)
 		require.Equal(t, store.EventUnmatched, got.State)
 	})
 
@@ -240,7 +241,7 @@ func TestResolveWorker(t *testing.T) {
 		res := mustWork(t, b, resolveArgs(ev))
 		require.Equal(t, river.EventKindJobSnoozed, res.EventKind)
 		require.Equal(t, river.EventKindJobCompleted, mustWork(t, b, resolveArgs(ev), withMetadata(res.Job.Metadata)).EventKind)
-		require.Equal(t, store.EventUnmatched, b.eventState(t, ev.ID).State)
+		require.Equal(t, store.EventUnmatched, b.event(t, ev.ID).State)
 	})
 
 	// The grace for a fresh add counts answers, not attempts: a transient
@@ -255,7 +256,7 @@ func TestResolveWorker(t *testing.T) {
 			b, ev := setupFailingLookup(t, nil)
 			res := mustWork(t, b, resolveArgs(ev), opt)
 			require.Equal(t, river.EventKindJobSnoozed, res.EventKind)
-			require.Equal(t, store.EventPending, b.eventState(t, ev.ID).State)
+			require.Equal(t, store.EventPending, b.event(t, ev.ID).State)
 		})
 	}
 
@@ -263,14 +264,14 @@ func TestResolveWorker(t *testing.T) {
 		t.Parallel()
 		b, ev := setupFailingLookup(t, batchError(wecom.CodeAPIFreqOutOfLimit))
 		require.Equal(t, river.EventKindJobSnoozed, mustWork(t, b, resolveArgs(ev)).EventKind)
-		require.Equal(t, store.EventPending, b.eventState(t, ev.ID).State)
+		require.Equal(t, store.EventPending, b.event(t, ev.ID).State)
 	})
 
 	t.Run("PermanentErrorCancelsAndFailsEvent", func(t *testing.T) {
 		t.Parallel()
 		b, ev := setupFailingLookup(t, batchError(wecom.CodeNoPermission))
 		require.Equal(t, river.EventKindJobCancelled, mustWork(t, b, resolveArgs(ev)).EventKind)
-		got := b.eventState(t, ev.ID)
+		got := b.event(t, ev.ID)
 		require.Equal(t, store.EventFailed, got.State)
 		require.Contains(t, got.Reason, "errcode 48002")
 	})
@@ -281,7 +282,7 @@ func TestResolveWorker(t *testing.T) {
 		res := mustWork(t, b, resolveArgs(ev))
 		require.Equal(t, river.EventKindJobSnoozed, res.EventKind)
 		require.WithinDuration(t, time.Now().Add(3*time.Hour), res.Job.ScheduledAt, 10*time.Minute, "snoozed for Retry-After, not RateLimitDelay")
-		require.Equal(t, store.EventPending, b.eventState(t, ev.ID).State)
+		require.Equal(t, store.EventPending, b.event(t, ev.ID).State)
 	})
 
 	// -1, and any HTTP status (a 403 from WeCom's edge or a proxy), go back
@@ -296,7 +297,7 @@ func TestResolveWorker(t *testing.T) {
 			res, err := work(t, b, resolveArgs(ev))
 			require.ErrorIs(t, err, fault)
 			require.Equal(t, river.EventKindJobFailed, res.EventKind, "River retries with backoff")
-			require.Equal(t, store.EventPending, b.eventState(t, ev.ID).State)
+			require.Equal(t, store.EventPending, b.event(t, ev.ID).State)
 		})
 	}
 }
@@ -321,7 +322,7 @@ func TestEndLinkWorker(t *testing.T) {
 		require.NoError(t, err)
 		require.Len(t, links, 1)
 		require.False(t, links[0].Active)
-		require.Equal(t, store.EventResolved, b.eventState(t, del.ID).State)
+		require.Equal(t, store.EventResolved, b.event(t, del.ID).State)
 	})
 }
 
@@ -466,14 +467,14 @@ func TestErrorHandler_LastAttemptMarksEventFailed(t *testing.T) {
 	require.Error(t, err)
 	require.NotEqual(t, rivertype.JobStateDiscarded, res.Job.State)
 	require.Nil(t, b.pl.HandleError(t.Context(), res.Job, err), "River's retry policy decides")
-	require.Equal(t, store.EventPending, b.eventState(t, ev.ID).State)
+	require.Equal(t, store.EventPending, b.event(t, ev.ID).State)
 
 	// The last attempt: River discards the job, so the event fails with the reason.
 	res, err = work(t, b, resolveArgs(ev), withAttempt(river.MaxAttemptsDefault))
 	require.Error(t, err)
 	require.Equal(t, rivertype.JobStateDiscarded, res.Job.State)
 	b.pl.HandleError(t.Context(), res.Job, err)
-	got := b.eventState(t, ev.ID)
+	got := b.event(t, ev.ID)
 	require.Equal(t, store.EventFailed, got.State)
 	require.Contains(t, got.Reason, "errcode -1")
 	require.Contains(t, got.Reason, "gave up after 25 attempts")
