@@ -315,9 +315,9 @@ func TestE2E_ExpiryAndRenewal(t *testing.T) {
 		require.Empty(t, w.linksOf(p.UnionID), "an expired pending_id matches nobody")
 	})
 
-	t.Run("RenewsExpiringUnmatchedFan", func(t *testing.T) {
+	t.Run("RenewsExpiringFansLinkedOrNot", func(t *testing.T) {
 		t.Parallel()
-		w := startE2E(t, e2eOptions{Env: map[string]string{"PENDINGLINK_RENEW_INTERVAL": "200ms"}})
+		w := startE2E(t, e2eOptions{Dealers: 2, Env: map[string]string{"PENDINGLINK_RENEW_INTERVAL": "200ms"}})
 		p, linked := w.fan(), w.fan()
 		code, fr := w.registerFan(p)
 		require.Equal(t, http.StatusCreated, code)
@@ -327,17 +327,12 @@ func TestE2E_ExpiryAndRenewal(t *testing.T) {
 		w.send(ev)
 		w.waitLinks(linked.UnionID, 1)
 
-		// Within 7 days of expiry: the unmatched fan is re-registered, the
-		// linked one is not. POST /v1/fans registered both without a job, so
-		// every register job is the renewer's.
+		// Within 7 days of expiry both fans are re-registered: the linked
+		// one too, since another dealer may still add it.
 		w.wc.Clock.Advance(store.PendingIDLifetime - 6*24*time.Hour)
-		w.waitFor("the renewer to re-register the expiring fan", func() bool { return w.calls.registrations(p.UnionID) >= 2 })
-		require.Equal(t, 1, w.calls.registrations(linked.UnionID), "a linked fan is not renewed")
-		for _, j := range w.jobs(pipeline.RegisterArgs{}.Kind()) {
-			var a pipeline.RegisterArgs
-			require.NoError(t, json.Unmarshal(j.EncodedArgs, &a))
-			require.Equal(t, p.UnionID, a.UnionID, "only the unmatched fan gets a register job")
-		}
+		w.waitFor("the renewer to re-register both expiring fans", func() bool {
+			return w.calls.registrations(p.UnionID) >= 2 && w.calls.registrations(linked.UnionID) >= 2
+		})
 
 		// Past expiry WeCom issues a new id; the renewer gets it, and a
 		// customer added now is linked through it.
@@ -358,6 +353,14 @@ func TestE2E_ExpiryAndRenewal(t *testing.T) {
 		l := w.waitLinks(p.UnionID, 1)[0]
 		require.Equal(t, pid, l.PendingID)
 		require.Equal(t, c.ExternalUserID, l.ExternalUserID)
+
+		// The fan linked at the first dealer is added by the second one
+		// after day 90, and links there too.
+		c2 := w.wc.AddCustomer(w.dealers[1], linked, "staff-a")
+		w.send(w.wc.ContactEvent(c2, wecom.ChangeAddExternalContact))
+		got := w.waitLinks(linked.UnionID, 2)
+		require.Equal(t, w.dealers[1].CorpID, got[0].CorpID, "newest first")
+		require.True(t, got[1].Active, "the first dealer's link stands")
 	})
 
 	t.Run("RenewalCallsWeComOncePerExpiringID", func(t *testing.T) {

@@ -188,7 +188,7 @@ func toStoreEvent(msg, receiveID []byte) *store.Event {
 	ev.DedupKey = we.DedupKey(raw)
 	ev.CorpID = we.ToUserName
 	ev.Event, ev.ChangeType = we.Event, we.ChangeType
-	ev.UserID, ev.ExternalUserID, ev.ChatID = we.UserID, we.ExternalUserID, we.ChatID
+	ev.UserID, ev.ExternalUserID, ev.ChatID, ev.Source = we.UserID, we.ExternalUserID, we.ChatID, we.Source
 	if we.CreateTime > 0 {
 		ev.CreateTime = time.Unix(we.CreateTime, 0).UTC()
 	}

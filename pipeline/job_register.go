@@ -154,16 +154,17 @@ func (w *backfillWorker) Work(ctx context.Context, job *river.Job[BackfillArgs])
 type renewStore interface {
 	// CountJobs counts the jobs of a kind not yet finished.
 	CountJobs(ctx context.Context, kind string) (int64, error)
-	// FansToRenew lists fans without an active link whose newest pending_id
-	// expires before the given time.
+	// FansToRenew lists fans whose newest pending_id expires before the
+	// given time, unmatched ones first.
 	FansToRenew(ctx context.Context, before time.Time, limit int) ([]store.FanInput, error)
 	RegisterFans(ctx context.Context, fans []store.FanInput, opts store.RegisterOpts) (store.RegisterResult, error)
 }
 
-// renewWorker re-registers unmatched fans whose pending_ids are about to
-// expire. It runs periodically and only uses spare quota: nothing while bulk
-// registrations are queued, and at most half of what is left in the tightest
-// window.
+// renewWorker re-registers fans whose pending_ids are about to expire,
+// unmatched ones first: a linked fan may still be added by another dealer.
+// It runs periodically and only uses spare quota: nothing while bulk
+// registrations are queued, and at most half of what is left in the
+// tightest window.
 type renewWorker struct {
 	river.WorkerDefaults[RenewArgs]
 	cfg   Config

@@ -48,12 +48,17 @@ func (ResolveArgs) Kind() string { return "resolve" }
 // InsertOpts implements river.JobArgsWithInsertOpts.
 func (ResolveArgs) InsertOpts() river.InsertOpts { return river.InsertOpts{Queue: QueueResolve} }
 
-// EndLinkArgs asks a worker to mark the links of a removed customer inactive.
+// EndLinkArgs asks a worker to end the links a removal leaves held by
+// nobody: a staff member's (external_userid), chat members' (chat_id and
+// members) or a whole chat's (chat_id alone). The stored event decides; the
+// other fields say what it was, for operators reading the job.
 type EndLinkArgs struct {
-	EventID        int64  `json:"event_id"`
-	CorpID         string `json:"corp_id"`
-	ExternalUserID string `json:"external_userid"`
-	UserID         string `json:"user_id,omitempty"`
+	EventID        int64    `json:"event_id"`
+	CorpID         string   `json:"corp_id"`
+	ExternalUserID string   `json:"external_userid"`
+	UserID         string   `json:"user_id,omitempty"`
+	ChatID         string   `json:"chat_id,omitempty"`
+	Members        []string `json:"members,omitempty"`
 }
 
 // Kind implements river.JobArgs.
@@ -148,8 +153,8 @@ type Policy struct {
 var _ store.JobPolicy = Policy{}
 
 // EventJobs implements store.JobPolicy: one resolve job per added customer
-// (per member for add_member), one end_link job per removal, nothing for the
-// other kinds.
+// (per member for add_member), one end_link job per removal (del_member and
+// a chat's dismissal included), nothing for the other kinds.
 func (Policy) EventJobs(ev *store.Event, id int64) []river.InsertManyParams {
 	switch ev.Kind {
 	case store.KindAddExternalContact, store.KindAddHalfExternalContact:
@@ -168,6 +173,12 @@ func (Policy) EventJobs(ev *store.Event, id int64) []river.InsertManyParams {
 		return []river.InsertManyParams{{Args: EndLinkArgs{
 			EventID: id, CorpID: ev.CorpID, ExternalUserID: ev.ExternalUserID, UserID: ev.UserID,
 		}}}
+	case store.KindDelMember:
+		return []river.InsertManyParams{{Args: EndLinkArgs{
+			EventID: id, CorpID: ev.CorpID, ChatID: ev.ChatID, Members: ev.Members,
+		}}}
+	case store.KindChatDismiss:
+		return []river.InsertManyParams{{Args: EndLinkArgs{EventID: id, CorpID: ev.CorpID, ChatID: ev.ChatID}}}
 	}
 	return nil
 }

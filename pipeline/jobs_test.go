@@ -38,6 +38,14 @@ func TestPolicy_EventJobs(t *testing.T) {
 			func(ev *store.Event) river.JobArgs {
 				return pipeline.EndLinkArgs{EventID: 7, CorpID: ev.CorpID, ExternalUserID: ev.ExternalUserID, UserID: ev.UserID}
 			}},
+		{"MembersLeavingEndTheirLinks", []string{store.KindDelMember},
+			func(ev *store.Event) river.JobArgs {
+				return pipeline.EndLinkArgs{EventID: 7, CorpID: ev.CorpID, ChatID: ev.ChatID, Members: ev.Members}
+			}},
+		{"DismissEndsTheChatsLinks", []string{store.KindChatDismiss},
+			func(ev *store.Event) river.JobArgs {
+				return pipeline.EndLinkArgs{EventID: 7, CorpID: ev.CorpID, ChatID: ev.ChatID}
+			}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -63,7 +71,7 @@ func TestPolicy_EventJobs(t *testing.T) {
 
 	t.Run("OtherKindsHaveNoJob", func(t *testing.T) {
 		t.Parallel()
-		for _, kind := range []string{store.KindEditExternalContact, store.KindTransferFail, store.KindDelMember, store.KindIgnored} {
+		for _, kind := range []string{store.KindEditExternalContact, store.KindTransferFail, store.KindIgnored} {
 			require.Empty(t, p.EventJobs(storetest.NewEvent(kind), 7), kind)
 		}
 	})

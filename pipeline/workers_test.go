@@ -312,7 +312,7 @@ func TestEndLinkWorker(t *testing.T) {
 		_, err := b.db.RecordResolution(t.Context(), store.Resolution{CorpID: "wwtestcorp", ExternalUserID: "wmtest1", PendingID: "p-1"})
 		require.NoError(t, err)
 		del := storetest.NewEvent(store.KindDelExternalContact)
-		del.ExternalUserID = "wmtest1"
+		del.ExternalUserID, del.CreateTime = "wmtest1", testNow.Add(time.Second) // after the add
 		_, err = b.db.SaveEvent(t.Context(), del)
 		require.NoError(t, err)
 

@@ -16,6 +16,8 @@ const (
 	KindTransferFail           = "transfer_fail"
 	KindAddMember              = "add_member"
 	KindDelMember              = "del_member"
+	KindChatCreate             = "chat_create"
+	KindChatDismiss            = "chat_dismiss"
 	// KindIgnored is an authentic event pendinglink does not act on. It is
 	// kept with its raw plaintext so that nothing WeCom sends is lost.
 	KindIgnored = "ignored"
@@ -24,8 +26,12 @@ const (
 var kinds = map[string]bool{
 	KindAddExternalContact: true, KindAddHalfExternalContact: true, KindEditExternalContact: true,
 	KindDelExternalContact: true, KindDelFollowUser: true, KindTransferFail: true,
-	KindAddMember: true, KindDelMember: true, KindIgnored: true,
+	KindAddMember: true, KindDelMember: true, KindChatCreate: true, KindChatDismiss: true, KindIgnored: true,
 }
+
+// SourceDeleteByTransfer is the Source of a del_external_contact sent when
+// the customer moved to a colleague (在职继承): the customer is still held.
+const SourceDeleteByTransfer = "DELETE_BY_TRANSFER"
 
 // Event states. SaveEvent sets the first three; the workers set the rest.
 const (
@@ -90,6 +96,9 @@ type Event struct {
 	// UserID is the staff member's userid, ExternalUserID the customer's
 	// external_userid and ChatID the customer group, when the kind has them.
 	UserID, ExternalUserID, ChatID string
+	// Source is the Source element of del_external_contact
+	// (SourceDeleteByTransfer), "" otherwise.
+	Source string
 	// Members are the chat member ids of add_member and del_member events.
 	Members []string
 	// CreateTime is WeCom's CreateTime (second resolution).
@@ -129,7 +138,7 @@ func (e *Event) Validate() error {
 	for _, f := range []struct{ name, v string }{
 		{"corp id", e.CorpID}, {"receive id", e.ReceiveID}, {"Event", e.Event},
 		{"ChangeType", e.ChangeType}, {"user id", e.UserID}, {"external user id", e.ExternalUserID},
-		{"chat id", e.ChatID}, {"reason", e.Reason},
+		{"chat id", e.ChatID}, {"reason", e.Reason}, {"source", e.Source},
 	} {
 		if len(f.v) > MaxFieldLen {
 			return fmt.Errorf("%w: event %s is longer than %d bytes", ErrInvalid, f.name, MaxFieldLen)

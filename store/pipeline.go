@@ -55,12 +55,17 @@ type Link struct {
 	EndReason      string     `json:"end_reason,omitempty"`
 }
 
-// EndLink describes a removal: del_external_contact or del_follow_user.
+// EndLink describes a removal: del_external_contact, del_follow_user,
+// del_member or a chat's dismissal. With EventID set, the stored event says
+// what was removed and the other fields are not used.
 type EndLink struct {
 	EventID        int64
 	CorpID         string
 	ExternalUserID string
 	UserID         string
+	// ChatID with Members is a del_member; ChatID alone a dismissal.
+	ChatID  string
+	Members []string
 }
 
 // CorpCustomer is a customer of one dealer corp.
@@ -205,9 +210,10 @@ func (db *DB) RecordResolution(ctx context.Context, r Resolution) ([]Link, error
 	return db.submitResolution(ctx, r)
 }
 
-// EndLinks marks the active links of a removed customer inactive and
-// returns them. With e.UserID set, only links made through that staff member
-// (or through a chat) end: the customer still follows the others.
+// EndLinks records a removal in the follows and ends the active links of
+// every customer it leaves held by nobody, returning them. A customer still
+// followed by another staff member or still in one of the dealer's chats
+// keeps its link.
 func (db *DB) EndLinks(ctx context.Context, e EndLink) ([]Link, error) {
 	return db.eng.endLinks(ctx, db.jobs(), e, db.cfg.Now())
 }
@@ -266,8 +272,9 @@ func (db *DB) FindCustomer(ctx context.Context, corpID, externalUserID string) (
 	return db.eng.findCustomer(ctx, corpID, externalUserID)
 }
 
-// FansToRenew lists registered fans without an active link whose newest
-// pending_id expires before the given time, oldest expiry first. A fan whose
+// FansToRenew lists registered fans whose newest pending_id expires before
+// the given time: unmatched fans first, then linked ones (another dealer
+// may still add them), each oldest expiry first. A fan whose
 // renewal returned the id it already held is listed again only once that id
 // has expired.
 func (db *DB) FansToRenew(ctx context.Context, before time.Time, limit int) ([]FanInput, error) {

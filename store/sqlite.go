@@ -301,9 +301,9 @@ func applySQLiteMigration(ctx context.Context, db *sql.DB, m migration, now time
 }
 
 const eventColumns = `dedup_key, corp_id, receive_id, kind, event, change_type, user_id, external_userid,
-	chat_id, members, create_time, raw, state, reason, duplicates, received_at, updated_at`
+	chat_id, members, create_time, raw, state, reason, duplicates, received_at, updated_at, source`
 
-const eventColumnCount = 17
+const eventColumnCount = 18
 
 // eventPlaceholders is one VALUES row for eventColumns.
 var eventPlaceholders = "(" + strings.TrimSuffix(strings.Repeat("?, ", eventColumnCount), ", ") + ")"
@@ -364,7 +364,7 @@ func (e *sqliteEngine) saveEvents(ctx context.Context, jobs jobInserter, evs []*
 		states[i] = initialState(ev, len(jobs.eventJobs(ev, 0)) > 0)
 		args = append(args, ev.DedupKey, ev.CorpID, ev.ReceiveID, ev.Kind, ev.Event, ev.ChangeType,
 			ev.UserID, ev.ExternalUserID, ev.ChatID, members, createTime, ev.Raw, states[i],
-			ev.Reason, copies[i], nowMS, nowMS)
+			ev.Reason, copies[i], nowMS, nowMS, ev.Source)
 	}
 	q.WriteString(" ON CONFLICT (dedup_key) DO NOTHING RETURNING id, dedup_key")
 
@@ -407,6 +407,9 @@ func (e *sqliteEngine) saveEvents(ctx context.Context, jobs jobInserter, evs []*
 			c.received++
 			c.duplicates += copies[i]
 			params = append(params, jobs.eventJobs(ev, id)...)
+			if err := applyEventFollows(ctx, tx, ev, id, nowMS, followChanges(ev, id, receivedAt)); err != nil {
+				return nil, err
+			}
 			continue
 		}
 		// Stored by an earlier batch: count the repeat, answer with the
@@ -462,10 +465,10 @@ func (e *sqliteEngine) findEventByID(ctx context.Context, id int64) (*Event, err
 		receivedAt int64
 	)
 	err := e.read.QueryRowContext(ctx, `SELECT id, dedup_key, corp_id, receive_id, kind, event, change_type,
-			user_id, external_userid, chat_id, members, create_time, raw, state, reason, received_at
+			user_id, external_userid, chat_id, members, create_time, raw, state, reason, received_at, source
 		FROM events WHERE id = ?`, id).Scan(&ev.ID, &ev.DedupKey, &ev.CorpID, &ev.ReceiveID, &ev.Kind,
 		&ev.Event, &ev.ChangeType, &ev.UserID, &ev.ExternalUserID, &ev.ChatID, &members, &createTime,
-		&ev.Raw, &ev.State, &ev.Reason, &receivedAt)
+		&ev.Raw, &ev.State, &ev.Reason, &receivedAt, &ev.Source)
 	if err != nil {
 		return nil, sqliteError(fmt.Sprintf("find event %d", id), err)
 	}

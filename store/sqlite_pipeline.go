@@ -54,7 +54,21 @@ func scanLink(r rowScanner) (Link, error) {
 // upsertLink creates the link, or re-activates an ended one. It returns
 // ok == false when an active link already existed: matching is idempotent.
 // A created or re-activated link gets a link_created notification.
+//
+// A customer nobody holds any more (a removal overtook the lookup) gets its
+// link created ended, with the removal's reason and no notification: the
+// brand never hears of a link that is already over.
 func upsertLink(ctx context.Context, tx *sql.Tx, jobs jobInserter, l Link, nowMS int64) (Link, bool, error) {
+	ok, reason, err := held(ctx, tx, l.CorpID, l.ExternalUserID)
+	if err != nil {
+		return Link{}, false, err
+	}
+	if !ok {
+		_, err := tx.ExecContext(ctx, `INSERT INTO links (unionid, openid, pending_id, corp_id, external_userid, user_id, chat_id, active, matched_at, ended_at, end_reason, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?) ON CONFLICT (unionid, corp_id, external_userid) DO NOTHING`,
+			l.UnionID, l.OpenID, l.PendingID, l.CorpID, l.ExternalUserID, l.UserID, l.ChatID, nowMS, nowMS, reason, nowMS)
+		return Link{}, false, sqliteError("insert ended link", err)
+	}
 	row := tx.QueryRowContext(ctx, `INSERT INTO links (unionid, openid, pending_id, corp_id, external_userid, user_id, chat_id, active, matched_at, updated_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?)
 		ON CONFLICT (unionid, corp_id, external_userid) DO UPDATE SET
@@ -135,6 +149,11 @@ func recordResolutionTx(ctx context.Context, tx *sql.Tx, jobs jobInserter, r Res
 		pending = r.PendingID
 	}
 	err = func() error {
+		if !r.Failed {
+			if err := holdResolved(ctx, tx, r, now); err != nil {
+				return err
+			}
+		}
 		// A failure never wipes a pending_id found earlier.
 		if _, err := tx.ExecContext(ctx, `INSERT INTO resolutions (corp_id, external_userid, chat_id, user_id, pending_id, event_id, state, reason, resolved_at, expires_at, updated_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -207,6 +226,35 @@ func recordResolutionTx(ctx context.Context, tx *sql.Tx, jobs jobInserter, r Res
 	return links, err
 }
 
+// holdResolved records the holder the add behind r made: SaveEvent did
+// already, so this changes nothing, except for an add stored before follows
+// were kept or a resolution recorded without an event (then it holds from
+// now).
+func holdResolved(ctx context.Context, tx *sql.Tx, r Resolution, now time.Time) error {
+	var ev *Event
+	if r.EventID > 0 {
+		stored, err := eventTx(ctx, tx, r.EventID)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		ev = stored
+	}
+	if ev == nil {
+		ev = &Event{Kind: KindAddExternalContact, CorpID: r.CorpID, ExternalUserID: r.ExternalUserID, UserID: r.UserID,
+			CreateTime: now, ReceivedAt: now}
+		if r.ChatID != "" {
+			ev.Kind, ev.ExternalUserID, ev.ChatID, ev.Members = KindAddMember, "", r.ChatID, []string{r.ExternalUserID}
+		}
+	}
+	var mine []followChange
+	for _, c := range followChanges(ev, r.EventID, ev.ReceivedAt) {
+		if c.externalUserID == r.ExternalUserID { // a chat event lists every member
+			mine = append(mine, c)
+		}
+	}
+	return applyEventFollows(ctx, tx, &Event{Kind: ev.Kind}, r.EventID, now.UnixMilli(), mine)
+}
+
 func nullInt(n int64) any {
 	if n == 0 {
 		return nil
@@ -217,36 +265,63 @@ func nullInt(n int64) any {
 func (e *sqliteEngine) endLinks(ctx context.Context, jobs jobInserter, el EndLink, now time.Time) (links []Link, err error) {
 	nowMS := now.UnixMilli()
 	err = e.withTx(ctx, "end links", func(tx *sql.Tx) error {
-		reason := "removed"
+		// Without an event the removal happens now: of the chat's members,
+		// of the chat, of one staff member's follow, or (no staff member
+		// named) of the customer altogether.
+		ev := &Event{Kind: KindDelFollowUser, CorpID: el.CorpID, ExternalUserID: el.ExternalUserID, UserID: el.UserID,
+			ChatID: el.ChatID, Members: el.Members, CreateTime: now, ReceivedAt: now}
+		switch {
+		case el.ChatID != "" && len(el.Members) > 0:
+			ev.Kind, ev.ExternalUserID = KindDelMember, ""
+		case el.ChatID != "":
+			ev.Kind, ev.ExternalUserID = KindChatDismiss, ""
+		}
 		if el.EventID > 0 {
-			var kind string
-			err := tx.QueryRowContext(ctx, `SELECT kind FROM events WHERE id = ?`, el.EventID).Scan(&kind)
-			if err == nil {
-				reason = kind
-			} else if !errors.Is(err, sql.ErrNoRows) {
-				return sqliteError("read event", err)
+			stored, err := eventTx(ctx, tx, el.EventID)
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				return err
+			}
+			if stored != nil {
+				ev = stored
 			}
 		}
-		// A removal between the customer and one staff member ends only a
-		// link made through that member (or through a chat, which has none):
-		// a link made through another member still stands.
-		rows, err := tx.QueryContext(ctx, `UPDATE links SET active = 0, ended_at = ?, end_reason = ?, updated_at = ?
-			WHERE corp_id = ? AND external_userid = ? AND active = 1
-			AND (? = '' OR user_id = '' OR user_id = ?) RETURNING `+linkColumns,
-			nowMS, reason, nowMS, el.CorpID, el.ExternalUserID, el.UserID, el.UserID)
-		if err != nil {
-			return sqliteError("end links", err)
+		changes := followChanges(ev, el.EventID, ev.ReceivedAt)
+		reason := ev.Kind
+		if el.EventID == 0 && el.UserID == "" && el.ChatID == "" {
+			reason = "removed"
+			if err := dropHolders(ctx, tx, el.CorpID, el.ExternalUserID, reason, nowMS); err != nil {
+				return err
+			}
+			changes = nil
 		}
-		for rows.Next() {
-			l, err := scanLink(rows)
+		// SaveEvent applied a stored removal already; applying it again
+		// changes nothing, and covers a removal stored before follows were
+		// kept.
+		if err := applyEventFollows(ctx, tx, ev, el.EventID, nowMS, changes); err != nil {
+			return err
+		}
+		customers := ev.Members
+		switch {
+		case ev.ExternalUserID != "":
+			customers = []string{ev.ExternalUserID}
+		case ev.Kind == KindChatDismiss:
+			if customers, err = chatMembers(ctx, tx, ev.CorpID, ev.ChatID); err != nil {
+				return err
+			}
+		}
+		for _, ext := range customers {
+			ok, _, err := held(ctx, tx, ev.CorpID, ext)
 			if err != nil {
-				rows.Close()
-				return sqliteError("end links", err)
+				return err
 			}
-			links = append(links, l)
-		}
-		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
-			return sqliteError("end links", err)
+			if ok {
+				continue // another member or chat still holds the customer
+			}
+			ended, err := endCustomerLinks(ctx, tx, ev.CorpID, ext, reason, nowMS)
+			if err != nil {
+				return err
+			}
+			links = append(links, ended...)
 		}
 		for _, l := range links {
 			if err := addOutbox(ctx, tx, jobs, l, OutboxLinkEnded, nowMS); err != nil {
@@ -261,6 +336,52 @@ func (e *sqliteEngine) endLinks(ctx context.Context, jobs jobInserter, el EndLin
 		return nil
 	})
 	return links, err
+}
+
+// endCustomerLinks marks the active links of a customer ended.
+func endCustomerLinks(ctx context.Context, tx *sql.Tx, corpID, externalUserID, reason string, nowMS int64) ([]Link, error) {
+	rows, err := tx.QueryContext(ctx, `UPDATE links SET active = 0, ended_at = ?, end_reason = ?, updated_at = ?
+		WHERE corp_id = ? AND external_userid = ? AND active = 1 RETURNING `+linkColumns,
+		nowMS, reason, nowMS, corpID, externalUserID)
+	if err != nil {
+		return nil, sqliteError("end links", err)
+	}
+	var links []Link
+	for rows.Next() {
+		l, err := scanLink(rows)
+		if err != nil {
+			rows.Close()
+			return nil, sqliteError("end links", err)
+		}
+		links = append(links, l)
+	}
+	return links, sqliteError("end links", errors.Join(rows.Err(), rows.Close()))
+}
+
+// eventTx reads the fields of a stored event that say what it changes.
+func eventTx(ctx context.Context, tx *sql.Tx, id int64) (*Event, error) {
+	var (
+		ev         = Event{ID: id}
+		members    sql.NullString
+		createTime sql.NullInt64
+		receivedAt int64
+	)
+	err := tx.QueryRowContext(ctx, `SELECT kind, corp_id, user_id, external_userid, chat_id, members, create_time, source, received_at
+		FROM events WHERE id = ?`, id).Scan(&ev.Kind, &ev.CorpID, &ev.UserID, &ev.ExternalUserID, &ev.ChatID,
+		&members, &createTime, &ev.Source, &receivedAt)
+	if err != nil {
+		return nil, sqliteError(fmt.Sprintf("read event %d", id), err)
+	}
+	if members.Valid {
+		if err := json.Unmarshal([]byte(members.String), &ev.Members); err != nil {
+			return nil, fmt.Errorf("store: read event %d: members: %w", id, err)
+		}
+	}
+	if createTime.Valid {
+		ev.CreateTime = time.Unix(createTime.Int64, 0).UTC()
+	}
+	ev.ReceivedAt = time.UnixMilli(receivedAt).UTC()
+	return &ev, nil
 }
 
 func (e *sqliteEngine) recordFanPendingID(ctx context.Context, jobs jobInserter, unionID, pendingID string, now time.Time) (links []Link, err error) {
@@ -336,6 +457,9 @@ func (e *sqliteEngine) linkExisting(ctx context.Context, jobs jobInserter, union
 			return sqliteError("find fan", err)
 		}
 		for _, c := range found {
+			if err := holdExisting(ctx, tx, c, nowMS); err != nil {
+				return err
+			}
 			l, created, err := upsertLink(ctx, tx, jobs, Link{UnionID: unionID, OpenID: openID, PendingID: pendingID,
 				CorpID: c.CorpID, ExternalUserID: c.ExternalUserID}, nowMS)
 			if err != nil {
@@ -527,8 +651,7 @@ func (e *sqliteEngine) fansToRenew(ctx context.Context, before, now time.Time, l
 		JOIN (SELECT unionid, max(expires_at) AS exp, max(issued_at) AS issued FROM fan_pending_ids GROUP BY unionid) p ON p.unionid = f.unionid
 		WHERE f.state = 'registered' AND p.exp < ?
 		AND (p.exp <= ? OR f.registered_at IS NULL OR f.registered_at <= p.issued)
-		AND NOT EXISTS (SELECT 1 FROM links l WHERE l.unionid = f.unionid AND l.active = 1)
-		ORDER BY p.exp LIMIT ?`, before.UnixMilli(), now.UnixMilli(), limit)
+		ORDER BY EXISTS (SELECT 1 FROM links l WHERE l.unionid = f.unionid AND l.active = 1), p.exp LIMIT ?`, before.UnixMilli(), now.UnixMilli(), limit)
 	if err != nil {
 		return nil, sqliteError("fans to renew", err)
 	}

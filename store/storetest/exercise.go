@@ -41,6 +41,7 @@ func Exercise(t *testing.T, open func(tb testing.TB, cfg store.Config) *store.DB
 		{"RecordResolution", x.recordResolution},
 		{"RecordFanPendingID", x.recordFanPendingID},
 		{"EndLinks", x.endLinks},
+		{"Follows", x.follows},
 		{"LinkExisting", x.linkExisting},
 		{"RegisterFans", x.registerFans},
 		{"FailFan", x.failFan},

@@ -325,10 +325,10 @@ func (open exerciser) fansToRenew(t *testing.T) {
 			return out
 		}
 
-		t.Run("ExpiringUnmatchedOnly", func(t *testing.T) {
+		t.Run("ExpiringOnly", func(t *testing.T) {
 			fans, err := b.db.FansToRenew(t.Context(), expiryA.Add(time.Millisecond), 100)
 			require.NoError(t, err)
-			require.Equal(t, []store.FanInput{{UnionID: "test-a", OpenID: "o-test-a"}}, fans)
+			require.Equal(t, []string{"test-a", "test-b"}, unionIDs(fans), "linked fans renew too, after unmatched ones")
 		})
 
 		t.Run("BeforeIsExclusive", func(t *testing.T) {
@@ -337,28 +337,24 @@ func (open exerciser) fansToRenew(t *testing.T) {
 			require.Empty(t, fans)
 		})
 
-		t.Run("OldestExpiryFirstAndLimit", func(t *testing.T) {
+		t.Run("UnmatchedFirstThenOldestExpiryAndLimit", func(t *testing.T) {
 			far := b.start.Add(365 * 24 * time.Hour)
 			fans, err := b.db.FansToRenew(t.Context(), far, 100)
 			require.NoError(t, err)
-			require.Equal(t, []string{"test-a", "test-c"}, unionIDs(fans))
+			require.Equal(t, []string{"test-a", "test-c", "test-b"}, unionIDs(fans))
 			fans, err = b.db.FansToRenew(t.Context(), far, 1)
 			require.NoError(t, err)
 			require.Equal(t, []string{"test-a"}, unionIDs(fans))
 		})
 	})
 
-	open.test(t, "EndedLinkRenews", Policy{}, func(t *testing.T, b *bundle) {
-		// Ensure a fan whose only link ended is renewed again.
+	open.test(t, "LinkedFanRenews", Policy{}, func(t *testing.T, b *bundle) {
+		// Ensure a fan linked at one dealer is renewed too: another dealer
+		// may add it after its pending_id expired.
 		b.addFan(t, "test-b", "p-b")
 		b.resolve(t, resolution("wwtestcorp", "wmtest-b", "p-b"))
 		before := b.start.Add(store.PendingIDLifetime + time.Hour)
 		fans, err := b.db.FansToRenew(t.Context(), before, 10)
-		require.NoError(t, err)
-		require.Empty(t, fans)
-		_, err = b.db.EndLinks(t.Context(), store.EndLink{CorpID: "wwtestcorp", ExternalUserID: "wmtest-b"})
-		require.NoError(t, err)
-		fans, err = b.db.FansToRenew(t.Context(), before, 10)
 		require.NoError(t, err)
 		require.Equal(t, []store.FanInput{{UnionID: "test-b", OpenID: "o-test-b"}}, fans)
 	})

@@ -348,8 +348,11 @@ func (open exerciser) endLinks(t *testing.T) {
 
 	open.test(t, "MarksInactiveAndKeepsRow", Policy{}, func(t *testing.T, b *bundle) {
 		l := b.link(t)
-		ev := b.saveEvent(t, store.KindDelExternalContact)
 		endedAt := b.clock.Advance(time.Hour)
+		ev := NewEvent(store.KindDelExternalContact)
+		ev.ExternalUserID, ev.CreateTime = "wmtest1", endedAt
+		_, err := b.db.SaveEvent(t.Context(), ev)
+		require.NoError(t, err)
 
 		ended, err := b.db.EndLinks(t.Context(), store.EndLink{EventID: ev.ID, CorpID: "wwtestcorp", ExternalUserID: "wmtest1"})
 		require.NoError(t, err)

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -112,6 +113,9 @@ func NewEvent(kind string) *store.Event {
 		ev.Event, ev.ChangeType = "change_external_chat", "update"
 		ev.ChatID = "wrtestchat" + n
 		ev.Members = []string{"wmtestmember" + n + "a", "wmtestmember" + n + "b"}
+	case store.KindChatCreate, store.KindChatDismiss:
+		ev.Event, ev.ChangeType = "change_external_chat", strings.TrimPrefix(kind, "chat_")
+		ev.ChatID, ev.UserID = "wrtestchat"+n, ""
 	case store.KindIgnored:
 		ev.Event, ev.ChangeType = "test_unknown", ""
 	default:

@@ -1,0 +1,156 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+)
+
+// olderThan selects the follows a change at (?1, ?2) overrides, given the
+// arguments at, eventID, eventID, at: those changed by an older event, or
+// of the same second for a change without an event (made by a call, which
+// comes after every event of its second that it could know of).
+const olderThan = `((changed_at, event_id) < (?, ?) OR (? = 0 AND changed_at <= ?))`
+
+// applyEventFollows records what a newly stored event changes in the
+// follows, in the event's own transaction: the follows are then current
+// whenever an event is, whatever order its jobs run in.
+func applyEventFollows(ctx context.Context, tx *sql.Tx, ev *Event, id, nowMS int64, changes []followChange) error {
+	if ev.Kind == KindChatDismiss && ev.ChatID != "" {
+		at := nowMS / 1000
+		if !ev.CreateTime.IsZero() {
+			at = ev.CreateTime.Unix()
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE follows SET active = 0, source = ?, changed_at = ?, event_id = ?, updated_at = ?
+			WHERE corp_id = ? AND chat_id = ? AND active = 1 AND `+olderThan,
+			ev.Kind, at, id, nowMS, ev.CorpID, ev.ChatID, at, id, id, at); err != nil {
+			return sqliteError("dismiss chat", err)
+		}
+	}
+	for _, c := range changes {
+		if err := applyFollow(ctx, tx, c, nowMS); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// applyFollow applies c unless the holder's row already reflects a newer
+// event.
+func applyFollow(ctx context.Context, tx *sql.Tx, c followChange, nowMS int64) error {
+	if c.userID != "" && c.chatID == "" && c.source != FollowTransfer {
+		var unnamed string
+		switch {
+		case !c.active:
+			// A removal by a member we never saw add the customer ends the
+			// unnamed hold: that member is the colleague a transfer handed
+			// the customer to, or the holder unionid_to_external_userid
+			// found.
+			var known int
+			if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM follows
+				WHERE corp_id = ? AND external_userid = ? AND user_id = ? AND chat_id = '')`,
+				c.corpID, c.externalUserID, c.userID).Scan(&known); err != nil {
+				return sqliteError("read follow", err)
+			}
+			if known == 0 {
+				unnamed = "1 = 1"
+			}
+		default:
+			// The colleague a transfer named nobody for now holds the
+			// customer under their own name.
+			unnamed = "source = 'transfer'"
+		}
+		if unnamed != "" {
+			if _, err := tx.ExecContext(ctx, `UPDATE follows SET active = 0, source = ?, changed_at = ?, event_id = ?, updated_at = ?
+				WHERE corp_id = ? AND external_userid = ? AND user_id = '' AND chat_id = '' AND active = 1
+				AND `+unnamed+` AND `+olderThan,
+				c.source, c.at, c.eventID, nowMS, c.corpID, c.externalUserID, c.at, c.eventID, c.eventID, c.at); err != nil {
+				return sqliteError("update unnamed follow", err)
+			}
+		}
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO follows (corp_id, external_userid, user_id, chat_id, active, source, changed_at, event_id, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (corp_id, external_userid, user_id, chat_id) DO UPDATE SET
+			active = excluded.active, source = excluded.source, changed_at = excluded.changed_at,
+			event_id = excluded.event_id, updated_at = excluded.updated_at
+		WHERE (follows.changed_at, follows.event_id) < (excluded.changed_at, excluded.event_id)
+			OR (excluded.event_id = 0 AND follows.changed_at <= excluded.changed_at)`,
+		c.corpID, c.externalUserID, c.userID, c.chatID, boolInt(c.active), c.source, c.at, c.eventID, nowMS)
+	return sqliteError("upsert follow", err)
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// held reports whether somebody holds the customer, and if not, the source
+// of the newest change (why it is no longer held). A customer with no
+// follows at all counts as held: nothing says otherwise, so the lookup that
+// found it is trusted.
+func held(ctx context.Context, tx *sql.Tx, corpID, externalUserID string) (bool, string, error) {
+	var (
+		active int
+		source string
+	)
+	err := tx.QueryRowContext(ctx, `SELECT active, source FROM follows WHERE corp_id = ? AND external_userid = ?
+		ORDER BY active DESC, changed_at DESC, event_id DESC LIMIT 1`, corpID, externalUserID).Scan(&active, &source)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return true, "", nil
+	case err != nil:
+		return false, "", sqliteError("read follows", err)
+	}
+	return active == 1, source, nil
+}
+
+// holdExisting records that unionid_to_external_userid reported the
+// customer at nowMS: unless somebody is known to hold it already, an
+// unnamed holder does.
+func holdExisting(ctx context.Context, tx *sql.Tx, c CorpCustomer, nowMS int64) error {
+	var active int
+	if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM follows WHERE corp_id = ? AND external_userid = ? AND active = 1)`,
+		c.CorpID, c.ExternalUserID).Scan(&active); err != nil {
+		return sqliteError("read follows", err)
+	}
+	if active == 1 {
+		return nil
+	}
+	return applyFollow(ctx, tx, followChange{corpID: c.CorpID, externalUserID: c.ExternalUserID, active: true,
+		source: FollowExisting, at: nowMS / 1000, eventID: 0}, nowMS)
+}
+
+// chatMembers lists the customers that ever were members of a chat.
+func chatMembers(ctx context.Context, tx *sql.Tx, corpID, chatID string) ([]string, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT external_userid FROM follows WHERE corp_id = ? AND chat_id = ?`, corpID, chatID)
+	if err != nil {
+		return nil, sqliteError("chat members", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, sqliteError("chat members", err)
+		}
+		out = append(out, id)
+	}
+	return out, sqliteError("chat members", rows.Err())
+}
+
+// dropHolders ends every hold on a customer at nowMS.
+func dropHolders(ctx context.Context, tx *sql.Tx, corpID, externalUserID, source string, nowMS int64) error {
+	at := nowMS / 1000
+	_, err := tx.ExecContext(ctx, `UPDATE follows SET active = 0, source = ?, changed_at = ?, event_id = 0, updated_at = ?
+		WHERE corp_id = ? AND external_userid = ? AND active = 1 AND changed_at <= ?`,
+		source, at, nowMS, corpID, externalUserID, at)
+	if err != nil {
+		return sqliteError("drop holders", err)
+	}
+	// A customer never seen held gets one ended row, so that it counts as
+	// removed rather than unknown.
+	return applyFollow(ctx, tx, followChange{corpID: corpID, externalUserID: externalUserID, source: source, at: at}, nowMS)
+}

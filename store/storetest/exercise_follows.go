@@ -1,0 +1,222 @@
+package storetest
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/pendinglink/pendinglink/store"
+)
+
+// world drives a store the way the pipeline does: events are saved, then
+// their jobs (RecordResolution for adds, EndLinks for removals) run in
+// whatever order the test picks. Fan test-u1 holds pending_id p-1;
+// customer wwtestcorp/wmtest1 resolves to it.
+type world struct{ b *bundle }
+
+func (w *world) event(t *testing.T, kind string, at time.Time, set func(ev *store.Event)) *store.Event {
+	t.Helper()
+	ev := NewEvent(kind)
+	ev.ExternalUserID, ev.CreateTime = "wmtest1", at
+	switch kind {
+	case store.KindAddMember, store.KindDelMember, store.KindChatDismiss:
+		ev.ExternalUserID, ev.ChatID, ev.Members = "", "wrtestchat1", []string{"wmtest1"}
+		if kind == store.KindChatDismiss {
+			ev.Members = nil
+		}
+	}
+	if set != nil {
+		set(ev)
+	}
+	inserted, err := w.b.db.SaveEvent(t.Context(), ev)
+	require.NoError(t, err)
+	require.True(t, inserted)
+	return ev
+}
+
+// add saves an add of wmtest1 by staff at the given time.
+func (w *world) add(t *testing.T, staff string, at time.Time) *store.Event {
+	t.Helper()
+	return w.event(t, store.KindAddExternalContact, at, func(ev *store.Event) { ev.UserID = staff })
+}
+
+// remove saves a removal of kind by staff.
+func (w *world) remove(t *testing.T, kind, staff string, at time.Time) *store.Event {
+	t.Helper()
+	return w.event(t, kind, at, func(ev *store.Event) { ev.UserID = staff })
+}
+
+// resolve runs the add's resolve job: WeCom answered p-1.
+func (w *world) resolve(t *testing.T, add *store.Event) []store.Link {
+	t.Helper()
+	r := store.Resolution{CorpID: add.CorpID, ExternalUserID: "wmtest1", UserID: add.UserID, ChatID: add.ChatID,
+		PendingID: "p-1", EventID: add.ID}
+	return w.b.resolve(t, r)
+}
+
+// end runs a removal's end_link job.
+func (w *world) end(t *testing.T, del *store.Event) []store.Link {
+	t.Helper()
+	ended, err := w.b.db.EndLinks(t.Context(), store.EndLink{EventID: del.ID, CorpID: del.CorpID})
+	require.NoError(t, err)
+	return ended
+}
+
+// links returns the links of wmtest1.
+func (w *world) links(t *testing.T) []store.Link {
+	t.Helper()
+	l, err := w.b.db.FindLinks(t.Context(), store.LinkFilter{CorpID: "wwtestcorp", ExternalUserID: "wmtest1"})
+	require.NoError(t, err)
+	return l
+}
+
+func (open exerciser) follows(t *testing.T) {
+	test := func(name string, f func(t *testing.T, b *bundle, w *world, t0 time.Time)) {
+		open.test(t, name, Policy{}, func(t *testing.T, b *bundle) {
+			b.addFan(t, "test-u1", "p-1")
+			f(t, b, &world{b: b}, b.clock.Now().Truncate(time.Second))
+		})
+	}
+
+	test("LastOfTwoStaffEndsLink", func(t *testing.T, b *bundle, w *world, t0 time.Time) {
+		// Ensure a customer followed by two staff members stays linked when
+		// one removes it, and the link ends, with the reason, when the last does.
+		addA, addB := w.add(t, "staff-a", t0), w.add(t, "staff-b", t0.Add(time.Second))
+		require.Len(t, w.resolve(t, addA), 1)
+		require.Empty(t, w.resolve(t, addB), "already linked")
+		require.Empty(t, w.end(t, w.remove(t, store.KindDelFollowUser, "staff-a", t0.Add(2*time.Second))))
+		require.True(t, w.links(t)[0].Active)
+		ended := w.end(t, w.remove(t, store.KindDelExternalContact, "staff-b", t0.Add(3*time.Second)))
+		require.Len(t, ended, 1)
+		require.Equal(t, store.KindDelExternalContact, ended[0].EndReason)
+	})
+
+	test("TransferKeepsLinkUntilTheColleagueRemoves", func(t *testing.T, b *bundle, w *world, t0 time.Time) {
+		// Ensure 在职继承 (del_external_contact with DELETE_BY_TRANSFER) keeps the
+		// link, and the colleague who took the customer over, whose add WeCom
+		// never sent, ends it by removing the customer.
+		require.Len(t, w.resolve(t, w.add(t, "staff-a", t0)), 1)
+		moved := w.event(t, store.KindDelExternalContact, t0.Add(time.Second), func(ev *store.Event) {
+			ev.UserID, ev.Source = "staff-a", store.SourceDeleteByTransfer
+		})
+		require.Empty(t, w.end(t, moved))
+		require.True(t, w.links(t)[0].Active)
+		require.Len(t, w.end(t, w.remove(t, store.KindDelFollowUser, "staff-b", t0.Add(2*time.Second))), 1)
+	})
+
+	test("TransferredThenAddedByColleagueEndsWithColleague", func(t *testing.T, b *bundle, w *world, t0 time.Time) {
+		// Ensure that when WeCom does send the colleague's add after a
+		// transfer, the colleague's removal still ends the link.
+		require.Len(t, w.resolve(t, w.add(t, "staff-a", t0)), 1)
+		w.end(t, w.event(t, store.KindDelExternalContact, t0.Add(time.Second), func(ev *store.Event) {
+			ev.UserID, ev.Source = "staff-a", store.SourceDeleteByTransfer
+		}))
+		require.Empty(t, w.resolve(t, w.add(t, "staff-b", t0.Add(2*time.Second))))
+		require.Len(t, w.end(t, w.remove(t, store.KindDelExternalContact, "staff-b", t0.Add(3*time.Second))), 1)
+	})
+
+	test("EditAndTransferFailEndNothing", func(t *testing.T, b *bundle, w *world, t0 time.Time) {
+		require.Len(t, w.resolve(t, w.add(t, "staff-a", t0)), 1)
+		w.remove(t, store.KindEditExternalContact, "staff-a", t0.Add(time.Second))
+		w.remove(t, store.KindTransferFail, "staff-b", t0.Add(2*time.Second))
+		require.Empty(t, w.end(t, w.remove(t, store.KindDelFollowUser, "staff-c", t0.Add(3*time.Second))),
+			"a member who never held the customer removes nothing")
+		require.True(t, w.links(t)[0].Active)
+	})
+
+	test("RemovalOvertakingLookupCreatesEndedLinkSilently", func(t *testing.T, b *bundle, w *world, t0 time.Time) {
+		// Ensure a removal processed before its add's lookup finishes leaves
+		// the link ended from the start, with no notification at all.
+		add := w.add(t, "staff-a", t0)
+		require.Empty(t, w.end(t, w.remove(t, store.KindDelFollowUser, "staff-a", t0.Add(time.Second))))
+		require.Empty(t, w.resolve(t, add))
+		links := w.links(t)
+		require.Len(t, links, 1)
+		require.False(t, links[0].Active)
+		require.Equal(t, store.KindDelFollowUser, links[0].EndReason)
+		require.Zero(t, b.counts(t).Outbox, "the brand never hears of a link that is already over")
+	})
+
+	test("EventsApplyInCreateTimeOrder", func(t *testing.T, b *bundle, w *world, t0 time.Time) {
+		// Ensure a removal that arrives before its (older) add wins, and a
+		// later re-add wins over both.
+		del := w.remove(t, store.KindDelExternalContact, "staff-a", t0.Add(time.Second))
+		add := w.add(t, "staff-a", t0)
+		require.Empty(t, w.end(t, del))
+		require.Empty(t, w.resolve(t, add))
+		require.False(t, w.links(t)[0].Active)
+
+		readd := w.add(t, "staff-a", t0.Add(2*time.Second))
+		links := w.resolve(t, readd)
+		require.Len(t, links, 1)
+		require.True(t, links[0].Active)
+		require.Equal(t, []string{store.OutboxLinkCreated}, b.outboxKinds(t, links[0].ID))
+	})
+
+	test("SameSecondFollowsArrivalOrder", func(t *testing.T, b *bundle, w *world, t0 time.Time) {
+		add := w.add(t, "staff-a", t0)
+		del := w.remove(t, store.KindDelFollowUser, "staff-a", t0)
+		w.end(t, del)
+		require.Empty(t, w.resolve(t, add), "the removal came second")
+	})
+
+	test("DelMemberEndsLinksHeldOnlyThroughTheChat", func(t *testing.T, b *bundle, w *world, t0 time.Time) {
+		join := w.event(t, store.KindAddMember, t0, nil)
+		require.Len(t, w.resolve(t, join), 1)
+		staff := w.add(t, "staff-a", t0.Add(time.Second))
+		w.resolve(t, staff)
+		require.Empty(t, w.end(t, w.event(t, store.KindDelMember, t0.Add(2*time.Second), nil)), "staff-a still follows")
+		require.Len(t, w.end(t, w.remove(t, store.KindDelFollowUser, "staff-a", t0.Add(3*time.Second))), 1)
+	})
+
+	test("DelMemberEndsChatLink", func(t *testing.T, b *bundle, w *world, t0 time.Time) {
+		require.Len(t, w.resolve(t, w.event(t, store.KindAddMember, t0, nil)), 1)
+		ended := w.end(t, w.event(t, store.KindDelMember, t0.Add(time.Second), nil))
+		require.Len(t, ended, 1)
+		require.Equal(t, store.KindDelMember, ended[0].EndReason)
+	})
+
+	test("DismissEndsEveryChatLink", func(t *testing.T, b *bundle, w *world, t0 time.Time) {
+		require.Len(t, w.resolve(t, w.event(t, store.KindAddMember, t0, nil)), 1)
+		ended := w.end(t, w.event(t, store.KindChatDismiss, t0.Add(time.Second), nil))
+		require.Len(t, ended, 1)
+		require.Equal(t, store.KindChatDismiss, ended[0].EndReason)
+	})
+
+	test("ExistingCustomerHeldUntilAStaffMemberRemovesIt", func(t *testing.T, b *bundle, w *world, t0 time.Time) {
+		// Ensure a customer found by unionid_to_external_userid (no add
+		// seen) is linked, and a removal by any member ends it.
+		links, err := b.db.LinkExisting(t.Context(), "test-u1", []store.CorpCustomer{{CorpID: "wwtestcorp", ExternalUserID: "wmtest1"}})
+		require.NoError(t, err)
+		require.Len(t, links, 1)
+		b.clock.Advance(time.Minute)
+		require.Len(t, w.end(t, w.remove(t, store.KindDelFollowUser, "staff-x", b.clock.Now())), 1)
+	})
+
+	test("ExistingCustomerKeepsKnownHolders", func(t *testing.T, b *bundle, w *world, t0 time.Time) {
+		// Ensure a customer whose holders are known is not given an unnamed
+		// one: when the known one removes it, the link ends.
+		w.resolve(t, w.add(t, "staff-a", t0))
+		_, err := b.db.LinkExisting(t.Context(), "test-u1", []store.CorpCustomer{{CorpID: "wwtestcorp", ExternalUserID: "wmtest1"}})
+		require.NoError(t, err)
+		b.clock.Advance(time.Minute)
+		require.Len(t, w.end(t, w.remove(t, store.KindDelFollowUser, "staff-a", b.clock.Now())), 1)
+	})
+}
+
+// outboxKinds lists the undelivered notification kinds of a link, in order,
+// marking them delivered.
+func (b *bundle) outboxKinds(t *testing.T, linkID int64) []string {
+	t.Helper()
+	var kinds []string
+	for {
+		o, err := b.db.NextOutbox(t.Context(), linkID)
+		if err != nil {
+			require.ErrorIs(t, err, store.ErrNotFound)
+			return kinds
+		}
+		kinds = append(kinds, o.Kind)
+		require.NoError(t, b.db.MarkOutbox(t.Context(), o.ID, ""))
+	}
+}
