@@ -48,6 +48,9 @@ type config struct {
 	ResolveMaxWait  time.Duration
 	RenewBefore     time.Duration
 	RenewInterval   time.Duration
+
+	ReconcileInterval      time.Duration
+	ReconcileAfterDowntime time.Duration
 }
 
 // setting describes one configuration variable. TestREADMEConfigTable checks
@@ -164,7 +167,7 @@ func settings() []setting {
 			}},
 		{env: "PENDINGLINK_WEBHOOK_SECRET", secret: true, usage: "HMAC-SHA256 key of X-Pendinglink-Signature (required with a webhook URL)",
 			apply: str(func(c *config) *string { return &c.WebhookSecret })},
-		{env: "PENDINGLINK_BACKFILL_EXISTING", def: "false", usage: "at registration, also link customers dealers already have (unionid_to_external_userid)",
+		{env: "PENDINGLINK_BACKFILL_EXISTING", def: "true", usage: "ask unionid_to_external_userid once about every registered fan, for customers the dealers already have (interactive registrations at once, the rest as its quota allows)",
 			apply: func(c *config, v string) error {
 				b, err := strconv.ParseBool(v)
 				if err != nil {
@@ -183,6 +186,10 @@ func settings() []setting {
 			apply: durationSetting(func(c *config) *time.Duration { return &c.RenewBefore })},
 		{env: "PENDINGLINK_RENEW_INTERVAL", def: "1h", usage: "how often the renewal job looks for expiring pending_ids",
 			apply: durationSetting(func(c *config) *time.Duration { return &c.RenewInterval })},
+		{env: "PENDINGLINK_RECONCILE_INTERVAL", def: "1m", usage: "how often the reconcile job checks fans against unionid_to_external_userid",
+			apply: durationSetting(func(c *config) *time.Duration { return &c.ReconcileInterval })},
+		{env: "PENDINGLINK_RECONCILE_AFTER_DOWNTIME", def: "1m", usage: "start a reconcile sweep when a start finds no instance ran for this long (0: never)",
+			apply: durationSetting(func(c *config) *time.Duration { return &c.ReconcileAfterDowntime })},
 	}
 }
 
@@ -253,6 +260,9 @@ func loadConfig(name string, args []string, getenv func(string) string, stderr i
 	}
 	if c.RenewInterval == 0 {
 		return config{}, errors.New("PENDINGLINK_RENEW_INTERVAL: must be positive")
+	}
+	if c.ReconcileInterval == 0 {
+		return config{}, errors.New("PENDINGLINK_RECONCILE_INTERVAL: must be positive")
 	}
 	return c, nil
 }

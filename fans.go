@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -63,8 +62,7 @@ func parseImportFlags(args []string, getenv func(string) string, stdout, stderr 
 	}
 	// Defaults from the environment are applied after parsing so that -h
 	// never prints the token.
-	server := fs.String("server", "", "pendinglink base URL (default $PENDINGLINK_URL or http://127.0.0.1:8080)")
-	token := fs.String("token", "", "admin token (default $PENDINGLINK_ADMIN_TOKEN; prefer the variable: flags show in ps)")
+	server, token := apiFlags(fs)
 	batch := fs.Int("batch", apiclient.MaxFansPerBatch, "fans per request, at most "+strconv.Itoa(apiclient.MaxFansPerBatch))
 	format := fs.String("format", "auto", "input format: csv, jsonl or auto (by extension, else by the first line)")
 	wait := fs.Bool("wait", true, "after submitting, follow registrations until they are done or the queue drains (--wait=false to skip)")
@@ -96,17 +94,9 @@ func parseImportFlags(args []string, getenv func(string) string, stdout, stderr 
 		Wait: *wait, Restart: *restart, Stdout: stdout,
 		Bar: !*noProgress && isTerminal(stdout),
 	}
-	if opts.Server == "" {
-		opts.Server = getenv("PENDINGLINK_URL")
-	}
-	if opts.Server == "" {
-		opts.Server = "http://127.0.0.1:8080"
-	}
-	if opts.Token == "" {
-		opts.Token = getenv("PENDINGLINK_ADMIN_TOKEN")
-	}
-	if opts.Token == "" {
-		return fansimport.Options{}, errors.New("fans import: PENDINGLINK_ADMIN_TOKEN: required (the server's admin token; or pass --token)")
+	var err error
+	if opts.Server, opts.Token, err = resolveServer("fans import", opts.Server, opts.Token, getenv); err != nil {
+		return fansimport.Options{}, err
 	}
 	if opts.Batch < 1 || opts.Batch > apiclient.MaxFansPerBatch {
 		return fansimport.Options{}, fmt.Errorf("fans import: --batch: must be from 1 to %d", apiclient.MaxFansPerBatch)
@@ -118,11 +108,6 @@ func parseImportFlags(args []string, getenv func(string) string, stdout, stderr 
 	default:
 		return fansimport.Options{}, errors.New("fans import: --format: must be csv, jsonl or auto")
 	}
-	u, err := url.Parse(opts.Server)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fansimport.Options{}, errors.New("fans import: --server/PENDINGLINK_URL: must be an http(s) URL such as http://127.0.0.1:8080")
-	}
-	opts.Server = strings.TrimRight(opts.Server, "/")
 	return opts, nil
 }
 

@@ -34,6 +34,7 @@ Usage:
   pendinglink demo [flags]       run the whole mission against a fake WeCom and report
   pendinglink serve [flags]      run the callback receiver, pipeline and API
   pendinglink fans import FILE   send fans (CSV or JSON lines) to a running server for registration
+  pendinglink reconcile [flags]  ask a running server to find customers it missed (unionid_to_external_userid)
   pendinglink loadtest [flags]   send signed callbacks at a rate and report ack latency
   pendinglink version            print the version
 
@@ -54,6 +55,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return demoCommand(ctx, rest, getenv, stdout, stderr)
 	case "fans":
 		return fansCommand(ctx, rest, getenv, stdout, stderr)
+	case "reconcile":
+		return reconcileCommand(ctx, rest, getenv, stdout, stderr)
 	case "loadtest":
 		return loadtest(ctx, rest, getenv, stdout, stderr)
 	case "version":

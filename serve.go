@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -43,7 +44,8 @@ type app struct {
 	db        *store.DB
 	client    *wecom.Client
 	coalescer *pipeline.Coalescer
-	// stopRefresh ends the daily allow-list refresh.
+	// stopRefresh ends the background loops: the daily allow-list refresh
+	// and the heartbeat.
 	stopRefresh context.CancelFunc
 	httpSrv     *http.Server
 	addr        net.Addr
@@ -82,9 +84,9 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 	jobErrors := &pipelineErrors{}
 	db, err := store.Open(ctx, store.Config{
 		DSN: cfg.DB, Logger: logger, Now: opts.Now, Workers: workers, ErrorHandler: jobErrors,
-		Jobs:         pipeline.Policy{Notify: cfg.WebhookURL != "", Backfill: cfg.Backfill},
+		Jobs:         pipeline.Policy{Notify: cfg.WebhookURL != ""},
 		Queues:       pipeline.Queues(int(cfg.ResolveWorkers)),
-		PeriodicJobs: pipeline.PeriodicJobs(cfg.RenewInterval),
+		PeriodicJobs: pipeline.PeriodicJobs(cfg.RenewInterval, cfg.ReconcileInterval),
 		// River's default fetch cooldown (100 ms) is kept on purpose: fetching
 		// more often starved the callback path of the single write connection
 		// (ack p99 of seconds at 3,000/s, see BENCHMARKS.md) and fetched
@@ -171,6 +173,7 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 	pcfg := pipeline.Config{
 		Store: db, WeCom: client, Coalescer: coalescer, Logger: logger,
 		RenewBefore: cfg.RenewBefore, Quota: pendingQuota, Now: opts.Now,
+		CheckExisting: cfg.Backfill, ExistingQuota: externalQuota,
 	}
 	if cfg.WebhookURL != "" {
 		pcfg.Webhook = &pipeline.Webhook{URL: cfg.WebhookURL, Secret: cfg.WebhookSecret}
@@ -205,6 +208,10 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("PENDINGLINK_ADDR: %w", err)
+	}
+	if err := watchDowntime(refreshCtx, db, cfg, logger, opts.Now); err != nil {
+		ln.Close()
+		return nil, err
 	}
 	if err := db.Start(ctx); err != nil {
 		ln.Close()
@@ -276,6 +283,46 @@ func (a *app) shutdown(ctx context.Context) error {
 	}
 	a.client.Close()
 	return errors.Join(errs...)
+}
+
+// heartbeatEvery is how often a running instance says it is alive.
+const heartbeatEvery = 15 * time.Second
+
+// watchDowntime starts a reconcile sweep when this start finds that no
+// instance was alive for longer than PENDINGLINK_RECONCILE_AFTER_DOWNTIME:
+// WeCom retries a callback only briefly, so adds made meanwhile are lost
+// unless unionid_to_external_userid finds them. Then it keeps this
+// instance's heartbeat until ctx ends.
+func watchDowntime(ctx context.Context, db *store.DB, cfg config, logger *slog.Logger, now func() time.Time) error {
+	host, _ := os.Hostname()
+	instance := fmt.Sprintf("%s-%d-%d", host, os.Getpid(), time.Now().UnixNano())
+	last, err := db.Heartbeat(ctx, instance)
+	if err != nil {
+		return fmt.Errorf("heartbeat: %w", err)
+	}
+	if down := now().Sub(last); cfg.ReconcileAfterDowntime > 0 && !last.IsZero() && down > cfg.ReconcileAfterDowntime {
+		s, started, err := db.StartSweep(ctx, store.SweepDowntime, time.Time{})
+		if err != nil {
+			return fmt.Errorf("start reconcile sweep: %w", err)
+		}
+		logger.Warn("no instance ran for a while: callbacks may have been lost, reconciling",
+			"down_for", down.Round(time.Second).String(), "sweep", s.ID, "new_sweep", started, "fans", s.Remaining)
+	}
+	go func() {
+		t := time.NewTicker(heartbeatEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if _, err := db.Heartbeat(ctx, instance); err != nil && ctx.Err() == nil {
+					logger.Warn("heartbeat failed", "err", err)
+				}
+			}
+		}
+	}()
+	return nil
 }
 
 // pipelineErrors forwards River's job errors to the pipeline once it exists.

@@ -134,6 +134,15 @@ func (c *Client) Customer(ctx context.Context, corpID, externalUserID string) (s
 	return cd, err
 }
 
+// Reconcile starts a reconcile sweep with POST /v1/reconcile of the fans
+// registered before registeredBefore (zero: now); a sweep already running
+// is returned with Started false.
+func (c *Client) Reconcile(ctx context.Context, registeredBefore time.Time) (ReconcileResponse, error) {
+	var rr ReconcileResponse
+	_, err := c.do(ctx, http.MethodPost, "/v1/reconcile", ReconcileRequest{RegisteredBefore: registeredBefore}, &rr)
+	return rr, err
+}
+
 // do sends in as JSON (nil: no body), decodes a 2xx answer into out and
 // returns the status.
 func (c *Client) do(ctx context.Context, method, path string, in, out any) (int, error) {

@@ -1,6 +1,10 @@
 package apiclient
 
-import "github.com/pendinglink/pendinglink/store"
+import (
+	"time"
+
+	"github.com/pendinglink/pendinglink/store"
+)
 
 // MaxFansPerBatch caps POST /v1/fans/batch.
 const MaxFansPerBatch = 1000
@@ -35,6 +39,37 @@ type StatusResponse struct {
 	Fans      FansStatus      `json:"fans"`
 	Links     LinksStatus     `json:"links"`
 	WeCom     WeComStatus     `json:"wecom"`
+	Reconcile ReconcileStatus `json:"reconcile"`
+}
+
+// ReconcileStatus is the newest reconcile sweep's progress (zero values
+// when there has been none).
+type ReconcileStatus struct {
+	Running bool   `json:"running"`
+	ID      int64  `json:"id,omitempty"`
+	Reason  string `json:"reason,omitempty"` // "requested" or "downtime"
+	// Checked counts fans checked so far and Linked the links found;
+	// Remaining counts fans still to check.
+	Checked          int64      `json:"checked"`
+	Linked           int64      `json:"linked"`
+	Remaining        int64      `json:"remaining"`
+	RegisteredBefore *time.Time `json:"registered_before,omitempty"`
+	StartedAt        *time.Time `json:"started_at,omitempty"`
+	FinishedAt       *time.Time `json:"finished_at,omitempty"`
+}
+
+// ReconcileRequest is the optional body of POST /v1/reconcile.
+type ReconcileRequest struct {
+	// RegisteredBefore limits the sweep to fans registered before it;
+	// zero means now.
+	RegisteredBefore time.Time `json:"registered_before,omitzero"`
+}
+
+// ReconcileResponse answers POST /v1/reconcile.
+type ReconcileResponse struct {
+	// Started is false when a sweep was already running; Sweep is that one.
+	Started bool            `json:"started"`
+	Sweep   ReconcileStatus `json:"sweep"`
 }
 
 // FansStatus counts the brand's fans by the state of their pending_ids.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
@@ -19,6 +20,7 @@ import (
 type api struct {
 	pipeline Pipeline
 	queries  Queries
+	logger   *slog.Logger
 }
 
 func (a *api) mount(g *echo.Group) {
@@ -27,6 +29,36 @@ func (a *api) mount(g *echo.Group) {
 	g.GET("/fans/:unionid", a.getFan)
 	g.GET("/links", a.findLinks)
 	g.GET("/customers/:corp_id/:external_userid", a.getCustomer)
+	g.POST("/reconcile", a.reconcile)
+}
+
+// reconcile starts a sweep: 202 with the sweep, which may be one already
+// running (then "started" is false). The body is optional.
+func (a *api) reconcile(c echo.Context) error {
+	var in apiclient.ReconcileRequest
+	if c.Request().ContentLength != 0 {
+		if err := decodeJSON(c, &in); err != nil {
+			return err
+		}
+	}
+	s, started, err := a.pipeline.Reconcile(c.Request().Context(), in.RegisteredBefore)
+	if err != nil {
+		return storeError(err)
+	}
+	a.logger.Info("reconcile sweep requested", "sweep", s.ID, "started", started, "fans", s.Remaining)
+	return c.JSON(http.StatusAccepted, apiclient.ReconcileResponse{Started: started, Sweep: sweepStatus(s)})
+}
+
+// sweepStatus is the wire form of a sweep.
+func sweepStatus(s *store.Sweep) apiclient.ReconcileStatus {
+	if s == nil {
+		return apiclient.ReconcileStatus{}
+	}
+	out := apiclient.ReconcileStatus{
+		Running: s.Running(), ID: s.ID, Reason: s.Reason, Checked: s.Checked, Linked: s.Linked, Remaining: s.Remaining,
+		RegisteredBefore: &s.RegisteredBefore, StartedAt: &s.StartedAt, FinishedAt: s.FinishedAt,
+	}
+	return out
 }
 
 // badRequest is a 400 with a JSON error naming what is wrong.

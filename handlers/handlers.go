@@ -44,6 +44,11 @@ type Pipeline interface {
 	RegisterBatch(ctx context.Context, fans []store.FanInput) (store.RegisterResult, error)
 	// Status returns the pipeline's counters.
 	Status(ctx context.Context) (store.PipelineStatus, error)
+	// Reconcile starts a sweep of the fans registered before the given
+	// time (zero: now), or returns the one running (started == false).
+	Reconcile(ctx context.Context, registeredBefore time.Time) (s *store.Sweep, started bool, err error)
+	// LatestSweep returns the newest sweep, nil if none.
+	LatestSweep(ctx context.Context) (*store.Sweep, error)
 }
 
 // Queries are the reads behind the /v1 lookups. *store.DB implements it.
@@ -197,7 +202,7 @@ func New(cfg Config) (*Server, error) {
 	v1 := e.Group("/v1", s.requireAdmin)
 	v1.GET("/status", s.status)
 	if cfg.Pipeline != nil {
-		a := &api{pipeline: cfg.Pipeline, queries: cfg.Queries}
+		a := &api{pipeline: cfg.Pipeline, queries: cfg.Queries, logger: cfg.Logger}
 		a.mount(v1)
 	}
 	return s, nil

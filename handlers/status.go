@@ -43,6 +43,11 @@ func (s *Server) status(c echo.Context) error {
 		resp.Events.FailureReasons = ps.FailureReasons
 		resp.Fans = apiclient.FansStatus{Registered: ps.FansRegistered, Valid: ps.FansValid, Expiring: ps.FansExpiring, Expired: ps.FansExpired}
 		resp.Links = apiclient.LinksStatus{Total: ps.LinksTotal, Active: ps.LinksActive}
+		sw, err := s.cfg.Pipeline.LatestSweep(c.Request().Context())
+		if err != nil {
+			return err
+		}
+		resp.Reconcile = sweepStatus(sw)
 	}
 	if s.cfg.WeCom != nil {
 		ws := s.cfg.WeCom.Stats()

@@ -39,6 +39,7 @@ type registerStore interface {
 	RecordFanPendingID(ctx context.Context, unionID, pendingID string) ([]store.Link, error)
 	// FailFan records that registering a fan failed for good.
 	FailFan(ctx context.Context, unionID, reason string) error
+	backfillStore
 }
 
 // Register registers one fan interactively. When the quota allows a call
@@ -59,6 +60,7 @@ func (p *Pipeline) Register(ctx context.Context, fan store.FanInput) (Registrati
 		_, err := p.register(ctx, fan.UnionID, fan.OpenID)
 		switch {
 		case err == nil:
+			p.checkNow(ctx, fan)
 			return Registered, nil
 		case wecom.IsPermanent(err) && !wecom.IsRateLimited(err):
 			return 0, fmt.Errorf("%w: %w", ErrRefused, err)
@@ -69,6 +71,28 @@ func (p *Pipeline) Register(ctx context.Context, fan store.FanInput) (Registrati
 		return 0, err
 	}
 	return Queued, nil
+}
+
+// checkNow asks unionid_to_external_userid about a fan just registered,
+// when CheckExisting is on and its quota allows a call now. Whatever goes
+// wrong is left to the reconcile job, which checks every fan not yet
+// checked.
+func (p *Pipeline) checkNow(ctx context.Context, fan store.FanInput) {
+	if !p.cfg.CheckExisting || p.cfg.ExistingQuota != nil && p.cfg.ExistingQuota.NextAt().After(p.cfg.Now()) {
+		return
+	}
+	found, err := checkExisting(ctx, p.cfg, fan)
+	var refused *refusedError
+	if err != nil && !errors.As(err, &refused) {
+		p.cfg.Logger.Info("existing-customer check left to the reconcile job", "err", err)
+		return
+	}
+	links, err := p.cfg.Store.RecordCheck(ctx, fan.UnionID, found, 0)
+	if err != nil {
+		p.cfg.Logger.Error("record existing-customer check", "err", err)
+		return
+	}
+	logLinks(p.cfg.Logger, "link created", links, "check")
 }
 
 // RegisterBatch queues fans as bulk work. Fans already holding a live
@@ -116,12 +140,14 @@ func (w *registerWorker) Work(ctx context.Context, job *river.Job[RegisterArgs])
 }
 
 type backfillStore interface {
-	// LinkExisting links a fan to customers WeCom says a dealer already has.
-	LinkExisting(ctx context.Context, unionID string, found []store.CorpCustomer) ([]store.Link, error)
+	// RecordCheck links a fan to the customers unionid_to_external_userid
+	// reported and marks it checked.
+	RecordCheck(ctx context.Context, unionID string, found []store.CorpCustomer, sweepID int64) ([]store.Link, error)
 }
 
-// backfillWorker asks unionid_to_external_userid for customers the dealers
-// added before the brand registered the fan, and links them.
+// backfillWorker checks one fan against unionid_to_external_userid and
+// links what it finds. Nothing queues it any more; it works the jobs
+// earlier versions queued.
 type backfillWorker struct {
 	river.WorkerDefaults[BackfillArgs]
 	cfg   Config
@@ -130,17 +156,13 @@ type backfillWorker struct {
 
 func (w *backfillWorker) Work(ctx context.Context, job *river.Job[BackfillArgs]) error {
 	a := job.Args
-	infos, err := w.cfg.WeCom.UnionIDToExternalUserID(ctx, a.UnionID, a.OpenID, "")
+	found, err := checkExisting(ctx, w.cfg, store.FanInput(a))
 	if err != nil {
 		return classify(err, w.cfg.Now(), w.cfg, func(reason string) {
 			w.cfg.Logger.Warn("backfill failed", "reason", reason)
 		})
 	}
-	found := make([]store.CorpCustomer, len(infos))
-	for i, in := range infos {
-		found[i] = store.CorpCustomer{CorpID: in.CorpID, ExternalUserID: in.ExternalUserID}
-	}
-	links, err := w.store.LinkExisting(ctx, a.UnionID, found)
+	links, err := w.store.RecordCheck(ctx, a.UnionID, found, 0)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return river.JobCancel(err)

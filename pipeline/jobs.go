@@ -74,7 +74,9 @@ type RegisterArgs struct {
 func (RegisterArgs) Kind() string { return "register" }
 
 // BackfillArgs asks a worker to find customers the dealers already have for
-// a newly registered fan (unionid_to_external_userid) and link them.
+// a fan (unionid_to_external_userid) and link them. Nothing queues it any
+// more (the reconcile job does this work); its worker stays for jobs
+// queued by earlier versions.
 type BackfillArgs struct {
 	UnionID string `json:"unionid"`
 	OpenID  string `json:"openid"`
@@ -127,9 +129,13 @@ func Queues(resolveWorkers int) map[string]river.QueueConfig {
 }
 
 // PeriodicJobs returns the pipeline's periodic jobs: renewal every
-// renewInterval, and the quota prune daily and at start.
-func PeriodicJobs(renewInterval time.Duration) []*river.PeriodicJob {
+// renewInterval, the reconcile job every reconcileInterval and at start,
+// and the quota prune daily and at start.
+func PeriodicJobs(renewInterval, reconcileInterval time.Duration) []*river.PeriodicJob {
 	return []*river.PeriodicJob{
+		river.NewPeriodicJob(river.PeriodicInterval(reconcileInterval),
+			func() (river.JobArgs, *river.InsertOpts) { return ReconcileArgs{}, nil },
+			&river.PeriodicJobOpts{ID: "reconcile", RunOnStart: true}),
 		river.NewPeriodicJob(river.PeriodicInterval(renewInterval),
 			func() (river.JobArgs, *river.InsertOpts) { return RenewArgs{}, nil },
 			&river.PeriodicJobOpts{ID: "renew"}),
@@ -145,9 +151,6 @@ type Policy struct {
 	// when a webhook is configured). False keeps notifications in the
 	// outbox only.
 	Notify bool
-	// Backfill queues a BackfillArgs job when a fan gets a pending_id
-	// (PENDINGLINK_BACKFILL_EXISTING).
-	Backfill bool
 }
 
 var _ store.JobPolicy = Policy{}
@@ -191,13 +194,11 @@ func (p Policy) NotificationJobs(l store.Link) []river.InsertManyParams {
 	return []river.InsertManyParams{{Args: NotifyArgs{LinkID: l.ID}}}
 }
 
-// PendingIDJobs implements store.JobPolicy.
-func (p Policy) PendingIDJobs(f store.FanInput) []river.InsertManyParams {
-	if !p.Backfill {
-		return nil
-	}
-	return []river.InsertManyParams{{Args: BackfillArgs{UnionID: f.UnionID, OpenID: f.OpenID}}}
-}
+// PendingIDJobs implements store.JobPolicy: none. Customers the dealers
+// already have are found by the reconcile job (and at once for an
+// interactive registration), not by a job per pending_id, which renewals
+// would repeat.
+func (Policy) PendingIDJobs(store.FanInput) []river.InsertManyParams { return nil }
 
 // RegisterJob implements store.JobPolicy. One register job per fan is kept
 // until it finishes, so a re-sent batch or import queues nothing twice.

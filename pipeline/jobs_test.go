@@ -87,7 +87,7 @@ func TestPolicy_FollowUps(t *testing.T) {
 	require.Equal(t, pipeline.NotifyMaxAttempts, pipeline.NotifyArgs{}.InsertOpts().MaxAttempts)
 
 	require.Empty(t, pipeline.Policy{}.PendingIDJobs(fan))
-	require.Equal(t, []river.JobArgs{pipeline.BackfillArgs(fan)}, argsOf(pipeline.Policy{Backfill: true}.PendingIDJobs(fan)))
+	require.Empty(t, pipeline.Policy{Notify: true}.PendingIDJobs(fan), "existing customers are found by the reconcile job")
 
 	reg := pipeline.Policy{}.RegisterJob(fan, pipeline.PriorityInteractive)
 	require.Equal(t, pipeline.RegisterArgs(fan), reg.Args)

@@ -25,6 +25,7 @@ type Store interface {
 	notifyStore
 	pruneStore
 	failStore
+	reconcileStore
 	// PipelineStatus returns the counters /v1/status shows for the pipeline.
 	PipelineStatus(ctx context.Context, expiringWithin time.Duration) (store.PipelineStatus, error)
 }
@@ -73,6 +74,17 @@ type Config struct {
 	Quota Quota
 	// RenewBatch caps the fans one renew run enqueues. Defaults to 1000.
 	RenewBatch int
+	// CheckExisting asks unionid_to_external_userid about every registered
+	// fan once, for customers the dealers already have: at once for an
+	// interactive registration when its quota allows, otherwise in the
+	// reconcile job. Reconcile sweeps run either way.
+	CheckExisting bool
+	// ExistingQuota is unionid_to_external_userid's quota; the reconcile
+	// job leaves a tenth of its tightest window to interactive
+	// registrations. Nil: no limit but ReconcileBatch.
+	ExistingQuota Quota
+	// ReconcileBatch caps the fans one reconcile run checks. Defaults to 500.
+	ReconcileBatch int
 	// Now defaults to time.Now.
 	Now func() time.Time
 }
@@ -100,6 +112,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.RenewBatch <= 0 {
 		cfg.RenewBatch = 1000
+	}
+	if cfg.ReconcileBatch <= 0 {
+		cfg.ReconcileBatch = 500
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -135,29 +150,32 @@ func (p *Pipeline) AddWorkers(workers *river.Workers) {
 	river.AddWorker(workers, ws.renew)
 	river.AddWorker(workers, ws.notify)
 	river.AddWorker(workers, ws.prune)
+	river.AddWorker(workers, ws.reconcile)
 }
 
 // workerSet is one of each worker, sharing the pipeline's configuration.
 type workerSet struct {
-	resolve  *resolveWorker
-	endLink  *endLinkWorker
-	register *registerWorker
-	backfill *backfillWorker
-	renew    *renewWorker
-	notify   *notifyWorker
-	prune    *pruneWorker
+	resolve   *resolveWorker
+	endLink   *endLinkWorker
+	register  *registerWorker
+	backfill  *backfillWorker
+	renew     *renewWorker
+	notify    *notifyWorker
+	prune     *pruneWorker
+	reconcile *reconcileWorker
 }
 
 func (p *Pipeline) newWorkers() workerSet {
 	cfg := p.cfg
 	return workerSet{
-		resolve:  &resolveWorker{cfg: cfg, store: cfg.Store},
-		endLink:  &endLinkWorker{cfg: cfg, store: cfg.Store},
-		register: &registerWorker{p: p},
-		backfill: &backfillWorker{cfg: cfg, store: cfg.Store},
-		renew:    &renewWorker{cfg: cfg, store: cfg.Store},
-		notify:   newNotifyWorker(cfg, cfg.Store),
-		prune:    &pruneWorker{cfg: cfg, store: cfg.Store},
+		resolve:   &resolveWorker{cfg: cfg, store: cfg.Store},
+		endLink:   &endLinkWorker{cfg: cfg, store: cfg.Store},
+		register:  &registerWorker{p: p},
+		backfill:  &backfillWorker{cfg: cfg, store: cfg.Store},
+		renew:     &renewWorker{cfg: cfg, store: cfg.Store},
+		notify:    newNotifyWorker(cfg, cfg.Store),
+		prune:     &pruneWorker{cfg: cfg, store: cfg.Store},
+		reconcile: &reconcileWorker{cfg: cfg, store: cfg.Store},
 	}
 }
 

@@ -229,9 +229,12 @@ func (db *DB) RecordFanPendingID(ctx context.Context, unionID, pendingID string)
 	return db.eng.recordFanPendingID(ctx, db.jobs(), unionID, pendingID, db.cfg.Now())
 }
 
-// LinkExisting links a fan to customers WeCom reported for it directly.
+// LinkExisting links a fan to customers unionid_to_external_userid reported
+// for it and marks the fan checked. The customers are held from now on (by
+// an unnamed staff member, unless known holders hold them already), so
+// the link ends when a staff member removes the customer.
 func (db *DB) LinkExisting(ctx context.Context, unionID string, found []CorpCustomer) ([]Link, error) {
-	return db.eng.linkExisting(ctx, db.jobs(), unionID, found, db.cfg.Now())
+	return db.RecordCheck(ctx, unionID, found, 0)
 }
 
 // FailFan records that a fan's registration failed for good.

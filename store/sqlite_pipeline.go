@@ -446,7 +446,7 @@ func (e *sqliteEngine) recordFanPendingID(ctx context.Context, jobs jobInserter,
 	return links, err
 }
 
-func (e *sqliteEngine) linkExisting(ctx context.Context, jobs jobInserter, unionID string, found []CorpCustomer, now time.Time) (links []Link, err error) {
+func (e *sqliteEngine) linkExisting(ctx context.Context, jobs jobInserter, unionID string, found []CorpCustomer, sweepID int64, now time.Time) (links []Link, err error) {
 	nowMS := now.UnixMilli()
 	err = e.withTx(ctx, "link existing", func(tx *sql.Tx) error {
 		var openID, pendingID string
@@ -467,6 +467,15 @@ func (e *sqliteEngine) linkExisting(ctx context.Context, jobs jobInserter, union
 			}
 			if created {
 				links = append(links, l)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE fans SET checked_at = ? WHERE unionid = ?`, nowMS, unionID); err != nil {
+			return sqliteError("mark fan checked", err)
+		}
+		if sweepID > 0 {
+			if _, err := tx.ExecContext(ctx, `UPDATE reconcile_sweeps SET checked = checked + 1, linked = linked + ? WHERE id = ?`,
+				len(links), sweepID); err != nil {
+				return sqliteError("count sweep", err)
 			}
 		}
 		return nil

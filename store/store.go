@@ -277,7 +277,12 @@ type engine interface {
 	recordResolutions(ctx context.Context, jobs jobInserter, rs []Resolution, now time.Time) (links [][]Link, errs []error, err error)
 	endLinks(ctx context.Context, jobs jobInserter, e EndLink, now time.Time) ([]Link, error)
 	recordFanPendingID(ctx context.Context, jobs jobInserter, unionID, pendingID string, now time.Time) ([]Link, error)
-	linkExisting(ctx context.Context, jobs jobInserter, unionID string, found []CorpCustomer, now time.Time) ([]Link, error)
+	linkExisting(ctx context.Context, jobs jobInserter, unionID string, found []CorpCustomer, sweepID int64, now time.Time) ([]Link, error)
+	startSweep(ctx context.Context, reason string, registeredBefore, now time.Time) (*Sweep, bool, error)
+	latestSweep(ctx context.Context) (*Sweep, error)
+	fansToCheck(ctx context.Context, limit int, includeNew bool) (FansToCheck, error)
+	finishSweep(ctx context.Context, id int64, now time.Time) error
+	heartbeat(ctx context.Context, instance string, now time.Time) (time.Time, error)
 	failFan(ctx context.Context, unionID, reason string, now time.Time) error
 	registerFans(ctx context.Context, jobs jobInserter, fans []FanInput, opts RegisterOpts, now time.Time) (RegisterResult, error)
 	findFan(ctx context.Context, unionID string, now time.Time) (*FanDetail, error)

@@ -43,6 +43,7 @@ func Exercise(t *testing.T, open func(tb testing.TB, cfg store.Config) *store.DB
 		{"EndLinks", x.endLinks},
 		{"Follows", x.follows},
 		{"LinkExisting", x.linkExisting},
+		{"Reconcile", x.reconcile},
 		{"RegisterFans", x.registerFans},
 		{"FailFan", x.failFan},
 		{"FindFan", x.findFan},

@@ -1,0 +1,93 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Sweep reasons.
+const (
+	// SweepRequested: an operator asked (POST /v1/reconcile, pendinglink reconcile).
+	SweepRequested = "requested"
+	// SweepDowntime: a start found that no instance had been running for a while.
+	SweepDowntime = "downtime"
+)
+
+// Sweep is a reconcile sweep: the registered fans without an active link
+// created before RegisteredBefore are checked against
+// unionid_to_external_userid once more, newest first.
+type Sweep struct {
+	ID               int64      `json:"id"`
+	Reason           string     `json:"reason"`
+	RegisteredBefore time.Time  `json:"registered_before"`
+	StartedAt        time.Time  `json:"started_at"`
+	FinishedAt       *time.Time `json:"finished_at,omitempty"`
+	// Checked counts fans checked so far, Linked the links that made.
+	Checked int64 `json:"checked"`
+	Linked  int64 `json:"linked"`
+	// Remaining counts fans still to check (0 once finished).
+	Remaining int64 `json:"remaining"`
+}
+
+// Running reports whether the sweep has not finished.
+func (s *Sweep) Running() bool { return s != nil && s.FinishedAt == nil }
+
+// FansToCheck is what the reconcile job checks next.
+type FansToCheck struct {
+	// New are registered fans never checked, highest priority and newest
+	// first.
+	New []FanInput
+	// Sweep is the running sweep (nil if none) and Swept its next fans.
+	Sweep *Sweep
+	Swept []FanInput
+}
+
+// StartSweep starts a reconcile sweep of the fans registered before
+// registeredBefore (the zero time means now). If one is running already it
+// is returned instead, with started == false: sweeps do not stack.
+func (db *DB) StartSweep(ctx context.Context, reason string, registeredBefore time.Time) (s *Sweep, started bool, err error) {
+	now := db.cfg.Now()
+	if registeredBefore.IsZero() || registeredBefore.After(now) {
+		registeredBefore = now
+	}
+	return db.eng.startSweep(ctx, reason, registeredBefore, now)
+}
+
+// LatestSweep returns the newest sweep with its progress, or nil if there
+// has been none.
+func (db *DB) LatestSweep(ctx context.Context) (*Sweep, error) {
+	return db.eng.latestSweep(ctx)
+}
+
+// NextFansToCheck returns up to limit fans to check: never-checked ones
+// first, then (if limit leaves room) the running sweep's.
+func (db *DB) NextFansToCheck(ctx context.Context, limit int, includeNew bool) (FansToCheck, error) {
+	if limit <= 0 {
+		return FansToCheck{}, nil
+	}
+	return db.eng.fansToCheck(ctx, limit, includeNew)
+}
+
+// RecordCheck stores what unionid_to_external_userid answered for a fan:
+// it links the fan to every customer found (see LinkExisting), marks the
+// fan checked, and counts it in sweep sweepID (0: none). Returns
+// ErrNotFound for an unknown fan.
+func (db *DB) RecordCheck(ctx context.Context, unionID string, found []CorpCustomer, sweepID int64) ([]Link, error) {
+	return db.eng.linkExisting(ctx, db.jobs(), unionID, found, sweepID, db.cfg.Now())
+}
+
+// FinishSweep marks a sweep finished.
+func (db *DB) FinishSweep(ctx context.Context, id int64) error {
+	return db.eng.finishSweep(ctx, id, db.cfg.Now())
+}
+
+// Heartbeat records that instance is alive now and returns when any
+// instance was last seen alive before this call (the zero time if never).
+// A start that finds a long gap knows callbacks may have been lost.
+func (db *DB) Heartbeat(ctx context.Context, instance string) (time.Time, error) {
+	if instance == "" {
+		return time.Time{}, fmt.Errorf("%w: empty instance name", ErrInvalid)
+	}
+	return db.eng.heartbeat(ctx, instance, db.cfg.Now())
+}

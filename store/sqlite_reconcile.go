@@ -1,0 +1,124 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"time"
+)
+
+// sweepFans is the WHERE clause of a sweep's fans still to check, given the
+// arguments registered_before and started_at.
+const sweepFans = `f.state = 'registered' AND f.created_at < ? AND (f.checked_at IS NULL OR f.checked_at < ?)
+	AND NOT EXISTS (SELECT 1 FROM links l WHERE l.unionid = f.unionid AND l.active = 1)`
+
+func (e *sqliteEngine) startSweep(ctx context.Context, reason string, registeredBefore, now time.Time) (s *Sweep, started bool, err error) {
+	err = e.withTx(ctx, "start sweep", func(tx *sql.Tx) error {
+		var id int64
+		err := tx.QueryRowContext(ctx, `SELECT id FROM reconcile_sweeps WHERE finished_at IS NULL ORDER BY id DESC LIMIT 1`).Scan(&id)
+		switch {
+		case err == nil:
+			return nil
+		case !errors.Is(err, sql.ErrNoRows):
+			return sqliteError("find running sweep", err)
+		}
+		started = true
+		_, err = tx.ExecContext(ctx, `INSERT INTO reconcile_sweeps (reason, registered_before, started_at) VALUES (?, ?, ?)`,
+			reason, registeredBefore.UnixMilli(), now.UnixMilli())
+		return sqliteError("insert sweep", err)
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	s, err = e.latestSweep(ctx)
+	return s, started, err
+}
+
+func (e *sqliteEngine) latestSweep(ctx context.Context) (*Sweep, error) {
+	var (
+		s                 Sweep
+		before, startedAt int64
+		finished          sql.NullInt64
+	)
+	err := e.read.QueryRowContext(ctx, `SELECT id, reason, registered_before, started_at, finished_at, checked, linked
+		FROM reconcile_sweeps ORDER BY id DESC LIMIT 1`).Scan(&s.ID, &s.Reason, &before, &startedAt, &finished, &s.Checked, &s.Linked)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, sqliteError("latest sweep", err)
+	}
+	s.RegisteredBefore, s.StartedAt = time.UnixMilli(before).UTC(), time.UnixMilli(startedAt).UTC()
+	if finished.Valid {
+		t := time.UnixMilli(finished.Int64).UTC()
+		s.FinishedAt = &t
+		return &s, nil
+	}
+	err = e.read.QueryRowContext(ctx, `SELECT count(*) FROM fans f WHERE `+sweepFans, before, startedAt).Scan(&s.Remaining)
+	return &s, sqliteError("count sweep", err)
+}
+
+func (e *sqliteEngine) fansToCheck(ctx context.Context, limit int, includeNew bool) (FansToCheck, error) {
+	var out FansToCheck
+	var err error
+	if includeNew {
+		out.New, err = e.queryFans(ctx, `SELECT unionid, openid FROM fans WHERE checked_at IS NULL AND state = 'registered'
+			ORDER BY priority DESC, created_at DESC LIMIT ?`, limit)
+		if err != nil {
+			return out, err
+		}
+	}
+	s, err := e.latestSweep(ctx)
+	if err != nil || !s.Running() {
+		return out, err
+	}
+	out.Sweep = s
+	if room := limit - len(out.New); room > 0 {
+		out.Swept, err = e.queryFans(ctx, `SELECT f.unionid, f.openid FROM fans f WHERE `+sweepFans+`
+			ORDER BY f.created_at DESC LIMIT ?`, s.RegisteredBefore.UnixMilli(), s.StartedAt.UnixMilli(), room)
+	}
+	return out, err
+}
+
+func (e *sqliteEngine) queryFans(ctx context.Context, query string, args ...any) ([]FanInput, error) {
+	rows, err := e.read.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, sqliteError("query fans", err)
+	}
+	defer rows.Close()
+	var out []FanInput
+	for rows.Next() {
+		var f FanInput
+		if err := rows.Scan(&f.UnionID, &f.OpenID); err != nil {
+			return nil, sqliteError("query fans", err)
+		}
+		out = append(out, f)
+	}
+	return out, sqliteError("query fans", rows.Err())
+}
+
+func (e *sqliteEngine) finishSweep(ctx context.Context, id int64, now time.Time) error {
+	_, err := e.write.ExecContext(ctx, `UPDATE reconcile_sweeps SET finished_at = ? WHERE id = ? AND finished_at IS NULL`, now.UnixMilli(), id)
+	return sqliteError("finish sweep", err)
+}
+
+func (e *sqliteEngine) heartbeat(ctx context.Context, instance string, now time.Time) (last time.Time, err error) {
+	nowMS := now.UnixMilli()
+	err = e.withTx(ctx, "heartbeat", func(tx *sql.Tx) error {
+		var seen sql.NullInt64
+		if err := tx.QueryRowContext(ctx, `SELECT max(seen_at) FROM heartbeats`).Scan(&seen); err != nil {
+			return sqliteError("read heartbeats", err)
+		}
+		if seen.Valid {
+			last = time.UnixMilli(seen.Int64).UTC()
+		}
+		// Instances not seen for a day are forgotten.
+		if _, err := tx.ExecContext(ctx, `DELETE FROM heartbeats WHERE seen_at < ?`, now.Add(-24*time.Hour).UnixMilli()); err != nil {
+			return sqliteError("prune heartbeats", err)
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO heartbeats (instance, seen_at) VALUES (?, ?)
+			ON CONFLICT (instance) DO UPDATE SET seen_at = excluded.seen_at`, instance, nowMS)
+		return sqliteError("write heartbeat", err)
+	})
+	return last, err
+}

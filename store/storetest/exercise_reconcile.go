@@ -1,0 +1,119 @@
+package storetest
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/pendinglink/pendinglink/store"
+)
+
+func unionIDsOf(fans []store.FanInput) []string {
+	out := []string{}
+	for _, f := range fans {
+		out = append(out, f.UnionID)
+	}
+	return out
+}
+
+func (open exerciser) reconcile(t *testing.T) {
+	open.test(t, "NewFansHighestPriorityAndNewestFirst", Policy{}, func(t *testing.T, b *bundle) {
+		// Ensure registered fans never checked come out interactive first,
+		// then newest first, and drop out once checked; unregistered fans
+		// wait for their pending_id.
+		b.addFan(t, "test-old", "p-old")
+		b.clock.Advance(time.Minute)
+		b.addFan(t, "test-new", "p-new")
+		_, err := b.db.RegisterFans(t.Context(), []store.FanInput{{UnionID: "test-vip", OpenID: "o-test-vip"}},
+			store.RegisterOpts{Priority: 1, NoJob: true})
+		require.NoError(t, err)
+		_, err = b.db.RecordFanPendingID(t.Context(), "test-vip", "p-vip")
+		require.NoError(t, err)
+		b.addFan(t, "test-unregistered", "")
+
+		got, err := b.db.NextFansToCheck(t.Context(), 10, true)
+		require.NoError(t, err)
+		require.Equal(t, []string{"test-vip", "test-new", "test-old"}, unionIDsOf(got.New))
+		require.Nil(t, got.Sweep)
+
+		_, err = b.db.RecordCheck(t.Context(), "test-vip", nil, 0)
+		require.NoError(t, err)
+		got, err = b.db.NextFansToCheck(t.Context(), 1, true)
+		require.NoError(t, err)
+		require.Equal(t, []string{"test-new"}, unionIDsOf(got.New))
+		got, err = b.db.NextFansToCheck(t.Context(), 10, false)
+		require.NoError(t, err)
+		require.Empty(t, got.New, "new fans only when asked")
+	})
+
+	open.test(t, "SweepChecksUnlinkedFansRegisteredBeforeItsTime", Policy{}, func(t *testing.T, b *bundle) {
+		b.addFan(t, "test-a", "p-a")
+		b.clock.Advance(time.Minute)
+		b.addFan(t, "test-b", "p-b")
+		b.link(t) // test-u1 is linked: not swept
+		for _, u := range []string{"test-a", "test-b", "test-u1"} {
+			_, err := b.db.RecordCheck(t.Context(), u, nil, 0)
+			require.NoError(t, err)
+		}
+		cutoff := b.clock.Advance(time.Minute)
+		b.clock.Advance(time.Minute)
+		b.addFan(t, "test-late", "p-late") // registered after the cutoff
+
+		s, started, err := b.db.StartSweep(t.Context(), store.SweepRequested, cutoff)
+		require.NoError(t, err)
+		require.True(t, started)
+		require.True(t, s.Running())
+		require.EqualValues(t, 2, s.Remaining)
+		require.True(t, s.RegisteredBefore.Equal(cutoff))
+
+		again, started, err := b.db.StartSweep(t.Context(), store.SweepDowntime, time.Time{})
+		require.NoError(t, err)
+		require.False(t, started, "sweeps do not stack")
+		require.Equal(t, s.ID, again.ID)
+
+		got, err := b.db.NextFansToCheck(t.Context(), 10, false)
+		require.NoError(t, err)
+		require.Equal(t, s.ID, got.Sweep.ID)
+		require.Equal(t, []string{"test-b", "test-a"}, unionIDsOf(got.Swept), "newest first")
+
+		links, err := b.db.RecordCheck(t.Context(), "test-b", []store.CorpCustomer{{CorpID: "wwtestcorp", ExternalUserID: "wmtest-b"}}, s.ID)
+		require.NoError(t, err)
+		require.Len(t, links, 1)
+		s, err = b.db.LatestSweep(t.Context())
+		require.NoError(t, err)
+		require.EqualValues(t, 1, s.Checked)
+		require.EqualValues(t, 1, s.Linked)
+		require.EqualValues(t, 1, s.Remaining)
+
+		_, err = b.db.RecordCheck(t.Context(), "test-a", nil, s.ID)
+		require.NoError(t, err)
+		got, err = b.db.NextFansToCheck(t.Context(), 10, false)
+		require.NoError(t, err)
+		require.Empty(t, got.Swept)
+		require.NoError(t, b.db.FinishSweep(t.Context(), s.ID))
+		s, err = b.db.LatestSweep(t.Context())
+		require.NoError(t, err)
+		require.False(t, s.Running())
+		require.EqualValues(t, 2, s.Checked)
+		require.Zero(t, s.Remaining)
+	})
+
+	open.test(t, "RecordCheckUnknownFan", Policy{}, func(t *testing.T, b *bundle) {
+		_, err := b.db.RecordCheck(t.Context(), "test-nobody", nil, 0)
+		require.ErrorIs(t, err, store.ErrNotFound)
+	})
+
+	open.test(t, "HeartbeatReturnsWhenAnyInstanceWasLastSeen", Policy{}, func(t *testing.T, b *bundle) {
+		last, err := b.db.Heartbeat(t.Context(), "a")
+		require.NoError(t, err)
+		require.True(t, last.IsZero(), "never seen")
+		first := b.clock.Now()
+		b.clock.Advance(time.Hour)
+		last, err = b.db.Heartbeat(t.Context(), "b")
+		require.NoError(t, err)
+		require.True(t, last.Equal(first), "instance a was seen an hour ago")
+		_, err = b.db.Heartbeat(t.Context(), "")
+		require.ErrorIs(t, err, store.ErrInvalid)
+	})
+}
