@@ -88,6 +88,12 @@ func (w *reconcileWorker) Work(ctx context.Context, _ *river.Job[ReconcileArgs])
 			return err
 		}
 	}
+	if room := int(budget) - len(next.New); len(next.Swept) < room {
+		// The sweep had fewer fans left than this run could check: done.
+		w.cfg.Logger.Info("reconcile sweep finished", "sweep", next.Sweep.ID,
+			"checked", next.Sweep.Checked+int64(len(next.Swept)))
+		return w.store.FinishSweep(ctx, next.Sweep.ID)
+	}
 	return nil
 }
 

@@ -3,6 +3,7 @@ package pipeline_test
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"os"
 	"path/filepath"
 	"sync"
@@ -497,4 +498,92 @@ func TestErrorHandler_LastAttemptMarksFanFailed(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, store.FanFailed, got.State)
 	require.Contains(t, got.LastError, "errcode -1")
+}
+
+func TestReconcileWorker(t *testing.T) {
+	t.Parallel()
+	// existing answers unionid_to_external_userid: the customers of each
+	// fan, or err for the fans in fail.
+	existing := func(b *workerBundle, found map[string][]wecom.ExternalUserIDInfo, fail map[string]error) *[]string {
+		var asked []string
+		b.wecom.UnionIDToExternalUserIDFunc = func(_ context.Context, unionID, _, corpID string) ([]wecom.ExternalUserIDInfo, error) {
+			asked = append(asked, unionID)
+			if corpID != "" {
+				return nil, errors.New("the check asks about every corp")
+			}
+			if err := fail[unionID]; err != nil {
+				return nil, err
+			}
+			return found[unionID], nil
+		}
+		return &asked
+	}
+	linksOf := func(t *testing.T, b *workerBundle, u string) []store.Link {
+		links, err := b.db.FindLinks(t.Context(), store.LinkFilter{UnionID: u})
+		require.NoError(t, err)
+		return links
+	}
+
+	t.Run("ChecksNewFansOnceAndLinksWhatIsFound", func(t *testing.T) {
+		t.Parallel()
+		b := setupWorkers(t, func(c *pipeline.Config) { c.CheckExisting = true })
+		b.registerFan(t, "test-u1", "p-1")
+		b.registerFan(t, "test-u2", "p-2")
+		asked := existing(b, map[string][]wecom.ExternalUserIDInfo{"test-u1": {{CorpID: "wwdealer", ExternalUserID: "wmold"}}}, nil)
+		require.Equal(t, river.EventKindJobCompleted, mustWork(t, b, pipeline.ReconcileArgs{}).EventKind)
+		require.ElementsMatch(t, []string{"test-u1", "test-u2"}, *asked)
+		require.Len(t, linksOf(t, b, "test-u1"), 1)
+		mustWork(t, b, pipeline.ReconcileArgs{})
+		require.Len(t, *asked, 2, "a checked fan is not asked again")
+	})
+
+	t.Run("OffChecksOnlySweeps", func(t *testing.T) {
+		t.Parallel()
+		b := setupWorkers(t, nil)
+		b.registerFan(t, "test-u1", "p-1")
+		asked := existing(b, nil, nil)
+		mustWork(t, b, pipeline.ReconcileArgs{})
+		require.Empty(t, *asked)
+
+		s, started, err := b.pl.Reconcile(t.Context(), time.Time{})
+		require.NoError(t, err)
+		require.True(t, started)
+		require.EqualValues(t, 1, s.Remaining)
+		mustWork(t, b, pipeline.ReconcileArgs{})
+		require.Equal(t, []string{"test-u1"}, *asked)
+		mustWork(t, b, pipeline.ReconcileArgs{})
+		s, err = b.pl.LatestSweep(t.Context())
+		require.NoError(t, err)
+		require.False(t, s.Running(), "finished once nothing remains")
+		require.EqualValues(t, 1, s.Checked)
+	})
+
+	t.Run("LeavesATenthOfTheQuotaToInteractiveRegistrations", func(t *testing.T) {
+		t.Parallel()
+		q := &pipelinetest.FakeQuota{Windows: []quota.Usage{{Length: time.Hour, Limit: 20, Used: 16}}}
+		b := setupWorkers(t, func(c *pipeline.Config) { c.CheckExisting = true; c.ExistingQuota = q })
+		for _, u := range []string{"test-u1", "test-u2", "test-u3", "test-u4"} {
+			b.registerFan(t, u, "p-"+u)
+		}
+		asked := existing(b, nil, nil)
+		mustWork(t, b, pipeline.ReconcileArgs{})
+		require.Len(t, *asked, 2, "4 calls spare, 2 kept back")
+	})
+
+	t.Run("RefusedFanCountsAsCheckedOtherErrorsStopTheRun", func(t *testing.T) {
+		t.Parallel()
+		b := setupWorkers(t, func(c *pipeline.Config) { c.CheckExisting = true })
+		b.registerFan(t, "test-u1", "p-1")
+		b.registerFan(t, "test-u2", "p-2")
+		fail := map[string]error{
+			"test-u2": apiError("corpgroup/unionid_to_external_userid", 610014),
+			"test-u1": apiError("corpgroup/unionid_to_external_userid", wecom.CodeIPNotAllowed),
+		}
+		asked := existing(b, nil, fail)
+		require.Equal(t, river.EventKindJobCompleted, mustWork(t, b, pipeline.ReconcileArgs{}).EventKind)
+		require.Equal(t, []string{"test-u2", "test-u1"}, *asked, "newest first; 60020 ends the run")
+		delete(fail, "test-u1")
+		mustWork(t, b, pipeline.ReconcileArgs{})
+		require.Equal(t, []string{"test-u2", "test-u1", "test-u1"}, *asked, "the refused fan is not asked again, the other is")
+	})
 }

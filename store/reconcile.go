@@ -15,7 +15,7 @@ const (
 )
 
 // Sweep is a reconcile sweep: the registered fans without an active link
-// created before RegisteredBefore are checked against
+// created at or before RegisteredBefore are checked against
 // unionid_to_external_userid once more, newest first.
 type Sweep struct {
 	ID               int64      `json:"id"`

@@ -9,7 +9,7 @@ import (
 
 // sweepFans is the WHERE clause of a sweep's fans still to check, given the
 // arguments registered_before and started_at.
-const sweepFans = `f.state = 'registered' AND f.created_at < ? AND (f.checked_at IS NULL OR f.checked_at < ?)
+const sweepFans = `f.state = 'registered' AND f.created_at <= ? AND (f.checked_at IS NULL OR f.checked_at < ?)
 	AND NOT EXISTS (SELECT 1 FROM links l WHERE l.unionid = f.unionid AND l.active = 1)`
 
 func (e *sqliteEngine) startSweep(ctx context.Context, reason string, registeredBefore, now time.Time) (s *Sweep, started bool, err error) {
@@ -63,7 +63,7 @@ func (e *sqliteEngine) fansToCheck(ctx context.Context, limit int, includeNew bo
 	var err error
 	if includeNew {
 		out.New, err = e.queryFans(ctx, `SELECT unionid, openid FROM fans WHERE checked_at IS NULL AND state = 'registered'
-			ORDER BY priority DESC, created_at DESC LIMIT ?`, limit)
+			ORDER BY priority DESC, created_at DESC, unionid DESC LIMIT ?`, limit)
 		if err != nil {
 			return out, err
 		}
@@ -75,7 +75,7 @@ func (e *sqliteEngine) fansToCheck(ctx context.Context, limit int, includeNew bo
 	out.Sweep = s
 	if room := limit - len(out.New); room > 0 {
 		out.Swept, err = e.queryFans(ctx, `SELECT f.unionid, f.openid FROM fans f WHERE `+sweepFans+`
-			ORDER BY f.created_at DESC LIMIT ?`, s.RegisteredBefore.UnixMilli(), s.StartedAt.UnixMilli(), room)
+			ORDER BY f.created_at DESC, f.unionid DESC LIMIT ?`, s.RegisteredBefore.UnixMilli(), s.StartedAt.UnixMilli(), room)
 	}
 	return out, err
 }
