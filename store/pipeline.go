@@ -218,6 +218,14 @@ func (db *DB) EndLinks(ctx context.Context, e EndLink) ([]Link, error) {
 	return db.eng.endLinks(ctx, db.jobs(), e, db.cfg.Now())
 }
 
+// RecordChatMembers records the customers found in a chat after its
+// creation event (eventID): they are members from that event's time, and
+// each gets the resolve jobs an add_member of them would. No member leaves
+// the event resolved.
+func (db *DB) RecordChatMembers(ctx context.Context, eventID int64, members []string) error {
+	return db.eng.recordChatMembers(ctx, db.jobs(), eventID, members, db.cfg.Now())
+}
+
 // RecordFanPendingID stores a pending_id issued for a fan and links it to
 // every customer already resolved to it (no new WeCom call). The policy's
 // PendingIDJobs are queued in the same transaction. Returns ErrNotFound for

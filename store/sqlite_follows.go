@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"time"
 )
 
 // olderThan selects the follows a change at (?1, ?2) overrides, given the
@@ -153,4 +154,25 @@ func dropHolders(ctx context.Context, tx *sql.Tx, corpID, externalUserID, source
 	// A customer never seen held gets one ended row, so that it counts as
 	// removed rather than unknown.
 	return applyFollow(ctx, tx, followChange{corpID: corpID, externalUserID: externalUserID, source: source, at: at}, nowMS)
+}
+
+func (e *sqliteEngine) recordChatMembers(ctx context.Context, jobs jobInserter, eventID int64, members []string, now time.Time) error {
+	nowMS := now.UnixMilli()
+	return e.withTx(ctx, "record chat members", func(tx *sql.Tx) error {
+		created, err := eventTx(ctx, tx, eventID)
+		if err != nil {
+			return err
+		}
+		if len(members) == 0 {
+			_, err := tx.ExecContext(ctx, `UPDATE events SET state = 'resolved', updated_at = ? WHERE id = ?`, nowMS, eventID)
+			return sqliteError("update event state", err)
+		}
+		// The members joined no later than the chat's creation said.
+		joined := &Event{Kind: KindAddMember, CorpID: created.CorpID, ChatID: created.ChatID, Members: members,
+			CreateTime: created.CreateTime, ReceivedAt: created.ReceivedAt}
+		if err := applyEventFollows(ctx, tx, joined, eventID, nowMS, followChanges(joined, eventID, joined.ReceivedAt)); err != nil {
+			return err
+		}
+		return sqliteError("enqueue member resolves", jobs.insert(ctx, tx, jobs.eventJobs(joined, eventID)))
+	})
 }

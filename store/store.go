@@ -276,6 +276,7 @@ type engine interface {
 	// its follow-up jobs through jobs.
 	recordResolutions(ctx context.Context, jobs jobInserter, rs []Resolution, now time.Time) (links [][]Link, errs []error, err error)
 	endLinks(ctx context.Context, jobs jobInserter, e EndLink, now time.Time) ([]Link, error)
+	recordChatMembers(ctx context.Context, jobs jobInserter, eventID int64, members []string, now time.Time) error
 	recordFanPendingID(ctx context.Context, jobs jobInserter, unionID, pendingID string, now time.Time) ([]Link, error)
 	linkExisting(ctx context.Context, jobs jobInserter, unionID string, found []CorpCustomer, sweepID int64, now time.Time) ([]Link, error)
 	startSweep(ctx context.Context, reason string, registeredBefore, now time.Time) (*Sweep, bool, error)

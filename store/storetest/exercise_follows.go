@@ -20,9 +20,9 @@ func (w *world) event(t *testing.T, kind string, at time.Time, set func(ev *stor
 	ev := NewEvent(kind)
 	ev.ExternalUserID, ev.CreateTime = "wmtest1", at
 	switch kind {
-	case store.KindAddMember, store.KindDelMember, store.KindChatDismiss:
+	case store.KindAddMember, store.KindDelMember, store.KindChatDismiss, store.KindChatCreate:
 		ev.ExternalUserID, ev.ChatID, ev.Members = "", "wrtestchat1", []string{"wmtest1"}
-		if kind == store.KindChatDismiss {
+		if kind == store.KindChatDismiss || kind == store.KindChatCreate {
 			ev.Members = nil
 		}
 	}
@@ -182,6 +182,27 @@ func (open exerciser) follows(t *testing.T) {
 		ended := w.end(t, w.event(t, store.KindChatDismiss, t0.Add(time.Second), nil))
 		require.Len(t, ended, 1)
 		require.Equal(t, store.KindChatDismiss, ended[0].EndReason)
+	})
+
+	test("ChatCreationMembersAreHeldAndResolved", func(t *testing.T, b *bundle, w *world, t0 time.Time) {
+		// Ensure the members a chat had when it was created (found by a
+		// lookup after the create event) get resolve jobs and count as
+		// members from the event's time.
+		created := w.event(t, store.KindChatCreate, t0, nil)
+		require.Equal(t, store.EventRecorded, created.State, "the test policy has no job for a creation")
+		require.NoError(t, b.db.RecordChatMembers(t.Context(), created.ID, []string{"wmtest1"}))
+		require.Equal(t, []Job{{What: JobEvent, EventID: created.ID, Subject: "wmtest1"}}, b.jobsWhat(t, JobEvent))
+		links := w.resolve(t, created)
+		require.Len(t, links, 1)
+		require.Equal(t, "wrtestchat1", links[0].ChatID)
+		require.Len(t, w.end(t, w.event(t, store.KindDelMember, t0.Add(time.Second), nil)), 1)
+	})
+
+	test("ChatCreationWithoutMembersResolvesTheEvent", func(t *testing.T, b *bundle, w *world, t0 time.Time) {
+		created := w.event(t, store.KindChatCreate, t0, nil)
+		require.NoError(t, b.db.RecordChatMembers(t.Context(), created.ID, nil))
+		require.Equal(t, store.EventResolved, b.event(t, created.ID).State)
+		require.ErrorIs(t, b.db.RecordChatMembers(t.Context(), 999, nil), store.ErrNotFound)
 	})
 
 	test("ExistingCustomerHeldUntilAStaffMemberRemovesIt", func(t *testing.T, b *bundle, w *world, t0 time.Time) {
