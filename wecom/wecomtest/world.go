@@ -181,9 +181,9 @@ func (s *Server) TransferCustomer(c Customer, to string) (Customer, wecom.Event)
 func (s *Server) TransferFailEvent(c Customer, to, reason string) wecom.Event {
 	now := s.Clock.Now()
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	dl := s.mustDealer(c.Dealer)
 	s.mustStaff("TransferFailEvent", dl, to)
-	s.mu.Unlock()
 	ev := contactEvent(c, wecom.ChangeTransferFail, now)
 	ev.UserID, ev.FailReason = to, reason
 	return ev
@@ -308,9 +308,8 @@ func (s *Server) changeChat(c Chat, detail string, members []Person) wecom.Event
 func (s *Server) CreateChatEvent(c Chat) wecom.Event {
 	now := s.Clock.Now()
 	s.mu.Lock()
-	ch := s.mustChat(c)
-	s.mu.Unlock()
-	return chatEvent(ch, wecom.ChatChangeCreate, now)
+	defer s.mu.Unlock()
+	return chatEvent(s.mustChat(c), wecom.ChatChangeCreate, now)
 }
 
 // DismissChat dismisses c: its members leave, and lookups that name it
