@@ -196,8 +196,9 @@ func (s *Server) Follows(d Dealer, p Person) []string {
 	defer s.mu.Unlock()
 	dl := s.mustDealer(d)
 	s.mustPerson(p)
-	staff := make([]string, 0, len(s.w.follows[extKey{dl.CorpID, p.UnionID}]))
-	for u := range s.w.follows[extKey{dl.CorpID, p.UnionID}] {
+	f := s.w.follows[extKey{dl.CorpID, p.UnionID}]
+	staff := make([]string, 0, len(f))
+	for u := range f {
 		staff = append(staff, u)
 	}
 	slices.Sort(staff)
@@ -363,7 +364,8 @@ func (c *chat) version() string {
 // with the given ChangeType (wecom.ChangeAddExternalContact, …): ToUserName
 // is the dealer's corpid, UserID the staff, CreateTime the fake clock. Add
 // events carry a fake WelcomeCode. It does not change the world: call
-// AddCustomer or RemoveCustomer for that.
+// AddCustomer or RemoveCustomer for that (TransferCustomer returns its own
+// event).
 func (s *Server) ContactEvent(c Customer, changeType string) wecom.Event {
 	return contactEvent(c, changeType, s.Clock.Now())
 }
