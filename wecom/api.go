@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"time"
 )
 
 // MaxBatchIDs is the most external_userids one
@@ -282,4 +283,77 @@ func (c *Client) forgetAgentOn(err error, corpID string) {
 		delete(c.agents, corpID)
 		delete(c.lookups, corpID)
 	}
+}
+
+// Member types of a customer group chat (externalcontact/groupchat/get).
+const (
+	ChatMemberStaff    = 1 // a member of the corp that owns the chat
+	ChatMemberCustomer = 2 // an external contact: UserID is their external_userid
+)
+
+// ChatMember is one member of a customer group chat.
+type ChatMember struct {
+	// UserID is the staff userid for ChatMemberStaff, and the
+	// external_userid in the chat's corp for ChatMemberCustomer.
+	UserID   string
+	Type     int
+	JoinTime time.Time
+}
+
+// IsCustomer reports whether m is an external contact, whose UserID can be
+// passed to ExternalUserIDToPendingID with the chat's id.
+func (m ChatMember) IsCustomer() bool { return m.Type == ChatMemberCustomer }
+
+type groupChatReq struct {
+	ChatID   string `json:"chat_id"`
+	NeedName int    `json:"need_name"`
+}
+
+type groupChatResp struct {
+	respCommon
+	GroupChat struct {
+		ChatID     string `json:"chat_id"`
+		Owner      string `json:"owner"`
+		MemberList []struct {
+			UserID   string `json:"userid"`
+			Type     int    `json:"type"`
+			JoinTime int64  `json:"join_time"`
+		} `json:"member_list"`
+	} `json:"group_chat"`
+}
+
+// GroupChatMembers returns the current members of a customer group chat of
+// corp corpID (externalcontact/groupchat/get): the staff in it and the
+// customers, whose UserID is their external_userid (IsCustomer). WeCom
+// answers only with the token of the corp that owns the chat, so a corpID
+// other than Config.CorpID gets the downstream token of that corp, whatever
+// Config.PendingToken says; an unknown or dismissed chat is errcode 40050.
+// No API-specific quota is documented; WeCom's general limits apply.
+func (c *Client) GroupChatMembers(ctx context.Context, corpID, chatID string) ([]ChatMember, error) {
+	if corpID == "" || chatID == "" {
+		return nil, fmt.Errorf("%w: %s: corpid and chat_id are required", ErrInvalidArgument, APIGroupChatGet)
+	}
+	tk := c.upstreamKey()
+	if corpID != c.cfg.CorpID {
+		agent, err := c.downstreamAgent(ctx, corpID)
+		if err != nil {
+			return nil, err
+		}
+		tk = tokenKey{corpID: corpID, agentID: agent, downstream: true}
+	}
+	resp, err := do[groupChatResp](ctx, c, call{
+		api: APIGroupChatGet, method: http.MethodPost, token: &tk,
+		body: groupChatReq{ChatID: chatID},
+	})
+	if err != nil {
+		if tk.downstream {
+			c.forgetAgentOn(err, corpID)
+		}
+		return nil, err
+	}
+	out := make([]ChatMember, 0, len(resp.GroupChat.MemberList))
+	for _, m := range resp.GroupChat.MemberList {
+		out = append(out, ChatMember{UserID: m.UserID, Type: m.Type, JoinTime: time.Unix(m.JoinTime, 0).UTC()})
+	}
+	return out, nil
 }

@@ -32,6 +32,7 @@ const (
 	APIUnionIDToPendingID        = "corpgroup/unionid_to_pending_id"
 	APIExternalUserIDToPendingID = "corpgroup/batch/external_userid_to_pending_id"
 	APIUnionIDToExternalUserID   = "corpgroup/unionid_to_external_userid"
+	APIGroupChatGet              = "externalcontact/groupchat/get"
 )
 
 // Values of Config.PendingToken.

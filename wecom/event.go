@@ -26,11 +26,18 @@ const (
 	ChangeTransferFail           = "transfer_fail"
 )
 
-// Change type and update details of change_external_chat (§3.2).
+// SourceDeleteByTransfer is the Source of a del_external_contact event sent
+// because the customer was handed to a colleague (在职继承, §3.1): the
+// relationship with the dealer goes on under the new staff member.
+const SourceDeleteByTransfer = "DELETE_BY_TRANSFER"
+
+// Change types and update details of change_external_chat (§3.2).
 const (
-	ChatChangeUpdate = "update"
-	ChatAddMember    = "add_member"
-	ChatDelMember    = "del_member"
+	ChatChangeCreate  = "create"
+	ChatChangeUpdate  = "update"
+	ChatChangeDismiss = "dismiss"
+	ChatAddMember     = "add_member"
+	ChatDelMember     = "del_member"
 )
 
 // Kinds an event is classified as. They are the keys of events.by_type in /v1/status.
@@ -43,6 +50,8 @@ const (
 	KindTransferFail           = ChangeTransferFail
 	KindChatAddMember          = ChatAddMember
 	KindChatDelMember          = ChatDelMember
+	KindChatCreate             = "chat_create"  // change_external_chat/create
+	KindChatDismiss            = "chat_dismiss" // change_external_chat/dismiss
 	// KindIgnored is an authentic event pendinglink does not act on: an unknown
 	// event or change type, or inner XML that does not parse. It is kept with its
 	// raw plaintext so that nothing WeCom sends is lost.
@@ -133,7 +142,12 @@ func (e Event) Kind() string {
 			return e.ChangeType
 		}
 	case EventChangeExternalChat:
-		if e.ChangeType == ChatChangeUpdate {
+		switch e.ChangeType {
+		case ChatChangeCreate:
+			return KindChatCreate
+		case ChatChangeDismiss:
+			return KindChatDismiss
+		case ChatChangeUpdate:
 			switch e.UpdateDetail {
 			case ChatAddMember, ChatDelMember:
 				return e.UpdateDetail

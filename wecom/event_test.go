@@ -24,6 +24,22 @@ const (
   <LastMemVer>9c3f97c2ada667dfb5f6d03308d963e1</LastMemVer><CurMemVer>71217227bbd112ecfe3a49c482195cb4</CurMemVer></xml>`
 )
 
+// Events built from the field tables of §3.1 and §3.2 (no official example
+// shows them).
+const (
+	transferDel = `<xml><ToUserName><![CDATA[wwtestdealer]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName><CreateTime>1700000000</CreateTime>
+  <MsgType><![CDATA[event]]></MsgType><Event><![CDATA[change_external_contact]]></Event>
+  <ChangeType><![CDATA[del_external_contact]]></ChangeType><UserID><![CDATA[alice]]></UserID>
+  <ExternalUserID><![CDATA[wmtestA]]></ExternalUserID><Source><![CDATA[DELETE_BY_TRANSFER]]></Source></xml>`
+	transferFail = `<xml><ToUserName><![CDATA[wwtestdealer]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName><CreateTime>1700000000</CreateTime>
+  <MsgType><![CDATA[event]]></MsgType><Event><![CDATA[change_external_contact]]></Event>
+  <ChangeType><![CDATA[transfer_fail]]></ChangeType><UserID><![CDATA[bob]]></UserID>
+  <ExternalUserID><![CDATA[wmtestA]]></ExternalUserID><FailReason><![CDATA[customer_refused]]></FailReason></xml>`
+	chatCreate = `<xml><ToUserName><![CDATA[wwtestdealer]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName><CreateTime>1700000000</CreateTime>
+  <MsgType><![CDATA[event]]></MsgType><Event><![CDATA[change_external_chat]]></Event>
+  <ChatId><![CDATA[wrtestchat]]></ChatId><ChangeType><![CDATA[create]]></ChangeType></xml>`
+)
+
 func TestParseEvent(t *testing.T) {
 	t.Parallel()
 
@@ -64,6 +80,34 @@ func TestParseEvent(t *testing.T) {
 		require.Equal(t, wecom.MemList{"a", "b"}, ev.MemChangeList)
 	})
 
+	t.Run("TransferDeleteHasSource", func(t *testing.T) {
+		t.Parallel()
+		ev, err := wecom.ParseEvent([]byte(transferDel))
+		require.NoError(t, err)
+		require.Equal(t, wecom.KindDelExternalContact, ev.Kind())
+		require.Equal(t, wecom.SourceDeleteByTransfer, ev.Source)
+		require.Equal(t, "alice", ev.UserID)
+	})
+
+	t.Run("TransferFailHasReason", func(t *testing.T) {
+		t.Parallel()
+		ev, err := wecom.ParseEvent([]byte(transferFail))
+		require.NoError(t, err)
+		require.Equal(t, wecom.KindTransferFail, ev.Kind())
+		require.Equal(t, "customer_refused", ev.FailReason)
+		require.Equal(t, "bob", ev.UserID)
+	})
+
+	t.Run("ChatCreateCarriesOnlyChatID", func(t *testing.T) {
+		t.Parallel()
+		ev, err := wecom.ParseEvent([]byte(chatCreate))
+		require.NoError(t, err)
+		require.Equal(t, wecom.KindChatCreate, ev.Kind())
+		require.Equal(t, "wrtestchat", ev.ChatID)
+		require.Empty(t, ev.UpdateDetail)
+		require.Empty(t, ev.MemChangeList)
+	})
+
 	t.Run("ErrUnparsable", func(t *testing.T) {
 		t.Parallel()
 		_, err := wecom.ParseEvent([]byte("<xml><ToUserName>"))
@@ -82,7 +126,10 @@ func TestEvent_Kind(t *testing.T) {
 		{wecom.Event{Event: "change_external_contact", ChangeType: "transfer_fail"}, wecom.KindTransferFail},
 		{wecom.Event{Event: "change_external_contact", ChangeType: "msg_audit_approved"}, wecom.KindIgnored},
 		{wecom.Event{Event: "change_external_chat", ChangeType: "update", UpdateDetail: "change_name"}, wecom.KindIgnored},
-		{wecom.Event{Event: "change_external_chat", ChangeType: "create"}, wecom.KindIgnored},
+		{wecom.Event{Event: "change_external_chat", ChangeType: "create", ChatID: "wr"}, wecom.KindChatCreate},
+		{wecom.Event{Event: "change_external_chat", ChangeType: "dismiss", ChatID: "wr"}, wecom.KindChatDismiss},
+		{wecom.Event{Event: "change_external_chat", ChangeType: "some_future_change"}, wecom.KindIgnored},
+		{wecom.Event{Event: "change_external_contact", ChangeType: "create"}, wecom.KindIgnored},
 		{wecom.Event{Event: "change_external_tag"}, wecom.KindIgnored},
 	} {
 		require.Equal(t, tc.want, tc.ev.Kind(), "%+v", tc.ev)
@@ -116,6 +163,20 @@ func TestEvent_DedupKey(t *testing.T) {
 	other := chat
 	other.MemChangeList = wecom.MemList{"Jack"}
 	require.NotEqual(t, chat.DedupKey(nil), other.DedupKey(nil), "member list is part of a chat event's key")
+
+	create := wecom.Event{ToUserName: "ww", FromUserName: "sys", CreateTime: 1700000000, MsgType: "event",
+		Event: wecom.EventChangeExternalChat, ChatID: "wr", ChangeType: wecom.ChatChangeCreate}
+	dismiss := create
+	dismiss.ChangeType = wecom.ChatChangeDismiss
+	require.NotEqual(t, create.DedupKey(nil), dismiss.DedupKey(nil), "create and dismiss of one chat in the same second")
+	otherChat := create
+	otherChat.ChatID = "wr2"
+	require.NotEqual(t, create.DedupKey(nil), otherChat.DedupKey(nil), "create of two chats in the same second")
+
+	transfer := base
+	transfer.ChangeType, transfer.WelcomeCode, transfer.State = wecom.ChangeDelExternalContact, "", ""
+	transfer.Source = wecom.SourceDeleteByTransfer
+	require.NotEqual(t, key, transfer.DedupKey(nil), "a transfer's delete is not the add")
 
 	ignored := wecom.Event{Event: "change_external_tag"}
 	require.NotEqual(t, ignored.DedupKey([]byte("a")), ignored.DedupKey([]byte("b")), "ignored events key on their plaintext")
@@ -152,7 +213,7 @@ func TestEvent_DedupKeyCannotCollide(t *testing.T) {
 
 func TestEvent_MarshalRoundTrip(t *testing.T) {
 	t.Parallel()
-	for _, raw := range []string{officialAdd, officialChat} {
+	for _, raw := range []string{officialAdd, officialChat, transferDel, transferFail, chatCreate} {
 		ev, err := wecom.ParseEvent([]byte(raw))
 		require.NoError(t, err)
 		out, err := ev.Marshal()

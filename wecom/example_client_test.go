@@ -38,3 +38,32 @@ func ExampleClient_ExternalUserIDToPendingID() {
 	// false false
 	// true true
 }
+
+// A dealer's group chat is read with that dealer's downstream token; its
+// customers are the members of type 2, listed by external_userid.
+func ExampleClient_GroupChatMembers() {
+	// Out of example scope: a fake WeCom with one dealer's chat of two fans.
+	srv := wecomtest.NewServer()
+	defer srv.Close()
+	dealer := srv.AddDealer("Dealer A", "alice")
+	fan1, fan2 := srv.AddPerson(), srv.AddPerson()
+	chat := srv.AddGroupChat(dealer, "alice", fan1, fan2)
+
+	members, err := srv.Client().GroupChatMembers(context.Background(), dealer.CorpID, chat.ID)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	customers := 0
+	for _, m := range members {
+		if m.IsCustomer() {
+			customers++ // m.UserID is the fan's external_userid in the dealer
+			continue
+		}
+		fmt.Println("staff", m.UserID)
+	}
+	fmt.Println("customers", customers)
+	// Output:
+	// staff alice
+	// customers 2
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -174,9 +175,9 @@ func (s *Server) externalUserIDToPendingID(t token, body []byte, now time.Time) 
 	defer s.mu.Unlock()
 	var ch *chat
 	if req.ChatID != "" {
-		c, ok := s.w.chats[req.ChatID]
-		if !ok || t.downstream && c.Dealer.CorpID != t.corpID {
-			return nil, codeInvalidChatID
+		c, code := s.chatFor(t, req.ChatID)
+		if code != 0 {
+			return nil, code
 		}
 		ch = c
 	}
@@ -193,12 +194,12 @@ func (s *Server) externalUserIDToPendingID(t token, body []byte, now time.Time) 
 			continue
 		case t.downstream && k.corpID != t.corpID: // a downstream token sees its own corp only
 			continue
-		case ch != nil && (k.corpID != ch.Dealer.CorpID || !ch.members[k.unionID]): // not in the chat
+		case ch != nil && (k.corpID != ch.Dealer.CorpID || !ch.isMember(k.unionID)): // not in the chat
 			continue
 		case ch == nil && !s.isCustomer(k): // no follow-up member: removed, or only met in a chat
 			continue
 		}
-		pid, ok := s.pendingID(s.w.persons[k.unionID], now, s.PendingForUnregistered)
+		pid, ok := s.lookupPendingID(k, ch, now)
 		if !ok {
 			continue
 		}
@@ -229,4 +230,66 @@ func (s *Server) unionIDToExternalUserID(_ token, body []byte, now time.Time) (m
 		}
 	}
 	return map[string]any{"external_userid_info": info}, 0
+}
+
+// chatFor finds the chat a request names: 40050 (invalid chat_id) for an
+// unknown or dismissed chat, and for another corp's chat with a downstream
+// token. s.mu must be held.
+func (s *Server) chatFor(t token, chatID string) (*chat, int) {
+	c, ok := s.w.chats[chatID]
+	if !ok || c.dismissed || t.downstream && c.Dealer.CorpID != t.corpID {
+		return nil, codeInvalidChatID
+	}
+	return c, 0
+}
+
+func (c *chat) isMember(unionID string) bool {
+	_, ok := c.members[unionID]
+	return ok
+}
+
+// groupChatGet serves externalcontact/groupchat/get (doc 92122): the owner
+// as a member of type 1, joined when the chat was created, then the people
+// in the chat as type 2 with their external_userid in the chat's dealer,
+// in the order they joined.
+func (s *Server) groupChatGet(t token, body []byte, _ time.Time) (map[string]any, int) {
+	var req struct {
+		ChatID   string `json:"chat_id"`
+		NeedName int    `json:"need_name"`
+	}
+	if json.Unmarshal(body, &req) != nil {
+		return nil, codeDataFormat
+	}
+	if req.ChatID == "" {
+		return nil, codeInvalidParameter
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ch, code := s.chatFor(t, req.ChatID)
+	if code != 0 {
+		return nil, code
+	}
+	type member struct {
+		id     string
+		joined time.Time
+	}
+	people := make([]member, 0, len(ch.members))
+	for u, joined := range ch.members {
+		people = append(people, member{s.externalID(extKey{ch.Dealer.CorpID, u}), joined})
+	}
+	slices.SortFunc(people, func(a, b member) int {
+		if c := a.joined.Compare(b.joined); c != 0 {
+			return c
+		}
+		return strings.Compare(a.id, b.id)
+	})
+	// join_scene 1 is "invited directly by a member" in this API's numbering.
+	list := make([]map[string]any, 0, len(people)+1)
+	list = append(list, map[string]any{"userid": ch.Owner, "type": 1, "join_time": ch.created.Unix(), "join_scene": 1})
+	for _, m := range people {
+		list = append(list, map[string]any{"userid": m.id, "type": 2, "join_time": m.joined.Unix(), "join_scene": 1})
+	}
+	return map[string]any{"group_chat": map[string]any{
+		"chat_id": ch.ID, "name": "", "owner": ch.Owner, "create_time": ch.created.Unix(), "member_list": list,
+	}}, 0
 }

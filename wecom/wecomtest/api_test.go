@@ -456,7 +456,7 @@ func TestListAppShareInfo(t *testing.T) {
 func TestDownstreamGetToken(t *testing.T) {
 	t.Parallel()
 
-	t.Run("OKAndAcceptedByBatchOnly", func(t *testing.T) {
+	t.Run("OKAndAcceptedByBatchAndGroupChatOnly", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
 		d := b.srv.AddDealer("A")
@@ -467,6 +467,7 @@ func TestDownstreamGetToken(t *testing.T) {
 		require.True(t, strings.HasPrefix(r.AccessToken, "testtoken-"))
 
 		require.Equal(t, 0, batch(t, b.srv, r.AccessToken, "", "wmtest-any").Errcode)
+		require.Equal(t, 0, groupChat(t, b.srv, r.AccessToken, b.srv.AddGroupChat(d, d.Staff[0]).ID).Errcode)
 		p := b.srv.AddPerson()
 		for _, api := range []string{wecomtest.APIUnionIDToPendingID, wecomtest.APIUnionIDToExternalUserID, wecomtest.APIDownstreamGetToken} {
 			got := post[common](t, b.srv, api, r.AccessToken, map[string]any{

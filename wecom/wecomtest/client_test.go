@@ -25,6 +25,7 @@ func TestServer_Client(t *testing.T) {
 		require.Equal(t, wecom.APIUnionIDToPendingID, wecomtest.APIUnionIDToPendingID)
 		require.Equal(t, wecom.APIExternalUserIDToPendingID, wecomtest.APIExternalUserIDToPendingID)
 		require.Equal(t, wecom.APIUnionIDToExternalUserID, wecomtest.APIUnionIDToExternalUserID)
+		require.Equal(t, wecom.APIGroupChatGet, wecomtest.APIGroupChatGet)
 	})
 
 	t.Run("RegisterThenResolve", func(t *testing.T) {

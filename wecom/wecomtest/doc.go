@@ -10,7 +10,7 @@
 //	client := srv.Client()        // a ready *wecom.Client using srv.Clock
 //
 // NewUnstartedServer lets a test set fields (Clock, quotas,
-// PendingForUnregistered, Listener) before Start. It takes no testing.TB,
+// PendingForUnregistered, PendingModel, Listener) before Start. It takes no testing.TB,
 // because the demo runs the same fake.
 //
 // # Build a world
@@ -28,6 +28,20 @@
 //
 // A person is "registered" once unionid_to_pending_id has issued them a
 // pending_id; PendingIDOf reports it for assertions.
+//
+// The world changes the way WeCom's does, and each change that WeCom
+// reports returns (or has) the event it sends:
+//
+//	moved, ev := srv.TransferCustomer(cust, "bob")           // 在职继承: del_external_contact, Source DELETE_BY_TRANSFER
+//	ev = srv.TransferFailEvent(cust, "bob", "customer_refused") // transfer_fail; nothing changes
+//	srv.RemoveCustomer(moved)                                  // then ContactEvent(moved, wecom.ChangeDelFollowUser)
+//	chat := srv.AddGroupChat(dealer, "alice", fan)             // then CreateChatEvent(chat)
+//	ev = srv.AddChatMembers(chat, other)                       // update/add_member; RemoveChatMembers: del_member
+//	ev = srv.DismissChat(chat)                                 // dismiss; the chat's members leave
+//
+// The world remembers when each follow began and when each member joined a
+// chat, on the fake Clock. Follows and ChatMembers report who follows whom
+// and who is in a chat now, as ground truth for assertions.
 //
 // # Deliver callbacks
 //
@@ -58,8 +72,8 @@
 //   - corpgroup/corp/gettoken: business_type other than 1 40058; a corp that
 //     is not a dealer 670001 (app not in share scope); an agentid other than
 //     the dealer's 301002. The downstream token is accepted only by
-//     batch/external_userid_to_pending_id, and there only sees its own
-//     corp's external_userids and chats.
+//     batch/external_userid_to_pending_id and externalcontact/groupchat/get,
+//     and there only sees its own corp's external_userids and chats.
 //   - corpgroup/corp/list_app_share_info: business_type other than 1 40058;
 //     an agentid other than the upstream app's 301002; limit outside 0..100
 //     or a cursor the fake did not issue 40058. limit 0 means all.
@@ -74,12 +88,23 @@
 //     empty: unknown ids, ids whose follow relationship ended
 //     (RemoveCustomer), ids of people met only in a group chat unless
 //     chat_id names that chat, ids not in the given chat, and people without
-//     a live pending_id (see Server.PendingForUnregistered). Duplicate ids
-//     are answered once.
+//     a live pending_id (see Server.PendingForUnregistered), and, under
+//     PendingRegisteredFirst, people whose live pending_id was issued after
+//     the relationship looked up began (see Server.PendingModel). A
+//     dismissed chat is unknown (40050). Duplicate ids are answered once.
 //   - corpgroup/unionid_to_external_userid: validation as for
 //     unionid_to_pending_id; returns one entry per dealer, in the order the
 //     dealers were added, where the person is currently a customer; the
 //     optional corpid filters.
+//   - externalcontact/groupchat/get (not in the protocol reference; doc
+//     92122): chat_id missing 40058; an unknown or dismissed chat, or
+//     another corp's with a downstream token, 40050. The upstream token
+//     reads every dealer's chats (WeCom would want the dealer's token; the
+//     client sends it). member_list is the owner (type 1, joined when the
+//     chat was created), then the people in the chat (type 2, userid = their
+//     external_userid in the chat's dealer) in the order they joined, with
+//     join_time from the fake clock and join_scene 1; no unionid, and name
+//     is always "".
 //   - Quotas (45009): see Quota. They count calls with a valid token, so a
 //     45009, a fault or a bad token does not consume quota.
 package wecomtest

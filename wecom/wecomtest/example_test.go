@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"time"
 
 	"github.com/pendinglink/pendinglink/crypto"
 	"github.com/pendinglink/pendinglink/wecom"
@@ -96,4 +97,58 @@ func ExampleServer_Sender() {
 	// Output:
 	// got add_external_contact
 	// 1 200 <nil>
+}
+
+// A transfer (在职继承) moves the customer to a colleague and sends the old
+// staff's delete with Source DELETE_BY_TRANSFER; the customer stays the
+// dealer's, under the same external_userid.
+func ExampleServer_TransferCustomer() {
+	srv := wecomtest.NewServer()
+	defer srv.Close()
+	dealer := srv.AddDealer("Dealer A", "alice", "bob")
+	fan := srv.AddPerson()
+	customer := srv.AddCustomer(dealer, fan, "alice")
+
+	moved, ev := srv.TransferCustomer(customer, "bob")
+
+	fmt.Println(ev.Kind(), ev.UserID, ev.Source)
+	fmt.Println(moved.Staff, moved.ExternalUserID == customer.ExternalUserID)
+	fmt.Println(srv.Follows(dealer, fan))
+	// Output:
+	// del_external_contact alice DELETE_BY_TRANSFER
+	// bob true
+	// [bob]
+}
+
+// Under PendingRegisteredFirst a fan registered after the dealer added them
+// is not found until the relationship begins anew.
+func ExampleWithPendingModel() {
+	srv := wecomtest.NewServer(wecomtest.WithPendingModel(wecomtest.PendingRegisteredFirst))
+	defer srv.Close()
+	client := srv.Client()
+	ctx := context.Background()
+	dealer := srv.AddDealer("Dealer A")
+	fan := srv.AddPerson()
+
+	// Added first, registered a minute later.
+	customer := srv.AddCustomer(dealer, fan, dealer.Staff[0])
+	srv.Clock.Advance(time.Minute)
+	if _, err := client.UnionIDToPendingID(ctx, fan.UnionID, fan.OpenID); err != nil {
+		fmt.Println(err)
+		return
+	}
+	lookup := func() bool {
+		res, err := client.ExternalUserIDToPendingID(ctx, dealer.CorpID, "", []string{customer.ExternalUserID})
+		return err == nil && res[0].PendingID != ""
+	}
+	fmt.Println("after registering:", lookup())
+
+	// The staff deletes the fan and adds them again.
+	srv.RemoveCustomer(customer)
+	srv.Clock.Advance(time.Minute)
+	srv.AddCustomer(dealer, fan, dealer.Staff[0])
+	fmt.Println("after the re-add:", lookup())
+	// Output:
+	// after registering: false
+	// after the re-add: true
 }

@@ -62,6 +62,43 @@ type externalResp struct {
 	} `json:"external_userid_info"`
 }
 
+type groupChatResp struct {
+	common
+	GroupChat struct {
+		ChatID     string `json:"chat_id"`
+		Owner      string `json:"owner"`
+		CreateTime int64  `json:"create_time"`
+		MemberList []struct {
+			UserID    string `json:"userid"`
+			Type      int    `json:"type"`
+			JoinTime  int64  `json:"join_time"`
+			JoinScene int    `json:"join_scene"`
+		} `json:"member_list"`
+	} `json:"group_chat"`
+}
+
+// member is one entry of a groupchat/get member_list, without join_scene.
+type member struct {
+	UserID   string
+	Type     int
+	JoinTime int64
+}
+
+// members returns the member_list in order.
+func (r groupChatResp) members() []member {
+	out := make([]member, 0, len(r.GroupChat.MemberList))
+	for _, m := range r.GroupChat.MemberList {
+		out = append(out, member{m.UserID, m.Type, m.JoinTime})
+	}
+	return out
+}
+
+// groupChat calls externalcontact/groupchat/get.
+func groupChat(t *testing.T, srv *wecomtest.Server, tok, chatID string) groupChatResp {
+	t.Helper()
+	return post[groupChatResp](t, srv, wecomtest.APIGroupChatGet, tok, map[string]any{"chat_id": chatID, "need_name": 0})
+}
+
 type shareResp struct {
 	common
 	Ending     int    `json:"ending"`

@@ -27,6 +27,7 @@ const (
 	APIUnionIDToPendingID        = "corpgroup/unionid_to_pending_id"               // POST, §4.4
 	APIExternalUserIDToPendingID = "corpgroup/batch/external_userid_to_pending_id" // POST, §4.5
 	APIUnionIDToExternalUserID   = "corpgroup/unionid_to_external_userid"          // POST, §4.6
+	APIGroupChatGet              = "externalcontact/groupchat/get"                 // POST, doc 92122
 )
 
 // PathPrefix is where the APIs live under Server.URL, as on qyapi.weixin.qq.com.
@@ -80,7 +81,19 @@ type Server struct {
 	// only for people registered through unionid_to_pending_id whose id is
 	// still live. When true it returns one for anybody, issuing it on the
 	// spot; a later registration returns that same id.
+	//
+	// It applies to PendingWhenRegistered only: under PendingRegisteredFirst
+	// an id issued during the lookup was issued after the relationship
+	// began, so it could never be answered, and the field is ignored.
 	PendingForUnregistered bool
+
+	// PendingModel is when batch/external_userid_to_pending_id maps an
+	// external_userid to its person's live pending_id, another open
+	// question: whenever the person is registered at lookup time
+	// (PendingWhenRegistered, the default), or only when they were
+	// registered before the relationship looked up began
+	// (PendingRegisteredFirst).
+	PendingModel PendingModel
 
 	// tag makes this server's ids differ from another server's, so that a
 	// Dealer or Person handed to the wrong server is caught.
@@ -113,6 +126,35 @@ type Server struct {
 	clients    []*wecom.Client // made by Client, closed by Close
 }
 
+// PendingModel says which registrations batch/external_userid_to_pending_id
+// honours; see Server.PendingModel.
+type PendingModel int
+
+const (
+	// PendingWhenRegistered answers the person's live pending_id whenever
+	// they hold one at lookup time, however late they were registered.
+	PendingWhenRegistered PendingModel = iota
+	// PendingRegisteredFirst answers the live pending_id only if it was
+	// issued at or before the relationship looked up began: for a lookup
+	// without chat_id, the start of the earliest follow of the person by
+	// the dealer's staff that is still active (a transfer keeps it, see
+	// TransferCustomer); with chat_id, when the person joined that chat. A
+	// person registered after the add is found again only once the
+	// relationship ends and begins anew.
+	PendingRegisteredFirst
+)
+
+// String returns the model's name, e.g. "PendingRegisteredFirst".
+func (m PendingModel) String() string {
+	switch m {
+	case PendingWhenRegistered:
+		return "PendingWhenRegistered"
+	case PendingRegisteredFirst:
+		return "PendingRegisteredFirst"
+	}
+	return "PendingModel(" + strconv.Itoa(int(m)) + ")"
+}
+
 // Option configures a Server in NewServer or NewUnstartedServer.
 type Option func(*Server)
 
@@ -130,6 +172,11 @@ func WithQuotas(pending, external Quota) Option {
 // WithPendingForUnregistered sets Server.PendingForUnregistered.
 func WithPendingForUnregistered(v bool) Option {
 	return func(s *Server) { s.PendingForUnregistered = v }
+}
+
+// WithPendingModel sets Server.PendingModel.
+func WithPendingModel(m PendingModel) Option {
+	return func(s *Server) { s.PendingModel = m }
 }
 
 // NewServer returns a started fake WeCom on 127.0.0.1:0. The caller should
@@ -171,6 +218,9 @@ func (s *Server) Start() {
 	}
 	if s.CorpID == "" || s.CorpSecret == "" || s.Clock == nil {
 		panic("wecomtest: Server.CorpID, CorpSecret and Clock must be set before Start")
+	}
+	if s.PendingModel != PendingWhenRegistered && s.PendingModel != PendingRegisteredFirst {
+		panic("wecomtest: unknown Server.PendingModel " + s.PendingModel.String())
 	}
 	s.pquota = newQuotaCounter(s.PendingQuota.withDefaults(Quota{Hour: 100_000, Day: 480_000, Month: 7_500_000}))
 	s.equota = newQuotaCounter(s.ExternalQuota.withDefaults(Quota{Hour: 20_000, Day: 240_000, Month: -1}))
@@ -357,6 +407,8 @@ func (s *Server) route(api string) (handlerFunc, string) {
 		return s.anyToken(s.externalUserIDToPendingID), http.MethodPost
 	case APIUnionIDToExternalUserID:
 		return s.upstream(s.unionIDToExternalUserID), http.MethodPost
+	case APIGroupChatGet:
+		return s.anyToken(s.groupChatGet), http.MethodPost
 	}
 	return nil, ""
 }
