@@ -57,6 +57,11 @@ func (p *Pipeline) giveUp(ctx context.Context, job *rivertype.JobRow, reason str
 		if err = json.Unmarshal(job.EncodedArgs, &a); err == nil {
 			err = p.cfg.Store.UpdateEventState(ctx, a.EventID, store.EventFailed, reason)
 		}
+	case ChatMembersArgs{}.Kind():
+		var a ChatMembersArgs
+		if err = json.Unmarshal(job.EncodedArgs, &a); err == nil {
+			err = p.cfg.Store.UpdateEventState(ctx, a.EventID, store.EventFailed, reason)
+		}
 	case RegisterArgs{}.Kind():
 		var a RegisterArgs
 		if err = json.Unmarshal(job.EncodedArgs, &a); err == nil {

@@ -5,7 +5,7 @@ import "github.com/riverqueue/river"
 // WorkerOf returns the pipeline's worker for T's kind, for rivertest.
 func WorkerOf[T river.JobArgs](p *Pipeline) river.Worker[T] {
 	ws := p.newWorkers()
-	for _, w := range []any{ws.resolve, ws.endLink, ws.register, ws.backfill, ws.renew, ws.notify, ws.prune, ws.reconcile} {
+	for _, w := range []any{ws.resolve, ws.endLink, ws.register, ws.backfill, ws.renew, ws.notify, ws.prune, ws.reconcile, ws.chatMembers} {
 		if w, ok := w.(river.Worker[T]); ok {
 			return w
 		}

@@ -156,8 +156,9 @@ type Policy struct {
 var _ store.JobPolicy = Policy{}
 
 // EventJobs implements store.JobPolicy: one resolve job per added customer
-// (per member for add_member), one end_link job per removal (del_member and
-// a chat's dismissal included), nothing for the other kinds.
+// (per member for add_member), a chat_members job for a new chat (whose
+// event names no member), one end_link job per removal (del_member and a
+// chat's dismissal included), nothing for the other kinds.
 func (Policy) EventJobs(ev *store.Event, id int64) []river.InsertManyParams {
 	switch ev.Kind {
 	case store.KindAddExternalContact, store.KindAddHalfExternalContact:
@@ -180,6 +181,8 @@ func (Policy) EventJobs(ev *store.Event, id int64) []river.InsertManyParams {
 		return []river.InsertManyParams{{Args: EndLinkArgs{
 			EventID: id, CorpID: ev.CorpID, ChatID: ev.ChatID, Members: ev.Members,
 		}}}
+	case store.KindChatCreate:
+		return []river.InsertManyParams{{Args: ChatMembersArgs{EventID: id, CorpID: ev.CorpID, ChatID: ev.ChatID}}}
 	case store.KindChatDismiss:
 		return []river.InsertManyParams{{Args: EndLinkArgs{EventID: id, CorpID: ev.CorpID, ChatID: ev.ChatID}}}
 	}

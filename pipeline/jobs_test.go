@@ -42,6 +42,10 @@ func TestPolicy_EventJobs(t *testing.T) {
 			func(ev *store.Event) river.JobArgs {
 				return pipeline.EndLinkArgs{EventID: 7, CorpID: ev.CorpID, ChatID: ev.ChatID, Members: ev.Members}
 			}},
+		{"NewChatLooksUpItsMembers", []string{store.KindChatCreate},
+			func(ev *store.Event) river.JobArgs {
+				return pipeline.ChatMembersArgs{EventID: 7, CorpID: ev.CorpID, ChatID: ev.ChatID}
+			}},
 		{"DismissEndsTheChatsLinks", []string{store.KindChatDismiss},
 			func(ev *store.Event) river.JobArgs {
 				return pipeline.EndLinkArgs{EventID: 7, CorpID: ev.CorpID, ChatID: ev.ChatID}

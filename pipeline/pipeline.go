@@ -26,6 +26,7 @@ type Store interface {
 	pruneStore
 	failStore
 	reconcileStore
+	chatMembersStore
 	// PipelineStatus returns the counters /v1/status shows for the pipeline.
 	PipelineStatus(ctx context.Context, expiringWithin time.Duration) (store.PipelineStatus, error)
 }
@@ -35,6 +36,7 @@ type WeComAPI interface {
 	PendingResolver
 	UnionIDToPendingID(ctx context.Context, unionID, openID string) (string, error)
 	UnionIDToExternalUserID(ctx context.Context, unionID, openID, corpID string) ([]wecom.ExternalUserIDInfo, error)
+	GroupChatMembers(ctx context.Context, corpID, chatID string) ([]wecom.ChatMember, error)
 }
 
 // Quota reports the registration quota; *quota.Limiter implements it.
@@ -151,6 +153,7 @@ func (p *Pipeline) AddWorkers(workers *river.Workers) {
 	river.AddWorker(workers, ws.notify)
 	river.AddWorker(workers, ws.prune)
 	river.AddWorker(workers, ws.reconcile)
+	river.AddWorker(workers, ws.chatMembers)
 }
 
 // workerSet is one of each worker, sharing the pipeline's configuration.
@@ -162,7 +165,8 @@ type workerSet struct {
 	renew     *renewWorker
 	notify    *notifyWorker
 	prune     *pruneWorker
-	reconcile *reconcileWorker
+	reconcile   *reconcileWorker
+	chatMembers *chatMembersWorker
 }
 
 func (p *Pipeline) newWorkers() workerSet {
@@ -175,7 +179,8 @@ func (p *Pipeline) newWorkers() workerSet {
 		renew:     &renewWorker{cfg: cfg, store: cfg.Store},
 		notify:    newNotifyWorker(cfg, cfg.Store),
 		prune:     &pruneWorker{cfg: cfg, store: cfg.Store},
-		reconcile: &reconcileWorker{cfg: cfg, store: cfg.Store},
+		reconcile:   &reconcileWorker{cfg: cfg, store: cfg.Store},
+		chatMembers: &chatMembersWorker{cfg: cfg, store: cfg.Store},
 	}
 }
 

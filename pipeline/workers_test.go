@@ -3,6 +3,7 @@ package pipeline_test
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -585,5 +586,55 @@ func TestReconcileWorker(t *testing.T) {
 		delete(fail, "test-u1")
 		mustWork(t, b, pipeline.ReconcileArgs{})
 		require.Equal(t, []string{"test-u2", "test-u1", "test-u1"}, *asked, "the refused fan is not asked again, the other is")
+	})
+}
+
+func TestChatMembersWorker(t *testing.T) {
+	t.Parallel()
+	created := func(t *testing.T, b *workerBundle) *store.Event {
+		ev := storetest.NewEvent(store.KindChatCreate)
+		_, err := b.db.SaveEvent(t.Context(), ev)
+		require.NoError(t, err)
+		require.Equal(t, store.EventPending, ev.State)
+		return ev
+	}
+	args := func(ev *store.Event) pipeline.ChatMembersArgs {
+		return pipeline.ChatMembersArgs{EventID: ev.ID, CorpID: ev.CorpID, ChatID: ev.ChatID}
+	}
+
+	t.Run("ResolvesTheCustomersNotTheStaff", func(t *testing.T) {
+		t.Parallel()
+		b := setupWorkers(t, nil)
+		ev := created(t, b)
+		b.wecom.GroupChatMembersFunc = func(_ context.Context, corpID, chatID string) ([]wecom.ChatMember, error) {
+			require.Equal(t, ev.CorpID, corpID)
+			require.Equal(t, ev.ChatID, chatID)
+			return []wecom.ChatMember{
+				{UserID: "owner", Type: wecom.ChatMemberStaff},
+				{UserID: "wmtest-a", Type: wecom.ChatMemberCustomer},
+				{UserID: "wmtest-b", Type: wecom.ChatMemberCustomer},
+			}, nil
+		}
+		require.Equal(t, river.EventKindJobCompleted, mustWork(t, b, args(ev)).EventKind)
+		var got []string
+		for _, j := range storetest.JobsOfKind(t, b.db, pipeline.ResolveArgs{}.Kind()) {
+			var a pipeline.ResolveArgs
+			require.NoError(t, json.Unmarshal(j.EncodedArgs, &a))
+			require.Equal(t, ev.ChatID, a.ChatID)
+			require.Equal(t, ev.ID, a.EventID)
+			got = append(got, a.ExternalUserID)
+		}
+		require.ElementsMatch(t, []string{"wmtest-a", "wmtest-b"}, got)
+	})
+
+	t.Run("RefusedLookupFailsTheEvent", func(t *testing.T) {
+		t.Parallel()
+		b := setupWorkers(t, nil)
+		ev := created(t, b)
+		b.wecom.GroupChatMembersFunc = func(context.Context, string, string) ([]wecom.ChatMember, error) {
+			return nil, apiError("externalcontact/groupchat/get", wecom.CodeNoPermission)
+		}
+		require.Equal(t, river.EventKindJobCancelled, mustWork(t, b, args(ev)).EventKind)
+		require.Equal(t, store.EventFailed, b.event(t, ev.ID).State)
 	})
 }

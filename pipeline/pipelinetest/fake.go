@@ -21,6 +21,7 @@ type FakeWeCom struct {
 	UnionIDToPendingIDFunc        func(ctx context.Context, unionID, openID string) (string, error)
 	UnionIDToExternalUserIDFunc   func(ctx context.Context, unionID, openID, corpID string) ([]wecom.ExternalUserIDInfo, error)
 	ExternalUserIDToPendingIDFunc func(ctx context.Context, corpID, chatID string, ids []string) ([]wecom.PendingResult, error)
+	GroupChatMembersFunc          func(ctx context.Context, corpID, chatID string) ([]wecom.ChatMember, error)
 	StatsFunc                     func() wecom.Stats
 
 	mu    sync.Mutex
@@ -63,6 +64,15 @@ func (f *FakeWeCom) UnionIDToExternalUserID(ctx context.Context, unionID, openID
 		return nil, errors.New("FakeWeCom: unexpected UnionIDToExternalUserID")
 	}
 	return f.UnionIDToExternalUserIDFunc(ctx, unionID, openID, corpID)
+}
+
+// GroupChatMembers implements pipeline.WeComAPI.
+func (f *FakeWeCom) GroupChatMembers(ctx context.Context, corpID, chatID string) ([]wecom.ChatMember, error) {
+	f.record("groupchat/get " + corpID + " " + chatID)
+	if f.GroupChatMembersFunc == nil {
+		return nil, errors.New("FakeWeCom: unexpected GroupChatMembers")
+	}
+	return f.GroupChatMembersFunc(ctx, corpID, chatID)
 }
 
 // ExternalUserIDToPendingID implements pipeline.WeComAPI.

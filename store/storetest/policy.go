@@ -113,7 +113,14 @@ func decodeJob(tb testing.TB, row *rivertype.JobRow) Job {
 // jobRows lists the jobs of Policy's kind, oldest first.
 func jobRows(tb testing.TB, db *store.DB) []*rivertype.JobRow {
 	tb.Helper()
-	res, err := db.River().JobList(context.Background(), river.NewJobListParams().Kinds(Job{}.Kind()).First(10_000))
+	return JobsOfKind(tb, db, Job{}.Kind())
+}
+
+// JobsOfKind lists the jobs of a kind, finished or not, oldest first,
+// through River's JobList.
+func JobsOfKind(tb testing.TB, db *store.DB, kind string) []*rivertype.JobRow {
+	tb.Helper()
+	res, err := db.River().JobList(context.Background(), river.NewJobListParams().Kinds(kind).First(10_000))
 	if err != nil {
 		tb.Fatalf("storetest: list jobs: %v", err)
 	}
