@@ -158,13 +158,13 @@ func (p *Pipeline) AddWorkers(workers *river.Workers) {
 
 // workerSet is one of each worker, sharing the pipeline's configuration.
 type workerSet struct {
-	resolve   *resolveWorker
-	endLink   *endLinkWorker
-	register  *registerWorker
-	backfill  *backfillWorker
-	renew     *renewWorker
-	notify    *notifyWorker
-	prune     *pruneWorker
+	resolve     *resolveWorker
+	endLink     *endLinkWorker
+	register    *registerWorker
+	backfill    *backfillWorker
+	renew       *renewWorker
+	notify      *notifyWorker
+	prune       *pruneWorker
 	reconcile   *reconcileWorker
 	chatMembers *chatMembersWorker
 }
@@ -172,13 +172,13 @@ type workerSet struct {
 func (p *Pipeline) newWorkers() workerSet {
 	cfg := p.cfg
 	return workerSet{
-		resolve:   &resolveWorker{cfg: cfg, store: cfg.Store},
-		endLink:   &endLinkWorker{cfg: cfg, store: cfg.Store},
-		register:  &registerWorker{p: p},
-		backfill:  &backfillWorker{cfg: cfg, store: cfg.Store},
-		renew:     &renewWorker{cfg: cfg, store: cfg.Store},
-		notify:    newNotifyWorker(cfg, cfg.Store),
-		prune:     &pruneWorker{cfg: cfg, store: cfg.Store},
+		resolve:     &resolveWorker{cfg: cfg, store: cfg.Store},
+		endLink:     &endLinkWorker{cfg: cfg, store: cfg.Store},
+		register:    &registerWorker{p: p},
+		backfill:    &backfillWorker{cfg: cfg, store: cfg.Store},
+		renew:       &renewWorker{cfg: cfg, store: cfg.Store},
+		notify:      newNotifyWorker(cfg, cfg.Store),
+		prune:       &pruneWorker{cfg: cfg, store: cfg.Store},
 		reconcile:   &reconcileWorker{cfg: cfg, store: cfg.Store},
 		chatMembers: &chatMembersWorker{cfg: cfg, store: cfg.Store},
 	}
