@@ -41,6 +41,8 @@ type e2eOptions struct {
 	PendingQuota wecomtest.Quota
 	// PendingForUnregistered: see wecomtest.Server.PendingForUnregistered.
 	PendingForUnregistered bool
+	// PendingModel is the fake's pending_id model (§9 #17).
+	PendingModel wecomtest.PendingModel
 	// ClockRuns moves the fake clock forward, 100 ms every 10 ms, for the
 	// whole test. Tests registering more than 10 fans need it: startApp gives
 	// the quota limiter the fake clock's Now but a real sleep, so once its
@@ -92,6 +94,7 @@ func startE2E(t *testing.T, opts e2eOptions) *e2eWorld {
 		wecomtest.WithFaults(opts.Faults),
 		wecomtest.WithQuotas(opts.PendingQuota, wecomtest.Quota{}),
 		wecomtest.WithPendingForUnregistered(opts.PendingForUnregistered),
+		wecomtest.WithPendingModel(opts.PendingModel),
 	}
 	if opts.Clock != nil {
 		wopts = append(wopts, wecomtest.WithClock(opts.Clock))

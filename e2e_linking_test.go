@@ -1,12 +1,16 @@
 package main
 
 import (
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
 
+	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pendinglink/pendinglink/pipeline"
+	"github.com/pendinglink/pendinglink/store"
 	"github.com/pendinglink/pendinglink/wecom"
 	"github.com/pendinglink/pendinglink/wecom/wecomtest"
 )
@@ -71,4 +75,180 @@ func TestE2E_ReconcileOnRequest(t *testing.T) {
 	w.wc.RemoveCustomer(c)
 	w.send(w.wc.ContactEvent(c, wecom.ChangeDelFollowUser))
 	w.waitFor("the link to end", func() bool { return !w.linksOf(p.UnionID)[0].Active })
+}
+
+// TestE2E_Relationships runs every kind of relationship change through
+// real callbacks, in both pending_id models WeCom may follow (§9 #17).
+func TestE2E_Relationships(t *testing.T) {
+	t.Parallel()
+	for _, model := range []wecomtest.PendingModel{wecomtest.PendingWhenRegistered, wecomtest.PendingRegisteredFirst} {
+		t.Run(model.String(), func(t *testing.T) {
+			t.Parallel()
+			w := startE2E(t, e2eOptions{Dealers: 2, PendingModel: model,
+				Env: map[string]string{"PENDINGLINK_RECONCILE_INTERVAL": "200ms"}})
+			t.Run("LastOfTwoFollowersEndsTheLink", func(t *testing.T) { testTwoFollowers(t, w.in(t)) })
+			t.Run("TransferKeepsTheLink", func(t *testing.T) { testTransfer(t, w.in(t)) })
+			t.Run("ChatCreateJoinLeaveDismiss", func(t *testing.T) { testChatLifecycle(t, w.in(t)) })
+			t.Run("FanAtTwoDealers", func(t *testing.T) { testTwoDealers(t, w.in(t)) })
+			t.Run("RemovalOvertakesLookup", func(t *testing.T) { testRemovalOvertakesLookup(t, w.in(t)) })
+			t.Run("AddedBeforeInteractiveRegistration", func(t *testing.T) { testAddedBeforeRegistration(t, w.in(t), false) })
+			t.Run("AddedBeforeBulkRegistration", func(t *testing.T) { testAddedBeforeRegistration(t, w.in(t), true) })
+		})
+	}
+}
+
+// registered registers a new fan interactively.
+func (w *e2eWorld) registered() wecomtest.Person {
+	w.t.Helper()
+	p := w.fan()
+	code, _ := w.registerFan(p)
+	require.Equal(w.t, http.StatusCreated, code)
+	return p
+}
+
+// settled waits until every job of kind has finished, at least n of them.
+func (w *e2eWorld) settled(kind string, n int) {
+	w.t.Helper()
+	w.waitFor(fmt.Sprintf("%d %s job(s) done", n, kind), func() bool {
+		open := w.jobs(kind, rivertype.JobStateAvailable, rivertype.JobStateRunning, rivertype.JobStateRetryable,
+			rivertype.JobStateScheduled, rivertype.JobStatePending)
+		return len(open) == 0 && len(w.jobs(kind)) >= n
+	})
+}
+
+// link returns the fan's only link at corp.
+func (w *e2eWorld) link(p wecomtest.Person, corpID string) store.Link {
+	w.t.Helper()
+	var out []store.Link
+	for _, l := range w.linksOf(p.UnionID) {
+		if l.CorpID == corpID {
+			out = append(out, l)
+		}
+	}
+	require.Len(w.t, out, 1)
+	return out[0]
+}
+
+// waitEnded waits until the fan's link at corp has ended and returns it.
+func (w *e2eWorld) waitEnded(p wecomtest.Person, corpID string) store.Link {
+	w.t.Helper()
+	var l store.Link
+	w.waitFor("the link of "+p.UnionID+" to end", func() bool { l = w.link(p, corpID); return !l.Active })
+	return l
+}
+
+func testTwoFollowers(t *testing.T, w *e2eWorld) {
+	p := w.registered()
+	corp := w.dealers[0].CorpID
+	a, ev := w.addCustomer(p, "staff-a")
+	w.send(ev)
+	w.waitLinks(p.UnionID, 1)
+	b, ev := w.addCustomer(p, "staff-b")
+	w.send(ev)
+	ends := len(w.jobs(pipeline.EndLinkArgs{}.Kind()))
+
+	w.wc.Clock.Advance(time.Second)
+	w.wc.RemoveCustomer(a)
+	w.send(w.wc.ContactEvent(a, wecom.ChangeDelFollowUser))
+	w.settled(pipeline.EndLinkArgs{}.Kind(), ends+1)
+	require.True(t, w.link(p, corp).Active, "staff-b still follows")
+
+	w.wc.Clock.Advance(time.Second)
+	w.wc.RemoveCustomer(b)
+	w.send(w.wc.ContactEvent(b, wecom.ChangeDelExternalContact))
+	require.Equal(t, wecom.ChangeDelExternalContact, w.waitEnded(p, corp).EndReason)
+}
+
+func testTransfer(t *testing.T, w *e2eWorld) {
+	p := w.registered()
+	corp := w.dealers[0].CorpID
+	a, ev := w.addCustomer(p, "staff-a")
+	w.send(ev)
+	w.waitLinks(p.UnionID, 1)
+	ends := len(w.jobs(pipeline.EndLinkArgs{}.Kind()))
+
+	w.wc.Clock.Advance(time.Second)
+	b, moved := w.wc.TransferCustomer(a, "staff-b")
+	require.Equal(t, wecom.SourceDeleteByTransfer, moved.Source)
+	w.send(moved)
+	w.send(w.wc.TransferFailEvent(b, "staff-a", "customer_refused"))
+	w.send(w.wc.ContactEvent(b, wecom.ChangeEditExternalContact))
+	w.settled(pipeline.EndLinkArgs{}.Kind(), ends+1)
+	require.True(t, w.link(p, corp).Active, "the colleague holds the customer")
+
+	w.wc.Clock.Advance(time.Second)
+	w.wc.RemoveCustomer(b)
+	w.send(w.wc.ContactEvent(b, wecom.ChangeDelFollowUser))
+	require.Equal(t, wecom.ChangeDelFollowUser, w.waitEnded(p, corp).EndReason)
+}
+
+func testChatLifecycle(t *testing.T, w *e2eWorld) {
+	p, q := w.registered(), w.registered()
+	d := w.dealers[1]
+	chat := w.wc.AddGroupChat(d, "staff-a", p)
+	w.send(w.wc.CreateChatEvent(chat))
+	require.Equal(t, chat.ID, w.waitLinks(p.UnionID, 1)[0].ChatID, "a member present at creation is linked")
+
+	w.wc.Clock.Advance(time.Second)
+	w.send(w.wc.AddChatMembers(chat, q))
+	require.Equal(t, chat.ID, w.waitLinks(q.UnionID, 1)[0].ChatID)
+
+	w.wc.Clock.Advance(time.Second)
+	w.send(w.wc.RemoveChatMembers(chat, p))
+	require.Equal(t, wecom.KindChatDelMember, w.waitEnded(p, d.CorpID).EndReason)
+	require.True(t, w.link(q, d.CorpID).Active)
+
+	w.wc.Clock.Advance(time.Second)
+	w.send(w.wc.DismissChat(chat))
+	require.Equal(t, wecom.KindChatDismiss, w.waitEnded(q, d.CorpID).EndReason)
+}
+
+func testTwoDealers(t *testing.T, w *e2eWorld) {
+	p := w.registered()
+	for _, d := range w.dealers {
+		w.send(w.wc.ContactEvent(w.wc.AddCustomer(d, p, "staff-b"), wecom.ChangeAddExternalContact))
+	}
+	links := w.waitLinks(p.UnionID, 2)
+	require.ElementsMatch(t, []string{w.dealers[0].CorpID, w.dealers[1].CorpID}, []string{links[0].CorpID, links[1].CorpID})
+	for i, d := range w.dealers {
+		require.Equal(t, w.wc.ExternalUserID(d, p), w.link(p, d.CorpID).ExternalUserID, "dealer %d", i)
+	}
+}
+
+func testRemovalOvertakesLookup(t *testing.T, w *e2eWorld) {
+	// WeCom is slow to answer the add's lookup; the removal's callback
+	// arrives and is processed meanwhile. The lookup then answers (from
+	// before the removal): the link must form ended, never active.
+	p := w.registered()
+	held, release := w.calls.holdBatches()
+	defer release()
+	c, ev := w.addCustomer(p, "staff-a")
+	w.send(ev)
+	<-held
+	ends := len(w.jobs(pipeline.EndLinkArgs{}.Kind()))
+	w.wc.Clock.Advance(time.Second)
+	w.send(w.wc.ContactEvent(c, wecom.ChangeDelFollowUser))
+	w.settled(pipeline.EndLinkArgs{}.Kind(), ends+1)
+	release()
+	w.settled(pipeline.ResolveArgs{}.Kind(), 1)
+	l := w.waitLinks(p.UnionID, 1)[0]
+	require.False(t, l.Active, "created ended")
+	require.Equal(t, wecom.ChangeDelFollowUser, l.EndReason)
+	w.wc.RemoveCustomer(c) // the world catches up
+}
+
+func testAddedBeforeRegistration(t *testing.T, w *e2eWorld, bulk bool) {
+	p := w.fan()
+	c, ev := w.addCustomer(p, "staff-a")
+	w.send(ev)
+	w.wc.Clock.Advance(time.Second)
+	if bulk {
+		require.EqualValues(t, 1, w.registerBatch([]wecomtest.Person{p}).Queued)
+	} else {
+		code, _ := w.registerFan(p)
+		require.Equal(t, http.StatusCreated, code)
+	}
+	l := w.waitLinks(p.UnionID, 1)[0]
+	require.True(t, l.Active)
+	require.Equal(t, c.ExternalUserID, l.ExternalUserID)
 }
