@@ -9,6 +9,7 @@ import (
 	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pendinglink/pendinglink/apiclient"
 	"github.com/pendinglink/pendinglink/pipeline"
 	"github.com/pendinglink/pendinglink/store"
 	"github.com/pendinglink/pendinglink/wecom"
@@ -251,4 +252,49 @@ func testAddedBeforeRegistration(t *testing.T, w *e2eWorld, bulk bool) {
 	l := w.waitLinks(p.UnionID, 1)[0]
 	require.True(t, l.Active)
 	require.Equal(t, c.ExternalUserID, l.ExternalUserID)
+}
+
+// TestE2E_ConfigurationFaultWaitsAndHeals: WeCom answers 60020 (egress IP
+// not trusted) until the operator fixes the console. Nothing fails for
+// good: the API shows as blocked in /v1/status and the metrics, the work
+// waits, one probe a minute checks, and once WeCom answers everything flows.
+func TestE2E_ConfigurationFaultWaitsAndHeals(t *testing.T) {
+	t.Parallel()
+	w := startE2E(t, e2eOptions{})
+	p := w.registered()
+	const msg = "not allow to access from your ip, from ip: 203.0.113.7"
+	w.wc.FailNext(wecomtest.APIExternalUserIDToPendingID, wecomtest.Fault{Errcode: wecom.CodeIPNotAllowed, Msg: msg})
+	_, ev := w.addCustomer(p, "staff-a")
+	w.send(ev)
+
+	var st apiclient.StatusResponse
+	w.waitFor("the API to show as blocked", func() bool { st = w.status(); return len(st.WeCom.Blocked) == 1 })
+	b := st.WeCom.Blocked[0]
+	require.Equal(t, wecomtest.APIExternalUserIDToPendingID, b.API)
+	require.Equal(t, wecom.CodeIPNotAllowed, b.Code)
+	require.Contains(t, b.Msg, "203.0.113.7", "the egress IP to trust")
+	require.Contains(t, b.Fix, "企业可信IP")
+	w.waitFor("the resolve to wait", func() bool {
+		return len(w.jobs(pipeline.ResolveArgs{}.Kind(), rivertype.JobStateScheduled)) == 1
+	})
+	require.Zero(t, w.status().Events.Failed, "a configuration fault fails nothing")
+	require.Contains(t, w.metrics(), "pendinglink_wecom_blocked_apis 1")
+
+	// The operator fixes the console; a minute later the probe goes through.
+	w.wc.Clock.Advance(wecom.MinProbeInterval)
+	for _, j := range w.jobs(pipeline.ResolveArgs{}.Kind(), rivertype.JobStateScheduled) {
+		_, err := w.db().River().JobRetry(t.Context(), j.ID) // River's snooze runs on the real clock
+		require.NoError(t, err)
+	}
+	require.True(t, w.waitLinks(p.UnionID, 1)[0].Active)
+	require.Empty(t, w.status().WeCom.Blocked)
+	require.Contains(t, w.metrics(), "pendinglink_wecom_blocked_apis 0")
+}
+
+// metrics returns the /metrics page.
+func (w *e2eWorld) metrics() string {
+	w.t.Helper()
+	code, body := w.do(http.MethodGet, "/metrics", nil, false)
+	require.Equal(w.t, http.StatusOK, code)
+	return string(body)
 }

@@ -98,6 +98,24 @@ type WeComStatus struct {
 	Errors map[string]int64 `json:"errors"`
 	// Quota shows each unionid_to_pending_id window.
 	Quota []QuotaWindow `json:"quota"`
+	// Blocked lists the APIs a configuration fault blocks: their work waits
+	// (it never fails for it) until a probe finds the fault fixed.
+	Blocked []BlockedAPI `json:"blocked"`
+}
+
+// BlockedAPI is an API blocked by a configuration fault.
+type BlockedAPI struct {
+	API string `json:"api"`
+	// CorpID is the dealer concerned, "" when the whole API is blocked.
+	CorpID string `json:"corp_id,omitempty"`
+	Code   int    `json:"errcode"`
+	// Msg is WeCom's errmsg: for 60020 it names the egress IP to trust.
+	Msg string `json:"errmsg"`
+	// Fix says where in the WeCom console to fix it.
+	Fix         string    `json:"fix"`
+	Since       time.Time `json:"since"`
+	NextProbeAt time.Time `json:"next_probe_at"`
+	Probes      int       `json:"probes"`
 }
 
 // QuotaWindow is one rolling quota window.

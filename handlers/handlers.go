@@ -185,6 +185,11 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.WeCom != nil {
+		if err := cfg.Registerer.Register(blockedGauge(cfg.WeCom)); err != nil {
+			return nil, fmt.Errorf("handlers: register metrics: %w", err)
+		}
+	}
 
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true

@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pendinglink/pendinglink/wecom"
 )
 
 // Rejection reasons: the keys of callbacks.rejected in /v1/status and the
@@ -26,6 +28,16 @@ type metrics struct {
 	duplicates prometheus.Counter
 	storeFail  prometheus.Counter
 	ackSeconds prometheus.Histogram
+}
+
+// blockedGauge exports how many WeCom APIs a configuration fault blocks
+// right now (see wecom.BlockedError): non-zero means work is waiting for an
+// operator's fix in the WeCom console, which /v1/status names.
+func blockedGauge(wc interface{ Stats() wecom.Stats }) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "pendinglink_wecom_blocked_apis",
+		Help: "WeCom APIs blocked by a configuration fault (60020, 48002, 301002, 670001, …), per API and dealer.",
+	}, func() float64 { return float64(len(wc.Stats().Blocked)) })
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {

@@ -31,7 +31,8 @@ func (s *Server) status(c echo.Context) error {
 		},
 		Callbacks: apiclient.CallbacksStatus{Rejected: s.metrics.rejectedCounts()},
 		Queue:     apiclient.QueueStatus{Pending: st.QueuePending},
-		WeCom:     apiclient.WeComStatus{Calls: map[string]int64{}, Errors: map[string]int64{}, Quota: []apiclient.QuotaWindow{}},
+		WeCom: apiclient.WeComStatus{Calls: map[string]int64{}, Errors: map[string]int64{}, Quota: []apiclient.QuotaWindow{},
+			Blocked: []apiclient.BlockedAPI{}},
 	}
 	if s.cfg.Pipeline != nil {
 		ps, err := s.cfg.Pipeline.Status(c.Request().Context())
@@ -54,6 +55,9 @@ func (s *Server) status(c echo.Context) error {
 		maps.Copy(resp.WeCom.Calls, ws.Calls)
 		for code, n := range ws.Errors {
 			resp.WeCom.Errors[strconv.Itoa(code)] = n
+		}
+		for _, b := range ws.Blocked {
+			resp.WeCom.Blocked = append(resp.WeCom.Blocked, apiclient.BlockedAPI(b))
 		}
 	}
 	if s.cfg.Quota != nil {

@@ -62,7 +62,7 @@ func (p *Pipeline) Register(ctx context.Context, fan store.FanInput) (Registrati
 		case err == nil:
 			p.checkNow(ctx, fan)
 			return Registered, nil
-		case wecom.IsPermanent(err) && !wecom.IsRateLimited(err):
+		case wecom.IsPermanent(err) && !wecom.IsRateLimited(err) && !wecom.IsBlocked(err):
 			return 0, fmt.Errorf("%w: %w", ErrRefused, err)
 		}
 		p.cfg.Logger.Info("interactive registration queued after a transient error", "err", err)
@@ -107,7 +107,7 @@ func (p *Pipeline) RegisterBatch(ctx context.Context, fans []store.FanInput) (st
 func (p *Pipeline) register(ctx context.Context, unionID, openID string) ([]store.Link, error) {
 	pendingID, err := p.cfg.WeCom.UnionIDToPendingID(ctx, unionID, openID)
 	if err != nil {
-		if wecom.IsPermanent(err) && !wecom.IsRateLimited(err) {
+		if wecom.IsPermanent(err) && !wecom.IsRateLimited(err) && !wecom.IsBlocked(err) {
 			if ferr := p.cfg.Store.FailFan(ctx, unionID, err.Error()); ferr != nil {
 				p.cfg.Logger.Error("record failed registration", "err", ferr)
 			}

@@ -204,13 +204,19 @@ func deferFor(err error, now time.Time, fallback time.Duration) time.Duration {
 	return fallback
 }
 
-// classify turns a WeCom error into River's answer: snooze rate limits and
+// classify turns a WeCom error into River's answer: snooze a blocked API
+// (configuration fault) until its next probe, snooze rate limits and
 // answers with a Retry-After, retry what is retryable (River's backoff),
 // cancel what never succeeds.
 // failed is called with the reason before a cancel.
 func classify(err error, now time.Time, cfg Config, failed func(reason string)) error {
 	_, retryAfter := wecom.RetryAfter(err)
 	switch {
+	case wecom.IsBlocked(err):
+		// A configuration fault: the work waits for the client's next probe
+		// of the API, however long the fix takes.
+		until, _ := wecom.BlockedUntil(err)
+		return river.JobSnooze(max(until.Sub(now), time.Second) + 10*time.Millisecond)
 	case wecom.IsRateLimited(err), retryAfter:
 		return river.JobSnooze(deferFor(err, now, cfg.RateLimitDelay))
 	case errors.Is(err, ErrCoalescerClosed), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):

@@ -638,3 +638,37 @@ func TestChatMembersWorker(t *testing.T) {
 		require.Equal(t, store.EventFailed, b.event(t, ev.ID).State)
 	})
 }
+
+// TestResolveWorker_BlockedAPIWaitsForTheProbe: a configuration fault
+// (60020: egress IP not trusted) makes the work wait until the client's
+// next probe, never fail: fixing the console lets it flow again.
+func TestResolveWorker_BlockedAPIWaitsForTheProbe(t *testing.T) {
+	t.Parallel()
+	probe := testNow.Add(wecom.MinProbeInterval)
+	b, ev := setupFailingLookup(t, &wecom.BlockedError{
+		API: wecom.APIExternalUserIDToPendingID, RetryAt: probe,
+		Err: &wecom.APIError{API: wecom.APIExternalUserIDToPendingID, Code: wecom.CodeIPNotAllowed, Msg: "from ip: 203.0.113.7"},
+	})
+	res := mustWork(t, b, resolveArgs(ev), withAttempt(25))
+	require.Equal(t, river.EventKindJobSnoozed, res.EventKind)
+	require.Equal(t, store.EventPending, b.event(t, ev.ID).State, "nothing fails for good")
+	require.Nil(t, b.pl.HandleError(t.Context(), res.Job, nil))
+}
+
+// TestRegister_BlockedAPIQueues: an interactive registration meeting a
+// configuration fault is queued (202), not refused (422), and the fan is
+// not failed.
+func TestRegister_BlockedAPIQueues(t *testing.T) {
+	t.Parallel()
+	b := setupWorkers(t, nil)
+	b.wecom.UnionIDToPendingIDFunc = func(context.Context, string, string) (string, error) {
+		return "", &wecom.BlockedError{API: wecom.APIUnionIDToPendingID, RetryAt: testNow.Add(time.Minute),
+			Err: &wecom.APIError{API: wecom.APIUnionIDToPendingID, Code: wecom.CodeNoPermission, Msg: "api forbidden"}}
+	}
+	got, err := b.pl.Register(t.Context(), store.FanInput{UnionID: "test-u1", OpenID: "o-test-u1"})
+	require.NoError(t, err)
+	require.Equal(t, pipeline.Queued, got)
+	f, err := b.db.FindFan(t.Context(), "test-u1")
+	require.NoError(t, err)
+	require.Equal(t, store.FanNew, f.State)
+}

@@ -105,7 +105,7 @@ func (c *Client) ExternalUserIDToPendingID(ctx context.Context, corpID, chatID s
 		tk = tokenKey{corpID: corpID, agentID: agent, downstream: true}
 	}
 	resp, err := do[batchResp](ctx, c, call{
-		api: APIExternalUserIDToPendingID, method: http.MethodPost, token: &tk,
+		api: APIExternalUserIDToPendingID, method: http.MethodPost, token: &tk, corp: corpID,
 		body: batchReq{ChatID: chatID, ExternalUserID: ids},
 	})
 	if err != nil {
@@ -342,7 +342,7 @@ func (c *Client) GroupChatMembers(ctx context.Context, corpID, chatID string) ([
 		tk = tokenKey{corpID: corpID, agentID: agent, downstream: true}
 	}
 	resp, err := do[groupChatResp](ctx, c, call{
-		api: APIGroupChatGet, method: http.MethodPost, token: &tk,
+		api: APIGroupChatGet, method: http.MethodPost, token: &tk, corp: corpID,
 		body: groupChatReq{ChatID: chatID},
 	})
 	if err != nil {

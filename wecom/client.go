@@ -147,6 +147,9 @@ type Client struct {
 
 	statsMu sync.Mutex
 	stats   Stats
+
+	// blocked holds the APIs a configuration fault blocked (blocked.go).
+	blocked gate
 }
 
 // NewClient validates cfg and returns a Client. An error names the missing
@@ -257,6 +260,8 @@ type Stats struct {
 	TransportErrors int64
 	// QuotaRejected counts calls a local Limiter refused (no request made).
 	QuotaRejected int64
+	// Blocked lists the APIs blocked by a configuration fault right now.
+	Blocked []Blocked
 }
 
 // Stats returns a copy of the counters.
@@ -264,6 +269,7 @@ func (c *Client) Stats() Stats {
 	c.statsMu.Lock()
 	defer c.statsMu.Unlock()
 	s := c.stats
+	s.Blocked = c.blocked.list()
 	s.Calls = make(map[string]int64, len(c.stats.Calls))
 	for k, v := range c.stats.Calls {
 		s.Calls[k] = v
@@ -305,6 +311,7 @@ type call struct {
 	method string         // http.MethodGet or http.MethodPost
 	query  url.Values     // extra query parameters (gettoken only)
 	token  *tokenKey      // which access_token to send; nil: none
+	corp   string         // the dealer a configuration fault of this call concerns; "": the whole API
 	quota  *quota.Limiter // reserved before every request; nil: none
 	body   any            // JSON request body for POST
 }
@@ -320,6 +327,16 @@ func do[T any, PT responsePtr[T]](ctx context.Context, c *Client, cl call) (*T, 
 			return nil, fmt.Errorf("wecom: %s: encode request: %w", cl.api, err)
 		}
 	}
+	probe, err := c.blocked.enter(cl.api, cl.corp, c.now())
+	if err != nil {
+		return nil, err
+	}
+	resp, err := doCall[T, PT](ctx, c, cl, body)
+	return resp, c.blocked.leave(cl.api, cl.corp, probe, err, c.now())
+}
+
+// doCall is do without the configuration-fault gate.
+func doCall[T any, PT responsePtr[T]](ctx context.Context, c *Client, cl call, body []byte) (*T, error) {
 	refreshed := false
 	var lastErr error
 	for attempt := 1; ; {

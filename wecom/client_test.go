@@ -429,9 +429,14 @@ func TestClient_TokenCache(t *testing.T) {
 		}))
 
 		_, err := tb.callPending(t.Context())
-		require.True(t, wecom.IsPermanent(err))
+		require.True(t, wecom.IsConfigFault(err))
+		require.True(t, wecom.IsBlocked(err), "a wrong corp id blocks gettoken")
 		_, err = tb.callPending(t.Context())
-		require.NoError(t, err)
+		require.True(t, wecom.IsBlocked(err), "no gettoken storm while blocked")
+		require.Equal(t, 1, tb.calls(wecom.APIGetToken))
+		tb.clock.Advance(wecom.MinProbeInterval)
+		_, err = tb.callPending(t.Context())
+		require.NoError(t, err, "the probe found it fixed; nothing was cached")
 		require.Equal(t, 2, tb.calls(wecom.APIGetToken))
 	})
 }

@@ -124,7 +124,7 @@ func (c *Client) fetchToken(ctx context.Context, k tokenKey) (string, error) {
 		api = APICorpGetToken
 		up := c.upstreamKey()
 		resp, err = do[tokenResp](ctx, c, call{
-			api: api, method: http.MethodPost, token: &up,
+			api: api, method: http.MethodPost, token: &up, corp: k.corpID,
 			body: corpTokenReq{CorpID: k.corpID, BusinessType: businessTypeUpDown, AgentID: k.agentID},
 		})
 	} else {

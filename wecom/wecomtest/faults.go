@@ -51,6 +51,9 @@ type Faults struct {
 type Fault struct {
 	// Errcode, when non-zero, is answered as {"errcode":Errcode,...} with HTTP 200.
 	Errcode int
+	// Msg, with Errcode, replaces the errmsg the fake would send (e.g. the
+	// "from ip: …" of a 60020).
+	Msg string
 	// Status, when non-zero, is answered as that HTTP status with a plain-text body.
 	Status int
 	// Drop closes the connection without an answer.

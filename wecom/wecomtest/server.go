@@ -360,7 +360,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.writeStatus(w, api, d.fault.Status)
 		return
 	case d.fault.Errcode != 0:
-		s.writeJSON(w, api, d.fault.Errcode, nil)
+		s.writeJSONMsg(w, api, d.fault.Errcode, d.fault.Msg, nil)
 		return
 	}
 
@@ -439,7 +439,15 @@ func (s *Server) upstream(h tokenHandlerFunc) handlerFunc {
 
 // writeJSON answers like WeCom: HTTP 200, errcode and errmsg merged into resp.
 func (s *Server) writeJSON(w http.ResponseWriter, api string, code int, resp map[string]any) {
-	out := map[string]any{"errcode": code, "errmsg": errmsg(code)}
+	s.writeJSONMsg(w, api, code, "", resp)
+}
+
+// writeJSONMsg is writeJSON with an errmsg of the caller's ("": the usual one).
+func (s *Server) writeJSONMsg(w http.ResponseWriter, api string, code int, msg string, resp map[string]any) {
+	if msg == "" {
+		msg = errmsg(code)
+	}
+	out := map[string]any{"errcode": code, "errmsg": msg}
 	if code == 0 {
 		for k, v := range resp {
 			out[k] = v

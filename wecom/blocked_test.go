@@ -1,0 +1,73 @@
+package wecom_test
+
+import (
+	"net/http"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/pendinglink/pendinglink/wecom"
+)
+
+func TestClient_ConfigurationFaultBlocksTheAPI(t *testing.T) {
+	t.Parallel()
+	const msg = "not allow to access from your ip, from ip: 203.0.113.7"
+	tb := setupPending(t, firstThen(3, always(wecom.CodeIPNotAllowed, msg), pendingOK))
+	start := tb.clock.Now()
+
+	// The first answer blocks the API: no retry, no further call.
+	_, err := tb.callPending(t.Context())
+	require.True(t, wecom.IsBlocked(err))
+	require.True(t, wecom.IsConfigFault(err))
+	until, ok := wecom.BlockedUntil(err)
+	require.True(t, ok)
+	require.Equal(t, start.Add(wecom.MinProbeInterval), until)
+	_, err = tb.callPending(t.Context())
+	require.True(t, wecom.IsBlocked(err))
+	require.Equal(t, 1, tb.calls(wecom.APIUnionIDToPendingID), "blocked calls reach nobody")
+	require.Empty(t, tb.sleepDurations(), "and are not retried")
+
+	bl := tb.client.Stats().Blocked
+	require.Len(t, bl, 1)
+	require.Equal(t, wecom.Blocked{API: wecom.APIUnionIDToPendingID, Code: wecom.CodeIPNotAllowed, Msg: msg,
+		Fix: wecom.ConfigFix(wecom.CodeIPNotAllowed), Since: start, NextProbeAt: until}, bl[0])
+
+	// Probes: one a minute, then less often while the fault lasts.
+	tb.clock.Advance(wecom.MinProbeInterval)
+	_, err = tb.callPending(t.Context())
+	require.True(t, wecom.IsBlocked(err))
+	require.Equal(t, 2, tb.calls(wecom.APIUnionIDToPendingID))
+	until, _ = wecom.BlockedUntil(err)
+	require.Equal(t, tb.clock.Now().Add(2*wecom.MinProbeInterval), until, "the probe interval doubles")
+
+	tb.clock.Advance(2 * wecom.MinProbeInterval)
+	_, err = tb.callPending(t.Context())
+	require.True(t, wecom.IsBlocked(err))
+	require.Equal(t, 3, tb.calls(wecom.APIUnionIDToPendingID))
+
+	// Fixed in the console: the next probe succeeds and the block is gone.
+	tb.clock.Advance(4 * wecom.MinProbeInterval)
+	_, err = tb.callPending(t.Context())
+	require.NoError(t, err)
+	require.Empty(t, tb.client.Stats().Blocked)
+	_, err = tb.callPending(t.Context())
+	require.NoError(t, err)
+}
+
+func TestClient_ConfigurationFaultOfOneDealerBlocksOnlyIt(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	tb.handle(wecom.APIExternalUserIDToPendingID, func(_ http.ResponseWriter, req apiRequest) any {
+		if req.N == 1 {
+			return fail(wecom.CodeAppNotShared, "app not in share scope")
+		}
+		return ok("result", []any{})
+	})
+	_, err := tb.client.ExternalUserIDToPendingID(t.Context(), "wwdealer1", "", []string{"wm1"})
+	require.True(t, wecom.IsBlocked(err))
+	_, err = tb.client.ExternalUserIDToPendingID(t.Context(), "wwdealer2", "", []string{"wm2"})
+	require.NoError(t, err, "another dealer's lookups go on")
+	_, err = tb.client.ExternalUserIDToPendingID(t.Context(), "wwdealer1", "", []string{"wm1"})
+	require.True(t, wecom.IsBlocked(err))
+	require.Equal(t, "wwdealer1", tb.client.Stats().Blocked[0].CorpID)
+}
