@@ -1,0 +1,114 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"strings"
+	"time"
+)
+
+// retryBatch bounds one re-drive transaction, so a large re-drive never
+// holds the single writer for long.
+const retryBatch = 500
+
+// retryWhere builds the WHERE clause of a re-drive over table alias a
+// (events or fans) and its arguments.
+func retryWhere(state, reasonCol, timeCol string, f RetryFilter) (string, []any) {
+	where, args := []string{"state = ?"}, []any{state}
+	if f.Reason != "" {
+		where = append(where, "instr("+reasonCol+", ?) > 0")
+		args = append(args, f.Reason)
+	}
+	if !f.Since.IsZero() {
+		where = append(where, timeCol+" >= ?")
+		args = append(args, f.Since.UnixMilli())
+	}
+	if !f.Until.IsZero() {
+		where = append(where, timeCol+" < ?")
+		args = append(args, f.Until.UnixMilli())
+	}
+	return strings.Join(where, " AND "), args
+}
+
+func (e *sqliteEngine) retryEvents(ctx context.Context, jobs jobInserter, f RetryFilter, now time.Time) (int64, error) {
+	where, args := retryWhere(f.State, "reason", "received_at", f)
+	if f.DryRun {
+		var n int64
+		err := e.read.QueryRowContext(ctx, `SELECT count(*) FROM events WHERE `+where, args...).Scan(&n)
+		return n, sqliteError("count events to retry", err)
+	}
+	var total int64
+	// Each round moves up to retryBatch events out of the selected state,
+	// so the next round's query finds the rest.
+	for {
+		var n int
+		err := e.withTx(ctx, "retry events", func(tx *sql.Tx) error {
+			rows, err := tx.QueryContext(ctx, `SELECT id FROM events WHERE `+where+` ORDER BY id LIMIT ?`, append(args, retryBatch)...)
+			if err != nil {
+				return sqliteError("select events to retry", err)
+			}
+			var ids []int64
+			for rows.Next() {
+				var id int64
+				if err := rows.Scan(&id); err != nil {
+					rows.Close()
+					return sqliteError("select events to retry", err)
+				}
+				ids = append(ids, id)
+			}
+			if err := rows.Close(); err != nil {
+				return sqliteError("select events to retry", err)
+			}
+			for _, id := range ids {
+				ev, err := eventTx(ctx, tx, id)
+				if err != nil {
+					return err
+				}
+				if err := jobs.insert(ctx, tx, jobs.eventJobs(ev, id)); err != nil {
+					return sqliteError("enqueue retried event", err)
+				}
+				if _, err := tx.ExecContext(ctx, `UPDATE events SET state = 'pending', reason = '', updated_at = ? WHERE id = ?`,
+					now.UnixMilli(), id); err != nil {
+					return sqliteError("retry event", err)
+				}
+			}
+			n = len(ids)
+			return nil
+		})
+		total += int64(n)
+		if err != nil || n < retryBatch {
+			return total, err
+		}
+	}
+}
+
+func (e *sqliteEngine) retryFans(ctx context.Context, jobs jobInserter, f RetryFilter, now time.Time) (int64, error) {
+	where, args := retryWhere(FanFailed, "last_error", "updated_at", f)
+	if f.DryRun {
+		var n int64
+		err := e.read.QueryRowContext(ctx, `SELECT count(*) FROM fans WHERE `+where, args...).Scan(&n)
+		return n, sqliteError("count fans to retry", err)
+	}
+	var total int64
+	for {
+		fans, err := e.queryFans(ctx, `SELECT unionid, openid FROM fans WHERE `+where+` ORDER BY unionid LIMIT ?`, append(args, retryBatch)...)
+		if err != nil || len(fans) == 0 {
+			return total, err
+		}
+		err = e.withTx(ctx, "retry fans", func(tx *sql.Tx) error {
+			for _, fan := range fans {
+				if _, err := tx.ExecContext(ctx, `UPDATE fans SET state = 'new', updated_at = ? WHERE unionid = ?`, now.UnixMilli(), fan.UnionID); err != nil {
+					return sqliteError("retry fan", err)
+				}
+				if _, err := jobs.register(ctx, tx, fan, 3); err != nil {
+					return sqliteError("enqueue register", err)
+				}
+			}
+			return nil
+		})
+		total += int64(len(fans))
+		if err != nil || len(fans) < retryBatch {
+			return total, err
+		}
+	}
+}
