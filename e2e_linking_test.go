@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"net/http"
 	"testing"
@@ -297,4 +298,39 @@ func (w *e2eWorld) metrics() string {
 	code, body := w.do(http.MethodGet, "/metrics", nil, false)
 	require.Equal(w.t, http.StatusOK, code)
 	return string(body)
+}
+
+// TestE2E_RetryRedrivesWhatFailed: an event and a fan failed for good
+// (WeCom refused them) are re-driven with "pendinglink retry" once the
+// cause is fixed, and link.
+func TestE2E_RetryRedrivesWhatFailed(t *testing.T) {
+	t.Parallel()
+	w := startE2E(t, e2eOptions{})
+	cli := func(args ...string) string {
+		var out, errs bytes.Buffer
+		getenv := func(k string) string {
+			return map[string]string{"PENDINGLINK_ADMIN_TOKEN": w.admin, "PENDINGLINK_URL": w.url("")}[k]
+		}
+		require.NoError(t, run(t.Context(), args, getenv, &out, &errs), errs.String())
+		return out.String()
+	}
+
+	// 50002: the staff member was outside the app's visible range.
+	p := w.registered()
+	w.wc.FailNext(wecomtest.APIExternalUserIDToPendingID, wecomtest.Fault{Errcode: 50002})
+	_, ev := w.addCustomer(p, "staff-a")
+	w.send(ev)
+	w.waitFor("the event to fail", func() bool { return w.status().Events.Failed == 1 })
+	require.Equal(t, "1 events match (dry run: nothing changed)\n", cli("retry", "events", "--reason", "50002", "--dry-run"))
+	require.Equal(t, "1 events re-queued\n", cli("retry", "events", "--reason", "50002"))
+	require.True(t, w.waitLinks(p.UnionID, 1)[0].Active)
+	require.Zero(t, w.status().Events.Failed)
+
+	// 610016 for a bulk registration: the corp was not certified yet.
+	q := w.fan()
+	w.wc.FailNext(wecomtest.APIUnionIDToPendingID, wecomtest.Fault{Errcode: 610016})
+	require.EqualValues(t, 1, w.registerBatch([]wecomtest.Person{q}).Queued)
+	w.waitFor("the fan to fail", func() bool { return w.getFan(q.UnionID).State == store.FanFailed })
+	require.Equal(t, "1 fans re-queued\n", cli("retry", "fans"))
+	w.waitFor("the fan to register", func() bool { return w.getFan(q.UnionID).PendingID != "" })
 }

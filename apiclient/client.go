@@ -143,6 +143,21 @@ func (c *Client) Reconcile(ctx context.Context, registeredBefore time.Time) (Rec
 	return rr, err
 }
 
+// RetryEvents re-drives failed (or, with State "unmatched", unmatched)
+// events with POST /v1/events/retry.
+func (c *Client) RetryEvents(ctx context.Context, r RetryRequest) (RetryResponse, error) {
+	var out RetryResponse
+	_, err := c.do(ctx, http.MethodPost, "/v1/events/retry", r, &out)
+	return out, err
+}
+
+// RetryFans re-queues failed fans with POST /v1/fans/retry.
+func (c *Client) RetryFans(ctx context.Context, r RetryRequest) (RetryResponse, error) {
+	var out RetryResponse
+	_, err := c.do(ctx, http.MethodPost, "/v1/fans/retry", r, &out)
+	return out, err
+}
+
 // do sends in as JSON (nil: no body), decodes a 2xx answer into out and
 // returns the status.
 func (c *Client) do(ctx context.Context, method, path string, in, out any) (int, error) {

@@ -156,3 +156,26 @@ type QueueStatus struct {
 	// Pending counts jobs not yet finished (available, scheduled, retrying, running).
 	Pending int64 `json:"pending"`
 }
+
+// RetryRequest is the body of POST /v1/events/retry and /v1/fans/retry.
+// Every field is optional.
+type RetryRequest struct {
+	// State of the events to re-drive: "failed" (default) or "unmatched"
+	// (look their customers up again). Not used for fans.
+	State string `json:"state,omitempty"`
+	// Reason keeps only those whose reason contains it.
+	Reason string `json:"reason,omitempty"`
+	// Since and Until bound when the event was received (for a fan: when
+	// it last changed).
+	Since time.Time `json:"since,omitzero"`
+	Until time.Time `json:"until,omitzero"`
+	// DryRun only counts.
+	DryRun bool `json:"dry_run,omitempty"`
+}
+
+// RetryResponse answers a retry: how many matched (and, unless DryRun,
+// were re-queued).
+type RetryResponse struct {
+	Matched int64 `json:"matched"`
+	DryRun  bool  `json:"dry_run"`
+}

@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,6 +31,32 @@ func (a *api) mount(g *echo.Group) {
 	g.GET("/links", a.findLinks)
 	g.GET("/customers/:corp_id/:external_userid", a.getCustomer)
 	g.POST("/reconcile", a.reconcile)
+	g.POST("/events/retry", a.retry(Pipeline.RetryEvents, "events"))
+	g.POST("/fans/retry", a.retry(Pipeline.RetryFans, "fans"))
+}
+
+// retry re-drives what the body selects (failed events, unmatched events
+// or failed fans): 200 {"matched": n, "dry_run": …}. With dry_run nothing
+// changes.
+func (a *api) retry(redrive func(Pipeline, context.Context, store.RetryFilter) (int64, error), what string) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		var in apiclient.RetryRequest
+		if c.Request().ContentLength != 0 {
+			if err := decodeJSON(c, &in); err != nil {
+				return err
+			}
+		}
+		if what == "fans" && in.State != "" {
+			return badRequest("state: fans are always the failed ones")
+		}
+		f := store.RetryFilter{State: in.State, Reason: in.Reason, Since: in.Since, Until: in.Until, DryRun: in.DryRun}
+		n, err := redrive(a.pipeline, c.Request().Context(), f)
+		if err != nil {
+			return storeError(err)
+		}
+		a.logger.Info("retry requested", "what", what, "state", in.State, "reason", in.Reason, "matched", n, "dry_run", in.DryRun)
+		return c.JSON(http.StatusOK, apiclient.RetryResponse{Matched: n, DryRun: in.DryRun})
+	}
 }
 
 // reconcile starts a sweep: 202 with the sweep, which may be one already

@@ -49,6 +49,10 @@ type Pipeline interface {
 	Reconcile(ctx context.Context, registeredBefore time.Time) (s *store.Sweep, started bool, err error)
 	// LatestSweep returns the newest sweep, nil if none.
 	LatestSweep(ctx context.Context) (*store.Sweep, error)
+	// RetryEvents re-drives failed or unmatched events; RetryFans re-queues
+	// failed fans. Both return how many matched. Errors: store.ErrInvalid.
+	RetryEvents(ctx context.Context, f store.RetryFilter) (int64, error)
+	RetryFans(ctx context.Context, f store.RetryFilter) (int64, error)
 }
 
 // Queries are the reads behind the /v1 lookups. *store.DB implements it.

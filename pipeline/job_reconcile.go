@@ -33,6 +33,9 @@ type reconcileStore interface {
 	StartSweep(ctx context.Context, reason string, registeredBefore time.Time) (*store.Sweep, bool, error)
 	// LatestSweep returns the newest sweep, nil if none.
 	LatestSweep(ctx context.Context) (*store.Sweep, error)
+	// RetryEvents and RetryFans re-drive what failed.
+	RetryEvents(ctx context.Context, f store.RetryFilter) (int64, error)
+	RetryFans(ctx context.Context, f store.RetryFilter) (int64, error)
 }
 
 // Reconcile starts a sweep of the registered fans without an active link
@@ -46,6 +49,17 @@ func (p *Pipeline) Reconcile(ctx context.Context, registeredBefore time.Time) (*
 // LatestSweep returns the newest sweep with its progress, nil if none.
 func (p *Pipeline) LatestSweep(ctx context.Context) (*store.Sweep, error) {
 	return p.cfg.Store.LatestSweep(ctx)
+}
+
+// RetryEvents re-drives the failed (or unmatched) events f selects: they
+// get their jobs again and go back to pending.
+func (p *Pipeline) RetryEvents(ctx context.Context, f store.RetryFilter) (int64, error) {
+	return p.cfg.Store.RetryEvents(ctx, f)
+}
+
+// RetryFans re-queues the failed fans f selects for registration.
+func (p *Pipeline) RetryFans(ctx context.Context, f store.RetryFilter) (int64, error) {
+	return p.cfg.Store.RetryFans(ctx, f)
 }
 
 // reconcileWorker finds customers the dealers already have, or added while

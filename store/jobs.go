@@ -86,3 +86,19 @@ func (j jobInserter) register(ctx context.Context, tx *sql.Tx, f FanInput, prior
 	}
 	return !res.UniqueSkippedAsDuplicate, nil
 }
+
+// registerAgain inserts f's register job without its uniqueness: a failed
+// fan's last job may still count as running for a moment after it failed
+// the fan, and a retry must not be skipped as its duplicate.
+func (j jobInserter) registerAgain(ctx context.Context, tx *sql.Tx, f FanInput, priority int) error {
+	if j.policy == nil {
+		return nil
+	}
+	p := j.policy.RegisterJob(f, priority)
+	if p.InsertOpts != nil {
+		opts := *p.InsertOpts
+		opts.UniqueOpts = river.UniqueOpts{}
+		p.InsertOpts = &opts
+	}
+	return j.insert(ctx, tx, []river.InsertManyParams{p})
+}

@@ -100,7 +100,7 @@ func (e *sqliteEngine) retryFans(ctx context.Context, jobs jobInserter, f RetryF
 				if _, err := tx.ExecContext(ctx, `UPDATE fans SET state = 'new', updated_at = ? WHERE unionid = ?`, now.UnixMilli(), fan.UnionID); err != nil {
 					return sqliteError("retry fan", err)
 				}
-				if _, err := jobs.register(ctx, tx, fan, 3); err != nil {
+				if err := jobs.registerAgain(ctx, tx, fan, 3); err != nil {
 					return sqliteError("enqueue register", err)
 				}
 			}

@@ -44,6 +44,7 @@ func Exercise(t *testing.T, open func(tb testing.TB, cfg store.Config) *store.DB
 		{"Follows", x.follows},
 		{"LinkExisting", x.linkExisting},
 		{"Reconcile", x.reconcile},
+		{"Retry", x.retry},
 		{"RegisterFans", x.registerFans},
 		{"FailFan", x.failFan},
 		{"FindFan", x.findFan},
