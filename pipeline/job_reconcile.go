@@ -73,6 +73,11 @@ type reconcileWorker struct {
 	store reconcileStore
 }
 
+// Timeout implements river.Worker: a run spends up to ReconcileBatch
+// calls, paced by the quota limiter (180 ms apart at 20,000/hour), longer
+// than River's default minute.
+func (w *reconcileWorker) Timeout(*river.Job[ReconcileArgs]) time.Duration { return 15 * time.Minute }
+
 func (w *reconcileWorker) Work(ctx context.Context, _ *river.Job[ReconcileArgs]) error {
 	budget := int64(w.cfg.ReconcileBatch)
 	if q := w.cfg.ExistingQuota; q != nil {

@@ -14,9 +14,9 @@ const (
 	SweepDowntime = "downtime"
 )
 
-// Sweep is a reconcile sweep: the registered fans without an active link
-// created at or before RegisteredBefore are checked against
-// unionid_to_external_userid once more, newest first.
+// Sweep is a reconcile sweep: the registered fans created at or before
+// RegisteredBefore are checked against unionid_to_external_userid once
+// more, those without an active link first, newest first.
 type Sweep struct {
 	ID               int64      `json:"id"`
 	Reason           string     `json:"reason"`

@@ -8,9 +8,10 @@ import (
 )
 
 // sweepFans is the WHERE clause of a sweep's fans still to check, given the
-// arguments registered_before and started_at.
-const sweepFans = `f.state = 'registered' AND f.created_at <= ? AND (f.checked_at IS NULL OR f.checked_at < ?)
-	AND NOT EXISTS (SELECT 1 FROM links l WHERE l.unionid = f.unionid AND l.active = 1)`
+// arguments registered_before and started_at. Linked fans are swept too
+// (after the unmatched ones): a fan linked at one dealer may have been added
+// by another while nobody heard.
+const sweepFans = `f.state = 'registered' AND f.created_at <= ? AND (f.checked_at IS NULL OR f.checked_at < ?)`
 
 func (e *sqliteEngine) startSweep(ctx context.Context, reason string, registeredBefore, now time.Time) (s *Sweep, started bool, err error) {
 	err = e.withTx(ctx, "start sweep", func(tx *sql.Tx) error {
@@ -75,7 +76,7 @@ func (e *sqliteEngine) fansToCheck(ctx context.Context, limit int, includeNew bo
 	out.Sweep = s
 	if room := limit - len(out.New); room > 0 {
 		out.Swept, err = e.queryFans(ctx, `SELECT f.unionid, f.openid FROM fans f WHERE `+sweepFans+`
-			ORDER BY f.created_at DESC, f.unionid DESC LIMIT ?`, s.RegisteredBefore.UnixMilli(), s.StartedAt.UnixMilli(), room)
+			ORDER BY EXISTS (SELECT 1 FROM links l WHERE l.unionid = f.unionid AND l.active = 1), f.created_at DESC, f.unionid DESC LIMIT ?`, s.RegisteredBefore.UnixMilli(), s.StartedAt.UnixMilli(), room)
 	}
 	return out, err
 }

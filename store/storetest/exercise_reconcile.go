@@ -51,7 +51,7 @@ func (open exerciser) reconcile(t *testing.T) {
 		b.addFan(t, "test-a", "p-a")
 		b.clock.Advance(time.Minute)
 		b.addFan(t, "test-b", "p-b")
-		b.link(t) // test-u1 is linked: not swept
+		b.link(t) // test-u1 is linked: swept last
 		for _, u := range []string{"test-a", "test-b", "test-u1"} {
 			_, err := b.db.RecordCheck(t.Context(), u, nil, 0)
 			require.NoError(t, err)
@@ -64,7 +64,7 @@ func (open exerciser) reconcile(t *testing.T) {
 		require.NoError(t, err)
 		require.True(t, started)
 		require.True(t, s.Running())
-		require.EqualValues(t, 2, s.Remaining)
+		require.EqualValues(t, 3, s.Remaining)
 		require.True(t, s.RegisteredBefore.Equal(cutoff))
 
 		again, started, err := b.db.StartSweep(t.Context(), store.SweepDowntime, time.Time{})
@@ -75,7 +75,7 @@ func (open exerciser) reconcile(t *testing.T) {
 		got, err := b.db.NextFansToCheck(t.Context(), 10, false)
 		require.NoError(t, err)
 		require.Equal(t, s.ID, got.Sweep.ID)
-		require.Equal(t, []string{"test-b", "test-a"}, unionIDsOf(got.Swept), "newest first")
+		require.Equal(t, []string{"test-b", "test-a", "test-u1"}, unionIDsOf(got.Swept), "unmatched first, newest first")
 
 		links, err := b.db.RecordCheck(t.Context(), "test-b", []store.CorpCustomer{{CorpID: "wwtestcorp", ExternalUserID: "wmtest-b"}}, s.ID)
 		require.NoError(t, err)
@@ -84,10 +84,12 @@ func (open exerciser) reconcile(t *testing.T) {
 		require.NoError(t, err)
 		require.EqualValues(t, 1, s.Checked)
 		require.EqualValues(t, 1, s.Linked)
-		require.EqualValues(t, 1, s.Remaining)
+		require.EqualValues(t, 2, s.Remaining)
 
-		_, err = b.db.RecordCheck(t.Context(), "test-a", nil, s.ID)
-		require.NoError(t, err)
+		for _, u := range []string{"test-a", "test-u1"} {
+			_, err = b.db.RecordCheck(t.Context(), u, nil, s.ID)
+			require.NoError(t, err)
+		}
 		got, err = b.db.NextFansToCheck(t.Context(), 10, false)
 		require.NoError(t, err)
 		require.Empty(t, got.Swept)
@@ -95,7 +97,7 @@ func (open exerciser) reconcile(t *testing.T) {
 		s, err = b.db.LatestSweep(t.Context())
 		require.NoError(t, err)
 		require.False(t, s.Running())
-		require.EqualValues(t, 2, s.Checked)
+		require.EqualValues(t, 3, s.Checked)
 		require.Zero(t, s.Remaining)
 	})
 
