@@ -52,6 +52,9 @@ type e2eOptions struct {
 	Dealers int
 	// Env adds or overrides configuration variables.
 	Env map[string]string
+	// BeforeStart runs after the fake WeCom is set up and before
+	// pendinglink starts, e.g. to script faults its start-up meets.
+	BeforeStart func(*wecomtest.Server)
 }
 
 // e2eWorld is a running fake WeCom plus a running pendinglink, with helpers
@@ -147,6 +150,9 @@ func startE2E(t *testing.T, opts e2eOptions) *e2eWorld {
 			t.Logf("pendinglink log (last lines):\n%s", w.logs.tail(150))
 		}
 	})
+	if opts.BeforeStart != nil {
+		opts.BeforeStart(wc)
+	}
 	w.startApp()
 	t.Cleanup(w.closeApp)
 	return w

@@ -334,3 +334,21 @@ func TestE2E_RetryRedrivesWhatFailed(t *testing.T) {
 	require.Equal(t, "1 fans re-queued\n", cli("retry", "fans"))
 	w.waitFor("the fan to register", func() bool { return w.getFan(q.UnionID).PendingID != "" })
 }
+
+// TestE2E_AllowlistHealsWhenWeComWasDownAtStart: list_app_share_info fails
+// at start-up; the first authentic callback of a dealer then refreshes the
+// allow-list and is stored, instead of being refused until the next day.
+func TestE2E_AllowlistHealsWhenWeComWasDownAtStart(t *testing.T) {
+	t.Parallel()
+	// Every start-up attempt (the client retries) gets a 503.
+	faults := make([]wecomtest.Fault, 10)
+	for i := range faults {
+		faults[i] = wecomtest.Fault{Status: http.StatusServiceUnavailable}
+	}
+	w := startE2E(t, e2eOptions{Env: map[string]string{"WECOM_DOWNSTREAM_CORP_IDS": ""},
+		BeforeStart: func(s *wecomtest.Server) { s.FailNext(wecomtest.APIListAppShareInfo, faults...) }})
+	p := w.registered()
+	_, ev := w.addCustomer(p, "staff-a")
+	w.send(ev)
+	require.True(t, w.waitLinks(p.UnionID, 1)[0].Active)
+}

@@ -150,20 +150,10 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 	// The receive-id allow-list also takes every dealer that confirmed the app
 	// share (protocol reference §1.6): now, and daily in the background.
 	refreshCtx, stopRefresh := context.WithCancel(context.WithoutCancel(ctx))
+	var refreshReceiveIDs func(context.Context) error
 	if cfg.ReceiveIDCheck == handlers.ReceiveIDAllowlist {
-		allowSharedCorps(refreshCtx, client, policy, logger)
-		go func() {
-			t := time.NewTicker(24 * time.Hour)
-			defer t.Stop()
-			for {
-				select {
-				case <-refreshCtx.Done():
-					return
-				case <-t.C:
-					allowSharedCorps(refreshCtx, client, policy, logger)
-				}
-			}
-		}()
+		refreshReceiveIDs = func(ctx context.Context) error { return allowSharedCorps(ctx, client, policy) }
+		keepAllowlist(refreshCtx, refreshReceiveIDs, logger)
 	}
 	defer func() {
 		if err != nil {
@@ -201,6 +191,8 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 		Pipeline:     pl,
 		WeCom:        client,
 		Quota:        pendingQuota,
+
+		RefreshReceiveIDs: refreshReceiveIDs,
 	})
 	if err != nil {
 		return nil, err
@@ -329,20 +321,48 @@ func watchDowntime(ctx context.Context, db *store.DB, cfg config, logger *slog.L
 type pipelineErrors struct{ river.ErrorHandler }
 
 // allowSharedCorps adds the corps that share the app to the receive-id
-// allow-list. A failure keeps the configured list and is logged: WeCom may be
-// unreachable at start, and the signature still proves authenticity.
-func allowSharedCorps(ctx context.Context, client *wecom.Client, policy *handlers.ReceiveIDPolicy, logger *slog.Logger) {
+// allow-list. On failure the list keeps what it had: the signature still
+// proves authenticity.
+func allowSharedCorps(ctx context.Context, client *wecom.Client, policy *handlers.ReceiveIDPolicy) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	corps, err := client.ListAppShareInfo(ctx)
 	if err != nil {
-		logger.Warn("list_app_share_info failed: the receive-id allow-list keeps WECOM_DOWNSTREAM_CORP_IDS only", "err", err)
-		return
+		return fmt.Errorf("list_app_share_info: %w", err)
 	}
 	ids := make([]string, len(corps))
 	for i, c := range corps {
 		ids[i] = c.CorpID
 	}
 	policy.Allow(ids...)
-	logger.Info("receive-id allow-list: added the corps sharing the app", "corps", len(ids))
+	return nil
+}
+
+// keepAllowlist loads the corps sharing the app into the allow-list now
+// and then daily in the background; while WeCom is unreachable it retries
+// with backoff (1 s doubling to 5 min) instead of waiting a day. A
+// callback from a corp not on the list, or a share change, refreshes it
+// sooner (handlers.Config.RefreshReceiveIDs).
+func keepAllowlist(ctx context.Context, refresh func(context.Context) error, logger *slog.Logger) {
+	backoff := time.Second
+	attempt := func() time.Duration {
+		if err := refresh(ctx); err != nil {
+			if ctx.Err() == nil {
+				logger.Warn("receive-id allow-list not loaded from WeCom: until it is, it holds WECOM_DOWNSTREAM_CORP_IDS and what unknown receive ids fetch",
+					"retry_in", backoff.String(), "err", err)
+			}
+			wait := backoff
+			backoff = min(2*backoff, 5*time.Minute)
+			return wait
+		}
+		logger.Info("receive-id allow-list: added the corps sharing the app")
+		backoff = time.Second
+		return 24 * time.Hour
+	}
+	wait := attempt()
+	go func() {
+		for quota.Sleep(ctx, wait) == nil {
+			wait = attempt()
+		}
+	}()
 }

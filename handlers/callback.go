@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -26,6 +27,9 @@ type callbackHandler struct {
 	metrics *metrics
 	// slots holds one token per callback being read and authenticated.
 	slots chan struct{}
+	// receiveIDs reloads the allow-list when an unknown receive id or a
+	// share change arrives; nil without Config.RefreshReceiveIDs.
+	receiveIDs *refresher
 }
 
 // callbackReadTimeout is how long a callback body may take to arrive.
@@ -72,6 +76,15 @@ func (h *callbackHandler) authenticate(c echo.Context, q signedQuery, encrypted 
 		return nil, nil, h.reject(c, http.StatusBadRequest, ReasonDecrypt, err)
 	}
 	if !h.cfg.ReceiveIDs.Accepts(receiveID) {
+		// A dealer that joined since the last refresh is not on the list
+		// yet: ask WeCom now (rate-limited) rather than refuse an authentic
+		// event, which WeCom retries only briefly.
+		ctx, cancel := context.WithTimeout(c.Request().Context(), refreshTimeout)
+		refreshed := h.receiveIDs.refreshNow(ctx, "unknown receive id")
+		cancel()
+		if refreshed && h.cfg.ReceiveIDs.Accepts(receiveID) {
+			return msg, receiveID, nil
+		}
 		return nil, nil, h.reject(c, http.StatusForbidden, ReasonReceiveID,
 			errors.New("receive id "+strconv.Quote(string(receiveID))+" not allowed by mode "+h.cfg.ReceiveIDs.Mode()))
 	}
@@ -139,6 +152,9 @@ func (h *callbackHandler) receive(c echo.Context) error {
 	}
 	if inserted {
 		h.metrics.accepted.WithLabelValues(ev.Kind).Inc()
+		if isShareChange(ev.Event) {
+			h.receiveIDs.refreshLater("app share changed")
+		}
 	} else {
 		h.metrics.duplicates.Inc()
 	}

@@ -54,6 +54,8 @@ type setupOpts struct {
 	store       handlers.Store
 	bodyLimit   int64
 	concurrency int
+	// refresh is Config.RefreshReceiveIDs.
+	refresh func(ctx context.Context) error
 }
 
 func setup(t *testing.T, opts setupOpts) *testBundle {
@@ -77,6 +79,7 @@ func setup(t *testing.T, opts setupOpts) *testBundle {
 		Registerer: reg, Gatherer: reg,
 		MaxAge: opts.maxAge, Now: func() time.Time { return tb.now },
 		BodyLimit: opts.bodyLimit, CallbackConcurrency: opts.concurrency,
+		RefreshReceiveIDs: opts.refresh,
 	})
 	require.NoError(t, err)
 	tb.handler = s

@@ -122,6 +122,13 @@ type Config struct {
 	// Queries answers the /v1 lookups mounted with Pipeline. Defaults to
 	// Store when it implements Queries (as *store.DB does).
 	Queries Queries
+	// RefreshReceiveIDs reloads ReceiveIDs' allow-list from WeCom (the corps
+	// sharing the app). With it, a callback with an unknown receive id
+	// triggers a refresh (at most once per RefreshInterval) before it is
+	// refused, and a share-change event triggers one. Optional.
+	RefreshReceiveIDs func(ctx context.Context) error
+	// RefreshInterval defaults to DefaultRefreshInterval.
+	RefreshInterval time.Duration
 	// WeCom reports API calls and errors for /v1/status. Optional.
 	WeCom interface{ Stats() wecom.Stats }
 	// Quota is the unionid_to_pending_id limiter, whose windows /v1/status
@@ -201,6 +208,12 @@ func New(cfg Config) (*Server, error) {
 	e.HTTPErrorHandler = s.handleError
 
 	cb := &callbackHandler{cfg: cfg, metrics: m, slots: make(chan struct{}, cfg.CallbackConcurrency)}
+	if cfg.RefreshReceiveIDs != nil {
+		if cfg.RefreshInterval <= 0 {
+			cfg.RefreshInterval = DefaultRefreshInterval
+		}
+		cb.receiveIDs = &refresher{refresh: cfg.RefreshReceiveIDs, interval: cfg.RefreshInterval, now: cfg.Now, logger: cfg.Logger}
+	}
 	e.GET(cfg.CallbackPath, cb.verifyURL)
 	e.POST(cfg.CallbackPath, cb.receive)
 
