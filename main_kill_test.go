@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/pendinglink/pendinglink/apiclient"
+	"github.com/pendinglink/pendinglink/handlers"
+	"github.com/pendinglink/pendinglink/store"
+	"github.com/pendinglink/pendinglink/wecom"
+	"github.com/pendinglink/pendinglink/wecom/wecomtest"
+)
+
+// TestServe_KillNineWhileWeComIsSlowLinksEverythingAfterRestart: the
+// binary is SIGKILLed in the middle of a burst of adds while WeCom answers
+// slowly, so resolve jobs are running when it dies. After a restart (and
+// WeCom's resends of what went unanswered) every customer is linked, and
+// the test reports how long that took after the restart.
+func TestServe_KillNineWhileWeComIsSlowLinksEverythingAfterRestart(t *testing.T) {
+	t.Parallel()
+	const (
+		customers = 600
+		senders   = 8
+		killAt    = customers / 3
+		latency   = 300 * time.Millisecond
+	)
+	bin := buildBinary(t)
+	wc := wecomtest.NewServer(wecomtest.WithQuotas(wecomtest.Quota{Hour: 1 << 30, Day: 1 << 30, Month: 1 << 30}, wecomtest.Quota{}))
+	t.Cleanup(wc.Close)
+	dealer := wc.AddDealer("dealer-1", "staff-a")
+	token, aesKey, admin := wecomtest.RandomToken(16), wecomtest.RandomAESKey(), wecomtest.RandomToken(32)
+	env := fakeWeComEnv(wc, token, aesKey, admin, filepath.Join(t.TempDir(), "kill.db"), []wecomtest.Dealer{dealer})
+	env["WECOM_PENDING_QUOTA_HOUR"], env["WECOM_PENDING_QUOTA_DAY"], env["WECOM_PENDING_QUOTA_MONTH"] = "100000000", "100000000", "100000000"
+	env["PENDINGLINK_BACKFILL_EXISTING"] = "false" // only the add path: no existing-customer checks
+	logs := &logBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("pendinglink log (last lines):\n%s", logs.tail(100))
+		}
+	})
+	client := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	sender := func(p *serveProc, attempts int) *wecomtest.Sender {
+		sd, err := wc.NewSender(wecomtest.SenderConfig{URL: "http://" + p.addr + handlers.DefaultCallbackPath, Token: token,
+			EncodingAESKey: aesKey, HTTPClient: client, Timeout: e2eTimeout, MaxAttempts: attempts})
+		require.NoError(t, err)
+		return sd
+	}
+	api := func(p *serveProc) *apiclient.Client {
+		return &apiclient.Client{BaseURL: "http://" + p.addr, Token: admin, HTTPClient: client}
+	}
+	waitStatus := func(p *serveProc, what string, cond func(apiclient.StatusResponse) bool) {
+		t.Helper()
+		deadline := time.Now().Add(2 * e2eTimeout)
+		tick := time.NewTicker(50 * time.Millisecond) // an outside process: poll it
+		defer tick.Stop()
+		for {
+			st, err := api(p).Status(t.Context())
+			require.NoError(t, err)
+			if cond(st) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s: %+v", what, st)
+			}
+			<-tick.C
+		}
+	}
+
+	// Every customer is a registered fan, so every add makes a link.
+	fans := make([]store.FanInput, customers)
+	events := make([]wecom.Event, customers)
+	for i := range events {
+		p := wc.AddPerson()
+		fans[i] = store.FanInput{UnionID: p.UnionID, OpenID: p.OpenID}
+		events[i] = wc.ContactEvent(wc.AddCustomer(dealer, p, "staff-a"), wecom.ChangeAddExternalContact)
+	}
+	first := startServe(t, bin, env, logs)
+	_, err := api(first).RegisterFans(t.Context(), fans)
+	require.NoError(t, err)
+	waitStatus(first, "every fan registered", func(st apiclient.StatusResponse) bool { return st.Fans.Registered == customers })
+
+	// The burst, with WeCom slow: resolve jobs are in flight at the kill.
+	wc.SetFaults(wecomtest.Faults{Latency: latency})
+	sd := sender(first, 1)
+	statuses := make([]int, customers)
+	var acks atomic.Int64
+	killNow, burstDone := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(burstDone)
+		inParallel(senders, customers, func(i int) {
+			res, err := sd.Send(context.Background(), events[i])
+			if err != nil && !errors.Is(err, wecomtest.ErrNotDelivered) {
+				t.Errorf("delivery %d: %v", i, err)
+			}
+			statuses[i] = res.Status
+			if res.Status == http.StatusOK && acks.Add(1) == killAt {
+				close(killNow)
+			}
+		})
+	}()
+	select {
+	case <-killNow:
+	case <-burstDone:
+		t.Fatalf("the burst ended with %d acknowledgements, before the kill point (%d)", acks.Load(), killAt)
+	}
+	first.kill(t)
+	<-burstDone
+	unanswered := 0
+	for _, s := range statuses {
+		if s != http.StatusOK {
+			unanswered++
+		}
+	}
+	require.Positive(t, unanswered, "the kill did not interrupt the burst")
+
+	// Restart; WeCom resends what got no 200.
+	restarted := time.Now()
+	second := startServe(t, bin, env, logs)
+	require.Contains(t, logs.String(), "resumed jobs a stopped process left running",
+		"resolve jobs were running at the kill, and are resumed at once")
+	sd = sender(second, 0)
+	inParallel(senders, customers, func(i int) {
+		if statuses[i] != http.StatusOK {
+			_, err := sd.Send(context.Background(), events[i])
+			require.NoError(t, err)
+		}
+	})
+	waitStatus(second, "every customer linked", func(st apiclient.StatusResponse) bool { return st.Links.Active == customers })
+	t.Logf("killed after %d of %d acknowledgements (%d unanswered, WeCom latency %s); all %d customers linked %s after the restart",
+		killAt, customers, unanswered, latency, customers, time.Since(restarted).Round(10*time.Millisecond))
+	st, err := api(second).Status(t.Context())
+	require.NoError(t, err)
+	require.EqualValues(t, customers, st.Events.Received, "each event stored once")
+	require.EqualValues(t, customers, st.Links.Total, "no link twice")
+	second.stop(t)
+}
