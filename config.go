@@ -33,21 +33,23 @@ type config struct {
 	AdminToken      string
 	CallbackPath    string
 	CallbackMaxAge  time.Duration
-	LogLevel        slog.Level
-	ShutdownTimeout time.Duration
-	QuotaHour       int64
-	QuotaDay        int64
-	QuotaMonth      int64
-	ExternalHour    int64
-	ExternalDay     int64
-	WebhookURL      string
-	WebhookSecret   string
-	Backfill        bool
-	ResolveWindow   time.Duration
-	ResolveWorkers  int64
-	ResolveMaxWait  time.Duration
-	RenewBefore     time.Duration
-	RenewInterval   time.Duration
+	// CallbackMaxBytes caps a callback body (handlers.Config.BodyLimit).
+	CallbackMaxBytes int64
+	LogLevel         slog.Level
+	ShutdownTimeout  time.Duration
+	QuotaHour        int64
+	QuotaDay         int64
+	QuotaMonth       int64
+	ExternalHour     int64
+	ExternalDay      int64
+	WebhookURL       string
+	WebhookSecret    string
+	Backfill         bool
+	ResolveWindow    time.Duration
+	ResolveWorkers   int64
+	ResolveMaxWait   time.Duration
+	RenewBefore      time.Duration
+	RenewInterval    time.Duration
 
 	ReconcileInterval      time.Duration
 	ReconcileAfterDowntime time.Duration
@@ -133,6 +135,15 @@ func settings() []setting {
 					return errors.New("must start with /")
 				}
 				c.CallbackPath = v
+				return nil
+			}},
+		{env: "PENDINGLINK_CALLBACK_MAX_BYTES", def: strconv.Itoa(handlers.DefaultBodyLimit), usage: "largest callback body accepted (413 above); real events are a few KiB",
+			apply: func(c *config, v string) error {
+				n, err := strconv.ParseInt(v, 10, 64)
+				if err != nil || n < 1024 || n > handlers.MaxBodyLimit {
+					return fmt.Errorf("must be an integer from 1024 to %d", handlers.MaxBodyLimit)
+				}
+				c.CallbackMaxBytes = n
 				return nil
 			}},
 		{env: "PENDINGLINK_CALLBACK_MAX_AGE", def: "24h", usage: "reject callbacks whose timestamp is older than this (0 disables)",

@@ -62,6 +62,9 @@ func TestLoadConfig(t *testing.T) {
 		require.Equal(t, 24*time.Hour, cfg.CallbackMaxAge)
 		require.Equal(t, "/wecom/callback", cfg.CallbackPath)
 		require.Equal(t, "allowlist", cfg.ReceiveIDCheck)
+		require.EqualValues(t, handlers.DefaultBodyLimit, cfg.CallbackMaxBytes)
+		require.True(t, cfg.Backfill, "existing customers are checked by default")
+		require.Equal(t, time.Minute, cfg.ReconcileAfterDowntime)
 	})
 
 	t.Run("FlagOverridesEnv", func(t *testing.T) {
@@ -81,6 +84,9 @@ func TestLoadConfig(t *testing.T) {
 		{"ErrShortAdminToken", "PENDINGLINK_ADMIN_TOKEN", "short-secret", "PENDINGLINK_ADMIN_TOKEN: must be at least 16"},
 		{"ErrBadMaxAge", "PENDINGLINK_CALLBACK_MAX_AGE", "soon", "PENDINGLINK_CALLBACK_MAX_AGE: must be"},
 		{"ErrBadLogLevel", "PENDINGLINK_LOG_LEVEL", "loud", "PENDINGLINK_LOG_LEVEL"},
+		{"ErrTinyBodyCap", "PENDINGLINK_CALLBACK_MAX_BYTES", "99", "PENDINGLINK_CALLBACK_MAX_BYTES: must be an integer from 1024"},
+		{"ErrHugeBodyCap", "PENDINGLINK_CALLBACK_MAX_BYTES", "99999999", "PENDINGLINK_CALLBACK_MAX_BYTES: must be an integer from 1024"},
+		{"ErrZeroReconcileInterval", "PENDINGLINK_RECONCILE_INTERVAL", "0s", "PENDINGLINK_RECONCILE_INTERVAL: must be positive"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

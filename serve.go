@@ -186,6 +186,7 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 		Registerer:   reg,
 		Gatherer:     reg,
 		CallbackPath: cfg.CallbackPath,
+		BodyLimit:    cfg.CallbackMaxBytes,
 		MaxAge:       cfg.CallbackMaxAge,
 		Now:          opts.Now,
 		Pipeline:     pl,
