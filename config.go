@@ -51,6 +51,7 @@ type config struct {
 	RenewBefore      time.Duration
 	RenewInterval    time.Duration
 
+	NotCustomerYetDelay    time.Duration
 	ReconcileInterval      time.Duration
 	ReconcileAfterDowntime time.Duration
 }
@@ -193,6 +194,8 @@ func settings() []setting {
 			apply: durationSetting(func(c *config) *time.Duration { return &c.ResolveMaxWait })},
 		{env: "PENDINGLINK_RESOLVE_WORKERS", def: "200", usage: "resolve jobs worked at once (bounds the batch size; 100 ids fill a call)",
 			apply: intSetting(func(c *config) *int64 { return &c.ResolveWorkers })},
+		{env: "PENDINGLINK_NOT_CUSTOMER_YET_DELAY", def: "45s", usage: "how long a fresh add whose lookup answers 84061 or no pending_id waits for its one retry (the reference advises 30-60 s)",
+			apply: durationSetting(func(c *config) *time.Duration { return &c.NotCustomerYetDelay })},
 		{env: "PENDINGLINK_RENEW_BEFORE", def: "168h", usage: "renew unmatched fans' pending_ids this long before they expire",
 			apply: durationSetting(func(c *config) *time.Duration { return &c.RenewBefore })},
 		{env: "PENDINGLINK_RENEW_INTERVAL", def: "1h", usage: "how often the renewal job looks for expiring pending_ids",

@@ -163,7 +163,7 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 	pcfg := pipeline.Config{
 		Store: db, WeCom: client, Coalescer: coalescer, Logger: logger,
 		RenewBefore: cfg.RenewBefore, Quota: pendingQuota, Now: opts.Now,
-		CheckExisting: cfg.Backfill, ExistingQuota: externalQuota,
+		CheckExisting: cfg.Backfill, ExistingQuota: externalQuota, NotCustomerYetDelay: cfg.NotCustomerYetDelay,
 	}
 	if cfg.WebhookURL != "" {
 		pcfg.Webhook = &pipeline.Webhook{URL: cfg.WebhookURL, Secret: cfg.WebhookSecret}

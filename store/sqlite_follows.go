@@ -69,6 +69,18 @@ func applyFollow(ctx context.Context, tx *sql.Tx, c followChange, nowMS int64) e
 				return sqliteError("update unnamed follow", err)
 			}
 		}
+		if c.active {
+			// An add made before unionid_to_external_userid reported the
+			// customer, delivered after it, names the holder the check
+			// found: that member takes the hold over, so their removal ends
+			// it. (The hold keeps its time: an older event never revives it.)
+			if _, err := tx.ExecContext(ctx, `UPDATE follows SET active = 0, source = ?, updated_at = ?
+				WHERE corp_id = ? AND external_userid = ? AND user_id = '' AND chat_id = '' AND active = 1
+				AND source = 'existing' AND changed_at >= ?`,
+				c.source, nowMS, c.corpID, c.externalUserID, c.at); err != nil {
+				return sqliteError("hand over the existing hold", err)
+			}
+		}
 	}
 	_, err := tx.ExecContext(ctx, `INSERT INTO follows (corp_id, external_userid, user_id, chat_id, active, source, changed_at, event_id, updated_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)

@@ -215,6 +215,28 @@ func (open exerciser) follows(t *testing.T) {
 		require.Len(t, w.end(t, w.remove(t, store.KindDelFollowUser, "staff-x", b.clock.Now())), 1)
 	})
 
+	test("LateAddExplainsTheExistingHold", func(t *testing.T, b *bundle, w *world, t0 time.Time) {
+		// Ensure that when the add behind a customer found by
+		// unionid_to_external_userid arrives after the check, its staff
+		// member takes the unnamed hold over: their removal ends the link.
+		b.clock.Set(t0.Add(time.Minute))
+		links, err := b.db.LinkExisting(t.Context(), "test-u1", []store.CorpCustomer{{CorpID: "wwtestcorp", ExternalUserID: "wmtest1"}})
+		require.NoError(t, err)
+		require.Len(t, links, 1)
+		w.resolve(t, w.add(t, "staff-a", t0)) // made before the check, delivered after it
+		ended := w.end(t, w.remove(t, store.KindDelFollowUser, "staff-a", t0.Add(2*time.Minute)))
+		require.Len(t, ended, 1, "nobody holds the customer any more")
+	})
+
+	test("NewerAddDoesNotExplainTheExistingHold", func(t *testing.T, b *bundle, w *world, t0 time.Time) {
+		// Ensure an add made after the check is another holder: its removal
+		// leaves the customer held by whoever the check found.
+		_, err := b.db.LinkExisting(t.Context(), "test-u1", []store.CorpCustomer{{CorpID: "wwtestcorp", ExternalUserID: "wmtest1"}})
+		require.NoError(t, err)
+		w.resolve(t, w.add(t, "staff-b", t0.Add(time.Minute)))
+		require.Empty(t, w.end(t, w.remove(t, store.KindDelFollowUser, "staff-b", t0.Add(2*time.Minute))))
+	})
+
 	test("ExistingCustomerKeepsKnownHolders", func(t *testing.T, b *bundle, w *world, t0 time.Time) {
 		// Ensure a customer whose holders are known is not given an unnamed
 		// one: when the known one removes it, the link ends.
