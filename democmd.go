@@ -10,10 +10,12 @@ import (
 	"time"
 
 	"github.com/pendinglink/pendinglink/demo"
+	"github.com/pendinglink/pendinglink/wecom/wecomtest"
 )
 
 // demoCommand runs "pendinglink demo": it parses the flags and runs
-// demo.Run with a server started like "pendinglink serve".
+// demo.Run (or, with --scenario disorder, demo.RunDisorder) with a server
+// started like "pendinglink serve".
 func demoCommand(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -34,8 +36,15 @@ func demoCommand(ctx context.Context, args []string, getenv func(string) string,
 	fs.DurationVar(&o.WeComLatency, "wecom-latency", 0, "latency the fake WeCom adds to every API call")
 	fs.BoolVar(&o.RegisterFirst, "register-first", false, "register every fan before the first callback")
 	fs.IntVar(&o.QuotaHour, "quota-hour", 3_600_000, "unionid_to_pending_id quota per hour, of pendinglink and of the fake (WeCom's is 100000)")
+	scenario := fs.String("scenario", "default", "default, or disorder: out-of-order callbacks, an outage, transfers, chats, both pending_id models")
+	pendingModel := fs.String("pending-model", "", "disorder: when-registered or registered-first (default: both, one after the other)")
+	staff := fs.Int("staff", 3, "disorder: staff members per dealer")
+	window := fs.Int("window", 8, "disorder: callbacks shuffled together")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *scenario != "default" && *scenario != "disorder" {
+		return errors.New("demo: --scenario: must be default or disorder")
 	}
 	if o.Fans < 0 || o.Customers < 0 || o.Dealers < 1 || o.FanShare < 0 || o.FanShare > 1 || o.ChatSize > 100 ||
 		o.Rate < 0 || o.QuotaHour < 1 {
@@ -65,5 +74,33 @@ func demoCommand(ctx context.Context, args []string, getenv func(string) string,
 		}
 		return "http://" + a.addr.String(), a.close, nil
 	}
+	if *scenario == "disorder" {
+		return runDisorderDemo(ctx, fs, o, *pendingModel, *staff, *window, stdout)
+	}
 	return demo.Run(ctx, o, stdout)
+}
+
+// runDisorderDemo runs demo.RunDisorder with the shared flags; --dealers
+// defaults to 4 there.
+func runDisorderDemo(ctx context.Context, fs *flag.FlagSet, o demo.Options, model string, staff, window int, stdout io.Writer) error {
+	d := demo.DisorderOptions{
+		Fans: o.Fans, Dealers: 4, Staff: staff, Seed: o.Seed, Timeout: o.Timeout, Window: window,
+		DupShare: o.DupShare, Env: o.Env, StartServer: o.StartServer,
+	}
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "dealers" {
+			d.Dealers = o.Dealers
+		}
+	})
+	switch model {
+	case "":
+		d.Models = []wecomtest.PendingModel{wecomtest.PendingWhenRegistered, wecomtest.PendingRegisteredFirst}
+	case "when-registered":
+		d.Models = []wecomtest.PendingModel{wecomtest.PendingWhenRegistered}
+	case "registered-first":
+		d.Models = []wecomtest.PendingModel{wecomtest.PendingRegisteredFirst}
+	default:
+		return errors.New("demo: --pending-model: must be when-registered or registered-first")
+	}
+	return demo.RunDisorder(ctx, d, stdout)
 }
