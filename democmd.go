@@ -62,30 +62,34 @@ func demoCommand(ctx context.Context, args []string, getenv func(string) string,
 			o.Env[k] = v
 		}
 	}
-	o.StartServer = func(ctx context.Context, env map[string]string, hc *http.Client) (string, func() error, error) {
+	startServer := func(ctx context.Context, env map[string]string, hc *http.Client, now func() time.Time) (string, func() error, error) {
 		cfg, err := loadConfig("demo", nil, mapEnv(env), stderr)
 		if err != nil {
 			return "", nil, err
 		}
 		logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
-		a, err := startApp(ctx, cfg, logger, appOptions{HTTPClient: hc})
+		a, err := startApp(ctx, cfg, logger, appOptions{HTTPClient: hc, Now: now})
 		if err != nil {
 			return "", nil, err
 		}
 		return "http://" + a.addr.String(), a.close, nil
 	}
+	o.StartServer = func(ctx context.Context, env map[string]string, hc *http.Client) (string, func() error, error) {
+		return startServer(ctx, env, hc, nil)
+	}
 	if *scenario == "disorder" {
-		return runDisorderDemo(ctx, fs, o, *pendingModel, *staff, *window, stdout)
+		return runDisorderDemo(ctx, fs, o, *pendingModel, *staff, *window, startServer, stdout)
 	}
 	return demo.Run(ctx, o, stdout)
 }
 
 // runDisorderDemo runs demo.RunDisorder with the shared flags; --dealers
 // defaults to 4 there.
-func runDisorderDemo(ctx context.Context, fs *flag.FlagSet, o demo.Options, model string, staff, window int, stdout io.Writer) error {
+func runDisorderDemo(ctx context.Context, fs *flag.FlagSet, o demo.Options, model string, staff, window int,
+	startServer func(context.Context, map[string]string, *http.Client, func() time.Time) (string, func() error, error), stdout io.Writer) error {
 	d := demo.DisorderOptions{
 		Fans: o.Fans, Dealers: 4, Staff: staff, Seed: o.Seed, Timeout: o.Timeout, Window: window,
-		DupShare: o.DupShare, Env: o.Env, StartServer: o.StartServer,
+		DupShare: o.DupShare, Env: o.Env, StartServer: startServer,
 	}
 	fs.Visit(func(f *flag.Flag) {
 		if f.Name == "dealers" {

@@ -20,14 +20,12 @@ import (
 )
 
 // TestDemoDisorder runs "pendinglink demo --scenario disorder" small, once
-// per pending_id model (in parallel: each waits out the server's 45 s grace
-// of a fresh add), and checks that it links exactly the fake's true pairs.
+// per pending_id model, and checks that it links exactly the fake's true
+// pairs.
 func TestDemoDisorder(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a server for about a minute")
 	}
-	t.Skip("server bug: a customer found by unionid_to_external_userid before its add callback arrives stays active " +
-		"after every staff member removes it (the unnamed 'existing' hold is never ended); see the report of branch disorder")
 	for _, model := range []string{"when-registered", "registered-first"} {
 		t.Run(model, func(t *testing.T) {
 			t.Parallel()
@@ -50,14 +48,13 @@ func TestDemoDisorder(t *testing.T) {
 	}
 }
 
-// TestDisorderExistingHoldOutlivesRemoval reproduces the server bug the
-// disorder scenario finds, in its smallest form: a fan registers after a
+// TestDisorderExistingHoldOutlivesRemoval is the smallest form of the bug
+// the disorder scenario found (fixed in store/sqlite_follows.go): a fan registers after a
 // staff member added them but before the add's callback arrives, so the
 // immediate unionid_to_external_userid check holds the customer for an
 // unnamed holder; the add's callback then names the staff member, whose
 // removal must end the link, and does not.
 func TestDisorderExistingHoldOutlivesRemoval(t *testing.T) {
-	t.Skip("server bug (store/sqlite_follows.go applyFollow): a removal by a staff member whose add was seen never ends the unnamed 'existing' hold")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	wc := wecomtest.NewServer()

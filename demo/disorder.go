@@ -37,9 +37,13 @@ type DisorderOptions struct {
 	DupShare float64
 	// Env holds extra server settings that override the scenario's.
 	Env map[string]string
-	// StartServer is as in Options. It is called twice per model, on the
-	// same database: the scenario stops the server for an outage.
-	StartServer func(ctx context.Context, env map[string]string, httpClient *http.Client) (baseURL string, stop func() error, err error)
+	// StartServer is as in Options, and the server must read the time from
+	// now: the fake WeCom's clock, which stamps the events' CreateTime, so
+	// that the server's own stamps (a customer found by
+	// unionid_to_external_userid, the heartbeat) compare with them as with
+	// WeCom. It is called twice per model, on the same database: the
+	// scenario stops the server for an outage.
+	StartServer func(ctx context.Context, env map[string]string, httpClient *http.Client, now func() time.Time) (baseURL string, stop func() error, err error)
 }
 
 // DisorderReport is what one run under one pending_id model found.
@@ -170,6 +174,10 @@ func runDisorder(ctx context.Context, o DisorderOptions, model wecomtest.Pending
 	)
 	wc.Start()
 	defer wc.Close()
+	// The fake clock runs at real speed, plus a second per world change
+	// (step): the server's quota pacing and token expiry see time pass.
+	stopClock := runClock(wc.Clock)
+	defer stopClock()
 	dir, err := os.MkdirTemp("", "pendinglink-disorder-")
 	if err != nil {
 		return DisorderReport{}, fmt.Errorf("temporary database: %w", err)
@@ -210,6 +218,9 @@ func runDisorder(ctx context.Context, o DisorderOptions, model wecomtest.Pending
 		// reconcile job runs often enough to finish within the scenario.
 		"PENDINGLINK_RECONCILE_AFTER_DOWNTIME": "1s",
 		"PENDINGLINK_RECONCILE_INTERVAL":       reconcileInterval.String(),
+		// The fake answers a lookup at once; real WeCom may not know a fresh
+		// add yet, which is what the default 45 s is for.
+		"PENDINGLINK_NOT_CUSTOMER_YET_DELAY": "2s",
 	}
 	maps.Copy(w.env, o.Env)
 	stop, err := w.startServer(ctx)
@@ -388,7 +399,7 @@ func runDisorder(ctx context.Context, o DisorderOptions, model wecomtest.Pending
 // startServer starts pendinglink on the run's database and points the API
 // client and the callback sender at it.
 func (w *disorder) startServer(ctx context.Context) (func() error, error) {
-	base, stop, err := w.o.StartServer(ctx, w.env, w.wc.HTTPClient())
+	base, stop, err := w.o.StartServer(ctx, w.env, w.wc.HTTPClient(), w.wc.Clock.Now)
 	if err != nil {
 		return nil, fmt.Errorf("start the server: %w", err)
 	}
@@ -398,16 +409,31 @@ func (w *disorder) startServer(ctx context.Context) (func() error, error) {
 }
 
 // step moves the fake clock a second on, so that every change has its own
-// CreateTime. It never lets the clock fall behind the real one, which the
-// server stamps a customer found by unionid_to_external_userid with: a
-// change made after that check must be newer, as with WeCom.
+// CreateTime.
 func (w *disorder) step() {
-	next := w.wc.Clock.Now().Add(time.Second)
-	if now := time.Now().Truncate(time.Second); now.After(next) {
-		next = now
-	}
-	w.wc.Clock.Set(next)
+	w.wc.Clock.Advance(time.Second)
 	w.changes++
+}
+
+// runClock advances c with real time until the returned func is called.
+func runClock(c *wecomtest.Clock) (stop func()) {
+	done, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		last := time.Now()
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-t.C:
+				c.Advance(now.Sub(last))
+				last = now
+			}
+		}
+	}()
+	return func() { close(done); <-stopped }
 }
 
 func (w *disorder) emit(ev wecom.Event) { w.queue = append(w.queue, ev) }

@@ -1,6 +1,10 @@
 package pipeline
 
-import "github.com/riverqueue/river"
+import (
+	"time"
+
+	"github.com/riverqueue/river"
+)
 
 // WorkerOf returns the pipeline's worker for T's kind, for rivertest.
 func WorkerOf[T river.JobArgs](p *Pipeline) river.Worker[T] {
@@ -11,4 +15,13 @@ func WorkerOf[T river.JobArgs](p *Pipeline) river.Worker[T] {
 		}
 	}
 	return nil
+}
+
+// PeriodicInsert returns each periodic job's args and insert options, by id.
+func PeriodicInsert() map[string]func() (river.JobArgs, *river.InsertOpts) {
+	out := map[string]func() (river.JobArgs, *river.InsertOpts){}
+	for _, p := range periodics(time.Hour, time.Minute) {
+		out[p.id] = p.job
+	}
+	return out
 }

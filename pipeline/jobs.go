@@ -132,17 +132,42 @@ func Queues(resolveWorkers int) map[string]river.QueueConfig {
 // renewInterval, the reconcile job every reconcileInterval and at start,
 // and the quota prune daily and at start.
 func PeriodicJobs(renewInterval, reconcileInterval time.Duration) []*river.PeriodicJob {
-	return []*river.PeriodicJob{
-		river.NewPeriodicJob(river.PeriodicInterval(reconcileInterval),
-			func() (river.JobArgs, *river.InsertOpts) { return ReconcileArgs{}, nil },
-			&river.PeriodicJobOpts{ID: "reconcile", RunOnStart: true}),
-		river.NewPeriodicJob(river.PeriodicInterval(renewInterval),
-			func() (river.JobArgs, *river.InsertOpts) { return RenewArgs{}, nil },
-			&river.PeriodicJobOpts{ID: "renew"}),
-		river.NewPeriodicJob(river.PeriodicInterval(24*time.Hour),
-			func() (river.JobArgs, *river.InsertOpts) { return PruneArgs{}, nil },
-			&river.PeriodicJobOpts{ID: "prune", RunOnStart: true}),
+	var out []*river.PeriodicJob
+	for _, p := range periodics(renewInterval, reconcileInterval) {
+		out = append(out, river.NewPeriodicJob(river.PeriodicInterval(p.every), p.job, &river.PeriodicJobOpts{ID: p.id, RunOnStart: p.onStart}))
 	}
+	return out
+}
+
+// periodic is one periodic job.
+type periodic struct {
+	id      string
+	every   time.Duration
+	onStart bool
+	job     river.PeriodicJobConstructor
+}
+
+func periodics(renewInterval, reconcileInterval time.Duration) []periodic {
+	return []periodic{
+		{"renew", renewInterval, false, func() (river.JobArgs, *river.InsertOpts) {
+			return RenewArgs{}, &river.InsertOpts{UniqueOpts: onlyOne}
+		}},
+		{"reconcile", reconcileInterval, true, func() (river.JobArgs, *river.InsertOpts) {
+			return ReconcileArgs{}, &river.InsertOpts{UniqueOpts: onlyOne}
+		}},
+		{"prune", 24 * time.Hour, true, func() (river.JobArgs, *river.InsertOpts) { return PruneArgs{}, nil }},
+	}
+}
+
+// onlyOne keeps a periodic job from being inserted while one of its kind is
+// still queued or running: two reconcile runs at once would check the same
+// fans twice.
+var onlyOne = river.UniqueOpts{ByState: unfinished}
+
+// unfinished are the states of a job not yet done.
+var unfinished = []rivertype.JobState{
+	rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateRetryable,
+	rivertype.JobStateRunning, rivertype.JobStateScheduled,
 }
 
 // Policy is the pipeline's store.JobPolicy: which jobs follow each write.
@@ -208,12 +233,6 @@ func (Policy) PendingIDJobs(store.FanInput) []river.InsertManyParams { return ni
 func (Policy) RegisterJob(f store.FanInput, priority int) river.InsertManyParams {
 	return river.InsertManyParams{Args: RegisterArgs(f), InsertOpts: &river.InsertOpts{
 		Queue: QueueRegister, Priority: priority,
-		UniqueOpts: river.UniqueOpts{
-			ByArgs: true,
-			ByState: []rivertype.JobState{
-				rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateRetryable,
-				rivertype.JobStateRunning, rivertype.JobStateScheduled,
-			},
-		},
+		UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: unfinished},
 	}}
 }

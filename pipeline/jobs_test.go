@@ -2,8 +2,10 @@ package pipeline_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pendinglink/pendinglink/pipeline"
@@ -98,4 +100,18 @@ func TestPolicy_FollowUps(t *testing.T) {
 	require.Equal(t, pipeline.QueueRegister, reg.InsertOpts.Queue)
 	require.Equal(t, pipeline.PriorityInteractive, reg.InsertOpts.Priority)
 	require.True(t, reg.InsertOpts.UniqueOpts.ByArgs, "one register job per fan while unfinished")
+}
+
+// TestPeriodicJobs_OneRunAtATime: a periodic run still going when the next
+// is due must not get company (two reconcile runs would check the same fans).
+func TestPeriodicJobs_OneRunAtATime(t *testing.T) {
+	t.Parallel()
+	jobs := pipeline.PeriodicInsert()
+	require.Len(t, pipeline.PeriodicJobs(time.Hour, time.Minute), len(jobs))
+	for _, id := range []string{"renew", "reconcile"} {
+		args, opts := jobs[id]()
+		require.NotNil(t, opts, id)
+		require.Contains(t, opts.UniqueOpts.ByState, rivertype.JobStateRunning, args.Kind())
+		require.Contains(t, opts.UniqueOpts.ByState, rivertype.JobStateAvailable, args.Kind())
+	}
 }
