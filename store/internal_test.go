@@ -145,24 +145,24 @@ func TestCommitBatch(t *testing.T) {
 	})
 }
 
-func TestSQLiteError(t *testing.T) {
+func TestDBError_SQLite(t *testing.T) {
 	t.Parallel()
 	db := openInternal(t, Config{})
 	ctx := t.Context()
 
-	require.NoError(t, sqliteError("op", nil))
+	require.NoError(t, dbError("op", nil))
 
 	err := db.SQL().QueryRowContext(ctx, `SELECT 1 FROM events WHERE id = 0`).Scan(new(int))
-	require.ErrorIs(t, sqliteError("find", err), ErrNotFound)
+	require.ErrorIs(t, dbError("find", err), ErrNotFound)
 
 	_, err = db.SQL().ExecContext(ctx, `INSERT INTO quota_counters (key, bucket, count) VALUES ('k', 1, 1), ('k', 1, 1)`)
-	require.ErrorIs(t, sqliteError("insert", err), ErrConflict)
+	require.ErrorIs(t, dbError("insert", err), ErrConflict)
 
 	_, err = db.SQL().ExecContext(ctx, `INSERT INTO fan_pending_ids (pending_id, unionid, issued_at, expires_at) VALUES ('p', 'no-such-fan', 0, 0)`)
-	require.ErrorIs(t, sqliteError("insert", err), ErrConflict, "foreign keys are enforced")
+	require.ErrorIs(t, dbError("insert", err), ErrConflict, "foreign keys are enforced")
 
 	_, err = db.SQL().ExecContext(ctx, `SELECT * FROM no_such_table`)
-	got := sqliteError("select", err)
+	got := dbError("select", err)
 	require.ErrorContains(t, got, "store: select: ")
 	require.False(t, errors.Is(got, ErrConflict) || errors.Is(got, ErrNotFound) || errors.Is(got, errBusy))
 }

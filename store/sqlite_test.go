@@ -2,7 +2,6 @@ package store_test
 
 import (
 	"context"
-	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -67,14 +66,18 @@ func TestOpen(t *testing.T) {
 		require.Equal(t, store.DefaultBusyTimeout.Milliseconds(), pragma(t, db, `busy_timeout`))
 	})
 
-	t.Run("PostgresIsNotImplemented", func(t *testing.T) {
+	t.Run("PostgresErrorsHideThePassword", func(t *testing.T) {
 		t.Parallel()
-		for _, dsn := range []string{"postgres://u:s3cret@localhost/db", "postgresql://u:s3cret@localhost/db"} {
+		// Nothing listens on port 1: Open picks PostgreSQL for both schemes
+		// and fails to connect, without echoing the password.
+		for _, dsn := range []string{"postgres://u:s3cret@127.0.0.1:1/db", "postgresql://u:s3cret@127.0.0.1:1/db?connect_timeout=5"} {
 			_, err := store.Open(t.Context(), store.Config{DSN: dsn})
-			require.ErrorIs(t, err, errors.ErrUnsupported)
-			require.ErrorContains(t, err, "not implemented yet")
+			require.ErrorContains(t, err, "store: connect to PostgreSQL")
 			require.NotContains(t, err.Error(), "s3cret")
 		}
+		_, err := store.Open(t.Context(), store.Config{DSN: "postgres://u:s3cret@127.0.0.1:1/db?sslmode=bogus"})
+		require.ErrorIs(t, err, store.ErrInvalid, "a DSN pgx cannot parse")
+		require.NotContains(t, err.Error(), "s3cret")
 	})
 
 	t.Run("ErrBadPath", func(t *testing.T) {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,6 +40,7 @@ const (
 	DefaultBusyTimeout     = 5 * time.Second
 	DefaultSoftStopTimeout = 10 * time.Second
 	DefaultMaxWorkers      = 10
+	DefaultMaxConns        = 10
 
 	DefaultCheckpointInterval       = time.Second
 	DefaultWriteFailureWindow       = 30 * time.Second
@@ -50,10 +50,11 @@ const (
 // Config configures Open. The zero value opens ./pendinglink.db with an
 // insert-only River client.
 type Config struct {
-	// DSN is a SQLite file path (e.g. "./pendinglink.db") or a "file:" URI.
-	// In-memory databases are rejected: WAL and the separate read pool need a
-	// file. A "postgres://" or "postgresql://" DSN is reserved for the
-	// PostgreSQL engine, which is not implemented yet.
+	// DSN is a SQLite file path (e.g. "./pendinglink.db") or a "file:" URI,
+	// or a PostgreSQL URL starting with "postgres://" or "postgresql://"
+	// (pgx's syntax, e.g. "postgres://user:pass@host:5432/db?sslmode=disable").
+	// In-memory SQLite databases are rejected: WAL and the separate read pool
+	// need a file. Errors never include the DSN's password.
 	// Defaults to DefaultDSN.
 	DSN string
 
@@ -120,11 +121,23 @@ type Config struct {
 	MaxBatch int
 
 	// ReadConns is the size of the read-only pool used by Status and the
-	// Find/Load methods. Defaults to DefaultReadConns.
+	// Find/Load methods. Defaults to DefaultReadConns. SQLite only.
 	ReadConns int
 
-	// BusyTimeout is how long a statement waits for a lock held by another
-	// connection or process. Defaults to DefaultBusyTimeout.
+	// MaxConns is the most connections the PostgreSQL pool opens. One pool
+	// serves the store's writes and reads and River's queries (fetching,
+	// completing and rescuing jobs); River's LISTEN connection, opened when
+	// Workers is set, comes on top. Each instance sharing the database opens
+	// its own pool, so the sum over instances must stay under the server's
+	// max_connections. Defaults to DefaultMaxConns. PostgreSQL only (SQLite
+	// has one write connection and ReadConns).
+	MaxConns int
+
+	// BusyTimeout is how long a write waits for a lock held by another
+	// connection or process: SQLite's busy_timeout, and on PostgreSQL the
+	// lock_timeout of the store's write transactions, which queue for one
+	// advisory lock (see docs/ARCHITECTURE.md). A batch of events that
+	// waited longer is retried once. Defaults to DefaultBusyTimeout.
 	BusyTimeout time.Duration
 
 	// CheckpointInterval is how often SQLite's WAL is copied into the
@@ -142,7 +155,8 @@ type Config struct {
 	// RescueStuckJobsAfter is how long a job may be running before River
 	// makes it available again (it belonged to a process that died). On
 	// SQLite, jobs left running are also resumed at Start, since one
-	// process owns the file. Defaults to JobTimeout (River's default 1 min
+	// process owns the file; on PostgreSQL, shared by several instances, the
+	// rescue is the only way back. Defaults to JobTimeout (River's default 1 min
 	// when unset) plus one minute.
 	RescueStuckJobsAfter time.Duration
 
@@ -178,6 +192,9 @@ func (cfg Config) withDefaults() Config {
 	if cfg.ReadConns == 0 {
 		cfg.ReadConns = DefaultReadConns
 	}
+	if cfg.MaxConns == 0 {
+		cfg.MaxConns = DefaultMaxConns
+	}
 	if cfg.BusyTimeout == 0 {
 		cfg.BusyTimeout = DefaultBusyTimeout
 	}
@@ -208,6 +225,8 @@ func (cfg Config) validate() error {
 		return errors.New("store: Config.MaxBatch must not be negative")
 	case cfg.ReadConns < 0:
 		return errors.New("store: Config.ReadConns must not be negative")
+	case cfg.MaxConns < 0:
+		return errors.New("store: Config.MaxConns must not be negative")
 	case cfg.BusyTimeout < 0:
 		return errors.New("store: Config.BusyTimeout must not be negative")
 	case cfg.CheckpointInterval < 0:
@@ -355,11 +374,11 @@ func (db *DB) noteWrite(err error) {
 	db.writeFailed.Store(&writeFailure{at: db.cfg.Now(), err: err})
 }
 
-// Open opens the database named by cfg.DSN, sets its pragmas, applies the
-// store's migrations and River's, and builds the River client. It does not
-// start working jobs: call Start for that. Close releases everything.
-//
-// A PostgreSQL DSN returns an error wrapping errors.ErrUnsupported for now.
+// Open opens the database named by cfg.DSN (SQLite, or PostgreSQL for a
+// postgres:// URL), applies the store's migrations and River's, and builds
+// the River client. On PostgreSQL, instances opening the same database at
+// once migrate one after the other. It does not start working jobs: call
+// Start for that. Close releases everything.
 func Open(ctx context.Context, cfg Config) (*DB, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
@@ -372,8 +391,8 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		err    error
 	)
 	switch {
-	case strings.HasPrefix(cfg.DSN, "postgres://"), strings.HasPrefix(cfg.DSN, "postgresql://"):
-		return nil, fmt.Errorf("store: PostgreSQL is not implemented yet, use a SQLite file path: %w", errors.ErrUnsupported)
+	case isPostgresDSN(cfg.DSN):
+		eng, driver, err = openPostgres(ctx, cfg)
 	default:
 		eng, driver, err = openSQLite(ctx, cfg)
 	}
@@ -381,7 +400,7 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		return nil, err
 	}
 
-	rc, err := openRiver(ctx, cfg, driver)
+	rc, err := openRiver(cfg, driver)
 	if err != nil {
 		return nil, errors.Join(err, eng.close())
 	}
@@ -406,15 +425,27 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	return db, nil
 }
 
-// openRiver applies River's migrations and builds its client.
-func openRiver(ctx context.Context, cfg Config, driver riverdriver.Driver[*sql.Tx]) (*river.Client[*sql.Tx], error) {
-	migrator, err := rivermigrate.New(driver, &rivermigrate.Config{Logger: cfg.Logger})
+// migrateRiver applies River's migrations through driver: in tx when it is
+// not nil (PostgreSQL runs them on the connection holding its migration
+// lock), on driver's pool otherwise.
+func migrateRiver(ctx context.Context, logger *slog.Logger, driver riverdriver.Driver[*sql.Tx], tx *sql.Tx) error {
+	migrator, err := rivermigrate.New(driver, &rivermigrate.Config{Logger: logger})
 	if err != nil {
-		return nil, fmt.Errorf("store: river migrator: %w", err)
+		return fmt.Errorf("store: river migrator: %w", err)
 	}
-	if _, err := migrator.Migrate(ctx, rivermigrate.DirectionUp, nil); err != nil {
-		return nil, fmt.Errorf("store: river migrations: %w", err)
+	if tx != nil {
+		_, err = migrator.MigrateTx(ctx, tx, rivermigrate.DirectionUp, nil)
+	} else {
+		_, err = migrator.Migrate(ctx, rivermigrate.DirectionUp, nil)
 	}
+	if err != nil {
+		return fmt.Errorf("store: river migrations: %w", err)
+	}
+	return nil
+}
+
+// openRiver builds River's client; the engine applied River's migrations.
+func openRiver(cfg Config, driver riverdriver.Driver[*sql.Tx]) (*river.Client[*sql.Tx], error) {
 	rc, err := river.NewClient(driver, cfg.riverConfig())
 	if err != nil {
 		return nil, fmt.Errorf("store: river client: %w", err)

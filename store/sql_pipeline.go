@@ -10,11 +10,11 @@ import (
 	"time"
 )
 
-// withTx runs f in a write transaction and commits.
-func (e *sqliteEngine) withTx(ctx context.Context, op string, f func(tx *sql.Tx) error) (err error) {
-	tx, err := e.write.BeginTx(ctx, nil)
+// withTx runs f in a write transaction (see begin) and commits.
+func (e *sqlEngine) withTx(ctx context.Context, op string, f func(tx *sqlTx) error) (err error) {
+	tx, err := e.begin(ctx)
 	if err != nil {
-		return sqliteError(op+": begin", err)
+		return dbError(op+": begin", err)
 	}
 	defer func() {
 		if err != nil {
@@ -24,7 +24,7 @@ func (e *sqliteEngine) withTx(ctx context.Context, op string, f func(tx *sql.Tx)
 	if err := f(tx); err != nil {
 		return err
 	}
-	return sqliteError(op+": commit", tx.Commit())
+	return dbError(op+": commit", tx.Commit())
 }
 
 const linkColumns = `id, unionid, openid, pending_id, corp_id, external_userid, user_id, chat_id, active, matched_at, ended_at, end_reason`
@@ -58,7 +58,7 @@ func scanLink(r rowScanner) (Link, error) {
 // A customer nobody holds any more (a removal overtook the lookup) gets its
 // link created ended, with the removal's reason and no notification: the
 // brand never hears of a link that is already over.
-func upsertLink(ctx context.Context, tx *sql.Tx, jobs jobInserter, l Link, nowMS int64) (Link, bool, error) {
+func upsertLink(ctx context.Context, tx *sqlTx, jobs jobInserter, l Link, nowMS int64) (Link, bool, error) {
 	ok, reason, err := held(ctx, tx, l.CorpID, l.ExternalUserID)
 	if err != nil {
 		return Link{}, false, err
@@ -67,7 +67,7 @@ func upsertLink(ctx context.Context, tx *sql.Tx, jobs jobInserter, l Link, nowMS
 		_, err := tx.ExecContext(ctx, `INSERT INTO links (unionid, openid, pending_id, corp_id, external_userid, user_id, chat_id, active, matched_at, ended_at, end_reason, updated_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?) ON CONFLICT (unionid, corp_id, external_userid) DO NOTHING`,
 			l.UnionID, l.OpenID, l.PendingID, l.CorpID, l.ExternalUserID, l.UserID, l.ChatID, nowMS, nowMS, reason, nowMS)
-		return Link{}, false, sqliteError("insert ended link", err)
+		return Link{}, false, dbError("insert ended link", err)
 	}
 	row := tx.QueryRowContext(ctx, `INSERT INTO links (unionid, openid, pending_id, corp_id, external_userid, user_id, chat_id, active, matched_at, updated_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?)
@@ -83,7 +83,7 @@ func upsertLink(ctx context.Context, tx *sql.Tx, jobs jobInserter, l Link, nowMS
 		return Link{}, false, nil
 	}
 	if err != nil {
-		return Link{}, false, sqliteError("upsert link", err)
+		return Link{}, false, dbError("upsert link", err)
 	}
 	if err := addOutbox(ctx, tx, jobs, got, OutboxLinkCreated, nowMS); err != nil {
 		return Link{}, false, err
@@ -93,17 +93,17 @@ func upsertLink(ctx context.Context, tx *sql.Tx, jobs jobInserter, l Link, nowMS
 
 // addOutbox queues a notification of a link change in the caller's
 // transaction, and its delivery job when a webhook is configured.
-func addOutbox(ctx context.Context, tx *sql.Tx, jobs jobInserter, l Link, kind string, nowMS int64) error {
+func addOutbox(ctx context.Context, tx *sqlTx, jobs jobInserter, l Link, kind string, nowMS int64) error {
 	snapshot, err := json.Marshal(l)
 	if err != nil {
 		return fmt.Errorf("store: encode link: %w", err)
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO outbox (link_id, kind, payload, created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?)`,
 		l.ID, kind, snapshot, nowMS, nowMS); err != nil {
-		return sqliteError("insert outbox", err)
+		return dbError("insert outbox", err)
 	}
-	if err := jobs.notification(ctx, tx, l); err != nil {
-		return sqliteError("enqueue notification jobs", err)
+	if err := jobs.notification(ctx, tx.Tx, l); err != nil {
+		return dbError("enqueue notification jobs", err)
 	}
 	return nil
 }
@@ -111,22 +111,22 @@ func addOutbox(ctx context.Context, tx *sql.Tx, jobs jobInserter, l Link, kind s
 // recordResolutions implements engine: every resolution of the batch in one
 // transaction, each inside a savepoint, so one that fails is rolled back
 // alone (its caller gets the error in errs) and the others still commit.
-func (e *sqliteEngine) recordResolutions(ctx context.Context, jobs jobInserter, rs []Resolution, now time.Time) (out [][]Link, errs []error, err error) {
+func (e *sqlEngine) recordResolutions(ctx context.Context, jobs jobInserter, rs []Resolution, now time.Time) (out [][]Link, errs []error, err error) {
 	out, errs = make([][]Link, len(rs)), make([]error, len(rs))
-	err = e.withTx(ctx, "record resolutions", func(tx *sql.Tx) error {
+	err = e.withTx(ctx, "record resolutions", func(tx *sqlTx) error {
 		for i, r := range rs {
 			if _, err := tx.ExecContext(ctx, `SAVEPOINT resolution`); err != nil {
-				return sqliteError("savepoint", err)
+				return dbError("savepoint", err)
 			}
 			links, rerr := recordResolutionTx(ctx, tx, jobs, r, now)
 			if rerr != nil {
 				errs[i] = rerr
 				if _, err := tx.ExecContext(ctx, `ROLLBACK TO resolution`); err != nil {
-					return sqliteError("rollback to savepoint", err)
+					return dbError("rollback to savepoint", err)
 				}
 			}
 			if _, err := tx.ExecContext(ctx, `RELEASE resolution`); err != nil {
-				return sqliteError("release savepoint", err)
+				return dbError("release savepoint", err)
 			}
 			out[i] = links
 		}
@@ -135,7 +135,7 @@ func (e *sqliteEngine) recordResolutions(ctx context.Context, jobs jobInserter, 
 	return out, errs, err
 }
 
-func recordResolutionTx(ctx context.Context, tx *sql.Tx, jobs jobInserter, r Resolution, now time.Time) (links []Link, err error) {
+func recordResolutionTx(ctx context.Context, tx *sqlTx, jobs jobInserter, r Resolution, now time.Time) (links []Link, err error) {
 	nowMS := now.UnixMilli()
 	state := ResolutionResolved
 	switch {
@@ -166,25 +166,25 @@ func recordResolutionTx(ctx context.Context, tx *sql.Tx, jobs jobInserter, r Res
 				resolved_at = excluded.resolved_at, updated_at = excluded.updated_at`,
 			r.CorpID, r.ExternalUserID, r.ChatID, r.UserID, pending, nullInt(r.EventID), state, r.Reason,
 			nowMS, now.Add(PendingIDLifetime).UnixMilli(), nowMS); err != nil {
-			return sqliteError("upsert resolution", err)
+			return dbError("upsert resolution", err)
 		}
 		if r.PendingID != "" {
 			rows, err := tx.QueryContext(ctx, `SELECT f.unionid, f.openid FROM fan_pending_ids p JOIN fans f ON f.unionid = p.unionid
 				WHERE p.pending_id = ? AND p.expires_at > ?`, r.PendingID, nowMS)
 			if err != nil {
-				return sqliteError("match resolution", err)
+				return dbError("match resolution", err)
 			}
 			var fans []FanInput
 			for rows.Next() {
 				var f FanInput
 				if err := rows.Scan(&f.UnionID, &f.OpenID); err != nil {
 					rows.Close()
-					return sqliteError("match resolution", err)
+					return dbError("match resolution", err)
 				}
 				fans = append(fans, f)
 			}
 			if err := errors.Join(rows.Err(), rows.Close()); err != nil {
-				return sqliteError("match resolution", err)
+				return dbError("match resolution", err)
 			}
 			matched := false
 			for _, f := range fans {
@@ -201,7 +201,7 @@ func recordResolutionTx(ctx context.Context, tx *sql.Tx, jobs jobInserter, r Res
 			if matched {
 				if _, err := tx.ExecContext(ctx, `UPDATE resolutions SET state = 'matched' WHERE corp_id = ? AND external_userid = ? AND chat_id = ?`,
 					r.CorpID, r.ExternalUserID, r.ChatID); err != nil {
-					return sqliteError("mark resolution matched", err)
+					return dbError("mark resolution matched", err)
 				}
 			}
 		}
@@ -218,7 +218,7 @@ func recordResolutionTx(ctx context.Context, tx *sql.Tx, jobs jobInserter, r Res
 			if _, err := tx.ExecContext(ctx, `UPDATE events SET state = ?, reason = ?, updated_at = ?
 				WHERE id = ? AND NOT (state = 'resolved' AND ? <> 'resolved')`,
 				evState, r.Reason, nowMS, r.EventID, evState); err != nil {
-				return sqliteError("update event state", err)
+				return dbError("update event state", err)
 			}
 		}
 		return nil
@@ -230,7 +230,7 @@ func recordResolutionTx(ctx context.Context, tx *sql.Tx, jobs jobInserter, r Res
 // already, so this changes nothing, except for an add stored before follows
 // were kept or a resolution recorded without an event (then it holds from
 // now).
-func holdResolved(ctx context.Context, tx *sql.Tx, r Resolution, now time.Time) error {
+func holdResolved(ctx context.Context, tx *sqlTx, r Resolution, now time.Time) error {
 	var ev *Event
 	if r.EventID > 0 {
 		stored, err := eventTx(ctx, tx, r.EventID)
@@ -262,9 +262,9 @@ func nullInt(n int64) any {
 	return n
 }
 
-func (e *sqliteEngine) endLinks(ctx context.Context, jobs jobInserter, el EndLink, now time.Time) (links []Link, err error) {
+func (e *sqlEngine) endLinks(ctx context.Context, jobs jobInserter, el EndLink, now time.Time) (links []Link, err error) {
 	nowMS := now.UnixMilli()
-	err = e.withTx(ctx, "end links", func(tx *sql.Tx) error {
+	err = e.withTx(ctx, "end links", func(tx *sqlTx) error {
 		// Without an event the removal happens now: of the chat's members,
 		// of the chat, of one staff member's follow, or (no staff member
 		// named) of the customer altogether.
@@ -330,7 +330,7 @@ func (e *sqliteEngine) endLinks(ctx context.Context, jobs jobInserter, el EndLin
 		}
 		if el.EventID > 0 {
 			if _, err := tx.ExecContext(ctx, `UPDATE events SET state = 'resolved', updated_at = ? WHERE id = ?`, nowMS, el.EventID); err != nil {
-				return sqliteError("update event state", err)
+				return dbError("update event state", err)
 			}
 		}
 		return nil
@@ -339,27 +339,27 @@ func (e *sqliteEngine) endLinks(ctx context.Context, jobs jobInserter, el EndLin
 }
 
 // endCustomerLinks marks the active links of a customer ended.
-func endCustomerLinks(ctx context.Context, tx *sql.Tx, corpID, externalUserID, reason string, nowMS int64) ([]Link, error) {
+func endCustomerLinks(ctx context.Context, tx *sqlTx, corpID, externalUserID, reason string, nowMS int64) ([]Link, error) {
 	rows, err := tx.QueryContext(ctx, `UPDATE links SET active = 0, ended_at = ?, end_reason = ?, updated_at = ?
 		WHERE corp_id = ? AND external_userid = ? AND active = 1 RETURNING `+linkColumns,
 		nowMS, reason, nowMS, corpID, externalUserID)
 	if err != nil {
-		return nil, sqliteError("end links", err)
+		return nil, dbError("end links", err)
 	}
 	var links []Link
 	for rows.Next() {
 		l, err := scanLink(rows)
 		if err != nil {
 			rows.Close()
-			return nil, sqliteError("end links", err)
+			return nil, dbError("end links", err)
 		}
 		links = append(links, l)
 	}
-	return links, sqliteError("end links", errors.Join(rows.Err(), rows.Close()))
+	return links, dbError("end links", errors.Join(rows.Err(), rows.Close()))
 }
 
 // eventTx reads the fields of a stored event that say what it changes.
-func eventTx(ctx context.Context, tx *sql.Tx, id int64) (*Event, error) {
+func eventTx(ctx context.Context, tx *sqlTx, id int64) (*Event, error) {
 	var (
 		ev         = Event{ID: id}
 		members    sql.NullString
@@ -370,7 +370,7 @@ func eventTx(ctx context.Context, tx *sql.Tx, id int64) (*Event, error) {
 		FROM events WHERE id = ?`, id).Scan(&ev.Kind, &ev.CorpID, &ev.UserID, &ev.ExternalUserID, &ev.ChatID,
 		&members, &createTime, &ev.Source, &receivedAt)
 	if err != nil {
-		return nil, sqliteError(fmt.Sprintf("read event %d", id), err)
+		return nil, dbError(fmt.Sprintf("read event %d", id), err)
 	}
 	if members.Valid {
 		if err := json.Unmarshal([]byte(members.String), &ev.Members); err != nil {
@@ -384,12 +384,12 @@ func eventTx(ctx context.Context, tx *sql.Tx, id int64) (*Event, error) {
 	return &ev, nil
 }
 
-func (e *sqliteEngine) recordFanPendingID(ctx context.Context, jobs jobInserter, unionID, pendingID string, now time.Time) (links []Link, err error) {
+func (e *sqlEngine) recordFanPendingID(ctx context.Context, jobs jobInserter, unionID, pendingID string, now time.Time) (links []Link, err error) {
 	nowMS := now.UnixMilli()
-	err = e.withTx(ctx, "record fan pending_id", func(tx *sql.Tx) error {
+	err = e.withTx(ctx, "record fan pending_id", func(tx *sqlTx) error {
 		var openID string
 		if err := tx.QueryRowContext(ctx, `SELECT openid FROM fans WHERE unionid = ?`, unionID).Scan(&openID); err != nil {
-			return sqliteError("find fan", err)
+			return dbError("find fan", err)
 		}
 		// Re-registering may return an id we hold already; whether its
 		// lifetime restarts is unknown (§9 #10), so a live id keeps its first
@@ -398,28 +398,28 @@ func (e *sqliteEngine) recordFanPendingID(ctx context.Context, jobs jobInserter,
 		if _, err := tx.ExecContext(ctx, `INSERT INTO fan_pending_ids (pending_id, unionid, issued_at, expires_at) VALUES (?, ?, ?, ?)
 			ON CONFLICT (pending_id) DO UPDATE SET issued_at = excluded.issued_at, expires_at = excluded.expires_at
 			WHERE fan_pending_ids.expires_at <= excluded.issued_at`, pendingID, unionID, nowMS, now.Add(PendingIDLifetime).UnixMilli()); err != nil {
-			return sqliteError("insert pending_id", err)
+			return dbError("insert pending_id", err)
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE fans SET state = 'registered', registered_at = ?, last_error = '', attempts = attempts + 1, updated_at = ?
 			WHERE unionid = ?`, nowMS, nowMS, unionID); err != nil {
-			return sqliteError("mark fan registered", err)
+			return dbError("mark fan registered", err)
 		}
 		rows, err := tx.QueryContext(ctx, `SELECT corp_id, external_userid, chat_id, user_id FROM resolutions
 			WHERE pending_id = ? AND expires_at > ?`, pendingID, nowMS)
 		if err != nil {
-			return sqliteError("match fan", err)
+			return dbError("match fan", err)
 		}
 		var found []Link
 		for rows.Next() {
 			l := Link{UnionID: unionID, OpenID: openID, PendingID: pendingID}
 			if err := rows.Scan(&l.CorpID, &l.ExternalUserID, &l.ChatID, &l.UserID); err != nil {
 				rows.Close()
-				return sqliteError("match fan", err)
+				return dbError("match fan", err)
 			}
 			found = append(found, l)
 		}
 		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
-			return sqliteError("match fan", err)
+			return dbError("match fan", err)
 		}
 		for _, l := range found {
 			got, created, err := upsertLink(ctx, tx, jobs, l, nowMS)
@@ -435,26 +435,26 @@ func (e *sqliteEngine) recordFanPendingID(ctx context.Context, jobs jobInserter,
 			// same pending_id matched nothing.
 			if _, err := tx.ExecContext(ctx, `UPDATE resolutions SET state = 'matched', updated_at = ? WHERE pending_id = ? AND expires_at > ?`,
 				nowMS, pendingID, nowMS); err != nil {
-				return sqliteError("mark resolutions matched", err)
+				return dbError("mark resolutions matched", err)
 			}
 		}
-		if err := jobs.pendingID(ctx, tx, FanInput{UnionID: unionID, OpenID: openID}); err != nil {
-			return sqliteError("enqueue pending_id jobs", err)
+		if err := jobs.pendingID(ctx, tx.Tx, FanInput{UnionID: unionID, OpenID: openID}); err != nil {
+			return dbError("enqueue pending_id jobs", err)
 		}
 		return nil
 	})
 	return links, err
 }
 
-func (e *sqliteEngine) linkExisting(ctx context.Context, jobs jobInserter, unionID string, found []CorpCustomer, sweepID int64, now time.Time) (links []Link, err error) {
+func (e *sqlEngine) linkExisting(ctx context.Context, jobs jobInserter, unionID string, found []CorpCustomer, sweepID int64, now time.Time) (links []Link, err error) {
 	nowMS := now.UnixMilli()
-	err = e.withTx(ctx, "link existing", func(tx *sql.Tx) error {
+	err = e.withTx(ctx, "link existing", func(tx *sqlTx) error {
 		var openID, pendingID string
 		err := tx.QueryRowContext(ctx, `SELECT f.openid, COALESCE((SELECT pending_id FROM fan_pending_ids p
 			WHERE p.unionid = f.unionid AND p.expires_at > ? ORDER BY issued_at DESC LIMIT 1), '')
 			FROM fans f WHERE f.unionid = ?`, nowMS, unionID).Scan(&openID, &pendingID)
 		if err != nil {
-			return sqliteError("find fan", err)
+			return dbError("find fan", err)
 		}
 		for _, c := range found {
 			if err := holdExisting(ctx, tx, c, nowMS); err != nil {
@@ -470,12 +470,12 @@ func (e *sqliteEngine) linkExisting(ctx context.Context, jobs jobInserter, union
 			}
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE fans SET checked_at = ? WHERE unionid = ?`, nowMS, unionID); err != nil {
-			return sqliteError("mark fan checked", err)
+			return dbError("mark fan checked", err)
 		}
 		if sweepID > 0 {
 			if _, err := tx.ExecContext(ctx, `UPDATE reconcile_sweeps SET checked = checked + 1, linked = linked + ? WHERE id = ?`,
 				len(links), sweepID); err != nil {
-				return sqliteError("count sweep", err)
+				return dbError("count sweep", err)
 			}
 		}
 		return nil
@@ -483,28 +483,28 @@ func (e *sqliteEngine) linkExisting(ctx context.Context, jobs jobInserter, union
 	return links, err
 }
 
-func (e *sqliteEngine) failFan(ctx context.Context, unionID, reason string, now time.Time) error {
+func (e *sqlEngine) failFan(ctx context.Context, unionID, reason string, now time.Time) error {
 	_, err := e.write.ExecContext(ctx, `UPDATE fans SET state = 'failed', last_error = ?, attempts = attempts + 1, updated_at = ? WHERE unionid = ?`,
 		reason, now.UnixMilli(), unionID)
-	return sqliteError("fail fan", err)
+	return dbError("fail fan", err)
 }
 
-func (e *sqliteEngine) registerFans(ctx context.Context, jobs jobInserter, fans []FanInput, opts RegisterOpts, now time.Time) (res RegisterResult, err error) {
+func (e *sqlEngine) registerFans(ctx context.Context, jobs jobInserter, fans []FanInput, opts RegisterOpts, now time.Time) (res RegisterResult, err error) {
 	nowMS := now.UnixMilli()
-	err = e.withTx(ctx, "register fans", func(tx *sql.Tx) error {
+	err = e.withTx(ctx, "register fans", func(tx *sqlTx) error {
 		for _, f := range fans {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO fans (unionid, openid, priority, created_at, updated_at) VALUES (?, ?, ?, ?, ?)
 				ON CONFLICT (unionid) DO UPDATE SET openid = excluded.openid, updated_at = excluded.updated_at`,
 				f.UnionID, f.OpenID, -opts.Priority, nowMS, nowMS); err != nil {
-				return sqliteError("upsert fan", err)
+				return dbError("upsert fan", err)
 			}
 			if !opts.Renew {
-				var live int
+				var live bool
 				if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM fan_pending_ids WHERE unionid = ? AND expires_at > ?)`,
 					f.UnionID, nowMS).Scan(&live); err != nil {
-					return sqliteError("check fan", err)
+					return dbError("check fan", err)
 				}
-				if live == 1 {
+				if live {
 					res.Skipped++
 					continue
 				}
@@ -513,9 +513,9 @@ func (e *sqliteEngine) registerFans(ctx context.Context, jobs jobInserter, fans 
 				res.Queued++
 				continue
 			}
-			inserted, err := jobs.register(ctx, tx, f, opts.Priority)
+			inserted, err := jobs.register(ctx, tx.Tx, f, opts.Priority)
 			if err != nil {
-				return sqliteError("enqueue register", err)
+				return dbError("enqueue register", err)
 			}
 			if inserted {
 				res.Queued++
@@ -528,24 +528,24 @@ func (e *sqliteEngine) registerFans(ctx context.Context, jobs jobInserter, fans 
 	return res, err
 }
 
-func (e *sqliteEngine) queryLinks(ctx context.Context, query string, args ...any) ([]Link, error) {
+func (e *sqlEngine) queryLinks(ctx context.Context, query string, args ...any) ([]Link, error) {
 	rows, err := e.read.QueryContext(ctx, query, args...)
 	if err != nil {
-		return nil, sqliteError("query links", err)
+		return nil, dbError("query links", err)
 	}
 	defer rows.Close()
 	var out []Link
 	for rows.Next() {
 		l, err := scanLink(rows)
 		if err != nil {
-			return nil, sqliteError("query links", err)
+			return nil, dbError("query links", err)
 		}
 		out = append(out, l)
 	}
-	return out, sqliteError("query links", rows.Err())
+	return out, dbError("query links", rows.Err())
 }
 
-func (e *sqliteEngine) findFan(ctx context.Context, unionID string, now time.Time) (*FanDetail, error) {
+func (e *sqlEngine) findFan(ctx context.Context, unionID string, now time.Time) (*FanDetail, error) {
 	var (
 		f       FanDetail
 		created int64
@@ -553,12 +553,12 @@ func (e *sqliteEngine) findFan(ctx context.Context, unionID string, now time.Tim
 	err := e.read.QueryRowContext(ctx, `SELECT unionid, openid, state, last_error, created_at FROM fans WHERE unionid = ?`, unionID).
 		Scan(&f.UnionID, &f.OpenID, &f.State, &f.LastError, &created)
 	if err != nil {
-		return nil, sqliteError("find fan", err)
+		return nil, dbError("find fan", err)
 	}
 	f.CreatedAt = time.UnixMilli(created).UTC()
 	rows, err := e.read.QueryContext(ctx, `SELECT pending_id, issued_at, expires_at FROM fan_pending_ids WHERE unionid = ? ORDER BY issued_at DESC`, unionID)
 	if err != nil {
-		return nil, sqliteError("find fan pending_ids", err)
+		return nil, dbError("find fan pending_ids", err)
 	}
 	defer rows.Close()
 	f.PendingIDs = []FanPendingID{}
@@ -568,7 +568,7 @@ func (e *sqliteEngine) findFan(ctx context.Context, unionID string, now time.Tim
 			issued, expiresAt int64
 		)
 		if err := rows.Scan(&p.PendingID, &issued, &expiresAt); err != nil {
-			return nil, sqliteError("find fan pending_ids", err)
+			return nil, dbError("find fan pending_ids", err)
 		}
 		p.IssuedAt, p.ExpiresAt = time.UnixMilli(issued).UTC(), time.UnixMilli(expiresAt).UTC()
 		if f.PendingID == "" && p.ExpiresAt.After(now) {
@@ -579,7 +579,7 @@ func (e *sqliteEngine) findFan(ctx context.Context, unionID string, now time.Tim
 		f.PendingIDs = append(f.PendingIDs, p)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, sqliteError("find fan pending_ids", err)
+		return nil, dbError("find fan pending_ids", err)
 	}
 	f.Links, err = e.queryLinks(ctx, `SELECT `+linkColumns+` FROM links WHERE unionid = ? ORDER BY id DESC`, unionID)
 	if f.Links == nil {
@@ -588,7 +588,7 @@ func (e *sqliteEngine) findFan(ctx context.Context, unionID string, now time.Tim
 	return &f, err
 }
 
-func (e *sqliteEngine) findLinks(ctx context.Context, f LinkFilter) ([]Link, error) {
+func (e *sqlEngine) findLinks(ctx context.Context, f LinkFilter) ([]Link, error) {
 	var (
 		where []string
 		args  []any
@@ -619,25 +619,25 @@ func (e *sqliteEngine) findLinks(ctx context.Context, f LinkFilter) ([]Link, err
 	return e.queryLinks(ctx, q, args...)
 }
 
-func (e *sqliteEngine) findCustomer(ctx context.Context, corpID, externalUserID string) (*CustomerDetail, error) {
+func (e *sqlEngine) findCustomer(ctx context.Context, corpID, externalUserID string) (*CustomerDetail, error) {
 	c := &CustomerDetail{CorpID: corpID, ExternalUserID: externalUserID, Resolutions: []Resolution{}}
 	rows, err := e.read.QueryContext(ctx, `SELECT chat_id, user_id, COALESCE(pending_id, ''), COALESCE(event_id, 0), state, reason, resolved_at
 		FROM resolutions WHERE corp_id = ? AND external_userid = ? ORDER BY id`, corpID, externalUserID)
 	if err != nil {
-		return nil, sqliteError("find customer", err)
+		return nil, dbError("find customer", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		r := Resolution{CorpID: corpID, ExternalUserID: externalUserID}
 		var at int64
 		if err := rows.Scan(&r.ChatID, &r.UserID, &r.PendingID, &r.EventID, &r.State, &r.Reason, &at); err != nil {
-			return nil, sqliteError("find customer", err)
+			return nil, dbError("find customer", err)
 		}
 		r.ResolvedAt = time.UnixMilli(at).UTC()
 		c.Resolutions = append(c.Resolutions, r)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, sqliteError("find customer", err)
+		return nil, dbError("find customer", err)
 	}
 	c.Links, err = e.queryLinks(ctx, `SELECT `+linkColumns+` FROM links WHERE corp_id = ? AND external_userid = ? ORDER BY id DESC`, corpID, externalUserID)
 	if err != nil {
@@ -652,7 +652,7 @@ func (e *sqliteEngine) findCustomer(ctx context.Context, corpID, externalUserID 
 	return c, nil
 }
 
-func (e *sqliteEngine) fansToRenew(ctx context.Context, before, now time.Time, limit int) ([]FanInput, error) {
+func (e *sqlEngine) fansToRenew(ctx context.Context, before, now time.Time, limit int) ([]FanInput, error) {
 	// A fan is renewed once per issued id: WeCom may answer a renewal with the
 	// id the fan already holds, whose expiry does not move (§9 #10), and
 	// asking again before it expires would only spend quota.
@@ -662,37 +662,37 @@ func (e *sqliteEngine) fansToRenew(ctx context.Context, before, now time.Time, l
 		AND (p.exp <= ? OR f.registered_at IS NULL OR f.registered_at <= p.issued)
 		ORDER BY EXISTS (SELECT 1 FROM links l WHERE l.unionid = f.unionid AND l.active = 1), p.exp LIMIT ?`, before.UnixMilli(), now.UnixMilli(), limit)
 	if err != nil {
-		return nil, sqliteError("fans to renew", err)
+		return nil, dbError("fans to renew", err)
 	}
 	defer rows.Close()
 	var out []FanInput
 	for rows.Next() {
 		var f FanInput
 		if err := rows.Scan(&f.UnionID, &f.OpenID); err != nil {
-			return nil, sqliteError("fans to renew", err)
+			return nil, dbError("fans to renew", err)
 		}
 		out = append(out, f)
 	}
-	return out, sqliteError("fans to renew", rows.Err())
+	return out, dbError("fans to renew", rows.Err())
 }
 
-func (e *sqliteEngine) countJobs(ctx context.Context, kind string) (int64, error) {
+func (e *sqlEngine) countJobs(ctx context.Context, kind string) (int64, error) {
 	var n int64
 	err := e.read.QueryRowContext(ctx, `SELECT count(*) FROM river_job WHERE kind = ?
 		AND state IN ('available', 'pending', 'retryable', 'running', 'scheduled')`, kind).Scan(&n)
-	return n, sqliteError("count jobs", err)
+	return n, dbError("count jobs", err)
 }
 
-func (e *sqliteEngine) hasAvailableJobs(ctx context.Context, queue string, atLeast int) (bool, error) {
+func (e *sqlEngine) hasAvailableJobs(ctx context.Context, queue string, atLeast int) (bool, error) {
 	var n int
 	// River keeps future jobs 'scheduled' until they are due, so 'available'
 	// means ready and not yet fetched. The LIMIT bounds the count's cost.
-	err := e.read.QueryRowContext(ctx, `SELECT count(*) FROM (SELECT 1 FROM river_job WHERE queue = ? AND state = 'available' LIMIT ?)`,
+	err := e.read.QueryRowContext(ctx, `SELECT count(*) FROM (SELECT 1 FROM river_job WHERE queue = ? AND state = 'available' LIMIT ?) AS j`,
 		queue, atLeast).Scan(&n)
-	return n >= atLeast, sqliteError("available jobs", err)
+	return n >= atLeast, dbError("available jobs", err)
 }
 
-func (e *sqliteEngine) nextOutbox(ctx context.Context, linkID int64) (*OutboxItem, error) {
+func (e *sqlEngine) nextOutbox(ctx context.Context, linkID int64) (*OutboxItem, error) {
 	var (
 		o        OutboxItem
 		snapshot []byte
@@ -702,7 +702,7 @@ func (e *sqliteEngine) nextOutbox(ctx context.Context, linkID int64) (*OutboxIte
 		WHERE link_id = ? AND delivered_at IS NULL ORDER BY id LIMIT 1`, linkID).
 		Scan(&o.ID, &o.LinkID, &o.Kind, &snapshot, &o.Attempts, &o.LastError, &created)
 	if err != nil {
-		return nil, sqliteError("next outbox", err)
+		return nil, dbError("next outbox", err)
 	}
 	if err := json.Unmarshal(snapshot, &o.Link); err != nil {
 		return nil, fmt.Errorf("store: decode outbox %d: %w", o.ID, err)
@@ -711,17 +711,17 @@ func (e *sqliteEngine) nextOutbox(ctx context.Context, linkID int64) (*OutboxIte
 	return &o, nil
 }
 
-func (e *sqliteEngine) markOutbox(ctx context.Context, id int64, errMsg string, now time.Time) error {
+func (e *sqlEngine) markOutbox(ctx context.Context, id int64, errMsg string, now time.Time) error {
 	var err error
 	if errMsg == "" {
 		_, err = e.write.ExecContext(ctx, `UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, last_error = '' WHERE id = ?`, now.UnixMilli(), id)
 	} else {
 		_, err = e.write.ExecContext(ctx, `UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?`, errMsg, id)
 	}
-	return sqliteError("mark outbox", err)
+	return dbError("mark outbox", err)
 }
 
-func (e *sqliteEngine) pipelineStatus(ctx context.Context, now time.Time, expiringWithin time.Duration) (PipelineStatus, error) {
+func (e *sqlEngine) pipelineStatus(ctx context.Context, now time.Time, expiringWithin time.Duration) (PipelineStatus, error) {
 	var s PipelineStatus
 	nowMS := now.UnixMilli()
 	err := e.read.QueryRowContext(ctx, `SELECT
@@ -730,21 +730,21 @@ func (e *sqliteEngine) pipelineStatus(ctx context.Context, now time.Time, expiri
 		(SELECT count(*) FROM events WHERE state = 'failed'),
 		(SELECT count(*) FROM events WHERE state = 'unmatched'),
 		(SELECT count(*) FROM fans WHERE state = 'registered'),
-		(SELECT count(*) FROM (SELECT unionid, max(expires_at) AS exp FROM fan_pending_ids GROUP BY unionid) WHERE exp > ?),
-		(SELECT count(*) FROM (SELECT unionid, max(expires_at) AS exp FROM fan_pending_ids GROUP BY unionid) WHERE exp > ? AND exp <= ?),
-		(SELECT count(*) FROM (SELECT unionid, max(expires_at) AS exp FROM fan_pending_ids GROUP BY unionid) WHERE exp <= ?),
+		(SELECT count(*) FROM (SELECT unionid, max(expires_at) AS exp FROM fan_pending_ids GROUP BY unionid) AS p WHERE exp > ?),
+		(SELECT count(*) FROM (SELECT unionid, max(expires_at) AS exp FROM fan_pending_ids GROUP BY unionid) AS p WHERE exp > ? AND exp <= ?),
+		(SELECT count(*) FROM (SELECT unionid, max(expires_at) AS exp FROM fan_pending_ids GROUP BY unionid) AS p WHERE exp <= ?),
 		(SELECT count(*) FROM links),
 		(SELECT count(*) FROM links WHERE active = 1)`,
 		nowMS, nowMS, now.Add(expiringWithin).UnixMilli(), nowMS).Scan(
 		&s.EventsResolved, &s.EventsPending, &s.EventsFailed, &s.EventsUnmatched,
 		&s.FansRegistered, &s.FansValid, &s.FansExpiring, &s.FansExpired, &s.LinksTotal, &s.LinksActive)
 	if err != nil {
-		return s, sqliteError("pipeline status", err)
+		return s, dbError("pipeline status", err)
 	}
 	rows, err := e.read.QueryContext(ctx, `SELECT reason, count(*) FROM events WHERE state = 'failed'
 		GROUP BY reason ORDER BY count(*) DESC LIMIT 10`)
 	if err != nil {
-		return s, sqliteError("pipeline status", err)
+		return s, dbError("pipeline status", err)
 	}
 	defer rows.Close()
 	s.FailureReasons = map[string]int64{}
@@ -754,9 +754,9 @@ func (e *sqliteEngine) pipelineStatus(ctx context.Context, now time.Time, expiri
 			n      int64
 		)
 		if err := rows.Scan(&reason, &n); err != nil {
-			return s, sqliteError("pipeline status", err)
+			return s, dbError("pipeline status", err)
 		}
 		s.FailureReasons[reason] = n
 	}
-	return s, sqliteError("pipeline status", rows.Err())
+	return s, dbError("pipeline status", rows.Err())
 }

@@ -13,20 +13,20 @@ import (
 // by another while nobody heard.
 const sweepFans = `f.state = 'registered' AND f.created_at <= ? AND (f.checked_at IS NULL OR f.checked_at < ?)`
 
-func (e *sqliteEngine) startSweep(ctx context.Context, reason string, registeredBefore, now time.Time) (s *Sweep, started bool, err error) {
-	err = e.withTx(ctx, "start sweep", func(tx *sql.Tx) error {
+func (e *sqlEngine) startSweep(ctx context.Context, reason string, registeredBefore, now time.Time) (s *Sweep, started bool, err error) {
+	err = e.withTx(ctx, "start sweep", func(tx *sqlTx) error {
 		var id int64
 		err := tx.QueryRowContext(ctx, `SELECT id FROM reconcile_sweeps WHERE finished_at IS NULL ORDER BY id DESC LIMIT 1`).Scan(&id)
 		switch {
 		case err == nil:
 			return nil
 		case !errors.Is(err, sql.ErrNoRows):
-			return sqliteError("find running sweep", err)
+			return dbError("find running sweep", err)
 		}
 		started = true
 		_, err = tx.ExecContext(ctx, `INSERT INTO reconcile_sweeps (reason, registered_before, started_at) VALUES (?, ?, ?)`,
 			reason, registeredBefore.UnixMilli(), now.UnixMilli())
-		return sqliteError("insert sweep", err)
+		return dbError("insert sweep", err)
 	})
 	if err != nil {
 		return nil, false, err
@@ -35,7 +35,7 @@ func (e *sqliteEngine) startSweep(ctx context.Context, reason string, registered
 	return s, started, err
 }
 
-func (e *sqliteEngine) latestSweep(ctx context.Context) (*Sweep, error) {
+func (e *sqlEngine) latestSweep(ctx context.Context) (*Sweep, error) {
 	var (
 		s                 Sweep
 		before, startedAt int64
@@ -47,7 +47,7 @@ func (e *sqliteEngine) latestSweep(ctx context.Context) (*Sweep, error) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, sqliteError("latest sweep", err)
+		return nil, dbError("latest sweep", err)
 	}
 	s.RegisteredBefore, s.StartedAt = time.UnixMilli(before).UTC(), time.UnixMilli(startedAt).UTC()
 	if finished.Valid {
@@ -56,10 +56,10 @@ func (e *sqliteEngine) latestSweep(ctx context.Context) (*Sweep, error) {
 		return &s, nil
 	}
 	err = e.read.QueryRowContext(ctx, `SELECT count(*) FROM fans f WHERE `+sweepFans, before, startedAt).Scan(&s.Remaining)
-	return &s, sqliteError("count sweep", err)
+	return &s, dbError("count sweep", err)
 }
 
-func (e *sqliteEngine) fansToCheck(ctx context.Context, limit int, includeNew bool) (FansToCheck, error) {
+func (e *sqlEngine) fansToCheck(ctx context.Context, limit int, includeNew bool) (FansToCheck, error) {
 	var out FansToCheck
 	var err error
 	if includeNew {
@@ -81,45 +81,45 @@ func (e *sqliteEngine) fansToCheck(ctx context.Context, limit int, includeNew bo
 	return out, err
 }
 
-func (e *sqliteEngine) queryFans(ctx context.Context, query string, args ...any) ([]FanInput, error) {
+func (e *sqlEngine) queryFans(ctx context.Context, query string, args ...any) ([]FanInput, error) {
 	rows, err := e.read.QueryContext(ctx, query, args...)
 	if err != nil {
-		return nil, sqliteError("query fans", err)
+		return nil, dbError("query fans", err)
 	}
 	defer rows.Close()
 	var out []FanInput
 	for rows.Next() {
 		var f FanInput
 		if err := rows.Scan(&f.UnionID, &f.OpenID); err != nil {
-			return nil, sqliteError("query fans", err)
+			return nil, dbError("query fans", err)
 		}
 		out = append(out, f)
 	}
-	return out, sqliteError("query fans", rows.Err())
+	return out, dbError("query fans", rows.Err())
 }
 
-func (e *sqliteEngine) finishSweep(ctx context.Context, id int64, now time.Time) error {
+func (e *sqlEngine) finishSweep(ctx context.Context, id int64, now time.Time) error {
 	_, err := e.write.ExecContext(ctx, `UPDATE reconcile_sweeps SET finished_at = ? WHERE id = ? AND finished_at IS NULL`, now.UnixMilli(), id)
-	return sqliteError("finish sweep", err)
+	return dbError("finish sweep", err)
 }
 
-func (e *sqliteEngine) heartbeat(ctx context.Context, instance string, now time.Time) (last time.Time, err error) {
+func (e *sqlEngine) heartbeat(ctx context.Context, instance string, now time.Time) (last time.Time, err error) {
 	nowMS := now.UnixMilli()
-	err = e.withTx(ctx, "heartbeat", func(tx *sql.Tx) error {
+	err = e.withTx(ctx, "heartbeat", func(tx *sqlTx) error {
 		var seen sql.NullInt64
 		if err := tx.QueryRowContext(ctx, `SELECT max(seen_at) FROM heartbeats`).Scan(&seen); err != nil {
-			return sqliteError("read heartbeats", err)
+			return dbError("read heartbeats", err)
 		}
 		if seen.Valid {
 			last = time.UnixMilli(seen.Int64).UTC()
 		}
 		// Instances not seen for a day are forgotten.
 		if _, err := tx.ExecContext(ctx, `DELETE FROM heartbeats WHERE seen_at < ?`, now.Add(-24*time.Hour).UnixMilli()); err != nil {
-			return sqliteError("prune heartbeats", err)
+			return dbError("prune heartbeats", err)
 		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO heartbeats (instance, seen_at) VALUES (?, ?)
 			ON CONFLICT (instance) DO UPDATE SET seen_at = excluded.seen_at`, instance, nowMS)
-		return sqliteError("write heartbeat", err)
+		return dbError("write heartbeat", err)
 	})
 	return last, err
 }

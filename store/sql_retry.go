@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"strings"
 	"time"
 )
@@ -11,12 +10,12 @@ import (
 // holds the single writer for long.
 const retryBatch = 500
 
-// retryWhere builds the WHERE clause of a re-drive over table alias a
-// (events or fans) and its arguments.
-func retryWhere(state, reasonCol, timeCol string, f RetryFilter) (string, []any) {
+// retryWhere builds the WHERE clause of a re-drive over events or fans, and
+// its arguments.
+func (e *sqlEngine) retryWhere(state, reasonCol, timeCol string, f RetryFilter) (string, []any) {
 	where, args := []string{"state = ?"}, []any{state}
 	if f.Reason != "" {
-		where = append(where, "instr("+reasonCol+", ?) > 0")
+		where = append(where, e.d.contains(reasonCol))
 		args = append(args, f.Reason)
 	}
 	if !f.Since.IsZero() {
@@ -30,46 +29,46 @@ func retryWhere(state, reasonCol, timeCol string, f RetryFilter) (string, []any)
 	return strings.Join(where, " AND "), args
 }
 
-func (e *sqliteEngine) retryEvents(ctx context.Context, jobs jobInserter, f RetryFilter, now time.Time) (int64, error) {
-	where, args := retryWhere(f.State, "reason", "received_at", f)
+func (e *sqlEngine) retryEvents(ctx context.Context, jobs jobInserter, f RetryFilter, now time.Time) (int64, error) {
+	where, args := e.retryWhere(f.State, "reason", "received_at", f)
 	if f.DryRun {
 		var n int64
 		err := e.read.QueryRowContext(ctx, `SELECT count(*) FROM events WHERE `+where, args...).Scan(&n)
-		return n, sqliteError("count events to retry", err)
+		return n, dbError("count events to retry", err)
 	}
 	var total int64
 	// Each round moves up to retryBatch events out of the selected state,
 	// so the next round's query finds the rest.
 	for {
 		var n int
-		err := e.withTx(ctx, "retry events", func(tx *sql.Tx) error {
+		err := e.withTx(ctx, "retry events", func(tx *sqlTx) error {
 			rows, err := tx.QueryContext(ctx, `SELECT id FROM events WHERE `+where+` ORDER BY id LIMIT ?`, append(args, retryBatch)...)
 			if err != nil {
-				return sqliteError("select events to retry", err)
+				return dbError("select events to retry", err)
 			}
 			var ids []int64
 			for rows.Next() {
 				var id int64
 				if err := rows.Scan(&id); err != nil {
 					rows.Close()
-					return sqliteError("select events to retry", err)
+					return dbError("select events to retry", err)
 				}
 				ids = append(ids, id)
 			}
 			if err := rows.Close(); err != nil {
-				return sqliteError("select events to retry", err)
+				return dbError("select events to retry", err)
 			}
 			for _, id := range ids {
 				ev, err := eventTx(ctx, tx, id)
 				if err != nil {
 					return err
 				}
-				if err := jobs.insert(ctx, tx, jobs.eventJobs(ev, id)); err != nil {
-					return sqliteError("enqueue retried event", err)
+				if err := jobs.insert(ctx, tx.Tx, jobs.eventJobs(ev, id)); err != nil {
+					return dbError("enqueue retried event", err)
 				}
 				if _, err := tx.ExecContext(ctx, `UPDATE events SET state = 'pending', reason = '', updated_at = ? WHERE id = ?`,
 					now.UnixMilli(), id); err != nil {
-					return sqliteError("retry event", err)
+					return dbError("retry event", err)
 				}
 			}
 			n = len(ids)
@@ -82,12 +81,12 @@ func (e *sqliteEngine) retryEvents(ctx context.Context, jobs jobInserter, f Retr
 	}
 }
 
-func (e *sqliteEngine) retryFans(ctx context.Context, jobs jobInserter, f RetryFilter, now time.Time) (int64, error) {
-	where, args := retryWhere(FanFailed, "last_error", "updated_at", f)
+func (e *sqlEngine) retryFans(ctx context.Context, jobs jobInserter, f RetryFilter, now time.Time) (int64, error) {
+	where, args := e.retryWhere(FanFailed, "last_error", "updated_at", f)
 	if f.DryRun {
 		var n int64
 		err := e.read.QueryRowContext(ctx, `SELECT count(*) FROM fans WHERE `+where, args...).Scan(&n)
-		return n, sqliteError("count fans to retry", err)
+		return n, dbError("count fans to retry", err)
 	}
 	var total int64
 	for {
@@ -95,13 +94,13 @@ func (e *sqliteEngine) retryFans(ctx context.Context, jobs jobInserter, f RetryF
 		if err != nil || len(fans) == 0 {
 			return total, err
 		}
-		err = e.withTx(ctx, "retry fans", func(tx *sql.Tx) error {
+		err = e.withTx(ctx, "retry fans", func(tx *sqlTx) error {
 			for _, fan := range fans {
 				if _, err := tx.ExecContext(ctx, `UPDATE fans SET state = 'new', updated_at = ? WHERE unionid = ?`, now.UnixMilli(), fan.UnionID); err != nil {
-					return sqliteError("retry fan", err)
+					return dbError("retry fan", err)
 				}
-				if err := jobs.registerAgain(ctx, tx, fan, 3); err != nil {
-					return sqliteError("enqueue register", err)
+				if err := jobs.registerAgain(ctx, tx.Tx, fan, 3); err != nil {
+					return dbError("enqueue register", err)
 				}
 			}
 			return nil

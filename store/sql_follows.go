@@ -16,7 +16,7 @@ const olderThan = `((changed_at, event_id) < (?, ?) OR (? = 0 AND changed_at <= 
 // applyEventFollows records what a newly stored event changes in the
 // follows, in the event's own transaction: the follows are then current
 // whenever an event is, whatever order its jobs run in.
-func applyEventFollows(ctx context.Context, tx *sql.Tx, ev *Event, id, nowMS int64, changes []followChange) error {
+func applyEventFollows(ctx context.Context, tx *sqlTx, ev *Event, id, nowMS int64, changes []followChange) error {
 	if ev.Kind == KindChatDismiss && ev.ChatID != "" {
 		at := nowMS / 1000
 		if !ev.CreateTime.IsZero() {
@@ -25,7 +25,7 @@ func applyEventFollows(ctx context.Context, tx *sql.Tx, ev *Event, id, nowMS int
 		if _, err := tx.ExecContext(ctx, `UPDATE follows SET active = 0, source = ?, changed_at = ?, event_id = ?, updated_at = ?
 			WHERE corp_id = ? AND chat_id = ? AND active = 1 AND `+olderThan,
 			ev.Kind, at, id, nowMS, ev.CorpID, ev.ChatID, at, id, id, at); err != nil {
-			return sqliteError("dismiss chat", err)
+			return dbError("dismiss chat", err)
 		}
 	}
 	for _, c := range changes {
@@ -38,7 +38,7 @@ func applyEventFollows(ctx context.Context, tx *sql.Tx, ev *Event, id, nowMS int
 
 // applyFollow applies c unless the holder's row already reflects a newer
 // event.
-func applyFollow(ctx context.Context, tx *sql.Tx, c followChange, nowMS int64) error {
+func applyFollow(ctx context.Context, tx *sqlTx, c followChange, nowMS int64) error {
 	if c.userID != "" && c.chatID == "" && c.source != FollowTransfer {
 		var unnamed string
 		switch {
@@ -47,13 +47,13 @@ func applyFollow(ctx context.Context, tx *sql.Tx, c followChange, nowMS int64) e
 			// unnamed hold: that member is the colleague a transfer handed
 			// the customer to, or the holder unionid_to_external_userid
 			// found.
-			var known int
+			var known bool
 			if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM follows
 				WHERE corp_id = ? AND external_userid = ? AND user_id = ? AND chat_id = '')`,
 				c.corpID, c.externalUserID, c.userID).Scan(&known); err != nil {
-				return sqliteError("read follow", err)
+				return dbError("read follow", err)
 			}
-			if known == 0 {
+			if !known {
 				unnamed = "1 = 1"
 			}
 		default:
@@ -66,7 +66,7 @@ func applyFollow(ctx context.Context, tx *sql.Tx, c followChange, nowMS int64) e
 				WHERE corp_id = ? AND external_userid = ? AND user_id = '' AND chat_id = '' AND active = 1
 				AND `+unnamed+` AND `+olderThan,
 				c.source, c.at, c.eventID, nowMS, c.corpID, c.externalUserID, c.at, c.eventID, c.eventID, c.at); err != nil {
-				return sqliteError("update unnamed follow", err)
+				return dbError("update unnamed follow", err)
 			}
 		}
 		if c.active {
@@ -78,7 +78,7 @@ func applyFollow(ctx context.Context, tx *sql.Tx, c followChange, nowMS int64) e
 				WHERE corp_id = ? AND external_userid = ? AND user_id = '' AND chat_id = '' AND active = 1
 				AND source = 'existing' AND changed_at >= ?`,
 				c.source, nowMS, c.corpID, c.externalUserID, c.at); err != nil {
-				return sqliteError("hand over the existing hold", err)
+				return dbError("hand over the existing hold", err)
 			}
 		}
 	}
@@ -90,7 +90,7 @@ func applyFollow(ctx context.Context, tx *sql.Tx, c followChange, nowMS int64) e
 		WHERE (follows.changed_at, follows.event_id) < (excluded.changed_at, excluded.event_id)
 			OR (excluded.event_id = 0 AND follows.changed_at <= excluded.changed_at)`,
 		c.corpID, c.externalUserID, c.userID, c.chatID, boolInt(c.active), c.source, c.at, c.eventID, nowMS)
-	return sqliteError("upsert follow", err)
+	return dbError("upsert follow", err)
 }
 
 func boolInt(b bool) int {
@@ -104,7 +104,7 @@ func boolInt(b bool) int {
 // of the newest change (why it is no longer held). A customer with no
 // follows at all counts as held: nothing says otherwise, so the lookup that
 // found it is trusted.
-func held(ctx context.Context, tx *sql.Tx, corpID, externalUserID string) (bool, string, error) {
+func held(ctx context.Context, tx *sqlTx, corpID, externalUserID string) (bool, string, error) {
 	var (
 		active int
 		source string
@@ -115,7 +115,7 @@ func held(ctx context.Context, tx *sql.Tx, corpID, externalUserID string) (bool,
 	case errors.Is(err, sql.ErrNoRows):
 		return true, "", nil
 	case err != nil:
-		return false, "", sqliteError("read follows", err)
+		return false, "", dbError("read follows", err)
 	}
 	return active == 1, source, nil
 }
@@ -123,13 +123,13 @@ func held(ctx context.Context, tx *sql.Tx, corpID, externalUserID string) (bool,
 // holdExisting records that unionid_to_external_userid reported the
 // customer at nowMS: unless somebody is known to hold it already, an
 // unnamed holder does.
-func holdExisting(ctx context.Context, tx *sql.Tx, c CorpCustomer, nowMS int64) error {
-	var active int
+func holdExisting(ctx context.Context, tx *sqlTx, c CorpCustomer, nowMS int64) error {
+	var active bool
 	if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM follows WHERE corp_id = ? AND external_userid = ? AND active = 1)`,
 		c.CorpID, c.ExternalUserID).Scan(&active); err != nil {
-		return sqliteError("read follows", err)
+		return dbError("read follows", err)
 	}
-	if active == 1 {
+	if active {
 		return nil
 	}
 	return applyFollow(ctx, tx, followChange{corpID: c.CorpID, externalUserID: c.ExternalUserID, active: true,
@@ -137,47 +137,47 @@ func holdExisting(ctx context.Context, tx *sql.Tx, c CorpCustomer, nowMS int64) 
 }
 
 // chatMembers lists the customers that ever were members of a chat.
-func chatMembers(ctx context.Context, tx *sql.Tx, corpID, chatID string) ([]string, error) {
+func chatMembers(ctx context.Context, tx *sqlTx, corpID, chatID string) ([]string, error) {
 	rows, err := tx.QueryContext(ctx, `SELECT external_userid FROM follows WHERE corp_id = ? AND chat_id = ?`, corpID, chatID)
 	if err != nil {
-		return nil, sqliteError("chat members", err)
+		return nil, dbError("chat members", err)
 	}
 	defer rows.Close()
 	var out []string
 	for rows.Next() {
 		var id string
 		if err := rows.Scan(&id); err != nil {
-			return nil, sqliteError("chat members", err)
+			return nil, dbError("chat members", err)
 		}
 		out = append(out, id)
 	}
-	return out, sqliteError("chat members", rows.Err())
+	return out, dbError("chat members", rows.Err())
 }
 
 // dropHolders ends every hold on a customer at nowMS.
-func dropHolders(ctx context.Context, tx *sql.Tx, corpID, externalUserID, source string, nowMS int64) error {
+func dropHolders(ctx context.Context, tx *sqlTx, corpID, externalUserID, source string, nowMS int64) error {
 	at := nowMS / 1000
 	_, err := tx.ExecContext(ctx, `UPDATE follows SET active = 0, source = ?, changed_at = ?, event_id = 0, updated_at = ?
 		WHERE corp_id = ? AND external_userid = ? AND active = 1 AND changed_at <= ?`,
 		source, at, nowMS, corpID, externalUserID, at)
 	if err != nil {
-		return sqliteError("drop holders", err)
+		return dbError("drop holders", err)
 	}
 	// A customer never seen held gets one ended row, so that it counts as
 	// removed rather than unknown.
 	return applyFollow(ctx, tx, followChange{corpID: corpID, externalUserID: externalUserID, source: source, at: at}, nowMS)
 }
 
-func (e *sqliteEngine) recordChatMembers(ctx context.Context, jobs jobInserter, eventID int64, members []string, now time.Time) error {
+func (e *sqlEngine) recordChatMembers(ctx context.Context, jobs jobInserter, eventID int64, members []string, now time.Time) error {
 	nowMS := now.UnixMilli()
-	return e.withTx(ctx, "record chat members", func(tx *sql.Tx) error {
+	return e.withTx(ctx, "record chat members", func(tx *sqlTx) error {
 		created, err := eventTx(ctx, tx, eventID)
 		if err != nil {
 			return err
 		}
 		if len(members) == 0 {
 			_, err := tx.ExecContext(ctx, `UPDATE events SET state = 'resolved', updated_at = ? WHERE id = ?`, nowMS, eventID)
-			return sqliteError("update event state", err)
+			return dbError("update event state", err)
 		}
 		// The members joined no later than the chat's creation said.
 		joined := &Event{Kind: KindAddMember, CorpID: created.CorpID, ChatID: created.ChatID, Members: members,
@@ -185,6 +185,6 @@ func (e *sqliteEngine) recordChatMembers(ctx context.Context, jobs jobInserter, 
 		if err := applyEventFollows(ctx, tx, joined, eventID, nowMS, followChanges(joined, eventID, joined.ReceivedAt)); err != nil {
 			return err
 		}
-		return sqliteError("enqueue member resolves", jobs.insert(ctx, tx, jobs.eventJobs(joined, eventID)))
+		return dbError("enqueue member resolves", jobs.insert(ctx, tx.Tx, jobs.eventJobs(joined, eventID)))
 	})
 }

@@ -1,0 +1,276 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/riverqueue/river/riverdriver"
+	"github.com/riverqueue/river/riverdriver/riverdatabasesql"
+)
+
+//go:embed migrations/postgres/*.sql
+var postgresMigrations embed.FS
+
+// Keys of the store's advisory locks. pg_advisory_lock's keys are one
+// 64-bit space shared by everything using the database, so they are
+// arbitrary constants unlikely to collide ("pendlnk" and a number).
+const (
+	// migrationLockKey is held, per session, while an instance migrates.
+	migrationLockKey int64 = 0x70656e646c6e6b01
+	// writeLockKey is held, per transaction, by every write transaction
+	// that reads before it writes (see lockPostgresWrites).
+	writeLockKey int64 = 0x70656e646c6e6b02
+)
+
+// postgresEngine is the PostgreSQL engine: the shared sqlEngine on one
+// pgx-backed database/sql pool, which several instances may share.
+type postgresEngine struct {
+	sqlEngine
+	// listen gives River its LISTEN connection, so that a job inserted by
+	// any instance starts at once instead of at the next poll. Nil for an
+	// insert-only client, which listens to nothing.
+	listen *pgxpool.Pool
+}
+
+var _ engine = (*postgresEngine)(nil)
+
+// isPostgresDSN reports whether dsn names a PostgreSQL database.
+func isPostgresDSN(dsn string) bool {
+	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
+}
+
+// openPostgres opens the pool, migrates under the migration lock and
+// returns River's driver: riverdatabasesql on the pool, so that River's
+// transactions are *sql.Tx as on SQLite, with a pgx listener when jobs are
+// worked. Every error it returns has the DSN's password removed.
+func openPostgres(ctx context.Context, cfg Config) (_ *postgresEngine, _ riverdriver.Driver[*sql.Tx], err error) {
+	defer func() { err = redactError(err, cfg.DSN) }()
+	connCfg, err := pgx.ParseConfig(cfg.DSN)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: PostgreSQL DSN: %w", ErrInvalid, err)
+	}
+	d := &dialect{numbered: true, strpos: "strpos", lockWrites: lockPostgresWrites(cfg.BusyTimeout)}
+	pool := sqlDB{DB: stdlib.OpenDB(*connCfg), d: d}
+	pool.SetMaxOpenConns(cfg.MaxConns)
+	pool.SetMaxIdleConns(cfg.MaxConns)
+	e := &postgresEngine{sqlEngine: sqlEngine{d: d, write: pool, read: pool}}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, e.close())
+		}
+	}()
+	// sql.Open connects lazily: connecting now reports a bad host or
+	// password here.
+	if err := pool.PingContext(ctx); err != nil {
+		return nil, nil, dbError("connect to PostgreSQL", err)
+	}
+
+	var driver riverdriver.Driver[*sql.Tx] = riverdatabasesql.New(pool.DB)
+	if cfg.Workers != nil {
+		lcfg, err := pgxpool.ParseConfig(cfg.DSN)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: PostgreSQL DSN: %w", ErrInvalid, err)
+		}
+		// River hijacks one connection per client for LISTEN; riverdatabasesql
+		// says a pool of one is enough for one client.
+		lcfg.MinConns, lcfg.MaxConns = 0, 1
+		if e.listen, err = pgxpool.NewWithConfig(ctx, lcfg); err != nil {
+			return nil, nil, fmt.Errorf("store: PostgreSQL listener pool: %w", err)
+		}
+		driver = riverdatabasesql.NewWithPgxListener(pool.DB, e.listen)
+	}
+	if err := migratePostgres(ctx, connCfg, driver, cfg); err != nil {
+		return nil, nil, err
+	}
+	return e, driver, nil
+}
+
+// lockPostgresWrites returns the dialect's lockWrites. SQLite runs write
+// transactions one at a time on its single writer connection, and the
+// store's transactions rely on it: each reads (the fans holding a
+// pending_id, the follows of a customer) and then writes what it read
+// decides, so two running side by side at READ COMMITTED could each miss the
+// other's row and, say, never link a fan and a customer resolved at the same
+// moment. A transaction-level advisory lock gives PostgreSQL the same order,
+// across every instance sharing the database. Group commit keeps the number
+// of such transactions small. The wait is bounded by Config.BusyTimeout
+// (lock_timeout, for this transaction only); past it the lock error maps to
+// errBusy, as SQLITE_BUSY does.
+func lockPostgresWrites(timeout time.Duration) func(ctx context.Context, tx *sql.Tx) error {
+	lockTimeout := fmt.Sprintf("%dms", max(timeout.Milliseconds(), 1))
+	return func(ctx context.Context, tx *sql.Tx) error {
+		// The subquery runs first, so the timeout covers the lock's wait.
+		_, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($2)
+			FROM (SELECT set_config('lock_timeout', $1, true)) AS t`, lockTimeout, writeLockKey)
+		return err
+	}
+}
+
+// migratePostgres applies the store's migrations and River's on one
+// connection holding migrationLockKey, so that instances starting together
+// migrate one after the other: the second finds everything applied. Each
+// migration is one transaction (PostgreSQL's DDL is transactional). The lock
+// is released with the session, when the connection closes, so a failure
+// half-way cannot leave it held.
+func migratePostgres(ctx context.Context, connCfg *pgx.ConnConfig, driver riverdriver.Driver[*sql.Tx], cfg Config) (err error) {
+	db := stdlib.OpenDB(*connCfg)
+	defer func() { err = errors.Join(err, db.Close()) }()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return dbError("migrations: connect", err)
+	}
+	defer func() { err = errors.Join(err, conn.Close()) }()
+	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, migrationLockKey); err != nil {
+		return dbError("migrations: lock", err)
+	}
+
+	const create = `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version     INTEGER PRIMARY KEY,
+		name        TEXT    NOT NULL,
+		applied_at  BIGINT  NOT NULL
+	)`
+	if _, err := conn.ExecContext(ctx, create); err != nil {
+		return dbError("create schema_migrations", err)
+	}
+	migs, err := readMigrations(postgresMigrations, "migrations/postgres")
+	if err != nil {
+		return err
+	}
+	for _, m := range migs {
+		if err := applyPostgresMigration(ctx, conn, m, cfg.Now()); err != nil {
+			return err
+		}
+	}
+
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return dbError("river migrations: begin", err)
+	}
+	if err := migrateRiver(ctx, cfg.Logger, driver, tx); err != nil {
+		return errors.Join(err, tx.Rollback())
+	}
+	return dbError("river migrations: commit", tx.Commit())
+}
+
+// applyPostgresMigration applies m unless it is recorded.
+func applyPostgresMigration(ctx context.Context, conn *sql.Conn, m migration, now time.Time) (err error) {
+	op := fmt.Sprintf("migration %03d_%s", m.version, m.name)
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return dbError(op, err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	var applied bool
+	if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = $1)`, m.version).Scan(&applied); err != nil {
+		return dbError(op, err)
+	}
+	if applied {
+		return tx.Rollback()
+	}
+	// Without arguments pgx sends the file in the simple protocol, which
+	// takes several statements.
+	if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+		return dbError(op, err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)`,
+		m.version, m.name, now.UnixMilli()); err != nil {
+		return dbError(op, err)
+	}
+	return dbError(op, tx.Commit())
+}
+
+// postgresErrorKind classifies a PostgreSQL error for dbError: ErrConflict,
+// errBusy, or nil for any other error.
+func postgresErrorKind(err error) error {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return nil
+	}
+	switch {
+	case strings.HasPrefix(pe.Code, "23"): // integrity_constraint_violation: unique, foreign key, check, not null
+		return ErrConflict
+	case pe.Code == "55P03", // lock_not_available: lock_timeout passed
+		pe.Code == "40001", // serialization_failure
+		pe.Code == "40P01": // deadlock_detected
+		return errBusy
+	}
+	return nil
+}
+
+// resumeOrphanedJobs implements engine. Several instances share a
+// PostgreSQL database, so a running job may belong to a live one: River's
+// rescuer makes it available after Config.RescueStuckJobsAfter instead.
+func (e *postgresEngine) resumeOrphanedJobs(context.Context) (int64, error) { return 0, nil }
+
+// close implements engine.
+func (e *postgresEngine) close() error {
+	if e.listen != nil {
+		e.listen.Close()
+	}
+	if e.write.DB != nil {
+		return e.write.Close()
+	}
+	return nil
+}
+
+// Patterns of a password in a DSN or an error message: the password of a
+// URL's user info, and a password=… keyword (quoted or not).
+var (
+	userInfoPassword = regexp.MustCompile(`(://[^:/@\s]*:)[^@\s]*@`)
+	keywordPassword  = regexp.MustCompile(`(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)`)
+)
+
+// redact removes from s the password of dsn, wherever it appears, and
+// anything shaped like a password in a DSN.
+func redact(s, dsn string) string {
+	if u, err := url.Parse(dsn); err == nil && u.User != nil {
+		if pw, ok := u.User.Password(); ok && pw != "" {
+			s = strings.ReplaceAll(s, pw, "xxxxx")
+			s = strings.ReplaceAll(s, url.PathEscape(pw), "xxxxx")
+			s = strings.ReplaceAll(s, url.QueryEscape(pw), "xxxxx")
+		}
+	}
+	if u, err := url.Parse(dsn); err == nil {
+		if pw := u.Query().Get("password"); pw != "" {
+			s = strings.ReplaceAll(s, pw, "xxxxx")
+			s = strings.ReplaceAll(s, url.QueryEscape(pw), "xxxxx")
+		}
+	}
+	s = userInfoPassword.ReplaceAllString(s, "${1}xxxxx@")
+	return keywordPassword.ReplaceAllString(s, "${1}xxxxx")
+}
+
+// redactedError is an error whose message went through redact. Unwrap keeps
+// errors.Is and errors.As working (context.DeadlineExceeded, ErrInvalid);
+// the errors it wraps come from pgx, which does not print passwords.
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }
+
+// redactError returns err with dsn's password removed from its message; nil
+// stays nil.
+func redactError(err error, dsn string) error {
+	if err == nil {
+		return nil
+	}
+	return &redactedError{msg: redact(err.Error(), dsn), err: err}
+}
