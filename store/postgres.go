@@ -153,14 +153,7 @@ func migratePostgres(ctx context.Context, connCfg *pgx.ConnConfig, driver riverd
 		}
 	}
 
-	tx, err := conn.BeginTx(ctx, nil)
-	if err != nil {
-		return dbError("river migrations: begin", err)
-	}
-	if err := migrateRiver(ctx, cfg.Logger, driver, tx); err != nil {
-		return errors.Join(err, tx.Rollback())
-	}
-	return dbError("river migrations: commit", tx.Commit())
+	return migrateRiver(ctx, cfg.Logger, driver, conn)
 }
 
 // applyPostgresMigration applies m unless it is recorded.

@@ -1,5 +1,6 @@
 // Package storetest is the test kit of package store: it opens real,
-// migrated stores (MustOpen), reads what a write left behind through the
+// migrated stores (MustOpen on SQLite, MustOpenPostgres on PostgreSQL when
+// PostgresEnv is set), reads what a write left behind through the
 // store's and River's APIs (MustCounts, Jobs),
 // stands in for the pipeline's job policy (Policy), and holds the
 // conformance suite every engine must pass (Exercise).
@@ -42,6 +43,12 @@ func MustOpen(tb testing.TB, cfg store.Config) *store.DB {
 			tb.Fatalf("storetest: copy template: %v", err)
 		}
 	}
+	return mustOpen(tb, cfg)
+}
+
+// mustOpen opens cfg with TestOnly set and closes it when tb ends.
+func mustOpen(tb testing.TB, cfg store.Config) *store.DB {
+	tb.Helper()
 	cfg.TestOnly = true
 	db, err := store.Open(context.Background(), cfg)
 	if err != nil {
