@@ -6,3 +6,14 @@ package store
 func SetTestHooks(db *DB, received, taken func(n int)) {
 	db.hooks = testHooks{received: received, taken: taken}
 }
+
+// DBError is dbError, for the tests of each engine's error codes.
+var DBError = dbError
+
+// ErrBusy is errBusy: a write that waited for a lock longer than
+// Config.BusyTimeout.
+var ErrBusy = errBusy
+
+// WriteLockKey is the PostgreSQL advisory lock the store's write
+// transactions take.
+const WriteLockKey = writeLockKey

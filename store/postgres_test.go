@@ -1,8 +1,19 @@
 package store_test
 
 import (
+	"context"
+	"fmt"
+	"io/fs"
+	"os"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
+	"github.com/riverqueue/river"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pendinglink/pendinglink/store"
 	"github.com/pendinglink/pendinglink/store/storetest"
 )
 
@@ -15,4 +26,251 @@ func TestMain(m *testing.M) { storetest.Main(m) }
 func TestExercisePostgres(t *testing.T) {
 	t.Parallel()
 	storetest.Exercise(t, storetest.MustOpenPostgres)
+}
+
+// countPG runs a count query on db's pool.
+func countPG(t *testing.T, db *store.DB, query string) int64 {
+	t.Helper()
+	var n int64
+	require.NoError(t, db.SQL().QueryRowContext(t.Context(), query).Scan(&n))
+	return n
+}
+
+func TestOpenPostgres(t *testing.T) {
+	t.Parallel()
+
+	t.Run("ConcurrentOpensOfAFreshDatabaseMigrateOnce", func(t *testing.T) {
+		t.Parallel()
+		dsn := storetest.EmptyPostgresDSN(t)
+		// Instances starting together: the migration lock makes the later
+		// ones find everything applied instead of failing on tables that
+		// exist.
+		const instances = 3
+		dbs := make([]*store.DB, instances)
+		errs := make([]error, instances)
+		var wg sync.WaitGroup
+		for i := range instances {
+			wg.Go(func() { dbs[i], errs[i] = store.Open(t.Context(), store.Config{DSN: dsn, TestOnly: true}) })
+		}
+		wg.Wait()
+		for i := range instances {
+			require.NoError(t, errs[i], "instance %d", i)
+			t.Cleanup(func() { require.NoError(t, dbs[i].Close()) })
+		}
+		entries, err := fs.ReadDir(os.DirFS("migrations/postgres"), ".")
+		require.NoError(t, err)
+		require.Equal(t, int64(len(entries)), countPG(t, dbs[0], `SELECT count(*) FROM schema_migrations`), "each migration is recorded once")
+		require.Positive(t, countPG(t, dbs[0], `SELECT count(*) FROM river_migration`))
+		_, err = dbs[1].SaveEvent(t.Context(), storetest.NewEvent(store.KindAddExternalContact))
+		require.NoError(t, err)
+		require.Equal(t, int64(1), storetest.MustCounts(t, dbs[2]).Events, "one database behind every instance")
+	})
+
+	t.Run("DataSurvivesReopen", func(t *testing.T) {
+		t.Parallel()
+		dsn := storetest.PostgresDSN(t)
+		db, err := store.Open(t.Context(), store.Config{DSN: dsn, Jobs: storetest.Policy{}})
+		require.NoError(t, err)
+		ev := storetest.NewEvent(store.KindAddExternalContact)
+		_, err = db.SaveEvent(t.Context(), ev)
+		require.NoError(t, err)
+		require.NoError(t, db.AddQuota(t.Context(), "api", 60, 3))
+		want := storetest.MustCounts(t, db)
+		require.NoError(t, db.Close())
+
+		db = storetest.MustOpenPostgres(t, store.Config{DSN: dsn})
+		require.Equal(t, want, storetest.MustCounts(t, db))
+		got, err := db.FindEventByID(t.Context(), ev.ID)
+		require.NoError(t, err)
+		require.Equal(t, ev.Raw, got.Raw, "BYTEA round-trips")
+		inserted, err := db.SaveEvent(t.Context(), ev)
+		require.NoError(t, err)
+		require.False(t, inserted, "a retry after the restart is still a duplicate")
+	})
+
+	t.Run("ErrBadDatabase", func(t *testing.T) {
+		t.Parallel()
+		dsn := strings.Replace(storetest.PostgresDSN(t), "/pendinglink_test_", "/pendinglink_missing_", 1)
+		_, err := store.Open(t.Context(), store.Config{DSN: dsn})
+		require.ErrorContains(t, err, "store: connect to PostgreSQL")
+	})
+}
+
+// TestDBError_Postgres: PostgreSQL's error codes map to the store's
+// errors as SQLite's do (TestDBError_SQLite).
+func TestDBError_Postgres(t *testing.T) {
+	t.Parallel()
+	db := storetest.MustOpenPostgres(t, store.Config{})
+	ctx := t.Context()
+
+	err := db.SQL().QueryRowContext(ctx, `SELECT 1 FROM events WHERE id = 0`).Scan(new(int))
+	require.ErrorIs(t, store.DBError("find", err), store.ErrNotFound)
+
+	_, err = db.SQL().ExecContext(ctx, `INSERT INTO quota_counters (key, bucket, count) VALUES ('k', 1, 1), ('k', 1, 1)`)
+	require.ErrorIs(t, store.DBError("insert", err), store.ErrConflict, "unique")
+
+	_, err = db.SQL().ExecContext(ctx, `INSERT INTO fan_pending_ids (pending_id, unionid, issued_at, expires_at) VALUES ('p', 'no-such-fan', 0, 0)`)
+	require.ErrorIs(t, store.DBError("insert", err), store.ErrConflict, "foreign key")
+
+	_, err = db.SQL().ExecContext(ctx, `INSERT INTO links (unionid, openid, pending_id, corp_id, external_userid, active, matched_at, updated_at)
+		VALUES ('u', 'o', 'p', 'c', 'e', 2, 0, 0)`)
+	require.ErrorIs(t, store.DBError("insert", err), store.ErrConflict, "check")
+
+	_, err = db.SQL().ExecContext(ctx, `SELECT * FROM no_such_table`)
+	got := store.DBError("select", err)
+	require.ErrorContains(t, got, "store: select: ")
+	require.NotErrorIs(t, got, store.ErrConflict)
+	require.NotErrorIs(t, got, store.ErrNotFound)
+	require.NotErrorIs(t, got, store.ErrBusy)
+}
+
+// TestPostgres_WriteLock: the store's write transactions queue for one
+// advisory lock, for at most Config.BusyTimeout.
+func TestPostgres_WriteLock(t *testing.T) {
+	t.Parallel()
+	db := storetest.MustOpenPostgres(t, store.Config{BusyTimeout: 20 * time.Millisecond})
+
+	// Another session (an instance stuck in a write) holds the lock.
+	conn, err := db.SQL().Conn(t.Context())
+	require.NoError(t, err)
+	_, err = conn.ExecContext(t.Context(), `SELECT pg_advisory_lock($1)`, store.WriteLockKey)
+	require.NoError(t, err)
+
+	_, err = db.SaveEvent(t.Context(), storetest.NewEvent(store.KindAddExternalContact))
+	require.ErrorIs(t, err, store.ErrBusy, "the batch waited BusyTimeout, twice, then failed")
+	require.ErrorIs(t, db.Ping(t.Context()), store.ErrBusy, "a failed commit makes the store unready")
+	_, err = db.RecordFanPendingID(t.Context(), "u", "p")
+	require.ErrorIs(t, err, store.ErrBusy)
+
+	_, err = conn.ExecContext(t.Context(), `SELECT pg_advisory_unlock($1)`, store.WriteLockKey)
+	require.NoError(t, err)
+	require.NoError(t, conn.Close())
+	inserted, err := db.SaveEvent(t.Context(), storetest.NewEvent(store.KindAddExternalContact))
+	require.NoError(t, err)
+	require.True(t, inserted)
+	require.NoError(t, db.Ping(t.Context()))
+	require.Equal(t, int64(1), storetest.MustCounts(t, db).Events, "the failed batch left nothing behind")
+}
+
+// TestPostgres_TwoInstances: instances sharing a database keep the
+// guarantees one instance gives, with each its own group commit and pool.
+func TestPostgres_TwoInstances(t *testing.T) {
+	t.Parallel()
+	dsn := storetest.PostgresDSN(t)
+	a := storetest.MustOpenPostgres(t, store.Config{DSN: dsn, Jobs: storetest.Policy{}, MaxConns: 4})
+	b := storetest.MustOpenPostgres(t, store.Config{DSN: dsn, Jobs: storetest.Policy{}, MaxConns: 4})
+
+	t.Run("RepeatedCallbacksStoredOnce", func(t *testing.T) {
+		// WeCom retries a callback; the load balancer sends the copies to
+		// either instance.
+		const callers, keys = 200, 50
+		var wg sync.WaitGroup
+		errs := make([]error, callers)
+		inserted := make([]bool, callers)
+		for i := range callers {
+			db := a
+			if i%2 == 1 {
+				db = b
+			}
+			wg.Go(func() {
+				ev := storetest.NewEvent(store.KindAddExternalContact)
+				ev.DedupKey = fmt.Sprintf("two-%d", i%keys)
+				ev.ExternalUserID = fmt.Sprintf("wmtwo-%d", i%keys)
+				inserted[i], errs[i] = db.SaveEvent(t.Context(), ev)
+			})
+		}
+		wg.Wait()
+		var n int
+		for i := range callers {
+			require.NoError(t, errs[i])
+			if inserted[i] {
+				n++
+			}
+		}
+		require.Equal(t, keys, n, "each key inserted by exactly one caller")
+		c := storetest.MustCounts(t, a)
+		require.Equal(t, int64(keys), c.Events)
+		require.Equal(t, int64(keys), c.Jobs, "one job per stored event")
+		st, err := b.Status(t.Context())
+		require.NoError(t, err)
+		require.Equal(t, int64(keys), st.EventsReceived)
+		require.Equal(t, int64(callers-keys), st.EventsDuplicate)
+	})
+
+	t.Run("FanAndCustomerMatchedAtTheSameMoment", func(t *testing.T) {
+		// One instance records each fan's pending_id while the other
+		// records the customer WeCom resolved to it: whichever commits
+		// second must see the first and link them. Side by side at READ
+		// COMMITTED, both could miss the other; the write lock orders them.
+		const pairs = 40
+		fans := make([]store.FanInput, pairs)
+		for i := range fans {
+			fans[i] = store.FanInput{UnionID: fmt.Sprintf("u-same-%d", i), OpenID: fmt.Sprintf("o-same-%d", i)}
+		}
+		_, err := a.RegisterFans(t.Context(), fans, store.RegisterOpts{NoJob: true})
+		require.NoError(t, err)
+
+		var wg sync.WaitGroup
+		errs := make([]error, 2*pairs)
+		for i := range pairs {
+			p := fmt.Sprintf("p-same-%d", i)
+			wg.Go(func() { _, errs[2*i] = a.RecordFanPendingID(t.Context(), fans[i].UnionID, p) })
+			wg.Go(func() {
+				_, errs[2*i+1] = b.RecordResolution(t.Context(), store.Resolution{CorpID: "wwsame", ExternalUserID: fmt.Sprintf("wm-same-%d", i), PendingID: p})
+			})
+		}
+		wg.Wait()
+		for _, err := range errs {
+			require.NoError(t, err)
+		}
+		links, err := a.FindLinks(t.Context(), store.LinkFilter{CorpID: "wwsame", Limit: 2 * pairs})
+		require.NoError(t, err)
+		require.Equal(t, pairs, len(links), "every fan linked to its customer")
+	})
+}
+
+// TestPostgres_ListenerStartsJobs: with River's poll a full hour away, a
+// saved event's job still runs, because River hears the insert through
+// LISTEN/NOTIFY. River's Start returns once its producer listens.
+func TestPostgres_ListenerStartsJobs(t *testing.T) {
+	t.Parallel()
+	worked := make(chan storetest.Job, 1)
+	workers := river.NewWorkers()
+	river.AddWorker(workers, river.WorkFunc(func(_ context.Context, job *river.Job[storetest.Job]) error {
+		worked <- job.Args
+		return nil
+	}))
+	db := storetest.MustOpenPostgres(t, store.Config{Jobs: storetest.Policy{}, Workers: workers, FetchPollInterval: time.Hour})
+	require.NoError(t, db.Start(t.Context()))
+
+	ev := storetest.NewEvent(store.KindAddExternalContact)
+	_, err := db.SaveEvent(t.Context(), ev)
+	require.NoError(t, err)
+	// The timeout only bounds a failing test; nothing waits for it.
+	select {
+	case got := <-worked:
+		require.Equal(t, ev.ID, got.EventID)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the job was not started by a notification")
+	}
+}
+
+// TestPostgres_StartLeavesRunningJobsToTheRescuer: unlike SQLite's, a
+// PostgreSQL database is shared, so a job running at Start may be another
+// live instance's; Start leaves it to River's rescuer.
+func TestPostgres_StartLeavesRunningJobsToTheRescuer(t *testing.T) {
+	t.Parallel()
+	dsn := storetest.PostgresDSN(t)
+	other := storetest.MustOpenPostgres(t, store.Config{DSN: dsn, Jobs: storetest.Policy{}})
+	_, err := other.SaveEvent(t.Context(), storetest.NewEvent(store.KindAddExternalContact))
+	require.NoError(t, err)
+	// What an instance working the job looks like.
+	_, err = other.SQL().ExecContext(t.Context(), `UPDATE river_job SET state = 'running', attempt = 1, attempted_at = now()`)
+	require.NoError(t, err)
+
+	workers := river.NewWorkers()
+	river.AddWorker(workers, river.WorkFunc(func(context.Context, *river.Job[storetest.Job]) error { return nil }))
+	db := storetest.MustOpenPostgres(t, store.Config{DSN: dsn, Jobs: storetest.Policy{}, Workers: workers})
+	require.NoError(t, db.Start(t.Context()))
+	require.Equal(t, int64(1), countPG(t, db, `SELECT count(*) FROM river_job WHERE state = 'running'`))
 }
