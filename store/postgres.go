@@ -90,7 +90,7 @@ func openPostgres(ctx context.Context, cfg Config) (_ *postgresEngine, _ riverdr
 		}
 		driver = riverdatabasesql.NewWithPgxListener(pool.DB, e.listen)
 	}
-	if err := migratePostgres(ctx, connCfg, driver, cfg); err != nil {
+	if err := migratePostgres(ctx, connCfg, cfg); err != nil {
 		return nil, nil, err
 	}
 	return e, driver, nil
@@ -117,21 +117,26 @@ func lockPostgresWrites(timeout time.Duration) func(ctx context.Context, tx *sql
 	}
 }
 
-// migratePostgres applies the store's migrations and River's on one
-// connection holding migrationLockKey, so that instances starting together
-// migrate one after the other: the second finds everything applied. Each
-// migration is one transaction (PostgreSQL's DDL is transactional). The lock
-// is released with the session, when the connection closes, so a failure
-// half-way cannot leave it held.
-func migratePostgres(ctx context.Context, connCfg *pgx.ConnConfig, driver riverdriver.Driver[*sql.Tx], cfg Config) (err error) {
+// migratePostgres applies the store's migrations and River's while holding
+// migrationLockKey, so that instances starting together migrate one after
+// the other: the later ones find everything applied. Each migration is one
+// transaction (PostgreSQL's DDL is transactional).
+//
+// The lock is a session lock, so everything runs on a pool of exactly one
+// connection, River's migrator included (it takes a pool, not a
+// connection). Closing that pool ends the session, which releases the lock
+// whatever failed half-way. Unlocking explicitly first also checks that the
+// session was never replaced (database/sql reconnects silently when the
+// server dropped an idle connection), in which case the lock was not held
+// throughout.
+func migratePostgres(ctx context.Context, connCfg *pgx.ConnConfig, cfg Config) (err error) {
 	db := stdlib.OpenDB(*connCfg)
+	db.SetMaxOpenConns(1)
+	db.SetMaxIdleConns(1)
+	db.SetConnMaxLifetime(0)
+	db.SetConnMaxIdleTime(0)
 	defer func() { err = errors.Join(err, db.Close()) }()
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		return dbError("migrations: connect", err)
-	}
-	defer func() { err = errors.Join(err, conn.Close()) }()
-	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, migrationLockKey); err != nil {
+	if _, err := db.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, migrationLockKey); err != nil {
 		return dbError("migrations: lock", err)
 	}
 
@@ -140,7 +145,7 @@ func migratePostgres(ctx context.Context, connCfg *pgx.ConnConfig, driver riverd
 		name        TEXT    NOT NULL,
 		applied_at  BIGINT  NOT NULL
 	)`
-	if _, err := conn.ExecContext(ctx, create); err != nil {
+	if _, err := db.ExecContext(ctx, create); err != nil {
 		return dbError("create schema_migrations", err)
 	}
 	migs, err := readMigrations(postgresMigrations, "migrations/postgres")
@@ -148,18 +153,28 @@ func migratePostgres(ctx context.Context, connCfg *pgx.ConnConfig, driver riverd
 		return err
 	}
 	for _, m := range migs {
-		if err := applyPostgresMigration(ctx, conn, m, cfg.Now()); err != nil {
+		if err := applyPostgresMigration(ctx, db, m, cfg.Now()); err != nil {
 			return err
 		}
 	}
+	if err := migrateRiver(ctx, cfg.Logger, riverdatabasesql.New(db)); err != nil {
+		return err
+	}
 
-	return migrateRiver(ctx, cfg.Logger, driver, conn)
+	var held bool
+	if err := db.QueryRowContext(ctx, `SELECT pg_advisory_unlock($1)`, migrationLockKey).Scan(&held); err != nil {
+		return dbError("migrations: unlock", err)
+	}
+	if !held {
+		return errors.New("store: migrations: the connection holding the migration lock was replaced; open again")
+	}
+	return nil
 }
 
 // applyPostgresMigration applies m unless it is recorded.
-func applyPostgresMigration(ctx context.Context, conn *sql.Conn, m migration, now time.Time) (err error) {
+func applyPostgresMigration(ctx context.Context, db *sql.DB, m migration, now time.Time) (err error) {
 	op := fmt.Sprintf("migration %03d_%s", m.version, m.name)
-	tx, err := conn.BeginTx(ctx, nil)
+	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return dbError(op, err)
 	}

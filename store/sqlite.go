@@ -70,7 +70,7 @@ func openSQLite(ctx context.Context, cfg Config) (_ *sqliteEngine, _ riverdriver
 		return nil, nil, err
 	}
 	driver := riversqlite.New(e.write.DB)
-	if err := migrateRiver(ctx, cfg.Logger, driver, nil); err != nil {
+	if err := migrateRiver(ctx, cfg.Logger, driver); err != nil {
 		return nil, nil, err
 	}
 

@@ -425,38 +425,17 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	return db, nil
 }
 
-// migrateRiver applies River's migrations through driver: on conn when it
-// is not nil (PostgreSQL runs them on the connection holding its migration
-// lock), on driver's pool otherwise. On conn each version gets its own
-// transaction, as Migrate gives it: a later version may use an enum value an
-// earlier one added, which PostgreSQL refuses within one transaction.
-func migrateRiver(ctx context.Context, logger *slog.Logger, driver riverdriver.Driver[*sql.Tx], conn *sql.Conn) error {
+// migrateRiver applies River's migrations through driver, each version in
+// its own transaction.
+func migrateRiver(ctx context.Context, logger *slog.Logger, driver riverdriver.Driver[*sql.Tx]) error {
 	migrator, err := rivermigrate.New(driver, &rivermigrate.Config{Logger: logger})
 	if err != nil {
 		return fmt.Errorf("store: river migrator: %w", err)
 	}
-	if conn == nil {
-		if _, err := migrator.Migrate(ctx, rivermigrate.DirectionUp, nil); err != nil {
-			return fmt.Errorf("store: river migrations: %w", err)
-		}
-		return nil
+	if _, err := migrator.Migrate(ctx, rivermigrate.DirectionUp, nil); err != nil {
+		return fmt.Errorf("store: river migrations: %w", err)
 	}
-	for {
-		tx, err := conn.BeginTx(ctx, nil)
-		if err != nil {
-			return fmt.Errorf("store: river migrations: %w", err)
-		}
-		res, err := migrator.MigrateTx(ctx, tx, rivermigrate.DirectionUp, &rivermigrate.MigrateOpts{MaxSteps: 1})
-		if err != nil {
-			return fmt.Errorf("store: river migrations: %w", errors.Join(err, tx.Rollback()))
-		}
-		if err := tx.Commit(); err != nil {
-			return fmt.Errorf("store: river migrations: %w", err)
-		}
-		if len(res.Versions) == 0 {
-			return nil
-		}
-	}
+	return nil
 }
 
 // openRiver builds River's client; the engine applied River's migrations.
