@@ -10,8 +10,9 @@
 //
 // # Opening
 //
-// [Open] picks the engine from [Config.DSN] (SQLite today, PostgreSQL later),
-// applies the embedded migrations and River's, and builds the River client.
+// [Open] picks the engine from [Config.DSN] (a SQLite file, or PostgreSQL for
+// a postgres:// URL), applies the embedded migrations and River's, and builds
+// the River client.
 // [DB.Start] begins working jobs when [Config.Workers] is set; [DB.Close]
 // stops everything in reverse order.
 //
@@ -35,4 +36,16 @@
 // connection: never call a writing DB method while holding a transaction
 // begun on [DB.SQL], since the call would wait for the very connection that
 // transaction holds.
+//
+// # PostgreSQL
+//
+// Several instances may share one PostgreSQL database. One pool
+// ([Config.MaxConns]) serves the store and River, whose driver is
+// riverdatabasesql, so transactions are *sql.Tx as on SQLite; River hears of
+// new jobs through LISTEN/NOTIFY. The store's write transactions take one
+// advisory lock, so they run one at a time across all instances, as on
+// SQLite's single connection: the matching rules rely on it. Migrations run
+// under another advisory lock, so instances starting together are safe. Jobs
+// a dead instance left running are rescued by River after
+// [Config.RescueStuckJobsAfter]. docs/ARCHITECTURE.md lists the differences.
 package store
