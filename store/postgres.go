@@ -29,7 +29,7 @@ const (
 	// migrationLockKey is held, per session, while an instance migrates.
 	migrationLockKey int64 = 0x70656e646c6e6b01
 	// writeLockKey is held, per transaction, by every write transaction
-	// that reads before it writes (see lockPostgresWrites).
+	// the store begins (see lockPostgresWrites).
 	writeLockKey int64 = 0x70656e646c6e6b02
 )
 

@@ -38,9 +38,9 @@ type dialect struct {
 	// strpos is the function giving the 1-based position of a substring:
 	// instr (SQLite) or strpos (PostgreSQL).
 	strpos string
-	// lockWrites, when set, runs first in every write transaction that
-	// reads before it writes, so that such transactions run one at a time
-	// as on SQLite's single writer connection (see postgres.go).
+	// lockWrites, when set, runs first in every write transaction begin
+	// starts, so that they run one at a time as on SQLite's single writer
+	// connection (see lockPostgresWrites).
 	lockWrites func(ctx context.Context, tx *sql.Tx) error
 	// rebound caches bind's result per query string. Queries are constants
 	// or built from a few optional clauses, so the cache stays small; the

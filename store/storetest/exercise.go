@@ -15,7 +15,8 @@ import (
 // that open returns: every engine must pass it, as every River driver
 // passes riverdrivertest.Exercise. open must return a fresh, empty, migrated
 // store for each call, honouring cfg (Now, Jobs, Workers) and closing it
-// when tb ends; MustOpen is such a function for SQLite.
+// when tb ends; MustOpen is such a function for SQLite, MustOpenPostgres
+// for PostgreSQL.
 //
 // Subtests are named by behaviour, e.g.
 // Exercise/RecordResolution/LinksFanRegisteredEarlier, and run in
