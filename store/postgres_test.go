@@ -25,6 +25,7 @@ func TestMain(m *testing.M) { storetest.Main(m) }
 // database, the migration and write locks, the listener.
 func TestExercisePostgres(t *testing.T) {
 	t.Parallel()
+	storetest.SkipWithoutPostgres(t)
 	storetest.Exercise(t, storetest.MustOpenPostgres)
 }
 
@@ -38,6 +39,7 @@ func countPG(t *testing.T, db *store.DB, query string) int64 {
 
 func TestOpenPostgres(t *testing.T) {
 	t.Parallel()
+	storetest.SkipWithoutPostgres(t)
 
 	t.Run("ConcurrentOpensOfAFreshDatabaseMigrateOnce", func(t *testing.T) {
 		t.Parallel()
@@ -156,6 +158,7 @@ func TestPostgres_WriteLock(t *testing.T) {
 // guarantees one instance gives, with each its own group commit and pool.
 func TestPostgres_TwoInstances(t *testing.T) {
 	t.Parallel()
+	storetest.SkipWithoutPostgres(t)
 	dsn := storetest.PostgresDSN(t)
 	a := storetest.MustOpenPostgres(t, store.Config{DSN: dsn, Jobs: storetest.Policy{}, MaxConns: 4})
 	b := storetest.MustOpenPostgres(t, store.Config{DSN: dsn, Jobs: storetest.Policy{}, MaxConns: 4})

@@ -64,6 +64,13 @@ func EmptyPostgresDSN(tb testing.TB) string {
 	return createPostgres(tb, postgresAdmin(tb), "")
 }
 
+// SkipWithoutPostgres skips the test when PostgresEnv is unset, naming it:
+// a suite of PostgreSQL subtests then skips once rather than in each.
+func SkipWithoutPostgres(tb testing.TB) {
+	tb.Helper()
+	postgresAdmin(tb)
+}
+
 // postgresAdmin returns PostgresEnv's DSN, or skips the test.
 func postgresAdmin(tb testing.TB) string {
 	tb.Helper()
