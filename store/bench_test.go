@@ -28,31 +28,7 @@ import (
 func BenchmarkSaveEvent(b *testing.B) {
 	for _, parallelism := range []int{1, 8, 32, 128} {
 		b.Run("Closed"+strconv.Itoa(parallelism), func(b *testing.B) {
-			db := storetest.MustOpen(b, store.Config{Jobs: storetest.Policy{}})
-			var (
-				seq       atomic.Int64
-				mu        sync.Mutex
-				latencies []time.Duration
-			)
-			b.SetParallelism(parallelism)
-			b.ReportAllocs()
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				var mine []time.Duration
-				for pb.Next() {
-					ev := benchEvent(seq.Add(1))
-					start := time.Now()
-					if _, err := db.SaveEvent(b.Context(), ev); err != nil {
-						b.Error(err)
-						return
-					}
-					mine = append(mine, time.Since(start))
-				}
-				mu.Lock()
-				latencies = append(latencies, mine...)
-				mu.Unlock()
-			})
-			reportLatency(b, latencies)
+			benchClosed(b, storetest.MustOpen, parallelism)
 		})
 	}
 
@@ -103,6 +79,47 @@ func BenchmarkSaveEvent(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkSaveEventPostgres is BenchmarkSaveEvent's ClosedN on
+// PostgreSQL (PENDINGLINK_TEST_POSTGRES), one instance.
+func BenchmarkSaveEventPostgres(b *testing.B) {
+	storetest.SkipWithoutPostgres(b)
+	for _, parallelism := range []int{1, 8, 32, 128} {
+		b.Run("Closed"+strconv.Itoa(parallelism), func(b *testing.B) {
+			benchClosed(b, storetest.MustOpenPostgres, parallelism)
+		})
+	}
+}
+
+// benchClosed runs parallelism concurrent callers per GOMAXPROCS on a store
+// that open gives, each saving as fast as it can.
+func benchClosed(b *testing.B, open func(testing.TB, store.Config) *store.DB, parallelism int) {
+	db := open(b, store.Config{Jobs: storetest.Policy{}})
+	var (
+		seq       atomic.Int64
+		mu        sync.Mutex
+		latencies []time.Duration
+	)
+	b.SetParallelism(parallelism)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		var mine []time.Duration
+		for pb.Next() {
+			ev := benchEvent(seq.Add(1))
+			start := time.Now()
+			if _, err := db.SaveEvent(b.Context(), ev); err != nil {
+				b.Error(err)
+				return
+			}
+			mine = append(mine, time.Since(start))
+		}
+		mu.Lock()
+		latencies = append(latencies, mine...)
+		mu.Unlock()
+	})
+	reportLatency(b, latencies)
 }
 
 func benchEvent(n int64) *store.Event {
