@@ -15,8 +15,9 @@ import (
 	"github.com/riverqueue/river/rivermigrate"
 )
 
-// Errors returned by the store. Driver errors are translated into them in
-// one function per engine, by error code.
+// Errors returned by the store. Driver errors are translated into them by
+// dbError, from each engine's error codes, so they match the same way on
+// SQLite and PostgreSQL.
 var (
 	// ErrNotFound means the requested row does not exist.
 	ErrNotFound = errors.New("store: not found")
