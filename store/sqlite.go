@@ -17,6 +17,8 @@ import (
 	"github.com/riverqueue/river/riverdriver/riversqlite"
 	"modernc.org/sqlite" // registers the "sqlite" database/sql driver
 	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/pendinglink/pendinglink/quota"
 )
 
 //go:embed migrations/sqlite/*.sql
@@ -586,6 +588,25 @@ func (e *sqliteEngine) addQuota(ctx context.Context, key string, bucket, n int64
 	_, err := e.write.ExecContext(ctx, `INSERT INTO quota_counters (key, bucket, count) VALUES (?, ?, ?)
 		ON CONFLICT (key, bucket) DO UPDATE SET count = count + excluded.count`, key, bucket, n)
 	return sqliteError("add quota", err)
+}
+
+// reserveQuota implements engine. The single write connection makes the
+// check and the increment one step.
+func (e *sqliteEngine) reserveQuota(ctx context.Context, key string, bucket int64, limits []quota.Limit) (bool, error) {
+	var q strings.Builder
+	q.WriteString(`INSERT INTO quota_counters (key, bucket, count) SELECT ?, ?, 1 WHERE 1`)
+	args := []any{key, bucket}
+	for _, l := range limits {
+		q.WriteString(` AND (SELECT COALESCE(sum(count), 0) FROM quota_counters WHERE key = ? AND bucket > ?) < ?`)
+		args = append(args, key, l.After, l.Max)
+	}
+	q.WriteString(` ON CONFLICT (key, bucket) DO UPDATE SET count = count + 1`)
+	res, err := e.write.ExecContext(ctx, q.String(), args...)
+	if err != nil {
+		return false, sqliteError("reserve quota", err)
+	}
+	n, err := res.RowsAffected()
+	return n == 1, sqliteError("reserve quota", err)
 }
 
 // loadQuota implements engine.

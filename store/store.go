@@ -14,6 +14,8 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver"
 	"github.com/riverqueue/river/rivermigrate"
+
+	"github.com/pendinglink/pendinglink/quota"
 )
 
 // Errors returned by the store. Driver errors are translated into them in
@@ -264,6 +266,7 @@ type engine interface {
 	status(ctx context.Context) (Status, error)
 	counts(ctx context.Context) (Counts, error)
 	addQuota(ctx context.Context, key string, bucket, n int64) error
+	reserveQuota(ctx context.Context, key string, bucket int64, limits []quota.Limit) (bool, error)
 	loadQuota(ctx context.Context, key string, since int64) (map[int64]int64, error)
 	pruneQuota(ctx context.Context, before int64) (int64, error)
 	ping(ctx context.Context) error
@@ -583,6 +586,16 @@ func (db *DB) AddQuota(ctx context.Context, key string, bucketUnix int64, n int6
 		return fmt.Errorf("%w: quota key must be 1 to %d bytes", ErrInvalid, MaxFieldLen)
 	}
 	return db.eng.addQuota(ctx, key, bucketUnix, n)
+}
+
+// ReserveQuota counts one call in bucketUnix under key if every limit
+// allows it, in one atomic step: processes sharing the database together
+// never exceed a window (quota.Reserver).
+func (db *DB) ReserveQuota(ctx context.Context, key string, bucketUnix int64, limits []quota.Limit) (bool, error) {
+	if key == "" || len(key) > MaxFieldLen {
+		return false, fmt.Errorf("%w: quota key must be 1 to %d bytes", ErrInvalid, MaxFieldLen)
+	}
+	return db.eng.reserveQuota(ctx, key, bucketUnix, limits)
 }
 
 // LoadQuota returns the counters of key whose bucket starts at or after
