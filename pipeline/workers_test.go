@@ -5,9 +5,12 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -671,4 +674,33 @@ func TestRegister_BlockedAPIQueues(t *testing.T) {
 	f, err := b.db.FindFan(t.Context(), "test-u1")
 	require.NoError(t, err)
 	require.Equal(t, store.FanNew, f.State)
+}
+
+// TestNotifyWorker_WaitsForAnotherSendersClaim: while another process's
+// sender holds a link's next notification, a job for that link delivers
+// nothing and waits; once it is free the job delivers it.
+func TestNotifyWorker_WaitsForAnotherSendersClaim(t *testing.T) {
+	t.Parallel()
+	var posts atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		posts.Add(1)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(srv.Close)
+	b := setupWorkers(t, func(c *pipeline.Config) { c.Webhook = &pipeline.Webhook{URL: srv.URL, Secret: "test-secret"} })
+	b.registerFan(t, "test-u1", "p-1")
+	links, err := b.db.RecordResolution(t.Context(), store.Resolution{CorpID: "wwtestcorp", ExternalUserID: "wmtest1", PendingID: "p-1"})
+	require.NoError(t, err)
+	require.Len(t, links, 1)
+
+	held, err := b.db.ClaimOutbox(t.Context(), links[0].ID, time.Minute) // the other process
+	require.NoError(t, err)
+	res := mustWork(t, b, pipeline.NotifyArgs{LinkID: links[0].ID})
+	require.Equal(t, river.EventKindJobSnoozed, res.EventKind)
+	require.Zero(t, posts.Load(), "nothing delivered past another sender's claim")
+
+	require.NoError(t, b.db.MarkOutbox(t.Context(), held.ID, "webhook: status 502")) // it failed
+	res = mustWork(t, b, pipeline.NotifyArgs{LinkID: links[0].ID})
+	require.Equal(t, river.EventKindJobCompleted, res.EventKind)
+	require.EqualValues(t, 1, posts.Load())
 }

@@ -692,17 +692,16 @@ func (e *sqliteEngine) hasAvailableJobs(ctx context.Context, queue string, atLea
 	return n >= atLeast, sqliteError("available jobs", err)
 }
 
-func (e *sqliteEngine) nextOutbox(ctx context.Context, linkID int64) (*OutboxItem, error) {
+const outboxColumns = `id, link_id, kind, payload, attempts, last_error, created_at`
+
+func scanOutbox(r rowScanner) (*OutboxItem, error) {
 	var (
 		o        OutboxItem
 		snapshot []byte
 		created  int64
 	)
-	err := e.read.QueryRowContext(ctx, `SELECT id, link_id, kind, payload, attempts, last_error, created_at FROM outbox
-		WHERE link_id = ? AND delivered_at IS NULL ORDER BY id LIMIT 1`, linkID).
-		Scan(&o.ID, &o.LinkID, &o.Kind, &snapshot, &o.Attempts, &o.LastError, &created)
-	if err != nil {
-		return nil, sqliteError("next outbox", err)
+	if err := r.Scan(&o.ID, &o.LinkID, &o.Kind, &snapshot, &o.Attempts, &o.LastError, &created); err != nil {
+		return nil, err
 	}
 	if err := json.Unmarshal(snapshot, &o.Link); err != nil {
 		return nil, fmt.Errorf("store: decode outbox %d: %w", o.ID, err)
@@ -711,12 +710,34 @@ func (e *sqliteEngine) nextOutbox(ctx context.Context, linkID int64) (*OutboxIte
 	return &o, nil
 }
 
+func (e *sqliteEngine) nextOutbox(ctx context.Context, linkID int64) (*OutboxItem, error) {
+	o, err := scanOutbox(e.read.QueryRowContext(ctx, `SELECT `+outboxColumns+` FROM outbox
+		WHERE link_id = ? AND delivered_at IS NULL ORDER BY id LIMIT 1`, linkID))
+	return o, sqliteError("next outbox", err)
+}
+
+func (e *sqliteEngine) claimOutbox(ctx context.Context, linkID int64, now time.Time, lease time.Duration) (*OutboxItem, error) {
+	// Only the head of the link's queue can be claimed, and only while
+	// free: one statement, so two senders never both get it.
+	o, err := scanOutbox(e.write.QueryRowContext(ctx, `UPDATE outbox SET claimed_until = ?
+		WHERE id = (SELECT id FROM outbox WHERE link_id = ? AND delivered_at IS NULL ORDER BY id LIMIT 1)
+		AND (claimed_until IS NULL OR claimed_until <= ?) RETURNING `+outboxColumns,
+		now.Add(lease).UnixMilli(), linkID, now.UnixMilli()))
+	if !errors.Is(err, sql.ErrNoRows) {
+		return o, sqliteError("claim outbox", err)
+	}
+	if _, err := e.nextOutbox(ctx, linkID); err != nil {
+		return nil, err // ErrNotFound: nothing pending
+	}
+	return nil, fmt.Errorf("%w: notifications of link %d", ErrClaimed, linkID)
+}
+
 func (e *sqliteEngine) markOutbox(ctx context.Context, id int64, errMsg string, now time.Time) error {
 	var err error
 	if errMsg == "" {
-		_, err = e.write.ExecContext(ctx, `UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, last_error = '' WHERE id = ?`, now.UnixMilli(), id)
+		_, err = e.write.ExecContext(ctx, `UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, last_error = '', claimed_until = NULL WHERE id = ?`, now.UnixMilli(), id)
 	} else {
-		_, err = e.write.ExecContext(ctx, `UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?`, errMsg, id)
+		_, err = e.write.ExecContext(ctx, `UPDATE outbox SET attempts = attempts + 1, last_error = ?, claimed_until = NULL WHERE id = ?`, errMsg, id)
 	}
 	return sqliteError("mark outbox", err)
 }

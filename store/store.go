@@ -29,6 +29,9 @@ var (
 	ErrInvalid = errors.New("store: invalid")
 	// ErrClosed means the DB was closed.
 	ErrClosed = errors.New("store: closed")
+	// ErrClaimed means another worker holds what was asked for (a link's
+	// next notification); try again after its lease.
+	ErrClaimed = errors.New("store: claimed by another worker")
 )
 
 // errBusy marks a transient lock error (SQLITE_BUSY); a batch that fails with
@@ -298,6 +301,7 @@ type engine interface {
 	countJobs(ctx context.Context, kind string) (int64, error)
 	hasAvailableJobs(ctx context.Context, queue string, atLeast int) (bool, error)
 	nextOutbox(ctx context.Context, linkID int64) (*OutboxItem, error)
+	claimOutbox(ctx context.Context, linkID int64, now time.Time, lease time.Duration) (*OutboxItem, error)
 	markOutbox(ctx context.Context, id int64, errMsg string, now time.Time) error
 	pipelineStatus(ctx context.Context, now time.Time, expiringWithin time.Duration) (PipelineStatus, error)
 
