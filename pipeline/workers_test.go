@@ -180,6 +180,14 @@ func (b *workerBundle) event(t *testing.T, id int64) *store.Event {
 	return ev
 }
 
+// linksOf reads the links of the fan unionID.
+func (b *workerBundle) linksOf(t *testing.T, unionID string) []store.Link {
+	t.Helper()
+	links, err := b.db.FindLinks(t.Context(), store.LinkFilter{UnionID: unionID})
+	require.NoError(t, err)
+	return links
+}
+
 // registerFan stores a fan holding pendingID.
 func (b *workerBundle) registerFan(t *testing.T, unionID, pendingID string) {
 	t.Helper()
@@ -212,8 +220,7 @@ func TestResolveWorker(t *testing.T) {
 		res := mustWork(t, b, resolveArgs(ev))
 		require.Equal(t, river.EventKindJobCompleted, res.EventKind)
 		require.Equal(t, store.EventResolved, b.event(t, ev.ID).State)
-		links, err := b.db.FindLinks(t.Context(), store.LinkFilter{UnionID: "test-u1"})
-		require.NoError(t, err)
+		links := b.linksOf(t, "test-u1")
 		require.Len(t, links, 1)
 		require.Equal(t, ev.ExternalUserID, links[0].ExternalUserID)
 	})
@@ -323,8 +330,7 @@ func TestEndLinkWorker(t *testing.T) {
 
 		res := mustWork(t, b, pipeline.EndLinkArgs{EventID: del.ID, CorpID: del.CorpID, ExternalUserID: del.ExternalUserID, UserID: del.UserID})
 		require.Equal(t, river.EventKindJobCompleted, res.EventKind)
-		links, err := b.db.FindLinks(t.Context(), store.LinkFilter{UnionID: "test-u1"})
-		require.NoError(t, err)
+		links := b.linksOf(t, "test-u1")
 		require.Len(t, links, 1)
 		require.False(t, links[0].Active)
 		require.Equal(t, store.EventResolved, b.event(t, del.ID).State)
@@ -401,8 +407,7 @@ func TestBackfillWorker(t *testing.T) {
 	}
 	res := mustWork(t, b, pipeline.BackfillArgs{UnionID: "test-u1", OpenID: "o-test-u1"})
 	require.Equal(t, river.EventKindJobCompleted, res.EventKind)
-	links, err := b.db.FindLinks(t.Context(), store.LinkFilter{UnionID: "test-u1"})
-	require.NoError(t, err)
+	links := b.linksOf(t, "test-u1")
 	require.Len(t, links, 1)
 	require.Equal(t, "wmold", links[0].ExternalUserID)
 
@@ -522,11 +527,6 @@ func TestReconcileWorker(t *testing.T) {
 		}
 		return &asked
 	}
-	linksOf := func(t *testing.T, b *workerBundle, u string) []store.Link {
-		links, err := b.db.FindLinks(t.Context(), store.LinkFilter{UnionID: u})
-		require.NoError(t, err)
-		return links
-	}
 
 	t.Run("ChecksNewFansOnceAndLinksWhatIsFound", func(t *testing.T) {
 		t.Parallel()
@@ -536,7 +536,7 @@ func TestReconcileWorker(t *testing.T) {
 		asked := existing(b, map[string][]wecom.ExternalUserIDInfo{"test-u1": {{CorpID: "wwdealer", ExternalUserID: "wmold"}}}, nil)
 		require.Equal(t, river.EventKindJobCompleted, mustWork(t, b, pipeline.ReconcileArgs{}).EventKind)
 		require.ElementsMatch(t, []string{"test-u1", "test-u2"}, *asked)
-		require.Len(t, linksOf(t, b, "test-u1"), 1)
+		require.Len(t, b.linksOf(t, "test-u1"), 1)
 		mustWork(t, b, pipeline.ReconcileArgs{})
 		require.Len(t, *asked, 2, "a checked fan is not asked again")
 	})
