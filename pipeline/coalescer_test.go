@@ -172,15 +172,21 @@ func resolveOnRealTimers(t *testing.T, cfg CoalescerConfig) time.Duration {
 	return elapsed
 }
 
-// blockedResolver returns a resolver whose calls wait until release is
-// closed, to hold a call in flight.
-func blockedResolver() (r *fakeResolver, release chan struct{}) {
+// startInFlight asks for wmA and fires its group's timer; the resolver holds
+// that call in flight until release is closed.
+func startInFlight(t *testing.T) (b *coalescerBundle, a <-chan answer, release chan struct{}) {
+	t.Helper()
 	release = make(chan struct{})
-	r = &fakeResolver{Fn: func(_ context.Context, _, _ string, ids []string) ([]wecom.PendingResult, error) {
+	r := &fakeResolver{Fn: func(_ context.Context, _, _ string, ids []string) ([]wecom.PendingResult, error) {
 		<-release
 		return answerAll(ids), nil
 	}}
-	return r, release
+	b = setupCoalescer(t, r, CoalescerConfig{})
+	a = resolveAsync(t.Context(), b.c, "wwcorp", "", "wmA")
+	synctest.Wait()
+	b.timers.FireAll()
+	synctest.Wait() // the call is in flight, blocked on release
+	return b, a, release
 }
 
 func idsN(prefix string, n int) []string {
@@ -400,12 +406,7 @@ func TestCoalescer_Resolve(t *testing.T) {
 	t.Run("DuplicateOfInFlightIDJoinsCall", func(t *testing.T) {
 		t.Parallel()
 		synctest.Test(t, func(t *testing.T) {
-			r, release := blockedResolver()
-			b := setupCoalescer(t, r, CoalescerConfig{})
-			first := resolveAsync(t.Context(), b.c, "wwcorp", "", "wmA")
-			synctest.Wait()
-			b.timers.FireAll()
-			synctest.Wait() // the call is in flight, blocked on release
+			b, first, release := startInFlight(t)
 
 			again := resolveAsync(t.Context(), b.c, "wwcorp", "", "wmA")
 			synctest.Wait()
@@ -413,7 +414,7 @@ func TestCoalescer_Resolve(t *testing.T) {
 			close(release)
 			require.Equal(t, answer{"p-wmA", nil}, <-first)
 			require.Equal(t, answer{"p-wmA", nil}, <-again)
-			require.Len(t, r.Calls(), 1)
+			require.Len(t, b.resolver.Calls(), 1)
 		})
 	})
 
@@ -576,12 +577,7 @@ func TestCoalescer_Resolve(t *testing.T) {
 	t.Run("NewAsksStartNewGroupWhileCallInFlight", func(t *testing.T) {
 		t.Parallel()
 		synctest.Test(t, func(t *testing.T) {
-			r, release := blockedResolver()
-			b := setupCoalescer(t, r, CoalescerConfig{})
-			a := resolveAsync(t.Context(), b.c, "wwcorp", "", "wmA")
-			synctest.Wait()
-			b.timers.FireAll()
-			synctest.Wait() // first call in flight
+			b, a, release := startInFlight(t)
 
 			bb := resolveAsync(t.Context(), b.c, "wwcorp", "", "wmB")
 			synctest.Wait()
@@ -590,7 +586,7 @@ func TestCoalescer_Resolve(t *testing.T) {
 			close(release)
 			require.Equal(t, answer{"p-wmA", nil}, <-a)
 			require.Equal(t, answer{"p-wmB", nil}, <-bb)
-			calls := r.Calls()
+			calls := b.resolver.Calls()
 			require.Len(t, calls, 2)
 			require.Equal(t, []string{"wmA"}, calls[0].ids)
 			require.Equal(t, []string{"wmB"}, calls[1].ids)
@@ -622,11 +618,7 @@ func TestCoalescer_Close(t *testing.T) {
 	t.Run("CloseWaitsForCallsInFlight", func(t *testing.T) {
 		t.Parallel()
 		synctest.Test(t, func(t *testing.T) {
-			r, release := blockedResolver()
-			b := setupCoalescer(t, r, CoalescerConfig{})
-			a := resolveAsync(t.Context(), b.c, "wwcorp", "", "wmA")
-			synctest.Wait()
-			b.timers.FireAll()
+			b, a, release := startInFlight(t)
 
 			closed := make(chan struct{})
 			go func() {
