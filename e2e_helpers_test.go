@@ -236,6 +236,14 @@ func (w *e2eWorld) addCustomer(p wecomtest.Person, staff string) (wecomtest.Cust
 	return c, w.wc.ContactEvent(c, wecom.ChangeAddExternalContact)
 }
 
+// remove ends customer c in the fake WeCom and sends the event of
+// changeType (a del_follow_user or del_external_contact) that says so.
+func (w *e2eWorld) remove(c wecomtest.Customer, changeType string) {
+	w.t.Helper()
+	w.wc.RemoveCustomer(c)
+	w.send(w.wc.ContactEvent(c, changeType))
+}
+
 // send delivers ev as WeCom does and requires the empty 200 pendinglink owes it.
 func (w *e2eWorld) send(ev wecom.Event) {
 	w.t.Helper()
