@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pendinglink/pendinglink/apiclient"
+	"github.com/pendinglink/pendinglink/internal/syncbuf"
 	"github.com/pendinglink/pendinglink/store"
 	"github.com/pendinglink/pendinglink/wecom"
 	"github.com/pendinglink/pendinglink/wecom/wecomtest"
@@ -67,7 +68,7 @@ type e2eWorld struct {
 	cfg     config
 	// token and aesKey are the callback settings, admin the /v1 bearer token.
 	token, aesKey, admin string
-	logs                 *logBuffer
+	logs                 *syncbuf.Buffer
 	calls                *callRecorder
 	api                  *http.Client
 	callbacks            *http.Client // the Senders' client
@@ -125,7 +126,7 @@ func startE2E(t *testing.T, opts e2eOptions) *e2eWorld {
 	}
 
 	w := &e2eWorld{
-		t: t, wc: wc, logs: &logBuffer{},
+		t: t, wc: wc, logs: serveLog(t, 150),
 		token: wecomtest.RandomToken(16), aesKey: wecomtest.RandomAESKey(), admin: wecomtest.RandomToken(32),
 		api: &http.Client{Timeout: e2eTimeout}, run: &e2eRun{},
 	}
@@ -145,11 +146,6 @@ func startE2E(t *testing.T, opts e2eOptions) *e2eWorld {
 	require.NoError(t, err)
 	w.cfg = cfg
 
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("pendinglink log (last lines):\n%s", w.logs.tail(150))
-		}
-	})
 	if opts.BeforeStart != nil {
 		opts.BeforeStart(wc)
 	}
@@ -238,6 +234,14 @@ func (w *e2eWorld) fan() wecomtest.Person { return w.wc.AddPerson() }
 func (w *e2eWorld) addCustomer(p wecomtest.Person, staff string) (wecomtest.Customer, wecom.Event) {
 	c := w.wc.AddCustomer(w.dealers[0], p, staff)
 	return c, w.wc.ContactEvent(c, wecom.ChangeAddExternalContact)
+}
+
+// remove ends customer c in the fake WeCom and sends the event of
+// changeType (a del_follow_user or del_external_contact) that says so.
+func (w *e2eWorld) remove(c wecomtest.Customer, changeType string) {
+	w.t.Helper()
+	w.wc.RemoveCustomer(c)
+	w.send(w.wc.ContactEvent(c, changeType))
 }
 
 // send delivers ev as WeCom does and requires the empty 200 pendinglink owes it.
@@ -551,31 +555,6 @@ func (r *callRecorder) registrations(unionID string) int {
 		}
 	}
 	return n
-}
-
-// logBuffer collects the server's log lines for a failing test.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *logBuffer) tail(n int) string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	lines := strings.Split(strings.TrimRight(b.buf.String(), "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // burst registers nFans new fans in one batch and waits for WeCom to know

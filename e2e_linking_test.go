@@ -74,8 +74,7 @@ func TestE2E_ReconcileOnRequest(t *testing.T) {
 	// The customer is held by a staff member pendinglink never heard of;
 	// that member's removal ends the link.
 	c := wecomtest.Customer{Dealer: w.dealers[0], Person: p, Staff: "staff-a", ExternalUserID: l.ExternalUserID}
-	w.wc.RemoveCustomer(c)
-	w.send(w.wc.ContactEvent(c, wecom.ChangeDelFollowUser))
+	w.remove(c, wecom.ChangeDelFollowUser)
 	w.waitFor("the link to end", func() bool { return !w.linksOf(p.UnionID)[0].Active })
 }
 
@@ -139,34 +138,37 @@ func (w *e2eWorld) waitEnded(p wecomtest.Person, corpID string) store.Link {
 	return l
 }
 
-func testTwoFollowers(t *testing.T, w *e2eWorld) {
+// linkedCustomer registers a fan, makes it staff's customer at the first
+// dealer and waits for the link.
+func (w *e2eWorld) linkedCustomer(staff string) (wecomtest.Person, wecomtest.Customer) {
+	w.t.Helper()
 	p := w.registered()
-	corp := w.dealers[0].CorpID
-	a, ev := w.addCustomer(p, "staff-a")
+	c, ev := w.addCustomer(p, staff)
 	w.send(ev)
 	w.waitLinks(p.UnionID, 1)
+	return p, c
+}
+
+func testTwoFollowers(t *testing.T, w *e2eWorld) {
+	p, a := w.linkedCustomer("staff-a")
+	corp := w.dealers[0].CorpID
 	b, ev := w.addCustomer(p, "staff-b")
 	w.send(ev)
 	ends := len(w.jobs(pipeline.EndLinkArgs{}.Kind()))
 
 	w.wc.Clock.Advance(time.Second)
-	w.wc.RemoveCustomer(a)
-	w.send(w.wc.ContactEvent(a, wecom.ChangeDelFollowUser))
+	w.remove(a, wecom.ChangeDelFollowUser)
 	w.settled(pipeline.EndLinkArgs{}.Kind(), ends+1)
 	require.True(t, w.link(p, corp).Active, "staff-b still follows")
 
 	w.wc.Clock.Advance(time.Second)
-	w.wc.RemoveCustomer(b)
-	w.send(w.wc.ContactEvent(b, wecom.ChangeDelExternalContact))
+	w.remove(b, wecom.ChangeDelExternalContact)
 	require.Equal(t, wecom.ChangeDelExternalContact, w.waitEnded(p, corp).EndReason)
 }
 
 func testTransfer(t *testing.T, w *e2eWorld) {
-	p := w.registered()
+	p, a := w.linkedCustomer("staff-a")
 	corp := w.dealers[0].CorpID
-	a, ev := w.addCustomer(p, "staff-a")
-	w.send(ev)
-	w.waitLinks(p.UnionID, 1)
 	ends := len(w.jobs(pipeline.EndLinkArgs{}.Kind()))
 
 	w.wc.Clock.Advance(time.Second)
@@ -179,8 +181,7 @@ func testTransfer(t *testing.T, w *e2eWorld) {
 	require.True(t, w.link(p, corp).Active, "the colleague holds the customer")
 
 	w.wc.Clock.Advance(time.Second)
-	w.wc.RemoveCustomer(b)
-	w.send(w.wc.ContactEvent(b, wecom.ChangeDelFollowUser))
+	w.remove(b, wecom.ChangeDelFollowUser)
 	require.Equal(t, wecom.ChangeDelFollowUser, w.waitEnded(p, corp).EndReason)
 }
 

@@ -197,10 +197,8 @@ func TestE2E_Removals(t *testing.T) {
 	w.sendAll(evs)
 	w.waitFor("3 active links", func() bool { return w.status().Links.Active == 3 })
 
-	w.wc.RemoveCustomer(custs[0])
-	w.send(w.wc.ContactEvent(custs[0], wecom.ChangeDelExternalContact))
-	w.wc.RemoveCustomer(custs[1])
-	w.send(w.wc.ContactEvent(custs[1], wecom.ChangeDelFollowUser))
+	w.remove(custs[0], wecom.ChangeDelExternalContact)
+	w.remove(custs[1], wecom.ChangeDelFollowUser)
 
 	w.waitFor("2 links ended", func() bool { return w.status().Links.Active == 1 })
 	st := w.waitIdle()
@@ -568,8 +566,7 @@ func TestE2E_Webhook(t *testing.T) {
 	w.sendAll([]wecom.Event{ev1, ev2})
 	l1 := w.waitLinks(p1.UnionID, 1)[0]
 	l2 := w.waitLinks(p2.UnionID, 1)[0]
-	w.wc.RemoveCustomer(c1)
-	w.send(w.wc.ContactEvent(c1, wecom.ChangeDelFollowUser))
+	w.remove(c1, wecom.ChangeDelFollowUser)
 
 	acked := func() []hookDelivery {
 		var out []hookDelivery

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -54,15 +53,7 @@ func fansCommand(ctx context.Context, args []string, getenv func(string) string,
 }
 
 func parseImportFlags(args []string, getenv func(string) string, stdout, stderr io.Writer) (fansimport.Options, error) {
-	fs := flag.NewFlagSet("fans import", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), fansUsage)
-		fs.PrintDefaults()
-	}
-	// Defaults from the environment are applied after parsing so that -h
-	// never prints the token.
-	server, token := apiFlags(fs)
+	fs, server, token := apiCommandFlags("fans import", fansUsage, stderr)
 	batch := fs.Int("batch", apiclient.MaxFansPerBatch, "fans per request, at most "+strconv.Itoa(apiclient.MaxFansPerBatch))
 	format := fs.String("format", "auto", "input format: csv, jsonl or auto (by extension, else by the first line)")
 	wait := fs.Bool("wait", true, "after submitting, follow registrations until they are done or the queue drains (--wait=false to skip)")

@@ -1,18 +1,14 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"net/http"
 	"path/filepath"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/pendinglink/pendinglink/apiclient"
-	"github.com/pendinglink/pendinglink/handlers"
 	"github.com/pendinglink/pendinglink/store"
 	"github.com/pendinglink/pendinglink/wecom"
 	"github.com/pendinglink/pendinglink/wecom/wecomtest"
@@ -31,7 +27,6 @@ func TestServe_KillNineWhileWeComIsSlowLinksEverythingAfterRestart(t *testing.T)
 		killAt    = customers / 3
 		latency   = 300 * time.Millisecond
 	)
-	bin := buildBinary(t)
 	wc := wecomtest.NewServer(wecomtest.WithQuotas(wecomtest.Quota{Hour: 1 << 30, Day: 1 << 30, Month: 1 << 30}, wecomtest.Quota{}))
 	t.Cleanup(wc.Close)
 	dealer := wc.AddDealer("dealer-1", "staff-a")
@@ -39,21 +34,9 @@ func TestServe_KillNineWhileWeComIsSlowLinksEverythingAfterRestart(t *testing.T)
 	env := fakeWeComEnv(wc, token, aesKey, admin, filepath.Join(t.TempDir(), "kill.db"), []wecomtest.Dealer{dealer})
 	env["WECOM_PENDING_QUOTA_HOUR"], env["WECOM_PENDING_QUOTA_DAY"], env["WECOM_PENDING_QUOTA_MONTH"] = "100000000", "100000000", "100000000"
 	env["PENDINGLINK_BACKFILL_EXISTING"] = "false" // only the add path: no existing-customer checks
-	logs := &logBuffer{}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("pendinglink log (last lines):\n%s", logs.tail(100))
-		}
-	})
-	client := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
-	sender := func(p *serveProc, attempts int) *wecomtest.Sender {
-		sd, err := wc.NewSender(wecomtest.SenderConfig{URL: "http://" + p.addr + handlers.DefaultCallbackPath, Token: token,
-			EncodingAESKey: aesKey, HTTPClient: client, Timeout: e2eTimeout, MaxAttempts: attempts})
-		require.NoError(t, err)
-		return sd
-	}
+	rig := newKillRig(t, wc, token, aesKey, env, senders)
 	api := func(p *serveProc) *apiclient.Client {
-		return &apiclient.Client{BaseURL: "http://" + p.addr, Token: admin, HTTPClient: client}
+		return &apiclient.Client{BaseURL: "http://" + p.addr, Token: admin, HTTPClient: rig.client}
 	}
 	waitStatus := func(p *serveProc, what string, cond func(apiclient.StatusResponse) bool) {
 		t.Helper()
@@ -81,37 +64,14 @@ func TestServe_KillNineWhileWeComIsSlowLinksEverythingAfterRestart(t *testing.T)
 		fans[i] = store.FanInput{UnionID: p.UnionID, OpenID: p.OpenID}
 		events[i] = wc.ContactEvent(wc.AddCustomer(dealer, p, "staff-a"), wecom.ChangeAddExternalContact)
 	}
-	first := startServe(t, bin, env, logs)
+	first := rig.start()
 	_, err := api(first).RegisterFans(t.Context(), fans)
 	require.NoError(t, err)
 	waitStatus(first, "every fan registered", func(st apiclient.StatusResponse) bool { return st.Fans.Registered == customers })
 
 	// The burst, with WeCom slow: resolve jobs are in flight at the kill.
 	wc.SetFaults(wecomtest.Faults{Latency: latency})
-	sd := sender(first, 1)
-	statuses := make([]int, customers)
-	var acks atomic.Int64
-	killNow, burstDone := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(burstDone)
-		inParallel(senders, customers, func(i int) {
-			res, err := sd.Send(context.Background(), events[i])
-			if err != nil && !errors.Is(err, wecomtest.ErrNotDelivered) {
-				t.Errorf("delivery %d: %v", i, err)
-			}
-			statuses[i] = res.Status
-			if res.Status == http.StatusOK && acks.Add(1) == killAt {
-				close(killNow)
-			}
-		})
-	}()
-	select {
-	case <-killNow:
-	case <-burstDone:
-		t.Fatalf("the burst ended with %d acknowledgements, before the kill point (%d)", acks.Load(), killAt)
-	}
-	first.kill(t)
-	<-burstDone
+	statuses := rig.burstUntilKilled(first, events, killAt)
 	unanswered := 0
 	for _, s := range statuses {
 		if s != http.StatusOK {
@@ -122,16 +82,12 @@ func TestServe_KillNineWhileWeComIsSlowLinksEverythingAfterRestart(t *testing.T)
 
 	// Restart; WeCom resends what got no 200.
 	restarted := time.Now()
-	second := startServe(t, bin, env, logs)
-	require.Contains(t, logs.String(), "resumed jobs a stopped process left running",
+	second := rig.start()
+	require.Contains(t, rig.logs.String(), "resumed jobs a stopped process left running",
 		"resolve jobs were running at the kill, and are resumed at once")
-	sd = sender(second, 0)
-	inParallel(senders, customers, func(i int) {
-		if statuses[i] != http.StatusOK {
-			_, err := sd.Send(context.Background(), events[i])
-			require.NoError(t, err)
-		}
-	})
+	for i, err := range rig.resendUnanswered(second, events, statuses) {
+		require.NoError(t, err, "resend of delivery %d", i)
+	}
 	waitStatus(second, "every customer linked", func(st apiclient.StatusResponse) bool { return st.Links.Active == customers })
 	t.Logf("killed after %d of %d acknowledgements (%d unanswered, WeCom latency %s); all %d customers linked %s after the restart",
 		killAt, customers, unanswered, latency, customers, time.Since(restarted).Round(10*time.Millisecond))

@@ -22,6 +22,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pendinglink/pendinglink/handlers"
+	"github.com/pendinglink/pendinglink/internal/syncbuf"
 	"github.com/pendinglink/pendinglink/store"
 	"github.com/pendinglink/pendinglink/store/storetest"
 	"github.com/pendinglink/pendinglink/wecom"
@@ -198,27 +199,13 @@ func TestServe_KillNineMidBurstKeepsAcknowledgedEventsOnce(t *testing.T) {
 		// lateRedeliveries are redeliveries of the first events at the end of the burst.
 		lateRedeliveries = 100
 	)
-	bin := buildBinary(t)
 	wc := wecomtest.NewServer()
 	t.Cleanup(wc.Close) // registered first, so it runs after the processes are gone
 	dealer := wc.AddDealer("dealer-1", "staff-a")
 	token, aesKey := wecomtest.RandomToken(16), wecomtest.RandomAESKey()
 	dbPath := filepath.Join(t.TempDir(), "kill.db")
 	env := fakeWeComEnv(wc, token, aesKey, wecomtest.RandomToken(32), dbPath, []wecomtest.Dealer{dealer})
-	logs := &logBuffer{}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("pendinglink log (last lines):\n%s", logs.tail(100))
-		}
-	})
-	client := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
-	client.Transport.(*http.Transport).MaxIdleConnsPerHost = senders
-	sender := func(p *serveProc, attempts int) *wecomtest.Sender {
-		sd, err := wc.NewSender(wecomtest.SenderConfig{URL: "http://" + p.addr + handlers.DefaultCallbackPath, Token: token,
-			EncodingAESKey: aesKey, HTTPClient: client, Timeout: e2eTimeout, MaxAttempts: attempts})
-		require.NoError(t, err)
-		return sd
-	}
+	rig := newKillRig(t, wc, token, aesKey, env, senders)
 
 	// Every customer's add event once, every fourth one again soon after,
 	// and the first ones again at the end, as WeCom redelivers an event
@@ -237,36 +224,13 @@ func TestServe_KillNineMidBurstKeepsAcknowledgedEventsOnce(t *testing.T) {
 	deliveries = append(deliveries, events[:lateRedeliveries]...)
 
 	// The burst: one attempt per delivery, its status recorded (0: no answer).
-	first := startServe(t, bin, env, logs)
-	sd := sender(first, 1)
-	statuses := make([]int, len(deliveries))
-	var acks atomic.Int64
-	killNow, burstDone := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(burstDone)
-		inParallel(senders, len(deliveries), func(i int) {
-			res, err := sd.Send(context.Background(), deliveries[i])
-			if err != nil && !errors.Is(err, wecomtest.ErrNotDelivered) {
-				t.Errorf("delivery %d: %v", i, err)
-			}
-			statuses[i] = res.Status
-			if res.Status == http.StatusOK && acks.Add(1) == killAt {
-				close(killNow)
-			}
-		})
-	}()
-	select {
-	case <-killNow:
-	case <-burstDone:
-		t.Fatalf("the burst ended with %d acknowledgements, before the kill point (%d)", acks.Load(), killAt)
-	}
-	first.kill(t)
-	<-burstDone
-	acked, noAnswer := map[string]bool{}, 0
+	statuses := rig.burstUntilKilled(rig.start(), deliveries, killAt)
+	acked, acks, noAnswer := map[string]bool{}, 0, 0
 	for i, ev := range deliveries {
 		switch statuses[i] {
 		case http.StatusOK:
 			acked[ev.ExternalUserID] = true
+			acks++
 		case 0:
 			noAnswer++
 		}
@@ -274,10 +238,10 @@ func TestServe_KillNineMidBurstKeepsAcknowledgedEventsOnce(t *testing.T) {
 	// Without the kill every delivery gets an answer: this is what makes the
 	// test a kill mid-burst rather than after it.
 	require.Positive(t, noAnswer, "no delivery went unanswered: the kill did not interrupt the burst")
-	t.Logf("%d deliveries: %d acknowledged before the kill, %d unanswered", len(deliveries), acks.Load(), noAnswer)
+	t.Logf("%d deliveries: %d acknowledged before the kill, %d unanswered", len(deliveries), acks, noAnswer)
 
 	// Restart on the same file: recovery must cope with the crash.
-	second := startServe(t, bin, env, logs)
+	second := rig.start()
 	resp, err := http.Get("http://" + second.addr + "/readyz")
 	require.NoError(t, err)
 	resp.Body.Close()
@@ -304,14 +268,8 @@ func TestServe_KillNineMidBurstKeepsAcknowledgedEventsOnce(t *testing.T) {
 
 	// WeCom resends every delivery that got no 200; the events that had
 	// committed anyway must be recognised as duplicates.
-	third := startServe(t, bin, env, logs)
-	sd = sender(third, 0) // WeCom's retries
-	resent := make([]error, len(deliveries))
-	inParallel(senders, len(deliveries), func(i int) {
-		if statuses[i] != http.StatusOK {
-			_, resent[i] = sd.Send(context.Background(), deliveries[i])
-		}
-	})
+	third := rig.start()
+	resent := rig.resendUnanswered(third, deliveries, statuses)
 	third.stop(t)
 	for i, err := range resent {
 		require.NoError(t, err, "resend of delivery %d", i)
@@ -321,6 +279,108 @@ func TestServe_KillNineMidBurstKeepsAcknowledgedEventsOnce(t *testing.T) {
 	for _, ev := range events {
 		require.Equal(t, 1, stored[ev.ExternalUserID], "event %s stored once", ev.ExternalUserID)
 	}
+}
+
+// killRig is the scaffolding the SIGKILL tests share: the binary with its
+// environment and log, and what WeCom's sender needs to deliver callbacks
+// to a running process.
+type killRig struct {
+	t             *testing.T
+	bin           string
+	env           map[string]string
+	logs          *syncbuf.Buffer
+	wc            *wecomtest.Server
+	token, aesKey string
+	senders       int          // concurrent deliveries
+	client        *http.Client // shared by every sender: one idle connection per concurrent delivery
+}
+
+// newKillRig builds the binary; processes started by the rig read env as it
+// is at start.
+func newKillRig(t *testing.T, wc *wecomtest.Server, token, aesKey string, env map[string]string, senders int) *killRig {
+	t.Helper()
+	client := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	client.Transport.(*http.Transport).MaxIdleConnsPerHost = senders
+	return &killRig{t: t, bin: buildBinary(t), env: env, logs: serveLog(t, 100), wc: wc,
+		token: token, aesKey: aesKey, senders: senders, client: client}
+}
+
+// start starts a pendinglink process on the rig's environment and log.
+func (r *killRig) start() *serveProc {
+	r.t.Helper()
+	return startServe(r.t, r.bin, r.env, r.logs)
+}
+
+// sender delivers callbacks to p with up to attempts tries each (0: WeCom's
+// retries).
+func (r *killRig) sender(p *serveProc, attempts int) *wecomtest.Sender {
+	r.t.Helper()
+	sd, err := r.wc.NewSender(wecomtest.SenderConfig{URL: "http://" + p.addr + handlers.DefaultCallbackPath, Token: r.token,
+		EncodingAESKey: r.aesKey, HTTPClient: r.client, Timeout: e2eTimeout, MaxAttempts: attempts})
+	require.NoError(r.t, err)
+	return sd
+}
+
+// burstUntilKilled delivers every event once (one attempt each) and
+// SIGKILLs p at the killAt-th acknowledgement, while the other deliveries
+// are still under way. Once all have ended it returns each one's HTTP
+// status, 0 where none came.
+func (r *killRig) burstUntilKilled(p *serveProc, events []wecom.Event, killAt int64) []int {
+	t := r.t
+	t.Helper()
+	sd := r.sender(p, 1)
+	statuses := make([]int, len(events))
+	var acks atomic.Int64
+	killNow, burstDone := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(burstDone)
+		inParallel(r.senders, len(events), func(i int) {
+			res, err := sd.Send(context.Background(), events[i])
+			if err != nil && !errors.Is(err, wecomtest.ErrNotDelivered) {
+				t.Errorf("delivery %d: %v", i, err)
+			}
+			statuses[i] = res.Status
+			if res.Status == http.StatusOK && acks.Add(1) == killAt {
+				close(killNow)
+			}
+		})
+	}()
+	select {
+	case <-killNow:
+	case <-burstDone:
+		t.Fatalf("the burst ended with %d acknowledgements, before the kill point (%d)", acks.Load(), killAt)
+	}
+	p.kill(t)
+	<-burstDone
+	return statuses
+}
+
+// resendUnanswered delivers again, with WeCom's retries, every event whose
+// status is not 200, and returns each resend's error (nil for the events
+// not resent).
+func (r *killRig) resendUnanswered(p *serveProc, events []wecom.Event, statuses []int) []error {
+	r.t.Helper()
+	sd := r.sender(p, 0)
+	errs := make([]error, len(events))
+	inParallel(r.senders, len(events), func(i int) {
+		if statuses[i] != http.StatusOK {
+			_, errs[i] = sd.Send(context.Background(), events[i])
+		}
+	})
+	return errs
+}
+
+// serveLog is a log for pendinglink processes whose last lines a failing
+// test prints.
+func serveLog(t *testing.T, lines int) *syncbuf.Buffer {
+	t.Helper()
+	logs := &syncbuf.Buffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("pendinglink log (last lines):\n%s", logs.Tail(lines))
+		}
+	})
+	return logs
 }
 
 // inParallel calls f(0) … f(n-1) from workers goroutines and returns once
@@ -361,7 +421,7 @@ type serveProc struct {
 
 // startServe starts `bin serve` with env and returns once it listens. Its
 // output goes to logs. It is killed when the test ends if still running.
-func startServe(t *testing.T, bin string, env map[string]string, logs *logBuffer) *serveProc {
+func startServe(t *testing.T, bin string, env map[string]string, logs *syncbuf.Buffer) *serveProc {
 	t.Helper()
 	cmd := exec.Command(bin, "serve")
 	for k, v := range env {

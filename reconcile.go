@@ -30,13 +30,7 @@ Flags:
 
 // reconcileCommand runs "pendinglink reconcile".
 func reconcileCommand(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("reconcile", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), reconcileUsage)
-		fs.PrintDefaults()
-	}
-	server, token := apiFlags(fs)
+	fs, server, token := apiCommandFlags("reconcile", reconcileUsage, stderr)
 	before := fs.String("registered-before", "", "only fans registered before this RFC 3339 time (default: now)")
 	wait := fs.Bool("wait", false, "follow the sweep until it finishes, printing its progress")
 	every := fs.Duration("every", 10*time.Second, "with --wait, how often to print progress")
@@ -91,13 +85,20 @@ func reconcileCommand(ctx context.Context, args []string, getenv func(string) st
 	}
 }
 
-// apiFlags declares the flags every command talking to a running server
-// takes. Defaults from the environment are applied after parsing (see
-// apiClient), so that -h never prints the token.
-func apiFlags(fs *flag.FlagSet) (server, token *string) {
+// apiCommandFlags is the flag set of a command that calls a running server:
+// errors and -h go to stderr, -h prints usage before the flags, and it has
+// the --server and --token flags (defaults applied by resolveServer after
+// parsing, so that -h never prints the token).
+func apiCommandFlags(name, usage string, stderr io.Writer) (fs *flag.FlagSet, server, token *string) {
+	fs = flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
 	server = fs.String("server", "", "pendinglink base URL (default $PENDINGLINK_URL or http://127.0.0.1:8080)")
 	token = fs.String("token", "", "admin token (default $PENDINGLINK_ADMIN_TOKEN; prefer the variable: flags show in ps)")
-	return server, token
+	return fs, server, token
 }
 
 // resolveServer applies the environment's defaults to the server flags and

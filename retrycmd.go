@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"time"
@@ -31,13 +30,7 @@ func retryCommand(ctx context.Context, args []string, getenv func(string) string
 		return errors.New("retry: say what to retry: events or fans")
 	}
 	what := args[0]
-	fs := flag.NewFlagSet("retry "+what, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), retryUsage)
-		fs.PrintDefaults()
-	}
-	server, token := apiFlags(fs)
+	fs, server, token := apiCommandFlags("retry "+what, retryUsage, stderr)
 	state := fs.String("state", "", `events only: "failed" (default) or "unmatched"`)
 	reason := fs.String("reason", "", "only those whose reason contains this text")
 	since := fs.String("since", "", "only those received (fans: last changed) at or after this RFC 3339 time")

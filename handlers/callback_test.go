@@ -450,17 +450,22 @@ func TestCallback_Rejections(t *testing.T) {
 		require.NoError(t, err)
 		return tb.seal(t, msg, testCorpID)
 	}
-	withQuery := func(t *testing.T, u, key, val string) string {
-		pu, err := url.Parse(u)
-		require.NoError(t, err)
-		q := pu.Query()
-		if val == "" {
-			q.Del(key)
-		} else {
-			q.Set(key, val)
+	// withQuery builds a valid callback whose query parameter key is set to
+	// val ("": removed).
+	withQuery := func(key, val string) func(t *testing.T, tb *testBundle) (string, []byte) {
+		return func(t *testing.T, tb *testBundle) (string, []byte) {
+			u, b := valid(t, tb)
+			pu, err := url.Parse(u)
+			require.NoError(t, err)
+			q := pu.Query()
+			if val == "" {
+				q.Del(key)
+			} else {
+				q.Set(key, val)
+			}
+			pu.RawQuery = q.Encode()
+			return pu.String(), b
 		}
-		pu.RawQuery = q.Encode()
-		return pu.String()
 	}
 	cases := []struct {
 		name   string
@@ -469,18 +474,9 @@ func TestCallback_Rejections(t *testing.T) {
 		status int
 		reason string
 	}{
-		{"ErrMissingSignature", setupOpts{}, func(t *testing.T, tb *testBundle) (string, []byte) {
-			u, b := valid(t, tb)
-			return withQuery(t, u, "msg_signature", ""), b
-		}, http.StatusUnauthorized, handlers.ReasonSignature},
-		{"ErrInvalidSignature", setupOpts{}, func(t *testing.T, tb *testBundle) (string, []byte) {
-			u, b := valid(t, tb)
-			return withQuery(t, u, "msg_signature", strings.Repeat("0", 40)), b
-		}, http.StatusUnauthorized, handlers.ReasonSignature},
-		{"ErrTamperedTimestamp", setupOpts{}, func(t *testing.T, tb *testBundle) (string, []byte) {
-			u, b := valid(t, tb)
-			return withQuery(t, u, "timestamp", "1700000001"), b
-		}, http.StatusUnauthorized, handlers.ReasonSignature},
+		{"ErrMissingSignature", setupOpts{}, withQuery("msg_signature", ""), http.StatusUnauthorized, handlers.ReasonSignature},
+		{"ErrInvalidSignature", setupOpts{}, withQuery("msg_signature", strings.Repeat("0", 40)), http.StatusUnauthorized, handlers.ReasonSignature},
+		{"ErrTamperedTimestamp", setupOpts{}, withQuery("timestamp", "1700000001"), http.StatusUnauthorized, handlers.ReasonSignature},
 		{"ErrTamperedCiphertext", setupOpts{}, func(t *testing.T, tb *testBundle) (string, []byte) {
 			u, b := valid(t, tb)
 			i := bytes.Index(b, []byte("CDATA[")) + len("CDATA[")

@@ -152,6 +152,43 @@ func resolveAsync(ctx context.Context, c *Coalescer, corpID, chatID, id string) 
 	return ch
 }
 
+// resolveOnRealTimers asks for one id with the Coalescer's own timers (not
+// manual ones) and returns how long that took; inside a synctest bubble the
+// clock is fake, so the duration is exact. The id must be answered by a
+// single call.
+func resolveOnRealTimers(t *testing.T, cfg CoalescerConfig) time.Duration {
+	t.Helper()
+	r := &fakeResolver{}
+	c, err := NewCoalescer(r, cfg)
+	require.NoError(t, err)
+	defer c.Close()
+
+	start := time.Now()
+	p, err := c.Resolve(t.Context(), "wwcorp", "", "wmA")
+	require.NoError(t, err)
+	require.Equal(t, "p-wmA", p)
+	elapsed := time.Since(start)
+	require.Len(t, r.Calls(), 1)
+	return elapsed
+}
+
+// startInFlight asks for wmA and fires its group's timer; the resolver holds
+// that call in flight until release is closed.
+func startInFlight(t *testing.T) (b *coalescerBundle, a <-chan answer, release chan struct{}) {
+	t.Helper()
+	release = make(chan struct{})
+	r := &fakeResolver{Fn: func(_ context.Context, _, _ string, ids []string) ([]wecom.PendingResult, error) {
+		<-release
+		return answerAll(ids), nil
+	}}
+	b = setupCoalescer(t, r, CoalescerConfig{})
+	a = resolveAsync(t.Context(), b.c, "wwcorp", "", "wmA")
+	synctest.Wait()
+	b.timers.FireAll()
+	synctest.Wait() // the call is in flight, blocked on release
+	return b, a, release
+}
+
 func idsN(prefix string, n int) []string {
 	ids := make([]string, n)
 	for i := range ids {
@@ -279,18 +316,9 @@ func TestCoalescer_Resolve(t *testing.T) {
 		// Ensure a group is sent after MaxWait even while Backlog keeps saying
 		// more is coming (real timers on the bubble's exact clock).
 		synctest.Test(t, func(t *testing.T) {
-			r := &fakeResolver{}
-			c, err := NewCoalescer(r, CoalescerConfig{Window: 50 * time.Millisecond, MaxWait: 150 * time.Millisecond,
+			elapsed := resolveOnRealTimers(t, CoalescerConfig{Window: 50 * time.Millisecond, MaxWait: 150 * time.Millisecond,
 				Backlog: func() bool { return true }})
-			require.NoError(t, err)
-			defer c.Close()
-
-			start := time.Now()
-			p, err := c.Resolve(t.Context(), "wwcorp", "", "wmA")
-			require.NoError(t, err)
-			require.Equal(t, "p-wmA", p)
-			require.Equal(t, 150*time.Millisecond, time.Since(start))
-			require.Len(t, r.Calls(), 1)
+			require.Equal(t, 150*time.Millisecond, elapsed)
 		})
 	})
 
@@ -299,17 +327,8 @@ func TestCoalescer_Resolve(t *testing.T) {
 		// The real time.AfterFunc, on the bubble's fake clock: time only
 		// moves when every goroutine is blocked, so the elapsed time is exact.
 		synctest.Test(t, func(t *testing.T) {
-			r := &fakeResolver{}
-			c, err := NewCoalescer(r, CoalescerConfig{Window: 75 * time.Millisecond})
-			require.NoError(t, err)
-			defer c.Close()
-
-			start := time.Now()
-			p, err := c.Resolve(t.Context(), "wwcorp", "", "wmA")
-			require.NoError(t, err)
-			require.Equal(t, "p-wmA", p)
-			require.Equal(t, 75*time.Millisecond, time.Since(start))
-			require.Len(t, r.Calls(), 1)
+			elapsed := resolveOnRealTimers(t, CoalescerConfig{Window: 75 * time.Millisecond})
+			require.Equal(t, 75*time.Millisecond, elapsed)
 		})
 	})
 
@@ -387,16 +406,7 @@ func TestCoalescer_Resolve(t *testing.T) {
 	t.Run("DuplicateOfInFlightIDJoinsCall", func(t *testing.T) {
 		t.Parallel()
 		synctest.Test(t, func(t *testing.T) {
-			release := make(chan struct{})
-			r := &fakeResolver{Fn: func(ctx context.Context, _, _ string, ids []string) ([]wecom.PendingResult, error) {
-				<-release
-				return answerAll(ids), nil
-			}}
-			b := setupCoalescer(t, r, CoalescerConfig{})
-			first := resolveAsync(t.Context(), b.c, "wwcorp", "", "wmA")
-			synctest.Wait()
-			b.timers.FireAll()
-			synctest.Wait() // the call is in flight, blocked on release
+			b, first, release := startInFlight(t)
 
 			again := resolveAsync(t.Context(), b.c, "wwcorp", "", "wmA")
 			synctest.Wait()
@@ -404,7 +414,7 @@ func TestCoalescer_Resolve(t *testing.T) {
 			close(release)
 			require.Equal(t, answer{"p-wmA", nil}, <-first)
 			require.Equal(t, answer{"p-wmA", nil}, <-again)
-			require.Len(t, r.Calls(), 1)
+			require.Len(t, b.resolver.Calls(), 1)
 		})
 	})
 
@@ -567,16 +577,7 @@ func TestCoalescer_Resolve(t *testing.T) {
 	t.Run("NewAsksStartNewGroupWhileCallInFlight", func(t *testing.T) {
 		t.Parallel()
 		synctest.Test(t, func(t *testing.T) {
-			release := make(chan struct{})
-			r := &fakeResolver{Fn: func(_ context.Context, _, _ string, ids []string) ([]wecom.PendingResult, error) {
-				<-release
-				return answerAll(ids), nil
-			}}
-			b := setupCoalescer(t, r, CoalescerConfig{})
-			a := resolveAsync(t.Context(), b.c, "wwcorp", "", "wmA")
-			synctest.Wait()
-			b.timers.FireAll()
-			synctest.Wait() // first call in flight
+			b, a, release := startInFlight(t)
 
 			bb := resolveAsync(t.Context(), b.c, "wwcorp", "", "wmB")
 			synctest.Wait()
@@ -585,7 +586,7 @@ func TestCoalescer_Resolve(t *testing.T) {
 			close(release)
 			require.Equal(t, answer{"p-wmA", nil}, <-a)
 			require.Equal(t, answer{"p-wmB", nil}, <-bb)
-			calls := r.Calls()
+			calls := b.resolver.Calls()
 			require.Len(t, calls, 2)
 			require.Equal(t, []string{"wmA"}, calls[0].ids)
 			require.Equal(t, []string{"wmB"}, calls[1].ids)
@@ -617,15 +618,7 @@ func TestCoalescer_Close(t *testing.T) {
 	t.Run("CloseWaitsForCallsInFlight", func(t *testing.T) {
 		t.Parallel()
 		synctest.Test(t, func(t *testing.T) {
-			release := make(chan struct{})
-			r := &fakeResolver{Fn: func(_ context.Context, _, _ string, ids []string) ([]wecom.PendingResult, error) {
-				<-release
-				return answerAll(ids), nil
-			}}
-			b := setupCoalescer(t, r, CoalescerConfig{})
-			a := resolveAsync(t.Context(), b.c, "wwcorp", "", "wmA")
-			synctest.Wait()
-			b.timers.FireAll()
+			b, a, release := startInFlight(t)
 
 			closed := make(chan struct{})
 			go func() {

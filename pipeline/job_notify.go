@@ -100,10 +100,20 @@ func (w *Webhook) post(ctx context.Context, item *store.OutboxItem) error {
 	return nil
 }
 
-// notifyWorker delivers a link's notifications in order. Several jobs for
-// the same link serialise on a per-link lock; each delivers every pending
-// notification of the link, oldest first, and stops at the first failure so
-// a later one never overtakes it (River retries with backoff).
+// notifyLease is how long a sender holds a link's next notification: longer
+// than one delivery (the webhook client times out after 10 s). A sender
+// that dies holding it delays the link by at most this much.
+const notifyLease = 30 * time.Second
+
+// notifyWorker delivers a link's notifications in order, across processes:
+// it claims the link's oldest undelivered notification in the database,
+// delivers it, marks it, and goes on to the next, stopping at the first
+// failure so a later one never overtakes it (River retries with backoff).
+// A job that finds the head claimed by another sender waits out the lease:
+// that sender delivers everything pending, and this job then finds nothing.
+//
+// Jobs of one process for the same link also take a per-link lock first,
+// so they wait for each other rather than snooze on their own claim.
 type notifyWorker struct {
 	river.WorkerDefaults[NotifyArgs]
 	cfg   Config
@@ -112,21 +122,9 @@ type notifyWorker struct {
 	locks map[int64]*linkLock
 }
 
-type notifyStore interface {
-	// NextOutbox returns the oldest undelivered notification of a link, or
-	// store.ErrNotFound.
-	NextOutbox(ctx context.Context, linkID int64) (*store.OutboxItem, error)
-	// MarkOutbox records a delivery attempt; errMsg == "" means delivered.
-	MarkOutbox(ctx context.Context, id int64, errMsg string) error
-}
-
 type linkLock struct {
 	sync.Mutex
 	users int
-}
-
-func newNotifyWorker(cfg Config, st notifyStore) *notifyWorker {
-	return &notifyWorker{cfg: cfg, store: st, locks: map[int64]*linkLock{}}
 }
 
 func (w *notifyWorker) lock(linkID int64) func() {
@@ -149,17 +147,33 @@ func (w *notifyWorker) lock(linkID int64) func() {
 	}
 }
 
+type notifyStore interface {
+	// ClaimOutbox claims the oldest undelivered notification of a link:
+	// store.ErrNotFound when none is pending, store.ErrClaimed while
+	// another sender holds it.
+	ClaimOutbox(ctx context.Context, linkID int64, lease time.Duration) (*store.OutboxItem, error)
+	// MarkOutbox records a delivery attempt and ends the claim; errMsg ==
+	// "" means delivered.
+	MarkOutbox(ctx context.Context, id int64, errMsg string) error
+}
+
+func newNotifyWorker(cfg Config, st notifyStore) *notifyWorker {
+	return &notifyWorker{cfg: cfg, store: st, locks: map[int64]*linkLock{}}
+}
+
 func (w *notifyWorker) Work(ctx context.Context, job *river.Job[NotifyArgs]) error {
 	if w.cfg.Webhook == nil {
 		return nil
 	}
 	defer w.lock(job.Args.LinkID)()
 	for {
-		item, err := w.store.NextOutbox(ctx, job.Args.LinkID)
-		if errors.Is(err, store.ErrNotFound) {
+		item, err := w.store.ClaimOutbox(ctx, job.Args.LinkID, notifyLease)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
 			return nil
-		}
-		if err != nil {
+		case errors.Is(err, store.ErrClaimed):
+			return river.JobSnooze(notifyLease)
+		case err != nil:
 			return err
 		}
 		if err := w.cfg.Webhook.post(ctx, item); err != nil {

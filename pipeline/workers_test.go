@@ -5,9 +5,12 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -177,6 +180,14 @@ func (b *workerBundle) event(t *testing.T, id int64) *store.Event {
 	return ev
 }
 
+// linksOf reads the links of the fan unionID.
+func (b *workerBundle) linksOf(t *testing.T, unionID string) []store.Link {
+	t.Helper()
+	links, err := b.db.FindLinks(t.Context(), store.LinkFilter{UnionID: unionID})
+	require.NoError(t, err)
+	return links
+}
+
 // registerFan stores a fan holding pendingID.
 func (b *workerBundle) registerFan(t *testing.T, unionID, pendingID string) {
 	t.Helper()
@@ -209,8 +220,7 @@ func TestResolveWorker(t *testing.T) {
 		res := mustWork(t, b, resolveArgs(ev))
 		require.Equal(t, river.EventKindJobCompleted, res.EventKind)
 		require.Equal(t, store.EventResolved, b.event(t, ev.ID).State)
-		links, err := b.db.FindLinks(t.Context(), store.LinkFilter{UnionID: "test-u1"})
-		require.NoError(t, err)
+		links := b.linksOf(t, "test-u1")
 		require.Len(t, links, 1)
 		require.Equal(t, ev.ExternalUserID, links[0].ExternalUserID)
 	})
@@ -320,8 +330,7 @@ func TestEndLinkWorker(t *testing.T) {
 
 		res := mustWork(t, b, pipeline.EndLinkArgs{EventID: del.ID, CorpID: del.CorpID, ExternalUserID: del.ExternalUserID, UserID: del.UserID})
 		require.Equal(t, river.EventKindJobCompleted, res.EventKind)
-		links, err := b.db.FindLinks(t.Context(), store.LinkFilter{UnionID: "test-u1"})
-		require.NoError(t, err)
+		links := b.linksOf(t, "test-u1")
 		require.Len(t, links, 1)
 		require.False(t, links[0].Active)
 		require.Equal(t, store.EventResolved, b.event(t, del.ID).State)
@@ -398,8 +407,7 @@ func TestBackfillWorker(t *testing.T) {
 	}
 	res := mustWork(t, b, pipeline.BackfillArgs{UnionID: "test-u1", OpenID: "o-test-u1"})
 	require.Equal(t, river.EventKindJobCompleted, res.EventKind)
-	links, err := b.db.FindLinks(t.Context(), store.LinkFilter{UnionID: "test-u1"})
-	require.NoError(t, err)
+	links := b.linksOf(t, "test-u1")
 	require.Len(t, links, 1)
 	require.Equal(t, "wmold", links[0].ExternalUserID)
 
@@ -519,11 +527,6 @@ func TestReconcileWorker(t *testing.T) {
 		}
 		return &asked
 	}
-	linksOf := func(t *testing.T, b *workerBundle, u string) []store.Link {
-		links, err := b.db.FindLinks(t.Context(), store.LinkFilter{UnionID: u})
-		require.NoError(t, err)
-		return links
-	}
 
 	t.Run("ChecksNewFansOnceAndLinksWhatIsFound", func(t *testing.T) {
 		t.Parallel()
@@ -533,7 +536,7 @@ func TestReconcileWorker(t *testing.T) {
 		asked := existing(b, map[string][]wecom.ExternalUserIDInfo{"test-u1": {{CorpID: "wwdealer", ExternalUserID: "wmold"}}}, nil)
 		require.Equal(t, river.EventKindJobCompleted, mustWork(t, b, pipeline.ReconcileArgs{}).EventKind)
 		require.ElementsMatch(t, []string{"test-u1", "test-u2"}, *asked)
-		require.Len(t, linksOf(t, b, "test-u1"), 1)
+		require.Len(t, b.linksOf(t, "test-u1"), 1)
 		mustWork(t, b, pipeline.ReconcileArgs{})
 		require.Len(t, *asked, 2, "a checked fan is not asked again")
 	})
@@ -671,4 +674,33 @@ func TestRegister_BlockedAPIQueues(t *testing.T) {
 	f, err := b.db.FindFan(t.Context(), "test-u1")
 	require.NoError(t, err)
 	require.Equal(t, store.FanNew, f.State)
+}
+
+// TestNotifyWorker_WaitsForAnotherSendersClaim: while another process's
+// sender holds a link's next notification, a job for that link delivers
+// nothing and waits; once it is free the job delivers it.
+func TestNotifyWorker_WaitsForAnotherSendersClaim(t *testing.T) {
+	t.Parallel()
+	var posts atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		posts.Add(1)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(srv.Close)
+	b := setupWorkers(t, func(c *pipeline.Config) { c.Webhook = &pipeline.Webhook{URL: srv.URL, Secret: "test-secret"} })
+	b.registerFan(t, "test-u1", "p-1")
+	links, err := b.db.RecordResolution(t.Context(), store.Resolution{CorpID: "wwtestcorp", ExternalUserID: "wmtest1", PendingID: "p-1"})
+	require.NoError(t, err)
+	require.Len(t, links, 1)
+
+	held, err := b.db.ClaimOutbox(t.Context(), links[0].ID, time.Minute) // the other process
+	require.NoError(t, err)
+	res := mustWork(t, b, pipeline.NotifyArgs{LinkID: links[0].ID})
+	require.Equal(t, river.EventKindJobSnoozed, res.EventKind)
+	require.Zero(t, posts.Load(), "nothing delivered past another sender's claim")
+
+	require.NoError(t, b.db.MarkOutbox(t.Context(), held.ID, "webhook: status 502")) // it failed
+	res = mustWork(t, b, pipeline.NotifyArgs{LinkID: links[0].ID})
+	require.Equal(t, river.EventKindJobCompleted, res.EventKind)
+	require.EqualValues(t, 1, posts.Load())
 }

@@ -27,6 +27,28 @@ type Store interface {
 	LoadQuota(ctx context.Context, key string, sinceUnix int64) (map[int64]int64, error)
 }
 
+// Reserver is a Store that can check every window and count a call in one
+// atomic step, so that several processes sharing the counters together
+// never exceed a window. The Limiter uses it instead of AddQuota when its
+// Store implements it.
+type Reserver interface {
+	// ReserveQuota adds one call to bucketUnix under key if, for every
+	// limit, the calls counted in buckets starting after Limit.After are
+	// fewer than Limit.Max; it reports whether it did.
+	ReserveQuota(ctx context.Context, key string, bucketUnix int64, limits []Limit) (bool, error)
+}
+
+// Limit is one window's check for Reserver: fewer than Max calls in the
+// buckets that start after After (Unix seconds).
+type Limit struct {
+	After, Max int64
+}
+
+// reloadEvery is how often a Limiter on a shared store reloads the counters
+// other processes add, so that Usage and NextAt stay close to the truth
+// (the store itself never lets a window be exceeded).
+const reloadEvery = 10 * time.Second
+
 // Window is one rolling quota window: at most Limit calls in any period of
 // length Length.
 type Window struct {
@@ -75,6 +97,7 @@ type Limiter struct {
 	cum    []int64 // cum[i] = calls in buckets up to and including i, plus base
 	base   int64   // calls in buckets already pruned
 	tat    time.Time
+	loaded time.Time // when the counters were last read from the store
 }
 
 // New returns a Limiter, loading the counters of the longest window
@@ -114,22 +137,46 @@ func New(ctx context.Context, cfg Config) (*Limiter, error) {
 		l.gap = w.Length / time.Duration(w.Limit)
 	}
 	if l.store != nil {
-		since := bucketOf(l.now().Add(-l.longest() - bucketLen))
-		m, err := l.store.LoadQuota(ctx, l.key, since)
-		if err != nil {
-			return nil, fmt.Errorf("load quota %s: %w", l.key, err)
-		}
-		for s := range m {
-			l.starts = append(l.starts, s)
-		}
-		slices.Sort(l.starts)
-		var sum int64
-		for _, s := range l.starts {
-			sum += m[s]
-			l.cum = append(l.cum, sum)
+		if err := l.reload(ctx); err != nil {
+			return nil, err
 		}
 	}
 	return l, nil
+}
+
+// reload replaces the counters with the store's.
+func (l *Limiter) reload(ctx context.Context) error {
+	now := l.now()
+	since := bucketOf(now.Add(-l.longest() - bucketLen))
+	m, err := l.store.LoadQuota(ctx, l.key, since)
+	if err != nil {
+		return fmt.Errorf("load quota %s: %w", l.key, err)
+	}
+	starts := make([]int64, 0, len(m))
+	for s := range m {
+		starts = append(starts, s)
+	}
+	slices.Sort(starts)
+	cum := make([]int64, len(starts))
+	var sum int64
+	for i, s := range starts {
+		sum += m[s]
+		cum[i] = sum
+	}
+	l.mu.Lock()
+	l.starts, l.cum, l.base, l.loaded = starts, cum, 0, now
+	l.mu.Unlock()
+	return nil
+}
+
+// limits returns the store-side check of every window for a call at now,
+// with the same conservative bucket rule as used.
+func (l *Limiter) limits(now time.Time) []Limit {
+	out := make([]Limit, len(l.windows))
+	for i, w := range l.windows {
+		out[i] = Limit{After: now.Add(-w.Length-bucketLen).Unix() - 1, Max: w.Limit}
+	}
+	return out
 }
 
 func (l *Limiter) longest() time.Duration { return l.windows[len(l.windows)-1].Length }
@@ -253,6 +300,9 @@ func (l *Limiter) undo(b int64) {
 // the call is not counted and the store's error is returned, so a call is
 // never made that a restart would forget.
 func (l *Limiter) Reserve(ctx context.Context) error {
+	if r, ok := l.store.(Reserver); ok {
+		return l.reserveShared(ctx, r)
+	}
 	l.mu.Lock()
 	now := l.now()
 	if qe := l.check(now); qe != nil {
@@ -274,6 +324,52 @@ func (l *Limiter) Reserve(ctx context.Context) error {
 		l.undo(b)
 		return fmt.Errorf("save quota %s: %w", l.key, err)
 	}
+	return nil
+}
+
+// reserveShared is Reserve on a store shared with other processes: the
+// local counters pace this process and answer Usage, the store decides.
+func (l *Limiter) reserveShared(ctx context.Context, r Reserver) error {
+	l.mu.Lock()
+	stale := l.now().Sub(l.loaded) >= reloadEvery
+	l.mu.Unlock()
+	if stale {
+		if err := l.reload(ctx); err != nil {
+			return err
+		}
+	}
+	l.mu.Lock()
+	now := l.now()
+	if qe := l.check(now); qe != nil {
+		l.mu.Unlock()
+		return qe
+	}
+	if l.gap > 0 {
+		l.tat = later(l.tat, now).Add(l.gap)
+	}
+	l.mu.Unlock()
+
+	ok, err := r.ReserveQuota(ctx, l.key, bucketOf(now), l.limits(now))
+	if err != nil {
+		return fmt.Errorf("reserve quota %s: %w", l.key, err)
+	}
+	if !ok {
+		// Other processes used the window: learn how much, and when it frees.
+		if err := l.reload(ctx); err != nil {
+			return err
+		}
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if qe := l.check(now); qe != nil {
+			return qe
+		}
+		// The store saw a call the reload did not yet: try again shortly.
+		w := l.windows[0]
+		return &Error{Key: l.key, Window: w.Length, Limit: w.Limit, RetryAt: now.Add(time.Second)}
+	}
+	l.mu.Lock()
+	l.add(now)
+	l.mu.Unlock()
 	return nil
 }
 

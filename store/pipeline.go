@@ -308,7 +308,17 @@ func (db *DB) NextOutbox(ctx context.Context, linkID int64) (*OutboxItem, error)
 	return db.eng.nextOutbox(ctx, linkID)
 }
 
-// MarkOutbox records a delivery attempt: errMsg == "" means delivered.
+// ClaimOutbox claims the oldest undelivered notification of a link for
+// lease and returns it: until MarkOutbox or the lease's end, no other
+// sender (in this process or another) gets it, nor anything after it.
+// Errors: ErrNotFound when nothing is pending, ErrClaimed while another
+// sender holds the link's head.
+func (db *DB) ClaimOutbox(ctx context.Context, linkID int64, lease time.Duration) (*OutboxItem, error) {
+	return db.eng.claimOutbox(ctx, linkID, db.cfg.Now(), lease)
+}
+
+// MarkOutbox records a delivery attempt and ends its claim: errMsg == ""
+// means delivered.
 func (db *DB) MarkOutbox(ctx context.Context, id int64, errMsg string) error {
 	return db.eng.markOutbox(ctx, id, truncateReason(errMsg), db.cfg.Now())
 }

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/riverqueue/river"
+
+	"github.com/pendinglink/pendinglink/quota"
 )
 
 // sqlEngine is the engine both databases share: every method of engine
@@ -469,6 +471,33 @@ func (e *sqlEngine) addQuota(ctx context.Context, key string, bucket, n int64) e
 	_, err := e.write.ExecContext(ctx, `INSERT INTO quota_counters (key, bucket, count) VALUES (?, ?, ?)
 		ON CONFLICT (key, bucket) DO UPDATE SET count = quota_counters.count + excluded.count`, key, bucket, n)
 	return dbError("add quota", err)
+}
+
+// reserveQuota implements engine. The check and the increment are one
+// statement, in a write transaction (begin): on SQLite the single write
+// connection, on PostgreSQL the write lock, make it one step for every
+// process sharing the database, so none can slip a call in between.
+func (e *sqlEngine) reserveQuota(ctx context.Context, key string, bucket int64, limits []quota.Limit) (ok bool, err error) {
+	var q strings.Builder
+	// The casts type the selected placeholders for PostgreSQL, which cannot
+	// infer them from the insert's columns.
+	q.WriteString(`INSERT INTO quota_counters (key, bucket, count) SELECT CAST(? AS TEXT), CAST(? AS BIGINT), 1 WHERE 1 = 1`)
+	args := []any{key, bucket}
+	for _, l := range limits {
+		q.WriteString(` AND (SELECT COALESCE(sum(count), 0) FROM quota_counters WHERE key = ? AND bucket > ?) < ?`)
+		args = append(args, key, l.After, l.Max)
+	}
+	q.WriteString(` ON CONFLICT (key, bucket) DO UPDATE SET count = quota_counters.count + 1`)
+	err = e.withTx(ctx, "reserve quota", func(tx *sqlTx) error {
+		res, err := tx.ExecContext(ctx, q.String(), args...)
+		if err != nil {
+			return dbError("reserve quota", err)
+		}
+		n, err := res.RowsAffected()
+		ok = n == 1
+		return dbError("reserve quota", err)
+	})
+	return ok, err
 }
 
 // loadQuota implements engine.

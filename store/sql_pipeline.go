@@ -692,17 +692,16 @@ func (e *sqlEngine) hasAvailableJobs(ctx context.Context, queue string, atLeast 
 	return n >= atLeast, dbError("available jobs", err)
 }
 
-func (e *sqlEngine) nextOutbox(ctx context.Context, linkID int64) (*OutboxItem, error) {
+const outboxColumns = `id, link_id, kind, payload, attempts, last_error, created_at`
+
+func scanOutbox(r rowScanner) (*OutboxItem, error) {
 	var (
 		o        OutboxItem
 		snapshot []byte
 		created  int64
 	)
-	err := e.read.QueryRowContext(ctx, `SELECT id, link_id, kind, payload, attempts, last_error, created_at FROM outbox
-		WHERE link_id = ? AND delivered_at IS NULL ORDER BY id LIMIT 1`, linkID).
-		Scan(&o.ID, &o.LinkID, &o.Kind, &snapshot, &o.Attempts, &o.LastError, &created)
-	if err != nil {
-		return nil, dbError("next outbox", err)
+	if err := r.Scan(&o.ID, &o.LinkID, &o.Kind, &snapshot, &o.Attempts, &o.LastError, &created); err != nil {
+		return nil, err
 	}
 	if err := json.Unmarshal(snapshot, &o.Link); err != nil {
 		return nil, fmt.Errorf("store: decode outbox %d: %w", o.ID, err)
@@ -711,14 +710,54 @@ func (e *sqlEngine) nextOutbox(ctx context.Context, linkID int64) (*OutboxItem, 
 	return &o, nil
 }
 
-func (e *sqlEngine) markOutbox(ctx context.Context, id int64, errMsg string, now time.Time) error {
-	var err error
-	if errMsg == "" {
-		_, err = e.write.ExecContext(ctx, `UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, last_error = '' WHERE id = ?`, now.UnixMilli(), id)
-	} else {
-		_, err = e.write.ExecContext(ctx, `UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?`, errMsg, id)
+func (e *sqlEngine) nextOutbox(ctx context.Context, linkID int64) (*OutboxItem, error) {
+	o, err := scanOutbox(e.read.QueryRowContext(ctx, `SELECT `+outboxColumns+` FROM outbox
+		WHERE link_id = ? AND delivered_at IS NULL ORDER BY id LIMIT 1`, linkID))
+	return o, dbError("next outbox", err)
+}
+
+// claimOutbox and markOutbox run as write transactions (begin), so that on
+// PostgreSQL too a claim never overlaps a delivery being marked: a claim
+// that waited for the mark of the row it picked would otherwise find that
+// row delivered and report the link claimed.
+func (e *sqlEngine) claimOutbox(ctx context.Context, linkID int64, now time.Time, lease time.Duration) (o *OutboxItem, err error) {
+	err = e.withTx(ctx, "claim outbox", func(tx *sqlTx) error {
+		// Only the head of the link's queue can be claimed, and only while
+		// free: one statement, so two senders never both get it.
+		var err error
+		o, err = scanOutbox(tx.QueryRowContext(ctx, `UPDATE outbox SET claimed_until = ?
+			WHERE id = (SELECT id FROM outbox WHERE link_id = ? AND delivered_at IS NULL ORDER BY id LIMIT 1)
+			AND delivered_at IS NULL AND (claimed_until IS NULL OR claimed_until <= ?) RETURNING `+outboxColumns,
+			now.Add(lease).UnixMilli(), linkID, now.UnixMilli()))
+		if !errors.Is(err, sql.ErrNoRows) {
+			return dbError("claim outbox", err)
+		}
+		var pending bool
+		if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM outbox WHERE link_id = ? AND delivered_at IS NULL)`,
+			linkID).Scan(&pending); err != nil {
+			return dbError("claim outbox", err)
+		}
+		if !pending {
+			return fmt.Errorf("%w: next outbox", ErrNotFound)
+		}
+		return fmt.Errorf("%w: notifications of link %d", ErrClaimed, linkID)
+	})
+	if err != nil {
+		return nil, err
 	}
-	return dbError("mark outbox", err)
+	return o, nil
+}
+
+func (e *sqlEngine) markOutbox(ctx context.Context, id int64, errMsg string, now time.Time) error {
+	return e.withTx(ctx, "mark outbox", func(tx *sqlTx) error {
+		var err error
+		if errMsg == "" {
+			_, err = tx.ExecContext(ctx, `UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, last_error = '', claimed_until = NULL WHERE id = ?`, now.UnixMilli(), id)
+		} else {
+			_, err = tx.ExecContext(ctx, `UPDATE outbox SET attempts = attempts + 1, last_error = ?, claimed_until = NULL WHERE id = ?`, errMsg, id)
+		}
+		return dbError("mark outbox", err)
+	})
 }
 
 func (e *sqlEngine) pipelineStatus(ctx context.Context, now time.Time, expiringWithin time.Duration) (PipelineStatus, error) {

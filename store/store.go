@@ -13,6 +13,8 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver"
 	"github.com/riverqueue/river/rivermigrate"
+
+	"github.com/pendinglink/pendinglink/quota"
 )
 
 // Errors returned by the store. Driver errors are translated into them by
@@ -27,6 +29,9 @@ var (
 	ErrInvalid = errors.New("store: invalid")
 	// ErrClosed means the DB was closed.
 	ErrClosed = errors.New("store: closed")
+	// ErrClaimed means another worker holds what was asked for (a link's
+	// next notification); try again after its lease.
+	ErrClaimed = errors.New("store: claimed by another worker")
 )
 
 // errBusy marks a transient lock error (SQLITE_BUSY); a batch that fails with
@@ -284,6 +289,7 @@ type engine interface {
 	status(ctx context.Context) (Status, error)
 	counts(ctx context.Context) (Counts, error)
 	addQuota(ctx context.Context, key string, bucket, n int64) error
+	reserveQuota(ctx context.Context, key string, bucket int64, limits []quota.Limit) (bool, error)
 	loadQuota(ctx context.Context, key string, since int64) (map[int64]int64, error)
 	pruneQuota(ctx context.Context, before int64) (int64, error)
 	ping(ctx context.Context) error
@@ -315,6 +321,7 @@ type engine interface {
 	countJobs(ctx context.Context, kind string) (int64, error)
 	hasAvailableJobs(ctx context.Context, queue string, atLeast int) (bool, error)
 	nextOutbox(ctx context.Context, linkID int64) (*OutboxItem, error)
+	claimOutbox(ctx context.Context, linkID int64, now time.Time, lease time.Duration) (*OutboxItem, error)
 	markOutbox(ctx context.Context, id int64, errMsg string, now time.Time) error
 	pipelineStatus(ctx context.Context, now time.Time, expiringWithin time.Duration) (PipelineStatus, error)
 
@@ -609,6 +616,16 @@ func (db *DB) AddQuota(ctx context.Context, key string, bucketUnix int64, n int6
 		return fmt.Errorf("%w: quota key must be 1 to %d bytes", ErrInvalid, MaxFieldLen)
 	}
 	return db.eng.addQuota(ctx, key, bucketUnix, n)
+}
+
+// ReserveQuota counts one call in bucketUnix under key if every limit
+// allows it, in one atomic step: processes sharing the database together
+// never exceed a window (quota.Reserver).
+func (db *DB) ReserveQuota(ctx context.Context, key string, bucketUnix int64, limits []quota.Limit) (bool, error) {
+	if key == "" || len(key) > MaxFieldLen {
+		return false, fmt.Errorf("%w: quota key must be 1 to %d bytes", ErrInvalid, MaxFieldLen)
+	}
+	return db.eng.reserveQuota(ctx, key, bucketUnix, limits)
 }
 
 // LoadQuota returns the counters of key whose bucket starts at or after

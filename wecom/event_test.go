@@ -45,8 +45,7 @@ func TestParseEvent(t *testing.T) {
 
 	t.Run("OfficialAdd", func(t *testing.T) {
 		t.Parallel()
-		ev, err := wecom.ParseEvent([]byte(officialAdd))
-		require.NoError(t, err)
+		ev := mustParse(t, officialAdd)
 		require.Equal(t, wecom.KindAddExternalContact, ev.Kind())
 		require.Equal(t, "toUser", ev.ToUserName)
 		require.Equal(t, "zhangsan", ev.UserID)
@@ -57,8 +56,7 @@ func TestParseEvent(t *testing.T) {
 
 	t.Run("OfficialChatItems", func(t *testing.T) {
 		t.Parallel()
-		ev, err := wecom.ParseEvent([]byte(officialChat))
-		require.NoError(t, err)
+		ev := mustParse(t, officialChat)
 		require.Equal(t, wecom.KindChatAddMember, ev.Kind())
 		require.Equal(t, wecom.MemList{"Jack", "Rose"}, ev.MemChangeList)
 		require.Equal(t, "wrx7HUARsKwGRaQBVKPBTcEyzdHA4HrQ", ev.ChatID)
@@ -67,23 +65,20 @@ func TestParseEvent(t *testing.T) {
 
 	t.Run("OldCommaSeparatedList", func(t *testing.T) {
 		t.Parallel()
-		ev, err := wecom.ParseEvent([]byte(`<xml><Event>change_external_chat</Event><ChangeType>update</ChangeType><UpdateDetail>del_member</UpdateDetail><MemChangeList><![CDATA[id1, id2,,id3]]></MemChangeList></xml>`))
-		require.NoError(t, err)
+		ev := mustParse(t, `<xml><Event>change_external_chat</Event><ChangeType>update</ChangeType><UpdateDetail>del_member</UpdateDetail><MemChangeList><![CDATA[id1, id2,,id3]]></MemChangeList></xml>`)
 		require.Equal(t, wecom.KindChatDelMember, ev.Kind())
 		require.Equal(t, wecom.MemList{"id1", "id2", "id3"}, ev.MemChangeList)
 	})
 
 	t.Run("RepeatedListElementsAppend", func(t *testing.T) {
 		t.Parallel()
-		ev, err := wecom.ParseEvent([]byte(`<xml><MemChangeList>a</MemChangeList><MemChangeList><Item>b</Item></MemChangeList></xml>`))
-		require.NoError(t, err)
+		ev := mustParse(t, `<xml><MemChangeList>a</MemChangeList><MemChangeList><Item>b</Item></MemChangeList></xml>`)
 		require.Equal(t, wecom.MemList{"a", "b"}, ev.MemChangeList)
 	})
 
 	t.Run("TransferDeleteHasSource", func(t *testing.T) {
 		t.Parallel()
-		ev, err := wecom.ParseEvent([]byte(transferDel))
-		require.NoError(t, err)
+		ev := mustParse(t, transferDel)
 		require.Equal(t, wecom.KindDelExternalContact, ev.Kind())
 		require.Equal(t, wecom.SourceDeleteByTransfer, ev.Source)
 		require.Equal(t, "alice", ev.UserID)
@@ -91,8 +86,7 @@ func TestParseEvent(t *testing.T) {
 
 	t.Run("TransferFailHasReason", func(t *testing.T) {
 		t.Parallel()
-		ev, err := wecom.ParseEvent([]byte(transferFail))
-		require.NoError(t, err)
+		ev := mustParse(t, transferFail)
 		require.Equal(t, wecom.KindTransferFail, ev.Kind())
 		require.Equal(t, "customer_refused", ev.FailReason)
 		require.Equal(t, "bob", ev.UserID)
@@ -100,8 +94,7 @@ func TestParseEvent(t *testing.T) {
 
 	t.Run("ChatCreateCarriesOnlyChatID", func(t *testing.T) {
 		t.Parallel()
-		ev, err := wecom.ParseEvent([]byte(chatCreate))
-		require.NoError(t, err)
+		ev := mustParse(t, chatCreate)
 		require.Equal(t, wecom.KindChatCreate, ev.Kind())
 		require.Equal(t, "wrtestchat", ev.ChatID)
 		require.Empty(t, ev.UpdateDetail)
@@ -113,6 +106,14 @@ func TestParseEvent(t *testing.T) {
 		_, err := wecom.ParseEvent([]byte("<xml><ToUserName>"))
 		require.Error(t, err)
 	})
+}
+
+// mustParse parses raw, which must be a valid event.
+func mustParse(t *testing.T, raw string) wecom.Event {
+	t.Helper()
+	ev, err := wecom.ParseEvent([]byte(raw))
+	require.NoError(t, err)
+	return ev
 }
 
 func TestEvent_Kind(t *testing.T) {
@@ -138,8 +139,7 @@ func TestEvent_Kind(t *testing.T) {
 
 func TestEvent_DedupKey(t *testing.T) {
 	t.Parallel()
-	base, err := wecom.ParseEvent([]byte(officialAdd))
-	require.NoError(t, err)
+	base := mustParse(t, officialAdd)
 	key := base.DedupKey([]byte(officialAdd))
 
 	same := base
@@ -158,8 +158,7 @@ func TestEvent_DedupKey(t *testing.T) {
 		require.NotEqual(t, key, ev.DedupKey(nil), name)
 	}
 
-	chat, err := wecom.ParseEvent([]byte(officialChat))
-	require.NoError(t, err)
+	chat := mustParse(t, officialChat)
 	other := chat
 	other.MemChangeList = wecom.MemList{"Jack"}
 	require.NotEqual(t, chat.DedupKey(nil), other.DedupKey(nil), "member list is part of a chat event's key")
@@ -214,8 +213,7 @@ func TestEvent_DedupKeyCannotCollide(t *testing.T) {
 func TestEvent_MarshalRoundTrip(t *testing.T) {
 	t.Parallel()
 	for _, raw := range []string{officialAdd, officialChat, transferDel, transferFail, chatCreate} {
-		ev, err := wecom.ParseEvent([]byte(raw))
-		require.NoError(t, err)
+		ev := mustParse(t, raw)
 		out, err := ev.Marshal()
 		require.NoError(t, err)
 		back, err := wecom.ParseEvent(out)

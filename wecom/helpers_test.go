@@ -1,7 +1,6 @@
 package wecom_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -18,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pendinglink/pendinglink/internal/fakeclock"
+	"github.com/pendinglink/pendinglink/internal/syncbuf"
 	"github.com/pendinglink/pendinglink/quota"
 	"github.com/pendinglink/pendinglink/wecom"
 )
@@ -52,7 +52,7 @@ type testBundle struct {
 	clock  *fakeclock.Clock
 	srv    *httptest.Server
 	client *wecom.Client
-	logs   *syncBuffer
+	logs   *syncbuf.Buffer
 
 	mu       sync.Mutex
 	handlers map[string]handlerFunc
@@ -60,28 +60,11 @@ type testBundle struct {
 	sleeps   []time.Duration
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func setup(t testing.TB, mods ...func(*wecom.Config)) *testBundle {
 	t.Helper()
 	tb := &testBundle{
 		clock:    newFakeClock(),
-		logs:     &syncBuffer{},
+		logs:     &syncbuf.Buffer{},
 		handlers: map[string]handlerFunc{},
 		reqs:     map[string][]apiRequest{},
 	}

@@ -37,6 +37,7 @@ func Exercise(t *testing.T, open func(tb testing.TB, cfg store.Config) *store.DB
 		{"PruneEvents", x.pruneEvents},
 		{"Status", x.status},
 		{"Quota", x.quota},
+		{"SharedQuota", x.sharedQuota},
 		{"Close", x.close},
 		{"Start", x.start},
 		{"RecordResolution", x.recordResolution},

@@ -484,6 +484,38 @@ func (open exerciser) outbox(t *testing.T) {
 		return b, l
 	}
 
+	t.Run("ClaimHoldsTheHeadForOneSender", func(t *testing.T) {
+		t.Parallel()
+		// Ensure a claimed head is nobody else's until marked or its lease
+		// ends, and nothing behind it can be claimed meanwhile.
+		b, l := setupOutbox(t)
+		ctx := t.Context()
+		first, err := b.db.ClaimOutbox(ctx, l.ID, time.Minute)
+		require.NoError(t, err)
+		require.Equal(t, store.OutboxLinkCreated, first.Kind)
+		_, err = b.db.ClaimOutbox(ctx, l.ID, time.Minute)
+		require.ErrorIs(t, err, store.ErrClaimed)
+
+		b.clock.Advance(time.Minute)
+		again, err := b.db.ClaimOutbox(ctx, l.ID, time.Minute)
+		require.NoError(t, err, "the lease ended: the sender is presumed dead")
+		require.Equal(t, first.ID, again.ID)
+
+		require.NoError(t, b.db.MarkOutbox(ctx, again.ID, "webhook: status 500"))
+		retry, err := b.db.ClaimOutbox(ctx, l.ID, time.Minute)
+		require.NoError(t, err, "a failed attempt frees the claim")
+		require.Equal(t, first.ID, retry.ID)
+		require.Equal(t, 1, retry.Attempts)
+
+		require.NoError(t, b.db.MarkOutbox(ctx, retry.ID, ""))
+		next, err := b.db.ClaimOutbox(ctx, l.ID, time.Minute)
+		require.NoError(t, err)
+		require.Equal(t, store.OutboxLinkEnded, next.Kind)
+		require.NoError(t, b.db.MarkOutbox(ctx, next.ID, ""))
+		_, err = b.db.ClaimOutbox(ctx, l.ID, time.Minute)
+		require.ErrorIs(t, err, store.ErrNotFound)
+	})
+
 	t.Run("OldestFirstWithSnapshot", func(t *testing.T) {
 		t.Parallel()
 		b, l := setupOutbox(t)

@@ -18,10 +18,7 @@ func TestServer_TransferCustomer(t *testing.T) {
 
 	t.Run("MovesTheFollowAndReturnsTheTransferDelete", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t)
-		d := b.srv.AddDealer("A", "alice", "bob")
-		p := b.srv.AddPerson()
-		c := b.srv.AddCustomer(d, p, "alice")
+		b, d, p, c := setupAliceFollows(t)
 		b.clock.Advance(42 * time.Second)
 
 		moved, ev := b.srv.TransferCustomer(c, "bob")
@@ -31,13 +28,11 @@ func TestServer_TransferCustomer(t *testing.T) {
 		require.Equal(t, p, moved.Person)
 		require.Equal(t, []string{"bob"}, b.srv.Follows(d, p))
 
-		require.Equal(t, wecom.Event{
+		requireEvent(t, wecom.KindDelExternalContact, wecom.Event{
 			ToUserName: d.CorpID, FromUserName: "sys", CreateTime: t0.Add(42 * time.Second).Unix(), MsgType: "event",
 			Event: wecom.EventChangeExternalContact, ChangeType: wecom.ChangeDelExternalContact,
 			UserID: "alice", ExternalUserID: c.ExternalUserID, Source: wecom.SourceDeleteByTransfer,
 		}, ev)
-		require.Equal(t, wecom.KindDelExternalContact, ev.Kind())
-		requireRoundTrips(t, ev)
 	})
 
 	t.Run("StillACustomerForLookups", func(t *testing.T) {
@@ -52,10 +47,7 @@ func TestServer_TransferCustomer(t *testing.T) {
 
 	t.Run("ToAColleagueWhoAlreadyFollows", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t)
-		d := b.srv.AddDealer("A", "alice", "bob")
-		p := b.srv.AddPerson()
-		c := b.srv.AddCustomer(d, p, "alice")
+		b, d, p, c := setupAliceFollows(t)
 		b.srv.AddCustomer(d, p, "bob")
 		b.srv.TransferCustomer(c, "bob")
 		require.Equal(t, []string{"bob"}, b.srv.Follows(d, p))
@@ -92,19 +84,14 @@ func TestServer_TransferFailEvent(t *testing.T) {
 
 	t.Run("NamesTheTakerAndReasonAndChangesNothing", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t)
-		d := b.srv.AddDealer("A", "alice", "bob")
-		p := b.srv.AddPerson()
-		c := b.srv.AddCustomer(d, p, "alice")
+		b, d, p, c := setupAliceFollows(t)
 
 		ev := b.srv.TransferFailEvent(c, "bob", "customer_refused")
-		require.Equal(t, wecom.Event{
+		requireEvent(t, wecom.KindTransferFail, wecom.Event{
 			ToUserName: d.CorpID, FromUserName: "sys", CreateTime: t0.Unix(), MsgType: "event",
 			Event: wecom.EventChangeExternalContact, ChangeType: wecom.ChangeTransferFail,
 			UserID: "bob", ExternalUserID: c.ExternalUserID, FailReason: "customer_refused",
 		}, ev)
-		require.Equal(t, wecom.KindTransferFail, ev.Kind())
-		requireRoundTrips(t, ev)
 		require.Equal(t, []string{"alice"}, b.srv.Follows(d, p))
 	})
 
@@ -168,12 +155,10 @@ func TestServer_ChatLifecycle(t *testing.T) {
 		d := b.srv.AddDealer("A")
 		chat := b.srv.AddGroupChat(d, d.Staff[0], b.srv.AddPerson())
 		ev := b.srv.CreateChatEvent(chat)
-		require.Equal(t, wecom.Event{
+		requireEvent(t, wecom.KindChatCreate, wecom.Event{
 			ToUserName: d.CorpID, FromUserName: "sys", CreateTime: t0.Unix(), MsgType: "event",
 			Event: wecom.EventChangeExternalChat, ChatID: chat.ID, ChangeType: wecom.ChatChangeCreate,
 		}, ev)
-		require.Equal(t, wecom.KindChatCreate, ev.Kind())
-		requireRoundTrips(t, ev)
 	})
 
 	t.Run("ChatMembersSortedByUnionID", func(t *testing.T) {
@@ -197,12 +182,10 @@ func TestServer_ChatLifecycle(t *testing.T) {
 		s.clock.Advance(time.Minute)
 
 		ev := s.srv.DismissChat(chat)
-		require.Equal(t, wecom.Event{
+		requireEvent(t, wecom.KindChatDismiss, wecom.Event{
 			ToUserName: s.d.CorpID, FromUserName: "sys", CreateTime: t0.Add(time.Minute).Unix(), MsgType: "event",
 			Event: wecom.EventChangeExternalChat, ChatID: chat.ID, ChangeType: wecom.ChatChangeDismiss,
 		}, ev)
-		require.Equal(t, wecom.KindChatDismiss, ev.Kind())
-		requireRoundTrips(t, ev)
 
 		require.Empty(t, s.srv.ChatMembers(chat))
 		require.Equal(t, 40050, batch(t, s.srv, s.tok, chat.ID, s.c.ExternalUserID).Errcode)
@@ -253,4 +236,23 @@ func TestServer_ChatLifecycle(t *testing.T) {
 			require.PanicsWithValue(t, "wecomtest: unknown chat wrtest-nosuch", f, name)
 		}
 	})
+}
+
+// setupAliceFollows is dealer A with staff alice and bob, and a person who is
+// alice's customer.
+func setupAliceFollows(t *testing.T) (testBundle, wecomtest.Dealer, wecomtest.Person, wecomtest.Customer) {
+	t.Helper()
+	b := setup(t)
+	d := b.srv.AddDealer("A", "alice", "bob")
+	p := b.srv.AddPerson()
+	return b, d, p, b.srv.AddCustomer(d, p, "alice")
+}
+
+// requireEvent checks a generated event field by field, its kind, and that it
+// survives the wire.
+func requireEvent(t *testing.T, kind string, want, ev wecom.Event) {
+	t.Helper()
+	require.Equal(t, want, ev)
+	require.Equal(t, kind, ev.Kind())
+	requireRoundTrips(t, ev)
 }

@@ -280,20 +280,11 @@ func (s *Server) changeChat(c Chat, detail string, members []Person) wecom.Event
 		}
 	}
 	ch.ver++
-	ev := wecom.Event{
-		ToUserName:    ch.Dealer.CorpID,
-		FromUserName:  "sys",
-		CreateTime:    now.Unix(),
-		MsgType:       "event",
-		Event:         wecom.EventChangeExternalChat,
-		ChatID:        ch.ID,
-		ChangeType:    wecom.ChatChangeUpdate,
-		UpdateDetail:  detail,
-		MemChangeCnt:  fmt.Sprint(len(ids)),
-		MemChangeList: ids,
-		LastMemVer:    last,
-		CurMemVer:     ch.version(),
-	}
+	ev := chatEvent(ch, wecom.ChatChangeUpdate, now)
+	ev.UpdateDetail = detail
+	ev.MemChangeCnt = fmt.Sprint(len(ids))
+	ev.MemChangeList = ids
+	ev.LastMemVer, ev.CurMemVer = last, ch.version()
 	if detail == wecom.ChatAddMember {
 		ev.JoinScene = "0"
 	} else {
@@ -342,6 +333,8 @@ func (s *Server) ChatMembers(c Chat) []Person {
 	return out
 }
 
+// chatEvent is the change_external_chat event of ch with only the header and
+// ChatId filled in; update events add their member fields.
 func chatEvent(ch *chat, changeType string, now time.Time) wecom.Event {
 	return wecom.Event{
 		ToUserName:   ch.Dealer.CorpID,
