@@ -36,6 +36,7 @@ Usage:
   pendinglink fans import FILE   send fans (CSV or JSON lines) to a running server for registration
   pendinglink reconcile [flags]  ask a running server to find customers it missed (unionid_to_external_userid)
   pendinglink retry events|fans  re-drive failed events or fans on a running server
+  pendinglink db copy [flags]    copy a SQLite database into PostgreSQL (resumable, verified by counts)
   pendinglink loadtest [flags]   send signed callbacks at a rate and report ack latency
   pendinglink version            print the version
 
@@ -58,6 +59,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fansCommand(ctx, rest, getenv, stdout, stderr)
 	case "reconcile":
 		return reconcileCommand(ctx, rest, getenv, stdout, stderr)
+	case "db":
+		return dbCommand(ctx, rest, stdout, stderr)
 	case "retry":
 		return retryCommand(ctx, rest, getenv, stdout, stderr)
 	case "loadtest":

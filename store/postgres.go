@@ -263,6 +263,9 @@ func redact(s, dsn string) string {
 	return keywordPassword.ReplaceAllString(s, "${1}xxxxx")
 }
 
+// RedactDSN returns dsn with its password replaced, for printing.
+func RedactDSN(dsn string) string { return redact(dsn, dsn) }
+
 // redactedError is an error whose message went through redact. Unwrap keeps
 // errors.Is and errors.As working (context.DeadlineExceeded, ErrInvalid);
 // the errors it wraps come from pgx, which does not print passwords.

@@ -540,3 +540,6 @@ func (e *sqlEngine) ping(ctx context.Context) error {
 }
 
 func (e *sqlEngine) writePool() *sql.DB { return e.write.DB }
+
+// shared returns the SQL layer both engines embed.
+func (e *sqlEngine) shared() *sqlEngine { return e }

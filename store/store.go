@@ -327,6 +327,8 @@ type engine interface {
 
 	// writePool is the pool River uses; its transactions are *sql.Tx.
 	writePool() *sql.DB
+	// shared is the SQL layer both engines are built on (Copy uses it).
+	shared() *sqlEngine
 	close() error
 }
 
