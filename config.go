@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pendinglink/pendinglink/handlers"
+	"github.com/pendinglink/pendinglink/store"
 )
 
 // config is everything serve needs. Each field comes from an environment
@@ -33,6 +34,8 @@ type config struct {
 	AdminToken      string
 	CallbackPath    string
 	CallbackMaxAge  time.Duration
+	// DBMaxConns sizes the PostgreSQL pool (store.Config.MaxConns).
+	DBMaxConns int64
 	// CallbackMaxBytes caps a callback body (handlers.Config.BodyLimit).
 	CallbackMaxBytes int64
 	LogLevel         slog.Level
@@ -120,8 +123,10 @@ func settings() []setting {
 			apply: durationSetting(func(c *config) *time.Duration { return &c.TokenRefresh })},
 		{env: "PENDINGLINK_ADDR", def: ":8080", usage: "listen address",
 			apply: str(func(c *config) *string { return &c.Addr })},
-		{env: "PENDINGLINK_DB", def: "./pendinglink.db", usage: "SQLite database file",
+		{env: "PENDINGLINK_DB", def: "./pendinglink.db", usage: "SQLite database file, or a postgres:// DSN (several instances share one PostgreSQL database); its password is never logged",
 			apply: str(func(c *config) *string { return &c.DB })},
+		{env: "PENDINGLINK_DB_MAX_CONNS", def: strconv.Itoa(store.DefaultMaxConns), usage: "PostgreSQL connections per instance (writes, reads and River's jobs share them; River's LISTEN takes one more)",
+			apply: intSetting(func(c *config) *int64 { return &c.DBMaxConns })},
 		{env: "PENDINGLINK_ADMIN_TOKEN", required: true, secret: true, usage: "bearer token for /v1",
 			apply: func(c *config, v string) error {
 				if len(v) < 16 {
@@ -311,7 +316,7 @@ func (c config) LogValue() slog.Value {
 		slog.String("corp_secret", mask(c.CorpSecret)), slog.String("callback_token", mask(c.CallbackToken)),
 		slog.String("callback_aes_key", mask(c.CallbackAESKey)), slog.String("api_base", c.APIBase),
 		slog.Any("downstream_corp_ids", c.DownstreamCorps), slog.String("receive_id_check", c.ReceiveIDCheck),
-		slog.String("pending_token", c.PendingToken), slog.String("addr", c.Addr), slog.String("db", c.DB),
+		slog.String("pending_token", c.PendingToken), slog.String("addr", c.Addr), slog.String("db", store.RedactDSN(c.DB)),
 		slog.String("admin_token", mask(c.AdminToken)), slog.String("callback_path", c.CallbackPath),
 		slog.Duration("callback_max_age", c.CallbackMaxAge), slog.String("log_level", c.LogLevel.String()),
 	)

@@ -49,6 +49,9 @@ func testEnv(dbPath string) map[string]string {
 	}
 }
 
+// testDBPassword is a database password that must never be logged.
+const testDBPassword = "db-pass-7f3k"
+
 func TestLoadConfig(t *testing.T) {
 	t.Parallel()
 
@@ -103,11 +106,11 @@ func TestLoadConfig(t *testing.T) {
 
 	t.Run("SecretsAreMaskedInLogs", func(t *testing.T) {
 		t.Parallel()
-		cfg, err := loadConfig("serve", nil, mapEnv(testEnv("x.db")), io.Discard)
+		cfg, err := loadConfig("serve", nil, mapEnv(testEnv("postgres://pendinglink:"+testDBPassword+"@db.internal:5432/pl")), io.Discard)
 		require.NoError(t, err)
 		var buf bytes.Buffer
 		slog.New(slog.NewJSONHandler(&buf, nil)).Info("cfg", "config", cfg)
-		for _, secret := range []string{testSecret, testToken, testAESKey, testAdminToken} {
+		for _, secret := range []string{testSecret, testToken, testAESKey, testAdminToken, testDBPassword} {
 			require.NotContains(t, buf.String(), secret)
 		}
 		require.Contains(t, buf.String(), testCorpID)
