@@ -36,6 +36,8 @@ type config struct {
 	CallbackMaxAge  time.Duration
 	// DBMaxConns sizes the PostgreSQL pool (store.Config.MaxConns).
 	DBMaxConns int64
+	// InstanceID is store.Config.InstanceID.
+	InstanceID string
 	// CallbackMaxBytes caps a callback body (handlers.Config.BodyLimit).
 	CallbackMaxBytes int64
 	LogLevel         slog.Level
@@ -125,6 +127,8 @@ func settings() []setting {
 			apply: str(func(c *config) *string { return &c.Addr })},
 		{env: "PENDINGLINK_DB", def: "./pendinglink.db", usage: "SQLite database file, or a postgres:// DSN (several instances share one PostgreSQL database); its password is never logged",
 			apply: str(func(c *config) *string { return &c.DB })},
+		{env: "PENDINGLINK_INSTANCE_ID", usage: "this instance's name, the same across its restarts and unique among instances sharing a PostgreSQL database (e.g. the container name): a restart then resumes at once the jobs its killed process left running; empty: River's rescue does, after a couple of minutes",
+			apply: str(func(c *config) *string { return &c.InstanceID })},
 		{env: "PENDINGLINK_DB_MAX_CONNS", def: strconv.Itoa(store.DefaultMaxConns), usage: "PostgreSQL connections per instance (writes, reads and River's jobs share them; River's LISTEN takes one more)",
 			apply: intSetting(func(c *config) *int64 { return &c.DBMaxConns })},
 		{env: "PENDINGLINK_ADMIN_TOKEN", required: true, secret: true, usage: "bearer token for /v1",

@@ -83,7 +83,7 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 	// no job runs before Start, by which time it is set.
 	jobErrors := &pipelineErrors{}
 	db, err := store.Open(ctx, store.Config{
-		DSN: cfg.DB, MaxConns: int(cfg.DBMaxConns), Logger: logger, Now: opts.Now, Workers: workers, ErrorHandler: jobErrors,
+		DSN: cfg.DB, MaxConns: int(cfg.DBMaxConns), InstanceID: cfg.InstanceID, Logger: logger, Now: opts.Now, Workers: workers, ErrorHandler: jobErrors,
 		Jobs:         pipeline.Policy{Notify: cfg.WebhookURL != ""},
 		Queues:       pipeline.Queues(int(cfg.ResolveWorkers)),
 		PeriodicJobs: pipeline.PeriodicJobs(cfg.RenewInterval, cfg.ReconcileInterval),

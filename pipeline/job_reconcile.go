@@ -73,12 +73,14 @@ type reconcileWorker struct {
 	store reconcileStore
 }
 
-// Timeout implements river.Worker: a run spends up to ReconcileBatch
-// calls, paced by the quota limiter (180 ms apart at 20,000/hour), longer
-// than River's default minute.
-func (w *reconcileWorker) Timeout(*river.Job[ReconcileArgs]) time.Duration { return 15 * time.Minute }
+// reconcileRunTime bounds one run: it ends well inside River's job timeout
+// (a minute), so no rescuer takes a run that is still working for one that
+// died, and the next run goes on where it stopped.
+const reconcileRunTime = 40 * time.Second
 
 func (w *reconcileWorker) Work(ctx context.Context, _ *river.Job[ReconcileArgs]) error {
+	ctx, cancel := context.WithTimeout(ctx, reconcileRunTime)
+	defer cancel()
 	budget := int64(w.cfg.ReconcileBatch)
 	if q := w.cfg.ExistingQuota; q != nil {
 		budget = min(budget, quota.Spare(q.Usage())-interactiveReserve(q.Usage()))
@@ -131,7 +133,8 @@ func (w *reconcileWorker) check(ctx context.Context, f store.FanInput, sweepID i
 		w.cfg.Logger.Info("reconcile paused until its next run", "err", err)
 		return true, nil
 	}
-	links, err := w.store.RecordCheck(ctx, f.UnionID, found, sweepID)
+	// An answer WeCom gave is recorded even if the run's time just ran out.
+	links, err := w.store.RecordCheck(context.WithoutCancel(ctx), f.UnionID, found, sweepID)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return false, nil // deleted meanwhile

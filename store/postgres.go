@@ -41,6 +41,9 @@ type postgresEngine struct {
 	// any instance starts at once instead of at the next poll. Nil for an
 	// insert-only client, which listens to nothing.
 	listen *pgxpool.Pool
+	// instance is Config.InstanceID: the jobs its previous process left
+	// running are this process's to resume.
+	instance string
 }
 
 var _ engine = (*postgresEngine)(nil)
@@ -64,7 +67,7 @@ func openPostgres(ctx context.Context, cfg Config) (_ *postgresEngine, _ riverdr
 	pool := sqlDB{DB: stdlib.OpenDB(*connCfg), d: d}
 	pool.SetMaxOpenConns(cfg.MaxConns)
 	pool.SetMaxIdleConns(cfg.MaxConns)
-	e := &postgresEngine{sqlEngine: sqlEngine{d: d, write: pool, read: pool}}
+	e := &postgresEngine{sqlEngine: sqlEngine{d: d, write: pool, read: pool}, instance: cfg.InstanceID}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, e.close())
@@ -221,9 +224,24 @@ func postgresErrorKind(err error) error {
 }
 
 // resumeOrphanedJobs implements engine. Several instances share a
-// PostgreSQL database, so a running job may belong to a live one: River's
-// rescuer makes it available after Config.RescueStuckJobsAfter instead.
-func (e *postgresEngine) resumeOrphanedJobs(context.Context) (int64, error) { return 0, nil }
+// PostgreSQL database, so a running job may belong to a live one: only the
+// jobs of this instance's own previous process (Config.InstanceID) are
+// resumed; River's rescuer makes the others available after
+// Config.RescueStuckJobsAfter.
+func (e *postgresEngine) resumeOrphanedJobs(ctx context.Context) (int64, error) {
+	if e.instance == "" {
+		return 0, nil // only River's rescue can tell whose running jobs are orphaned
+	}
+	// Jobs last attempted by this instance's name and still running belong
+	// to its previous process: this one has not started working yet.
+	res, err := e.write.ExecContext(ctx, `UPDATE river_job SET state = 'available'
+		WHERE state = 'running' AND attempted_by[array_length(attempted_by, 1)] = ?`, e.instance)
+	if err != nil {
+		return 0, dbError("resume running jobs", err)
+	}
+	n, err := res.RowsAffected()
+	return n, dbError("resume running jobs", err)
+}
 
 // close implements engine.
 func (e *postgresEngine) close() error {

@@ -277,3 +277,40 @@ func TestPostgres_StartLeavesRunningJobsToTheRescuer(t *testing.T) {
 	require.NoError(t, db.Start(t.Context()))
 	require.Equal(t, int64(1), countPG(t, db, `SELECT count(*) FROM river_job WHERE state = 'running'`))
 }
+
+// TestPostgres_StartResumesItsOwnPreviousProcessJobs: with an InstanceID,
+// the jobs this instance's previous process left running (killed) are
+// made available at Start; another instance's running jobs are not.
+func TestPostgres_StartResumesItsOwnPreviousProcessJobs(t *testing.T) {
+	t.Parallel()
+	dsn := storetest.PostgresDSN(t)
+	seed := storetest.MustOpenPostgres(t, store.Config{DSN: dsn, Jobs: storetest.Policy{}})
+	for range 2 {
+		_, err := seed.SaveEvent(t.Context(), storetest.NewEvent(store.KindAddExternalContact))
+		require.NoError(t, err)
+	}
+	// One job was running on instance "pl-a" when it died, one runs on "pl-b".
+	_, err := seed.SQL().ExecContext(t.Context(), `UPDATE river_job SET state = 'running', attempt = 1, attempted_at = now(),
+		attempted_by = ARRAY[CASE WHEN id = (SELECT min(id) FROM river_job) THEN 'pl-a' ELSE 'pl-b' END]`)
+	require.NoError(t, err)
+
+	workers := river.NewWorkers()
+	block := make(chan struct{})
+	t.Cleanup(func() { close(block) })
+	river.AddWorker(workers, river.WorkFunc(func(ctx context.Context, _ *river.Job[storetest.Job]) error {
+		select { // hold the resumed job so its state can be read
+		case <-block:
+		case <-ctx.Done():
+		}
+		return nil
+	}))
+	_, err = store.Open(t.Context(), store.Config{DSN: dsn, InstanceID: "bad id!"})
+	require.ErrorContains(t, err, "InstanceID")
+
+	db := storetest.MustOpenPostgres(t, store.Config{DSN: dsn, Jobs: storetest.Policy{}, Workers: workers, InstanceID: "pl-a"})
+	require.NoError(t, db.Start(t.Context()))
+	require.Equal(t, int64(1), countPG(t, db, `SELECT count(*) FROM river_job WHERE state = 'running' AND 'pl-b' = ANY(attempted_by)`),
+		"pl-b's job is still its own")
+	require.Equal(t, int64(0), countPG(t, db, `SELECT count(*) FROM river_job WHERE attempted_by = ARRAY['pl-a']::text[]
+		AND state = 'running' AND attempt = 1`), "pl-a's old attempt was taken back")
+}

@@ -165,6 +165,14 @@ type Config struct {
 	// rescue is the only way back. Defaults to JobTimeout (River's default 1 min
 	// when unset) plus one minute.
 	RescueStuckJobsAfter time.Duration
+	// InstanceID names this instance, the same across its restarts and
+	// different from every other instance sharing the database (e.g. the
+	// host or container name). It becomes River's client ID, and on
+	// PostgreSQL a restarted instance makes the jobs its previous process
+	// left running available at Start, instead of waiting for
+	// RescueStuckJobsAfter. Letters, digits, '-', '_' and '.'; empty: River
+	// picks an ID and only the rescue applies.
+	InstanceID string
 
 	// WALRestartPages is the WAL size, in pages, above which the store logs
 	// a warning that the WAL is not restarting from its beginning (a long
@@ -231,6 +239,8 @@ func (cfg Config) validate() error {
 		return errors.New("store: Config.MaxBatch must not be negative")
 	case cfg.ReadConns < 0:
 		return errors.New("store: Config.ReadConns must not be negative")
+	case !validInstanceID(cfg.InstanceID):
+		return errors.New("store: Config.InstanceID may hold only letters, digits, '-', '_' and '.', at most 100")
 	case cfg.MaxConns < 0:
 		return errors.New("store: Config.MaxConns must not be negative")
 	case cfg.BusyTimeout < 0:
@@ -268,6 +278,7 @@ func (cfg Config) riverConfig() *river.Config {
 		MaxAttempts:          cfg.MaxAttempts,
 		SoftStopTimeout:      cfg.SoftStopTimeout,
 		TestOnly:             cfg.TestOnly,
+		ID:                   cfg.InstanceID,
 	}
 	if cfg.Workers != nil {
 		rc.Workers = cfg.Workers
@@ -641,4 +652,16 @@ func (db *DB) LoadQuota(ctx context.Context, key string, sinceUnix int64) (map[i
 // beforeUnix and returns how many it deleted.
 func (db *DB) PruneQuota(ctx context.Context, beforeUnix int64) (int64, error) {
 	return db.eng.pruneQuota(ctx, beforeUnix)
+}
+
+func validInstanceID(id string) bool {
+	if len(id) > 100 {
+		return false
+	}
+	for _, c := range id {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
 }
