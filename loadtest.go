@@ -15,6 +15,7 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,7 +31,9 @@ import (
 func loadtest(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	target := fs.String("url", "", "callback URL of a running pendinglink (default: start one in-process)")
+	target := fs.String("url", "", "callback URL of a running pendinglink, or several separated by commas (default: start in-process)")
+	dbDSN := fs.String("db", "", "database of the in-process pendinglink: a postgres:// DSN of an empty database (default: a temporary SQLite file)")
+	instances := fs.Int("instances", 1, "in-process pendinglink instances sharing --db (more than 1 needs PostgreSQL); callbacks go round robin")
 	rate := fs.Int("rate", 3000, "callbacks per second")
 	duration := fs.Duration("duration", 10*time.Second, "how long to send")
 	workers := fs.Int("workers", 256, "concurrent connections")
@@ -39,13 +42,18 @@ func loadtest(ctx context.Context, args []string, getenv func(string) string, st
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *rate <= 0 || *duration <= 0 || *workers <= 0 || *dupRate < 0 || *dupRate >= 1 {
-		return errors.New("loadtest: --rate, --duration and --workers must be positive, --duplicates in [0,1)")
+	if *rate <= 0 || *duration <= 0 || *workers <= 0 || *dupRate < 0 || *dupRate >= 1 || *instances < 1 {
+		return errors.New("loadtest: --rate, --duration, --workers and --instances must be positive, --duplicates in [0,1)")
+	}
+	if *instances > 1 && !strings.HasPrefix(*dbDSN, "postgres") {
+		return errors.New("loadtest: --instances above 1 share one database: give a postgres:// --db")
 	}
 
 	corpID, token, aesKey := getenv("WECOM_CORP_ID"), getenv("WECOM_CALLBACK_TOKEN"), getenv("WECOM_CALLBACK_AES_KEY")
-	callbackURL := *target
-	if callbackURL == "" {
+	var urls []string
+	if *target != "" {
+		urls = strings.Split(*target, ",")
+	} else {
 		// The pipeline's WeCom calls go to an in-process fake, never to WeCom.
 		wc := wecomtest.NewServer()
 		defer wc.Close()
@@ -55,23 +63,31 @@ func loadtest(ctx context.Context, args []string, getenv func(string) string, st
 			return err
 		}
 		defer os.RemoveAll(dir)
-		cfg, err := loadConfig("loadtest", nil, mapEnv(map[string]string{
-			"WECOM_CORP_ID": corpID, "WECOM_AGENT_ID": strconv.FormatInt(wc.AgentID, 10), "WECOM_CORP_SECRET": wc.CorpSecret,
-			"WECOM_API_BASE":       wc.URL,
-			"WECOM_CALLBACK_TOKEN": token, "WECOM_CALLBACK_AES_KEY": aesKey,
-			"PENDINGLINK_ADMIN_TOKEN": wecomtest.RandomToken(24), "PENDINGLINK_ADDR": "127.0.0.1:0",
-			"PENDINGLINK_DB": filepath.Join(dir, "loadtest.db"), "PENDINGLINK_LOG_LEVEL": "warn",
-		}), stderr)
-		if err != nil {
-			return err
+		db := *dbDSN
+		if db == "" {
+			db = filepath.Join(dir, "loadtest.db")
 		}
-		a, err := startApp(ctx, cfg, slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), appOptions{HTTPClient: wc.HTTPClient()})
-		if err != nil {
-			return err
+		admin := wecomtest.RandomToken(24)
+		for i := range *instances {
+			cfg, err := loadConfig("loadtest", nil, mapEnv(map[string]string{
+				"WECOM_CORP_ID": corpID, "WECOM_AGENT_ID": strconv.FormatInt(wc.AgentID, 10), "WECOM_CORP_SECRET": wc.CorpSecret,
+				"WECOM_API_BASE":       wc.URL,
+				"WECOM_CALLBACK_TOKEN": token, "WECOM_CALLBACK_AES_KEY": aesKey,
+				"PENDINGLINK_ADMIN_TOKEN": admin, "PENDINGLINK_ADDR": "127.0.0.1:0",
+				"PENDINGLINK_DB": db, "PENDINGLINK_LOG_LEVEL": "warn", "PENDINGLINK_INSTANCE_ID": fmt.Sprintf("loadtest-%d", i),
+			}), stderr)
+			if err != nil {
+				return err
+			}
+			a, err := startApp(ctx, cfg, slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), appOptions{HTTPClient: wc.HTTPClient()})
+			if err != nil {
+				return err
+			}
+			defer a.close()
+			urls = append(urls, "http://"+a.addr.String()+cfg.CallbackPath)
 		}
-		defer a.close()
-		callbackURL = "http://" + a.addr.String() + cfg.CallbackPath
-	} else if corpID == "" || token == "" || aesKey == "" {
+	}
+	if *target != "" && (corpID == "" || token == "" || aesKey == "") {
 		return errors.New("loadtest: with --url, set WECOM_CORP_ID, WECOM_CALLBACK_TOKEN and WECOM_CALLBACK_AES_KEY of the target")
 	}
 	cr, err := crypto.New(token, aesKey)
@@ -80,8 +96,8 @@ func loadtest(ctx context.Context, args []string, getenv func(string) string, st
 	}
 
 	n := int(float64(*rate) * duration.Seconds())
-	fmt.Fprintf(stdout, "preparing %d signed callbacks for %s\n", n, callbackURL)
-	reqs, err := prepareCallbacks(cr, callbackURL, corpID, n, *dupRate)
+	fmt.Fprintf(stdout, "preparing %d signed callbacks for %s\n", n, strings.Join(urls, ", "))
+	reqs, err := prepareCallbacks(cr, urls, corpID, n, *dupRate)
 	if err != nil {
 		return err
 	}
@@ -105,7 +121,7 @@ type preparedCallback struct {
 
 // prepareCallbacks encrypts every callback before the clock starts, so the
 // sender's own crypto does not compete with the server for the CPU.
-func prepareCallbacks(cr *crypto.Crypt, callbackURL, corpID string, n int, dupRate float64) ([]preparedCallback, error) {
+func prepareCallbacks(cr *crypto.Crypt, urls []string, corpID string, n int, dupRate float64) ([]preparedCallback, error) {
 	out := make([]preparedCallback, n)
 	now := time.Now()
 	unique := 0
@@ -131,7 +147,7 @@ func prepareCallbacks(cr *crypto.Crypt, callbackURL, corpID string, n int, dupRa
 			return nil, err
 		}
 		q := url.Values{"msg_signature": {sig}, "timestamp": {ts}, "nonce": {nonce}}
-		out[i] = preparedCallback{url: callbackURL + "?" + q.Encode(), body: body}
+		out[i] = preparedCallback{url: urls[i%len(urls)] + "?" + q.Encode(), body: body}
 	}
 	return out, nil
 }
