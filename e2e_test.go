@@ -352,8 +352,12 @@ func TestE2E_ExpiryAndRenewal(t *testing.T) {
 		require.Equal(t, pid, l.PendingID)
 		require.Equal(t, c.ExternalUserID, l.ExternalUserID)
 
-		// The fan linked at the first dealer is added by the second one
-		// after day 90, and links there too.
+		// The fan linked at the first dealer holds a new pending_id too, so
+		// when the second dealer adds it after day 90 it links there too.
+		w.waitFor("the linked fan's new pending_id", func() bool {
+			id, ok := w.wc.PendingIDOf(linked)
+			return ok && w.getFan(linked.UnionID).PendingID == id
+		})
 		c2 := w.wc.AddCustomer(w.dealers[1], linked, "staff-a")
 		w.send(w.wc.ContactEvent(c2, wecom.ChangeAddExternalContact))
 		got := w.waitLinks(linked.UnionID, 2)
