@@ -189,6 +189,6 @@ func TestServe_ThreeInstancesOnPostgres(t *testing.T) {
 		require.Equal(t, []int64{first.Events.Received, first.Events.Resolved, first.Fans.Registered, first.Links.Total,
 			first.Links.Active, first.Queue.Pending}, shared, "instance %d answers like instance 0", i)
 	}
-	t.Logf("%d callbacks over %d instances, one killed at the %dth acknowledgement: %d resent, all %d linked once",
-		customers, instances, killAt, failed, customers)
+	t.Logf("%d callbacks over %d instances, one killed at the %dth acknowledgement: %d resent, all %d linked once; %d batch calls for at least %d",
+		customers, instances, killAt, failed, customers, wc.Calls(wecomtest.APIExternalUserIDToPendingID), (customers+wecom.MaxBatchIDs-1)/wecom.MaxBatchIDs)
 }
