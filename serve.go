@@ -128,6 +128,7 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 		BaseURL: cfg.APIBase, CorpID: cfg.CorpID, AgentID: cfg.AgentID, CorpSecret: cfg.CorpSecret,
 		HTTPClient: opts.HTTPClient, Logger: logger, Now: opts.Now, PendingToken: cfg.PendingToken,
 		PendingIDQuota: pendingQuota, ExternalUserIDQuota: externalQuota, TokenRefreshInterval: cfg.TokenRefresh,
+		TokenStore: tokenStore{db},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("wecom client: %w", err)
@@ -276,6 +277,18 @@ func (a *app) shutdown(ctx context.Context) error {
 	}
 	a.client.Close()
 	return errors.Join(errs...)
+}
+
+// tokenStore lets the instances sharing a PostgreSQL database share WeCom
+// access tokens: one fetches, the others wait and use it.
+type tokenStore struct{ db *store.DB }
+
+func (s tokenStore) Token(ctx context.Context, key, reject string, now time.Time, fetch func(context.Context) (wecom.SharedToken, error)) (wecom.SharedToken, error) {
+	t, err := s.db.SharedToken(ctx, key, reject, now, func(ctx context.Context) (store.Token, error) {
+		t, err := fetch(ctx)
+		return store.Token{Value: t.Token, FetchedAt: t.FetchedAt, ExpiresAt: t.ExpiresAt}, err
+	})
+	return wecom.SharedToken{Token: t.Value, FetchedAt: t.FetchedAt, ExpiresAt: t.ExpiresAt}, err
 }
 
 // heartbeatEvery is how often a running instance says it is alive.

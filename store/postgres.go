@@ -303,3 +303,43 @@ func redactError(err error, dsn string) error {
 	}
 	return &redactedError{msg: redact(err.Error(), dsn), err: err}
 }
+
+// sharedToken implements engine. The transaction holds an advisory lock on
+// the key while it reads and, if need be, fetches: the other instances'
+// calls wait and then read the new token. It does not take the store's
+// write lock, so callbacks are not held up by the network call.
+func (e *postgresEngine) sharedToken(ctx context.Context, key, reject string, now time.Time, fetch func(context.Context) (Token, error)) (_ Token, err error) {
+	tx, err := e.write.DB.BeginTx(ctx, nil)
+	if err != nil {
+		return Token{}, dbError("begin token", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('pendinglink token ' || $1, 0))`, key); err != nil {
+		return Token{}, dbError("lock token", err)
+	}
+	var (
+		t                Token
+		fetched, expires int64
+	)
+	err = tx.QueryRowContext(ctx, `SELECT token, fetched_at, expires_at FROM tokens WHERE key = $1`, key).Scan(&t.Value, &fetched, &expires)
+	switch {
+	case err == nil && now.UnixMilli() < expires && t.Value != reject:
+		t.FetchedAt, t.ExpiresAt = time.UnixMilli(fetched).UTC(), time.UnixMilli(expires).UTC()
+		return t, dbError("commit token", tx.Commit())
+	case err != nil && !errors.Is(err, sql.ErrNoRows):
+		return Token{}, dbError("read token", err)
+	}
+	if t, err = fetch(ctx); err != nil {
+		return Token{}, err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO tokens (key, token, fetched_at, expires_at) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (key) DO UPDATE SET token = excluded.token, fetched_at = excluded.fetched_at, expires_at = excluded.expires_at`,
+		key, t.Value, t.FetchedAt.UnixMilli(), t.ExpiresAt.UnixMilli()); err != nil {
+		return Token{}, dbError("keep token", err)
+	}
+	return t, dbError("commit token", tx.Commit())
+}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -313,4 +314,47 @@ func TestPostgres_StartResumesItsOwnPreviousProcessJobs(t *testing.T) {
 		"pl-b's job is still its own")
 	require.Equal(t, int64(0), countPG(t, db, `SELECT count(*) FROM river_job WHERE attempted_by = ARRAY['pl-a']::text[]
 		AND state = 'running' AND attempt = 1`), "pl-a's old attempt was taken back")
+}
+
+// TestPostgres_SharedToken: instances sharing a database fetch a WeCom
+// token once between them; a refused or expired token is fetched again.
+func TestPostgres_SharedToken(t *testing.T) {
+	t.Parallel()
+	dsn := storetest.PostgresDSN(t)
+	a := storetest.MustOpenPostgres(t, store.Config{DSN: dsn})
+	b := storetest.MustOpenPostgres(t, store.Config{DSN: dsn})
+	now := time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC)
+	var fetches atomic.Int32
+	fetch := func(context.Context) (store.Token, error) {
+		n := fetches.Add(1)
+		return store.Token{Value: fmt.Sprintf("tok-%d", n), FetchedAt: now, ExpiresAt: now.Add(time.Hour)}, nil
+	}
+	var wg sync.WaitGroup
+	got := make([]string, 8)
+	for i := range got {
+		db := []*store.DB{a, b}[i%2]
+		wg.Go(func() {
+			tok, err := db.SharedToken(t.Context(), "up:ww1:1000002", "", now, fetch)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			got[i] = tok.Value
+		})
+	}
+	wg.Wait()
+	require.EqualValues(t, 1, fetches.Load(), "one fetch for both instances")
+	for _, g := range got {
+		require.Equal(t, "tok-1", g)
+	}
+
+	tok, err := b.SharedToken(t.Context(), "up:ww1:1000002", "tok-1", now, fetch)
+	require.NoError(t, err)
+	require.Equal(t, "tok-2", tok.Value, "a refused token is fetched again")
+	tok, err = a.SharedToken(t.Context(), "up:ww1:1000002", "", now.Add(2*time.Hour), fetch)
+	require.NoError(t, err)
+	require.Equal(t, "tok-3", tok.Value, "an expired one too")
+	tok, err = a.SharedToken(t.Context(), "down:ww2:7", "", now, fetch)
+	require.NoError(t, err)
+	require.Equal(t, "tok-4", tok.Value, "keys apart")
 }

@@ -333,3 +333,10 @@ func (e *sqliteEngine) close() error {
 	}
 	return errors.Join(errs...)
 }
+
+// sharedToken implements engine: one process owns a SQLite file, so there
+// is nobody to share with, and holding the one write connection during a
+// network call would stall every callback.
+func (e *sqliteEngine) sharedToken(ctx context.Context, _, _ string, _ time.Time, fetch func(context.Context) (Token, error)) (Token, error) {
+	return fetch(ctx)
+}

@@ -301,6 +301,7 @@ type engine interface {
 	counts(ctx context.Context) (Counts, error)
 	addQuota(ctx context.Context, key string, bucket, n int64) error
 	reserveQuota(ctx context.Context, key string, bucket int64, limits []quota.Limit) (bool, error)
+	sharedToken(ctx context.Context, key, reject string, now time.Time, fetch func(context.Context) (Token, error)) (Token, error)
 	loadQuota(ctx context.Context, key string, since int64) (map[int64]int64, error)
 	pruneQuota(ctx context.Context, before int64) (int64, error)
 	ping(ctx context.Context) error
@@ -639,6 +640,22 @@ func (db *DB) ReserveQuota(ctx context.Context, key string, bucketUnix int64, li
 		return false, fmt.Errorf("%w: quota key must be 1 to %d bytes", ErrInvalid, MaxFieldLen)
 	}
 	return db.eng.reserveQuota(ctx, key, bucketUnix, limits)
+}
+
+// Token is a WeCom access token as SharedToken keeps it.
+type Token struct {
+	Value     string
+	FetchedAt time.Time
+	ExpiresAt time.Time
+}
+
+// SharedToken returns the token kept under key if it is valid at now and
+// is not reject (one WeCom has just refused); otherwise it calls fetch and
+// keeps and returns its answer. On PostgreSQL a lock on key makes the other
+// instances wait for that fetch and use its token; on SQLite, one process,
+// it calls fetch and keeps nothing (the WeCom client caches).
+func (db *DB) SharedToken(ctx context.Context, key, reject string, now time.Time, fetch func(context.Context) (Token, error)) (Token, error) {
+	return db.eng.sharedToken(ctx, key, reject, now, fetch)
 }
 
 // LoadQuota returns the counters of key whose bucket starts at or after

@@ -1,8 +1,11 @@
 package wecom_test
 
 import (
+	"context"
 	"net/http"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -70,4 +73,46 @@ func TestClient_ConfigurationFaultOfOneDealerBlocksOnlyIt(t *testing.T) {
 	_, err = tb.client.ExternalUserIDToPendingID(t.Context(), "wwdealer1", "", []string{"wm1"})
 	require.True(t, wecom.IsBlocked(err))
 	require.Equal(t, "wwdealer1", tb.client.Stats().Blocked[0].CorpID)
+}
+
+// tokenStoreFunc is a wecom.TokenStore.
+type tokenStoreFunc func(ctx context.Context, key, reject string, now time.Time, fetch func(context.Context) (wecom.SharedToken, error)) (wecom.SharedToken, error)
+
+func (f tokenStoreFunc) Token(ctx context.Context, key, reject string, now time.Time, fetch func(context.Context) (wecom.SharedToken, error)) (wecom.SharedToken, error) {
+	return f(ctx, key, reject, now, fetch)
+}
+
+// TestClient_TokenStore: with a TokenStore the client takes its tokens from
+// it, and tells it which token WeCom refused so that another process's
+// copy of it is not handed back.
+func TestClient_TokenStore(t *testing.T) {
+	t.Parallel()
+	var (
+		mu      sync.Mutex
+		rejects []string
+	)
+	shared := tokenStoreFunc(func(ctx context.Context, _, reject string, _ time.Time, fetch func(context.Context) (wecom.SharedToken, error)) (wecom.SharedToken, error) {
+		mu.Lock()
+		rejects = append(rejects, reject)
+		mu.Unlock()
+		return fetch(ctx)
+	})
+	tb := setupPending(t, func(w http.ResponseWriter, req apiRequest) any {
+		if req.N == 2 {
+			return fail(wecom.CodeInvalidToken, "invalid access_token")
+		}
+		return pendingOK(w, req)
+	}, func(c *wecom.Config) { c.TokenStore = shared })
+
+	_, err := tb.callPending(t.Context())
+	require.NoError(t, err)
+	tb.clock.Advance(time.Minute) // older than TokenRefreshInterval: a refusal refetches
+	_, err = tb.callPending(t.Context())
+	require.NoError(t, err)
+	require.Equal(t, 2, tb.calls(wecom.APIGetToken))
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, rejects, 2)
+	require.Empty(t, rejects[0])
+	require.Equal(t, "tok-1", rejects[1], "the refused token is named")
 }

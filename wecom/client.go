@@ -94,6 +94,10 @@ type Config struct {
 	Now func() time.Time
 	// Retry bounds retries of retryable errors. Zero fields take defaults.
 	Retry RetryPolicy
+	// TokenStore, if set, shares access tokens with the other processes
+	// of the deployment: one fetches, the others use its token. Nil: each
+	// process fetches its own.
+	TokenStore TokenStore
 	// PendingToken selects the token batch/external_userid_to_pending_id
 	// uses: "upstream" (the default, §9 #3) or "downstream", a token from
 	// corpgroup/corp/gettoken for the corp passed to ExternalUserIDToPendingID.
@@ -136,7 +140,10 @@ type Client struct {
 	// rejected token, uses a client without timeout and takes no ctx.
 	tokens *cache.Cache
 	tokMu  sync.Mutex // makes invalidate's compare-and-delete atomic with stores
-	flight singleflight.Group
+	// rejected holds, per token key, the last token WeCom refused, so that
+	// a TokenStore shared with other processes does not return it again.
+	rejected map[string]string
+	flight   singleflight.Group
 
 	agentMu sync.Mutex
 	agents  map[string]int64 // downstream corp -> agentid, configured or looked up

@@ -113,7 +113,51 @@ func (c *Client) token(ctx context.Context, k tokenKey) (string, error) {
 	}
 }
 
+// SharedToken is a token as a TokenStore keeps it.
+type SharedToken struct {
+	Token     string
+	FetchedAt time.Time // when its fetch started
+	ExpiresAt time.Time // when to stop using it (early, see tokenMargin)
+}
+
+// TokenStore shares access tokens between the processes of one deployment,
+// so that one of them fetches a token while the others wait and then use
+// it: WeCom blocks frequent gettoken calls. store.DB implements it.
+type TokenStore interface {
+	// Token returns the token kept under key if it is valid at now and is
+	// not reject (one WeCom has just refused); otherwise it calls fetch,
+	// with other processes' Token calls for key waiting, keeps its answer
+	// and returns it.
+	Token(ctx context.Context, key, reject string, now time.Time, fetch func(context.Context) (SharedToken, error)) (SharedToken, error)
+}
+
 func (c *Client) fetchToken(ctx context.Context, k tokenKey) (string, error) {
+	key := k.String()
+	var (
+		t   SharedToken
+		err error
+	)
+	if c.cfg.TokenStore != nil {
+		c.tokMu.Lock()
+		reject := c.rejected[key]
+		c.tokMu.Unlock()
+		t, err = c.cfg.TokenStore.Token(ctx, key, reject, c.now(), func(ctx context.Context) (SharedToken, error) {
+			return c.fetchFromWeCom(ctx, k)
+		})
+	} else {
+		t, err = c.fetchFromWeCom(ctx, k)
+	}
+	if err != nil {
+		return "", err
+	}
+	c.tokMu.Lock()
+	c.tokens.Set(key, tokenEntry{token: t.Token, fetchedAt: t.FetchedAt, expiresAt: t.ExpiresAt}, cache.NoExpiration)
+	c.tokMu.Unlock()
+	return t.Token, nil
+}
+
+// fetchFromWeCom asks WeCom for k's token.
+func (c *Client) fetchFromWeCom(ctx context.Context, k tokenKey) (SharedToken, error) {
 	start := c.now()
 	var (
 		resp *tokenResp
@@ -134,10 +178,10 @@ func (c *Client) fetchToken(ctx context.Context, k tokenKey) (string, error) {
 		})
 	}
 	if err != nil {
-		return "", err
+		return SharedToken{}, err
 	}
 	if resp.AccessToken == "" {
-		return "", fmt.Errorf("wecom: %s: response has no access_token", api)
+		return SharedToken{}, fmt.Errorf("wecom: %s: response has no access_token", api)
 	}
 	life := time.Duration(resp.ExpiresIn) * time.Second
 	if life <= 0 {
@@ -149,12 +193,9 @@ func (c *Client) fetchToken(ctx context.Context, k tokenKey) (string, error) {
 	if life <= 2*tokenMargin {
 		margin = life / 2
 	}
-	c.tokMu.Lock()
-	c.tokens.Set(k.String(), tokenEntry{token: resp.AccessToken, fetchedAt: start, expiresAt: start.Add(life - margin)}, cache.NoExpiration)
-	c.tokMu.Unlock()
 	c.log.LogAttrs(ctx, slog.LevelInfo, "wecom: token fetched", slog.String("token", k.kind()),
 		slog.String("corpid", k.corpID), slog.Int64("agentid", k.agentID), slog.Int64("expires_in", resp.ExpiresIn))
-	return resp.AccessToken, nil
+	return SharedToken{Token: resp.AccessToken, FetchedAt: start, ExpiresAt: start.Add(life - margin)}, nil
 }
 
 // invalidate drops the cached token for k if it is still tok, the one
@@ -175,6 +216,11 @@ func (c *Client) invalidate(k tokenKey, tok string) bool {
 		return false
 	}
 	c.tokens.Delete(key)
+	// A shared store must not hand the refused token back.
+	if c.rejected == nil {
+		c.rejected = map[string]string{}
+	}
+	c.rejected[key] = tok
 	return true
 }
 
