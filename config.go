@@ -34,6 +34,8 @@ type config struct {
 	AdminToken      string
 	CallbackPath    string
 	CallbackMaxAge  time.Duration
+	// QuotaReserve and QuotaFloor are quota.Config's Reserve and Floor.
+	QuotaReserve, QuotaFloor int64
 	// DBMaxConns sizes the PostgreSQL pool (store.Config.MaxConns).
 	DBMaxConns int64
 	// InstanceID is store.Config.InstanceID.
@@ -173,6 +175,10 @@ func settings() []setting {
 			apply: intSetting(func(c *config) *int64 { return &c.QuotaDay })},
 		{env: "WECOM_PENDING_QUOTA_MONTH", def: "7500000", usage: "unionid_to_pending_id calls allowed per rolling 31 days",
 			apply: intSetting(func(c *config) *int64 { return &c.QuotaMonth })},
+		{env: "WECOM_PENDING_QUOTA_RESERVE", def: "0", usage: "percent (0-90) of every unionid_to_pending_id window left to other apps of the corp",
+			apply: percentSetting(90, func(c *config) *int64 { return &c.QuotaReserve })},
+		{env: "WECOM_QUOTA_FLOOR", def: "10", usage: "percent (1-100): the lowest share of a window a 45009 (another app spending the quota) may lower our limit to",
+			apply: percentSetting(100, func(c *config) *int64 { return &c.QuotaFloor })},
 		{env: "WECOM_EXTERNAL_QUOTA_HOUR", def: "20000", usage: "unionid_to_external_userid calls allowed per rolling hour",
 			apply: intSetting(func(c *config) *int64 { return &c.ExternalHour })},
 		{env: "WECOM_EXTERNAL_QUOTA_DAY", def: "240000", usage: "unionid_to_external_userid calls allowed per rolling 24 hours",
@@ -223,6 +229,17 @@ func durationSetting(f func(*config) *time.Duration) func(*config, string) error
 			return errors.New("must be a non-negative duration such as 30s or 24h")
 		}
 		*f(c) = d
+		return nil
+	}
+}
+
+func percentSetting(most int64, f func(*config) *int64) func(*config, string) error {
+	return func(c *config, v string) error {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 || n > most {
+			return fmt.Errorf("must be a whole percentage from 0 to %d", most)
+		}
+		*f(c) = n
 		return nil
 	}
 }

@@ -112,14 +112,14 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 
 	pendingQuota, err := quota.New(ctx, quota.Config{
 		Key: "unionid_to_pending_id:" + cfg.CorpID, Windows: wecom.PendingIDWindows(cfg.QuotaHour, cfg.QuotaDay, cfg.QuotaMonth),
-		Store: db, Now: opts.Now, Smooth: true,
+		Store: db, Now: opts.Now, Smooth: true, Reserve: int(cfg.QuotaReserve), Floor: int(cfg.QuotaFloor),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("quota: %w", err)
 	}
 	externalQuota, err := quota.New(ctx, quota.Config{
 		Key: "unionid_to_external_userid:" + cfg.CorpID, Windows: wecom.ExternalUserIDWindows(cfg.ExternalHour, cfg.ExternalDay),
-		Store: db, Now: opts.Now, Smooth: true,
+		Store: db, Now: opts.Now, Smooth: true, Floor: int(cfg.QuotaFloor),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("quota: %w", err)

@@ -122,7 +122,14 @@ type BlockedAPI struct {
 type QuotaWindow struct {
 	Window string `json:"window"`
 	Used   int64  `json:"used"`
-	Limit  int64  `json:"limit"`
+	// Limit is what pendinglink may use: the configured limit less
+	// WECOM_PENDING_QUOTA_RESERVE, or less what other apps were found to use.
+	Limit int64 `json:"limit"`
+	// ExternalUsage is set while WeCom's 45009 answers show that another app
+	// of the corp spends this quota; SpentUntil is when WeCom frees the
+	// window it blocked.
+	ExternalUsage bool       `json:"external_usage,omitempty"`
+	SpentUntil    *time.Time `json:"spent_until,omitempty"`
 }
 
 // EventsStatus counts stored callback events.

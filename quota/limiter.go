@@ -76,7 +76,17 @@ type Config struct {
 	Burst int
 	// Sleep waits in Wait. Defaults to Sleep.
 	Sleep func(ctx context.Context, d time.Duration) error
+	// Reserve is the percentage (0–90) of every window left to other apps
+	// of the same corp that spend this quota.
+	Reserve int
+	// Floor is the least share (percent, default 10) of a window's limit a
+	// refusal (Refused) may lower this process's limit to.
+	Floor int
 }
+
+// learnFor is how long a limit learned from WeCom's refusals holds before
+// the configured one is tried again.
+const learnFor = 24 * time.Hour
 
 // Limiter counts calls against rolling windows so that no window is ever
 // exceeded, while the full quota stays usable. Calls are counted in
@@ -98,6 +108,12 @@ type Limiter struct {
 	base   int64   // calls in buckets already pruned
 	tat    time.Time
 	loaded time.Time // when the counters were last read from the store
+
+	// What WeCom's refusals taught, per window (same order as windows).
+	learned    []int64     // lowered limit, 0: none
+	learnedAt  []time.Time // when it was learned
+	spentUntil []time.Time // WeCom refuses calls until then
+	floor      int64       // percent
 }
 
 // New returns a Limiter, loading the counters of the longest window
@@ -114,6 +130,9 @@ func New(ctx context.Context, cfg Config) (*Limiter, error) {
 			return nil, fmt.Errorf("quota: Config.Windows: length %s, limit %d: both must be positive", w.Length, w.Limit)
 		}
 	}
+	if cfg.Reserve < 0 || cfg.Reserve > 90 || cfg.Floor < 0 || cfg.Floor > 100 {
+		return nil, errors.New("quota: Config.Reserve must be 0–90 and Config.Floor 0–100 (percent)")
+	}
 	l := &Limiter{
 		key:     cfg.Key,
 		windows: slices.Clone(cfg.Windows),
@@ -121,8 +140,19 @@ func New(ctx context.Context, cfg Config) (*Limiter, error) {
 		now:     cfg.Now,
 		sleep:   cfg.Sleep,
 		burst:   int64(cfg.Burst),
+		floor:   int64(cfg.Floor),
+	}
+	if l.floor == 0 {
+		l.floor = 10
+	}
+	for i := range l.windows {
+		// The reserve is never ours to use, so it comes off every window.
+		l.windows[i].Limit = max(l.windows[i].Limit*int64(100-cfg.Reserve)/100, 1)
 	}
 	slices.SortFunc(l.windows, func(a, b Window) int { return int(a.Length - b.Length) })
+	l.learned = make([]int64, len(l.windows))
+	l.learnedAt = make([]time.Time, len(l.windows))
+	l.spentUntil = make([]time.Time, len(l.windows))
 	if l.now == nil {
 		l.now = time.Now
 	}
@@ -169,12 +199,44 @@ func (l *Limiter) reload(ctx context.Context) error {
 	return nil
 }
 
+// limit is window k's limit for this process at now: the configured one,
+// or a lower one learned from WeCom's refusals within the last learnFor.
+// Caller holds l.mu.
+func (l *Limiter) limit(k int, now time.Time) int64 {
+	if l.learned[k] > 0 && now.Sub(l.learnedAt[k]) < learnFor {
+		return l.learned[k]
+	}
+	return l.windows[k].Limit
+}
+
+// Refused records that WeCom refused a call this Limiter allowed (45009):
+// another app of the corp spends the same quota. The shortest window not
+// already known to be spent is taken as full until it frees (WeCom blocks
+// for a whole window), and its limit for this process is lowered to what
+// it had used, never below Config.Floor percent. A second refusal while
+// that window is spent blames the next longer one.
+func (l *Limiter) Refused() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	for k, w := range l.windows {
+		if now.Before(l.spentUntil[k]) {
+			continue
+		}
+		used, _ := l.used(now, w.Length)
+		l.learned[k] = max(used, w.Limit*l.floor/100, 1)
+		l.learnedAt[k] = now
+		l.spentUntil[k] = now.Add(w.Length)
+		return
+	}
+}
+
 // limits returns the store-side check of every window for a call at now,
-// with the same conservative bucket rule as used.
+// with the same conservative bucket rule as used. Caller holds l.mu.
 func (l *Limiter) limits(now time.Time) []Limit {
 	out := make([]Limit, len(l.windows))
 	for i, w := range l.windows {
-		out[i] = Limit{After: now.Add(-w.Length-bucketLen).Unix() - 1, Max: w.Limit}
+		out[i] = Limit{After: now.Add(-w.Length-bucketLen).Unix() - 1, Max: l.limit(i, now)}
 	}
 	return out
 }
@@ -217,18 +279,25 @@ func (l *Limiter) used(now time.Time, w time.Duration) (int64, int) {
 // or nil. Caller holds l.mu.
 func (l *Limiter) check(now time.Time) *Error {
 	var qe *Error
-	for _, w := range l.windows {
+	for k, w := range l.windows {
+		if now.Before(l.spentUntil[k]) {
+			if qe == nil || l.spentUntil[k].After(qe.RetryAt) {
+				qe = &Error{Key: l.key, Window: w.Length, Limit: l.limit(k, now), RetryAt: l.spentUntil[k]}
+			}
+			continue
+		}
+		limit := l.limit(k, now)
 		used, i := l.used(now, w.Length)
-		if used < w.Limit {
+		if used < limit {
 			continue
 		}
 		// Find the bucket whose expiry brings usage below the limit.
-		excess := used + 1 - w.Limit
+		excess := used + 1 - limit
 		before := l.cumBefore(i)
 		j := i + sort.Search(len(l.cum)-i, func(k int) bool { return l.cum[i+k]-before >= excess })
 		at := time.Unix(l.starts[j], 0).In(now.Location()).Add(w.Length + bucketLen)
 		if qe == nil || at.After(qe.RetryAt) {
-			qe = &Error{Key: l.key, Window: w.Length, Limit: w.Limit, RetryAt: at}
+			qe = &Error{Key: l.key, Window: w.Length, Limit: limit, RetryAt: at}
 		}
 	}
 	if qe != nil {
@@ -347,9 +416,10 @@ func (l *Limiter) reserveShared(ctx context.Context, r Reserver) error {
 	if l.gap > 0 {
 		l.tat = later(l.tat, now).Add(l.gap)
 	}
+	lims := l.limits(now)
 	l.mu.Unlock()
 
-	ok, err := r.ReserveQuota(ctx, l.key, bucketOf(now), l.limits(now))
+	ok, err := r.ReserveQuota(ctx, l.key, bucketOf(now), lims)
 	if err != nil {
 		return fmt.Errorf("reserve quota %s: %w", l.key, err)
 	}
@@ -424,7 +494,11 @@ func (l *Limiter) Usage() []Usage {
 	out := make([]Usage, len(l.windows))
 	for i, w := range l.windows {
 		used, _ := l.used(now, w.Length)
-		out[i] = Usage{Length: w.Length, Limit: w.Limit, Used: used}
+		out[i] = Usage{Length: w.Length, Limit: l.limit(i, now), Used: used,
+			External: l.learned[i] > 0 && now.Sub(l.learnedAt[i]) < learnFor}
+		if now.Before(l.spentUntil[i]) {
+			out[i].SpentUntil = l.spentUntil[i]
+		}
 	}
 	return out
 }

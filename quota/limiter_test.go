@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/pendinglink/pendinglink/internal/fakeclock"
 	"github.com/pendinglink/pendinglink/quota"
 )
 
@@ -349,4 +350,60 @@ func TestLimiter_Usage(t *testing.T) {
 	require.Equal(t, []quota.Usage{
 		{Length: time.Hour, Limit: 3, Used: 1}, {Length: 24 * time.Hour, Limit: 10, Used: 2},
 	}, l.Usage())
+}
+
+func TestLimiter_ReserveLeavesAShareToOtherApps(t *testing.T) {
+	t.Parallel()
+	clock := fakeclock.New(time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC))
+	l, err := quota.New(t.Context(), quota.Config{Key: "k", Now: clock.Now, Reserve: 20,
+		Windows: []quota.Window{{Length: time.Hour, Limit: 10}}})
+	require.NoError(t, err)
+	for range 8 {
+		require.NoError(t, l.Reserve(t.Context()))
+	}
+	var qe *quota.Error
+	require.ErrorAs(t, l.Reserve(t.Context()), &qe, "80 % of 10")
+	require.EqualValues(t, 8, l.Usage()[0].Limit)
+	_, err = quota.New(t.Context(), quota.Config{Key: "k", Reserve: 95, Windows: []quota.Window{{Length: time.Hour, Limit: 10}}})
+	require.Error(t, err)
+}
+
+func TestLimiter_RefusedLearnsExternalUsage(t *testing.T) {
+	t.Parallel()
+	// Another app spent 40 of the hour's 100: WeCom refuses our 61st call.
+	clock := fakeclock.New(time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC))
+	l, err := quota.New(t.Context(), quota.Config{Key: "k", Now: clock.Now,
+		Windows: []quota.Window{{Length: time.Hour, Limit: 100}, {Length: 24 * time.Hour, Limit: 1000}}})
+	require.NoError(t, err)
+	for range 60 {
+		require.NoError(t, l.Reserve(t.Context()))
+	}
+	l.Refused()
+
+	var qe *quota.Error
+	require.ErrorAs(t, l.Reserve(t.Context()), &qe, "no call while WeCom blocks the window")
+	require.Equal(t, time.Hour, qe.Window)
+	require.Equal(t, clock.Now().Add(time.Hour), qe.RetryAt)
+	u := l.Usage()
+	require.True(t, u[0].External)
+	require.EqualValues(t, 60, u[0].Limit, "the limit learned: what WeCom let us use")
+	require.Equal(t, clock.Now().Add(time.Hour), u[0].SpentUntil)
+	require.False(t, u[1].External)
+	require.Zero(t, quota.Spare(u))
+
+	// The window frees; the learned limit holds for the day: 60 an hour.
+	clock.Advance(time.Hour + 2*time.Minute)
+	for range 60 {
+		require.NoError(t, l.Reserve(t.Context()))
+	}
+	require.ErrorAs(t, l.Reserve(t.Context()), &qe)
+	require.EqualValues(t, 60, qe.Limit)
+
+	// A refusal while the hour is not spent blames the hour again; the
+	// floor keeps the limit from collapsing.
+	l2, err := quota.New(t.Context(), quota.Config{Key: "k2", Now: clock.Now, Floor: 25,
+		Windows: []quota.Window{{Length: time.Hour, Limit: 100}}})
+	require.NoError(t, err)
+	l2.Refused()
+	require.EqualValues(t, 25, l2.Usage()[0].Limit, "never below the floor")
 }

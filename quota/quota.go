@@ -16,8 +16,15 @@ import (
 // Usage is a window's current use: Used of Limit calls in the last Length.
 type Usage struct {
 	Length time.Duration
-	Limit  int64
-	Used   int64
+	// Limit is what this process may use: the configured limit less the
+	// share Config.Reserve keeps for other apps, or less what WeCom's
+	// refusals showed others use (External).
+	Limit int64
+	Used  int64
+	// External is set while WeCom's refusals (45009) show that another app
+	// spends this quota; SpentUntil is then when the window frees.
+	External   bool
+	SpentUntil time.Time
 }
 
 // Error is returned, without any call made, when a Limiter does not allow
@@ -46,6 +53,9 @@ func (e *Error) Error() string {
 func Spare(us []Usage) int64 {
 	spare := int64(math.MaxInt64)
 	for _, u := range us {
+		if u.External && !u.SpentUntil.IsZero() {
+			return 0 // WeCom refuses calls until SpentUntil
+		}
 		spare = min(spare, max(u.Limit-u.Used, 0))
 	}
 	return spare

@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/pendinglink/pendinglink/quota"
 	"github.com/pendinglink/pendinglink/wecom"
 )
 
@@ -115,4 +116,29 @@ func TestClient_TokenStore(t *testing.T) {
 	require.Len(t, rejects, 2)
 	require.Empty(t, rejects[0])
 	require.Equal(t, "tok-1", rejects[1], "the refused token is named")
+}
+
+// TestClient_FreqLimitFromWeComTeachesTheLimiter: WeCom answers 45009 to a
+// call the limiter allowed (another app spends the corp's quota): the
+// limiter treats the window as spent and the next call is not made.
+func TestClient_FreqLimitFromWeComTeachesTheLimiter(t *testing.T) {
+	t.Parallel()
+	var lim *quota.Limiter
+	tb := setupPending(t, firstThen(1, always(wecom.CodeAPIFreqOutOfLimit, "api freq out of limit"), pendingOK), func(c *wecom.Config) {
+		var err error
+		lim, err = quota.New(context.Background(), quota.Config{Key: "k", Now: c.Now,
+			Windows: wecom.PendingIDWindows(100, 1000, 10000)})
+		require.NoError(t, err)
+		c.PendingIDQuota = lim
+	})
+	_, err := tb.callPending(t.Context())
+	require.True(t, wecom.IsRateLimited(err))
+	u := lim.Usage()[0]
+	require.True(t, u.External)
+	require.Equal(t, tb.clock.Now().Add(time.Hour), u.SpentUntil)
+
+	_, err = tb.callPending(t.Context())
+	var qe *quota.Error
+	require.ErrorAs(t, err, &qe, "refused locally")
+	require.Equal(t, 1, tb.calls(wecom.APIUnionIDToPendingID), "WeCom is not asked again")
 }

@@ -339,6 +339,12 @@ func do[T any, PT responsePtr[T]](ctx context.Context, c *Client, cl call) (*T, 
 		return nil, err
 	}
 	resp, err := doCall[T, PT](ctx, c, cl, body)
+	if code, ok := apiCode(err); ok && code == CodeAPIFreqOutOfLimit && cl.quota != nil {
+		// Our limiter allowed the call, WeCom did not: another app spends
+		// the same quota. The limiter learns it instead of trying again.
+		cl.quota.Refused()
+		c.log.LogAttrs(ctx, slog.LevelWarn, "wecom: quota spent by others detected", slog.String("api", cl.api))
+	}
 	return resp, c.blocked.leave(cl.api, cl.corp, probe, err, c.now())
 }
 
