@@ -353,3 +353,37 @@ func TestE2E_AllowlistHealsWhenWeComWasDownAtStart(t *testing.T) {
 	w.send(ev)
 	require.True(t, w.waitLinks(p.UnionID, 1)[0].Active)
 }
+
+// TestE2E_QuotaForecast: GET /v1/quota shows the windows, the live fans,
+// what the quota can keep live, and when the queued registrations finish.
+func TestE2E_QuotaForecast(t *testing.T) {
+	t.Parallel()
+	w := startE2E(t, e2eOptions{Env: map[string]string{
+		"WECOM_PENDING_QUOTA_HOUR": "5", "WECOM_PENDING_QUOTA_DAY": "100", "WECOM_PENDING_QUOTA_MONTH": "1000",
+		"PENDINGLINK_BACKFILL_EXISTING": "false",
+	}})
+	fans := make([]wecomtest.Person, 20)
+	for i := range fans {
+		fans[i] = w.fan()
+	}
+	require.EqualValues(t, 20, w.registerBatch(fans).Queued)
+	w.waitFor("the hour's 5 registrations", func() bool {
+		return w.status().Fans.Registered == 5 && len(w.jobs(pipeline.RegisterArgs{}.Kind(), rivertype.JobStateScheduled)) == 15
+	})
+
+	q, err := w.client().Quota(t.Context())
+	require.NoError(t, err)
+	require.Equal(t, wecomtest.APIUnionIDToPendingID, q.APIs[0].API)
+	require.Equal(t, apiclient.QuotaWindow{Window: "1h0m0s", Used: 5, Limit: 5}, q.APIs[0].Windows[0])
+	require.EqualValues(t, 5, q.LivePendingIDs)
+	require.EqualValues(t, 1000*83/31, q.SustainableLiveFans, "the month window: 1,000 per 31 days, each fan renewed every 83 days")
+	require.Len(t, q.Registrations, 3)
+	require.Equal(t, "interactive", q.Registrations[0].Name)
+	require.Zero(t, q.Registrations[0].Count)
+	require.Nil(t, q.Registrations[0].DoneAt)
+	bulk := q.Registrations[1]
+	require.Equal(t, "bulk", bulk.Name)
+	require.EqualValues(t, 15, bulk.Count)
+	require.NotNil(t, bulk.DoneAt)
+	require.WithinDuration(t, w.wc.Clock.Now().Add(3*time.Hour), *bulk.DoneAt, 5*time.Minute, "15 more at 5 an hour")
+}

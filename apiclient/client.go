@@ -134,6 +134,13 @@ func (c *Client) Customer(ctx context.Context, corpID, externalUserID string) (s
 	return cd, err
 }
 
+// Quota returns GET /v1/quota.
+func (c *Client) Quota(ctx context.Context) (QuotaResponse, error) {
+	var q QuotaResponse
+	_, err := c.do(ctx, http.MethodGet, "/v1/quota", nil, &q)
+	return q, err
+}
+
 // Reconcile starts a reconcile sweep with POST /v1/reconcile of the fans
 // registered before registeredBefore (zero: now); a sweep already running
 // is returned with Started false.

@@ -186,3 +186,37 @@ type RetryResponse struct {
 	Matched int64 `json:"matched"`
 	DryRun  bool  `json:"dry_run"`
 }
+
+// QuotaResponse is GET /v1/quota: what the WeCom quotas allow and what
+// waits for them.
+type QuotaResponse struct {
+	// APIs are the quota-limited APIs with their windows.
+	APIs []QuotaAPI `json:"apis"`
+	// LivePendingIDs counts fans holding a live pending_id;
+	// ExpiringWithin7Days those whose newest one expires within 7 days.
+	LivePendingIDs      int64 `json:"live_pending_ids"`
+	ExpiringWithin7Days int64 `json:"expiring_within_7_days"`
+	// SustainableLiveFans is how many fans the unionid_to_pending_id quota
+	// keeps live for good, each renewed once per pending_id lifetime.
+	SustainableLiveFans int64 `json:"sustainable_live_fans"`
+	// Registrations is the registration backlog in the order the quota is
+	// spent (interactive, bulk, renewal); Checks the
+	// unionid_to_external_userid backlog (new fans and the running sweep).
+	Registrations []QuotaBacklog `json:"registrations"`
+	Checks        QuotaBacklog   `json:"checks"`
+}
+
+// QuotaAPI is one API's quota windows.
+type QuotaAPI struct {
+	API     string        `json:"api"`
+	Windows []QuotaWindow `json:"windows"`
+}
+
+// QuotaBacklog is queued work and when the quota lets it finish.
+type QuotaBacklog struct {
+	Name  string `json:"name"`
+	Count int64  `json:"count"`
+	// DoneAt is when the quota lets the last of it (and all ahead of it)
+	// be called; absent when nothing waits.
+	DoneAt *time.Time `json:"done_at,omitempty"`
+}

@@ -14,7 +14,9 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/pendinglink/pendinglink/apiclient"
 	"github.com/pendinglink/pendinglink/pipeline"
+	"github.com/pendinglink/pendinglink/quota"
 	"github.com/pendinglink/pendinglink/store"
+	"github.com/pendinglink/pendinglink/wecom"
 )
 
 // api serves the /v1 routes that need the pipeline.
@@ -31,6 +33,7 @@ func (a *api) mount(g *echo.Group) {
 	g.GET("/links", a.findLinks)
 	g.GET("/customers/:corp_id/:external_userid", a.getCustomer)
 	g.POST("/reconcile", a.reconcile)
+	g.GET("/quota", a.quota)
 	g.POST("/events/retry", a.retry(Pipeline.RetryEvents, "events"))
 	g.POST("/fans/retry", a.retry(Pipeline.RetryFans, "fans"))
 }
@@ -232,4 +235,54 @@ func (a *api) getCustomer(c echo.Context) error {
 		return storeError(err)
 	}
 	return c.JSON(http.StatusOK, cust)
+}
+
+// quota answers GET /v1/quota from the pipeline's forecast.
+func (a *api) quota(c echo.Context) error {
+	f, err := a.pipeline.Forecast(c.Request().Context())
+	if err != nil {
+		return err
+	}
+	resp := apiclient.QuotaResponse{
+		LivePendingIDs: f.LivePendingIDs, ExpiringWithin7Days: f.ExpiringWithin7Days, SustainableLiveFans: f.Sustainable,
+		APIs:          []apiclient.QuotaAPI{},
+		Registrations: make([]apiclient.QuotaBacklog, 0, len(f.Registrations)),
+		Checks:        backlogOut(f.Checks),
+	}
+	for _, api := range []struct {
+		name string
+		us   []quota.Usage
+	}{{wecom.APIUnionIDToPendingID, f.Pending}, {wecom.APIUnionIDToExternalUserID, f.Existing}} {
+		if api.us == nil {
+			continue
+		}
+		resp.APIs = append(resp.APIs, apiclient.QuotaAPI{API: api.name, Windows: windowsOut(api.us)})
+	}
+	for _, b := range f.Registrations {
+		resp.Registrations = append(resp.Registrations, backlogOut(b))
+	}
+	return c.JSON(http.StatusOK, resp)
+}
+
+func backlogOut(b pipeline.BacklogItem) apiclient.QuotaBacklog {
+	out := apiclient.QuotaBacklog{Name: b.Name, Count: b.Count}
+	if !b.Done.IsZero() {
+		done := b.Done
+		out.DoneAt = &done
+	}
+	return out
+}
+
+// windowsOut is the wire form of quota windows, as /v1/status shows them.
+func windowsOut(us []quota.Usage) []apiclient.QuotaWindow {
+	out := make([]apiclient.QuotaWindow, 0, len(us))
+	for _, u := range us {
+		w := apiclient.QuotaWindow{Window: u.Length.String(), Used: u.Used, Limit: u.Limit, ExternalUsage: u.External}
+		if !u.SpentUntil.IsZero() {
+			until := u.SpentUntil
+			w.SpentUntil = &until
+		}
+		out = append(out, w)
+	}
+	return out
 }

@@ -53,6 +53,8 @@ type Pipeline interface {
 	// failed fans. Both return how many matched. Errors: store.ErrInvalid.
 	RetryEvents(ctx context.Context, f store.RetryFilter) (int64, error)
 	RetryFans(ctx context.Context, f store.RetryFilter) (int64, error)
+	// Forecast reports the quota windows and the backlog waiting for them.
+	Forecast(ctx context.Context) (pipeline.Forecast, error)
 }
 
 // Queries are the reads behind the /v1 lookups. *store.DB implements it.

@@ -61,13 +61,7 @@ func (s *Server) status(c echo.Context) error {
 		}
 	}
 	if s.cfg.Quota != nil {
-		for _, u := range s.cfg.Quota.Usage() {
-			w := apiclient.QuotaWindow{Window: u.Length.String(), Used: u.Used, Limit: u.Limit, ExternalUsage: u.External}
-			if !u.SpentUntil.IsZero() {
-				w.SpentUntil = &u.SpentUntil
-			}
-			resp.WeCom.Quota = append(resp.WeCom.Quota, w)
-		}
+		resp.WeCom.Quota = windowsOut(s.cfg.Quota.Usage())
 	}
 	return c.JSON(http.StatusOK, resp)
 }

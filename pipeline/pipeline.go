@@ -27,6 +27,7 @@ type Store interface {
 	failStore
 	reconcileStore
 	chatMembersStore
+	forecastStore
 	// PipelineStatus returns the counters /v1/status shows for the pipeline.
 	PipelineStatus(ctx context.Context, expiringWithin time.Duration) (store.PipelineStatus, error)
 }

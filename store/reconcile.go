@@ -91,3 +91,19 @@ func (db *DB) Heartbeat(ctx context.Context, instance string) (time.Time, error)
 	}
 	return db.eng.heartbeat(ctx, instance, db.cfg.Now())
 }
+
+// Backlog counts the work waiting for WeCom quota.
+type Backlog struct {
+	// RegisterJobs counts the unfinished jobs of the kind asked for, by
+	// River priority.
+	RegisterJobs map[int]int64
+	// Unchecked counts registered fans not yet checked against
+	// unionid_to_external_userid.
+	Unchecked int64
+}
+
+// Backlog returns the work waiting for quota: the unfinished jobs of
+// registerKind by priority, and the fans never checked.
+func (db *DB) Backlog(ctx context.Context, registerKind string) (Backlog, error) {
+	return db.eng.backlog(ctx, registerKind)
+}

@@ -123,3 +123,28 @@ func (e *sqlEngine) heartbeat(ctx context.Context, instance string, now time.Tim
 	})
 	return last, err
 }
+
+func (e *sqlEngine) backlog(ctx context.Context, kind string) (Backlog, error) {
+	b := Backlog{RegisterJobs: map[int]int64{}}
+	rows, err := e.read.QueryContext(ctx, `SELECT priority, count(*) FROM river_job WHERE kind = ?
+		AND state IN ('available', 'pending', 'retryable', 'running', 'scheduled') GROUP BY priority`, kind)
+	if err != nil {
+		return b, dbError("backlog", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			p int
+			n int64
+		)
+		if err := rows.Scan(&p, &n); err != nil {
+			return b, dbError("backlog", err)
+		}
+		b.RegisterJobs[p] = n
+	}
+	if err := rows.Err(); err != nil {
+		return b, dbError("backlog", err)
+	}
+	err = e.read.QueryRowContext(ctx, `SELECT count(*) FROM fans WHERE checked_at IS NULL AND state = 'registered'`).Scan(&b.Unchecked)
+	return b, dbError("backlog", err)
+}

@@ -1,0 +1,108 @@
+package pipeline
+
+import (
+	"context"
+	"time"
+
+	"github.com/pendinglink/pendinglink/quota"
+	"github.com/pendinglink/pendinglink/store"
+)
+
+// Forecast is what the quota allows and what waits for it: the basis of
+// GET /v1/quota.
+type Forecast struct {
+	// Pending and Existing are the unionid_to_pending_id and
+	// unionid_to_external_userid windows (nil without a limiter).
+	Pending, Existing []quota.Usage
+	// LivePendingIDs counts fans holding a live pending_id, and
+	// ExpiringWithin7Days those whose newest one expires within 7 days.
+	LivePendingIDs, ExpiringWithin7Days int64
+	// Sustainable is how many fans the pending_id quota keeps live for good
+	// when each is renewed RenewBefore ahead of its 90 days (0: no limit).
+	Sustainable int64
+	// Registrations is the registration backlog, most urgent first.
+	Registrations []BacklogItem
+	// Checks is the unionid_to_external_userid backlog: fans never
+	// checked, then the running sweep's.
+	Checks BacklogItem
+}
+
+// BacklogItem is queued work and when the quota lets it finish, counting
+// everything ahead of it (zero Done when nothing waits).
+type BacklogItem struct {
+	Name  string
+	Count int64
+	// Done is the time the quota lets the last of it, and everything
+	// ahead of it, be called.
+	Done time.Time
+}
+
+type forecastStore interface {
+	// Backlog counts the register jobs by priority and the unchecked fans.
+	Backlog(ctx context.Context, registerKind string) (store.Backlog, error)
+}
+
+// Forecast reports the quota windows, live fans and the backlog with the
+// times the quota lets it finish.
+func (p *Pipeline) Forecast(ctx context.Context) (Forecast, error) {
+	now := p.cfg.Now()
+	var f Forecast
+	if p.cfg.Quota != nil {
+		f.Pending = p.cfg.Quota.Usage()
+	}
+	if p.cfg.ExistingQuota != nil {
+		f.Existing = p.cfg.ExistingQuota.Usage()
+	}
+	ps, err := p.cfg.Store.PipelineStatus(ctx, 7*24*time.Hour)
+	if err != nil {
+		return f, err
+	}
+	f.LivePendingIDs, f.ExpiringWithin7Days = ps.FansValid, ps.FansExpiring
+	f.Sustainable = sustainable(f.Pending, store.PendingIDLifetime-p.cfg.RenewBefore)
+
+	b, err := p.cfg.Store.Backlog(ctx, RegisterArgs{}.Kind())
+	if err != nil {
+		return f, err
+	}
+	var ahead int64
+	for _, q := range []struct {
+		name     string
+		priority int
+	}{{"interactive", PriorityInteractive}, {"bulk", PriorityBulk}, {"renewal", PriorityRenew}} {
+		n := b.RegisterJobs[q.priority]
+		ahead += n
+		f.Registrations = append(f.Registrations, BacklogItem{Name: q.name, Count: n, Done: doneAt(now, f.Pending, ahead, n)})
+	}
+	checks := b.Unchecked
+	if s, err := p.cfg.Store.LatestSweep(ctx); err != nil {
+		return f, err
+	} else if s.Running() {
+		checks += s.Remaining
+	}
+	f.Checks = BacklogItem{Name: "checks", Count: checks, Done: doneAt(now, f.Existing, checks, checks)}
+	return f, nil
+}
+
+// doneAt is when total calls are allowed from now, zero when n is.
+func doneAt(now time.Time, us []quota.Usage, total, n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return now.Add(quota.TimeFor(us, total))
+}
+
+// sustainable is how many fans renewed every cycle the windows keep live:
+// each costs one call per cycle, so the tightest of limit × cycle/length.
+func sustainable(us []quota.Usage, cycle time.Duration) int64 {
+	var best int64
+	for _, u := range us {
+		if u.Length <= 0 || u.Limit <= 0 {
+			continue
+		}
+		n := int64(float64(u.Limit) * float64(cycle) / float64(u.Length))
+		if best == 0 || n < best {
+			best = n
+		}
+	}
+	return best
+}
