@@ -59,6 +59,7 @@ func parseImportFlags(args []string, getenv func(string) string, stdout, stderr 
 	wait := fs.Bool("wait", true, "after submitting, follow registrations until they are done or the queue drains (--wait=false to skip)")
 	noProgress := fs.Bool("no-progress", false, "print plain progress lines instead of a bar (automatic when stdout is not a terminal)")
 	restart := fs.Bool("restart", false, "ignore FILE"+fansimport.CheckpointSuffix+" and send the whole file again")
+	yes := fs.Bool("yes", false, "import even when the forecast says the quota cannot keep every fan live")
 
 	// Flags may come before or after FILE.
 	var files []string
@@ -82,7 +83,7 @@ func parseImportFlags(args []string, getenv func(string) string, stdout, stderr 
 	}
 	opts := fansimport.Options{
 		File: files[0], Server: *server, Token: *token, Batch: *batch, Format: strings.ToLower(*format),
-		Wait: *wait, Restart: *restart, Stdout: stdout,
+		Wait: *wait, Restart: *restart, Yes: *yes, Stdout: stdout,
 		Bar: !*noProgress && isTerminal(stdout),
 	}
 	var err error

@@ -30,6 +30,7 @@ import (
 	"github.com/pendinglink/pendinglink/apiclient"
 	"github.com/pendinglink/pendinglink/quota"
 	"github.com/pendinglink/pendinglink/store"
+	"github.com/pendinglink/pendinglink/wecom"
 )
 
 // Defaults of Options; tests pass small values instead.
@@ -75,6 +76,7 @@ type Options struct {
 	Format  string // "csv", "jsonl" or "auto"
 	Wait    bool   // after submitting, follow registrations until done
 	Restart bool   // ignore the checkpoint
+	Yes     bool   // import even when the forecast says the quota cannot keep every fan live
 	Bar     bool   // draw progress bars; otherwise print a line every LogEvery
 	Stdout  io.Writer
 	Client  *http.Client
@@ -489,6 +491,9 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("fans import: %w", err)
 	}
 	run.regBase, run.regNow = st.Fans.Registered, st.Fans.Registered
+	if err := run.forecast(ctx, info.lines-run.resumed); err != nil {
+		return fmt.Errorf("fans import: %w", err)
+	}
 	// Writing now proves the checkpoint can be written before anything is sent.
 	if err := run.checkpoint(run.cp.LinesDone); err != nil {
 		return fmt.Errorf("fans import: %w", err)
@@ -515,6 +520,49 @@ func Run(ctx context.Context, opts Options) error {
 	default:
 		return fmt.Errorf("fans import: %w", err)
 	}
+}
+
+// ErrOverCapacity is returned, before anything is sent, when the file's fans
+// and the live ones exceed what the quota keeps live and Options.Yes is not
+// set.
+var ErrOverCapacity = errors.New("the fans exceed what the unionid_to_pending_id quota keeps live (each renewed every 83 days); pass --yes to import anyway, knowing some will expire unrenewed")
+
+// forecast prints when the quota lets the server register the file's n fans
+// (at most: the count includes a header and invalid lines), after what is
+// queued ahead of them, and stops the import when they would exceed what
+// the quota keeps live, unless Options.Yes.
+func (r *importRun) forecast(ctx context.Context, n int64) error {
+	q, err := r.api.Quota(ctx)
+	var ae *apiclient.Error
+	if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
+		r.note("forecast: the server has no /v1/quota (an older version); none given")
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("quota forecast: %w", err)
+	}
+	var (
+		ahead int64
+		us    []quota.Usage
+	)
+	for _, b := range q.Registrations {
+		ahead += b.Count
+	}
+	for _, api := range q.APIs {
+		if api.API == wecom.APIUnionIDToPendingID {
+			us = quotaUsage(api.Windows)
+		}
+	}
+	eta := quota.TimeFor(us, ahead+n)
+	r.printf("forecast: up to %d fans; with %d registrations queued ahead, the quota lets the last be registered within %s\n",
+		n, ahead, etaText(eta))
+	if s := q.SustainableLiveFans; s > 0 && q.LivePendingIDs+n > s {
+		r.printf("forecast: %d live and up to %d new fans exceed the %d the quota keeps live\n", q.LivePendingIDs, n, s)
+		if !r.opts.Yes {
+			return ErrOverCapacity
+		}
+	}
+	return nil
 }
 
 func (r *importRun) printf(format string, args ...any) {

@@ -48,6 +48,7 @@ type fakeAdmin struct {
 	otherPending    int64 // jobs that are not ours, keeping the queue busy
 	quota           []apiclient.QuotaWindow
 	statusCalls     int
+	forecast        *apiclient.QuotaResponse // GET /v1/quota; nil: 404 (an older server)
 }
 
 func (f *fakeAdmin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -73,6 +74,10 @@ func (f *fakeAdmin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			Queue: apiclient.QueueStatus{Pending: f.unregistered + f.otherPending},
 			WeCom: apiclient.WeComStatus{Quota: f.quota},
 		})
+	case r.Method == http.MethodGet && r.URL.Path == "/v1/quota" && f.forecast != nil:
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		writeJSON(w, http.StatusOK, f.forecast)
 	default:
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "not found"})
 	}
@@ -603,5 +608,52 @@ func TestWaitETA(t *testing.T) {
 		s := []rateSample{{t0, 100}, {t0.Add(5 * time.Second), 110}, {t0.Add(10 * time.Second), 120}}
 		require.InDelta(t, 2.0, observedRate(s), 1e-9)
 		require.Zero(t, observedRate(s[:1]))
+	})
+}
+
+func TestFansImport_Forecast(t *testing.T) {
+	t.Parallel()
+	forecast := func(live, sustainable int64) *apiclient.QuotaResponse {
+		return &apiclient.QuotaResponse{
+			APIs: []apiclient.QuotaAPI{{API: "corpgroup/unionid_to_pending_id",
+				Windows: []apiclient.QuotaWindow{{Window: "1h0m0s", Used: 10, Limit: 10}}}},
+			LivePendingIDs: live, SustainableLiveFans: sustainable,
+			Registrations: []apiclient.QuotaBacklog{{Name: "bulk", Count: 10}},
+		}
+	}
+
+	t.Run("PrintsWhenTheQuotaLetsTheFileFinish", func(t *testing.T) {
+		t.Parallel()
+		b := setupImport(t)
+		b.fake.set(func(f *fakeAdmin) { f.forecast = forecast(0, 1000) })
+		opts, out := b.write(t, "fans.csv", csvLines(testFans("test-f", 20)))
+		opts.Wait = false
+		require.NoError(t, Run(t.Context(), opts))
+		require.Contains(t, out.String(), "forecast: up to 20 fans; with 10 registrations queued ahead, the quota lets the last be registered within 3h0m0s",
+			"30 calls at 10 an hour, the hour spent")
+	})
+
+	t.Run("OverCapacityNeedsYes", func(t *testing.T) {
+		t.Parallel()
+		b := setupImport(t)
+		b.fake.set(func(f *fakeAdmin) { f.forecast = forecast(990, 1000) })
+		opts, out := b.write(t, "fans.csv", csvLines(testFans("test-f", 20)))
+		opts.Wait = false
+		require.ErrorIs(t, Run(t.Context(), opts), ErrOverCapacity)
+		require.Empty(t, b.fake.acceptedBatches(), "nothing sent")
+		require.Contains(t, out.String(), "990 live and up to 20 new fans exceed the 1000 the quota keeps live")
+
+		opts.Yes = true
+		require.NoError(t, Run(t.Context(), opts))
+		require.Len(t, b.fake.acceptedFans(0), 20)
+	})
+
+	t.Run("OlderServerWithoutForecast", func(t *testing.T) {
+		t.Parallel()
+		b := setupImport(t)
+		opts, out := b.write(t, "fans.csv", csvLines(testFans("test-f", 5)))
+		opts.Wait = false
+		require.NoError(t, Run(t.Context(), opts))
+		require.Contains(t, out.String(), "forecast: the server has no /v1/quota")
 	})
 }
