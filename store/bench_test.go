@@ -143,3 +143,37 @@ func reportLatency(b *testing.B, latencies []time.Duration) {
 	b.ReportMetric(at(0.99), "p99-ms")
 	b.ReportMetric(0, "ns/op") // per-op time means little for concurrent callers
 }
+
+// BenchmarkRegisterFans measures queueing a bulk import: RegisterFans with
+// batches of 1,000 new fans, each getting its register job (the pipeline's
+// unique one, through storetest.Policy). It reports fans queued per second.
+func BenchmarkRegisterFans(b *testing.B) {
+	b.Run("SQLite", func(b *testing.B) { benchRegister(b, storetest.MustOpen) })
+	b.Run("Postgres", func(b *testing.B) {
+		storetest.SkipWithoutPostgres(b)
+		benchRegister(b, storetest.MustOpenPostgres)
+	})
+}
+
+func benchRegister(b *testing.B, open func(testing.TB, store.Config) *store.DB) {
+	db := open(b, store.Config{Jobs: storetest.Policy{}})
+	const batch = 1000
+	fans := make([]store.FanInput, batch)
+	n := 0
+	b.ResetTimer()
+	start := time.Now()
+	for b.Loop() {
+		for i := range fans {
+			n++
+			fans[i] = store.FanInput{UnionID: "bench-u" + strconv.Itoa(n), OpenID: "bench-o" + strconv.Itoa(n)}
+		}
+		res, err := db.RegisterFans(b.Context(), fans, store.RegisterOpts{Priority: 3})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if res.Queued != batch {
+			b.Fatalf("queued %d of %d", res.Queued, batch)
+		}
+	}
+	b.ReportMetric(float64(n)/time.Since(start).Seconds(), "fans/s")
+}

@@ -87,6 +87,32 @@ func (j jobInserter) register(ctx context.Context, tx *sql.Tx, f FanInput, prior
 	return !res.UniqueSkippedAsDuplicate, nil
 }
 
+// registerMany inserts the register jobs of fans in one statement and
+// reports, per fan, whether its job was new (false: an unfinished one
+// already exists). Without a policy nothing is inserted and every fan
+// counts as queued.
+func (j jobInserter) registerMany(ctx context.Context, tx *sql.Tx, fans []FanInput, priority int) ([]bool, error) {
+	out := make([]bool, len(fans))
+	if j.policy == nil {
+		for i := range out {
+			out[i] = true
+		}
+		return out, nil
+	}
+	params := make([]river.InsertManyParams, len(fans))
+	for i, f := range fans {
+		params[i] = j.policy.RegisterJob(f, priority)
+	}
+	res, err := j.rc.InsertManyTx(ctx, tx, params)
+	if err != nil {
+		return nil, err
+	}
+	for i, r := range res {
+		out[i] = !r.UniqueSkippedAsDuplicate
+	}
+	return out, nil
+}
+
 // registerAgain inserts f's register job without its uniqueness: a failed
 // fan's last job may still count as running for a moment after it failed
 // the fan, and a retry must not be skipped as its duplicate.

@@ -489,43 +489,112 @@ func (e *sqlEngine) failFan(ctx context.Context, unionID, reason string, now tim
 	return dbError("fail fan", err)
 }
 
+// registerChunk bounds the fans one statement writes: far below both
+// engines' limits on bound parameters (5 per fan).
+const registerChunk = 500
+
 func (e *sqlEngine) registerFans(ctx context.Context, jobs jobInserter, fans []FanInput, opts RegisterOpts, now time.Time) (res RegisterResult, err error) {
 	nowMS := now.UnixMilli()
+	// A fan listed twice is stored once, with its last openid; the repeats
+	// count as skipped, as a second request for the same fan would.
+	last := make(map[string]int, len(fans))
+	for i, f := range fans {
+		last[f.UnionID] = i
+	}
+	uniq := make([]FanInput, 0, len(last))
+	for i, f := range fans {
+		if last[f.UnionID] == i {
+			uniq = append(uniq, f)
+		}
+	}
+	res.Skipped = len(fans) - len(uniq)
 	err = e.withTx(ctx, "register fans", func(tx *sqlTx) error {
-		for _, f := range fans {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO fans (unionid, openid, priority, created_at, updated_at) VALUES (?, ?, ?, ?, ?)
-				ON CONFLICT (unionid) DO UPDATE SET openid = excluded.openid, updated_at = excluded.updated_at`,
-				f.UnionID, f.OpenID, -opts.Priority, nowMS, nowMS); err != nil {
-				return dbError("upsert fan", err)
+		for lo := 0; lo < len(uniq); lo += registerChunk {
+			chunk := uniq[lo:min(lo+registerChunk, len(uniq))]
+			q, args := manyRows(`INSERT INTO fans (unionid, openid, priority, created_at, updated_at) VALUES `, len(chunk), 5,
+				func(i int) []any { return []any{chunk[i].UnionID, chunk[i].OpenID, -opts.Priority, nowMS, nowMS} })
+			if _, err := tx.ExecContext(ctx, q+` ON CONFLICT (unionid) DO UPDATE SET openid = excluded.openid, updated_at = excluded.updated_at`,
+				args...); err != nil {
+				return dbError("upsert fans", err)
 			}
+			todo := chunk
 			if !opts.Renew {
-				var live bool
-				if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM fan_pending_ids WHERE unionid = ? AND expires_at > ?)`,
-					f.UnionID, nowMS).Scan(&live); err != nil {
-					return dbError("check fan", err)
+				live, err := liveFans(ctx, tx, chunk, nowMS)
+				if err != nil {
+					return err
 				}
-				if live {
-					res.Skipped++
-					continue
+				todo = make([]FanInput, 0, len(chunk))
+				for _, f := range chunk {
+					if live[f.UnionID] {
+						res.Skipped++
+					} else {
+						todo = append(todo, f)
+					}
 				}
 			}
-			if opts.NoJob {
-				res.Queued++
+			if opts.NoJob || len(todo) == 0 {
+				res.Queued += len(todo)
 				continue
 			}
-			inserted, err := jobs.register(ctx, tx.Tx, f, opts.Priority)
+			inserted, err := jobs.registerMany(ctx, tx.Tx, todo, opts.Priority)
 			if err != nil {
 				return dbError("enqueue register", err)
 			}
-			if inserted {
-				res.Queued++
-			} else {
-				res.Skipped++
+			for _, ok := range inserted {
+				if ok {
+					res.Queued++
+				} else {
+					res.Skipped++
+				}
 			}
 		}
 		return nil
 	})
 	return res, err
+}
+
+// liveFans returns which of fans hold a live pending_id.
+func liveFans(ctx context.Context, tx *sqlTx, fans []FanInput, nowMS int64) (map[string]bool, error) {
+	q, args := manyRows(`SELECT DISTINCT unionid FROM fan_pending_ids WHERE expires_at > ? AND unionid IN `, 1, len(fans),
+		func(int) []any {
+			out := make([]any, len(fans))
+			for i, f := range fans {
+				out[i] = f.UnionID
+			}
+			return out
+		})
+	rows, err := tx.QueryContext(ctx, q, append([]any{nowMS}, args...)...)
+	if err != nil {
+		return nil, dbError("live fans", err)
+	}
+	defer rows.Close()
+	live := make(map[string]bool)
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			return nil, dbError("live fans", err)
+		}
+		live[u] = true
+	}
+	return live, dbError("live fans", rows.Err())
+}
+
+// manyRows appends n groups of width placeholders, "(?, ?), (?, ?)", to
+// prefix and returns the statement and the arguments row(i) gives for each
+// group.
+func manyRows(prefix string, n, width int, row func(i int) []any) (string, []any) {
+	var b strings.Builder
+	b.WriteString(prefix)
+	group := "(" + strings.TrimSuffix(strings.Repeat("?, ", width), ", ") + ")"
+	args := make([]any, 0, n*width)
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(group)
+		args = append(args, row(i)...)
+	}
+	return b.String(), args
 }
 
 func (e *sqlEngine) queryLinks(ctx context.Context, query string, args ...any) ([]Link, error) {
