@@ -72,21 +72,6 @@ func (j jobInserter) pendingID(ctx context.Context, tx *sql.Tx, f FanInput) erro
 	return j.insert(ctx, tx, j.policy.PendingIDJobs(f))
 }
 
-// register inserts f's register job and reports whether it was new (false:
-// an unfinished one already exists). Without a policy nothing is inserted
-// and the fan counts as queued: the caller registers it.
-func (j jobInserter) register(ctx context.Context, tx *sql.Tx, f FanInput, priority int) (bool, error) {
-	if j.policy == nil {
-		return true, nil
-	}
-	p := j.policy.RegisterJob(f, priority)
-	res, err := j.rc.InsertTx(ctx, tx, p.Args, p.InsertOpts)
-	if err != nil {
-		return false, err
-	}
-	return !res.UniqueSkippedAsDuplicate, nil
-}
-
 // registerMany inserts the register jobs of fans in one statement and
 // reports, per fan, whether its job was new (false: an unfinished one
 // already exists). Without a policy nothing is inserted and every fan
