@@ -38,8 +38,9 @@ type BacklogItem struct {
 }
 
 type forecastStore interface {
-	// Backlog counts the register jobs by priority and the unchecked fans.
-	Backlog(ctx context.Context, registerKind string) (store.Backlog, error)
+	// Backlog counts the register jobs by priority and the unchecked fans
+	// created after after.
+	Backlog(ctx context.Context, registerKind string, after time.Time) (store.Backlog, error)
 }
 
 // Forecast reports the quota windows, live fans and the backlog with the
@@ -60,7 +61,15 @@ func (p *Pipeline) Forecast(ctx context.Context) (Forecast, error) {
 	f.LivePendingIDs, f.ExpiringWithin7Days = ps.FansValid, ps.FansExpiring
 	f.Sustainable = sustainable(f.Pending, store.PendingIDLifetime-p.cfg.RenewBefore)
 
-	b, err := p.cfg.Store.Backlog(ctx, RegisterArgs{}.Kind())
+	sweep, err := p.cfg.Store.LatestSweep(ctx)
+	if err != nil {
+		return f, err
+	}
+	var after time.Time // a running sweep counts the unchecked fans it covers
+	if sweep.Running() {
+		after = sweep.RegisteredBefore
+	}
+	b, err := p.cfg.Store.Backlog(ctx, RegisterArgs{}.Kind(), after)
 	if err != nil {
 		return f, err
 	}
@@ -74,10 +83,8 @@ func (p *Pipeline) Forecast(ctx context.Context) (Forecast, error) {
 		f.Registrations = append(f.Registrations, BacklogItem{Name: q.name, Count: n, Done: doneAt(now, f.Pending, ahead, n)})
 	}
 	checks := b.Unchecked
-	if s, err := p.cfg.Store.LatestSweep(ctx); err != nil {
-		return f, err
-	} else if s.Running() {
-		checks += s.Remaining
+	if sweep.Running() {
+		checks += sweep.Remaining
 	}
 	f.Checks = BacklogItem{Name: "checks", Count: checks, Done: doneAt(now, f.Existing, checks, checks)}
 	return f, nil

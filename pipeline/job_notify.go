@@ -176,7 +176,12 @@ func (w *notifyWorker) Work(ctx context.Context, job *river.Job[NotifyArgs]) err
 		case err != nil:
 			return err
 		}
-		if err := w.cfg.Webhook.post(ctx, item); err != nil {
+		// A delivery must end inside its lease, or another sender could
+		// take the row while this one still posts it.
+		pctx, cancel := context.WithTimeout(ctx, notifyLease*2/3)
+		err = w.cfg.Webhook.post(pctx, item)
+		cancel()
+		if err != nil {
 			if merr := w.store.MarkOutbox(ctx, item.ID, err.Error()); merr != nil {
 				w.cfg.Logger.Error("record webhook failure", "err", merr)
 			}

@@ -53,7 +53,8 @@ type CopyCount struct {
 
 // Copy copies every row of src into dst (both open and migrated; dst
 // usually a fresh PostgreSQL database), table by table in batches, and the
-// unfinished jobs. It is resumable: a row already in dst is skipped, so
+// unfinished jobs (in one transaction, without their unique options: a
+// register job copied is not deduplicated against one queued later). It is resumable: a row already in dst is skipped, so
 // running it again after an interruption finishes the copy. Stop the
 // service on src first, or rows written meanwhile may be missed. The
 // report verifies each table by counts.
@@ -138,6 +139,8 @@ func copyTable(ctx context.Context, src, dst *DB, table string, key []string, ba
 			return c, fmt.Errorf("key column %s missing", k)
 		}
 	}
+	// PostgreSQL takes at most 65,535 parameters a statement.
+	batch = max(1, min(batch, 60_000/len(cols)))
 	colList := strings.Join(cols, ", ")
 	keyList := strings.Join(key, ", ")
 	var (
@@ -252,15 +255,22 @@ func copyJobs(ctx context.Context, src, dst *DB) (int, error) {
 	if len(have.Jobs) > 0 {
 		return 0, nil
 	}
+	// All in one transaction: a copy cut short leaves no job behind, so
+	// the check above can tell a resumed copy by any job at all.
+	tx, err := dst.eng.writePool().BeginTx(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = tx.Rollback() }()
 	params := river.NewJobListParams().States(unfinished...).First(10_000)
 	n := 0
 	for {
 		res, err := src.river.JobList(ctx, params)
 		if err != nil {
-			return n, err
+			return 0, err
 		}
 		if len(res.Jobs) == 0 {
-			return n, nil
+			return n, tx.Commit()
 		}
 		batch := make([]river.InsertManyParams, 0, len(res.Jobs))
 		for _, j := range res.Jobs {
@@ -271,12 +281,12 @@ func copyJobs(ctx context.Context, src, dst *DB) (int, error) {
 			}
 			batch = append(batch, river.InsertManyParams{Args: rawArgs{kind: j.Kind, raw: j.EncodedArgs}, InsertOpts: opts})
 		}
-		if _, err := dst.river.InsertMany(ctx, batch); err != nil {
-			return n, err
+		if _, err := dst.river.InsertManyTx(ctx, tx, batch); err != nil {
+			return 0, err
 		}
 		n += len(batch)
 		if res.LastCursor == nil {
-			return n, nil
+			return n, tx.Commit()
 		}
 		params = params.After(res.LastCursor)
 	}

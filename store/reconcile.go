@@ -103,7 +103,8 @@ type Backlog struct {
 }
 
 // Backlog returns the work waiting for quota: the unfinished jobs of
-// registerKind by priority, and the fans never checked.
-func (db *DB) Backlog(ctx context.Context, registerKind string) (Backlog, error) {
-	return db.eng.backlog(ctx, registerKind)
+// registerKind by priority, and the fans never checked that were created
+// after after (zero: all; a running sweep counts the earlier ones).
+func (db *DB) Backlog(ctx context.Context, registerKind string, after time.Time) (Backlog, error) {
+	return db.eng.backlog(ctx, registerKind, after)
 }

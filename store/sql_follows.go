@@ -18,9 +18,14 @@ const olderThan = `((changed_at, event_id) < (?, ?) OR (? = 0 AND changed_at <= 
 // whenever an event is, whatever order its jobs run in.
 func applyEventFollows(ctx context.Context, tx *sqlTx, ev *Event, id, nowMS int64, changes []followChange) error {
 	if ev.Kind == KindChatDismiss && ev.ChatID != "" {
+		// The same time followChanges would give it: CreateTime, else when
+		// it was received (not when it is applied, which may be later).
 		at := nowMS / 1000
-		if !ev.CreateTime.IsZero() {
+		switch {
+		case !ev.CreateTime.IsZero():
 			at = ev.CreateTime.Unix()
+		case !ev.ReceivedAt.IsZero():
+			at = ev.ReceivedAt.Unix()
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE follows SET active = 0, source = ?, changed_at = ?, event_id = ?, updated_at = ?
 			WHERE corp_id = ? AND chat_id = ? AND active = 1 AND `+olderThan,

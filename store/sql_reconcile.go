@@ -75,7 +75,13 @@ func (e *sqlEngine) fansToCheck(ctx context.Context, limit int, includeNew bool)
 	}
 	out.Sweep = s
 	if room := limit - len(out.New); room > 0 {
-		out.Swept, err = e.queryFans(ctx, `SELECT f.unionid, f.openid FROM fans f WHERE `+sweepFans+`
+		// With includeNew, fans never checked came in New (all of them,
+		// since New left room): the sweep lists only the others.
+		cond := sweepFans
+		if includeNew {
+			cond += ` AND f.checked_at IS NOT NULL`
+		}
+		out.Swept, err = e.queryFans(ctx, `SELECT f.unionid, f.openid FROM fans f WHERE `+cond+`
 			ORDER BY EXISTS (SELECT 1 FROM links l WHERE l.unionid = f.unionid AND l.active = 1), f.created_at DESC, f.unionid DESC LIMIT ?`, s.RegisteredBefore.UnixMilli(), s.StartedAt.UnixMilli(), room)
 	}
 	return out, err
@@ -124,7 +130,7 @@ func (e *sqlEngine) heartbeat(ctx context.Context, instance string, now time.Tim
 	return last, err
 }
 
-func (e *sqlEngine) backlog(ctx context.Context, kind string) (Backlog, error) {
+func (e *sqlEngine) backlog(ctx context.Context, kind string, after time.Time) (Backlog, error) {
 	b := Backlog{RegisterJobs: map[int]int64{}}
 	rows, err := e.read.QueryContext(ctx, `SELECT priority, count(*) FROM river_job WHERE kind = ?
 		AND state IN ('available', 'pending', 'retryable', 'running', 'scheduled') GROUP BY priority`, kind)
@@ -145,6 +151,11 @@ func (e *sqlEngine) backlog(ctx context.Context, kind string) (Backlog, error) {
 	if err := rows.Err(); err != nil {
 		return b, dbError("backlog", err)
 	}
-	err = e.read.QueryRowContext(ctx, `SELECT count(*) FROM fans WHERE checked_at IS NULL AND state = 'registered'`).Scan(&b.Unchecked)
+	var since int64 = -1 << 62
+	if !after.IsZero() {
+		since = after.UnixMilli()
+	}
+	err = e.read.QueryRowContext(ctx, `SELECT count(*) FROM fans WHERE checked_at IS NULL AND state = 'registered' AND created_at > ?`,
+		since).Scan(&b.Unchecked)
 	return b, dbError("backlog", err)
 }

@@ -94,18 +94,30 @@ func (e *sqlEngine) retryFans(ctx context.Context, jobs jobInserter, f RetryFilt
 		if err != nil || len(fans) == 0 {
 			return total, err
 		}
+		var n int64
 		err = e.withTx(ctx, "retry fans", func(tx *sqlTx) error {
 			for _, fan := range fans {
-				if _, err := tx.ExecContext(ctx, `UPDATE fans SET state = 'new', updated_at = ? WHERE unionid = ?`, now.UnixMilli(), fan.UnionID); err != nil {
+				// Only a fan still failed: one registered meanwhile (by
+				// another instance, say) keeps its pending_id.
+				res, err := tx.ExecContext(ctx, `UPDATE fans SET state = 'new', updated_at = ? WHERE unionid = ? AND state = 'failed'`,
+					now.UnixMilli(), fan.UnionID)
+				if err != nil {
 					return dbError("retry fan", err)
+				}
+				if changed, err := res.RowsAffected(); err != nil || changed == 0 {
+					if err != nil {
+						return dbError("retry fan", err)
+					}
+					continue
 				}
 				if err := jobs.registerAgain(ctx, tx.Tx, fan, 3); err != nil {
 					return dbError("enqueue register", err)
 				}
+				n++
 			}
 			return nil
 		})
-		total += int64(len(fans))
+		total += n
 		if err != nil || len(fans) < retryBatch {
 			return total, err
 		}

@@ -142,8 +142,8 @@ func (g *gate) leave(api, corp string, probe bool, err error, now time.Time) err
 	own := errors.As(err, &ae) && ae.API == api && !errors.As(err, &be)
 	if !own || !IsConfigFault(err) {
 		if probe && b != nil {
-			if err == nil || IsPermanent(err) {
-				delete(g.blocks, k) // WeCom answered: the fault is fixed
+			if err == nil || own && IsPermanent(err) {
+				delete(g.blocks, k) // the API itself answered: the fault is fixed
 			} else {
 				b.probing = false // no verdict (WeCom unavailable): probe again later
 				b.NextProbeAt = now.Add(MinProbeInterval)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -141,4 +142,66 @@ func TestClient_FreqLimitFromWeComTeachesTheLimiter(t *testing.T) {
 	var qe *quota.Error
 	require.ErrorAs(t, err, &qe, "refused locally")
 	require.Equal(t, 1, tb.calls(wecom.APIUnionIDToPendingID), "WeCom is not asked again")
+}
+
+// TestClient_TokenFreqLimitIsNotTheAPIs: a 45009 answered to the token
+// fetch says nothing about the calling API's quota.
+func TestClient_TokenFreqLimitIsNotTheAPIs(t *testing.T) {
+	t.Parallel()
+	var lim *quota.Limiter
+	tb := setupPending(t, pendingOK, func(c *wecom.Config) {
+		var err error
+		lim, err = quota.New(context.Background(), quota.Config{Key: "k", Now: c.Now, Windows: wecom.PendingIDWindows(100, 1000, 10000)})
+		require.NoError(t, err)
+		c.PendingIDQuota = lim
+	})
+	tb.handle(wecom.APIGetToken, always(wecom.CodeAPIFreqOutOfLimit, "api freq out of limit"))
+	_, err := tb.callPending(t.Context())
+	require.Error(t, err)
+	require.Zero(t, tb.calls(wecom.APIUnionIDToPendingID))
+	require.False(t, lim.Usage()[0].External, "gettoken's limit is not unionid_to_pending_id's")
+}
+
+// TestClient_ProbeFailingOnTheTokenKeepsTheBlock: a probe that fails before
+// reaching the blocked API (its token fetch fails) learns nothing about it.
+func TestClient_ProbeFailingOnTheTokenKeepsTheBlock(t *testing.T) {
+	t.Parallel()
+	tb := setupPending(t, firstThen(1, always(wecom.CodeIPNotAllowed, "from ip: 203.0.113.7"), pendingOK))
+	_, err := tb.callPending(t.Context())
+	require.True(t, wecom.IsBlocked(err))
+
+	// Time passes: the token expires, and its refetch fails at probe time.
+	tb.handle(wecom.APIGetToken, always(40013, "invalid corpid"))
+	tb.clock.Advance(3 * time.Hour)
+	_, err = tb.callPending(t.Context())
+	require.Error(t, err)
+	var apis []string
+	for _, b := range tb.client.Stats().Blocked {
+		apis = append(apis, b.API)
+	}
+	require.Contains(t, apis, wecom.APIUnionIDToPendingID, "the probe never reached the API: still blocked")
+}
+
+// TestClient_SharedDownstreamTokenNeverNests: with a TokenStore, a
+// downstream token's fetch gets the upstream token first, so no store call
+// (a database connection held during a fetch) waits inside another.
+func TestClient_SharedDownstreamTokenNeverNests(t *testing.T) {
+	t.Parallel()
+	var depth, deepest atomic.Int32
+	shared := tokenStoreFunc(func(ctx context.Context, _, _ string, _ time.Time, fetch func(context.Context) (wecom.SharedToken, error)) (wecom.SharedToken, error) {
+		d := depth.Add(1)
+		defer depth.Add(-1)
+		if d > deepest.Load() {
+			deepest.Store(d)
+		}
+		return fetch(ctx)
+	})
+	tb := setup(t, func(c *wecom.Config) { c.TokenStore = shared })
+	tb.handle(wecom.APICorpGetToken, func(http.ResponseWriter, apiRequest) any {
+		return map[string]any{"errcode": 0, "errmsg": "ok", "access_token": "down-tok", "expires_in": 7200}
+	})
+	tok, err := tb.client.DownstreamToken(t.Context(), "wwdealer1", 1000005)
+	require.NoError(t, err)
+	require.Equal(t, "down-tok", tok)
+	require.EqualValues(t, 1, deepest.Load())
 }

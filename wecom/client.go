@@ -339,7 +339,8 @@ func do[T any, PT responsePtr[T]](ctx context.Context, c *Client, cl call) (*T, 
 		return nil, err
 	}
 	resp, err := doCall[T, PT](ctx, c, cl, body)
-	if code, ok := apiCode(err); ok && code == CodeAPIFreqOutOfLimit && cl.quota != nil {
+	var ae *APIError
+	if cl.quota != nil && errors.As(err, &ae) && ae.API == cl.api && ae.Code == CodeAPIFreqOutOfLimit {
 		// Our limiter allowed the call, WeCom did not: another app spends
 		// the same quota. The limiter learns it instead of trying again.
 		cl.quota.Refused()

@@ -138,6 +138,14 @@ func (c *Client) fetchToken(ctx context.Context, k tokenKey) (string, error) {
 		err error
 	)
 	if c.cfg.TokenStore != nil {
+		if k.downstream {
+			// A downstream fetch needs the upstream token: get it first, so
+			// that the store's lock for this key (a database connection held
+			// during the fetch) never waits for a second one.
+			if _, err := c.token(ctx, c.upstreamKey()); err != nil {
+				return "", err
+			}
+		}
 		c.tokMu.Lock()
 		reject := c.rejected[key]
 		c.tokMu.Unlock()

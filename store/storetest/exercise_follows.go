@@ -205,6 +205,18 @@ func (open exerciser) follows(t *testing.T) {
 		require.ErrorIs(t, b.db.RecordChatMembers(t.Context(), 999, nil), store.ErrNotFound)
 	})
 
+	test("DismissWithoutCreateTimeKeepsItsReceivedTime", func(t *testing.T, b *bundle, w *world, t0 time.Time) {
+		// Ensure a dismissal with no CreateTime, applied again later (by its
+		// end_link job), does not end a membership that began after it.
+		dismiss := w.event(t, store.KindChatDismiss, time.Time{}, nil)
+		b.clock.Advance(time.Minute)
+		join := w.event(t, store.KindAddMember, time.Time{}, nil)
+		require.Len(t, w.resolve(t, join), 1)
+		b.clock.Advance(time.Minute)
+		require.Empty(t, w.end(t, dismiss), "the member joined after the chat's dismissal was received")
+		require.True(t, w.links(t)[0].Active)
+	})
+
 	test("ExistingCustomerHeldUntilAStaffMemberRemovesIt", func(t *testing.T, b *bundle, w *world, t0 time.Time) {
 		// Ensure a customer found by unionid_to_external_userid (no add
 		// seen) is linked, and a removal by any member ends it.

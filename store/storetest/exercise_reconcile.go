@@ -101,6 +101,23 @@ func (open exerciser) reconcile(t *testing.T) {
 		require.Zero(t, s.Remaining)
 	})
 
+	open.test(t, "NewAndSweptNeverOverlap", Policy{}, func(t *testing.T, b *bundle) {
+		// Ensure a fan never checked, which a running sweep also covers, is
+		// listed once: as new when new fans are asked for, as swept if not.
+		b.addFan(t, "test-u1", "p-1")
+		b.clock.Advance(time.Minute)
+		_, _, err := b.db.StartSweep(t.Context(), store.SweepRequested, time.Time{})
+		require.NoError(t, err)
+		got, err := b.db.NextFansToCheck(t.Context(), 10, true)
+		require.NoError(t, err)
+		require.Equal(t, []string{"test-u1"}, unionIDsOf(got.New))
+		require.Empty(t, got.Swept)
+		got, err = b.db.NextFansToCheck(t.Context(), 10, false)
+		require.NoError(t, err)
+		require.Empty(t, got.New)
+		require.Equal(t, []string{"test-u1"}, unionIDsOf(got.Swept))
+	})
+
 	open.test(t, "RecordCheckUnknownFan", Policy{}, func(t *testing.T, b *bundle) {
 		_, err := b.db.RecordCheck(t.Context(), "test-nobody", nil, 0)
 		require.ErrorIs(t, err, store.ErrNotFound)
