@@ -322,6 +322,7 @@ type engine interface {
 	fansToCheck(ctx context.Context, limit int, includeNew bool) (FansToCheck, error)
 	finishSweep(ctx context.Context, id int64, now time.Time) error
 	heartbeat(ctx context.Context, instance string, now time.Time) (time.Time, error)
+	liveInstances(ctx context.Context, since time.Time) (int, error)
 	backlog(ctx context.Context, kind string, after time.Time) (Backlog, error)
 	retryEvents(ctx context.Context, jobs jobInserter, f RetryFilter, now time.Time) (int64, error)
 	retryFans(ctx context.Context, jobs jobInserter, f RetryFilter, now time.Time) (int64, error)
