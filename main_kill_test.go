@@ -40,20 +40,7 @@ func TestServe_KillNineWhileWeComIsSlowLinksEverythingAfterRestart(t *testing.T)
 	}
 	waitStatus := func(p *serveProc, what string, cond func(apiclient.StatusResponse) bool) {
 		t.Helper()
-		deadline := time.Now().Add(2 * e2eTimeout)
-		tick := time.NewTicker(50 * time.Millisecond) // an outside process: poll it
-		defer tick.Stop()
-		for {
-			st, err := api(p).Status(t.Context())
-			require.NoError(t, err)
-			if cond(st) {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s: %+v", what, st)
-			}
-			<-tick.C
-		}
+		waitForStatus(t, api(p), what, cond)
 	}
 
 	// Every customer is a registered fan, so every add makes a link.

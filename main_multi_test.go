@@ -3,14 +3,11 @@ package main
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
-	"maps"
 	"net/http"
 	"net/url"
 	"os"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,7 +15,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pendinglink/pendinglink/apiclient"
-	"github.com/pendinglink/pendinglink/handlers"
 	"github.com/pendinglink/pendinglink/store"
 	"github.com/pendinglink/pendinglink/wecom"
 	"github.com/pendinglink/pendinglink/wecom/wecomtest"
@@ -66,7 +62,6 @@ func TestServe_ThreeInstancesOnPostgres(t *testing.T) {
 		instances = 3
 		killAt    = customers / 3
 	)
-	bin := buildBinary(t)
 	wc := wecomtest.NewServer(wecomtest.WithQuotas(wecomtest.Quota{Hour: 1 << 30, Day: 1 << 30, Month: 1 << 30}, wecomtest.Quota{}))
 	t.Cleanup(wc.Close)
 	dealer := wc.AddDealer("dealer-1", "staff-a")
@@ -74,29 +69,18 @@ func TestServe_ThreeInstancesOnPostgres(t *testing.T) {
 	env := fakeWeComEnv(wc, token, aesKey, admin, dsn, []wecomtest.Dealer{dealer})
 	env["WECOM_PENDING_QUOTA_HOUR"], env["WECOM_PENDING_QUOTA_DAY"], env["WECOM_PENDING_QUOTA_MONTH"] = "100000000", "100000000", "100000000"
 	env["PENDINGLINK_BACKFILL_EXISTING"] = "false"
-	logs := serveLog(t, 150)
-	client := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone(), Timeout: e2eTimeout}
+	rig := newKillRig(t, wc, token, aesKey, env, 12)
 	api := func(p *serveProc) *apiclient.Client {
-		return &apiclient.Client{BaseURL: "http://" + p.addr, Token: admin, HTTPClient: client}
-	}
-	sender := func(p *serveProc) *wecomtest.Sender {
-		sd, err := wc.NewSender(wecomtest.SenderConfig{URL: "http://" + p.addr + handlers.DefaultCallbackPath, Token: token,
-			EncodingAESKey: aesKey, HTTPClient: client, Timeout: e2eTimeout, MaxAttempts: 1})
-		require.NoError(t, err)
-		return sd
+		return &apiclient.Client{BaseURL: "http://" + p.addr, Token: admin, HTTPClient: rig.client}
 	}
 
-	// Three instances start at once on a fresh database: migrations run once.
-	// Each instance has its own name, kept across its restart.
-	envOf := func(i int) map[string]string {
-		e := maps.Clone(env)
-		e["PENDINGLINK_INSTANCE_ID"] = fmt.Sprintf("pl-%d", i)
-		return e
-	}
+	// Three instances start at once on a fresh database: migrations run
+	// once. Each has its own name, kept across its restart.
+	name := func(i int) string { return fmt.Sprintf("pl-%d", i) }
 	procs := make([]*serveProc, instances)
 	var wg sync.WaitGroup
 	for i := range procs {
-		wg.Go(func() { procs[i] = startServe(t, bin, envOf(i), logs) })
+		wg.Go(func() { procs[i] = rig.start("PENDINGLINK_INSTANCE_ID", name(i)) })
 	}
 	wg.Wait()
 
@@ -109,72 +93,31 @@ func TestServe_ThreeInstancesOnPostgres(t *testing.T) {
 	}
 	_, err := api(procs[0]).RegisterFans(t.Context(), fans)
 	require.NoError(t, err)
-	waitAll := func(ps []*serveProc, what string, cond func(apiclient.StatusResponse) bool) {
-		t.Helper()
-		deadline := time.Now().Add(2 * e2eTimeout)
-		tick := time.NewTicker(50 * time.Millisecond) // outside processes: poll them
-		defer tick.Stop()
-		for _, p := range ps {
-			for {
-				st, err := api(p).Status(t.Context())
-				require.NoError(t, err)
-				if cond(st) {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("timed out waiting for %s: %+v", what, st)
-				}
-				<-tick.C
-			}
-		}
-	}
-	waitAll(procs[:1], "every fan registered", func(st apiclient.StatusResponse) bool { return st.Fans.Registered == customers })
+	waitForStatus(t, api(procs[0]), "every fan registered", func(st apiclient.StatusResponse) bool { return st.Fans.Registered == customers })
 
 	// The burst, round robin over the instances; instance 1 dies at the
-	// killAt-th acknowledgement.
+	// killAt-th acknowledgement. What went unanswered is passed to a live
+	// instance, as the load balancer and WeCom's retries would.
 	senders := make([]*wecomtest.Sender, instances)
 	for i, p := range procs {
-		senders[i] = sender(p)
+		senders[i] = rig.sender(p, 1)
 	}
-	statuses := make([]int, customers)
-	var acks atomic.Int64
-	killNow, burstDone := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(burstDone)
-		inParallel(12, customers, func(i int) {
-			res, err := senders[i%instances].Send(context.Background(), events[i])
-			if err != nil && !errors.Is(err, wecomtest.ErrNotDelivered) {
-				t.Errorf("delivery %d: %v", i, err)
-			}
-			statuses[i] = res.Status
-			if res.Status == http.StatusOK && acks.Add(1) == killAt {
-				close(killNow)
-			}
-		})
-	}()
-	select {
-	case <-killNow:
-	case <-burstDone:
-		t.Fatalf("the burst ended before the kill point")
-	}
-	procs[1].kill(t)
-	<-burstDone
+	statuses := rig.burstOverUntilKilled(senders, procs[1], events, killAt)
 	failed := 0
-	for i := range events {
-		if statuses[i] == http.StatusOK {
-			continue
-		}
-		failed++
-		// The balancer passes what failed to a live instance.
-		_, err := senders[[]int{0, 2}[i%2]].Send(t.Context(), events[i])
+	for i, err := range rig.resendUnanswered(procs[2], events, statuses) {
 		require.NoError(t, err, "resend of %d", i)
+		if statuses[i] != http.StatusOK {
+			failed++
+		}
 	}
 	require.Positive(t, failed, "the kill interrupted the burst")
 
-	procs[1] = startServe(t, bin, envOf(1), logs)
-	waitAll(procs, "every customer linked, seen by every instance", func(st apiclient.StatusResponse) bool {
-		return st.Links.Active == customers && st.Queue.Pending == 0
-	})
+	procs[1] = rig.start("PENDINGLINK_INSTANCE_ID", name(1))
+	for _, p := range procs {
+		waitForStatus(t, api(p), "every customer linked, seen by every instance", func(st apiclient.StatusResponse) bool {
+			return st.Links.Active == customers && st.Queue.Pending == 0
+		})
+	}
 	var first apiclient.StatusResponse
 	for i, p := range procs {
 		st, err := api(p).Status(t.Context())

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/pendinglink/pendinglink/apiclient"
 	"github.com/pendinglink/pendinglink/handlers"
 	"github.com/pendinglink/pendinglink/internal/syncbuf"
 	"github.com/pendinglink/pendinglink/store"
@@ -308,10 +310,35 @@ func newKillRig(t *testing.T, wc *wecomtest.Server, token, aesKey string, env ma
 		token: token, aesKey: aesKey, senders: senders, client: client}
 }
 
-// start starts a pendinglink process on the rig's environment and log.
-func (r *killRig) start() *serveProc {
+// start starts a pendinglink process on the rig's environment and log,
+// with the extra variables given.
+func (r *killRig) start(extra ...string) *serveProc {
 	r.t.Helper()
-	return startServe(r.t, r.bin, r.env, r.logs)
+	env := maps.Clone(r.env)
+	for i := 0; i+1 < len(extra); i += 2 {
+		env[extra[i]] = extra[i+1]
+	}
+	return startServe(r.t, r.bin, env, r.logs)
+}
+
+// waitForStatus polls p's /v1/status (p is another process: there is no
+// event to wait on) until cond holds, and fails t after twice e2eTimeout.
+func waitForStatus(t *testing.T, api *apiclient.Client, what string, cond func(apiclient.StatusResponse) bool) {
+	t.Helper()
+	deadline := time.Now().Add(2 * e2eTimeout)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		st, err := api.Status(t.Context())
+		require.NoError(t, err)
+		if cond(st) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s: %+v", what, st)
+		}
+		<-tick.C
+	}
 }
 
 // sender delivers callbacks to p with up to attempts tries each (0: WeCom's
@@ -329,16 +356,23 @@ func (r *killRig) sender(p *serveProc, attempts int) *wecomtest.Sender {
 // are still under way. Once all have ended it returns each one's HTTP
 // status, 0 where none came.
 func (r *killRig) burstUntilKilled(p *serveProc, events []wecom.Event, killAt int64) []int {
+	r.t.Helper()
+	return r.burstOverUntilKilled([]*wecomtest.Sender{r.sender(p, 1)}, p, events, killAt)
+}
+
+// burstOverUntilKilled is burstUntilKilled with the deliveries spread round
+// robin over senders (one attempt each), as a load balancer spreads them
+// over instances; victim is killed.
+func (r *killRig) burstOverUntilKilled(senders []*wecomtest.Sender, victim *serveProc, events []wecom.Event, killAt int64) []int {
 	t := r.t
 	t.Helper()
-	sd := r.sender(p, 1)
 	statuses := make([]int, len(events))
 	var acks atomic.Int64
 	killNow, burstDone := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(burstDone)
 		inParallel(r.senders, len(events), func(i int) {
-			res, err := sd.Send(context.Background(), events[i])
+			res, err := senders[i%len(senders)].Send(context.Background(), events[i])
 			if err != nil && !errors.Is(err, wecomtest.ErrNotDelivered) {
 				t.Errorf("delivery %d: %v", i, err)
 			}
@@ -353,7 +387,7 @@ func (r *killRig) burstUntilKilled(p *serveProc, events []wecom.Event, killAt in
 	case <-burstDone:
 		t.Fatalf("the burst ended with %d acknowledgements, before the kill point (%d)", acks.Load(), killAt)
 	}
-	p.kill(t)
+	victim.kill(t)
 	<-burstDone
 	return statuses
 }
