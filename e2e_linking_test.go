@@ -367,8 +367,10 @@ func TestE2E_QuotaForecast(t *testing.T) {
 		fans[i] = w.fan()
 	}
 	require.EqualValues(t, 20, w.registerBatch(fans).Queued)
-	w.waitFor("the hour's 5 registrations", func() bool {
-		return w.status().Fans.Registered == 5 && len(w.jobs(pipeline.RegisterArgs{}.Kind(), rivertype.JobStateScheduled)) == 15
+	register := pipeline.RegisterArgs{}.Kind()
+	w.waitFor("the hour's 5 registrations done and 15 waiting", func() bool {
+		return w.status().Fans.Registered == 5 && len(w.jobs(register, rivertype.JobStateScheduled)) == 15 &&
+			len(w.jobs(register, rivertype.JobStateAvailable, rivertype.JobStateRunning, rivertype.JobStateRetryable)) == 0
 	})
 
 	q, err := w.client().Quota(t.Context())
