@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"testing"
@@ -388,4 +389,43 @@ func TestE2E_QuotaForecast(t *testing.T) {
 	require.EqualValues(t, 15, bulk.Count)
 	require.NotNil(t, bulk.DoneAt)
 	require.WithinDuration(t, w.wc.Clock.Now().Add(3*time.Hour), *bulk.DoneAt, 5*time.Minute, "15 more at 5 an hour")
+}
+
+// TestE2E_FanPriority: a fan's priority is given at registration, changed
+// with PATCH, and orders the bulk registrations (River's priority).
+func TestE2E_FanPriority(t *testing.T) {
+	t.Parallel()
+	w := startE2E(t, e2eOptions{Env: map[string]string{"WECOM_PENDING_QUOTA_HOUR": "1", "PENDINGLINK_BACKFILL_EXISTING": "false"}})
+	vip, plain, low := w.fan(), w.fan(), w.fan()
+	blocker := w.fan() // takes the hour's one call, so the others wait queued
+	code, _ := w.registerFan(blocker)
+	require.Equal(t, http.StatusCreated, code)
+	res, err := w.client().RegisterFans(t.Context(), []store.FanInput{
+		{UnionID: low.UnionID, OpenID: low.OpenID, Priority: 5},
+		{UnionID: plain.UnionID, OpenID: plain.OpenID},
+		{UnionID: vip.UnionID, OpenID: vip.OpenID, Priority: 95},
+	})
+	require.NoError(t, err)
+	require.EqualValues(t, 3, res.Queued)
+	priorities := map[string]int{}
+	for _, j := range w.jobs(pipeline.RegisterArgs{}.Kind()) {
+		var a pipeline.RegisterArgs
+		require.NoError(t, json.Unmarshal(j.EncodedArgs, &a))
+		priorities[a.UnionID] = j.Priority
+	}
+	require.Equal(t, map[string]int{vip.UnionID: 2, plain.UnionID: 3, low.UnionID: 4}, priorities, "the valued fan goes first")
+
+	require.Equal(t, 95, w.getFan(vip.UnionID).Priority)
+	fr, err := w.client().SetFanPriority(t.Context(), low.UnionID, 60)
+	require.NoError(t, err)
+	require.Equal(t, 60, fr.Priority)
+	require.Equal(t, 60, w.getFan(low.UnionID).Priority)
+
+	_, err = w.client().SetFanPriority(t.Context(), low.UnionID, 0)
+	var ae *apiclient.Error
+	require.ErrorAs(t, err, &ae)
+	require.Equal(t, http.StatusBadRequest, ae.Status)
+	_, err = w.client().SetFanPriority(t.Context(), "test-nobody", 10)
+	require.ErrorAs(t, err, &ae)
+	require.Equal(t, http.StatusNotFound, ae.Status)
 }

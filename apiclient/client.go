@@ -134,6 +134,13 @@ func (c *Client) Customer(ctx context.Context, corpID, externalUserID string) (s
 	return cd, err
 }
 
+// SetFanPriority changes a fan's priority with PATCH /v1/fans/{unionid}.
+func (c *Client) SetFanPriority(ctx context.Context, unionID string, priority int) (FanResponse, error) {
+	var fr FanResponse
+	_, err := c.do(ctx, http.MethodPatch, "/v1/fans/"+url.PathEscape(unionID), FanPatch{Priority: &priority}, &fr)
+	return fr, err
+}
+
 // Quota returns GET /v1/quota.
 func (c *Client) Quota(ctx context.Context) (QuotaResponse, error) {
 	var q QuotaResponse

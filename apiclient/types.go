@@ -220,3 +220,9 @@ type QuotaBacklog struct {
 	// be called; absent when nothing waits.
 	DoneAt *time.Time `json:"done_at,omitempty"`
 }
+
+// FanPatch is the body of PATCH /v1/fans/{unionid}.
+type FanPatch struct {
+	// Priority is the fan's new priority, 1 (lowest) to 100.
+	Priority *int `json:"priority"`
+}

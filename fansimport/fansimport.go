@@ -298,10 +298,12 @@ type rowParser interface {
 }
 
 // csvParser reads "unionid,openid" rows. The first row is a header when it
-// names both columns; then the columns may come in any order among others.
+// names both columns; then the columns may come in any order among others,
+// and a "priority" column (1–100, empty: none) gives each fan's priority.
 type csvParser struct {
 	started     bool
 	union, open int
+	priority    int // column of the optional priority, -1 if none
 	header      bool
 }
 
@@ -320,7 +322,7 @@ func (p *csvParser) parse(line []byte) (store.FanInput, bool, error) {
 		rec[i] = strings.TrimSpace(rec[i])
 	}
 	if !p.started {
-		p.started, p.union, p.open = true, 0, 1
+		p.started, p.union, p.open, p.priority = true, 0, 1, -1
 		u, o := -1, -1
 		for i, name := range rec {
 			// Accept "unionid", "UnionID", "union_id" and the like.
@@ -329,6 +331,8 @@ func (p *csvParser) parse(line []byte) (store.FanInput, bool, error) {
 				u = i
 			case "openid":
 				o = i
+			case "priority":
+				p.priority = i
 			}
 		}
 		if u >= 0 && o >= 0 {
@@ -342,11 +346,19 @@ func (p *csvParser) parse(line []byte) (store.FanInput, bool, error) {
 	if p.union >= len(rec) || p.open >= len(rec) {
 		return store.FanInput{}, false, fmt.Errorf("too few columns: got %d", len(rec))
 	}
-	return store.FanInput{UnionID: rec[p.union], OpenID: rec[p.open]}, false, nil
+	f := store.FanInput{UnionID: rec[p.union], OpenID: rec[p.open]}
+	if p.header && p.priority >= 0 && p.priority < len(rec) && rec[p.priority] != "" {
+		n, err := strconv.Atoi(rec[p.priority])
+		if err != nil {
+			return store.FanInput{}, false, fmt.Errorf("priority %q is not a whole number", rec[p.priority])
+		}
+		f.Priority = n
+	}
+	return f, false, nil
 }
 
-// jsonlParser reads one {"unionid":…,"openid":…} object per line; other
-// fields are ignored.
+// jsonlParser reads one {"unionid":…,"openid":…,"priority":…} object per
+// line (priority optional); other fields are ignored.
 type jsonlParser struct{}
 
 func (jsonlParser) parse(line []byte) (store.FanInput, bool, error) {

@@ -657,3 +657,15 @@ func TestFansImport_Forecast(t *testing.T) {
 		require.Contains(t, out.String(), "forecast: the server has no /v1/quota")
 	})
 }
+
+func TestRun_PriorityColumn(t *testing.T) {
+	t.Parallel()
+	b := setupImport(t)
+	opts, out := b.write(t, "fans.csv", "openid,priority,unionid\no-1,90,test-u1\no-2,,test-u2\no-3,high,test-u3\no-4,101,test-u4\n")
+	opts.Wait = false
+	require.NoError(t, Run(t.Context(), opts))
+	require.Equal(t, []store.FanInput{{UnionID: "test-u1", OpenID: "o-1", Priority: 90}, {UnionID: "test-u2", OpenID: "o-2"}},
+		b.fake.acceptedFans(0))
+	require.Contains(t, out.String(), `priority "high" is not a whole number`)
+	require.Contains(t, out.String(), "priority must be from 1 to 100")
+}

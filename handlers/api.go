@@ -30,6 +30,7 @@ func (a *api) mount(g *echo.Group) {
 	g.POST("/fans", a.registerFan)
 	g.POST("/fans/batch", a.registerFans)
 	g.GET("/fans/:unionid", a.getFan)
+	g.PATCH("/fans/:unionid", a.patchFan)
 	g.GET("/links", a.findLinks)
 	g.GET("/customers/:corp_id/:external_userid", a.getCustomer)
 	g.POST("/reconcile", a.reconcile)
@@ -189,6 +190,22 @@ func (a *api) getFan(c echo.Context) error {
 		return storeError(err)
 	}
 	return c.JSON(http.StatusOK, apiclient.FanResponse{FanDetail: fan})
+}
+
+// patchFan changes a fan's priority: {"priority": 1…100}; 200 with the fan.
+func (a *api) patchFan(c echo.Context) error {
+	var in apiclient.FanPatch
+	if err := decodeJSON(c, &in); err != nil {
+		return err
+	}
+	if in.Priority == nil {
+		return badRequest("priority: required, from 1 to 100")
+	}
+	unionID := c.Param("unionid")
+	if err := a.pipeline.SetFanPriority(c.Request().Context(), unionID, *in.Priority); err != nil {
+		return storeError(err)
+	}
+	return a.getFan(c)
 }
 
 func (a *api) findLinks(c echo.Context) error {

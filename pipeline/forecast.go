@@ -38,6 +38,8 @@ type BacklogItem struct {
 }
 
 type forecastStore interface {
+	// SetFanPriority changes a fan's priority.
+	SetFanPriority(ctx context.Context, unionID string, priority int) error
 	// Backlog counts the register jobs by priority and the unchecked fans
 	// created after after.
 	Backlog(ctx context.Context, registerKind string, after time.Time) (store.Backlog, error)
@@ -112,4 +114,11 @@ func sustainable(us []quota.Usage, cycle time.Duration) int64 {
 		}
 	}
 	return best
+}
+
+// SetFanPriority changes a fan's priority (store.MinFanPriority to
+// store.MaxFanPriority): its later registrations, renewals and checks go
+// by it.
+func (p *Pipeline) SetFanPriority(ctx context.Context, unionID string, priority int) error {
+	return p.cfg.Store.SetFanPriority(ctx, unionID, priority)
 }

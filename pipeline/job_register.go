@@ -156,7 +156,7 @@ type backfillWorker struct {
 
 func (w *backfillWorker) Work(ctx context.Context, job *river.Job[BackfillArgs]) error {
 	a := job.Args
-	found, err := checkExisting(ctx, w.cfg, store.FanInput(a))
+	found, err := checkExisting(ctx, w.cfg, store.FanInput{UnionID: a.UnionID, OpenID: a.OpenID})
 	if err != nil {
 		return classify(err, w.cfg.Now(), w.cfg, func(reason string) {
 			w.cfg.Logger.Warn("backfill failed", "reason", reason)

@@ -159,6 +159,25 @@ func periodics(renewInterval, reconcileInterval time.Duration) []periodic {
 	}
 }
 
+// jobPriority places a fan's register job: interactive ones first; bulk
+// registrations and renewals by the fan's priority (a third of the range
+// each to River's priorities 2, 3 and 4), so the quota goes to the fans the
+// brand values most. A fan given no priority counts as the default.
+func jobPriority(queue, fan int) int {
+	if queue == PriorityInteractive {
+		return queue
+	}
+	switch {
+	case fan == 0:
+		return PriorityBulk
+	case fan > 2*store.MaxFanPriority/3:
+		return PriorityBulk - 1
+	case fan <= store.MaxFanPriority/3:
+		return PriorityRenew
+	}
+	return PriorityBulk
+}
+
 // onlyOne keeps a periodic job from being inserted while one of its kind is
 // still queued or running: two reconcile runs at once would check the same
 // fans twice.
@@ -231,8 +250,8 @@ func (Policy) PendingIDJobs(store.FanInput) []river.InsertManyParams { return ni
 // RegisterJob implements store.JobPolicy. One register job per fan is kept
 // until it finishes, so a re-sent batch or import queues nothing twice.
 func (Policy) RegisterJob(f store.FanInput, priority int) river.InsertManyParams {
-	return river.InsertManyParams{Args: RegisterArgs(f), InsertOpts: &river.InsertOpts{
-		Queue: QueueRegister, Priority: priority,
+	return river.InsertManyParams{Args: RegisterArgs{UnionID: f.UnionID, OpenID: f.OpenID}, InsertOpts: &river.InsertOpts{
+		Queue: QueueRegister, Priority: jobPriority(priority, f.Priority),
 		UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: unfinished},
 	}}
 }

@@ -352,7 +352,7 @@ func TestRegisterWorker(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
 		b.wecom.UnionIDToPendingIDFunc = pipelinetest.PendingIDs("p-1")
-		require.Equal(t, river.EventKindJobCompleted, mustWork(t, b, pipeline.RegisterArgs(fan)).EventKind)
+		require.Equal(t, river.EventKindJobCompleted, mustWork(t, b, pipeline.RegisterArgs{UnionID: fan.UnionID, OpenID: fan.OpenID}).EventKind)
 		got, err := b.db.FindFan(t.Context(), fan.UnionID)
 		require.NoError(t, err)
 		require.Equal(t, "p-1", got.PendingID)
@@ -364,7 +364,7 @@ func TestRegisterWorker(t *testing.T) {
 		b.wecom.UnionIDToPendingIDFunc = func(context.Context, string, string) (string, error) {
 			return "", apiError("corpgroup/unionid_to_pending_id", 610014)
 		}
-		require.Equal(t, river.EventKindJobCancelled, mustWork(t, b, pipeline.RegisterArgs(fan)).EventKind)
+		require.Equal(t, river.EventKindJobCancelled, mustWork(t, b, pipeline.RegisterArgs{UnionID: fan.UnionID, OpenID: fan.OpenID}).EventKind)
 		got, err := b.db.FindFan(t.Context(), fan.UnionID)
 		require.NoError(t, err)
 		require.Equal(t, store.FanFailed, got.State)
@@ -377,7 +377,7 @@ func TestRegisterWorker(t *testing.T) {
 		b.wecom.UnionIDToPendingIDFunc = func(context.Context, string, string) (string, error) {
 			return "", &wecom.HTTPStatusError{API: "corpgroup/unionid_to_pending_id", StatusCode: 429}
 		}
-		res, err := work(t, b, pipeline.RegisterArgs(fan))
+		res, err := work(t, b, pipeline.RegisterArgs{UnionID: fan.UnionID, OpenID: fan.OpenID})
 		require.Error(t, err)
 		require.Equal(t, river.EventKindJobFailed, res.EventKind, "River retries with backoff")
 		got, err := b.db.FindFan(t.Context(), fan.UnionID)
@@ -391,7 +391,7 @@ func TestRegisterWorker(t *testing.T) {
 		b.wecom.UnionIDToPendingIDFunc = func(context.Context, string, string) (string, error) {
 			return "", apiError("corpgroup/unionid_to_pending_id", wecom.CodeAPIFreqOutOfLimit)
 		}
-		require.Equal(t, river.EventKindJobSnoozed, mustWork(t, b, pipeline.RegisterArgs(fan)).EventKind)
+		require.Equal(t, river.EventKindJobSnoozed, mustWork(t, b, pipeline.RegisterArgs{UnionID: fan.UnionID, OpenID: fan.OpenID}).EventKind)
 		got, err := b.db.FindFan(t.Context(), fan.UnionID)
 		require.NoError(t, err)
 		require.Equal(t, store.FanNew, got.State)
@@ -500,7 +500,7 @@ func TestErrorHandler_LastAttemptMarksFanFailed(t *testing.T) {
 	b.wecom.UnionIDToPendingIDFunc = func(context.Context, string, string) (string, error) {
 		return "", apiError("corpgroup/unionid_to_pending_id", wecom.CodeSystemBusy)
 	}
-	res, err := work(t, b, pipeline.RegisterArgs(fan), withAttempt(river.MaxAttemptsDefault))
+	res, err := work(t, b, pipeline.RegisterArgs{UnionID: fan.UnionID, OpenID: fan.OpenID}, withAttempt(river.MaxAttemptsDefault))
 	require.Error(t, err)
 	b.pl.HandleError(t.Context(), res.Job, err)
 	got, err := b.db.FindFan(t.Context(), fan.UnionID)

@@ -78,7 +78,18 @@ type CorpCustomer struct {
 type FanInput struct {
 	UnionID string `json:"unionid"`
 	OpenID  string `json:"openid"`
+	// Priority is the brand's priority of the fan, 1 (lowest) to 100; 0
+	// keeps the fan's (50 for a new one). Bulk registrations, renewals and
+	// checks go highest first.
+	Priority int `json:"priority,omitempty"`
 }
+
+// Fan priorities.
+const (
+	MinFanPriority     = 1
+	DefaultFanPriority = 50
+	MaxFanPriority     = 100
+)
 
 // Validate reports whether f can be stored; the error wraps ErrInvalid.
 func (f FanInput) Validate() error {
@@ -87,6 +98,8 @@ func (f FanInput) Validate() error {
 		return fmt.Errorf("%w: unionid and openid are required", ErrInvalid)
 	case len(f.UnionID) > 128 || len(f.OpenID) > 128:
 		return fmt.Errorf("%w: unionid and openid must be at most 128 bytes", ErrInvalid)
+	case f.Priority != 0 && (f.Priority < MinFanPriority || f.Priority > MaxFanPriority):
+		return fmt.Errorf("%w: priority must be from %d to %d", ErrInvalid, MinFanPriority, MaxFanPriority)
 	case !printableASCII(f.UnionID) || !printableASCII(f.OpenID):
 		// WeChat ids are ASCII; anything else (NUL, invalid UTF-8, the U+FFFD
 		// that JSON decoding puts in its place) is a caller's bug, not an id.
@@ -134,6 +147,7 @@ const (
 type FanDetail struct {
 	UnionID   string `json:"unionid"`
 	OpenID    string `json:"openid"`
+	Priority  int    `json:"priority"`
 	State     string `json:"state"`
 	LastError string `json:"last_error,omitempty"`
 	// PendingID is the newest live pending_id, "" if none.
@@ -265,6 +279,15 @@ func (db *DB) RegisterFans(ctx context.Context, fans []FanInput, opts RegisterOp
 	return db.eng.registerFans(ctx, db.jobs(), fans, opts, db.cfg.Now())
 }
 
+// SetFanPriority changes a fan's priority (MinFanPriority to
+// MaxFanPriority). Errors: ErrInvalid, ErrNotFound.
+func (db *DB) SetFanPriority(ctx context.Context, unionID string, priority int) error {
+	if priority < MinFanPriority || priority > MaxFanPriority {
+		return fmt.Errorf("%w: priority must be from %d to %d", ErrInvalid, MinFanPriority, MaxFanPriority)
+	}
+	return db.eng.setFanPriority(ctx, unionID, priority, db.cfg.Now())
+}
+
 // FindFan returns a fan with its pending_ids and links, or ErrNotFound.
 func (db *DB) FindFan(ctx context.Context, unionID string) (*FanDetail, error) {
 	return db.eng.findFan(ctx, unionID, db.cfg.Now())
@@ -284,8 +307,9 @@ func (db *DB) FindCustomer(ctx context.Context, corpID, externalUserID string) (
 }
 
 // FansToRenew lists registered fans whose newest pending_id expires before
-// the given time: unmatched fans first, then linked ones (another dealer
-// may still add them), each oldest expiry first. A fan whose
+// the given time, with their priorities: highest priority first, then
+// unmatched fans before linked ones (another dealer may still add them),
+// then the soonest to expire. A fan whose
 // renewal returned the id it already held is listed again only once that id
 // has expired.
 func (db *DB) FansToRenew(ctx context.Context, before time.Time, limit int) ([]FanInput, error) {

@@ -483,6 +483,19 @@ func (e *sqlEngine) linkExisting(ctx context.Context, jobs jobInserter, unionID 
 	return links, err
 }
 
+func (e *sqlEngine) setFanPriority(ctx context.Context, unionID string, priority int, now time.Time) error {
+	res, err := e.write.ExecContext(ctx, `UPDATE fans SET importance = ?, updated_at = ? WHERE unionid = ?`, priority, now.UnixMilli(), unionID)
+	if err != nil {
+		return dbError("set fan priority", err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return dbError("set fan priority", err)
+	} else if n == 0 {
+		return fmt.Errorf("%w: fan", ErrNotFound)
+	}
+	return nil
+}
+
 func (e *sqlEngine) failFan(ctx context.Context, unionID, reason string, now time.Time) error {
 	_, err := e.write.ExecContext(ctx, `UPDATE fans SET state = 'failed', last_error = ?, attempts = attempts + 1, updated_at = ? WHERE unionid = ?`,
 		reason, now.UnixMilli(), unionID)
@@ -516,6 +529,9 @@ func (e *sqlEngine) registerFans(ctx context.Context, jobs jobInserter, fans []F
 			if _, err := tx.ExecContext(ctx, q+` ON CONFLICT (unionid) DO UPDATE SET openid = excluded.openid, updated_at = excluded.updated_at`,
 				args...); err != nil {
 				return dbError("upsert fans", err)
+			}
+			if err := setPriorities(ctx, tx, chunk); err != nil {
+				return err
 			}
 			todo := chunk
 			if !opts.Renew {
@@ -551,6 +567,24 @@ func (e *sqlEngine) registerFans(ctx context.Context, jobs jobInserter, fans []F
 		return nil
 	})
 	return res, err
+}
+
+// setPriorities writes the priorities the fans were given (0: keep the
+// fan's, the column default for a new one), one statement per value.
+func setPriorities(ctx context.Context, tx *sqlTx, fans []FanInput) error {
+	byPriority := map[int][]any{}
+	for _, f := range fans {
+		if f.Priority != 0 {
+			byPriority[f.Priority] = append(byPriority[f.Priority], f.UnionID)
+		}
+	}
+	for p, ids := range byPriority {
+		q, args := manyRows(`UPDATE fans SET importance = ? WHERE unionid IN `, 1, len(ids), func(int) []any { return ids })
+		if _, err := tx.ExecContext(ctx, q, append([]any{p}, args...)...); err != nil {
+			return dbError("set fan priorities", err)
+		}
+	}
+	return nil
 }
 
 // liveFans returns which of fans hold a live pending_id.
@@ -619,8 +653,8 @@ func (e *sqlEngine) findFan(ctx context.Context, unionID string, now time.Time) 
 		f       FanDetail
 		created int64
 	)
-	err := e.read.QueryRowContext(ctx, `SELECT unionid, openid, state, last_error, created_at FROM fans WHERE unionid = ?`, unionID).
-		Scan(&f.UnionID, &f.OpenID, &f.State, &f.LastError, &created)
+	err := e.read.QueryRowContext(ctx, `SELECT unionid, openid, importance, state, last_error, created_at FROM fans WHERE unionid = ?`, unionID).
+		Scan(&f.UnionID, &f.OpenID, &f.Priority, &f.State, &f.LastError, &created)
 	if err != nil {
 		return nil, dbError("find fan", err)
 	}
@@ -725,11 +759,15 @@ func (e *sqlEngine) fansToRenew(ctx context.Context, before, now time.Time, limi
 	// A fan is renewed once per issued id: WeCom may answer a renewal with the
 	// id the fan already holds, whose expiry does not move (§9 #10), and
 	// asking again before it expires would only spend quota.
-	rows, err := e.read.QueryContext(ctx, `SELECT f.unionid, f.openid FROM fans f
+	// Highest priority first; among equals, unmatched fans (a linked one may
+	// still be added by another dealer, an unmatched one is all we have),
+	// then the soonest to expire.
+	rows, err := e.read.QueryContext(ctx, `SELECT f.unionid, f.openid, f.importance FROM fans f
 		JOIN (SELECT unionid, max(expires_at) AS exp, max(issued_at) AS issued FROM fan_pending_ids GROUP BY unionid) p ON p.unionid = f.unionid
 		WHERE f.state = 'registered' AND p.exp < ?
 		AND (p.exp <= ? OR f.registered_at IS NULL OR f.registered_at <= p.issued)
-		ORDER BY EXISTS (SELECT 1 FROM links l WHERE l.unionid = f.unionid AND l.active = 1), p.exp LIMIT ?`, before.UnixMilli(), now.UnixMilli(), limit)
+		ORDER BY f.importance DESC, EXISTS (SELECT 1 FROM links l WHERE l.unionid = f.unionid AND l.active = 1), p.exp LIMIT ?`,
+		before.UnixMilli(), now.UnixMilli(), limit)
 	if err != nil {
 		return nil, dbError("fans to renew", err)
 	}
@@ -737,7 +775,7 @@ func (e *sqlEngine) fansToRenew(ctx context.Context, before, now time.Time, limi
 	var out []FanInput
 	for rows.Next() {
 		var f FanInput
-		if err := rows.Scan(&f.UnionID, &f.OpenID); err != nil {
+		if err := rows.Scan(&f.UnionID, &f.OpenID, &f.Priority); err != nil {
 			return nil, dbError("fans to renew", err)
 		}
 		out = append(out, f)

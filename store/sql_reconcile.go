@@ -64,7 +64,7 @@ func (e *sqlEngine) fansToCheck(ctx context.Context, limit int, includeNew bool)
 	var err error
 	if includeNew {
 		out.New, err = e.queryFans(ctx, `SELECT unionid, openid FROM fans WHERE checked_at IS NULL AND state = 'registered'
-			ORDER BY priority DESC, created_at DESC, unionid DESC LIMIT ?`, limit)
+			ORDER BY priority DESC, importance DESC, created_at DESC, unionid DESC LIMIT ?`, limit)
 		if err != nil {
 			return out, err
 		}
@@ -82,7 +82,7 @@ func (e *sqlEngine) fansToCheck(ctx context.Context, limit int, includeNew bool)
 			cond += ` AND f.checked_at IS NOT NULL`
 		}
 		out.Swept, err = e.queryFans(ctx, `SELECT f.unionid, f.openid FROM fans f WHERE `+cond+`
-			ORDER BY EXISTS (SELECT 1 FROM links l WHERE l.unionid = f.unionid AND l.active = 1), f.created_at DESC, f.unionid DESC LIMIT ?`, s.RegisteredBefore.UnixMilli(), s.StartedAt.UnixMilli(), room)
+			ORDER BY EXISTS (SELECT 1 FROM links l WHERE l.unionid = f.unionid AND l.active = 1), f.importance DESC, f.created_at DESC, f.unionid DESC LIMIT ?`, s.RegisteredBefore.UnixMilli(), s.StartedAt.UnixMilli(), room)
 	}
 	return out, err
 }

@@ -327,6 +327,7 @@ type engine interface {
 	retryEvents(ctx context.Context, jobs jobInserter, f RetryFilter, now time.Time) (int64, error)
 	retryFans(ctx context.Context, jobs jobInserter, f RetryFilter, now time.Time) (int64, error)
 	failFan(ctx context.Context, unionID, reason string, now time.Time) error
+	setFanPriority(ctx context.Context, unionID string, priority int, now time.Time) error
 	registerFans(ctx context.Context, jobs jobInserter, fans []FanInput, opts RegisterOpts, now time.Time) (RegisterResult, error)
 	findFan(ctx context.Context, unionID string, now time.Time) (*FanDetail, error)
 	findLinks(ctx context.Context, f LinkFilter) ([]Link, error)

@@ -11,6 +11,28 @@ import (
 )
 
 func (open exerciser) registerFans(t *testing.T) {
+	open.test(t, "PriorityGivenKeptOrDefault", Policy{}, func(t *testing.T, b *bundle) {
+		// Ensure a fan's priority is stored when given, kept when not, and
+		// 50 for a new fan given none; SetFanPriority changes it.
+		_, err := b.db.RegisterFans(t.Context(), []store.FanInput{
+			{UnionID: "test-vip", OpenID: "o-1", Priority: 95}, {UnionID: "test-plain", OpenID: "o-2"},
+		}, store.RegisterOpts{NoJob: true})
+		require.NoError(t, err)
+		require.Equal(t, 95, b.fan(t, "test-vip").Priority)
+		require.Equal(t, store.DefaultFanPriority, b.fan(t, "test-plain").Priority)
+
+		_, err = b.db.RegisterFans(t.Context(), []store.FanInput{{UnionID: "test-vip", OpenID: "o-1"}}, store.RegisterOpts{NoJob: true})
+		require.NoError(t, err)
+		require.Equal(t, 95, b.fan(t, "test-vip").Priority, "re-sent without a priority: kept")
+
+		require.NoError(t, b.db.SetFanPriority(t.Context(), "test-plain", 1))
+		require.Equal(t, 1, b.fan(t, "test-plain").Priority)
+		require.ErrorIs(t, b.db.SetFanPriority(t.Context(), "test-nobody", 10), store.ErrNotFound)
+		require.ErrorIs(t, b.db.SetFanPriority(t.Context(), "test-plain", 101), store.ErrInvalid)
+		_, err = b.db.RegisterFans(t.Context(), []store.FanInput{{UnionID: "test-x", OpenID: "o-3", Priority: -1}}, store.RegisterOpts{})
+		require.ErrorIs(t, err, store.ErrInvalid)
+	})
+
 	fans := []store.FanInput{{UnionID: "test-u1", OpenID: "o-1"}, {UnionID: "test-u2", OpenID: "o-2"}}
 
 	// registerJob is one register job of Policy, with the priority River got.
@@ -356,7 +378,21 @@ func (open exerciser) fansToRenew(t *testing.T) {
 		before := b.start.Add(store.PendingIDLifetime + time.Hour)
 		fans, err := b.db.FansToRenew(t.Context(), before, 10)
 		require.NoError(t, err)
-		require.Equal(t, []store.FanInput{{UnionID: "test-b", OpenID: "o-test-b"}}, fans)
+		require.Equal(t, []store.FanInput{{UnionID: "test-b", OpenID: "o-test-b", Priority: store.DefaultFanPriority}}, fans)
+	})
+
+	open.test(t, "HighestPriorityFirst", Policy{}, func(t *testing.T, b *bundle) {
+		// Ensure a fan the brand values more is renewed before others,
+		// whatever their expiry or links.
+		b.addFan(t, "test-low", "p-low")
+		b.clock.Advance(time.Hour)
+		b.addFan(t, "test-high", "p-high")
+		require.NoError(t, b.db.SetFanPriority(t.Context(), "test-high", 90))
+		require.NoError(t, b.db.SetFanPriority(t.Context(), "test-low", 10))
+		fans, err := b.db.FansToRenew(t.Context(), b.start.Add(store.PendingIDLifetime+2*time.Hour), 10)
+		require.NoError(t, err)
+		require.Equal(t, []store.FanInput{{UnionID: "test-high", OpenID: "o-test-high", Priority: 90},
+			{UnionID: "test-low", OpenID: "o-test-low", Priority: 10}}, fans)
 	})
 }
 
