@@ -153,8 +153,12 @@ func (w *e2eWorld) linkedCustomer(staff string) (wecomtest.Person, wecomtest.Cus
 func testTwoFollowers(t *testing.T, w *e2eWorld) {
 	p, a := w.linkedCustomer("staff-a")
 	corp := w.dealers[0].CorpID
+	resolves := len(w.jobs(pipeline.ResolveArgs{}.Kind()))
 	b, ev := w.addCustomer(p, "staff-b")
 	w.send(ev)
+	// Its lookup must answer before WeCom forgets staff-b below, or it
+	// would wait out the grace of a fresh add.
+	w.settled(pipeline.ResolveArgs{}.Kind(), resolves+1)
 	ends := len(w.jobs(pipeline.EndLinkArgs{}.Kind()))
 
 	w.wc.Clock.Advance(time.Second)
