@@ -199,6 +199,9 @@ type QuotaResponse struct {
 	// SustainableLiveFans is how many fans the unionid_to_pending_id quota
 	// keeps live for good, each renewed once per pending_id lifetime.
 	SustainableLiveFans int64 `json:"sustainable_live_fans"`
+	// OverCapacity is how many of the live and queued fans the quota cannot
+	// keep live: the lowest-priority ones are those left to expire.
+	OverCapacity int64 `json:"over_capacity"`
 	// Registrations is the registration backlog in the order the quota is
 	// spent (interactive, bulk, renewal); Checks the
 	// unionid_to_external_userid backlog (new fans and the running sweep).

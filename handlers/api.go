@@ -262,6 +262,7 @@ func (a *api) quota(c echo.Context) error {
 	}
 	resp := apiclient.QuotaResponse{
 		LivePendingIDs: f.LivePendingIDs, ExpiringWithin7Days: f.ExpiringWithin7Days, SustainableLiveFans: f.Sustainable,
+		OverCapacity:  f.OverCapacity,
 		APIs:          []apiclient.QuotaAPI{},
 		Registrations: make([]apiclient.QuotaBacklog, 0, len(f.Registrations)),
 		Checks:        backlogOut(f.Checks),

@@ -20,6 +20,10 @@ type Forecast struct {
 	// Sustainable is how many fans the pending_id quota keeps live for good
 	// when each is renewed RenewBefore ahead of its 90 days (0: no limit).
 	Sustainable int64
+	// OverCapacity is how many of the live and queued fans the quota cannot
+	// keep live (LivePendingIDs plus the registrations queued, less
+	// Sustainable): the lowest-priority ones, renewed last, expire.
+	OverCapacity int64
 	// Registrations is the registration backlog, most urgent first.
 	Registrations []BacklogItem
 	// Checks is the unionid_to_external_userid backlog: fans never
@@ -83,6 +87,9 @@ func (p *Pipeline) Forecast(ctx context.Context) (Forecast, error) {
 		n := b.RegisterJobs[q.priority]
 		ahead += n
 		f.Registrations = append(f.Registrations, BacklogItem{Name: q.name, Count: n, Done: doneAt(now, f.Pending, ahead, n)})
+	}
+	if f.Sustainable > 0 {
+		f.OverCapacity = max(f.LivePendingIDs+ahead-f.Sustainable, 0)
 	}
 	checks := b.Unchecked
 	if sweep.Running() {

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -703,4 +704,21 @@ func TestNotifyWorker_WaitsForAnotherSendersClaim(t *testing.T) {
 	res = mustWork(t, b, pipeline.NotifyArgs{LinkID: links[0].ID})
 	require.Equal(t, river.EventKindJobCompleted, res.EventKind)
 	require.EqualValues(t, 1, posts.Load())
+}
+
+// TestForecast_OverCapacity: with more live fans than the month's quota can
+// renew every 83 days, the forecast says how many will expire.
+func TestForecast_OverCapacity(t *testing.T) {
+	t.Parallel()
+	month := 31 * 24 * time.Hour
+	q := &pipelinetest.FakeQuota{Windows: []quota.Usage{{Length: month, Limit: 31}}}
+	b := setupWorkers(t, func(c *pipeline.Config) { c.Quota = q })
+	for i := range 90 {
+		b.registerFan(t, fmt.Sprintf("test-u%d", i), fmt.Sprintf("p-%d", i))
+	}
+	f, err := b.pl.Forecast(t.Context())
+	require.NoError(t, err)
+	require.EqualValues(t, 90, f.LivePendingIDs)
+	require.EqualValues(t, 83, f.Sustainable, "31 a month keeps 83 fans renewed every 83 days")
+	require.EqualValues(t, 7, f.OverCapacity)
 }
