@@ -156,7 +156,7 @@ func migratePostgres(ctx context.Context, connCfg *pgx.ConnConfig, cfg Config) (
 		return err
 	}
 	for _, m := range migs {
-		if err := applyPostgresMigration(ctx, db, m, cfg.Now()); err != nil {
+		if err := applyMigration(ctx, sqlDB{DB: db, d: &dialect{numbered: true}}, m, cfg.Now()); err != nil {
 			return err
 		}
 	}
@@ -172,37 +172,6 @@ func migratePostgres(ctx context.Context, connCfg *pgx.ConnConfig, cfg Config) (
 		return errors.New("store: migrations: the connection holding the migration lock was replaced; open again")
 	}
 	return nil
-}
-
-// applyPostgresMigration applies m unless it is recorded.
-func applyPostgresMigration(ctx context.Context, db *sql.DB, m migration, now time.Time) (err error) {
-	op := fmt.Sprintf("migration %03d_%s", m.version, m.name)
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		return dbError(op, err)
-	}
-	defer func() {
-		if err != nil {
-			_ = tx.Rollback()
-		}
-	}()
-	var applied bool
-	if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = $1)`, m.version).Scan(&applied); err != nil {
-		return dbError(op, err)
-	}
-	if applied {
-		return tx.Rollback()
-	}
-	// Without arguments pgx sends the file in the simple protocol, which
-	// takes several statements.
-	if _, err := tx.ExecContext(ctx, m.sql); err != nil {
-		return dbError(op, err)
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)`,
-		m.version, m.name, now.UnixMilli()); err != nil {
-		return dbError(op, err)
-	}
-	return dbError(op, tx.Commit())
 }
 
 // postgresErrorKind classifies a PostgreSQL error for dbError: ErrConflict,

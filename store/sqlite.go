@@ -257,43 +257,9 @@ func migrateSQLite(ctx context.Context, db *sql.DB, now func() time.Time) error 
 		return err
 	}
 	for _, m := range migs {
-		if err := applySQLiteMigration(ctx, db, m, now()); err != nil {
+		if err := applyMigration(ctx, sqlDB{DB: db, d: &dialect{}}, m, now()); err != nil {
 			return err
 		}
-	}
-	return nil
-}
-
-// applySQLiteMigration applies m unless it is recorded. The check runs in the
-// migration's own (immediate) transaction, so two processes opening the same
-// file at once cannot both apply it.
-func applySQLiteMigration(ctx context.Context, db *sql.DB, m migration, now time.Time) (err error) {
-	op := fmt.Sprintf("migration %03d_%s", m.version, m.name)
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		return dbError(op, err)
-	}
-	defer func() {
-		if err != nil {
-			_ = tx.Rollback()
-		}
-	}()
-	var applied int
-	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = ?`, m.version).Scan(&applied); err != nil {
-		return dbError(op, err)
-	}
-	if applied > 0 {
-		return tx.Rollback()
-	}
-	if _, err := tx.ExecContext(ctx, m.sql); err != nil {
-		return dbError(op, err)
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`,
-		m.version, m.name, now.UnixMilli()); err != nil {
-		return dbError(op, err)
-	}
-	if err := tx.Commit(); err != nil {
-		return dbError(op, err)
 	}
 	return nil
 }
