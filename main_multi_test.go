@@ -23,7 +23,7 @@ import (
 // postgresForTest creates a fresh database on the server that
 // PENDINGLINK_TEST_POSTGRES names, drops it when t ends, and returns its
 // DSN. Without the variable the test is skipped.
-func postgresForTest(t *testing.T) string {
+func postgresForTest(t testing.TB) string {
 	t.Helper()
 	admin := os.Getenv("PENDINGLINK_TEST_POSTGRES")
 	if admin == "" {

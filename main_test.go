@@ -323,7 +323,7 @@ func (r *killRig) start(extra ...string) *serveProc {
 
 // waitForStatus polls p's /v1/status (p is another process: there is no
 // event to wait on) until cond holds, and fails t after twice e2eTimeout.
-func waitForStatus(t *testing.T, api *apiclient.Client, what string, cond func(apiclient.StatusResponse) bool) {
+func waitForStatus(t testing.TB, api *apiclient.Client, what string, cond func(apiclient.StatusResponse) bool) {
 	t.Helper()
 	deadline := time.Now().Add(2 * e2eTimeout)
 	tick := time.NewTicker(50 * time.Millisecond)
@@ -409,7 +409,7 @@ func (r *killRig) resendUnanswered(p *serveProc, events []wecom.Event, statuses 
 
 // serveLog is a log for pendinglink processes whose last lines a failing
 // test prints.
-func serveLog(t *testing.T, lines int) *syncbuf.Buffer {
+func serveLog(t testing.TB, lines int) *syncbuf.Buffer {
 	t.Helper()
 	logs := &syncbuf.Buffer{}
 	t.Cleanup(func() {
@@ -439,7 +439,7 @@ func inParallel(workers, n int, f func(i int)) {
 
 // buildBinary builds pendinglink (without -race: the binary is what is under
 // test, not the test) and returns its path.
-func buildBinary(t *testing.T) string {
+func buildBinary(t testing.TB) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "pendinglink")
 	build := exec.Command("go", "build", "-o", bin, ".")
@@ -458,7 +458,7 @@ type serveProc struct {
 
 // startServe starts `bin serve` with env and returns once it listens. Its
 // output goes to logs. It is killed when the test ends if still running.
-func startServe(t *testing.T, bin string, env map[string]string, logs *syncbuf.Buffer) *serveProc {
+func startServe(t testing.TB, bin string, env map[string]string, logs *syncbuf.Buffer) *serveProc {
 	t.Helper()
 	cmd := exec.Command(bin, "serve")
 	for k, v := range env {

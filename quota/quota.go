@@ -53,7 +53,7 @@ func (e *Error) Error() string {
 func Spare(us []Usage) int64 {
 	spare := int64(math.MaxInt64)
 	for _, u := range us {
-		if u.External && !u.SpentUntil.IsZero() {
+		if !u.SpentUntil.IsZero() {
 			return 0 // WeCom refuses calls until SpentUntil
 		}
 		spare = min(spare, max(u.Limit-u.Used, 0))

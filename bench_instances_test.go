@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net/http"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/pendinglink/pendinglink/apiclient"
+	"github.com/pendinglink/pendinglink/handlers"
+	"github.com/pendinglink/pendinglink/store"
+	"github.com/pendinglink/pendinglink/wecom"
+	"github.com/pendinglink/pendinglink/wecom/wecomtest"
+)
+
+// BenchmarkBatchingAcrossInstances sends a burst of 1,500 adds (all
+// registered fans) round robin to 1 and to 3 real `serve` processes on a
+// fresh PostgreSQL database each and reports the batch lookup calls it cost
+// ("calls"; the minimum is 15). It needs PENDINGLINK_TEST_POSTGRES:
+//
+//	PENDINGLINK_TEST_POSTGRES=… go test -run XXX -bench BatchingAcrossInstances -benchtime 1x .
+func BenchmarkBatchingAcrossInstances(b *testing.B) {
+	bin := buildBinary(b)
+	for _, instances := range []int{1, 3} {
+		b.Run(fmt.Sprintf("instances=%d", instances), func(b *testing.B) {
+			calls, runs := 0, 0
+			for b.Loop() {
+				calls += burstOverInstances(b, bin, instances, 1500)
+				runs++
+			}
+			b.ReportMetric(float64(calls)/float64(runs), "calls")
+		})
+	}
+}
+
+// burstOverInstances runs one burst and returns the batch calls it cost.
+func burstOverInstances(b *testing.B, bin string, instances, customers int) int {
+	dsn := postgresForTest(b)
+	wc := wecomtest.NewServer(wecomtest.WithQuotas(wecomtest.Quota{Hour: 1 << 30, Day: 1 << 30, Month: 1 << 30}, wecomtest.Quota{}))
+	b.Cleanup(wc.Close)
+	dealer := wc.AddDealer("dealer-1", "staff-a")
+	token, aesKey, admin := wecomtest.RandomToken(16), wecomtest.RandomAESKey(), wecomtest.RandomToken(32)
+	env := fakeWeComEnv(wc, token, aesKey, admin, dsn, []wecomtest.Dealer{dealer})
+	env["WECOM_PENDING_QUOTA_HOUR"], env["WECOM_PENDING_QUOTA_DAY"], env["WECOM_PENDING_QUOTA_MONTH"] = "100000000", "100000000", "100000000"
+	env["PENDINGLINK_BACKFILL_EXISTING"] = "false"
+	delete(env, "PENDINGLINK_RESOLVE_WINDOW") // what is measured is the default window
+	logs := serveLog(b, 50)
+	client := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone(), Timeout: e2eTimeout}
+	senders := make([]*wecomtest.Sender, instances)
+	var api *apiclient.Client
+	for i := range senders {
+		e := maps.Clone(env)
+		e["PENDINGLINK_INSTANCE_ID"] = fmt.Sprintf("pl-%d", i)
+		p := startServe(b, bin, e, logs)
+		api = &apiclient.Client{BaseURL: "http://" + p.addr, Token: admin, HTTPClient: client}
+		s, err := wc.NewSender(wecomtest.SenderConfig{URL: "http://" + p.addr + handlers.DefaultCallbackPath, Token: token, EncodingAESKey: aesKey, HTTPClient: client})
+		require.NoError(b, err)
+		senders[i] = s
+	}
+
+	fans := make([]store.FanInput, customers)
+	events := make([]wecom.Event, customers)
+	for i := range events {
+		p := wc.AddPerson()
+		fans[i] = store.FanInput{UnionID: p.UnionID, OpenID: p.OpenID}
+		events[i] = wc.ContactEvent(wc.AddCustomer(dealer, p, "staff-a"), wecom.ChangeAddExternalContact)
+	}
+	for lo := 0; lo < len(fans); lo += 1000 {
+		_, err := api.RegisterFans(b.Context(), fans[lo:min(lo+1000, len(fans))])
+		require.NoError(b, err)
+	}
+	waitForStatus(b, api, "every fan registered", func(st apiclient.StatusResponse) bool { return st.Fans.Registered == int64(customers) })
+	before := wc.Calls(wecomtest.APIExternalUserIDToPendingID)
+
+	inParallel(24, customers, func(i int) {
+		_, err := senders[i%instances].Send(context.Background(), events[i])
+		if err != nil {
+			b.Errorf("send %d: %v", i, err)
+		}
+	})
+	waitForStatus(b, api, "every customer linked", func(st apiclient.StatusResponse) bool { return st.Links.Active == int64(customers) })
+	return wc.Calls(wecomtest.APIExternalUserIDToPendingID) - before
+}
