@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -85,8 +84,11 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 	jobErrors := &pipelineErrors{}
 	db, err := store.Open(ctx, store.Config{
 		DSN: cfg.DB, MaxConns: int(cfg.DBMaxConns), InstanceID: cfg.InstanceID, Logger: logger, Now: opts.Now, Workers: workers, ErrorHandler: jobErrors,
-		Jobs:         pipeline.Policy{Notify: cfg.WebhookURL != ""},
-		Queues:       pipeline.Queues(int(cfg.ResolveWorkers)),
+		Jobs:   pipeline.Policy{Notify: cfg.WebhookURL != ""},
+		Queues: pipeline.Queues(int(cfg.ResolveWorkers)),
+		// One instance at a time resolves, so a burst spread over several
+		// instances still fills each batch call as one instance would.
+		LeasedQueues: []string{pipeline.QueueResolve},
 		PeriodicJobs: pipeline.PeriodicJobs(cfg.RenewInterval, cfg.ReconcileInterval),
 		// River's default fetch cooldown (100 ms) is kept on purpose: fetching
 		// more often starved the callback path of the single write connection
@@ -134,14 +136,8 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 	if err != nil {
 		return nil, fmt.Errorf("wecom client: %w", err)
 	}
-	// How many instances share the database, from their heartbeats: each
-	// gets its share of the resolve jobs, so its coalescing window grows
-	// with their number and batches stay as full as with one instance.
-	instances := &atomic.Int32{}
-	instances.Store(1)
 	coalescer, err = pipeline.NewCoalescer(client, pipeline.CoalescerConfig{
 		Window: cfg.ResolveWindow, MaxWait: cfg.ResolveMaxWait, Logger: logger,
-		Instances: func() int { return int(instances.Load()) },
 		// A backlog that fills every resolve worker again (a burst, or a
 		// restart after an outage): let a partial group wait for it. Under a
 		// steady load the workers keep up and groups flush at Window.
@@ -210,7 +206,7 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 	if err != nil {
 		return nil, fmt.Errorf("PENDINGLINK_ADDR: %w", err)
 	}
-	if err := watchDowntime(refreshCtx, db, cfg, logger, opts.Now, instances); err != nil {
+	if err := watchDowntime(refreshCtx, db, cfg, logger, opts.Now); err != nil {
 		ln.Close()
 		return nil, err
 	}
@@ -298,20 +294,15 @@ func (s tokenStore) Token(ctx context.Context, key, reject string, now time.Time
 	return wecom.SharedToken{Token: t.Value, FetchedAt: t.FetchedAt, ExpiresAt: t.ExpiresAt}, err
 }
 
-// heartbeatEvery is how often a running instance says it is alive, and
-// countEvery how often it counts the instances alive.
-const (
-	heartbeatEvery = 15 * time.Second
-	countEvery     = 2 * time.Second
-)
+// heartbeatEvery is how often a running instance says it is alive.
+const heartbeatEvery = 15 * time.Second
 
 // watchDowntime starts a reconcile sweep when this start finds that no
 // instance was alive for longer than PENDINGLINK_RECONCILE_AFTER_DOWNTIME:
 // WeCom retries a callback only briefly, so adds made meanwhile are lost
 // unless unionid_to_external_userid finds them. Then it keeps this
-// instance's heartbeat until ctx ends, and counts the instances alive
-// into instances.
-func watchDowntime(ctx context.Context, db *store.DB, cfg config, logger *slog.Logger, now func() time.Time, instances *atomic.Int32) error {
+// instance's heartbeat until ctx ends.
+func watchDowntime(ctx context.Context, db *store.DB, cfg config, logger *slog.Logger, now func() time.Time) error {
 	host, _ := os.Hostname()
 	instance := fmt.Sprintf("%s-%d-%d", host, os.Getpid(), time.Now().UnixNano())
 	last, err := db.Heartbeat(ctx, instance)
@@ -326,21 +317,9 @@ func watchDowntime(ctx context.Context, db *store.DB, cfg config, logger *slog.L
 		logger.Warn("no instance ran for a while: callbacks may have been lost, reconciling",
 			"down_for", down.Round(time.Second).String(), "sweep", s.ID, "new_sweep", started, "fans", s.Remaining)
 	}
-	count := func() {
-		// Alive: seen within three heartbeats.
-		n, err := db.LiveInstances(ctx, now().Add(-3*heartbeatEvery))
-		if err == nil && n > 0 {
-			instances.Store(int32(n))
-		}
-	}
-	count()
 	go func() {
 		beat := time.NewTicker(heartbeatEvery)
 		defer beat.Stop()
-		// Counted more often than the heartbeat, so that instances starting
-		// together soon agree on their number.
-		recount := time.NewTicker(countEvery)
-		defer recount.Stop()
 		for {
 			select {
 			case <-ctx.Done():
@@ -349,8 +328,6 @@ func watchDowntime(ctx context.Context, db *store.DB, cfg config, logger *slog.L
 				if _, err := db.Heartbeat(ctx, instance); err != nil && ctx.Err() == nil {
 					logger.Warn("heartbeat failed", "err", err)
 				}
-			case <-recount.C:
-				count()
 			}
 		}
 	}()

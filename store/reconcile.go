@@ -108,9 +108,3 @@ type Backlog struct {
 func (db *DB) Backlog(ctx context.Context, registerKind string, after time.Time) (Backlog, error) {
 	return db.eng.backlog(ctx, registerKind, after)
 }
-
-// LiveInstances counts the instances whose heartbeat was seen at or after
-// since (this one included, once it has sent one).
-func (db *DB) LiveInstances(ctx context.Context, since time.Time) (int, error) {
-	return db.eng.liveInstances(ctx, since)
-}

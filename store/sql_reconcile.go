@@ -159,9 +159,3 @@ func (e *sqlEngine) backlog(ctx context.Context, kind string, after time.Time) (
 		since).Scan(&b.Unchecked)
 	return b, dbError("backlog", err)
 }
-
-func (e *sqlEngine) liveInstances(ctx context.Context, since time.Time) (int, error) {
-	var n int
-	err := e.read.QueryRowContext(ctx, `SELECT count(*) FROM heartbeats WHERE seen_at >= ?`, since.UnixMilli()).Scan(&n)
-	return n, dbError("live instances", err)
-}

@@ -40,6 +40,7 @@ func Exercise(t *testing.T, open func(tb testing.TB, cfg store.Config) *store.DB
 		{"SharedQuota", x.sharedQuota},
 		{"Close", x.close},
 		{"Start", x.start},
+		{"Lease", x.lease},
 		{"RecordResolution", x.recordResolution},
 		{"RecordFanPendingID", x.recordFanPendingID},
 		{"EndLinks", x.endLinks},
