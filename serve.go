@@ -47,9 +47,13 @@ type app struct {
 	// stopRefresh ends the background loops: the daily allow-list refresh
 	// and the heartbeat.
 	stopRefresh context.CancelFunc
-	httpSrv     *http.Server
-	addr        net.Addr
-	serveErr    chan error
+	// stopRegistrar ends the registrar loop; registrarDone closes when it
+	// has returned.
+	stopRegistrar context.CancelFunc
+	registrarDone chan struct{}
+	httpSrv       *http.Server
+	addr          net.Addr
+	serveErr      chan error
 }
 
 // appOptions are the seams the demo and tests use; serve passes none.
@@ -168,6 +172,7 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 		Store: db, WeCom: client, Coalescer: coalescer, Logger: logger,
 		RenewBefore: cfg.RenewBefore, Quota: pendingQuota, Now: opts.Now,
 		CheckExisting: cfg.Backfill, ExistingQuota: externalQuota, NotCustomerYetDelay: cfg.NotCustomerYetDelay,
+		RegisterConcurrency: int(cfg.RegisterConcurrency),
 	}
 	if cfg.WebhookURL != "" {
 		pcfg.Webhook = &pipeline.Webhook{URL: cfg.WebhookURL, Secret: cfg.WebhookSecret}
@@ -216,7 +221,7 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 	}
 	a := &app{
 		cfg: cfg, logger: logger, db: db, client: client, coalescer: coalescer, stopRefresh: stopRefresh,
-		addr: ln.Addr(), serveErr: make(chan error, 1),
+		addr: ln.Addr(), serveErr: make(chan error, 1), registrarDone: make(chan struct{}),
 		httpSrv: &http.Server{
 			Handler:           srv,
 			ReadHeaderTimeout: 10 * time.Second,
@@ -226,6 +231,13 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		},
 	}
+	// The registrar runs on one instance of a cluster at a time (a lease).
+	regCtx, stopRegistrar := context.WithCancel(context.WithoutCancel(ctx))
+	a.stopRegistrar = stopRegistrar
+	go func() {
+		defer close(a.registrarDone)
+		pl.RunRegistrar(regCtx)
+	}()
 	go func() { a.serveErr <- a.httpSrv.Serve(ln) }()
 	logger.Info("listening", "addr", a.addr.String(), "callback_path", cfg.CallbackPath)
 	return a, nil
@@ -269,6 +281,12 @@ func (a *app) shutdown(ctx context.Context) error {
 	var errs []error
 	if err := a.httpSrv.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+	}
+	// A registration cut off here stays queued: the next registrar does it.
+	a.stopRegistrar()
+	select {
+	case <-a.registrarDone:
+	case <-ctx.Done():
 	}
 	// River stops before the Coalescer closes, so running resolve jobs get
 	// their answers instead of ErrCoalescerClosed.

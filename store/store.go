@@ -348,17 +348,19 @@ type engine interface {
 	fansToCheck(ctx context.Context, limit int, includeNew bool) (FansToCheck, error)
 	finishSweep(ctx context.Context, id int64, now time.Time) error
 	heartbeat(ctx context.Context, instance string, now time.Time) (time.Time, error)
-	backlog(ctx context.Context, kind string, after time.Time) (Backlog, error)
+	backlog(ctx context.Context, after time.Time) (Backlog, error)
 	retryEvents(ctx context.Context, jobs jobInserter, f RetryFilter, now time.Time) (int64, error)
-	retryFans(ctx context.Context, jobs jobInserter, f RetryFilter, now time.Time) (int64, error)
+	retryFans(ctx context.Context, f RetryFilter, now time.Time) (int64, error)
 	failFan(ctx context.Context, unionID, reason string, now time.Time) error
 	setFanPriority(ctx context.Context, unionID string, priority int, now time.Time) error
-	registerFans(ctx context.Context, jobs jobInserter, fans []FanInput, opts RegisterOpts, now time.Time) (RegisterResult, error)
+	registerFans(ctx context.Context, fans []FanInput, opts RegisterOpts, now time.Time) (RegisterResult, error)
+	nextFans(ctx context.Context, limit int) ([]QueuedFan, error)
+	requeueFan(ctx context.Context, unionID, reason string, now time.Time) error
+	queuedFans(ctx context.Context) (map[int]int64, error)
 	findFan(ctx context.Context, unionID string, now time.Time) (*FanDetail, error)
 	findLinks(ctx context.Context, f LinkFilter) ([]Link, error)
 	findCustomer(ctx context.Context, corpID, externalUserID string) (*CustomerDetail, error)
 	fansToRenew(ctx context.Context, before, now time.Time, limit int) ([]FanInput, error)
-	countJobs(ctx context.Context, kind string) (int64, error)
 	hasAvailableJobs(ctx context.Context, queue string, atLeast int) (bool, error)
 	nextOutbox(ctx context.Context, linkID int64) (*OutboxItem, error)
 	claimOutbox(ctx context.Context, linkID int64, now time.Time, lease time.Duration) (*OutboxItem, error)
