@@ -145,8 +145,8 @@ func reportLatency(b *testing.B, latencies []time.Duration) {
 }
 
 // BenchmarkRegisterFans measures queueing a bulk import: RegisterFans with
-// batches of 1,000 new fans, each getting its register job (the pipeline's
-// unique one, through storetest.Policy). It reports fans queued per second.
+// batches of 1,000 new fans, each put in the registration queue (the fans
+// table). It reports fans queued per second.
 func BenchmarkRegisterFans(b *testing.B) {
 	b.Run("SQLite", func(b *testing.B) { benchRegister(b, storetest.MustOpen) })
 	b.Run("Postgres", func(b *testing.B) {

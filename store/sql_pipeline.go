@@ -524,29 +524,45 @@ func (e *sqlEngine) registerFans(ctx context.Context, fans []FanInput, opts Regi
 	err = e.withTx(ctx, "register fans", func(tx *sqlTx) error {
 		for lo := 0; lo < len(uniq); lo += registerChunk {
 			chunk := uniq[lo:min(lo+registerChunk, len(uniq))]
-			q, args := manyRows(`INSERT INTO fans (unionid, openid, priority, created_at, updated_at) VALUES `, len(chunk), 5,
-				func(i int) []any { return []any{chunk[i].UnionID, chunk[i].OpenID, -opts.Priority, nowMS, nowMS} })
+			known, err := knownFans(ctx, tx, chunk, nowMS)
+			if err != nil {
+				return err
+			}
+			// A new fan is queued by its insert, with its priority: one
+			// statement writes a chunk of an import of new fans.
+			q, args := manyRows(`INSERT INTO fans (unionid, openid, priority, importance, queued_at, queue_class, created_at, updated_at) VALUES `, len(chunk), 8,
+				func(i int) []any {
+					f := chunk[i]
+					var queued any
+					if _, old := known[f.UnionID]; !old && !opts.NoJob {
+						queued = nowMS
+					}
+					importance := f.Priority
+					if importance == 0 {
+						importance = DefaultFanPriority
+					}
+					return []any{f.UnionID, f.OpenID, -opts.Priority, importance, queued, opts.Priority, nowMS, nowMS}
+				})
 			if _, err := tx.ExecContext(ctx, q+` ON CONFLICT (unionid) DO UPDATE SET openid = excluded.openid, updated_at = excluded.updated_at`,
 				args...); err != nil {
 				return dbError("upsert fans", err)
 			}
-			if err := setPriorities(ctx, tx, chunk); err != nil {
-				return err
+			var old, todo []FanInput
+			for _, f := range chunk {
+				live, ok := known[f.UnionID]
+				switch {
+				case !ok:
+					res.Queued++
+					continue
+				case live && !opts.Renew:
+					res.Skipped++
+				default:
+					todo = append(todo, f)
+				}
+				old = append(old, f)
 			}
-			todo := chunk
-			if !opts.Renew {
-				live, err := liveFans(ctx, tx, chunk, nowMS)
-				if err != nil {
-					return err
-				}
-				todo = make([]FanInput, 0, len(chunk))
-				for _, f := range chunk {
-					if live[f.UnionID] {
-						res.Skipped++
-					} else {
-						todo = append(todo, f)
-					}
-				}
+			if err := setPriorities(ctx, tx, old); err != nil {
+				return err
 			}
 			if opts.NoJob || len(todo) == 0 {
 				res.Queued += len(todo)
@@ -672,9 +688,11 @@ func setPriorities(ctx context.Context, tx *sqlTx, fans []FanInput) error {
 	return nil
 }
 
-// liveFans returns which of fans hold a live pending_id.
-func liveFans(ctx context.Context, tx *sqlTx, fans []FanInput, nowMS int64) (map[string]bool, error) {
-	q, args := manyRows(`SELECT DISTINCT unionid FROM fan_pending_ids WHERE expires_at > ? AND unionid IN `, 1, len(fans),
+// knownFans returns which of fans are stored already, each with whether
+// it holds a live pending_id.
+func knownFans(ctx context.Context, tx *sqlTx, fans []FanInput, nowMS int64) (map[string]bool, error) {
+	q, args := manyRows(`SELECT f.unionid, EXISTS (SELECT 1 FROM fan_pending_ids p WHERE p.unionid = f.unionid AND p.expires_at > ?)
+		FROM fans f WHERE f.unionid IN `, 1, len(fans),
 		func(int) []any {
 			out := make([]any, len(fans))
 			for i, f := range fans {
@@ -684,18 +702,21 @@ func liveFans(ctx context.Context, tx *sqlTx, fans []FanInput, nowMS int64) (map
 		})
 	rows, err := tx.QueryContext(ctx, q, append([]any{nowMS}, args...)...)
 	if err != nil {
-		return nil, dbError("live fans", err)
+		return nil, dbError("known fans", err)
 	}
 	defer rows.Close()
-	live := make(map[string]bool)
+	known := make(map[string]bool)
 	for rows.Next() {
-		var u string
-		if err := rows.Scan(&u); err != nil {
-			return nil, dbError("live fans", err)
+		var (
+			u    string
+			live bool
+		)
+		if err := rows.Scan(&u, &live); err != nil {
+			return nil, dbError("known fans", err)
 		}
-		live[u] = true
+		known[u] = live
 	}
-	return live, dbError("live fans", rows.Err())
+	return known, dbError("known fans", rows.Err())
 }
 
 // manyRows appends n groups of width placeholders, "(?, ?), (?, ?)", to
