@@ -217,12 +217,20 @@ func (v *Validator) Transport(tb testing.TB, base http.RoundTripper) http.RoundT
 	tb.Cleanup(func() {
 		t.mu.Lock()
 		defer t.mu.Unlock()
-		for _, err := range t.mismatches {
+		for i, err := range t.mismatches {
+			if i == maxReported {
+				tb.Errorf("openapitest: and %d more mismatches", len(t.mismatches)-maxReported)
+				break
+			}
 			tb.Errorf("openapitest: %v", err)
 		}
 	})
 	return t
 }
+
+// maxReported bounds the mismatches a test prints: one bad schema can fail
+// every answer of a polling test.
+const maxReported = 10
 
 type transport struct {
 	v    *Validator
