@@ -160,3 +160,19 @@ func (r *recordingTB) runCleanups() {
 		r.cleanups[i]()
 	}
 }
+
+// BenchmarkValidator_Check measures what checking one answer adds to a
+// test's request: a page of 100 links, the largest answer tests poll.
+func BenchmarkValidator_Check(b *testing.B) {
+	v := openapitest.MustNew(b)
+	link := `{"id":1,"unionid":"test-u1","openid":"o1","pending_id":"p1","corp_id":"wwtest","external_userid":"wm1","user_id":"staff-a","active":true,"matched_at":"2026-03-01T08:00:00Z"}`
+	page := `{"links":[` + strings.TrimSuffix(strings.Repeat(link+",", 100), ",") + `],"next_cursor":"1"}`
+	req := httptest.NewRequestWithContext(b.Context(), "GET", "/v1/links?limit=100", nil)
+	req.Header.Set("Authorization", bearer)
+	h := http.Header{"Content-Type": {jsonType}}
+	for b.Loop() {
+		if err := v.Check(b.Context(), req, nil, http.StatusOK, h, []byte(page)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
