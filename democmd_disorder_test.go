@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/http"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pendinglink/pendinglink/apiclient"
+	"github.com/pendinglink/pendinglink/apiclient/openapitest"
 	"github.com/pendinglink/pendinglink/store"
 	"github.com/pendinglink/pendinglink/wecom"
 	"github.com/pendinglink/pendinglink/wecom/wecomtest"
@@ -72,7 +74,8 @@ func TestDisorderExistingHoldOutlivesRemoval(t *testing.T) {
 	require.NoError(t, err)
 	defer a.close()
 	base := "http://" + a.addr.String()
-	api := &apiclient.Client{BaseURL: base, Token: testAdminToken}
+	api := &apiclient.Client{BaseURL: base, Token: testAdminToken,
+		HTTPClient: &http.Client{Transport: openapitest.MustNew(t).Transport(t, nil)}}
 	sender := wc.Sender(base+cfg.CallbackPath, testToken, testAESKey)
 
 	p := wc.AddPerson()

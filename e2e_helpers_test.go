@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pendinglink/pendinglink/apiclient"
+	"github.com/pendinglink/pendinglink/apiclient/openapitest"
 	"github.com/pendinglink/pendinglink/internal/syncbuf"
 	"github.com/pendinglink/pendinglink/store"
 	"github.com/pendinglink/pendinglink/wecom"
@@ -125,13 +126,16 @@ func startE2E(t *testing.T, opts e2eOptions) *e2eWorld {
 		t.Cleanup(func() { close(stop); <-done })
 	}
 
+	// Every answer the test sees, from /v1 or the callback URL, is checked
+	// against the OpenAPI document.
+	doc := openapitest.MustNew(t)
 	w := &e2eWorld{
 		t: t, wc: wc, logs: serveLog(t, 150),
 		token: wecomtest.RandomToken(16), aesKey: wecomtest.RandomAESKey(), admin: wecomtest.RandomToken(32),
-		api: &http.Client{Timeout: e2eTimeout}, run: &e2eRun{},
+		api: &http.Client{Timeout: e2eTimeout, Transport: doc.Transport(t, nil)}, run: &e2eRun{},
 	}
 	w.calls = &callRecorder{base: wc.HTTPClient().Transport}
-	w.callbacks = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	w.callbacks = &http.Client{Transport: doc.Transport(t, http.DefaultTransport.(*http.Transport).Clone())}
 	if opts.Dealers == 0 {
 		opts.Dealers = 1
 	}

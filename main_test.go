@@ -23,6 +23,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pendinglink/pendinglink/apiclient"
+	"github.com/pendinglink/pendinglink/apiclient/openapitest"
 	"github.com/pendinglink/pendinglink/handlers"
 	"github.com/pendinglink/pendinglink/internal/syncbuf"
 	"github.com/pendinglink/pendinglink/store"
@@ -156,7 +157,8 @@ func TestRun(t *testing.T) {
 		}()
 		addr := waitListening(t, pr)
 		go io.Copy(io.Discard, pr)
-		resp, err := http.Get("http://" + addr + "/healthz")
+		client := &http.Client{Transport: openapitest.MustNew(t).Transport(t, nil)}
+		resp, err := client.Get("http://" + addr + "/healthz")
 		require.NoError(t, err)
 		resp.Body.Close()
 		require.Equal(t, http.StatusOK, resp.StatusCode)
@@ -247,7 +249,7 @@ func TestServe_KillNineMidBurstKeepsAcknowledgedEventsOnce(t *testing.T) {
 
 	// Restart on the same file: recovery must cope with the crash.
 	second := rig.start()
-	resp, err := http.Get("http://" + second.addr + "/readyz")
+	resp, err := rig.client.Get("http://" + second.addr + "/readyz")
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
@@ -304,8 +306,9 @@ type killRig struct {
 // is at start.
 func newKillRig(t *testing.T, wc *wecomtest.Server, token, aesKey string, env map[string]string, senders int) *killRig {
 	t.Helper()
-	client := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
-	client.Transport.(*http.Transport).MaxIdleConnsPerHost = senders
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = senders
+	client := &http.Client{Transport: openapitest.MustNew(t).Transport(t, tr)}
 	return &killRig{t: t, bin: buildBinary(t), env: env, logs: serveLog(t, 100), wc: wc,
 		token: token, aesKey: aesKey, senders: senders, client: client}
 }

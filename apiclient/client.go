@@ -217,9 +217,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) (int,
 // answerMessage extracts {"error": …} from an error answer, or a short
 // excerpt of anything else.
 func answerMessage(data []byte) string {
-	var e struct {
-		Error string `json:"error"`
-	}
+	var e ErrorResponse
 	if json.Unmarshal(data, &e) == nil && e.Error != "" {
 		return e.Error
 	}

@@ -9,6 +9,14 @@ import (
 // MaxFansPerBatch caps POST /v1/fans/batch.
 const MaxFansPerBatch = 1000
 
+// ErrorResponse is the one shape of every error answer (4xx and 5xx) of
+// every route.
+type ErrorResponse struct {
+	// Error says what is wrong, naming the parameter at fault; a 5xx says
+	// only "internal error" (the cause is logged, never sent).
+	Error string `json:"error"`
+}
+
 // FanResponse is the body of fan endpoints.
 type FanResponse struct {
 	*store.FanDetail

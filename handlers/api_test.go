@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pendinglink/pendinglink/apiclient"
+	"github.com/pendinglink/pendinglink/apiclient/openapitest"
 	"github.com/pendinglink/pendinglink/crypto"
 	"github.com/pendinglink/pendinglink/handlers"
 	"github.com/pendinglink/pendinglink/pipeline"
@@ -31,9 +32,12 @@ var apiNow = time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC)
 
 // apiBundle is a server with the pipeline routes on a real store.
 type apiBundle struct {
-	db    *store.DB
-	wecom *pipelinetest.FakeWeCom
-	srv   *httptest.Server
+	db     *store.DB
+	wecom  *pipelinetest.FakeWeCom
+	server *handlers.Server
+	srv    *httptest.Server
+	// client checks every exchange against the OpenAPI document.
+	client *http.Client
 }
 
 type apiOpts struct {
@@ -75,7 +79,8 @@ func setupAPI(t *testing.T, opts apiOpts) *apiBundle {
 	require.NoError(t, err)
 	srv := httptest.NewServer(s)
 	t.Cleanup(srv.Close)
-	return &apiBundle{db: db, wecom: opts.wecom, srv: srv}
+	client := &http.Client{Transport: openapitest.MustNew(t).Transport(t, srv.Client().Transport)}
+	return &apiBundle{db: db, wecom: opts.wecom, server: s, srv: srv, client: client}
 }
 
 // do sends an authorised request and returns the status and body.
@@ -95,7 +100,7 @@ func (b *apiBundle) do(t *testing.T, method, path string, body any) (int, []byte
 	require.NoError(t, err)
 	req.Header.Set("Authorization", "Bearer "+testAdminToken)
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := b.srv.Client().Do(req)
+	resp, err := b.client.Do(req)
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	out, err := io.ReadAll(resp.Body)
@@ -495,7 +500,7 @@ func TestAPI_RequiresToken(t *testing.T) {
 			if header != "" {
 				req.Header.Set("Authorization", header)
 			}
-			resp, err := b.srv.Client().Do(req)
+			resp, err := b.client.Do(req)
 			require.NoError(t, err)
 			resp.Body.Close()
 			require.Equal(t, http.StatusUnauthorized, resp.StatusCode, "%s %s %s", name, route.method, route.path)

@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pendinglink/pendinglink/apiclient"
+	"github.com/pendinglink/pendinglink/apiclient/openapitest"
 	"github.com/pendinglink/pendinglink/crypto"
 	"github.com/pendinglink/pendinglink/handlers"
 	"github.com/pendinglink/pendinglink/pipeline"
@@ -46,6 +47,8 @@ type testBundle struct {
 	now     time.Time
 	nonce   atomic.Int64
 	policy  *handlers.ReceiveIDPolicy
+	// client checks every exchange against the OpenAPI document.
+	client *http.Client
 }
 
 type setupOpts struct {
@@ -85,6 +88,7 @@ func setup(t *testing.T, opts setupOpts) *testBundle {
 	tb.handler = s
 	tb.srv = httptest.NewServer(s)
 	t.Cleanup(tb.srv.Close)
+	tb.client = &http.Client{Transport: openapitest.MustNew(t).Transport(t, tb.srv.Client().Transport)}
 	return tb
 }
 
@@ -110,7 +114,7 @@ func (tb *testBundle) seal(t *testing.T, msg []byte, receiveID string) (string, 
 
 func (tb *testBundle) post(t *testing.T, u string, body []byte) (int, string) {
 	t.Helper()
-	resp, err := http.Post(u, "text/xml", bytes.NewReader(body))
+	resp, err := tb.client.Post(u, "text/xml", bytes.NewReader(body))
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
@@ -135,7 +139,7 @@ func (tb *testBundle) getStatus(t *testing.T, auth string) *http.Response {
 	if auth != "" {
 		req.Header.Set("Authorization", auth)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := tb.client.Do(req)
 	require.NoError(t, err)
 	return resp
 }
@@ -192,7 +196,7 @@ func TestCallback_VectorC(t *testing.T) {
 		q := url.Values{"msg_signature": {sig}, "timestamp": {"1700000000"}, "nonce": {"1234567890"}, "echostr": {encrypt}}
 		raw := q.Encode()
 		require.Equal(t, 15, strings.Count(raw, "%2B"), "echostr must travel URL-encoded")
-		resp, err := http.Get(tb.srv.URL + handlers.DefaultCallbackPath + "?" + raw)
+		resp, err := tb.client.Get(tb.srv.URL + handlers.DefaultCallbackPath + "?" + raw)
 		require.NoError(t, err)
 		defer resp.Body.Close()
 		got, err := io.ReadAll(resp.Body)
@@ -554,7 +558,7 @@ func TestCallback_VerifyURLRejections(t *testing.T) {
 	ts := strconv.FormatInt(tb.now.Unix(), 10)
 
 	get := func(q url.Values) (int, string) {
-		resp, err := http.Get(tb.srv.URL + handlers.DefaultCallbackPath + "?" + q.Encode())
+		resp, err := tb.client.Get(tb.srv.URL + handlers.DefaultCallbackPath + "?" + q.Encode())
 		require.NoError(t, err)
 		defer resp.Body.Close()
 		b, err := io.ReadAll(resp.Body)
@@ -600,7 +604,7 @@ func TestCallback_StoreFailure(t *testing.T) {
 	require.Equal(t, http.StatusServiceUnavailable, code)
 	require.NotContains(t, body, "disk", "causes stay out of responses")
 
-	resp, err := http.Get(tb.srv.URL + "/readyz")
+	resp, err := tb.client.Get(tb.srv.URL + "/readyz")
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
@@ -636,14 +640,14 @@ func TestServer_Admin(t *testing.T) {
 	})
 	t.Run("HealthAndReady", func(t *testing.T) {
 		for _, p := range []string{"/healthz", "/readyz"} {
-			resp, err := http.Get(tb.srv.URL + p)
+			resp, err := tb.client.Get(tb.srv.URL + p)
 			require.NoError(t, err)
 			resp.Body.Close()
 			require.Equal(t, http.StatusOK, resp.StatusCode, p)
 		}
 	})
 	t.Run("Metrics", func(t *testing.T) {
-		resp, err := http.Get(tb.srv.URL + "/metrics")
+		resp, err := tb.client.Get(tb.srv.URL + "/metrics")
 		require.NoError(t, err)
 		defer resp.Body.Close()
 		b, err := io.ReadAll(resp.Body)

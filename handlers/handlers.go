@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/pendinglink/pendinglink/apiclient"
 	"github.com/pendinglink/pendinglink/crypto"
 	"github.com/pendinglink/pendinglink/pipeline"
 	"github.com/pendinglink/pendinglink/quota"
@@ -226,6 +227,7 @@ func New(cfg Config) (*Server, error) {
 	e.GET("/readyz", s.ready)
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})))
 
+	e.GET(OpenAPIPath, openAPI()) // no token: see OpenAPIPath
 	v1 := e.Group("/v1", s.requireAdmin)
 	v1.GET("/status", s.status)
 	if cfg.Pipeline != nil {
@@ -256,7 +258,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 	if c.Request().Method == http.MethodHead {
 		err = c.NoContent(code)
 	} else {
-		err = c.JSON(code, map[string]string{"error": msg})
+		err = c.JSON(code, apiclient.ErrorResponse{Error: msg})
 	}
 	if err != nil {
 		s.cfg.Logger.Error("write error response", "err", err)
@@ -281,7 +283,9 @@ func (s *Server) ready(c echo.Context) error {
 	defer cancel()
 	if err := s.cfg.Store.Ping(ctx); err != nil {
 		s.cfg.Logger.Warn("readiness check failed", "err", err)
-		return c.String(http.StatusServiceUnavailable, "database unreachable")
+		// The one error shape, written here rather than by handleError,
+		// which would log a probe's expected 503 as a failed request.
+		return c.JSON(http.StatusServiceUnavailable, apiclient.ErrorResponse{Error: "database unreachable"})
 	}
 	return c.String(http.StatusOK, "ok")
 }
