@@ -56,6 +56,7 @@ func Exercise(t *testing.T, open func(tb testing.TB, cfg store.Config) *store.DB
 		{"CountJobs", x.countJobs},
 		{"Outbox", x.outbox},
 		{"PipelineStatus", x.pipelineStatus},
+		{"Gauges", x.gauges},
 	} {
 		t.Run(group.name, func(t *testing.T) {
 			t.Parallel()
