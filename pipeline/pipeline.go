@@ -28,6 +28,7 @@ type Store interface {
 	reconcileStore
 	chatMembersStore
 	forecastStore
+	gaugeStore
 	// PipelineStatus returns the counters /v1/status shows for the pipeline.
 	PipelineStatus(ctx context.Context, expiringWithin time.Duration) (store.PipelineStatus, error)
 }
