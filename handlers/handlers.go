@@ -139,6 +139,13 @@ type Config struct {
 	// Quota is the unionid_to_pending_id limiter, whose windows /v1/status
 	// shows. Optional.
 	Quota QuotaUsage
+	// Gauges, when set, adds the database-wide gauges to /metrics (events,
+	// fans, links, River jobs, quota forecast, webhook outbox). Optional:
+	// pass the *pipeline.Pipeline.
+	Gauges GaugeSource
+	// GaugesMaxAge is how long those figures are reused between scrapes.
+	// Defaults to DefaultGaugesMaxAge.
+	GaugesMaxAge time.Duration
 }
 
 // QuotaUsage reports a quota's windows; *quota.Limiter implements it.
@@ -201,10 +208,11 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.WeCom != nil {
-		if err := cfg.Registerer.Register(blockedGauge(cfg.WeCom)); err != nil {
-			return nil, fmt.Errorf("handlers: register metrics: %w", err)
-		}
+	if cfg.GaugesMaxAge <= 0 {
+		cfg.GaugesMaxAge = DefaultGaugesMaxAge
+	}
+	if err := registerCollectors(cfg); err != nil {
+		return nil, err
 	}
 
 	e := echo.New()
