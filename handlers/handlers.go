@@ -146,6 +146,10 @@ type Config struct {
 	// GaugesMaxAge is how long those figures are reused between scrapes.
 	// Defaults to DefaultGaugesMaxAge.
 	GaugesMaxAge time.Duration
+	// JobsUI, when set, is served under JobsUIPrefix behind the admin
+	// token: River's web UI (riverui), built by main so that handlers
+	// imports no River package. Optional.
+	JobsUI http.Handler
 }
 
 // QuotaUsage reports a quota's windows; *quota.Limiter implements it.
@@ -233,6 +237,10 @@ func New(cfg Config) (*Server, error) {
 	e.GET("/healthz", func(c echo.Context) error { return c.String(http.StatusOK, "ok") })
 	e.GET("/readyz", s.ready)
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})))
+
+	if cfg.JobsUI != nil {
+		s.mountJobsUI(e, cfg.JobsUI)
+	}
 
 	v1 := e.Group("/v1", s.requireAdmin)
 	v1.GET("/status", s.status)
