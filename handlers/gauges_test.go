@@ -33,6 +33,11 @@ func (g *gaugeSourceFunc) Gauges(ctx context.Context) (pipeline.Gauges, error) {
 	return g.GaugesFunc(ctx)
 }
 
+// gaugesOf is a source that always answers g.
+func gaugesOf(g pipeline.Gauges) *gaugeSourceFunc {
+	return &gaugeSourceFunc{GaugesFunc: func(context.Context) (pipeline.Gauges, error) { return g, nil }}
+}
+
 // metricsBundle is a server whose /metrics holds the gauges of src and the
 // WeCom counters of wc, read through reg.
 type metricsBundle struct {
@@ -83,7 +88,7 @@ func TestMetrics_Gauges(t *testing.T) {
 			},
 			Webhook: &store.OutboxStatus{Undelivered: 6, Failing: 1, Oldest: apiNow.Add(-10 * time.Minute)},
 		}
-		b := setupMetrics(t, &gaugeSourceFunc{GaugesFunc: func(context.Context) (pipeline.Gauges, error) { return g, nil }}, nil)
+		b := setupMetrics(t, gaugesOf(g), nil)
 		err := testutil.GatherAndCompare(b.reg, strings.NewReader(`
 # HELP pendinglink_backlog Work waiting for WeCom quota: registrations (interactive, bulk, renewal) and existing-customer checks.
 # TYPE pendinglink_backlog gauge
@@ -140,7 +145,7 @@ pendinglink_webhook_oldest_undelivered_seconds 600
 
 	t.Run("NoWebhookNoWebhookSeries", func(t *testing.T) {
 		t.Parallel()
-		b := setupMetrics(t, &gaugeSourceFunc{GaugesFunc: func(context.Context) (pipeline.Gauges, error) { return pipeline.Gauges{}, nil }}, nil)
+		b := setupMetrics(t, gaugesOf(pipeline.Gauges{}), nil)
 		n, err := testutil.GatherAndCount(b.reg, "pendinglink_webhook_undelivered", "pendinglink_webhook_failing")
 		require.NoError(t, err)
 		require.Zero(t, n, "without a webhook, undelivered notifications are expected and not reported")
@@ -148,7 +153,7 @@ pendinglink_webhook_oldest_undelivered_seconds 600
 
 	t.Run("ReusesFiguresWithinMaxAge", func(t *testing.T) {
 		t.Parallel()
-		src := &gaugeSourceFunc{GaugesFunc: func(context.Context) (pipeline.Gauges, error) { return pipeline.Gauges{}, nil }}
+		src := gaugesOf(pipeline.Gauges{})
 		b := setupMetrics(t, src, nil)
 		_, err := b.reg.Gather()
 		require.NoError(t, err)
@@ -179,7 +184,7 @@ pendinglink_webhook_oldest_undelivered_seconds 600
 			return wecom.Stats{Calls: map[string]int64{wecom.APIUnionIDToPendingID: 9}, Errors: map[int]int64{60020: 2},
 				TransportErrors: 3, QuotaRejected: 4, Blocked: []wecom.Blocked{{API: wecom.APIUnionIDToPendingID, Code: 60020}}}
 		}}
-		b := setupMetrics(t, &gaugeSourceFunc{GaugesFunc: func(context.Context) (pipeline.Gauges, error) { return pipeline.Gauges{}, nil }}, wc)
+		b := setupMetrics(t, gaugesOf(pipeline.Gauges{}), wc)
 		require.InDelta(t, 9, gathered(t, b.reg, "pendinglink_wecom_calls_total", "api", wecom.APIUnionIDToPendingID), 0)
 		require.InDelta(t, 2, gathered(t, b.reg, "pendinglink_wecom_errors_total", "errcode", "60020"), 0)
 		require.InDelta(t, 3, gathered(t, b.reg, "pendinglink_wecom_transport_errors_total", "", ""), 0)
