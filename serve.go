@@ -183,7 +183,7 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 	pl.AddWorkers(workers)
 	jobErrors.ErrorHandler = pl
 
-	jobsUI, err := newJobsUI(refreshCtx, db, logger)
+	jobsUI, err := newJobsUI(db, logger)
 	if err != nil {
 		return nil, err
 	}
