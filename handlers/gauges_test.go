@@ -100,7 +100,7 @@ pendinglink_backlog{work="interactive"} 0
 pendinglink_backlog_done_seconds{work="bulk"} 5400
 pendinglink_backlog_done_seconds{work="checks"} 60
 pendinglink_backlog_done_seconds{work="interactive"} 0
-# HELP pendinglink_database_up 1 if the database figures below were read at the last scrape, 0 if the read failed.
+# HELP pendinglink_database_up 1 if the last read of the database figures below succeeded, 0 if it failed.
 # TYPE pendinglink_database_up gauge
 pendinglink_database_up 1
 # HELP pendinglink_fans_expiring Fans whose newest pending_id is live and expires within the given time.
