@@ -184,6 +184,10 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 	pl.AddWorkers(workers)
 	jobErrors.ErrorHandler = pl
 
+	jobsUI, err := newJobsUI(db, logger)
+	if err != nil {
+		return nil, err
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv, err := handlers.New(handlers.Config{
@@ -201,6 +205,8 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 		Pipeline:     pl,
 		WeCom:        client,
 		Quota:        pendingQuota,
+		Gauges:       pl,
+		JobsUI:       jobsUI,
 
 		RefreshReceiveIDs: refreshReceiveIDs,
 	})

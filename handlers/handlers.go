@@ -140,6 +140,17 @@ type Config struct {
 	// Quota is the unionid_to_pending_id limiter, whose windows /v1/status
 	// shows. Optional.
 	Quota QuotaUsage
+	// Gauges, when set, adds the database-wide gauges to /metrics (events,
+	// fans, links, River jobs, quota forecast, webhook outbox). Optional:
+	// pass the *pipeline.Pipeline.
+	Gauges GaugeSource
+	// GaugesMaxAge is how long those figures are reused between scrapes.
+	// Defaults to DefaultGaugesMaxAge.
+	GaugesMaxAge time.Duration
+	// JobsUI, when set, is served under JobsUIPrefix behind the admin
+	// token: River's web UI (riverui), built by main so that handlers
+	// imports no River package. Optional.
+	JobsUI http.Handler
 }
 
 // QuotaUsage reports a quota's windows; *quota.Limiter implements it.
@@ -202,10 +213,11 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.WeCom != nil {
-		if err := cfg.Registerer.Register(blockedGauge(cfg.WeCom)); err != nil {
-			return nil, fmt.Errorf("handlers: register metrics: %w", err)
-		}
+	if cfg.GaugesMaxAge <= 0 {
+		cfg.GaugesMaxAge = DefaultGaugesMaxAge
+	}
+	if err := registerCollectors(cfg); err != nil {
+		return nil, err
 	}
 
 	e := echo.New()
@@ -228,6 +240,10 @@ func New(cfg Config) (*Server, error) {
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})))
 
 	e.GET(OpenAPIPath, openAPI()) // no token: see OpenAPIPath
+	if cfg.JobsUI != nil {
+		s.mountJobsUI(e, cfg.JobsUI)
+	}
+
 	v1 := e.Group("/v1", s.requireAdmin)
 	v1.GET("/status", s.status)
 	if cfg.Pipeline != nil {

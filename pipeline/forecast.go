@@ -52,6 +52,19 @@ type forecastStore interface {
 // Forecast reports the quota windows, live fans and the backlog with the
 // times the quota lets it finish.
 func (p *Pipeline) Forecast(ctx context.Context) (Forecast, error) {
+	ps, err := p.cfg.Store.PipelineStatus(ctx, forecastExpiring)
+	if err != nil {
+		return Forecast{}, err
+	}
+	return p.forecast(ctx, ps)
+}
+
+// forecastExpiring is the horizon of Forecast.ExpiringWithin7Days.
+const forecastExpiring = 7 * 24 * time.Hour
+
+// forecast is Forecast on pipeline counters already read with the
+// forecastExpiring horizon.
+func (p *Pipeline) forecast(ctx context.Context, ps store.PipelineStatus) (Forecast, error) {
 	now := p.cfg.Now()
 	var f Forecast
 	if p.cfg.Quota != nil {
@@ -59,10 +72,6 @@ func (p *Pipeline) Forecast(ctx context.Context) (Forecast, error) {
 	}
 	if p.cfg.ExistingQuota != nil {
 		f.Existing = p.cfg.ExistingQuota.Usage()
-	}
-	ps, err := p.cfg.Store.PipelineStatus(ctx, 7*24*time.Hour)
-	if err != nil {
-		return f, err
 	}
 	f.LivePendingIDs, f.ExpiringWithin7Days = ps.FansValid, ps.FansExpiring
 	f.Sustainable = sustainable(f.Pending, store.PendingIDLifetime-p.cfg.RenewBefore)

@@ -29,6 +29,7 @@ type Store interface {
 	chatMembersStore
 	registrarStore
 	forecastStore
+	gaugeStore
 	// PipelineStatus returns the counters /v1/status shows for the pipeline.
 	PipelineStatus(ctx context.Context, expiringWithin time.Duration) (store.PipelineStatus, error)
 }

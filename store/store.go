@@ -366,6 +366,10 @@ type engine interface {
 	claimOutbox(ctx context.Context, linkID int64, now time.Time, lease time.Duration) (*OutboxItem, error)
 	markOutbox(ctx context.Context, id int64, errMsg string, now time.Time) error
 	pipelineStatus(ctx context.Context, now time.Time, expiringWithin time.Duration) (PipelineStatus, error)
+	// The gauges of /metrics (gauges.go).
+	jobCounts(ctx context.Context) ([]JobCount, error)
+	outboxStatus(ctx context.Context) (OutboxStatus, error)
+	countFansExpiring(ctx context.Context, now time.Time, within time.Duration) (int64, error)
 
 	// writePool is the pool River uses; its transactions are *sql.Tx.
 	writePool() *sql.DB

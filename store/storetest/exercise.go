@@ -57,6 +57,7 @@ func Exercise(t *testing.T, open func(tb testing.TB, cfg store.Config) *store.DB
 		{"RegistrationQueue", x.registrationQueue},
 		{"Outbox", x.outbox},
 		{"PipelineStatus", x.pipelineStatus},
+		{"Gauges", x.gauges},
 	} {
 		t.Run(group.name, func(t *testing.T) {
 			t.Parallel()

@@ -1,0 +1,54 @@
+package store
+
+import (
+	"context"
+	"time"
+)
+
+func (e *sqlEngine) jobCounts(ctx context.Context) ([]JobCount, error) {
+	// River's fetch index starts with (state, queue), so this reads the
+	// unfinished and discarded jobs only, never the completed ones.
+	rows, err := e.read.QueryContext(ctx, `SELECT queue, state, count(*) FROM river_job
+		WHERE state IN ('available', 'scheduled', 'retryable', 'running', 'pending', 'discarded')
+		GROUP BY queue, state ORDER BY queue, state`)
+	if err != nil {
+		return nil, dbError("job counts", err)
+	}
+	defer rows.Close()
+	var out []JobCount
+	for rows.Next() {
+		var c JobCount
+		if err := rows.Scan(&c.Queue, &c.State, &c.Count); err != nil {
+			return nil, dbError("job counts", err)
+		}
+		out = append(out, c)
+	}
+	return out, dbError("job counts", rows.Err())
+}
+
+func (e *sqlEngine) outboxStatus(ctx context.Context) (OutboxStatus, error) {
+	var (
+		s      OutboxStatus
+		oldest *int64
+	)
+	// The partial indexes on delivered_at IS NULL keep this to the rows
+	// still waiting.
+	err := e.read.QueryRowContext(ctx, `SELECT count(*),
+		coalesce(sum(CASE WHEN last_error <> '' THEN 1 ELSE 0 END), 0), min(created_at)
+		FROM outbox WHERE delivered_at IS NULL`).Scan(&s.Undelivered, &s.Failing, &oldest)
+	if err != nil {
+		return s, dbError("outbox status", err)
+	}
+	if oldest != nil {
+		s.Oldest = time.UnixMilli(*oldest).UTC()
+	}
+	return s, nil
+}
+
+func (e *sqlEngine) countFansExpiring(ctx context.Context, now time.Time, within time.Duration) (int64, error) {
+	var n int64
+	err := e.read.QueryRowContext(ctx, `SELECT count(*) FROM
+		(SELECT unionid, max(expires_at) AS exp FROM fan_pending_ids GROUP BY unionid) AS p
+		WHERE exp > ? AND exp <= ?`, now.UnixMilli(), now.Add(within).UnixMilli()).Scan(&n)
+	return n, dbError("count expiring fans", err)
+}
