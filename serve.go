@@ -122,12 +122,10 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 	if err != nil {
 		return nil, fmt.Errorf("quota: %w", err)
 	}
-	client, err = wecom.NewClient(wecom.Config{
-		BaseURL: cfg.APIBase, CorpID: cfg.CorpID, AgentID: cfg.AgentID, CorpSecret: cfg.CorpSecret,
-		HTTPClient: opts.HTTPClient, Logger: logger, Now: opts.Now, PendingToken: cfg.PendingToken,
-		PendingIDQuota: pendingQuota, ExternalUserIDQuota: externalQuota, TokenRefreshInterval: cfg.TokenRefresh,
-		TokenStore: tokenStore{db},
-	})
+	wcfg := wecomConfig(cfg)
+	wcfg.HTTPClient, wcfg.Logger, wcfg.Now = opts.HTTPClient, logger, opts.Now
+	wcfg.PendingIDQuota, wcfg.ExternalUserIDQuota, wcfg.TokenStore = pendingQuota, externalQuota, tokenStore{db}
+	client, err = wecom.NewClient(wcfg)
 	if err != nil {
 		return nil, fmt.Errorf("wecom client: %w", err)
 	}
@@ -275,6 +273,15 @@ func (a *app) shutdown(ctx context.Context) error {
 	}
 	a.client.Close()
 	return errors.Join(errs...)
+}
+
+// wecomConfig is the WeCom client's configuration from cfg; serve adds its
+// store, quotas and logger, check uses it as is.
+func wecomConfig(cfg config) wecom.Config {
+	return wecom.Config{
+		BaseURL: cfg.APIBase, CorpID: cfg.CorpID, AgentID: cfg.AgentID, CorpSecret: cfg.CorpSecret,
+		PendingToken: cfg.PendingToken, TokenRefreshInterval: cfg.TokenRefresh,
+	}
 }
 
 // quotaConfigs are the limiters of unionid_to_pending_id and
