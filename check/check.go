@@ -35,15 +35,15 @@ const (
 // Names of the lines, in the order Run reports them. README.md documents
 // each.
 const (
-	LineCallbackKeys  = "callback keys"
-	LineSecret        = "corp id and secret"
-	LineSharedApp     = "shared app"
-	LineTrustedIP     = "trusted IP"
-	LinePendingID     = "pending_id permission"
-	LineDatabase      = "database"
-	LineQuota         = "quota"
-	LineCallbackURL   = "callback URL"
-	LineWebhook       = "webhook"
+	LineCallbackKeys = "callback keys"
+	LineSecret       = "corp id and secret"
+	LineSharedApp    = "shared app"
+	LineTrustedIP    = "trusted IP"
+	LinePendingID    = "pending_id permission"
+	LineDatabase     = "database"
+	LineQuota        = "quota"
+	LineCallbackURL  = "callback URL"
+	LineWebhook      = "webhook"
 )
 
 // Line is one item of the checklist.
