@@ -105,6 +105,11 @@ func echoHandler(cr *crypto.Crypt) http.Handler {
 	})
 }
 
+// failNext is a case's setup that scripts WeCom's next answer to api.
+func failNext(api string, errcode int) func(*testing.T, *testBundle) {
+	return func(_ *testing.T, b *testBundle) { b.wc.FailNext(api, wecomtest.Fault{Errcode: errcode}) }
+}
+
 // want is what a case expects of one line.
 type want struct {
 	mark     check.Mark
@@ -127,7 +132,12 @@ func TestRun(t *testing.T) {
 			check.LineWebhook:      {check.Pass, []string{"acknowledged a signed test delivery"}},
 		}
 	}
-	notChecked := want{check.Skip, []string{"not checked: needs an access token"}}
+	// noToken is what a case expects when gettoken fails: secret, and the
+	// checks that need a token not made.
+	noToken := func(secret want) map[string]want {
+		notChecked := want{check.Skip, []string{"not checked: needs an access token"}}
+		return map[string]want{check.LineSecret: secret, check.LineSharedApp: notChecked, check.LineTrustedIP: notChecked, check.LinePendingID: notChecked}
+	}
 
 	for _, tc := range []struct {
 		name    string
@@ -156,34 +166,17 @@ func TestRun(t *testing.T) {
 		{
 			name:  "WrongCorpID",
 			setup: func(t *testing.T, b *testBundle) { b.cfg.WeCom.CorpID = "wwtestnosuchcorp" },
-			want: map[string]want{
-				check.LineSecret:    {check.Fail, []string{"WeCom does not know corp id wwtestnosuchcorp (40013)", "我的企业 → 企业信息 → 企业ID / My Company"}},
-				check.LineSharedApp: notChecked,
-				check.LineTrustedIP: notChecked,
-				check.LinePendingID: notChecked,
-			},
+			want:  noToken(want{check.Fail, []string{"WeCom does not know corp id wwtestnosuchcorp (40013)", "我的企业 → 企业信息 → 企业ID / My Company"}}),
 		},
 		{
 			name:  "WrongSecret",
 			setup: func(t *testing.T, b *testBundle) { b.cfg.WeCom.CorpSecret = "testsecret-wrong" },
-			want: map[string]want{
-				check.LineSecret:    {check.Fail, []string{"WeCom refused WECOM_CORP_SECRET", "(40001)", "应用管理 → [AgentId 1000002] → Secret → 查看 / App Management"}},
-				check.LineSharedApp: notChecked,
-				check.LineTrustedIP: notChecked,
-				check.LinePendingID: notChecked,
-			},
+			want:  noToken(want{check.Fail, []string{"WeCom refused WECOM_CORP_SECRET", "(40001)", "应用管理 → [AgentId 1000002] → Secret → 查看 / App Management"}}),
 		},
 		{
-			name: "SecretOfAnotherCorp",
-			setup: func(t *testing.T, b *testBundle) {
-				b.wc.FailNext(wecomtest.APIGetToken, wecomtest.Fault{Errcode: 40091})
-			},
-			want: map[string]want{
-				check.LineSecret:    {check.Fail, []string{"(40091)", "WECOM_CORP_SECRET"}},
-				check.LineSharedApp: notChecked,
-				check.LineTrustedIP: notChecked,
-				check.LinePendingID: notChecked,
-			},
+			name:  "SecretOfAnotherCorp",
+			setup: failNext(wecomtest.APIGetToken, 40091),
+			want:  noToken(want{check.Fail, []string{"(40091)", "WECOM_CORP_SECRET"}}),
 		},
 		{
 			name: "WeComUnreachable",
@@ -192,12 +185,7 @@ func TestRun(t *testing.T) {
 				closed.Close()
 				b.cfg.WeCom.BaseURL = closed.URL
 			},
-			want: map[string]want{
-				check.LineSecret:    {check.Fail, []string{"no answer from WeCom", "allow outbound HTTPS"}},
-				check.LineSharedApp: notChecked,
-				check.LineTrustedIP: notChecked,
-				check.LinePendingID: notChecked,
-			},
+			want: noToken(want{check.Fail, []string{"no answer from WeCom", "allow outbound HTTPS"}}),
 		},
 		{
 			name:  "UntrustedIP",
@@ -228,10 +216,8 @@ func TestRun(t *testing.T) {
 			},
 		},
 		{
-			name: "AppNotInShareScope",
-			setup: func(t *testing.T, b *testBundle) {
-				b.wc.FailNext(wecomtest.APIListAppShareInfo, wecomtest.Fault{Errcode: 670001})
-			},
+			name:  "AppNotInShareScope",
+			setup: failNext(wecomtest.APIListAppShareInfo, 670001),
 			want: map[string]want{
 				check.LineSharedApp: {check.Fail, []string{"not in any share scope (670001)", "上下游 → 共享应用"}},
 			},
@@ -244,47 +230,37 @@ func TestRun(t *testing.T) {
 			},
 		},
 		{
-			name: "NoCustomerContactPermission",
-			setup: func(t *testing.T, b *testBundle) {
-				b.wc.FailNext(wecomtest.APIExternalUserIDToPendingID, wecomtest.Fault{Errcode: 48002})
-			},
+			name:  "NoCustomerContactPermission",
+			setup: failNext(wecomtest.APIExternalUserIDToPendingID, 48002),
 			want: map[string]want{
 				check.LinePendingID: {check.Fail, []string{"may not call the pending_id APIs (48002, with the upstream token)",
 					"客户联系 → API → 可调用接口的应用 → 添加 [AgentId 1000002] / Customer Contact → API", "「企业客户」"}},
 			},
 		},
 		{
-			name: "CorpNotVerified",
-			setup: func(t *testing.T, b *testBundle) {
-				b.wc.FailNext(wecomtest.APIExternalUserIDToPendingID, wecomtest.Fault{Errcode: 610016})
-			},
+			name:  "CorpNotVerified",
+			setup: failNext(wecomtest.APIExternalUserIDToPendingID, 610016),
 			want: map[string]want{
 				check.LinePendingID: {check.Fail, []string{"the corp is not verified (610016", "我的企业 → 企业信息 → 企业认证 / My Company"}},
 			},
 		},
 		{
-			name: "EntityMismatch",
-			setup: func(t *testing.T, b *testBundle) {
-				b.wc.FailNext(wecomtest.APIExternalUserIDToPendingID, wecomtest.Fault{Errcode: 610017})
-			},
+			name:  "EntityMismatch",
+			setup: failNext(wecomtest.APIExternalUserIDToPendingID, 610017),
 			want: map[string]want{
 				check.LinePendingID: {check.Fail, []string{"not verified under the corp's entity name (610017", "same entity name"}},
 			},
 		},
 		{
-			name: "OpenPlatformNotVerified",
-			setup: func(t *testing.T, b *testBundle) {
-				b.wc.FailNext(wecomtest.APIExternalUserIDToPendingID, wecomtest.Fault{Errcode: 610015})
-			},
+			name:  "OpenPlatformNotVerified",
+			setup: failNext(wecomtest.APIExternalUserIDToPendingID, 610015),
 			want: map[string]want{
 				check.LinePendingID: {check.Fail, []string{"Open Platform account (unionid) is not verified (610015", "开发者资质认证"}},
 			},
 		},
 		{
-			name: "InvalidIDMeansPermitted",
-			setup: func(t *testing.T, b *testBundle) {
-				b.wc.FailNext(wecomtest.APIExternalUserIDToPendingID, wecomtest.Fault{Errcode: 40096})
-			},
+			name:  "InvalidIDMeansPermitted",
+			setup: failNext(wecomtest.APIExternalUserIDToPendingID, 40096),
 		},
 		{
 			name:  "DownstreamToken",

@@ -39,22 +39,17 @@ type Info struct {
 }
 
 // Pending returns the known migrations not applied yet: Open applies them.
-func (i Info) Pending() []int {
-	var out []int
-	for _, v := range i.Known {
-		if !slices.Contains(i.Applied, v) {
-			out = append(out, v)
-		}
-	}
-	return out
-}
+func (i Info) Pending() []int { return missing(i.Known, i.Applied) }
 
 // Unknown returns the applied migrations this build does not know: a newer
 // pendinglink migrated the database.
-func (i Info) Unknown() []int {
+func (i Info) Unknown() []int { return missing(i.Applied, i.Known) }
+
+// missing returns the versions of a not in b.
+func missing(a, b []int) []int {
 	var out []int
-	for _, v := range i.Applied {
-		if !slices.Contains(i.Known, v) {
+	for _, v := range a {
+		if !slices.Contains(b, v) {
 			out = append(out, v)
 		}
 	}
