@@ -56,12 +56,22 @@ type Line struct {
 	Fix string
 }
 
+// String is the line as printed: always one line, even when an error in
+// Text spans several (pgx lists each address it tried).
 func (l Line) String() string {
-	s := string(l.Mark) + " " + l.Name + ": " + l.Text
+	s := string(l.Mark) + " " + l.Name + ": " + oneLine(l.Text)
 	if l.Fix != "" {
-		s += ". Fix: " + l.Fix
+		s += ". Fix: " + oneLine(l.Fix)
 	}
 	return s
+}
+
+func oneLine(s string) string {
+	parts := strings.Split(s, "\n")
+	for i, p := range parts {
+		parts[i] = strings.TrimSpace(p)
+	}
+	return strings.Join(parts, "; ")
 }
 
 // Report is the checklist, in order.

@@ -154,6 +154,13 @@ func TestRun(t *testing.T) {
 			},
 		},
 		{
+			name:  "AllGoodPostgres",
+			setup: func(t *testing.T, b *testBundle) { b.cfg.DB = storetest.PostgresDSN(t) },
+			want: map[string]want{
+				check.LineDatabase: {check.Pass, []string{"PostgreSQL 1", "migrations applied", "iB"}},
+			},
+		},
+		{
 			name: "OptionalItemsLeftOut",
 			setup: func(t *testing.T, b *testBundle) {
 				b.cfg.CallbackURL, b.cfg.Webhook = "", nil
@@ -453,6 +460,13 @@ func TestRun(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestLine_String(t *testing.T) {
+	t.Parallel()
+	l := check.Line{Mark: check.Fail, Name: check.LineDatabase,
+		Text: "cannot read: failed to connect:\n\t127.0.0.1:1: refused\n\t[::1]:1: refused", Fix: "check PENDINGLINK_DB"}
+	require.Equal(t, "✗ database: cannot read: failed to connect:; 127.0.0.1:1: refused; [::1]:1: refused. Fix: check PENDINGLINK_DB", l.String())
 }
 
 // TestRun_WebhookDeliveryIsSigned checks the test delivery carries the
