@@ -276,9 +276,18 @@ func flagName(env string) string {
 // loadConfig reads the environment, then the flags, and validates. Errors name
 // the variable and never echo its value.
 func loadConfig(name string, args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+	return loadConfigWith(name, args, getenv, stderr, nil)
+}
+
+// loadConfigWith is loadConfig for a command with flags of its own, which
+// extra defines on the same flag set.
+func loadConfigWith(name string, args []string, getenv func(string) string, stderr io.Writer, extra func(*flag.FlagSet)) (config, error) {
 	ss := settings()
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	if extra != nil {
+		extra(fs)
+	}
 	vals := make([]*string, len(ss))
 	for i, s := range ss {
 		v := getenv(s.env)

@@ -33,6 +33,7 @@ const usage = `pendinglink links a brand's WeChat fans to its dealers' WeCom cus
 Usage:
   pendinglink demo [flags]       run the whole mission against a fake WeCom and report
   pendinglink serve [flags]      run the callback receiver, pipeline and API
+  pendinglink check [flags]      test the deployment (WeCom, database, callback URL, webhook) with serve's configuration
   pendinglink fans import FILE   send fans (CSV or JSON lines) to a running server for registration
   pendinglink reconcile [flags]  ask a running server to find customers it missed (unionid_to_external_userid)
   pendinglink retry events|fans  re-drive failed events or fans on a running server
@@ -53,6 +54,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "serve":
 		return serve(ctx, rest, getenv, stdout, stderr)
+	case "check":
+		return checkCommand(ctx, rest, getenv, stdout, stderr, checkOptions{})
 	case "demo":
 		return demoCommand(ctx, rest, getenv, stdout, stderr)
 	case "fans":

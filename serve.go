@@ -117,26 +117,19 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 		}
 	}()
 
-	pendingQuota, err := quota.New(ctx, quota.Config{
-		Key: "unionid_to_pending_id:" + cfg.CorpID, Windows: wecom.PendingIDWindows(cfg.QuotaHour, cfg.QuotaDay, cfg.QuotaMonth),
-		Store: db, Now: opts.Now, Smooth: true, Reserve: int(cfg.QuotaReserve), Floor: int(cfg.QuotaFloor),
-	})
+	pendingCfg, externalCfg := quotaConfigs(cfg, db, opts.Now)
+	pendingQuota, err := quota.New(ctx, pendingCfg)
 	if err != nil {
 		return nil, fmt.Errorf("quota: %w", err)
 	}
-	externalQuota, err := quota.New(ctx, quota.Config{
-		Key: "unionid_to_external_userid:" + cfg.CorpID, Windows: wecom.ExternalUserIDWindows(cfg.ExternalHour, cfg.ExternalDay),
-		Store: db, Now: opts.Now, Smooth: true, Floor: int(cfg.QuotaFloor),
-	})
+	externalQuota, err := quota.New(ctx, externalCfg)
 	if err != nil {
 		return nil, fmt.Errorf("quota: %w", err)
 	}
-	client, err = wecom.NewClient(wecom.Config{
-		BaseURL: cfg.APIBase, CorpID: cfg.CorpID, AgentID: cfg.AgentID, CorpSecret: cfg.CorpSecret,
-		HTTPClient: opts.HTTPClient, Logger: logger, Now: opts.Now, PendingToken: cfg.PendingToken,
-		PendingIDQuota: pendingQuota, ExternalUserIDQuota: externalQuota, TokenRefreshInterval: cfg.TokenRefresh,
-		TokenStore: tokenStore{db},
-	})
+	wcfg := wecomConfig(cfg)
+	wcfg.HTTPClient, wcfg.Logger, wcfg.Now = opts.HTTPClient, logger, opts.Now
+	wcfg.PendingIDQuota, wcfg.ExternalUserIDQuota, wcfg.TokenStore = pendingQuota, externalQuota, tokenStore{db}
+	client, err = wecom.NewClient(wcfg)
 	if err != nil {
 		return nil, fmt.Errorf("wecom client: %w", err)
 	}
@@ -304,6 +297,29 @@ func (a *app) shutdown(ctx context.Context) error {
 	}
 	a.client.Close()
 	return errors.Join(errs...)
+}
+
+// wecomConfig is the WeCom client's configuration from cfg; serve adds its
+// store, quotas and logger, check uses it as is.
+func wecomConfig(cfg config) wecom.Config {
+	return wecom.Config{
+		BaseURL: cfg.APIBase, CorpID: cfg.CorpID, AgentID: cfg.AgentID, CorpSecret: cfg.CorpSecret,
+		PendingToken: cfg.PendingToken, TokenRefreshInterval: cfg.TokenRefresh,
+	}
+}
+
+// quotaConfigs are the limiters of unionid_to_pending_id and
+// unionid_to_external_userid, counted in st; check reads them the same way.
+func quotaConfigs(cfg config, st quota.Store, now func() time.Time) (pending, external quota.Config) {
+	pending = quota.Config{
+		Key: wecom.PendingIDQuotaKey(cfg.CorpID), Windows: wecom.PendingIDWindows(cfg.QuotaHour, cfg.QuotaDay, cfg.QuotaMonth),
+		Store: st, Now: now, Smooth: true, Reserve: int(cfg.QuotaReserve), Floor: int(cfg.QuotaFloor),
+	}
+	external = quota.Config{
+		Key: wecom.ExternalUserIDQuotaKey(cfg.CorpID), Windows: wecom.ExternalUserIDWindows(cfg.ExternalHour, cfg.ExternalDay),
+		Store: st, Now: now, Smooth: true, Floor: int(cfg.QuotaFloor),
+	}
+	return pending, external
 }
 
 // tokenStore lets the instances sharing a PostgreSQL database share WeCom

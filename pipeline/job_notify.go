@@ -62,17 +62,34 @@ func NewNotification(item *store.OutboxItem) Notification {
 	return Notification{ID: DeliveryID(item), Type: item.Kind, OccurredAt: item.OccurredAt, Link: item.Link}
 }
 
+// TypeTest is the Type of the delivery SendTest makes.
+const TypeTest = "test"
+
+// SendTest posts one signed notification of type TypeTest, with an empty
+// link, exactly as real deliveries are posted, so that `pendinglink check`
+// proves the URL answers 2xx and accepts the signature. A receiver should
+// acknowledge it and otherwise ignore it.
+func (w *Webhook) SendTest(ctx context.Context, now time.Time) error {
+	n := Notification{ID: "pl-test-" + strconv.FormatInt(now.UnixNano(), 10), Type: TypeTest, OccurredAt: now.UTC()}
+	return w.deliver(ctx, n)
+}
+
 func (w *Webhook) post(ctx context.Context, item *store.OutboxItem) error {
-	body, err := json.Marshal(NewNotification(item))
+	return w.deliver(ctx, NewNotification(item))
+}
+
+// deliver posts n, signed, and wants a 2xx.
+func (w *Webhook) deliver(ctx context.Context, n Notification) error {
+	body, err := json.Marshal(n)
 	if err != nil {
-		return fmt.Errorf("webhook: encode notification %d: %w", item.ID, err)
+		return fmt.Errorf("webhook: encode notification %s: %w", n.ID, err)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(body))
 	if err != nil {
 		return fmt.Errorf("webhook request: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(DeliveryHeader, DeliveryID(item))
+	req.Header.Set(DeliveryHeader, n.ID)
 	req.Header.Set(SignatureHeader, w.Sign(body))
 	client := w.Client
 	if client == nil {

@@ -236,6 +236,42 @@ func TestWebhook_Sign(t *testing.T) {
 	require.NotEqual(t, w.Sign(body), (&pipeline.Webhook{Secret: "other"}).Sign(body))
 }
 
+func TestWebhook_SendTest(t *testing.T) {
+	t.Parallel()
+
+	t.Run("SignedLikeARealDelivery", func(t *testing.T) {
+		t.Parallel()
+		got := make(chan delivery, 1)
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			body, _ := io.ReadAll(r.Body)
+			got <- delivery{ID: r.Header.Get(pipeline.DeliveryHeader), Signature: r.Header.Get(pipeline.SignatureHeader),
+				ContentType: r.Header.Get("Content-Type"), Body: body}
+			w.WriteHeader(http.StatusNoContent)
+		}))
+		t.Cleanup(srv.Close)
+		w := &pipeline.Webhook{URL: srv.URL + "/hook", Secret: testWebhookSecret}
+		require.NoError(t, w.SendTest(t.Context(), testNow))
+
+		d := <-got
+		require.Equal(t, sign(d.Body), d.Signature)
+		require.Equal(t, "application/json", d.ContentType)
+		p := d.payload(t)
+		require.Equal(t, pipeline.TypeTest, p.Type)
+		require.Equal(t, p.ID, d.ID)
+		require.True(t, strings.HasPrefix(d.ID, "pl-test-"), d.ID)
+	})
+
+	t.Run("ErrNon2xx", func(t *testing.T) {
+		t.Parallel()
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, "bad signature", http.StatusUnauthorized)
+		}))
+		t.Cleanup(srv.Close)
+		w := &pipeline.Webhook{URL: srv.URL, Secret: testWebhookSecret}
+		require.ErrorContains(t, w.SendTest(t.Context(), testNow), "status 401")
+	})
+}
+
 func TestNotifyWorker(t *testing.T) {
 	t.Parallel()
 

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/netip"
+	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pendinglink/pendinglink/quota"
@@ -220,4 +223,25 @@ func IsPermanent(err error) bool {
 		return false
 	}
 	return true
+}
+
+// fromIP finds the caller's address in a 60020 errmsg, e.g. "not allow to
+// access from your ip, hint: [...], from ip: 203.0.113.7, more info at ...".
+var fromIP = regexp.MustCompile(`from ip:\s*([0-9A-Fa-f.:]+)`)
+
+// EgressIP returns the IP address WeCom saw a call come from, as the errmsg
+// of a 60020 (IP not on the trusted list) names it: the address to add to
+// the app's 企业可信IP.
+func EgressIP(err error) (netip.Addr, bool) {
+	var ae *APIError
+	if !errors.As(err, &ae) || ae.Code != CodeIPNotAllowed {
+		return netip.Addr{}, false
+	}
+	m := fromIP.FindStringSubmatch(ae.Msg)
+	if m == nil {
+		return netip.Addr{}, false
+	}
+	// A sentence may end right after the address.
+	ip, perr := netip.ParseAddr(strings.TrimRight(m[1], ".:"))
+	return ip, perr == nil
 }

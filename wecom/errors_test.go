@@ -80,3 +80,33 @@ func TestPendingIDWindows(t *testing.T) {
 		{Length: time.Hour, Limit: 100_000}, {Length: 24 * time.Hour, Limit: 480_000}, {Length: 31 * 24 * time.Hour, Limit: 7_500_000},
 	}, wecom.PendingIDWindows(wecom.PendingIDPerHour, wecom.PendingIDPerDay, wecom.PendingIDPerMonth))
 }
+
+func TestEgressIP(t *testing.T) {
+	t.Parallel()
+
+	ipErr := func(code int, msg string) error {
+		return fmt.Errorf("check: %w", &wecom.APIError{API: wecom.APIListAppShareInfo, Code: code, Msg: msg})
+	}
+	for _, tt := range []struct {
+		name string
+		err  error
+		want string // "": none
+	}{
+		{"WeComShape", ipErr(60020, "not allow to access from your ip, hint: [1700000000_1_abc], from ip: 203.0.113.7, more info at https://open.work.weixin.qq.com/devtool/query?e=60020"), "203.0.113.7"},
+		{"SentenceEnd", ipErr(60020, "from ip: 198.51.100.20."), "198.51.100.20"},
+		{"IPv6", ipErr(60020, "from ip: 2001:db8::1, more info"), "2001:db8::1"},
+		{"NoIPInMsg", ipErr(60020, "not allow to access from your ip"), ""},
+		{"NotAnIP", ipErr(60020, "from ip: 999.1.1.1"), ""},
+		{"OtherCode", ipErr(48002, "from ip: 203.0.113.7"), ""},
+		{"NotAPIError", errors.New("from ip: 203.0.113.7"), ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ip, ok := wecom.EgressIP(tt.err)
+			require.Equal(t, tt.want != "", ok)
+			if ok {
+				require.Equal(t, tt.want, ip.String())
+			}
+		})
+	}
+}

@@ -31,3 +31,11 @@ func PendingIDWindows(hour, day, month int64) []quota.Window {
 func ExternalUserIDWindows(hour, day int64) []quota.Window {
 	return []quota.Window{{Length: time.Hour, Limit: hour}, {Length: 24 * time.Hour, Limit: day}}
 }
+
+// PendingIDQuotaKey and ExternalUserIDQuotaKey name the quota counters of
+// an upstream corp in the store, so that serve counts and check reads the
+// same ones. Stored counters are keyed by them: never change them.
+func PendingIDQuotaKey(corpID string) string { return "unionid_to_pending_id:" + corpID }
+
+// ExternalUserIDQuotaKey: see PendingIDQuotaKey.
+func ExternalUserIDQuotaKey(corpID string) string { return "unionid_to_external_userid:" + corpID }

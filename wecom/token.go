@@ -242,3 +242,12 @@ func (c *Client) DownstreamToken(ctx context.Context, corpID string, agentID int
 	}
 	return c.token(ctx, tokenKey{corpID: corpID, agentID: agentID, downstream: true})
 }
+
+// CheckToken fetches the upstream app's access_token, or finds it cached,
+// and returns gettoken's error when WeCom refuses the corp id or secret
+// (40001, 40013, 40091). The token itself stays inside the client, so a
+// check cannot print it.
+func (c *Client) CheckToken(ctx context.Context) error {
+	_, err := c.token(ctx, c.upstreamKey())
+	return err
+}

@@ -53,8 +53,12 @@
 //
 // Calls, Errcodes, Stats and Wait expose what the fake saw; Wait replaces
 // sleeping in tests. Faults (latency, -1 answers, 5xx, dropped connections,
-// early token expiry) are data set with SetFaults at any time; FailNext
-// scripts the next answers of one API. The Clock moves only when told to,
+// early token expiry, an egress IP not on the trusted list) are data set
+// with SetFaults at any time; FailNext scripts the next answers of one API
+// (a scripted 60020 without Msg names the caller's IP, as WeCom's does).
+// Set-up faults come from the world itself: a wrong corp id or secret in
+// the client's config gets 40013 or 40001, and a fake with no dealer
+// answers list_app_share_info with an empty corp_list. The Clock moves only when told to,
 // and drives token expiry, pending_id expiry and quota windows.
 //
 // # What the fake answers

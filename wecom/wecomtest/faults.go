@@ -36,6 +36,12 @@ type Faults struct {
 	// a client must then refresh on 42001.
 	TokenLifetime time.Duration
 
+	// UntrustedIP says the caller's egress IP is not on the app's trusted
+	// IPs (企业可信IP): every API but gettoken answers 60020 with WeCom's
+	// errmsg, which names the caller's IP ("… from ip: 127.0.0.1, …").
+	// FailNext scripts still come first.
+	UntrustedIP bool
+
 	// APIs restricts ErrorRate, Status5xxRate and DropRate to these APIs
 	// (the API* constants). Empty means every API. Latency applies to all.
 	APIs []string
@@ -51,8 +57,8 @@ type Faults struct {
 type Fault struct {
 	// Errcode, when non-zero, is answered as {"errcode":Errcode,...} with HTTP 200.
 	Errcode int
-	// Msg, with Errcode, replaces the errmsg the fake would send (e.g. the
-	// "from ip: …" of a 60020).
+	// Msg, with Errcode, replaces the errmsg the fake would send. Without
+	// it a 60020 names the caller's IP, as WeCom's does.
 	Msg string
 	// Status, when non-zero, is answered as that HTTP status with a plain-text body.
 	Status int
@@ -110,6 +116,10 @@ func (s *Server) decide(api string) decision {
 		return d
 	}
 	f := s.faults
+	if f.UntrustedIP && api != APIGetToken {
+		d.fault.Errcode = codeIPNotAllowed
+		return d
+	}
 	if len(f.APIs) > 0 && !slices.Contains(f.APIs, api) {
 		return d
 	}

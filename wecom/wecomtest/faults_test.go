@@ -165,6 +165,29 @@ func TestFaults(t *testing.T) {
 		require.Equal(t, 1, st.Dropped[wecomtest.APIExternalUserIDToPendingID])
 	})
 
+	t.Run("UntrustedIPAnswers60020NamingTheCallersIP", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.srv.SetFaults(wecomtest.Faults{UntrustedIP: true})
+		tok := mustToken(t, b.srv) // gettoken is not IP-restricted
+		r := post[common](t, b.srv, wecomtest.APIListAppShareInfo, tok, shareBody(b.srv))
+		require.Equal(t, 60020, r.Errcode)
+		require.Contains(t, r.Errmsg, "from ip: 127.0.0.1,")
+		require.Equal(t, 60020, batch(t, b.srv, tok, "", "wmtest-any").Errcode)
+
+		b.srv.SetFaults(wecomtest.Faults{})
+		require.Equal(t, 0, post[common](t, b.srv, wecomtest.APIListAppShareInfo, tok, shareBody(b.srv)).Errcode)
+	})
+
+	t.Run("Scripted60020NamesTheCallersIP", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		tok := mustToken(t, b.srv)
+		b.srv.FailNext(wecomtest.APIListAppShareInfo, wecomtest.Fault{Errcode: 60020}, wecomtest.Fault{Errcode: 60020, Msg: "from ip: 203.0.113.7"})
+		require.Contains(t, post[common](t, b.srv, wecomtest.APIListAppShareInfo, tok, shareBody(b.srv)).Errmsg, "from ip: 127.0.0.1,")
+		require.Equal(t, "from ip: 203.0.113.7", post[common](t, b.srv, wecomtest.APIListAppShareInfo, tok, shareBody(b.srv)).Errmsg)
+	})
+
 	t.Run("FailNextWinsOverRates", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)

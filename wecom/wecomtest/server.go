@@ -359,6 +359,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	case d.fault.Status != 0:
 		s.writeStatus(w, api, d.fault.Status)
 		return
+	case d.fault.Errcode == codeIPNotAllowed && d.fault.Msg == "":
+		s.writeJSONMsg(w, api, codeIPNotAllowed, ipNotAllowedMsg(r), nil)
+		return
 	case d.fault.Errcode != 0:
 		s.writeJSONMsg(w, api, d.fault.Errcode, d.fault.Msg, nil)
 		return
@@ -488,6 +491,7 @@ const (
 	codeSystemBusy         = -1
 	codeInvalidSecret      = 40001
 	codeInvalidCorpID      = 40013
+	codeInvalidSecretOther = 40091
 	codeInvalidToken       = 40014
 	codeInvalidChatID      = 40050
 	codeInvalidParameter   = 40058
@@ -498,8 +502,12 @@ const (
 	codeFreqOutOfLimit     = 45009
 	codeDataFormat         = 47001
 	codeAPIForbidden       = 48002
+	codeIPNotAllowed       = 60020
 	codeNoAgentPrivilege   = 301002
 	codeInvalidUnionID     = 610014
+	codeOpenNotVerified    = 610015
+	codeCorpNotVerified    = 610016
+	codeEntityMismatch     = 610017
 	codeAppNotInShareScope = 670001
 )
 
@@ -514,6 +522,8 @@ func errmsg(code int) string {
 		m = "invalid credential"
 	case codeInvalidCorpID:
 		m = "invalid corpid"
+	case codeInvalidSecretOther:
+		m = "secret is invalid"
 	case codeInvalidToken:
 		m = "invalid access_token"
 	case codeInvalidChatID:
@@ -536,8 +546,16 @@ func errmsg(code int) string {
 		m = "api forbidden"
 	case codeNoAgentPrivilege:
 		m = "no privilege to access/modify contact/party/agent"
+	case codeIPNotAllowed:
+		m = "not allow to access from your ip"
 	case codeInvalidUnionID:
 		m = "invalid unionid"
+	case codeOpenNotVerified:
+		m = "open platform account not verified"
+	case codeCorpNotVerified:
+		m = "corp not verified"
+	case codeEntityMismatch:
+		m = "entity mismatch"
 	case codeAppNotInShareScope:
 		m = "app not in share scope"
 	default:
@@ -545,6 +563,16 @@ func errmsg(code int) string {
 	}
 	// WeCom's errmsg shape, with a hint that says where it came from.
 	return fmt.Sprintf("%s, hint: [wecomtest], more info at https://open.work.weixin.qq.com/devtool/query?e=%d", m, code)
+}
+
+// ipNotAllowedMsg is WeCom's errmsg of a 60020, naming the caller's IP.
+func ipNotAllowedMsg(r *http.Request) string {
+	ip, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		ip = r.RemoteAddr
+	}
+	return fmt.Sprintf("not allow to access from your ip, hint: [wecomtest], from ip: %s, more info at https://open.work.weixin.qq.com/devtool/query?e=%d",
+		ip, codeIPNotAllowed)
 }
 
 // randomHex returns 2n random hex digits.
