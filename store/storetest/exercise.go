@@ -56,6 +56,9 @@ func Exercise(t *testing.T, open func(tb testing.TB, cfg store.Config) *store.DB
 		{"CountJobs", x.countJobs},
 		{"Outbox", x.outbox},
 		{"PipelineStatus", x.pipelineStatus},
+		{"Story", x.story},
+		{"Activity", x.activity},
+		{"OutboxHealth", x.outboxHealth},
 	} {
 		t.Run(group.name, func(t *testing.T) {
 			t.Parallel()
