@@ -200,6 +200,7 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 		Pipeline:     pl,
 		WeCom:        client,
 		Quota:        pendingQuota,
+		Webhook:      cfg.WebhookURL != "",
 
 		RefreshReceiveIDs: refreshReceiveIDs,
 	})

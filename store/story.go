@@ -100,8 +100,8 @@ const StoryLimit = 50
 
 // FanStory returns the story of the fan with this unionid, or ErrNotFound.
 func (db *DB) FanStory(ctx context.Context, unionID string) (*Story, error) {
-	if unionID == "" || len(unionID) > MaxFieldLen {
-		return nil, fmt.Errorf("%w: unionid must be 1 to %d bytes", ErrInvalid, MaxFieldLen)
+	if err := (FanInput{UnionID: unionID, OpenID: "-"}).Validate(); err != nil {
+		return nil, err
 	}
 	// The story's queries are engine-neutral SQL (sql_story.go), so they
 	// live on the shared layer rather than in the engine interface.
