@@ -87,8 +87,11 @@ func (s sessions) fromRequest(r *http.Request) bool {
 // sameOrigin reports whether a browser request comes from a page of this
 // server. Browsers send Origin with every POST (and Sec-Fetch-Site with
 // every request); a request with neither is not a browser's cross-site one.
+// Only the host is compared: behind a TLS proxy the scheme differs.
 func sameOrigin(r *http.Request) bool {
-	if o := r.Header.Get("Origin"); o != "" {
+	// "null" is what a browser sends when a policy hides the origin; then
+	// Sec-Fetch-Site decides.
+	if o := r.Header.Get("Origin"); o != "" && o != "null" {
 		u, err := url.Parse(o)
 		return err == nil && u.Host == r.Host
 	}
@@ -143,7 +146,9 @@ func pageHeaders(next echo.HandlerFunc) echo.HandlerFunc {
 		h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 		h.Set("X-Frame-Options", "DENY")
 		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("Referrer-Policy", "no-referrer")
+		// same-origin, not no-referrer: with no-referrer the form's POST
+		// would carry Origin "null", which the same-origin check needs.
+		h.Set("Referrer-Policy", "same-origin")
 		h.Set("Cache-Control", "no-cache")
 		return next(c)
 	}

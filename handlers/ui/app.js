@@ -24,7 +24,16 @@
     for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
     return e;
   }
-  const fill = (host, ...kids) => host.replaceChildren(...kids);
+  const fill = (host, ...kids) => host.replaceChildren(...kids.filter((k) => k !== null && k !== undefined));
+  const hhmm = (ms) => new Date(ms).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', hourCycle: 'h23' });
+
+  // windowName turns a Go duration ("1h0m0s", "744h0m0s") into words.
+  function windowName(d) {
+    const hours = Number((d.match(/^(\d+)h0m0s$/) || [])[1]);
+    if (!hours) return d;
+    if (hours === 1 || hours === 24) return hours === 1 ? 'hour' : 'day';
+    return hours % 24 === 0 ? `${hours / 24} days` : `${hours} hours`;
+  }
 
   async function api(path) {
     const r = await fetch(path, { credentials: 'same-origin', headers: { Accept: 'application/json' } });
@@ -109,7 +118,7 @@
       for (const w of a.windows) {
         const pct = w.limit ? Math.round((100 * w.used) / w.limit) : 0;
         parts.push(h('div', { class: 'window' },
-          h('span', {}, `per ${w.window}`),
+          h('span', {}, `per ${windowName(w.window)}`),
           h('span', {}, `${fmt(w.used)} of ${fmt(w.limit)} (${pct} %)`,
             w.external_usage ? h('span', { class: 'warn' }, ` + ${fmt(w.external_usage)} by other apps`) : '',
             w.spent_until ? h('span', { class: 'bad' }, ` spent until ${when(w.spent_until)}`) : '')));
@@ -155,8 +164,8 @@
     label(L - 4, T + 8, max.toLocaleString('en-US'), 'end');
     label(L - 4, H - B, '0', 'end');
     const span = values.length * stepMs;
-    label(L, H - 3, new Date(start).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }), 'start');
-    label(L + (W - L) / 2, H - 3, new Date(start + span / 2).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }), 'middle');
+    label(L, H - 3, hhmm(start), 'start');
+    label(L + (W - L) / 2, H - 3, hhmm(start + span / 2), 'middle');
     label(W, H - 3, 'now', 'end');
     fill(host, g);
     const total = values.reduce((a, b) => a + b, 0);
