@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -24,8 +25,12 @@ type api struct {
 	pipeline Pipeline
 	queries  Queries
 	logger   *slog.Logger
-	// forecasts answers GET /v1/quota?cached=1.
-	forecasts *snapshot[pipeline.Forecast]
+	// forecasts answers GET /v1/quota?cached=1, activities GET
+	// /v1/activity?cached=1 (one per window asked for).
+	forecasts  *snapshot[pipeline.Forecast]
+	now        func() time.Time
+	mu         sync.Mutex
+	activities map[time.Duration]*snapshot[store.Activity]
 }
 
 func (a *api) mount(g *echo.Group) {

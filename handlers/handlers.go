@@ -246,7 +246,8 @@ func New(cfg Config) (*Server, error) {
 	v1.GET("/status", s.status)
 	if cfg.Pipeline != nil {
 		s.forecasts = newSnapshot("quota forecast", cfg.Now, cfg.Logger, cfg.Pipeline.Forecast)
-		a := &api{pipeline: cfg.Pipeline, queries: cfg.Queries, logger: cfg.Logger, forecasts: s.forecasts}
+		a := &api{pipeline: cfg.Pipeline, queries: cfg.Queries, logger: cfg.Logger, forecasts: s.forecasts,
+			now: cfg.Now, activities: map[time.Duration]*snapshot[store.Activity]{}}
 		a.mount(v1)
 	}
 	if err := s.mountUI(); err != nil {

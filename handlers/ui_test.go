@@ -258,6 +258,12 @@ func TestAPI_Activity(t *testing.T) {
 	code, body = b.do(t, http.MethodGet, "/v1/activity?hours=2", nil)
 	require.Equal(t, http.StatusOK, code)
 	require.Len(t, decodeAs[store.Activity](t, body).LinksPerHour, 2)
+	_, err = b.db.SaveEvent(t.Context(), storetest.NewEvent(store.KindEditExternalContact))
+	require.NoError(t, err)
+	code, body = b.do(t, http.MethodGet, "/v1/activity?cached=1", nil)
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, int64(2), decodeAs[store.Activity](t, body).EventsPerMinute[24*60-1])
+
 	for _, bad := range []string{"0", "169", "x"} {
 		code, _ := b.do(t, http.MethodGet, "/v1/activity?hours="+bad, nil)
 		require.Equal(t, http.StatusBadRequest, code, bad)

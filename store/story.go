@@ -175,7 +175,14 @@ func (s *Story) steps() []StoryStep {
 				add(l.ResolvedAt, "lookup of %s: pending_id %s", who, l.PendingID)
 			}
 		}
+		told := map[int64]bool{}
+		for _, ev := range c.Events {
+			told[ev.ID] = true
+		}
 		for _, f := range c.Follows {
+			if told[f.EventID] {
+				continue // its callback's step tells it, at the time it arrived
+			}
 			holder := "staff " + f.UserID
 			switch {
 			case f.ChatID != "":

@@ -274,6 +274,6 @@
     // recounted at every refresh.
     every('status', 5000, async () => renderStatus(await api('/v1/status?cached=1')));
     every('quota', 15000, async () => renderQuota(await api('/v1/quota?cached=1')));
-    every('activity', 60000, async () => renderActivity(await api('/v1/activity?hours=24')));
+    every('activity', 60000, async () => renderActivity(await api('/v1/activity?hours=24&cached=1')));
   });
 })();
