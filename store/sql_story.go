@@ -38,25 +38,32 @@ func (e *sqlEngine) storyFan(ctx context.Context, unionID string) (StoryFan, err
 		t := time.UnixMilli(checked.Int64).UTC()
 		f.CheckedAt = &t
 	}
+	f.PendingIDs, err = e.fanPendingIDs(ctx, unionID)
+	return f, err
+}
+
+// fanPendingIDs reads every pending_id issued for a fan, newest first: one
+// per renewal, a handful a year.
+func (e *sqlEngine) fanPendingIDs(ctx context.Context, unionID string) ([]FanPendingID, error) {
 	rows, err := e.read.QueryContext(ctx, `SELECT pending_id, issued_at, expires_at FROM fan_pending_ids
-		WHERE unionid = ? ORDER BY issued_at DESC LIMIT ?`, unionID, StoryLimit)
+		WHERE unionid = ? ORDER BY issued_at DESC`, unionID)
 	if err != nil {
-		return f, dbError("story fan pending_ids", err)
+		return nil, dbError("fan pending_ids", err)
 	}
 	defer rows.Close()
-	f.PendingIDs = []FanPendingID{}
+	out := []FanPendingID{}
 	for rows.Next() {
 		var (
 			p               FanPendingID
 			issued, expires int64
 		)
 		if err := rows.Scan(&p.PendingID, &issued, &expires); err != nil {
-			return f, dbError("story fan pending_ids", err)
+			return nil, dbError("fan pending_ids", err)
 		}
 		p.IssuedAt, p.ExpiresAt = time.UnixMilli(issued).UTC(), time.UnixMilli(expires).UTC()
-		f.PendingIDs = append(f.PendingIDs, p)
+		out = append(out, p)
 	}
-	return f, dbError("story fan pending_ids", rows.Err())
+	return out, dbError("fan pending_ids", rows.Err())
 }
 
 // storyCustomer reads a customer's lookups, holders and the events they
