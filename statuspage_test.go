@@ -163,7 +163,7 @@ func TestStatusPage_InChromium(t *testing.T) {
 	}
 	artifacts := artifactDir(t)
 	base, admin := demoWorld(t, demo.Options{
-		Fans: 200, Customers: 300, Dealers: 3, FanShare: 0.5, Chats: 3, ChatSize: 10, Removals: 20,
+		Fans: 120, Customers: 180, Dealers: 2, FanShare: 0.5, Chats: 2, ChatSize: 10, Removals: 10,
 		DupShare: 0.05, Seed: 7, Timeout: 2 * time.Minute, QuotaHour: 3_600_000,
 	})
 	api := &apiclient.Client{BaseURL: base, Token: admin, HTTPClient: &http.Client{Timeout: e2eTimeout}}
