@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"maps"
 	"net/http"
 	"testing"
+
+	_ "github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/stretchr/testify/require"
 
@@ -19,25 +22,30 @@ import (
 // BenchmarkBatchingAcrossInstances sends a burst of 1,500 adds (all
 // registered fans) round robin to 1 and to 3 real `serve` processes on a
 // fresh PostgreSQL database each and reports the batch lookup calls it cost
-// ("calls"; the minimum is 15). It needs PENDINGLINK_TEST_POSTGRES:
+// ("calls"; the minimum is 15) and how many instances worked resolve jobs
+// ("resolvers": one at a time holds the resolve queue's lease, so 1). It
+// needs PENDINGLINK_TEST_POSTGRES:
 //
 //	PENDINGLINK_TEST_POSTGRES=… go test -run XXX -bench BatchingAcrossInstances -benchtime 1x .
 func BenchmarkBatchingAcrossInstances(b *testing.B) {
 	bin := buildBinary(b)
 	for _, instances := range []int{1, 3} {
 		b.Run(fmt.Sprintf("instances=%d", instances), func(b *testing.B) {
-			calls, runs := 0, 0
+			calls, resolvers, runs := 0, 0, 0
 			for b.Loop() {
-				calls += burstOverInstances(b, bin, instances, 1500)
+				c, r := burstOverInstances(b, bin, instances, 1500)
+				calls, resolvers = calls+c, resolvers+r
 				runs++
 			}
 			b.ReportMetric(float64(calls)/float64(runs), "calls")
+			b.ReportMetric(float64(resolvers)/float64(runs), "resolvers")
 		})
 	}
 }
 
-// burstOverInstances runs one burst and returns the batch calls it cost.
-func burstOverInstances(b *testing.B, bin string, instances, customers int) int {
+// burstOverInstances runs one burst and returns the batch calls it cost
+// and the number of instances that worked its resolve jobs.
+func burstOverInstances(b *testing.B, bin string, instances, customers int) (calls, resolvers int) {
 	dsn := postgresForTest(b)
 	wc := wecomtest.NewServer(wecomtest.WithQuotas(wecomtest.Quota{Hour: 1 << 30, Day: 1 << 30, Month: 1 << 30}, wecomtest.Quota{}))
 	b.Cleanup(wc.Close)
@@ -82,5 +90,12 @@ func burstOverInstances(b *testing.B, bin string, instances, customers int) int 
 		}
 	})
 	waitForStatus(b, api, "every customer linked", func(st apiclient.StatusResponse) bool { return st.Links.Active == int64(customers) })
-	return wc.Calls(wecomtest.APIExternalUserIDToPendingID) - before
+	calls = wc.Calls(wecomtest.APIExternalUserIDToPendingID) - before
+
+	db, err := sql.Open("pgx", dsn)
+	require.NoError(b, err)
+	defer db.Close()
+	require.NoError(b, db.QueryRowContext(b.Context(), `SELECT count(DISTINCT attempted_by[array_length(attempted_by, 1)])
+		FROM river_job WHERE kind = 'resolve'`).Scan(&resolvers))
+	return calls, resolvers
 }

@@ -41,22 +41,23 @@ type config struct {
 	// InstanceID is store.Config.InstanceID.
 	InstanceID string
 	// CallbackMaxBytes caps a callback body (handlers.Config.BodyLimit).
-	CallbackMaxBytes int64
-	LogLevel         slog.Level
-	ShutdownTimeout  time.Duration
-	QuotaHour        int64
-	QuotaDay         int64
-	QuotaMonth       int64
-	ExternalHour     int64
-	ExternalDay      int64
-	WebhookURL       string
-	WebhookSecret    string
-	Backfill         bool
-	ResolveWindow    time.Duration
-	ResolveWorkers   int64
-	ResolveMaxWait   time.Duration
-	RenewBefore      time.Duration
-	RenewInterval    time.Duration
+	CallbackMaxBytes    int64
+	LogLevel            slog.Level
+	ShutdownTimeout     time.Duration
+	QuotaHour           int64
+	QuotaDay            int64
+	QuotaMonth          int64
+	ExternalHour        int64
+	ExternalDay         int64
+	WebhookURL          string
+	WebhookSecret       string
+	Backfill            bool
+	ResolveWindow       time.Duration
+	ResolveWorkers      int64
+	RegisterConcurrency int64
+	ResolveMaxWait      time.Duration
+	RenewBefore         time.Duration
+	RenewInterval       time.Duration
 
 	NotCustomerYetDelay    time.Duration
 	ReconcileInterval      time.Duration
@@ -209,6 +210,8 @@ func settings() []setting {
 			apply: durationSetting(func(c *config) *time.Duration { return &c.ResolveMaxWait })},
 		{env: "PENDINGLINK_RESOLVE_WORKERS", def: "200", usage: "resolve jobs worked at once (bounds the batch size; 100 ids fill a call)",
 			apply: intSetting(func(c *config) *int64 { return &c.ResolveWorkers })},
+		{env: "PENDINGLINK_REGISTER_CONCURRENCY", def: "32", usage: "unionid_to_pending_id calls the registrar has in flight at once (enough to reach the quota's rate while WeCom answers)",
+			apply: intSetting(func(c *config) *int64 { return &c.RegisterConcurrency })},
 		{env: "PENDINGLINK_NOT_CUSTOMER_YET_DELAY", def: "45s", usage: "how long a fresh add whose lookup answers 84061 or no pending_id waits for its one retry (the reference advises 30-60 s)",
 			apply: durationSetting(func(c *config) *time.Duration { return &c.NotCustomerYetDelay })},
 		{env: "PENDINGLINK_RENEW_BEFORE", def: "168h", usage: "renew unmatched fans' pending_ids this long before they expire",

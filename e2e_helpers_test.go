@@ -461,6 +461,18 @@ func (w *e2eWorld) jobs(kind string, states ...rivertype.JobState) []*rivertype.
 	return res.Jobs
 }
 
+// queued lists the registration queue's unionids, head first.
+func (w *e2eWorld) queued() []string {
+	w.t.Helper()
+	fans, err := w.db().NextFans(w.t.Context(), 100)
+	require.NoError(w.t, err)
+	var out []string
+	for _, f := range fans {
+		out = append(out, f.UnionID)
+	}
+	return out
+}
+
 // --- recorders ---
 
 // batchBody is one batch/external_userid_to_pending_id request as sent.

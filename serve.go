@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,9 +47,13 @@ type app struct {
 	// stopRefresh ends the background loops: the daily allow-list refresh
 	// and the heartbeat.
 	stopRefresh context.CancelFunc
-	httpSrv     *http.Server
-	addr        net.Addr
-	serveErr    chan error
+	// stopRegistrar ends the registrar loop; registrarDone closes when it
+	// has returned.
+	stopRegistrar context.CancelFunc
+	registrarDone chan struct{}
+	httpSrv       *http.Server
+	addr          net.Addr
+	serveErr      chan error
 }
 
 // appOptions are the seams the demo and tests use; serve passes none.
@@ -85,8 +88,11 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 	jobErrors := &pipelineErrors{}
 	db, err := store.Open(ctx, store.Config{
 		DSN: cfg.DB, MaxConns: int(cfg.DBMaxConns), InstanceID: cfg.InstanceID, Logger: logger, Now: opts.Now, Workers: workers, ErrorHandler: jobErrors,
-		Jobs:         pipeline.Policy{Notify: cfg.WebhookURL != ""},
-		Queues:       pipeline.Queues(int(cfg.ResolveWorkers)),
+		Jobs:   pipeline.Policy{Notify: cfg.WebhookURL != ""},
+		Queues: pipeline.Queues(int(cfg.ResolveWorkers)),
+		// One instance at a time resolves, so a burst spread over several
+		// instances still fills each batch call as one instance would.
+		LeasedQueues: []string{pipeline.QueueResolve},
 		PeriodicJobs: pipeline.PeriodicJobs(cfg.RenewInterval, cfg.ReconcileInterval),
 		// River's default fetch cooldown (100 ms) is kept on purpose: fetching
 		// more often starved the callback path of the single write connection
@@ -134,14 +140,8 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 	if err != nil {
 		return nil, fmt.Errorf("wecom client: %w", err)
 	}
-	// How many instances share the database, from their heartbeats: each
-	// gets its share of the resolve jobs, so its coalescing window grows
-	// with their number and batches stay as full as with one instance.
-	instances := &atomic.Int32{}
-	instances.Store(1)
 	coalescer, err = pipeline.NewCoalescer(client, pipeline.CoalescerConfig{
 		Window: cfg.ResolveWindow, MaxWait: cfg.ResolveMaxWait, Logger: logger,
-		Instances: func() int { return int(instances.Load()) },
 		// A backlog that fills every resolve worker again (a burst, or a
 		// restart after an outage): let a partial group wait for it. Under a
 		// steady load the workers keep up and groups flush at Window.
@@ -172,6 +172,7 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 		Store: db, WeCom: client, Coalescer: coalescer, Logger: logger,
 		RenewBefore: cfg.RenewBefore, Quota: pendingQuota, Now: opts.Now,
 		CheckExisting: cfg.Backfill, ExistingQuota: externalQuota, NotCustomerYetDelay: cfg.NotCustomerYetDelay,
+		RegisterConcurrency: int(cfg.RegisterConcurrency),
 	}
 	if cfg.WebhookURL != "" {
 		pcfg.Webhook = &pipeline.Webhook{URL: cfg.WebhookURL, Secret: cfg.WebhookSecret}
@@ -211,7 +212,7 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 	if err != nil {
 		return nil, fmt.Errorf("PENDINGLINK_ADDR: %w", err)
 	}
-	if err := watchDowntime(refreshCtx, db, cfg, logger, opts.Now, instances); err != nil {
+	if err := watchDowntime(refreshCtx, db, cfg, logger, opts.Now); err != nil {
 		ln.Close()
 		return nil, err
 	}
@@ -221,7 +222,7 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 	}
 	a := &app{
 		cfg: cfg, logger: logger, db: db, client: client, coalescer: coalescer, stopRefresh: stopRefresh,
-		addr: ln.Addr(), serveErr: make(chan error, 1),
+		addr: ln.Addr(), serveErr: make(chan error, 1), registrarDone: make(chan struct{}),
 		httpSrv: &http.Server{
 			Handler:           srv,
 			ReadHeaderTimeout: 10 * time.Second,
@@ -231,6 +232,13 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		},
 	}
+	// The registrar runs on one instance of a cluster at a time (a lease).
+	regCtx, stopRegistrar := context.WithCancel(context.WithoutCancel(ctx))
+	a.stopRegistrar = stopRegistrar
+	go func() {
+		defer close(a.registrarDone)
+		pl.RunRegistrar(regCtx)
+	}()
 	go func() { a.serveErr <- a.httpSrv.Serve(ln) }()
 	logger.Info("listening", "addr", a.addr.String(), "callback_path", cfg.CallbackPath)
 	return a, nil
@@ -275,6 +283,12 @@ func (a *app) shutdown(ctx context.Context) error {
 	if err := a.httpSrv.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 	}
+	// A registration cut off here stays queued: the next registrar does it.
+	a.stopRegistrar()
+	select {
+	case <-a.registrarDone:
+	case <-ctx.Done():
+	}
 	// River stops before the Coalescer closes, so running resolve jobs get
 	// their answers instead of ErrCoalescerClosed.
 	if err := a.db.Close(); err != nil {
@@ -299,20 +313,15 @@ func (s tokenStore) Token(ctx context.Context, key, reject string, now time.Time
 	return wecom.SharedToken{Token: t.Value, FetchedAt: t.FetchedAt, ExpiresAt: t.ExpiresAt}, err
 }
 
-// heartbeatEvery is how often a running instance says it is alive, and
-// countEvery how often it counts the instances alive.
-const (
-	heartbeatEvery = 15 * time.Second
-	countEvery     = 2 * time.Second
-)
+// heartbeatEvery is how often a running instance says it is alive.
+const heartbeatEvery = 15 * time.Second
 
 // watchDowntime starts a reconcile sweep when this start finds that no
 // instance was alive for longer than PENDINGLINK_RECONCILE_AFTER_DOWNTIME:
 // WeCom retries a callback only briefly, so adds made meanwhile are lost
 // unless unionid_to_external_userid finds them. Then it keeps this
-// instance's heartbeat until ctx ends, and counts the instances alive
-// into instances.
-func watchDowntime(ctx context.Context, db *store.DB, cfg config, logger *slog.Logger, now func() time.Time, instances *atomic.Int32) error {
+// instance's heartbeat until ctx ends.
+func watchDowntime(ctx context.Context, db *store.DB, cfg config, logger *slog.Logger, now func() time.Time) error {
 	host, _ := os.Hostname()
 	instance := fmt.Sprintf("%s-%d-%d", host, os.Getpid(), time.Now().UnixNano())
 	last, err := db.Heartbeat(ctx, instance)
@@ -327,21 +336,9 @@ func watchDowntime(ctx context.Context, db *store.DB, cfg config, logger *slog.L
 		logger.Warn("no instance ran for a while: callbacks may have been lost, reconciling",
 			"down_for", down.Round(time.Second).String(), "sweep", s.ID, "new_sweep", started, "fans", s.Remaining)
 	}
-	count := func() {
-		// Alive: seen within three heartbeats.
-		n, err := db.LiveInstances(ctx, now().Add(-3*heartbeatEvery))
-		if err == nil && n > 0 {
-			instances.Store(int32(n))
-		}
-	}
-	count()
 	go func() {
 		beat := time.NewTicker(heartbeatEvery)
 		defer beat.Stop()
-		// Counted more often than the heartbeat, so that instances starting
-		// together soon agree on their number.
-		recount := time.NewTicker(countEvery)
-		defer recount.Stop()
 		for {
 			select {
 			case <-ctx.Done():
@@ -350,8 +347,6 @@ func watchDowntime(ctx context.Context, db *store.DB, cfg config, logger *slog.L
 				if _, err := db.Heartbeat(ctx, instance); err != nil && ctx.Err() == nil {
 					logger.Warn("heartbeat failed", "err", err)
 				}
-			case <-recount.C:
-				count()
 			}
 		}
 	}()

@@ -99,6 +99,9 @@ type FansStatus struct {
 	Expiring int64 `json:"expiring"`
 	// Expired counts fans whose every pending_id expired.
 	Expired int64 `json:"expired"`
+	// Queued counts fans waiting in the registration queue (first
+	// registrations, renewals and retries).
+	Queued int64 `json:"queued"`
 }
 
 // LinksStatus counts links.

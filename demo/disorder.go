@@ -428,8 +428,11 @@ func runClock(c *wecomtest.Clock) (stop func()) {
 			case <-done:
 				return
 			case now := <-t.C:
-				c.Advance(now.Sub(last))
-				last = now
+				// A tick sent before last was read is earlier than last.
+				if d := now.Sub(last); d > 0 {
+					c.Advance(d)
+					last = now
+				}
 			}
 		}
 	}()

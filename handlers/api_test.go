@@ -189,7 +189,8 @@ func TestAPI_RegisterFan(t *testing.T) {
 		require.Len(t, b.wecom.Calls(), 1, "a live pending_id is not asked for again")
 	})
 
-	// queued asserts a 202 with one interactive register job for the fan.
+	// queued asserts a 202 with the fan at the head of the registration
+	// queue, as interactive.
 	queued := func(t *testing.T, b *apiBundle, code int, body []byte) {
 		t.Helper()
 		require.Equal(t, http.StatusAccepted, code, string(body))
@@ -197,16 +198,11 @@ func TestAPI_RegisterFan(t *testing.T) {
 		require.Equal(t, true, got["queued"])
 		require.Equal(t, store.FanNew, got["state"])
 		require.NotContains(t, got, "pending_id")
-		var (
-			args     []byte
-			queue    string
-			priority int
-		)
-		require.NoError(t, b.db.SQL().QueryRowContext(t.Context(),
-			`SELECT json(args), queue, priority FROM river_job WHERE kind = 'register'`).Scan(&args, &queue, &priority))
-		require.Equal(t, pipeline.QueueRegister, queue)
-		require.Equal(t, pipeline.PriorityInteractive, priority)
-		require.Equal(t, pipeline.RegisterArgs{UnionID: "test-u1", OpenID: "o-test-u1"}, decodeAs[pipeline.RegisterArgs](t, args))
+		next, err := b.db.NextFans(t.Context(), 2)
+		require.NoError(t, err)
+		require.Len(t, next, 1)
+		require.Equal(t, "test-u1", next[0].UnionID)
+		require.Equal(t, store.QueueInteractive, next[0].Class)
 	}
 
 	t.Run("AcceptedWhenWeComBusy", func(t *testing.T) {
@@ -324,7 +320,9 @@ func TestAPI_RegisterFans(t *testing.T) {
 		code, body := b.do(t, http.MethodPost, "/v1/fans/batch", fans(3))
 		require.Equal(t, http.StatusAccepted, code, string(body))
 		require.Equal(t, apiclient.BatchResponse{Accepted: 3, Queued: 2, Skipped: 1}, decodeAs[apiclient.BatchResponse](t, body))
-		require.Equal(t, int64(2), b.count(t, `SELECT count(*) FROM river_job WHERE kind = 'register' AND priority = 3`))
+		queued, err := b.db.QueuedFans(t.Context())
+		require.NoError(t, err)
+		require.Equal(t, map[int]int64{store.QueueBulk: 2}, queued, "two fans in the queue, as bulk")
 
 		code, body = b.do(t, http.MethodPost, "/v1/fans/batch", fans(3))
 		require.Equal(t, http.StatusAccepted, code)

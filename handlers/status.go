@@ -99,7 +99,7 @@ func (s *Server) status(c echo.Context) error {
 		resp.Events.Resolved, resp.Events.Pending, resp.Events.Unmatched, resp.Events.Failed =
 			ps.EventsResolved, ps.EventsPending, ps.EventsUnmatched, ps.EventsFailed
 		resp.Events.FailureReasons = ps.FailureReasons
-		resp.Fans = apiclient.FansStatus{Registered: ps.FansRegistered, Valid: ps.FansValid, Expiring: ps.FansExpiring, Expired: ps.FansExpired}
+		resp.Fans = apiclient.FansStatus{Registered: ps.FansRegistered, Valid: ps.FansValid, Expiring: ps.FansExpiring, Expired: ps.FansExpired, Queued: ps.FansQueued}
 		resp.Links = apiclient.LinksStatus{Total: ps.LinksTotal, Active: ps.LinksActive}
 		resp.Reconcile = sweepStatus(d.sweep)
 		resp.Webhook = apiclient.WebhookStatus{Configured: s.cfg.Webhook, OutboxHealth: d.outbox}

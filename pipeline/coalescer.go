@@ -59,12 +59,6 @@ type CoalescerConfig struct {
 	// MaxWait bounds how long a group waits in all when Backlog says more is
 	// coming. Defaults to 4×Window.
 	MaxWait time.Duration
-	// Instances, when set, reports how many processes share the stream of
-	// resolve jobs (several instances on one database). Each sees only its
-	// share of the asks, so Window and MaxWait are multiplied by it: a
-	// group then gathers as many ids as one process alone would, and a
-	// burst spread over the instances costs no more calls. Nil: 1.
-	Instances func() int
 }
 
 // CoalescerStats counts what a Coalescer has done since it was created.
@@ -99,7 +93,6 @@ type batch struct {
 	seen   map[string]struct{} // ids, for dedup while open
 	stop   func() bool         // stops the Window timer
 	opened time.Time           // first ask, for MaxWait
-	scale  time.Duration       // Window and MaxWait multiplier: the instances sharing the asks
 
 	done    chan struct{}     // closed when pending, errs and err are set
 	pending map[string]string // external_userid → pending_id, only non-empty ones
@@ -243,8 +236,7 @@ func (c *Coalescer) join(key groupKey, id string) (*batch, error) {
 			opened: time.Now(),
 		}
 		c.open[key] = b
-		b.scale = c.scale()
-		b.stop = c.afterFunc(c.cfg.Window*b.scale, func() { c.flushOnTimer(b) })
+		b.stop = c.afterFunc(c.cfg.Window, func() { c.flushOnTimer(b) })
 	}
 	if _, dup := b.seen[id]; !dup {
 		b.seen[id] = struct{}{}
@@ -256,26 +248,18 @@ func (c *Coalescer) join(key groupKey, id string) (*batch, error) {
 	return b, nil
 }
 
-// scale is the number of instances sharing the asks, at least 1.
-func (c *Coalescer) scale() time.Duration {
-	if c.cfg.Instances == nil {
-		return 1
-	}
-	return time.Duration(max(c.cfg.Instances(), 1))
-}
-
 // flushOnTimer sends b unless it was already sent (full or by Close): the
 // timer may fire while the flush that stopped it holds the lock.
 func (c *Coalescer) flushOnTimer(b *batch) {
 	// Asked outside the lock: Backlog may query the database.
-	wait := c.cfg.Backlog != nil && time.Since(b.opened)+c.cfg.Window*b.scale <= c.cfg.MaxWait*b.scale && c.cfg.Backlog()
+	wait := c.cfg.Backlog != nil && time.Since(b.opened)+c.cfg.Window <= c.cfg.MaxWait && c.cfg.Backlog()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.open[b.key] != b {
 		return
 	}
 	if wait && !c.closed {
-		b.stop = c.afterFunc(c.cfg.Window*b.scale, func() { c.flushOnTimer(b) })
+		b.stop = c.afterFunc(c.cfg.Window, func() { c.flushOnTimer(b) })
 		return
 	}
 	c.flushLocked(b, flushTimer)

@@ -730,24 +730,3 @@ func sortedIDs(c resolverCall) []string {
 	slices.Sort(ids)
 	return slices.Compact(ids)
 }
-
-// TestCoalescer_WindowGrowsWithInstances: with the resolve jobs shared by
-// three instances, each sees a third of the asks, so a group waits three
-// times as long to gather as many ids as one instance would.
-func TestCoalescer_WindowGrowsWithInstances(t *testing.T) {
-	t.Parallel()
-	instances := 3
-	b := setupCoalescer(t, nil, CoalescerConfig{Window: 50 * time.Millisecond, Instances: func() int { return instances }})
-	ch := resolveAsync(t.Context(), b.c, "wwcorp", "", "wmA")
-	require.Eventually(t, func() bool { return len(b.timers.Pending()) == 1 }, 5*time.Second, time.Millisecond)
-	require.Equal(t, []time.Duration{150 * time.Millisecond}, b.timers.Pending())
-	b.timers.FireAll()
-	require.NoError(t, (<-ch).err)
-
-	instances = 0 // not counted yet: as one
-	ch = resolveAsync(t.Context(), b.c, "wwcorp", "", "wmB")
-	require.Eventually(t, func() bool { return len(b.timers.Pending()) == 1 }, 5*time.Second, time.Millisecond)
-	require.Equal(t, []time.Duration{50 * time.Millisecond}, b.timers.Pending())
-	b.timers.FireAll()
-	require.NoError(t, (<-ch).err)
-}

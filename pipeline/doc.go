@@ -28,7 +28,8 @@
 // # From fan to link
 //
 // [Pipeline.Register] (POST /v1/fans) and [Pipeline.RegisterBatch]
-// (/v1/fans/batch, fans import) store the fan; a [RegisterArgs] job, or the
+// (/v1/fans/batch, fans import) store the fan and queue it in the fans table;
+// the registrar ([Pipeline.RunRegistrar], one per cluster), or the
 // interactive call itself when the quota allows one now, turns its
 // unionid+openid into a pending_id, and store.(*DB).RecordFanPendingID links
 // it to every customer already resolved to that pending_id. Matching thus
@@ -38,8 +39,8 @@
 //
 // # Periodic work and notifications
 //
-// [PeriodicJobs] schedules [RenewArgs] (re-register unmatched fans before
-// their pending_ids expire, with spare quota only) and [PruneArgs] (drop quota
+// [PeriodicJobs] schedules [RenewArgs] (queue fans for re-registration
+// before their pending_ids expire) and [PruneArgs] (drop quota
 // counters no window counts). With [Policy.Notify], every outbox row gets a
 // [NotifyArgs] job that POSTs the link's notifications to the [Webhook] in
 // order, signed with HMAC-SHA256.

@@ -44,9 +44,9 @@ type BacklogItem struct {
 type forecastStore interface {
 	// SetFanPriority changes a fan's priority.
 	SetFanPriority(ctx context.Context, unionID string, priority int) error
-	// Backlog counts the register jobs by priority and the unchecked fans
+	// Backlog counts the registration queue by class and the unchecked fans
 	// created after after.
-	Backlog(ctx context.Context, registerKind string, after time.Time) (store.Backlog, error)
+	Backlog(ctx context.Context, after time.Time) (store.Backlog, error)
 }
 
 // Forecast reports the quota windows, live fans and the backlog with the
@@ -75,16 +75,16 @@ func (p *Pipeline) Forecast(ctx context.Context) (Forecast, error) {
 	if sweep.Running() {
 		after = sweep.RegisteredBefore
 	}
-	b, err := p.cfg.Store.Backlog(ctx, RegisterArgs{}.Kind(), after)
+	b, err := p.cfg.Store.Backlog(ctx, after)
 	if err != nil {
 		return f, err
 	}
 	var ahead int64
 	for _, q := range []struct {
-		name     string
-		priority int
-	}{{"interactive", PriorityInteractive}, {"bulk", PriorityBulk}, {"renewal", PriorityRenew}} {
-		n := b.RegisterJobs[q.priority]
+		name  string
+		class int
+	}{{"interactive", store.QueueInteractive}, {"bulk", store.QueueBulk}, {"renewal", store.QueueRenew}} {
+		n := b.Queued[q.class]
 		ahead += n
 		f.Registrations = append(f.Registrations, BacklogItem{Name: q.name, Count: n, Done: doneAt(now, f.Pending, ahead, n)})
 	}

@@ -8,7 +8,6 @@ import (
 
 	"github.com/riverqueue/river"
 
-	"github.com/pendinglink/pendinglink/quota"
 	"github.com/pendinglink/pendinglink/store"
 	"github.com/pendinglink/pendinglink/wecom"
 )
@@ -49,7 +48,7 @@ type registerStore interface {
 func (p *Pipeline) Register(ctx context.Context, fan store.FanInput) (Registration, error) {
 	// First store the fan without a job: if the call below settles it, no
 	// job is needed.
-	res, err := p.cfg.Store.RegisterFans(ctx, []store.FanInput{fan}, store.RegisterOpts{Priority: PriorityInteractive, NoJob: true})
+	res, err := p.cfg.Store.RegisterFans(ctx, []store.FanInput{fan}, store.RegisterOpts{Priority: store.QueueInteractive, NoJob: true})
 	if err != nil {
 		return 0, err
 	}
@@ -67,9 +66,10 @@ func (p *Pipeline) Register(ctx context.Context, fan store.FanInput) (Registrati
 		}
 		p.cfg.Logger.Info("interactive registration queued after a transient error", "err", err)
 	}
-	if _, err := p.cfg.Store.RegisterFans(ctx, []store.FanInput{fan}, store.RegisterOpts{Priority: PriorityInteractive}); err != nil {
+	if _, err := p.cfg.Store.RegisterFans(ctx, []store.FanInput{fan}, store.RegisterOpts{Priority: store.QueueInteractive}); err != nil {
 		return 0, err
 	}
+	p.WakeRegistrar()
 	return Queued, nil
 }
 
@@ -98,7 +98,11 @@ func (p *Pipeline) checkNow(ctx context.Context, fan store.FanInput) {
 // RegisterBatch queues fans as bulk work. Fans already holding a live
 // pending_id, or already queued, are skipped.
 func (p *Pipeline) RegisterBatch(ctx context.Context, fans []store.FanInput) (store.RegisterResult, error) {
-	return p.cfg.Store.RegisterFans(ctx, fans, store.RegisterOpts{Priority: PriorityBulk})
+	res, err := p.cfg.Store.RegisterFans(ctx, fans, store.RegisterOpts{Priority: store.QueueBulk})
+	if err == nil && res.Queued > 0 {
+		p.WakeRegistrar()
+	}
+	return res, err
 }
 
 // register calls WeCom and records the pending_id; both the worker and
@@ -122,9 +126,10 @@ func (p *Pipeline) register(ctx context.Context, unionID, openID string) ([]stor
 	return links, nil
 }
 
-// registerWorker turns a fan's unionid+openid into a pending_id. The client's
-// quota limiter paces the calls; when a window is full the job snoozes until
-// it frees, so no call WeCom would answer 45009 is made.
+// registerWorker turns a fan's unionid+openid into a pending_id. Nothing
+// queues it any more (the registrar works the fans table); it works the
+// jobs earlier versions queued. The client's quota limiter paces the calls;
+// when a window is full the job snoozes until it frees.
 type registerWorker struct {
 	river.WorkerDefaults[RegisterArgs]
 	p *Pipeline
@@ -174,51 +179,35 @@ func (w *backfillWorker) Work(ctx context.Context, job *river.Job[BackfillArgs])
 }
 
 type renewStore interface {
-	// CountJobs counts the jobs of a kind not yet finished.
-	CountJobs(ctx context.Context, kind string) (int64, error)
 	// FansToRenew lists fans whose newest pending_id expires before the
-	// given time, unmatched ones first.
+	// given time, highest priority first.
 	FansToRenew(ctx context.Context, before time.Time, limit int) ([]store.FanInput, error)
 	RegisterFans(ctx context.Context, fans []store.FanInput, opts store.RegisterOpts) (store.RegisterResult, error)
 }
 
-// renewWorker re-registers fans whose pending_ids are about to expire,
-// unmatched ones first: a linked fan may still be added by another dealer.
-// It runs periodically and only uses spare quota: nothing while bulk
-// registrations are queued, and at most half of what is left in the
-// tightest window.
+// renewWorker queues fans whose pending_ids are about to expire for
+// re-registration, at most RenewBatch a run. The registrar then orders them
+// with the first registrations by the fans' priorities, so that when the
+// quota cannot keep every fan live the lowest-priority ones are left to
+// expire.
 type renewWorker struct {
 	river.WorkerDefaults[RenewArgs]
 	cfg   Config
 	store renewStore
+	wake  func()
 }
 
 func (w *renewWorker) Work(ctx context.Context, _ *river.Job[RenewArgs]) error {
-	queued, err := w.store.CountJobs(ctx, RegisterArgs{}.Kind())
+	fans, err := w.store.FansToRenew(ctx, w.cfg.Now().Add(w.cfg.RenewBefore), w.cfg.RenewBatch)
+	if err != nil || len(fans) == 0 {
+		return err
+	}
+	res, err := w.store.RegisterFans(ctx, fans, store.RegisterOpts{Priority: store.QueueRenew, Renew: true})
 	if err != nil {
 		return err
 	}
-	if queued > 0 {
-		w.cfg.Logger.Info("renew skipped: registrations queued", "queued", queued)
-		return nil
-	}
-	limit := int64(w.cfg.RenewBatch)
-	if w.cfg.Quota != nil {
-		limit = min(limit, quota.Spare(w.cfg.Quota.Usage())/2)
-	}
-	if limit <= 0 {
-		return nil
-	}
-	fans, err := w.store.FansToRenew(ctx, w.cfg.Now().Add(w.cfg.RenewBefore), int(limit))
-	if err != nil {
-		return err
-	}
-	if len(fans) == 0 {
-		return nil
-	}
-	res, err := w.store.RegisterFans(ctx, fans, store.RegisterOpts{Priority: PriorityRenew, Renew: true})
-	if err != nil {
-		return err
+	if res.Queued > 0 {
+		w.wake()
 	}
 	w.cfg.Logger.Info("renewing pending_ids", "fans", len(fans), "queued", res.Queued)
 	return nil

@@ -18,14 +18,9 @@ const (
 	QueueRegister = "register"
 )
 
-// Job priorities (River: 1 runs first). Interactive registrations go ahead
-// of bulk imports, and renewals and backfills use what is left.
-const (
-	PriorityInteractive = 1
-	PriorityBulk        = 3
-	PriorityRenew       = 4
-	PriorityBackfill    = 4
-)
+// PriorityBackfill is the River priority (1 runs first) of the legacy
+// backfill jobs: they use what is left.
+const PriorityBackfill = 4
 
 // NotifyMaxAttempts is how often a webhook delivery is tried. River's
 // backoff grows to days long before the last attempt.
@@ -159,25 +154,6 @@ func periodics(renewInterval, reconcileInterval time.Duration) []periodic {
 	}
 }
 
-// jobPriority places a fan's register job: interactive ones first; bulk
-// registrations and renewals by the fan's priority (a third of the range
-// each to River's priorities 2, 3 and 4), so the quota goes to the fans the
-// brand values most. A fan given no priority counts as the default.
-func jobPriority(queue, fan int) int {
-	if queue == PriorityInteractive {
-		return queue
-	}
-	switch {
-	case fan == 0:
-		return PriorityBulk
-	case fan > 2*store.MaxFanPriority/3:
-		return PriorityBulk - 1
-	case fan <= store.MaxFanPriority/3:
-		return PriorityRenew
-	}
-	return PriorityBulk
-}
-
 // onlyOne keeps a periodic job from being inserted while one of its kind is
 // still queued or running: two reconcile runs at once would check the same
 // fans twice.
@@ -246,12 +222,3 @@ func (p Policy) NotificationJobs(l store.Link) []river.InsertManyParams {
 // interactive registration), not by a job per pending_id, which renewals
 // would repeat.
 func (Policy) PendingIDJobs(store.FanInput) []river.InsertManyParams { return nil }
-
-// RegisterJob implements store.JobPolicy. One register job per fan is kept
-// until it finishes, so a re-sent batch or import queues nothing twice.
-func (Policy) RegisterJob(f store.FanInput, priority int) river.InsertManyParams {
-	return river.InsertManyParams{Args: RegisterArgs{UnionID: f.UnionID, OpenID: f.OpenID}, InsertOpts: &river.InsertOpts{
-		Queue: QueueRegister, Priority: jobPriority(priority, f.Priority),
-		UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: unfinished},
-	}}
-}

@@ -94,12 +94,6 @@ func TestPolicy_FollowUps(t *testing.T) {
 
 	require.Empty(t, pipeline.Policy{}.PendingIDJobs(fan))
 	require.Empty(t, pipeline.Policy{Notify: true}.PendingIDJobs(fan), "existing customers are found by the reconcile job")
-
-	reg := pipeline.Policy{}.RegisterJob(fan, pipeline.PriorityInteractive)
-	require.Equal(t, pipeline.RegisterArgs{UnionID: fan.UnionID, OpenID: fan.OpenID}, reg.Args)
-	require.Equal(t, pipeline.QueueRegister, reg.InsertOpts.Queue)
-	require.Equal(t, pipeline.PriorityInteractive, reg.InsertOpts.Priority)
-	require.True(t, reg.InsertOpts.UniqueOpts.ByArgs, "one register job per fan while unfinished")
 }
 
 // TestPeriodicJobs_OneRunAtATime: a periodic run still going when the next
@@ -113,21 +107,5 @@ func TestPeriodicJobs_OneRunAtATime(t *testing.T) {
 		require.NotNil(t, opts, id)
 		require.Contains(t, opts.UniqueOpts.ByState, rivertype.JobStateRunning, args.Kind())
 		require.Contains(t, opts.UniqueOpts.ByState, rivertype.JobStateAvailable, args.Kind())
-	}
-}
-
-// TestPolicy_RegisterJobFollowsTheFansPriority: bulk registrations and
-// renewals of fans the brand values more run first; interactive ones
-// always lead.
-func TestPolicy_RegisterJobFollowsTheFansPriority(t *testing.T) {
-	t.Parallel()
-	var p pipeline.Policy
-	for _, tc := range []struct{ queue, fan, want int }{
-		{pipeline.PriorityBulk, 90, 2}, {pipeline.PriorityBulk, 0, 3}, {pipeline.PriorityBulk, 50, 3}, {pipeline.PriorityBulk, 10, 4},
-		{pipeline.PriorityRenew, 90, 2}, {pipeline.PriorityRenew, 10, 4},
-		{pipeline.PriorityInteractive, 10, 1},
-	} {
-		got := p.RegisterJob(store.FanInput{UnionID: "u", OpenID: "o", Priority: tc.fan}, tc.queue)
-		require.Equal(t, tc.want, got.InsertOpts.Priority, "queue %d, fan priority %d", tc.queue, tc.fan)
 	}
 }

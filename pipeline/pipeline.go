@@ -27,6 +27,7 @@ type Store interface {
 	failStore
 	reconcileStore
 	chatMembersStore
+	registrarStore
 	forecastStore
 	// PipelineStatus returns the counters /v1/status shows for the pipeline.
 	PipelineStatus(ctx context.Context, expiringWithin time.Duration) (store.PipelineStatus, error)
@@ -88,8 +89,22 @@ type Config struct {
 	ExistingQuota Quota
 	// ReconcileBatch caps the fans one reconcile run checks. Defaults to 500.
 	ReconcileBatch int
+	// RegisterConcurrency is how many registrations the registrar has in
+	// flight at once: enough to reach the quota's rate while WeCom takes
+	// its time to answer. Defaults to 8.
+	RegisterConcurrency int
+	// RegisterPoll is how often an idle registrar looks for queued fans
+	// (fans queued on this instance wake it at once). Defaults to 1s.
+	RegisterPoll time.Duration
+	// LeaseRetry is how often an instance tries to become the registrar,
+	// and the registrar checks it still is. Defaults to 1s.
+	LeaseRetry time.Duration
 	// Now defaults to time.Now.
 	Now func() time.Time
+	// Sleep waits d or until ctx ends and returns ctx's error; the
+	// registrar waits with it. Defaults to quota.Sleep; a fake clock's
+	// Sleep advances the clock instead, for simulations.
+	Sleep func(ctx context.Context, d time.Duration) error
 }
 
 func (cfg Config) withDefaults() (Config, error) {
@@ -119,8 +134,20 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.ReconcileBatch <= 0 {
 		cfg.ReconcileBatch = 500
 	}
+	if cfg.RegisterConcurrency <= 0 {
+		cfg.RegisterConcurrency = 8
+	}
+	if cfg.RegisterPoll <= 0 {
+		cfg.RegisterPoll = time.Second
+	}
+	if cfg.LeaseRetry <= 0 {
+		cfg.LeaseRetry = time.Second
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Sleep == nil {
+		cfg.Sleep = quota.Sleep
 	}
 	return cfg, nil
 }
@@ -130,6 +157,8 @@ func (cfg Config) withDefaults() (Config, error) {
 // once when the quota allows.
 type Pipeline struct {
 	cfg Config
+	// wake tells an idle registrar that fans were queued.
+	wake chan struct{}
 }
 
 // New validates cfg and returns the pipeline.
@@ -138,7 +167,7 @@ func New(cfg Config) (*Pipeline, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Pipeline{cfg: cfg}, nil
+	return &Pipeline{cfg: cfg, wake: make(chan struct{}, 1)}, nil
 }
 
 // AddWorkers registers every pipeline worker in workers. The store and the
@@ -177,7 +206,7 @@ func (p *Pipeline) newWorkers() workerSet {
 		endLink:     &endLinkWorker{cfg: cfg, store: cfg.Store},
 		register:    &registerWorker{p: p},
 		backfill:    &backfillWorker{cfg: cfg, store: cfg.Store},
-		renew:       &renewWorker{cfg: cfg, store: cfg.Store},
+		renew:       &renewWorker{cfg: cfg, store: cfg.Store, wake: p.WakeRegistrar},
 		notify:      newNotifyWorker(cfg, cfg.Store),
 		prune:       &pruneWorker{cfg: cfg, store: cfg.Store},
 		reconcile:   &reconcileWorker{cfg: cfg, store: cfg.Store},

@@ -83,7 +83,12 @@ type workerBundle struct {
 
 func setupWorkers(t *testing.T, mutate func(*pipeline.Config)) *workerBundle {
 	t.Helper()
-	now := func() time.Time { return testNow }
+	return setupWorkersAt(t, func() time.Time { return testNow }, mutate)
+}
+
+// setupWorkersAt is setupWorkers with the store's and the pipeline's clock.
+func setupWorkersAt(t *testing.T, now func() time.Time, mutate func(*pipeline.Config)) *workerBundle {
+	t.Helper()
 	db := storetest.MustOpen(t, store.Config{Now: now, Jobs: pipeline.Policy{}})
 	fw := &pipelinetest.FakeWeCom{}
 	co, err := pipeline.NewCoalescer(fw, pipeline.CoalescerConfig{Window: time.Millisecond})
@@ -419,30 +424,45 @@ func TestBackfillWorker(t *testing.T) {
 
 func TestRenewWorker(t *testing.T) {
 	t.Parallel()
+	// queued lists the registration queue's head as unionid:class.
+	queued := func(t *testing.T, b *workerBundle) []string {
+		t.Helper()
+		fans, err := b.db.NextFans(t.Context(), 10)
+		require.NoError(t, err)
+		var out []string
+		for _, f := range fans {
+			out = append(out, fmt.Sprintf("%s:%d", f.UnionID, f.Class))
+		}
+		return out
+	}
 
-	t.Run("QueuesExpiringFansWithinSpareQuota", func(t *testing.T) {
+	t.Run("QueuesExpiringFansHighestPriorityFirst", func(t *testing.T) {
 		t.Parallel()
-		quota := &pipelinetest.FakeQuota{Windows: []quota.Usage{{Length: time.Hour, Limit: 10, Used: 6}}}
-		b := setupWorkers(t, func(c *pipeline.Config) { c.Quota = quota; c.RenewBefore = 100 * 24 * time.Hour })
+		b := setupWorkers(t, func(c *pipeline.Config) { c.RenewBefore = 100 * 24 * time.Hour; c.RenewBatch = 2 })
 		for _, u := range []string{"test-u1", "test-u2", "test-u3"} {
 			b.registerFan(t, u, "p-"+u)
 		}
+		require.NoError(t, b.db.SetFanPriority(t.Context(), "test-u3", 90))
+		require.NoError(t, b.db.SetFanPriority(t.Context(), "test-u1", 10))
+
 		require.Equal(t, river.EventKindJobCompleted, mustWork(t, b, pipeline.RenewArgs{}).EventKind)
-		n, err := b.db.CountJobs(t.Context(), pipeline.RegisterArgs{}.Kind())
-		require.NoError(t, err)
-		require.Equal(t, int64(2), n, "half of the 4 calls left in the window")
+		require.Equal(t, []string{"test-u3:4", "test-u2:4"}, queued(t, b), "RenewBatch fans a run, by priority")
+		require.Equal(t, river.EventKindJobCompleted, mustWork(t, b, pipeline.RenewArgs{}).EventKind)
+		require.Equal(t, []string{"test-u3:4", "test-u2:4", "test-u1:4"}, queued(t, b), "the next run queues the fans not queued yet")
 	})
 
-	t.Run("WaitsWhileRegistrationsAreQueued", func(t *testing.T) {
+	t.Run("QueuedWithBulkRegistrationsByPriority", func(t *testing.T) {
 		t.Parallel()
 		b := setupWorkers(t, func(c *pipeline.Config) { c.RenewBefore = 100 * 24 * time.Hour })
-		b.registerFan(t, "test-u1", "p-1")
-		_, err := b.db.RegisterFans(t.Context(), []store.FanInput{{UnionID: "test-u2", OpenID: "o"}}, store.RegisterOpts{Priority: pipeline.PriorityBulk})
+		b.registerFan(t, "test-live-high", "p-1")
+		b.registerFan(t, "test-live-low", "p-2")
+		require.NoError(t, b.db.SetFanPriority(t.Context(), "test-live-high", 80))
+		require.NoError(t, b.db.SetFanPriority(t.Context(), "test-live-low", 20))
+		_, err := b.db.RegisterFans(t.Context(), []store.FanInput{{UnionID: "test-new", OpenID: "o"}}, store.RegisterOpts{Priority: store.QueueBulk})
 		require.NoError(t, err)
 		require.Equal(t, river.EventKindJobCompleted, mustWork(t, b, pipeline.RenewArgs{}).EventKind)
-		n, err := b.db.CountJobs(t.Context(), pipeline.RegisterArgs{}.Kind())
-		require.NoError(t, err)
-		require.Equal(t, int64(1), n, "only the bulk registration")
+		require.Equal(t, []string{"test-live-high:4", "test-new:3", "test-live-low:4"}, queued(t, b),
+			"a renewal waits behind a first registration of a fan the brand values more, not behind every one")
 	})
 }
 

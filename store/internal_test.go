@@ -43,10 +43,6 @@ func (eventJobPolicy) EventJobs(_ *Event, id int64) []river.InsertManyParams {
 }
 func (eventJobPolicy) NotificationJobs(Link) []river.InsertManyParams  { return nil }
 func (eventJobPolicy) PendingIDJobs(FanInput) []river.InsertManyParams { return nil }
-func (eventJobPolicy) RegisterJob(FanInput, int) river.InsertManyParams {
-	return river.InsertManyParams{Args: eventJob{}}
-}
-
 func newReq(key string) *saveReq {
 	return &saveReq{
 		ev: &Event{

@@ -23,10 +23,6 @@ type JobPolicy interface {
 	// PendingIDJobs returns the jobs that follow a pending_id recorded for
 	// a fan.
 	PendingIDJobs(f FanInput) []river.InsertManyParams
-	// RegisterJob returns the job that registers a fan at the given
-	// priority. Its unique options decide whether a second request for the
-	// same fan is skipped (RegisterResult.Skipped).
-	RegisterJob(f FanInput, priority int) river.InsertManyParams
 }
 
 // jobInserter inserts the policy's jobs in the caller's transaction.
@@ -70,46 +66,4 @@ func (j jobInserter) pendingID(ctx context.Context, tx *sql.Tx, f FanInput) erro
 		return nil
 	}
 	return j.insert(ctx, tx, j.policy.PendingIDJobs(f))
-}
-
-// registerMany inserts the register jobs of fans in one statement and
-// reports, per fan, whether its job was new (false: an unfinished one
-// already exists). Without a policy nothing is inserted and every fan
-// counts as queued.
-func (j jobInserter) registerMany(ctx context.Context, tx *sql.Tx, fans []FanInput, priority int) ([]bool, error) {
-	out := make([]bool, len(fans))
-	if j.policy == nil {
-		for i := range out {
-			out[i] = true
-		}
-		return out, nil
-	}
-	params := make([]river.InsertManyParams, len(fans))
-	for i, f := range fans {
-		params[i] = j.policy.RegisterJob(f, priority)
-	}
-	res, err := j.rc.InsertManyTx(ctx, tx, params)
-	if err != nil {
-		return nil, err
-	}
-	for i, r := range res {
-		out[i] = !r.UniqueSkippedAsDuplicate
-	}
-	return out, nil
-}
-
-// registerAgain inserts f's register job without its uniqueness: a failed
-// fan's last job may still count as running for a moment after it failed
-// the fan, and a retry must not be skipped as its duplicate.
-func (j jobInserter) registerAgain(ctx context.Context, tx *sql.Tx, f FanInput, priority int) error {
-	if j.policy == nil {
-		return nil
-	}
-	p := j.policy.RegisterJob(f, priority)
-	if p.InsertOpts != nil {
-		opts := *p.InsertOpts
-		opts.UniqueOpts = river.UniqueOpts{}
-		p.InsertOpts = &opts
-	}
-	return j.insert(ctx, tx, []river.InsertManyParams{p})
 }

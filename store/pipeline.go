@@ -117,23 +117,41 @@ func printableASCII(s string) bool {
 	return true
 }
 
+// Registration queue classes (RegisterOpts.Priority, QueuedFan.Class):
+// interactive fans go first, then bulk registrations and renewals by the
+// fan's priority.
+const (
+	QueueInteractive = 1
+	QueueBulk        = 3
+	QueueRenew       = 4
+)
+
 // RegisterOpts says how RegisterFans queues work.
 type RegisterOpts struct {
-	// Priority of the register jobs (River: 1 runs first), passed to
-	// JobPolicy.RegisterJob; out of 1–4 it is 3.
+	// Priority is the queue class: QueueInteractive, QueueBulk or
+	// QueueRenew; any other value is QueueBulk.
 	Priority int
 	// Renew re-registers fans whose pending_id is still live.
 	Renew bool
-	// NoJob stores the fans but inserts no job: the caller registers them now.
+	// NoJob stores the fans but does not queue them: the caller registers
+	// them now.
 	NoJob bool
 }
 
 // RegisterResult counts what RegisterFans did.
 type RegisterResult struct {
-	// Queued counts fans that need registering (with NoJob) or whose job was inserted.
+	// Queued counts fans that need registering (with NoJob) or that joined
+	// the registration queue.
 	Queued int
-	// Skipped counts fans that hold a live pending_id or already have a job queued.
+	// Skipped counts fans that hold a live pending_id or are queued already.
 	Skipped int
+}
+
+// QueuedFan is a fan waiting in the registration queue.
+type QueuedFan struct {
+	FanInput
+	Class    int
+	QueuedAt time.Time
 }
 
 // Fan states.
@@ -212,6 +230,8 @@ type PipelineStatus struct {
 	EventsResolved, EventsPending, EventsFailed, EventsUnmatched int64
 	FansRegistered, FansValid, FansExpiring, FansExpired         int64
 	LinksTotal, LinksActive                                      int64
+	// FansQueued counts the fans in the registration queue.
+	FansQueued int64
 	// FailureReasons counts failed events by reason (the ten most common).
 	FailureReasons map[string]int64
 }
@@ -264,19 +284,43 @@ func (db *DB) FailFan(ctx context.Context, unionID, reason string) error {
 	return db.eng.failFan(ctx, unionID, truncateReason(reason), db.cfg.Now())
 }
 
-// RegisterFans stores fans (updating an openid that changed) and queues a
-// register job for each fan that holds no live pending_id and has no job
-// queued. Fans are validated first; an invalid one writes nothing.
+// RegisterFans stores fans (updating an openid that changed) and puts each
+// fan that holds no live pending_id (every fan, with Renew) in the
+// registration queue, unless it is queued already. Fans are validated
+// first; an invalid one writes nothing.
 func (db *DB) RegisterFans(ctx context.Context, fans []FanInput, opts RegisterOpts) (RegisterResult, error) {
 	for i, f := range fans {
 		if err := f.Validate(); err != nil {
 			return RegisterResult{}, fmt.Errorf("fan %d: %w", i, err)
 		}
 	}
-	if opts.Priority < 1 || opts.Priority > 4 {
-		opts.Priority = 3
+	if opts.Priority != QueueInteractive && opts.Priority != QueueRenew {
+		opts.Priority = QueueBulk
 	}
-	return db.eng.registerFans(ctx, db.jobs(), fans, opts, db.cfg.Now())
+	return db.eng.registerFans(ctx, fans, opts, db.cfg.Now())
+}
+
+// NextFans returns up to limit fans from the head of the registration
+// queue: interactive ones first, then by the fan's priority (highest
+// first), renewals before first registrations among equals, oldest first.
+// It does not take them out: a pending_id or a failure does (or
+// RequeueFan puts one back at the end of its place).
+func (db *DB) NextFans(ctx context.Context, limit int) ([]QueuedFan, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	return db.eng.nextFans(ctx, limit)
+}
+
+// RequeueFan puts a queued fan back behind the others of its priority and
+// class after a transient failure, noting reason; other fans go first.
+func (db *DB) RequeueFan(ctx context.Context, unionID, reason string) error {
+	return db.eng.requeueFan(ctx, unionID, truncateReason(reason), db.cfg.Now())
+}
+
+// QueuedFans counts the fans in the registration queue by class.
+func (db *DB) QueuedFans(ctx context.Context) (map[int]int64, error) {
+	return db.eng.queuedFans(ctx)
 }
 
 // SetFanPriority changes a fan's priority (MinFanPriority to
@@ -320,11 +364,6 @@ func (db *DB) FansToRenew(ctx context.Context, before time.Time, limit int) ([]F
 // to run that no worker has taken yet.
 func (db *DB) HasAvailableJobs(ctx context.Context, queue string, atLeast int) (bool, error) {
 	return db.eng.hasAvailableJobs(ctx, queue, max(atLeast, 1))
-}
-
-// CountJobs counts the jobs of a kind not yet finished.
-func (db *DB) CountJobs(ctx context.Context, kind string) (int64, error) {
-	return db.eng.countJobs(ctx, kind)
 }
 
 // NextOutbox returns the oldest undelivered notification of a link, or ErrNotFound.

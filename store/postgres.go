@@ -44,6 +44,10 @@ type postgresEngine struct {
 	// instance is Config.InstanceID: the jobs its previous process left
 	// running are this process's to resume.
 	instance string
+	// connCfg and dsn open a lease's own connection (lease.go); dsn only
+	// to redact its password from errors.
+	connCfg *pgx.ConnConfig
+	dsn     string
 }
 
 var _ engine = (*postgresEngine)(nil)
@@ -67,7 +71,7 @@ func openPostgres(ctx context.Context, cfg Config) (_ *postgresEngine, _ riverdr
 	pool := sqlDB{DB: stdlib.OpenDB(*connCfg), d: d}
 	pool.SetMaxOpenConns(cfg.MaxConns)
 	pool.SetMaxIdleConns(cfg.MaxConns)
-	e := &postgresEngine{sqlEngine: sqlEngine{d: d, write: pool, read: pool}, instance: cfg.InstanceID}
+	e := &postgresEngine{sqlEngine: sqlEngine{d: d, write: pool, read: pool}, instance: cfg.InstanceID, connCfg: connCfg, dsn: cfg.DSN}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, e.close())

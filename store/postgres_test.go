@@ -358,3 +358,58 @@ func TestPostgres_SharedToken(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "tok-4", tok.Value, "keys apart")
 }
+
+// TestPostgres_LeasedQueueOneInstanceAtATime: of two instances on one
+// database, only the one holding the lease works the leased queue, and
+// when it stops the other takes the queue over.
+func TestPostgres_LeasedQueueOneInstanceAtATime(t *testing.T) {
+	t.Parallel()
+	dsn := storetest.PostgresDSN(t)
+	type work struct {
+		instance string
+		job      storetest.Job
+	}
+	worked := make(chan work, 100)
+	open := func(instance string) *store.DB {
+		workers := river.NewWorkers()
+		river.AddWorker(workers, river.WorkFunc(func(_ context.Context, job *river.Job[storetest.Job]) error {
+			worked <- work{instance, job.Args}
+			return nil
+		}))
+		db := storetest.MustOpenPostgres(t, store.Config{
+			DSN: dsn, Workers: workers, InstanceID: instance, LeaseRetry: 20 * time.Millisecond, FetchCooldown: 10 * time.Millisecond, FetchPollInterval: 20 * time.Millisecond,
+			Queues:       map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 2}, "leased": {MaxWorkers: 2}},
+			LeasedQueues: []string{"leased"},
+		})
+		require.NoError(t, db.Start(t.Context()))
+		return db
+	}
+	a := open("a") // takes the lease at Start
+	b := open("b")
+	insert := func(db *store.DB, n int, subject string) {
+		for range n {
+			_, err := db.River().Insert(t.Context(), storetest.Job{What: "test", Subject: subject}, &river.InsertOpts{Queue: "leased"})
+			require.NoError(t, err)
+		}
+	}
+	// await returns who worked n jobs; the timeout only bounds a failing test.
+	await := func(n int) map[string]int {
+		by := map[string]int{}
+		for range n {
+			select {
+			case w := <-worked:
+				by[w.instance]++
+			case <-time.After(30 * time.Second):
+				t.Fatalf("only %v of %d jobs worked", by, n)
+			}
+		}
+		return by
+	}
+
+	insert(b, 20, "first") // inserted on b, worked on a
+	require.Equal(t, map[string]int{"a": 20}, await(20))
+
+	require.NoError(t, a.Close()) // releases the lease once its jobs finished
+	insert(b, 20, "second")
+	require.Equal(t, map[string]int{"b": 20}, await(20), "b takes over the queue a left")
+}

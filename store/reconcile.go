@@ -94,23 +94,17 @@ func (db *DB) Heartbeat(ctx context.Context, instance string) (time.Time, error)
 
 // Backlog counts the work waiting for WeCom quota.
 type Backlog struct {
-	// RegisterJobs counts the unfinished jobs of the kind asked for, by
-	// River priority.
-	RegisterJobs map[int]int64
+	// Queued counts the fans in the registration queue by class
+	// (QueueInteractive, QueueBulk, QueueRenew).
+	Queued map[int]int64
 	// Unchecked counts registered fans not yet checked against
 	// unionid_to_external_userid.
 	Unchecked int64
 }
 
-// Backlog returns the work waiting for quota: the unfinished jobs of
-// registerKind by priority, and the fans never checked that were created
-// after after (zero: all; a running sweep counts the earlier ones).
-func (db *DB) Backlog(ctx context.Context, registerKind string, after time.Time) (Backlog, error) {
-	return db.eng.backlog(ctx, registerKind, after)
-}
-
-// LiveInstances counts the instances whose heartbeat was seen at or after
-// since (this one included, once it has sent one).
-func (db *DB) LiveInstances(ctx context.Context, since time.Time) (int, error) {
-	return db.eng.liveInstances(ctx, since)
+// Backlog returns the work waiting for quota: the registration queue by
+// class, and the fans never checked that were created after after (zero:
+// all; a running sweep counts the earlier ones).
+func (db *DB) Backlog(ctx context.Context, after time.Time) (Backlog, error) {
+	return db.eng.backlog(ctx, after)
 }

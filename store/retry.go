@@ -56,5 +56,5 @@ func (db *DB) RetryFans(ctx context.Context, f RetryFilter) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return db.eng.retryFans(ctx, db.jobs(), f, db.cfg.Now())
+	return db.eng.retryFans(ctx, f, db.cfg.Now())
 }

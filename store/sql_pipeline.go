@@ -400,7 +400,7 @@ func (e *sqlEngine) recordFanPendingID(ctx context.Context, jobs jobInserter, un
 			WHERE fan_pending_ids.expires_at <= excluded.issued_at`, pendingID, unionID, nowMS, now.Add(PendingIDLifetime).UnixMilli()); err != nil {
 			return dbError("insert pending_id", err)
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE fans SET state = 'registered', registered_at = ?, last_error = '', attempts = attempts + 1, updated_at = ?
+		if _, err := tx.ExecContext(ctx, `UPDATE fans SET state = 'registered', registered_at = ?, last_error = '', attempts = attempts + 1, queued_at = NULL, updated_at = ?
 			WHERE unionid = ?`, nowMS, nowMS, unionID); err != nil {
 			return dbError("mark fan registered", err)
 		}
@@ -497,7 +497,7 @@ func (e *sqlEngine) setFanPriority(ctx context.Context, unionID string, priority
 }
 
 func (e *sqlEngine) failFan(ctx context.Context, unionID, reason string, now time.Time) error {
-	_, err := e.write.ExecContext(ctx, `UPDATE fans SET state = 'failed', last_error = ?, attempts = attempts + 1, updated_at = ? WHERE unionid = ?`,
+	_, err := e.write.ExecContext(ctx, `UPDATE fans SET state = 'failed', last_error = ?, attempts = attempts + 1, queued_at = NULL, updated_at = ? WHERE unionid = ?`,
 		reason, now.UnixMilli(), unionID)
 	return dbError("fail fan", err)
 }
@@ -506,7 +506,7 @@ func (e *sqlEngine) failFan(ctx context.Context, unionID, reason string, now tim
 // engines' limits on bound parameters (5 per fan).
 const registerChunk = 500
 
-func (e *sqlEngine) registerFans(ctx context.Context, jobs jobInserter, fans []FanInput, opts RegisterOpts, now time.Time) (res RegisterResult, err error) {
+func (e *sqlEngine) registerFans(ctx context.Context, fans []FanInput, opts RegisterOpts, now time.Time) (res RegisterResult, err error) {
 	nowMS := now.UnixMilli()
 	// A fan listed twice is stored once, with its last openid; the repeats
 	// count as skipped, as a second request for the same fan would.
@@ -552,21 +552,106 @@ func (e *sqlEngine) registerFans(ctx context.Context, jobs jobInserter, fans []F
 				res.Queued += len(todo)
 				continue
 			}
-			inserted, err := jobs.registerMany(ctx, tx.Tx, todo, opts.Priority)
+			n, err := queueFans(ctx, tx, todo, opts.Priority, nowMS)
 			if err != nil {
-				return dbError("enqueue register", err)
+				return err
 			}
-			for _, ok := range inserted {
-				if ok {
-					res.Queued++
-				} else {
-					res.Skipped++
-				}
-			}
+			res.Queued += n
+			res.Skipped += len(todo) - n
 		}
 		return nil
 	})
 	return res, err
+}
+
+// queueColumns are what nextFans reads of a queued fan.
+const queueColumns = `SELECT unionid, openid, importance, queue_class, queued_at FROM fans WHERE queued_at IS NOT NULL AND `
+
+func (e *sqlEngine) nextFans(ctx context.Context, limit int) ([]QueuedFan, error) {
+	// Two ordered index scans (fans_queue_interactive, fans_queue) rather
+	// than one ORDER BY over a CASE, which no index serves.
+	out, err := e.scanQueued(ctx, queueColumns+`queue_class = ? ORDER BY queued_at LIMIT ?`, QueueInteractive, limit)
+	if err != nil || len(out) == limit {
+		return out, err
+	}
+	rest, err := e.scanQueued(ctx, queueColumns+`queue_class <> ? ORDER BY importance DESC, queue_class DESC, queued_at LIMIT ?`,
+		QueueInteractive, limit-len(out))
+	return append(out, rest...), err
+}
+
+func (e *sqlEngine) scanQueued(ctx context.Context, query string, args ...any) ([]QueuedFan, error) {
+	rows, err := e.read.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, dbError("next fans", err)
+	}
+	defer rows.Close()
+	var out []QueuedFan
+	for rows.Next() {
+		var (
+			f  QueuedFan
+			at int64
+		)
+		if err := rows.Scan(&f.UnionID, &f.OpenID, &f.Priority, &f.Class, &at); err != nil {
+			return nil, dbError("next fans", err)
+		}
+		f.QueuedAt = time.UnixMilli(at)
+		out = append(out, f)
+	}
+	return out, dbError("next fans", rows.Err())
+}
+
+func (e *sqlEngine) requeueFan(ctx context.Context, unionID, reason string, now time.Time) error {
+	_, err := e.write.ExecContext(ctx, `UPDATE fans SET queued_at = ?, last_error = ?, attempts = attempts + 1, updated_at = ?
+		WHERE unionid = ? AND queued_at IS NOT NULL`, now.UnixMilli(), reason, now.UnixMilli(), unionID)
+	return dbError("requeue fan", err)
+}
+
+func (e *sqlEngine) queuedFans(ctx context.Context) (map[int]int64, error) {
+	rows, err := e.read.QueryContext(ctx, `SELECT queue_class, count(*) FROM fans WHERE queued_at IS NOT NULL GROUP BY queue_class`)
+	if err != nil {
+		return nil, dbError("count queued fans", err)
+	}
+	defer rows.Close()
+	out := map[int]int64{}
+	for rows.Next() {
+		var (
+			c int
+			n int64
+		)
+		if err := rows.Scan(&c, &n); err != nil {
+			return nil, dbError("count queued fans", err)
+		}
+		out[c] = n
+	}
+	return out, dbError("count queued fans", rows.Err())
+}
+
+// queueFans puts fans in the registration queue at class and returns how
+// many joined it. A fan already queued keeps its place and counts as not
+// joining, but moves up to class if that is more urgent (an interactive
+// request for a fan queued in bulk).
+func queueFans(ctx context.Context, tx *sqlTx, fans []FanInput, class int, nowMS int64) (int, error) {
+	ids := make([]any, len(fans))
+	for i, f := range fans {
+		ids[i] = f.UnionID
+	}
+	in := func(int) []any { return ids }
+	q, args := manyRows(`UPDATE fans SET queued_at = ?, queue_class = ? WHERE queued_at IS NULL AND unionid IN `, 1, len(ids), in)
+	res, err := tx.ExecContext(ctx, q, append([]any{nowMS, class}, args...)...)
+	if err != nil {
+		return 0, dbError("queue fans", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, dbError("queue fans", err)
+	}
+	if int(n) < len(fans) {
+		q, args := manyRows(`UPDATE fans SET queue_class = ? WHERE queue_class > ? AND queued_at IS NOT NULL AND unionid IN `, 1, len(ids), in)
+		if _, err := tx.ExecContext(ctx, q, append([]any{class, class}, args...)...); err != nil {
+			return 0, dbError("queue fans", err)
+		}
+	}
+	return int(n), nil
 }
 
 // setPriorities writes the priorities the fans were given (0: keep the
@@ -750,7 +835,7 @@ func (e *sqlEngine) fansToRenew(ctx context.Context, before, now time.Time, limi
 	// then the soonest to expire.
 	rows, err := e.read.QueryContext(ctx, `SELECT f.unionid, f.openid, f.importance FROM fans f
 		JOIN (SELECT unionid, max(expires_at) AS exp, max(issued_at) AS issued FROM fan_pending_ids GROUP BY unionid) p ON p.unionid = f.unionid
-		WHERE f.state = 'registered' AND p.exp < ?
+		WHERE f.state = 'registered' AND f.queued_at IS NULL AND p.exp < ?
 		AND (p.exp <= ? OR f.registered_at IS NULL OR f.registered_at <= p.issued)
 		ORDER BY f.importance DESC, EXISTS (SELECT 1 FROM links l WHERE l.unionid = f.unionid AND l.active = 1), p.exp LIMIT ?`,
 		before.UnixMilli(), now.UnixMilli(), limit)
@@ -767,13 +852,6 @@ func (e *sqlEngine) fansToRenew(ctx context.Context, before, now time.Time, limi
 		out = append(out, f)
 	}
 	return out, dbError("fans to renew", rows.Err())
-}
-
-func (e *sqlEngine) countJobs(ctx context.Context, kind string) (int64, error) {
-	var n int64
-	err := e.read.QueryRowContext(ctx, `SELECT count(*) FROM river_job WHERE kind = ?
-		AND state IN ('available', 'pending', 'retryable', 'running', 'scheduled')`, kind).Scan(&n)
-	return n, dbError("count jobs", err)
 }
 
 func (e *sqlEngine) hasAvailableJobs(ctx context.Context, queue string, atLeast int) (bool, error) {
@@ -866,10 +944,11 @@ func (e *sqlEngine) pipelineStatus(ctx context.Context, now time.Time, expiringW
 		(SELECT count(*) FROM (SELECT unionid, max(expires_at) AS exp FROM fan_pending_ids GROUP BY unionid) AS p WHERE exp > ? AND exp <= ?),
 		(SELECT count(*) FROM (SELECT unionid, max(expires_at) AS exp FROM fan_pending_ids GROUP BY unionid) AS p WHERE exp <= ?),
 		(SELECT count(*) FROM links),
-		(SELECT count(*) FROM links WHERE active = 1)`,
+		(SELECT count(*) FROM links WHERE active = 1),
+		(SELECT count(*) FROM fans WHERE queued_at IS NOT NULL)`,
 		nowMS, nowMS, now.Add(expiringWithin).UnixMilli(), nowMS).Scan(
 		&s.EventsResolved, &s.EventsPending, &s.EventsFailed, &s.EventsUnmatched,
-		&s.FansRegistered, &s.FansValid, &s.FansExpiring, &s.FansExpired, &s.LinksTotal, &s.LinksActive)
+		&s.FansRegistered, &s.FansValid, &s.FansExpiring, &s.FansExpired, &s.LinksTotal, &s.LinksActive, &s.FansQueued)
 	if err != nil {
 		return s, dbError("pipeline status", err)
 	}

@@ -130,26 +130,9 @@ func (e *sqlEngine) heartbeat(ctx context.Context, instance string, now time.Tim
 	return last, err
 }
 
-func (e *sqlEngine) backlog(ctx context.Context, kind string, after time.Time) (Backlog, error) {
-	b := Backlog{RegisterJobs: map[int]int64{}}
-	rows, err := e.read.QueryContext(ctx, `SELECT priority, count(*) FROM river_job WHERE kind = ?
-		AND state IN ('available', 'pending', 'retryable', 'running', 'scheduled') GROUP BY priority`, kind)
-	if err != nil {
-		return b, dbError("backlog", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var (
-			p int
-			n int64
-		)
-		if err := rows.Scan(&p, &n); err != nil {
-			return b, dbError("backlog", err)
-		}
-		b.RegisterJobs[p] = n
-	}
-	if err := rows.Err(); err != nil {
-		return b, dbError("backlog", err)
+func (e *sqlEngine) backlog(ctx context.Context, after time.Time) (b Backlog, err error) {
+	if b.Queued, err = e.queuedFans(ctx); err != nil {
+		return b, err
 	}
 	var since int64 = -1 << 62
 	if !after.IsZero() {
@@ -158,10 +141,4 @@ func (e *sqlEngine) backlog(ctx context.Context, kind string, after time.Time) (
 	err = e.read.QueryRowContext(ctx, `SELECT count(*) FROM fans WHERE checked_at IS NULL AND state = 'registered' AND created_at > ?`,
 		since).Scan(&b.Unchecked)
 	return b, dbError("backlog", err)
-}
-
-func (e *sqlEngine) liveInstances(ctx context.Context, since time.Time) (int, error) {
-	var n int
-	err := e.read.QueryRowContext(ctx, `SELECT count(*) FROM heartbeats WHERE seen_at >= ?`, since.UnixMilli()).Scan(&n)
-	return n, dbError("live instances", err)
 }

@@ -81,7 +81,7 @@ func (e *sqlEngine) retryEvents(ctx context.Context, jobs jobInserter, f RetryFi
 	}
 }
 
-func (e *sqlEngine) retryFans(ctx context.Context, jobs jobInserter, f RetryFilter, now time.Time) (int64, error) {
+func (e *sqlEngine) retryFans(ctx context.Context, f RetryFilter, now time.Time) (int64, error) {
 	where, args := e.retryWhere(FanFailed, "last_error", "updated_at", f)
 	if f.DryRun {
 		var n int64
@@ -99,8 +99,8 @@ func (e *sqlEngine) retryFans(ctx context.Context, jobs jobInserter, f RetryFilt
 			for _, fan := range fans {
 				// Only a fan still failed: one registered meanwhile (by
 				// another instance, say) keeps its pending_id.
-				res, err := tx.ExecContext(ctx, `UPDATE fans SET state = 'new', updated_at = ? WHERE unionid = ? AND state = 'failed'`,
-					now.UnixMilli(), fan.UnionID)
+				res, err := tx.ExecContext(ctx, `UPDATE fans SET state = 'new', queued_at = ?, queue_class = ?, updated_at = ? WHERE unionid = ? AND state = 'failed'`,
+					now.UnixMilli(), QueueBulk, now.UnixMilli(), fan.UnionID)
 				if err != nil {
 					return dbError("retry fan", err)
 				}
@@ -109,9 +109,6 @@ func (e *sqlEngine) retryFans(ctx context.Context, jobs jobInserter, f RetryFilt
 						return dbError("retry fan", err)
 					}
 					continue
-				}
-				if err := jobs.registerAgain(ctx, tx.Tx, fan, 3); err != nil {
-					return dbError("enqueue register", err)
 				}
 				n++
 			}

@@ -31,6 +31,7 @@ var sqliteMigrations embed.FS
 // it).
 type sqliteEngine struct {
 	sqlEngine
+	localLeases
 	// ckpt is the background checkpointer's own connection.
 	ckpt         *sql.DB
 	stopCkpt     context.CancelFunc

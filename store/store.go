@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,6 +48,9 @@ const (
 	DefaultSoftStopTimeout = 10 * time.Second
 	DefaultMaxWorkers      = 10
 	DefaultMaxConns        = 10
+	// DefaultLeaseRetry bounds how long a leased queue goes unworked after
+	// its instance died.
+	DefaultLeaseRetry = time.Second
 
 	DefaultCheckpointInterval       = time.Second
 	DefaultWriteFailureWindow       = 30 * time.Second
@@ -79,6 +83,18 @@ type Config struct {
 	// worker, or the write fails with River's UnknownJobKindError.
 	// Defaults to nil.
 	Workers *river.Workers
+
+	// LeasedQueues names queues of Queues that one instance at a time works:
+	// the one holding the queue's lease (see Lease). The others try to take
+	// it every LeaseRetry, so when the holder dies its queue moves on within
+	// about that long. For work that is cheaper seen whole, like resolve
+	// lookups batched 100 to a WeCom call. On SQLite, one process owns the
+	// database and works them all. Defaults to none.
+	LeasedQueues []string
+	// LeaseRetry is how often an instance tries to take the lease of a
+	// leased queue it does not work, and checks the ones it does. Defaults
+	// to DefaultLeaseRetry.
+	LeaseRetry time.Duration
 
 	// Queues are River's queues, used only when Workers is set. They must
 	// include every queue Jobs inserts into.
@@ -197,6 +213,9 @@ func (cfg Config) withDefaults() Config {
 			river.QueueDefault: {MaxWorkers: DefaultMaxWorkers},
 		}
 	}
+	if cfg.LeaseRetry == 0 {
+		cfg.LeaseRetry = DefaultLeaseRetry
+	}
 	if cfg.SoftStopTimeout == 0 {
 		cfg.SoftStopTimeout = DefaultSoftStopTimeout
 	}
@@ -259,8 +278,10 @@ func (cfg Config) validate() error {
 		return errors.New("store: Config.Queues needs Config.Workers (an insert-only client has no queues)")
 	case cfg.Workers == nil && cfg.PeriodicJobs != nil:
 		return errors.New("store: Config.PeriodicJobs needs Config.Workers (an insert-only client runs no jobs)")
+	case cfg.LeaseRetry < 0:
+		return errors.New("store: Config.LeaseRetry must not be negative")
 	}
-	return nil
+	return cfg.validateLeasedQueues()
 }
 
 // riverConfig builds River's client config from ours.
@@ -282,7 +303,11 @@ func (cfg Config) riverConfig() *river.Config {
 	}
 	if cfg.Workers != nil {
 		rc.Workers = cfg.Workers
-		rc.Queues = cfg.Queues
+		// A leased queue is added when its lease is taken (Start).
+		rc.Queues = maps.Clone(cfg.Queues)
+		for _, q := range cfg.LeasedQueues {
+			delete(rc.Queues, q)
+		}
 		rc.PeriodicJobs = cfg.PeriodicJobs
 	}
 	return rc
@@ -305,6 +330,7 @@ type engine interface {
 	loadQuota(ctx context.Context, key string, since int64) (map[int64]int64, error)
 	pruneQuota(ctx context.Context, before int64) (int64, error)
 	ping(ctx context.Context) error
+	tryLease(ctx context.Context, name string) (*Lease, error)
 	// resumeOrphanedJobs makes the jobs a dead process left running
 	// available again and returns how many; engines shared by several
 	// processes leave that to River's rescuer and return 0.
@@ -322,18 +348,19 @@ type engine interface {
 	fansToCheck(ctx context.Context, limit int, includeNew bool) (FansToCheck, error)
 	finishSweep(ctx context.Context, id int64, now time.Time) error
 	heartbeat(ctx context.Context, instance string, now time.Time) (time.Time, error)
-	liveInstances(ctx context.Context, since time.Time) (int, error)
-	backlog(ctx context.Context, kind string, after time.Time) (Backlog, error)
+	backlog(ctx context.Context, after time.Time) (Backlog, error)
 	retryEvents(ctx context.Context, jobs jobInserter, f RetryFilter, now time.Time) (int64, error)
-	retryFans(ctx context.Context, jobs jobInserter, f RetryFilter, now time.Time) (int64, error)
+	retryFans(ctx context.Context, f RetryFilter, now time.Time) (int64, error)
 	failFan(ctx context.Context, unionID, reason string, now time.Time) error
 	setFanPriority(ctx context.Context, unionID string, priority int, now time.Time) error
-	registerFans(ctx context.Context, jobs jobInserter, fans []FanInput, opts RegisterOpts, now time.Time) (RegisterResult, error)
+	registerFans(ctx context.Context, fans []FanInput, opts RegisterOpts, now time.Time) (RegisterResult, error)
+	nextFans(ctx context.Context, limit int) ([]QueuedFan, error)
+	requeueFan(ctx context.Context, unionID, reason string, now time.Time) error
+	queuedFans(ctx context.Context) (map[int]int64, error)
 	findFan(ctx context.Context, unionID string, now time.Time) (*FanDetail, error)
 	findLinks(ctx context.Context, f LinkFilter) ([]Link, error)
 	findCustomer(ctx context.Context, corpID, externalUserID string) (*CustomerDetail, error)
 	fansToRenew(ctx context.Context, before, now time.Time, limit int) ([]FanInput, error)
-	countJobs(ctx context.Context, kind string) (int64, error)
 	hasAvailableJobs(ctx context.Context, queue string, atLeast int) (bool, error)
 	nextOutbox(ctx context.Context, linkID int64) (*OutboxItem, error)
 	claimOutbox(ctx context.Context, linkID int64, now time.Time, lease time.Duration) (*OutboxItem, error)
@@ -374,6 +401,12 @@ type DB struct {
 	cancelRes  context.CancelFunc
 	resDone    chan struct{}
 	hooks      testHooks
+
+	// Leased queues (lease.go): the leases held, and the loop that takes
+	// and checks them.
+	leases   map[string]*Lease
+	stopLead context.CancelFunc
+	leadDone chan struct{}
 
 	// writeFailed holds the last failed commit until one succeeds (Ping).
 	writeFailed atomic.Pointer[writeFailure]
@@ -491,10 +524,31 @@ func (db *DB) Start(ctx context.Context) error {
 	if n > 0 {
 		db.cfg.Logger.InfoContext(ctx, "store: resumed jobs a stopped process left running", "jobs", n)
 	}
+	// Taken before River starts, so that the one instance of a cluster, or
+	// the one on SQLite, works its leased queues from the start.
+	db.leases = make(map[string]*Lease)
+	db.tryLeadQueues(ctx, db.leases)
 	if err := db.river.Start(ctx); err != nil {
-		return fmt.Errorf("store: start river: %w", err)
+		return errors.Join(fmt.Errorf("store: start river: %w", err), db.releaseLeases())
 	}
+	leadCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	db.stopLead, db.leadDone = stop, make(chan struct{})
+	go func() {
+		defer close(db.leadDone)
+		db.leadQueues(leadCtx, db.leases)
+	}()
 	return nil
+}
+
+// releaseLeases gives up the leases held. River must have stopped: another
+// instance may start working the queues at once.
+func (db *DB) releaseLeases() error {
+	var errs []error
+	for q, l := range db.leases {
+		errs = append(errs, l.Release())
+		delete(db.leases, q)
+	}
+	return errors.Join(errs...)
 }
 
 // Close stops the SaveEvent writer (callers still waiting get ErrClosed),
@@ -505,6 +559,10 @@ func (db *DB) Close() error {
 		close(db.closing)
 		db.cancelWriter()
 		<-db.writerDone
+		if db.stopLead != nil {
+			db.stopLead()
+			<-db.leadDone
+		}
 
 		var errs []error
 		// Bound the wait: a job that ignores its cancelled context must not
@@ -514,6 +572,7 @@ func (db *DB) Close() error {
 		if err := db.river.Stop(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("store: stop river: %w", err))
 		}
+		errs = append(errs, db.releaseLeases())
 		close(db.resClosing)
 		db.cancelRes()
 		<-db.resDone

@@ -40,6 +40,7 @@ func Exercise(t *testing.T, open func(tb testing.TB, cfg store.Config) *store.DB
 		{"SharedQuota", x.sharedQuota},
 		{"Close", x.close},
 		{"Start", x.start},
+		{"Lease", x.lease},
 		{"RecordResolution", x.recordResolution},
 		{"RecordFanPendingID", x.recordFanPendingID},
 		{"EndLinks", x.endLinks},
@@ -53,7 +54,7 @@ func Exercise(t *testing.T, open func(tb testing.TB, cfg store.Config) *store.DB
 		{"FindLinks", x.findLinks},
 		{"FindCustomer", x.findCustomer},
 		{"FansToRenew", x.fansToRenew},
-		{"CountJobs", x.countJobs},
+		{"RegistrationQueue", x.registrationQueue},
 		{"Outbox", x.outbox},
 		{"PipelineStatus", x.pipelineStatus},
 		{"Story", x.story},
@@ -205,6 +206,18 @@ func (b *bundle) end(t *testing.T) []store.Link {
 	ended, err := b.db.EndLinks(t.Context(), store.EndLink{CorpID: "wwtestcorp", ExternalUserID: "wmtest1"})
 	require.NoError(t, err)
 	return ended
+}
+
+// nextFans returns the unionids of the registration queue's head.
+func (b *bundle) nextFans(t *testing.T, limit int) []string {
+	t.Helper()
+	fans, err := b.db.NextFans(t.Context(), limit)
+	require.NoError(t, err)
+	var out []string
+	for _, f := range fans {
+		out = append(out, f.UnionID)
+	}
+	return out
 }
 
 // jobsWhat returns the jobs of Policy that say what.

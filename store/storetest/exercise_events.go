@@ -243,14 +243,6 @@ func (open exerciser) jobPolicy(t *testing.T) {
 		require.Equal(t, store.Counts{Fans: 1}, b.counts(t))
 		require.Equal(t, store.FanNew, b.fan(t, "test-u1").State)
 	})
-
-	t.Run("FailedRegisterJobStoresNoFan", func(t *testing.T) {
-		t.Parallel()
-		b := setup(t, Policy{})
-		_, err := b.db.RegisterFans(t.Context(), []store.FanInput{{UnionID: "test-u1", OpenID: "o"}}, store.RegisterOpts{})
-		requireUnknownKind(t, err)
-		require.Equal(t, store.Counts{}, b.counts(t))
-	})
 }
 
 func (open exerciser) findEventByID(t *testing.T) {

@@ -35,27 +35,28 @@ func (open exerciser) registerFans(t *testing.T) {
 
 	fans := []store.FanInput{{UnionID: "test-u1", OpenID: "o-1"}, {UnionID: "test-u2", OpenID: "o-2"}}
 
-	// registerJob is one register job of Policy, with the priority River got.
+	// registerJob is one queued fan and its queue class.
 	type registerJob struct {
 		UnionID  string
 		Priority int
 	}
 	registerJobs := func(t *testing.T, b *bundle) []registerJob {
 		t.Helper()
+		fans, err := b.db.NextFans(t.Context(), 100)
+		require.NoError(t, err)
 		var out []registerJob
-		for _, row := range jobRows(t, b.db) {
-			j := decodeJob(t, row)
-			require.Equal(t, JobRegister, j.What)
-			out = append(out, registerJob{UnionID: j.Subject, Priority: row.Priority})
+		for _, f := range fans {
+			out = append(out, registerJob{UnionID: f.UnionID, Priority: f.Class})
 		}
+		require.Empty(t, jobRows(t, b.db), "the queue is the fans table: no job per fan")
 		return out
 	}
 
-	open.test(t, "QueuesOneJobPerFan", Policy{}, func(t *testing.T, b *bundle) {
-		res, err := b.db.RegisterFans(t.Context(), fans, store.RegisterOpts{Priority: 2})
+	open.test(t, "QueuesEveryFan", Policy{}, func(t *testing.T, b *bundle) {
+		res, err := b.db.RegisterFans(t.Context(), fans, store.RegisterOpts{Priority: store.QueueBulk})
 		require.NoError(t, err)
 		require.Equal(t, store.RegisterResult{Queued: 2}, res)
-		require.Equal(t, []registerJob{{"test-u1", 2}, {"test-u2", 2}}, registerJobs(t, b))
+		require.Equal(t, []registerJob{{"test-u1", 3}, {"test-u2", 3}}, registerJobs(t, b))
 		fan := b.fan(t, "test-u1")
 		require.Equal(t, store.FanNew, fan.State)
 		require.Equal(t, "o-1", fan.OpenID)
@@ -63,17 +64,19 @@ func (open exerciser) registerFans(t *testing.T) {
 	})
 
 	open.test(t, "SecondCallSkipsQueuedFans", Policy{}, func(t *testing.T, b *bundle) {
-		// Ensure the register job's uniqueness (the policy's) is what
-		// RegisterResult.Skipped reports.
 		_, err := b.db.RegisterFans(t.Context(), fans, store.RegisterOpts{Priority: 3})
 		require.NoError(t, err)
 		res, err := b.db.RegisterFans(t.Context(), fans, store.RegisterOpts{Priority: 3})
 		require.NoError(t, err)
 		require.Equal(t, store.RegisterResult{Skipped: 2}, res)
 		require.Len(t, registerJobs(t, b), 2)
-		n, err := b.db.CountJobs(t.Context(), Job{}.Kind())
+
+		// Asked for interactively, a fan queued in bulk moves up, but is
+		// still queued once.
+		res, err = b.db.RegisterFans(t.Context(), fans[1:], store.RegisterOpts{Priority: store.QueueInteractive})
 		require.NoError(t, err)
-		require.Equal(t, int64(2), n)
+		require.Equal(t, store.RegisterResult{Skipped: 1}, res)
+		require.Equal(t, []registerJob{{"test-u2", 1}, {"test-u1", 3}}, registerJobs(t, b))
 	})
 
 	open.test(t, "DuplicateInOneCallQueuedOnce", Policy{}, func(t *testing.T, b *bundle) {
@@ -396,23 +399,69 @@ func (open exerciser) fansToRenew(t *testing.T) {
 	})
 }
 
-func (open exerciser) countJobs(t *testing.T) {
-	b := open.setup(t, Policy{})
-	n, err := b.db.CountJobs(t.Context(), Job{}.Kind())
-	require.NoError(t, err)
-	require.Zero(t, n)
+func (open exerciser) registrationQueue(t *testing.T) {
+	open.test(t, "Order", nil, func(t *testing.T, b *bundle) {
+		// Ensure interactive fans lead, then the rest by the fan's
+		// priority, renewals before first registrations among equals,
+		// oldest first.
+		queue := func(class int, fans ...store.FanInput) {
+			t.Helper()
+			_, err := b.db.RegisterFans(t.Context(), fans, store.RegisterOpts{Priority: class})
+			require.NoError(t, err)
+			b.clock.Advance(time.Second)
+		}
+		b.addFan(t, "test-renew-50", "p-1")
+		b.addFan(t, "test-renew-10", "p-2")
+		queue(store.QueueBulk, store.FanInput{UnionID: "test-bulk-50-old", OpenID: "o"})
+		queue(store.QueueBulk, store.FanInput{UnionID: "test-bulk-90", OpenID: "o", Priority: 90}, store.FanInput{UnionID: "test-bulk-50-new", OpenID: "o"})
+		_, err := b.db.RegisterFans(t.Context(), []store.FanInput{{UnionID: "test-renew-50", OpenID: "o-test-renew-50"}, {UnionID: "test-renew-10", OpenID: "o-test-renew-10", Priority: 10}},
+			store.RegisterOpts{Priority: store.QueueRenew, Renew: true})
+		require.NoError(t, err)
+		queue(store.QueueInteractive, store.FanInput{UnionID: "test-interactive", OpenID: "o", Priority: 1})
 
-	_, err = b.db.RegisterFans(t.Context(), []store.FanInput{{UnionID: "test-u1", OpenID: "o"}, {UnionID: "test-u2", OpenID: "o"}}, store.RegisterOpts{})
-	require.NoError(t, err)
-	_, err = b.db.RegisterFans(t.Context(), []store.FanInput{{UnionID: "test-u3", OpenID: "o"}}, store.RegisterOpts{NoJob: true})
-	require.NoError(t, err)
-	// A finished (here cancelled) job no longer counts.
-	_, err = b.db.River().JobCancel(t.Context(), jobRows(t, b.db)[0].ID)
-	require.NoError(t, err)
-	n, err = b.db.CountJobs(t.Context(), Job{}.Kind())
-	require.NoError(t, err)
-	require.Equal(t, int64(1), n)
-	n, err = b.db.CountJobs(t.Context(), "other")
-	require.NoError(t, err)
-	require.Zero(t, n, "only the kind asked for")
+		require.Equal(t, []string{"test-interactive", "test-bulk-90", "test-renew-50", "test-bulk-50-old", "test-bulk-50-new", "test-renew-10"}, b.nextFans(t, 10))
+		require.Equal(t, []string{"test-interactive", "test-bulk-90"}, b.nextFans(t, 2), "limit")
+		counts, err := b.db.QueuedFans(t.Context())
+		require.NoError(t, err)
+		require.Equal(t, map[int]int64{store.QueueInteractive: 1, store.QueueBulk: 3, store.QueueRenew: 2}, counts)
+		backlog, err := b.db.Backlog(t.Context(), time.Time{})
+		require.NoError(t, err)
+		require.Equal(t, counts, backlog.Queued)
+
+		require.NoError(t, b.db.SetFanPriority(t.Context(), "test-renew-10", 100))
+		require.Equal(t, []string{"test-interactive", "test-renew-10"}, b.nextFans(t, 2), "a new priority takes effect at once")
+	})
+
+	open.test(t, "LeftOnPendingIDOrFailure", nil, func(t *testing.T, b *bundle) {
+		_, err := b.db.RegisterFans(t.Context(), []store.FanInput{{UnionID: "test-a", OpenID: "o"}, {UnionID: "test-b", OpenID: "o"}, {UnionID: "test-c", OpenID: "o"}}, store.RegisterOpts{})
+		require.NoError(t, err)
+		_, err = b.db.RecordFanPendingID(t.Context(), "test-a", "p-a")
+		require.NoError(t, err)
+		require.NoError(t, b.db.FailFan(t.Context(), "test-b", "610014"))
+		require.Equal(t, []string{"test-c"}, b.nextFans(t, 10))
+	})
+
+	open.test(t, "RequeueGoesBehindItsEquals", nil, func(t *testing.T, b *bundle) {
+		_, err := b.db.RegisterFans(t.Context(), []store.FanInput{{UnionID: "test-a", OpenID: "o"}, {UnionID: "test-b", OpenID: "o"}, {UnionID: "test-vip", OpenID: "o", Priority: 90}}, store.RegisterOpts{})
+		require.NoError(t, err)
+		b.clock.Advance(time.Second)
+		require.NoError(t, b.db.RequeueFan(t.Context(), "test-vip", "system busy"))
+		require.NoError(t, b.db.RequeueFan(t.Context(), "test-a", "system busy"))
+		require.Equal(t, []string{"test-vip", "test-b", "test-a"}, b.nextFans(t, 10), "behind its equals, not behind lower priorities")
+		fan := b.fan(t, "test-a")
+		require.Equal(t, store.FanNew, fan.State)
+		require.Equal(t, "system busy", fan.LastError)
+		require.NoError(t, b.db.RequeueFan(t.Context(), "test-nobody", "x"), "a fan not queued is left alone")
+	})
+
+	open.test(t, "RetriedFanQueued", nil, func(t *testing.T, b *bundle) {
+		_, err := b.db.RegisterFans(t.Context(), []store.FanInput{{UnionID: "test-a", OpenID: "o"}}, store.RegisterOpts{})
+		require.NoError(t, err)
+		require.NoError(t, b.db.FailFan(t.Context(), "test-a", "48002"))
+		require.Empty(t, b.nextFans(t, 10))
+		n, err := b.db.RetryFans(t.Context(), store.RetryFilter{})
+		require.NoError(t, err)
+		require.Equal(t, int64(1), n)
+		require.Equal(t, []string{"test-a"}, b.nextFans(t, 10))
+	})
 }

@@ -76,6 +76,6 @@ func (open exerciser) retry(t *testing.T) {
 		require.EqualValues(t, 1, n)
 		require.Equal(t, store.FanNew, b.fan(t, "test-bad").State)
 		require.Equal(t, store.FanFailed, b.fan(t, "test-other").State)
-		require.Equal(t, []Job{{What: JobRegister, Subject: "test-bad"}}, b.jobsWhat(t, JobRegister))
+		require.Equal(t, []string{"test-bad"}, b.nextFans(t, 10), "queued again")
 	})
 }

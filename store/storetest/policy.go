@@ -13,7 +13,7 @@ import (
 )
 
 // Job is the one job kind Policy enqueues. What says which write it
-// followed ("event", "notification", "pending_id" or "register") and
+// followed ("event", "notification" or "pending_id") and
 // Subject what it is about: the customer or chat member of an event, the
 // link id of a notification, the unionid of a fan.
 type Job struct {
@@ -30,14 +30,12 @@ const (
 	JobEvent        = "event"
 	JobNotification = "notification"
 	JobPendingID    = "pending_id"
-	JobRegister     = "register"
 )
 
 // Policy is a store.JobPolicy for tests, independent of the pipeline's: an
 // event gets one Job per customer (ExternalUserID) and per chat member;
 // notifications and pending_ids get one each when Notify and PendingIDs
-// are set; a fan's register Job is unique while unfinished, as the
-// pipeline's is. Its jobs go to River's default queue.
+// are set. Its jobs go to River's default queue.
 type Policy struct {
 	Notify     bool
 	PendingIDs bool
@@ -74,17 +72,6 @@ func (p Policy) PendingIDJobs(f store.FanInput) []river.InsertManyParams {
 		return nil
 	}
 	return []river.InsertManyParams{{Args: Job{What: JobPendingID, Subject: f.UnionID}}}
-}
-
-// RegisterJob implements store.JobPolicy.
-func (Policy) RegisterJob(f store.FanInput, priority int) river.InsertManyParams {
-	return river.InsertManyParams{Args: Job{What: JobRegister, Subject: f.UnionID}, InsertOpts: &river.InsertOpts{
-		Priority: priority,
-		UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: []rivertype.JobState{
-			rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateRetryable,
-			rivertype.JobStateRunning, rivertype.JobStateScheduled,
-		}},
-	}}
 }
 
 // Jobs returns the args of every job of Policy's kind, finished or not,

@@ -1,0 +1,218 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/pendinglink/pendinglink/store"
+	"github.com/pendinglink/pendinglink/wecom"
+)
+
+// RegistrarLease names the lease of the one registrar of a cluster.
+const RegistrarLease = "registrar"
+
+type registrarStore interface {
+	// TryLease takes a cluster-wide lease, or returns store.ErrLeaseHeld.
+	TryLease(ctx context.Context, name string) (*store.Lease, error)
+	// NextFans returns the head of the registration queue.
+	NextFans(ctx context.Context, limit int) ([]store.QueuedFan, error)
+	// RequeueFan puts a fan back behind the others of its rank.
+	RequeueFan(ctx context.Context, unionID, reason string) error
+}
+
+// RunRegistrar registers the fans in the registration queue (the fans
+// table, store.NextFans), in queue order and as fast as the quota allows,
+// while this instance holds the registrar lease; the other instances wait
+// to take it over. It returns when ctx ends, after the calls in flight.
+//
+// One registrar per cluster paces every registration against the one
+// quota of the corp, and a queue of ten million fans costs ten million rows
+// instead of ten million jobs.
+func (p *Pipeline) RunRegistrar(ctx context.Context) {
+	for {
+		lease, err := p.cfg.Store.TryLease(ctx, RegistrarLease)
+		switch {
+		case err == nil:
+			p.cfg.Logger.InfoContext(ctx, "this instance registers the queued fans")
+			p.registerWhileLeased(ctx, lease)
+			if err := lease.Release(); err != nil {
+				p.cfg.Logger.WarnContext(ctx, "release the registrar lease", "err", err)
+			}
+		case !errors.Is(err, store.ErrLeaseHeld) && ctx.Err() == nil:
+			p.cfg.Logger.WarnContext(ctx, "take the registrar lease", "err", err)
+		}
+		if p.wait(ctx, p.cfg.LeaseRetry) != nil {
+			return
+		}
+	}
+}
+
+// WakeRegistrar tells this instance's registrar that fans were queued, so
+// that an idle one does not wait for its next poll.
+func (p *Pipeline) WakeRegistrar() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// wait sleeps d, or until WakeRegistrar or ctx ends; it returns ctx's
+// error.
+func (p *Pipeline) wait(ctx context.Context, d time.Duration) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- p.cfg.Sleep(ctx, d) }()
+	select {
+	case <-p.wake:
+		cancel()
+		<-done
+		return nil
+	case err := <-done:
+		return err
+	}
+}
+
+// registerWhileLeased is the registrar's loop while it holds lease: it ends when ctx
+// ends or the lease is lost, and waits for its calls in flight.
+func (p *Pipeline) registerWhileLeased(ctx context.Context, lease *store.Lease) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		for p.cfg.Sleep(ctx, p.cfg.LeaseRetry) == nil {
+			if err := lease.Check(ctx); err != nil && ctx.Err() == nil {
+				p.cfg.Logger.WarnContext(ctx, "lost the registrar lease; another instance takes over", "err", err)
+				cancel()
+				return
+			}
+		}
+	}()
+
+	r := &registrar{p: p, inflight: map[string]bool{}, slots: make(chan struct{}, p.cfg.RegisterConcurrency)}
+	defer r.calls.Wait()
+	for ctx.Err() == nil {
+		if d := r.pausedFor(); d > 0 {
+			// Looked at again every RegisterPoll: the clock may jump (a
+			// fake one in tests) and other instances spend the quota too.
+			if p.wait(ctx, min(d, p.cfg.RegisterPoll)) != nil {
+				return
+			}
+			continue
+		}
+		select {
+		case r.slots <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		f, err := r.next(ctx)
+		if f == nil {
+			<-r.slots
+			if err != nil && ctx.Err() == nil {
+				p.cfg.Logger.WarnContext(ctx, "read the registration queue", "err", err)
+			}
+			if p.wait(ctx, p.cfg.RegisterPoll) != nil {
+				return
+			}
+			continue
+		}
+		r.calls.Add(1)
+		go func() {
+			defer r.calls.Done()
+			defer func() { <-r.slots }()
+			r.registerOne(ctx, *f)
+		}()
+	}
+}
+
+// registrar is the state of one lease's loop.
+type registrar struct {
+	p     *Pipeline
+	slots chan struct{} // one per call in flight
+	calls sync.WaitGroup
+
+	mu       sync.Mutex
+	inflight map[string]bool // unionids being registered
+	until    time.Time       // no call before this (quota, back-off)
+	backoff  time.Duration   // after a transient error; reset by a success
+}
+
+// pausedFor is how long to wait before the next call: until the quota
+// allows one and any back-off has passed.
+func (r *registrar) pausedFor() time.Duration {
+	r.mu.Lock()
+	until := r.until
+	r.mu.Unlock()
+	if r.p.cfg.Quota != nil {
+		until = later(until, r.p.cfg.Quota.NextAt())
+	}
+	return until.Sub(r.p.cfg.Now())
+}
+
+// next takes the first queued fan not in flight, or nil when there is none.
+func (r *registrar) next(ctx context.Context) (*store.QueuedFan, error) {
+	r.mu.Lock()
+	n := len(r.inflight)
+	r.mu.Unlock()
+	fans, err := r.p.cfg.Store.NextFans(ctx, n+1)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := range fans {
+		if !r.inflight[fans[i].UnionID] {
+			r.inflight[fans[i].UnionID] = true
+			return &fans[i], nil
+		}
+	}
+	return nil, nil
+}
+
+// registerOne registers f and decides what its outcome means for the
+// queue: a refusal fails the fan (register records it), a full quota or a
+// blocked API pauses every call, another error puts the fan back and backs
+// off.
+func (r *registrar) registerOne(ctx context.Context, f store.QueuedFan) {
+	p := r.p
+	_, err := p.register(ctx, f.UnionID, f.OpenID)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.inflight, f.UnionID)
+	now := p.cfg.Now()
+	switch {
+	case err == nil:
+		r.backoff = 0
+		return
+	case ctx.Err() != nil:
+		return
+	case wecom.IsBlocked(err):
+		until, _ := wecom.BlockedUntil(err)
+		r.until = later(r.until, until)
+		return
+	case wecom.IsRateLimited(err):
+		r.until = later(r.until, now.Add(deferFor(err, now, p.cfg.RateLimitDelay)))
+		return
+	case wecom.IsPermanent(err):
+		return // register failed the fan
+	}
+	if _, ok := wecom.RetryAfter(err); ok {
+		r.until = later(r.until, now.Add(deferFor(err, now, p.cfg.RateLimitDelay)))
+	} else {
+		r.backoff = min(max(2*r.backoff, time.Second), time.Minute)
+		r.until = later(r.until, now.Add(r.backoff))
+	}
+	p.cfg.Logger.InfoContext(ctx, "registration put back after a transient error", "err", err)
+	if err := p.cfg.Store.RequeueFan(ctx, f.UnionID, err.Error()); err != nil {
+		p.cfg.Logger.WarnContext(ctx, "requeue fan", "err", err)
+	}
+}
+
+// later returns the later of a and b.
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}

@@ -1,0 +1,175 @@
+package pipeline_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/pendinglink/pendinglink/internal/fakeclock"
+	"github.com/pendinglink/pendinglink/pipeline"
+	"github.com/pendinglink/pendinglink/store"
+	"github.com/pendinglink/pendinglink/wecom"
+)
+
+// registrarBundle runs a pipeline's registrar on a fake clock: its waits
+// move the clock instead of passing time.
+type registrarBundle struct {
+	*workerBundle
+	clock *fakeclock.Clock
+
+	mu    sync.Mutex
+	order []string // unionids in the order WeCom was asked
+}
+
+func setupRegistrar(t *testing.T, answer func(unionID string, call int) (string, error)) *registrarBundle {
+	t.Helper()
+	clock := fakeclock.New(testNow)
+	b := &registrarBundle{clock: clock}
+	calls := map[string]int{}
+	b.workerBundle = setupWorkersAt(t, clock.Now, func(c *pipeline.Config) {
+		c.Sleep = clock.Sleep
+		c.RegisterConcurrency = 1 // one call at a time, so the order is the queue's
+	})
+	b.wecom.UnionIDToPendingIDFunc = func(_ context.Context, unionID, _ string) (string, error) {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		b.order = append(b.order, unionID)
+		calls[unionID]++
+		return answer(unionID, calls[unionID])
+	}
+	return b
+}
+
+// run runs the registrar until every fan listed is registered or failed.
+func (b *registrarBundle) run(t *testing.T, unionIDs ...string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b.pl.RunRegistrar(ctx)
+	}()
+	defer func() { cancel(); <-done }()
+	require.Eventually(t, func() bool {
+		for _, u := range unionIDs {
+			f, err := b.db.FindFan(t.Context(), u)
+			if err != nil || f.State == store.FanNew {
+				return false
+			}
+		}
+		return true
+	}, 30*time.Second, 5*time.Millisecond)
+}
+
+func (b *registrarBundle) asked() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.order...)
+}
+
+func (b *registrarBundle) queue(t *testing.T, class int, fans ...store.FanInput) {
+	t.Helper()
+	_, err := b.db.RegisterFans(t.Context(), fans, store.RegisterOpts{Priority: class})
+	require.NoError(t, err)
+}
+
+func TestRegistrar_WorksTheQueueInOrder(t *testing.T) {
+	t.Parallel()
+	b := setupRegistrar(t, func(u string, _ int) (string, error) { return "p-" + u, nil })
+	b.queue(t, store.QueueBulk,
+		store.FanInput{UnionID: "test-low", OpenID: "o", Priority: 10},
+		store.FanInput{UnionID: "test-default", OpenID: "o"},
+		store.FanInput{UnionID: "test-high", OpenID: "o", Priority: 90})
+	b.queue(t, store.QueueInteractive, store.FanInput{UnionID: "test-interactive", OpenID: "o", Priority: 1})
+
+	b.run(t, "test-low", "test-default", "test-high", "test-interactive")
+	require.Equal(t, []string{"test-interactive", "test-high", "test-default", "test-low"}, b.asked(),
+		"interactive first, then by the fan's priority")
+	for _, u := range []string{"test-low", "test-interactive"} {
+		f, err := b.db.FindFan(t.Context(), u)
+		require.NoError(t, err)
+		require.Equal(t, store.FanRegistered, f.State)
+		require.Equal(t, "p-"+u, f.PendingID)
+	}
+	next, err := b.db.NextFans(t.Context(), 10)
+	require.NoError(t, err)
+	require.Empty(t, next, "the queue is empty")
+}
+
+func TestRegistrar_TransientErrorPutsTheFanBack(t *testing.T) {
+	t.Parallel()
+	b := setupRegistrar(t, func(u string, call int) (string, error) {
+		if u == "test-a" && call == 1 {
+			return "", apiError("corpgroup/unionid_to_pending_id", wecom.CodeSystemBusy)
+		}
+		return "p-" + u, nil
+	})
+	b.queue(t, store.QueueBulk, store.FanInput{UnionID: "test-a", OpenID: "o"}, store.FanInput{UnionID: "test-b", OpenID: "o"})
+	b.clock.Advance(time.Millisecond) // queued before the failure, as they would be
+	start := b.clock.Now()
+	b.run(t, "test-a", "test-b")
+	require.Equal(t, []string{"test-a", "test-b", "test-a"}, b.asked(), "a fan that failed for now goes behind the others, not away")
+	a, err := b.db.FindFan(t.Context(), "test-a")
+	require.NoError(t, err)
+	require.Equal(t, store.FanRegistered, a.State)
+	require.GreaterOrEqual(t, b.clock.Now().Sub(start), time.Second, "the registrar backed off before its next call")
+}
+
+func TestRegistrar_RefusalFailsTheFan(t *testing.T) {
+	t.Parallel()
+	b := setupRegistrar(t, func(u string, _ int) (string, error) {
+		if u == "test-bad" {
+			return "", apiError("corpgroup/unionid_to_pending_id", 610014)
+		}
+		return "p-" + u, nil
+	})
+	b.queue(t, store.QueueBulk, store.FanInput{UnionID: "test-bad", OpenID: "o", Priority: 90}, store.FanInput{UnionID: "test-good", OpenID: "o"})
+	b.run(t, "test-bad", "test-good")
+	require.Equal(t, []string{"test-bad", "test-good"}, b.asked(), "asked once")
+	bad, err := b.db.FindFan(t.Context(), "test-bad")
+	require.NoError(t, err)
+	require.Equal(t, store.FanFailed, bad.State)
+}
+
+func TestRegistrar_RateLimitPausesEveryCall(t *testing.T) {
+	t.Parallel()
+	b := setupRegistrar(t, func(u string, call int) (string, error) {
+		if u == "test-a" && call == 1 {
+			return "", apiError("corpgroup/unionid_to_pending_id", wecom.CodeAPIFreqOutOfLimit)
+		}
+		return "p-" + u, nil
+	})
+	b.queue(t, store.QueueBulk, store.FanInput{UnionID: "test-a", OpenID: "o", Priority: 90}, store.FanInput{UnionID: "test-b", OpenID: "o"})
+	start := b.clock.Now()
+	b.run(t, "test-a", "test-b")
+	require.Equal(t, []string{"test-a", "test-a", "test-b"}, b.asked(), "the fan keeps its place; nothing is called meanwhile")
+	require.GreaterOrEqual(t, b.clock.Now().Sub(start), time.Minute, "waited RateLimitDelay")
+}
+
+func TestRegistrar_OnePerCluster(t *testing.T) {
+	t.Parallel()
+	b := setupRegistrar(t, func(u string, _ int) (string, error) { return "p-" + u, nil })
+	lease, err := b.db.TryLease(t.Context(), pipeline.RegistrarLease)
+	require.NoError(t, err, "another instance is the registrar")
+	b.queue(t, store.QueueBulk, store.FanInput{UnionID: "test-a", OpenID: "o"})
+
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b.pl.RunRegistrar(ctx)
+	}()
+	// The fake clock moves with each of the registrar's waits: once a
+	// simulated minute has passed it tried the lease many times.
+	require.Eventually(t, func() bool { return b.clock.Now().Sub(testNow) > time.Minute }, 30*time.Second, time.Millisecond)
+	require.Empty(t, b.asked(), "no registration without the lease")
+
+	require.NoError(t, lease.Release()) // the other instance went away
+	b.run(t, "test-a")
+	cancel()
+	<-done
+	require.Equal(t, []string{"test-a"}, b.asked())
+}

@@ -1,0 +1,70 @@
+package storetest
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/riverqueue/river"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pendinglink/pendinglink/store"
+)
+
+func (open exerciser) lease(t *testing.T) {
+	open.test(t, "HeldOnceUntilReleased", nil, func(t *testing.T, b *bundle) {
+		l, err := b.db.TryLease(t.Context(), "x")
+		require.NoError(t, err)
+		_, err = b.db.TryLease(t.Context(), "x")
+		require.ErrorIs(t, err, store.ErrLeaseHeld)
+		other, err := b.db.TryLease(t.Context(), "y")
+		require.NoError(t, err, "leases are named")
+		require.NoError(t, l.Check(t.Context()))
+
+		require.NoError(t, l.Release())
+		require.NoError(t, l.Release(), "idempotent")
+		again, err := b.db.TryLease(t.Context(), "x")
+		require.NoError(t, err, "free again once released")
+		require.NoError(t, again.Release())
+		require.NoError(t, other.Release())
+	})
+
+	t.Run("LeasedQueueMustBeAQueue", func(t *testing.T) {
+		t.Parallel()
+		cfg := store.Config{Workers: river.NewWorkers(), LeasedQueues: []string{"missing"}}
+		cfg.DSN = t.TempDir() + "/unused.db" // Open fails before it touches the database
+		_, err := store.Open(t.Context(), cfg)
+		require.ErrorContains(t, err, `"missing" is not in Config.Queues`)
+	})
+
+	t.Run("LeasedQueueIsWorked", func(t *testing.T) {
+		t.Parallel()
+		workers := river.NewWorkers()
+		worked := make(chan Job, 1)
+		river.AddWorker(workers, river.WorkFunc(func(_ context.Context, job *river.Job[Job]) error {
+			worked <- job.Args
+			return nil
+		}))
+		db := open.setupConfig(t, store.Config{
+			Workers:      workers,
+			Queues:       map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 1}, "leased": {MaxWorkers: 1}},
+			LeasedQueues: []string{"leased"},
+		}).db
+		require.NoError(t, db.Start(t.Context()))
+		_, err := db.TryLease(t.Context(), "queue leased")
+		require.ErrorIs(t, err, store.ErrLeaseHeld, "the only instance holds its queue's lease from Start")
+
+		_, err = db.River().Insert(t.Context(), Job{What: "test", Subject: "leased"}, &river.InsertOpts{Queue: "leased"})
+		require.NoError(t, err)
+		// The timeout only bounds a failing test; nothing waits for it.
+		select {
+		case got := <-worked:
+			require.Equal(t, "leased", got.Subject)
+		case <-time.After(30 * time.Second):
+			t.Fatal("the leased queue's job was not worked")
+		}
+		require.NoError(t, db.Close())
+		_, err = db.TryLease(t.Context(), "queue leased")
+		require.ErrorIs(t, err, store.ErrClosed)
+	})
+}
