@@ -200,6 +200,7 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 		Quota:        pendingQuota,
 		Gauges:       pl,
 		JobsUI:       jobsUI,
+		Webhook:      cfg.WebhookURL != "",
 
 		RefreshReceiveIDs: refreshReceiveIDs,
 	})

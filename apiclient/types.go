@@ -48,6 +48,23 @@ type StatusResponse struct {
 	Links     LinksStatus     `json:"links"`
 	WeCom     WeComStatus     `json:"wecom"`
 	Reconcile ReconcileStatus `json:"reconcile"`
+	Webhook   WebhookStatus   `json:"webhook"`
+	Counted   CountedStatus   `json:"counted"`
+}
+
+// CountedStatus says when the database's counts were read: now, or with
+// ?cached=1 (Cached) when the shared snapshot that answered was counted.
+type CountedStatus struct {
+	At     time.Time `json:"at"`
+	Cached bool      `json:"cached"`
+}
+
+// WebhookStatus is how link notifications are being delivered: Configured
+// is false when no webhook URL is set (notifications then stay in the
+// outbox, which is not a fault).
+type WebhookStatus struct {
+	Configured bool `json:"configured"`
+	store.OutboxHealth
 }
 
 // ReconcileStatus is the newest reconcile sweep's progress (zero values

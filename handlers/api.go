@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -24,6 +25,12 @@ type api struct {
 	pipeline Pipeline
 	queries  Queries
 	logger   *slog.Logger
+	// forecasts answers GET /v1/quota?cached=1, activities GET
+	// /v1/activity?cached=1 (one per window asked for).
+	forecasts  *snapshot[pipeline.Forecast]
+	now        func() time.Time
+	mu         sync.Mutex
+	activities map[time.Duration]*snapshot[store.Activity]
 }
 
 func (a *api) mount(g *echo.Group) {
@@ -37,6 +44,8 @@ func (a *api) mount(g *echo.Group) {
 	g.GET("/quota", a.quota)
 	g.POST("/events/retry", a.retry(Pipeline.RetryEvents, "events"))
 	g.POST("/fans/retry", a.retry(Pipeline.RetryFans, "fans"))
+	g.GET("/story", a.story)
+	g.GET("/activity", a.activity)
 }
 
 // retry re-drives what the body selects (failed events, unmatched events
@@ -256,7 +265,16 @@ func (a *api) getCustomer(c echo.Context) error {
 
 // quota answers GET /v1/quota from the pipeline's forecast.
 func (a *api) quota(c echo.Context) error {
-	f, err := a.pipeline.Forecast(c.Request().Context())
+	cached, err := cachedParam(c)
+	if err != nil {
+		return err
+	}
+	var f pipeline.Forecast
+	if cached {
+		f, _, err = a.forecasts.get(c.Request().Context())
+	} else {
+		f, err = a.pipeline.Forecast(c.Request().Context())
+	}
 	if err != nil {
 		return err
 	}

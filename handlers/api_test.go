@@ -43,11 +43,23 @@ type apiBundle struct {
 type apiOpts struct {
 	wecom *pipelinetest.FakeWeCom
 	quota *pipelinetest.FakeQuota
+	// now is the clock of the store, the pipeline and the handlers;
+	// defaults to apiNow, fixed.
+	now func() time.Time
 }
 
 func setupAPI(t *testing.T, opts apiOpts) *apiBundle {
 	t.Helper()
-	now := func() time.Time { return apiNow }
+	return setupAPIConfig(t, opts, nil)
+}
+
+// setupAPIConfig is setupAPI with a last say on the handlers' Config.
+func setupAPIConfig(t *testing.T, opts apiOpts, edit func(*handlers.Config)) *apiBundle {
+	t.Helper()
+	now := opts.now
+	if now == nil {
+		now = func() time.Time { return apiNow }
+	}
 	db := storetest.MustOpen(t, store.Config{Now: now, Jobs: pipeline.Policy{}})
 	if opts.wecom == nil {
 		opts.wecom = &pipelinetest.FakeWeCom{}
@@ -74,6 +86,9 @@ func setupAPI(t *testing.T, opts apiOpts) *apiBundle {
 	}
 	if opts.quota != nil {
 		cfg.Quota = opts.quota
+	}
+	if edit != nil {
+		edit(&cfg)
 	}
 	s, err := handlers.New(cfg)
 	require.NoError(t, err)

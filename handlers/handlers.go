@@ -69,6 +69,14 @@ type Queries interface {
 	FindLinks(ctx context.Context, f store.LinkFilter) ([]store.Link, error)
 	// FindCustomer returns a customer's resolutions and links, or store.ErrNotFound.
 	FindCustomer(ctx context.Context, corpID, externalUserID string) (*store.CustomerDetail, error)
+	// FanStory and CustomerStory tell what happened to a fan or a
+	// customer (store.ErrNotFound, store.ErrInvalid).
+	FanStory(ctx context.Context, unionID string) (*store.Story, error)
+	CustomerStory(ctx context.Context, corpID, externalUserID string) (*store.Story, error)
+	// Activity buckets recent events and links (store.ErrInvalid).
+	Activity(ctx context.Context, window time.Duration) (store.Activity, error)
+	// OutboxHealth reports the webhook's backlog.
+	OutboxHealth(ctx context.Context) (store.OutboxHealth, error)
 }
 
 // DefaultCallbackPath is where WeCom posts callbacks unless configured otherwise.
@@ -151,6 +159,9 @@ type Config struct {
 	// token: River's web UI (riverui), built by main so that handlers
 	// imports no River package. Optional.
 	JobsUI http.Handler
+	// Webhook says a webhook URL is set, so /v1/status reports its
+	// delivery under "webhook" as something to watch.
+	Webhook bool
 }
 
 // QuotaUsage reports a quota's windows; *quota.Limiter implements it.
@@ -161,8 +172,12 @@ type QuotaUsage interface {
 // Server is the HTTP surface of pendinglink. It is an http.Handler.
 type Server struct {
 	*echo.Echo
-	cfg     Config
-	metrics *metrics
+	cfg      Config
+	metrics  *metrics
+	sessions sessions
+	// statusCounts and forecasts answer ?cached=1 (snapshot.go).
+	statusCounts *snapshot[dbStatus]
+	forecasts    *snapshot[pipeline.Forecast]
 }
 
 // New validates cfg and builds the echo server with every route mounted.
@@ -222,7 +237,8 @@ func New(cfg Config) (*Server, error) {
 
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
-	s := &Server{Echo: e, cfg: cfg, metrics: m}
+	s := &Server{Echo: e, cfg: cfg, metrics: m, sessions: newSessions(cfg.AdminToken, cfg.Now)}
+	s.statusCounts = newSnapshot("status", cfg.Now, cfg.Logger, s.readStatus)
 	e.HTTPErrorHandler = s.handleError
 
 	cb := &callbackHandler{cfg: cfg, metrics: m, slots: make(chan struct{}, cfg.CallbackConcurrency)}
@@ -247,8 +263,13 @@ func New(cfg Config) (*Server, error) {
 	v1 := e.Group("/v1", s.requireAdmin)
 	v1.GET("/status", s.status)
 	if cfg.Pipeline != nil {
-		a := &api{pipeline: cfg.Pipeline, queries: cfg.Queries, logger: cfg.Logger}
+		s.forecasts = newSnapshot("quota forecast", cfg.Now, cfg.Logger, cfg.Pipeline.Forecast)
+		a := &api{pipeline: cfg.Pipeline, queries: cfg.Queries, logger: cfg.Logger, forecasts: s.forecasts,
+			now: cfg.Now, activities: map[time.Duration]*snapshot[store.Activity]{}}
 		a.mount(v1)
+	}
+	if err := s.mountUI(); err != nil {
+		return nil, fmt.Errorf("handlers: status page: %w", err)
 	}
 	return s, nil
 }
@@ -281,11 +302,20 @@ func (s *Server) handleError(err error, c echo.Context) {
 	}
 }
 
-// requireAdmin checks the bearer token in constant time.
+// requireAdmin checks the bearer token in constant time, or the status
+// page's session cookie; a request the cookie authenticates that changes
+// something must also carry csrfHeader and come from this origin.
 func (s *Server) requireAdmin(next echo.HandlerFunc) echo.HandlerFunc {
 	want := []byte(s.cfg.AdminToken)
 	return func(c echo.Context) error {
-		got, ok := strings.CutPrefix(c.Request().Header.Get(echo.HeaderAuthorization), "Bearer ")
+		r := c.Request()
+		got, ok := strings.CutPrefix(r.Header.Get(echo.HeaderAuthorization), "Bearer ")
+		if !ok && s.sessions.fromRequest(r) {
+			if !safeMethod(r.Method) && (r.Header.Get(csrfHeader) == "" || !sameOrigin(r)) {
+				return echo.NewHTTPError(http.StatusForbidden, "cross-site request refused: send "+csrfHeader+" from the status page")
+			}
+			return next(c)
+		}
 		if !ok || subtle.ConstantTimeCompare([]byte(got), want) != 1 {
 			c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="pendinglink"`)
 			return echo.NewHTTPError(http.StatusUnauthorized, "missing or invalid bearer token")

@@ -44,7 +44,3 @@ func (s *Server) requireAdminBrowser(next echo.HandlerFunc) echo.HandlerFunc {
 		return next(c)
 	}
 }
-
-func safeMethod(m string) bool {
-	return m == http.MethodGet || m == http.MethodHead || m == http.MethodOptions
-}

@@ -765,30 +765,16 @@ func (e *sqlEngine) findFan(ctx context.Context, unionID string, now time.Time) 
 		return nil, dbError("find fan", err)
 	}
 	f.CreatedAt = time.UnixMilli(created).UTC()
-	rows, err := e.read.QueryContext(ctx, `SELECT pending_id, issued_at, expires_at FROM fan_pending_ids WHERE unionid = ? ORDER BY issued_at DESC`, unionID)
-	if err != nil {
-		return nil, dbError("find fan pending_ids", err)
+	if f.PendingIDs, err = e.fanPendingIDs(ctx, unionID); err != nil {
+		return nil, err
 	}
-	defer rows.Close()
-	f.PendingIDs = []FanPendingID{}
-	for rows.Next() {
-		var (
-			p                 FanPendingID
-			issued, expiresAt int64
-		)
-		if err := rows.Scan(&p.PendingID, &issued, &expiresAt); err != nil {
-			return nil, dbError("find fan pending_ids", err)
-		}
-		p.IssuedAt, p.ExpiresAt = time.UnixMilli(issued).UTC(), time.UnixMilli(expiresAt).UTC()
-		if f.PendingID == "" && p.ExpiresAt.After(now) {
+	for _, p := range f.PendingIDs {
+		if p.ExpiresAt.After(now) {
 			f.PendingID = p.PendingID
 			exp := p.ExpiresAt
 			f.ExpiresAt = &exp
+			break
 		}
-		f.PendingIDs = append(f.PendingIDs, p)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, dbError("find fan pending_ids", err)
 	}
 	f.Links, err = e.queryLinks(ctx, `SELECT `+linkColumns+` FROM links WHERE unionid = ? ORDER BY id DESC`, unionID)
 	if f.Links == nil {

@@ -58,6 +58,9 @@ func Exercise(t *testing.T, open func(tb testing.TB, cfg store.Config) *store.DB
 		{"Outbox", x.outbox},
 		{"PipelineStatus", x.pipelineStatus},
 		{"Gauges", x.gauges},
+		{"Story", x.story},
+		{"Activity", x.activity},
+		{"OutboxHealth", x.outboxHealth},
 	} {
 		t.Run(group.name, func(t *testing.T) {
 			t.Parallel()
