@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pendinglink/pendinglink/quota"
 	"github.com/pendinglink/pendinglink/store"
 	"github.com/pendinglink/pendinglink/wecom"
 )
@@ -93,13 +94,21 @@ func (p *Pipeline) registerWhileLeased(ctx context.Context, lease *store.Lease) 
 	r := &registrar{p: p, inflight: map[string]bool{}, slots: make(chan struct{}, p.cfg.RegisterConcurrency)}
 	defer r.calls.Wait()
 	for ctx.Err() == nil {
-		if d := r.pausedFor(); d > 0 {
-			// Looked at again every RegisterPoll: the clock may jump (a
-			// fake one in tests) and other instances spend the quota too.
-			if p.wait(ctx, min(d, p.cfg.RegisterPoll)) != nil {
+		if d := r.takePause(); d > 0 {
+			if p.cfg.Sleep(ctx, d) != nil {
 				return
 			}
 			continue
+		}
+		if p.cfg.Quota != nil {
+			if d := p.cfg.Quota.NextAt().Sub(p.cfg.Now()); d > 0 {
+				// Looked at again every RegisterPoll: other instances spend
+				// the quota too, and a fake clock may jump.
+				if p.wait(ctx, min(d, p.cfg.RegisterPoll)) != nil {
+					return
+				}
+				continue
+			}
 		}
 		select {
 		case r.slots <- struct{}{}:
@@ -134,21 +143,25 @@ type registrar struct {
 
 	mu       sync.Mutex
 	inflight map[string]bool // unionids being registered
-	until    time.Time       // no call before this (quota, back-off)
-	backoff  time.Duration   // after a transient error; reset by a success
+	// pause is how long to wait before the next call: a back-off, a rate
+	// limit or a blocked API. A duration, not a deadline: it is waited
+	// with Config.Sleep, in real time or on a fake clock alike.
+	pause   time.Duration
+	backoff time.Duration // after a transient error; reset by a success
 }
 
-// pausedFor is how long to wait before the next call: until the quota
-// allows one and any back-off has passed.
-func (r *registrar) pausedFor() time.Duration {
+// takePause returns the pause asked for since the last call, and clears it.
+func (r *registrar) takePause() time.Duration {
 	r.mu.Lock()
-	until := r.until
-	r.mu.Unlock()
-	if r.p.cfg.Quota != nil {
-		until = later(until, r.p.cfg.Quota.NextAt())
-	}
-	return until.Sub(r.p.cfg.Now())
+	defer r.mu.Unlock()
+	d := r.pause
+	r.pause = 0
+	return d
 }
+
+// pauseFor asks for a pause of at least d before the next call. r.mu must
+// be held.
+func (r *registrar) pauseFor(d time.Duration) { r.pause = max(r.pause, d) }
 
 // next takes the first queued fan not in flight, or nil when there is none.
 func (r *registrar) next(ctx context.Context) (*store.QueuedFan, error) {
@@ -188,31 +201,34 @@ func (r *registrar) registerOne(ctx context.Context, f store.QueuedFan) {
 	case ctx.Err() != nil:
 		return
 	case wecom.IsBlocked(err):
+		// A configuration fault: wait for the client's next probe.
 		until, _ := wecom.BlockedUntil(err)
-		r.until = later(r.until, until)
+		r.pauseFor(max(until.Sub(now), time.Second))
 		return
 	case wecom.IsRateLimited(err):
-		r.until = later(r.until, now.Add(deferFor(err, now, p.cfg.RateLimitDelay)))
+		// The quota limiter refused the call, or learnt from WeCom's 45009
+		// that the window is spent: NextAt says when to call again. Only
+		// without one is there nothing to go by but RateLimitDelay.
+		var (
+			qe *quota.Error
+			ae *wecom.APIError
+		)
+		learnt := errors.As(err, &qe) || errors.As(err, &ae) && ae.Code == wecom.CodeAPIFreqOutOfLimit
+		if p.cfg.Quota == nil || !learnt {
+			r.pauseFor(deferFor(err, now, p.cfg.RateLimitDelay))
+		}
 		return
 	case wecom.IsPermanent(err):
 		return // register failed the fan
 	}
 	if _, ok := wecom.RetryAfter(err); ok {
-		r.until = later(r.until, now.Add(deferFor(err, now, p.cfg.RateLimitDelay)))
+		r.pauseFor(deferFor(err, now, p.cfg.RateLimitDelay))
 	} else {
 		r.backoff = min(max(2*r.backoff, time.Second), time.Minute)
-		r.until = later(r.until, now.Add(r.backoff))
+		r.pauseFor(r.backoff)
 	}
 	p.cfg.Logger.InfoContext(ctx, "registration put back after a transient error", "err", err)
 	if err := p.cfg.Store.RequeueFan(ctx, f.UnionID, err.Error()); err != nil {
 		p.cfg.Logger.WarnContext(ctx, "requeue fan", "err", err)
 	}
-}
-
-// later returns the later of a and b.
-func later(a, b time.Time) time.Time {
-	if b.After(a) {
-		return b
-	}
-	return a
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/pendinglink/pendinglink/internal/fakeclock"
 	"github.com/pendinglink/pendinglink/pipeline"
+	"github.com/pendinglink/pendinglink/pipeline/pipelinetest"
 	"github.com/pendinglink/pendinglink/store"
 	"github.com/pendinglink/pendinglink/wecom"
 )
@@ -26,12 +27,22 @@ type registrarBundle struct {
 
 func setupRegistrar(t *testing.T, answer func(unionID string, call int) (string, error)) *registrarBundle {
 	t.Helper()
+	return setupRegistrarWith(t, nil, answer)
+}
+
+// setupRegistrarWith is setupRegistrar with a change to the pipeline's
+// config.
+func setupRegistrarWith(t *testing.T, mutate func(*pipeline.Config), answer func(unionID string, call int) (string, error)) *registrarBundle {
+	t.Helper()
 	clock := fakeclock.New(testNow)
 	b := &registrarBundle{clock: clock}
 	calls := map[string]int{}
 	b.workerBundle = setupWorkersAt(t, clock.Now, func(c *pipeline.Config) {
 		c.Sleep = clock.Sleep
 		c.RegisterConcurrency = 1 // one call at a time, so the order is the queue's
+		if mutate != nil {
+			mutate(c)
+		}
 	})
 	b.wecom.UnionIDToPendingIDFunc = func(_ context.Context, unionID, _ string) (string, error) {
 		b.mu.Lock()
@@ -172,4 +183,20 @@ func TestRegistrar_OnePerCluster(t *testing.T) {
 	cancel()
 	<-done
 	require.Equal(t, []string{"test-a"}, b.asked())
+}
+
+func TestRegistrar_WaitsForTheQuota(t *testing.T) {
+	t.Parallel()
+	frees := testNow.Add(10 * time.Minute)
+	var calledAt time.Time
+	var b *registrarBundle
+	b = setupRegistrarWith(t, func(c *pipeline.Config) {
+		c.Quota = &pipelinetest.FakeQuota{Next: frees}
+	}, func(u string, _ int) (string, error) {
+		calledAt = b.clock.Now()
+		return "p-" + u, nil
+	})
+	b.queue(t, store.QueueBulk, store.FanInput{UnionID: "test-a", OpenID: "o"})
+	b.run(t, "test-a")
+	require.False(t, calledAt.Before(frees), "no call before the quota allows one (called at %s)", calledAt)
 }
