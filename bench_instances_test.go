@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net/http"
 	"testing"
+	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib"
 
@@ -29,23 +30,29 @@ import (
 //	PENDINGLINK_TEST_POSTGRES=… go test -run XXX -bench BatchingAcrossInstances -benchtime 1x .
 func BenchmarkBatchingAcrossInstances(b *testing.B) {
 	bin := buildBinary(b)
-	for _, instances := range []int{1, 3} {
-		b.Run(fmt.Sprintf("instances=%d", instances), func(b *testing.B) {
-			calls, resolvers, runs := 0, 0, 0
-			for b.Loop() {
-				c, r := burstOverInstances(b, bin, instances, 1500)
-				calls, resolvers = calls+c, resolvers+r
-				runs++
-			}
-			b.ReportMetric(float64(calls)/float64(runs), "calls")
-			b.ReportMetric(float64(resolvers)/float64(runs), "resolvers")
-		})
+	// rate 0 sends as fast as 24 connections go, which depends on how fast
+	// the instances acknowledge; a fixed rate sends the same stream to both
+	// set-ups, so that only where the callbacks land differs.
+	for _, rate := range []int{0, 500} {
+		for _, instances := range []int{1, 3} {
+			b.Run(fmt.Sprintf("rate=%d/instances=%d", rate, instances), func(b *testing.B) {
+				calls, resolvers, runs := 0, 0, 0
+				for b.Loop() {
+					c, r := burstOverInstances(b, bin, instances, 1500, rate)
+					calls, resolvers = calls+c, resolvers+r
+					runs++
+				}
+				b.ReportMetric(float64(calls)/float64(runs), "calls")
+				b.ReportMetric(float64(resolvers)/float64(runs), "resolvers")
+			})
+		}
 	}
 }
 
-// burstOverInstances runs one burst and returns the batch calls it cost
+// burstOverInstances runs one burst (rate callbacks a second in all, 0:
+// as fast as they are acknowledged) and returns the batch calls it cost
 // and the number of instances that worked its resolve jobs.
-func burstOverInstances(b *testing.B, bin string, instances, customers int) (calls, resolvers int) {
+func burstOverInstances(b *testing.B, bin string, instances, customers, rate int) (calls, resolvers int) {
 	dsn := postgresForTest(b)
 	wc := wecomtest.NewServer(wecomtest.WithQuotas(wecomtest.Quota{Hour: 1 << 30, Day: 1 << 30, Month: 1 << 30}, wecomtest.Quota{}))
 	b.Cleanup(wc.Close)
@@ -83,7 +90,16 @@ func burstOverInstances(b *testing.B, bin string, instances, customers int) (cal
 	waitForStatus(b, api, "every fan registered", func(st apiclient.StatusResponse) bool { return st.Fans.Registered == int64(customers) })
 	before := wc.Calls(wecomtest.APIExternalUserIDToPendingID)
 
+	var tick <-chan time.Time
+	if rate > 0 {
+		t := time.NewTicker(time.Second / time.Duration(rate))
+		defer t.Stop()
+		tick = t.C
+	}
 	inParallel(24, customers, func(i int) {
+		if tick != nil {
+			<-tick
+		}
 		_, err := senders[i%instances].Send(context.Background(), events[i])
 		if err != nil {
 			b.Errorf("send %d: %v", i, err)

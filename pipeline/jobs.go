@@ -112,13 +112,23 @@ func (NotifyArgs) InsertOpts() river.InsertOpts {
 	return river.InsertOpts{MaxAttempts: NotifyMaxAttempts}
 }
 
+// ResolveFetchCooldown is the least time between two fetches of resolve
+// jobs. Each instance that inserts resolve jobs notifies the one that works
+// them (PostgreSQL NOTIFY), and at River's default of 100 ms those
+// notifications cut the stream into small fetches that the Coalescer's
+// window then sends as emptier calls: a burst spread over three instances
+// cost 1.7 times the calls of one. At 200 ms it costs the same
+// (BENCHMARKS.md, batching across instances), for at most 100 ms more
+// latency.
+const ResolveFetchCooldown = 200 * time.Millisecond
+
 // Queues returns River's queue configuration for the pipeline:
 // resolveWorkers resolve jobs at once (they mostly wait in a batch), 32
 // registrations (they mostly wait for quota) and 10 of everything else.
 func Queues(resolveWorkers int) map[string]river.QueueConfig {
 	return map[string]river.QueueConfig{
 		QueueDefault:  {MaxWorkers: 10},
-		QueueResolve:  {MaxWorkers: resolveWorkers},
+		QueueResolve:  {MaxWorkers: resolveWorkers, FetchCooldown: ResolveFetchCooldown},
 		QueueRegister: {MaxWorkers: 32},
 	}
 }
