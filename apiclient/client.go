@@ -172,6 +172,42 @@ func (c *Client) RetryFans(ctx context.Context, r RetryRequest) (RetryResponse, 
 	return out, err
 }
 
+// StoryQuery says whose story Story tells: a fan by UnionID, or a dealer's
+// customer by CorpID and ExternalUserID. Set one of the two forms only.
+type StoryQuery struct {
+	UnionID        string
+	CorpID         string
+	ExternalUserID string
+}
+
+// Story returns GET /v1/story: what happened to a fan or a dealer's
+// customer, and why no link of it is active. Nothing known of it is a 404
+// *Error, and a query that does not set exactly one form a 400 *Error.
+func (c *Client) Story(ctx context.Context, q StoryQuery) (store.Story, error) {
+	v := url.Values{}
+	for k, s := range map[string]string{"unionid": q.UnionID, "corp_id": q.CorpID, "external_userid": q.ExternalUserID} {
+		if s != "" {
+			v.Set(k, s)
+		}
+	}
+	var s store.Story
+	_, err := c.do(ctx, http.MethodGet, "/v1/story?"+v.Encode(), nil, &s)
+	return s, err
+}
+
+// Activity returns GET /v1/activity: the events stored per minute and the
+// links made per hour over the last hours (1 to 168; 0 asks for the
+// server's default, 24).
+func (c *Client) Activity(ctx context.Context, hours int) (store.Activity, error) {
+	path := "/v1/activity"
+	if hours != 0 {
+		path += "?hours=" + strconv.Itoa(hours)
+	}
+	var a store.Activity
+	_, err := c.do(ctx, http.MethodGet, path, nil, &a)
+	return a, err
+}
+
 // do sends in as JSON (nil: no body), decodes a 2xx answer into out and
 // returns the status.
 func (c *Client) do(ctx context.Context, method, path string, in, out any) (int, error) {

@@ -82,6 +82,13 @@ func TestClient_Requests(t *testing.T) {
 		{"Status", "/v1/status", func() error { _, err := c.Status(ctx); return err }},
 		{"FanEscapesThePath", "/v1/fans/a%2Fb", func() error { _, err := c.Fan(ctx, "a/b"); return err }},
 		{"Customer", "/v1/customers/wwcorp/wm%20x", func() error { _, err := c.Customer(ctx, "wwcorp", "wm x"); return err }},
+		{"StoryOfAFan", "/v1/story?unionid=u1", func() error { _, err := c.Story(ctx, apiclient.StoryQuery{UnionID: "u1"}); return err }},
+		{"StoryOfACustomer", "/v1/story?corp_id=wwcorp&external_userid=wm+x", func() error {
+			_, err := c.Story(ctx, apiclient.StoryQuery{CorpID: "wwcorp", ExternalUserID: "wm x"})
+			return err
+		}},
+		{"ActivityDefault", "/v1/activity", func() error { _, err := c.Activity(ctx, 0); return err }},
+		{"Activity", "/v1/activity?hours=168", func() error { _, err := c.Activity(ctx, 168); return err }},
 		{"LinksWithoutFilter", "/v1/links", func() error { _, err := c.Links(ctx, apiclient.LinkFilter{}); return err }},
 		{"LinksWithFilter", "/v1/links?" + url.Values{
 			"unionid": {"u1"}, "corp_id": {"wwcorp"}, "external_userid": {"wm1"}, "since": {"2026-01-02T15:04:05Z"},

@@ -9,6 +9,7 @@ import _ "embed"
 var openAPIDocument string
 
 // OpenAPI returns the OpenAPI 3.1 document of the HTTP API (the /v1 routes,
-// the callback URL, health and metrics), as served at GET /v1/openapi.json.
+// the callback URL, health and metrics, and the status page's routes), as
+// served at GET /v1/openapi.json.
 // Each call returns a fresh copy.
 func OpenAPI() []byte { return []byte(openAPIDocument) }

@@ -71,6 +71,8 @@ func TestClient_FollowsTheDocument(t *testing.T) {
 		"Reconcile":   func() error { _, err := c.Reconcile(ctx, when); return err },
 		"RetryEvents": func() error { r := retry; r.State = "unmatched"; _, err := c.RetryEvents(ctx, r); return err },
 		"RetryFans":   func() error { _, err := c.RetryFans(ctx, retry); return err },
+		"Story":       func() error { _, err := c.Story(ctx, apiclient.StoryQuery{UnionID: "test-u1"}); return err },
+		"Activity":    func() error { _, err := c.Activity(ctx, 168); return err },
 	}
 	typ := reflect.TypeFor[*apiclient.Client]()
 	for i := range typ.NumMethod() {
@@ -87,6 +89,10 @@ func TestClient_FollowsTheDocument(t *testing.T) {
 	_, err := c.Reconcile(ctx, time.Time{})
 	require.NoError(t, err)
 	_, err = c.RetryEvents(ctx, apiclient.RetryRequest{})
+	require.NoError(t, err)
+	_, err = c.Story(ctx, apiclient.StoryQuery{CorpID: "wwtest", ExternalUserID: "wm1"})
+	require.NoError(t, err, "the customer's form of Story")
+	_, err = c.Activity(ctx, 0)
 	require.NoError(t, err)
 	_, err = c.RetryFans(ctx, apiclient.RetryRequest{State: "failed"})
 	require.ErrorContains(t, err, "state", "fans take no state: the document refuses it, as the server does")

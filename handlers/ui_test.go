@@ -20,7 +20,8 @@ import (
 )
 
 // browser sends requests as the status page's browser would: no bearer
-// token, and the cookies it was given.
+// token, and the cookies it was given. They go through the bundle's client,
+// so the document checks them too.
 type browser struct {
 	t       *testing.T
 	b       *apiBundle
@@ -37,7 +38,7 @@ func (br *browser) send(method, path string, body io.Reader, header map[string]s
 	for _, c := range br.cookies {
 		req.AddCookie(c)
 	}
-	client := *br.b.srv.Client()
+	client := *br.b.client
 	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	resp, err := client.Do(req)
 	require.NoError(br.t, err)

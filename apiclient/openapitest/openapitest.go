@@ -142,8 +142,8 @@ func (v *Validator) CheckRequest(ctx context.Context, req *http.Request, body []
 // Check validates one exchange: a request whose body is reqBody, answered
 // status with header and respBody. The answer must be one the document
 // lists for the request's operation. A request the document calls invalid
-// must be refused with a 4xx (401 without the bearer token), and a route it
-// lacks with a 4xx in the Error shape.
+// must be refused with a 4xx (401 without the bearer token or the session
+// cookie), and a route it lacks with a 4xx in the Error shape.
 func (v *Validator) Check(ctx context.Context, req *http.Request, reqBody []byte, status int, header http.Header, respBody []byte) error {
 	what := req.Method + " " + req.URL.Path
 	for _, p := range v.mounted {
@@ -175,7 +175,7 @@ func (v *Validator) Check(ctx context.Context, req *http.Request, reqBody []byte
 	case reqErr == nil:
 		return nil
 	case errors.As(reqErr, &noToken) && status != http.StatusUnauthorized:
-		return fmt.Errorf("%s without a bearer token was answered %d, not 401", what, status)
+		return fmt.Errorf("%s without a bearer token or session cookie was answered %d, not 401", what, status)
 	case status/100 != 4:
 		return fmt.Errorf("%s was answered %d, but the document calls the request invalid: %w", what, status, reqErr)
 	}
@@ -201,24 +201,32 @@ func (v *Validator) checkError(ctx context.Context, header http.Header, body []b
 func requestInput(ctx context.Context, req *http.Request, body []byte, route *routers.Route, params map[string]string) *openapi3filter.RequestValidationInput {
 	r := req.Clone(ctx) // validation sets defaults in it
 	r.Body = io.NopCloser(bytes.NewReader(body))
-	opts := &openapi3filter.Options{AuthenticationFunc: bearerPresent}
+	opts := &openapi3filter.Options{AuthenticationFunc: credentialPresent}
 	if rb := route.Operation.RequestBody; rb != nil && rb.Value.Content.Get("application/json") == nil {
 		opts.ExcludeRequestBody = true
 	}
 	return &openapi3filter.RequestValidationInput{Request: r, PathParams: params, Route: route, Options: opts}
 }
 
-// bearerPresent checks that a request carries a bearer token; whether it is
-// the right one is the server's to say (401).
-func bearerPresent(_ context.Context, in *openapi3filter.AuthenticationInput) error {
-	if s := in.SecurityScheme; s == nil || s.Type != "http" || s.Scheme != "bearer" {
-		return fmt.Errorf("security scheme %s is not an HTTP bearer token", in.SecuritySchemeName)
+// credentialPresent checks that a request carries the credential of a
+// security scheme: a bearer token, or a cookie (the status page's session);
+// whether it is the right one is the server's to say (401).
+func credentialPresent(_ context.Context, in *openapi3filter.AuthenticationInput) error {
+	s, r := in.SecurityScheme, in.RequestValidationInput.Request
+	switch {
+	case s != nil && s.Type == "http" && s.Scheme == "bearer":
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || tok == "" {
+			return errors.New("no bearer token")
+		}
+		return nil
+	case s != nil && s.Type == "apiKey" && s.In == "cookie":
+		if c, err := r.Cookie(s.Name); err != nil || c.Value == "" {
+			return fmt.Errorf("no %s cookie", s.Name)
+		}
+		return nil
 	}
-	tok, ok := strings.CutPrefix(in.RequestValidationInput.Request.Header.Get("Authorization"), "Bearer ")
-	if !ok || tok == "" {
-		return errors.New("no bearer token")
-	}
-	return nil
+	return fmt.Errorf("security scheme %s is neither an HTTP bearer token nor a cookie", in.SecuritySchemeName)
 }
 
 // Transport returns an http.RoundTripper that sends through base

@@ -15,8 +15,10 @@ import (
 // exchange is one request and the answer it got.
 type exchange struct {
 	method, target, auth, reqBody string
-	status                        int
-	contentType, respBody         string
+	// cookie is the Cookie header, e.g. the status page's session.
+	cookie                string
+	status                int
+	contentType, respBody string
 }
 
 func (e exchange) check(t *testing.T, v *openapitest.Validator) error {
@@ -34,6 +36,9 @@ func (e exchange) check(t *testing.T, v *openapitest.Validator) error {
 	}
 	if e.auth != "" {
 		req.Header.Set("Authorization", e.auth)
+	}
+	if e.cookie != "" {
+		req.Header.Set("Cookie", e.cookie)
 	}
 	h := http.Header{}
 	if e.contentType != "" {
@@ -63,6 +68,10 @@ func TestValidator_Check(t *testing.T) {
 			respBody: `{"error":"not found"}`}},
 		"OKNoTokenRefused": {ex: exchange{method: "GET", target: "/v1/status", status: 401, contentType: jsonType,
 			respBody: `{"error":"missing or invalid bearer token"}`}},
+		"OKSessionCookie": {ex: exchange{method: "GET", target: "/v1/fans/u1", cookie: "pendinglink_session=1.mac", status: 200,
+			contentType: jsonType, respBody: fanAnswer}},
+		"ErrOtherCookieNot401": {ex: exchange{method: "GET", target: "/v1/fans/u1", cookie: "other=1", status: 200,
+			contentType: jsonType, respBody: fanAnswer}, wantErr: "not 401"},
 		"OKInvalidRequestRefused": {ex: exchange{method: "GET", target: "/v1/links?limit=0", auth: bearer, status: 400, contentType: jsonType,
 			respBody: `{"error":"limit: must be an integer from 1 to 1000"}`}},
 		"OKUnknownRouteRefused": {ex: exchange{method: "GET", target: "/v1/nope", auth: bearer, status: 404, contentType: jsonType,
