@@ -80,8 +80,10 @@ func (p *Pipeline) wait(ctx context.Context, d time.Duration) error {
 // ends or the lease is lost, and waits for its calls in flight.
 func (p *Pipeline) registerWhileLeased(ctx context.Context, lease *store.Lease) {
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	watched := make(chan struct{})
+	defer func() { cancel(); <-watched }()
 	go func() {
+		defer close(watched)
 		for p.cfg.Sleep(ctx, p.cfg.LeaseRetry) == nil {
 			if err := lease.Check(ctx); err != nil && ctx.Err() == nil {
 				p.cfg.Logger.WarnContext(ctx, "lost the registrar lease; another instance takes over", "err", err)

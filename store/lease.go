@@ -22,17 +22,37 @@ var ErrLeaseHeld = errors.New("store: lease held by another instance")
 type Lease struct {
 	check   func(ctx context.Context) error
 	release func() error
-	once    sync.Once
-	err     error
+
+	// mu orders Check and Release: the lease's connection is not safe
+	// for concurrent use.
+	mu       sync.Mutex
+	released bool
+	err      error
 }
 
+// errLeaseReleased is Check's error after Release.
+var errLeaseReleased = errors.New("store: lease released")
+
 // Check returns an error once the lease may have been lost (its
-// connection broke); the caller should stop acting on it and Release it.
-func (l *Lease) Check(ctx context.Context) error { return l.check(ctx) }
+// connection broke) or was released; the caller should stop acting on it
+// and Release it. It is safe to call concurrently with Release.
+func (l *Lease) Check(ctx context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.released {
+		return errLeaseReleased
+	}
+	return l.check(ctx)
+}
 
 // Release gives the lease up. It is idempotent.
 func (l *Lease) Release() error {
-	l.once.Do(func() { l.err = l.release() })
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.released {
+		l.released = true
+		l.err = l.release()
+	}
 	return l.err
 }
 

@@ -23,6 +23,7 @@ func (open exerciser) lease(t *testing.T) {
 
 		require.NoError(t, l.Release())
 		require.NoError(t, l.Release(), "idempotent")
+		require.Error(t, l.Check(t.Context()), "a released lease is not held")
 		again, err := b.db.TryLease(t.Context(), "x")
 		require.NoError(t, err, "free again once released")
 		require.NoError(t, again.Release())
