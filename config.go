@@ -36,6 +36,9 @@ type config struct {
 	CallbackMaxAge  time.Duration
 	// QuotaReserve and QuotaFloor are quota.Config's Reserve and Floor.
 	QuotaReserve, QuotaFloor int64
+	// QuotaSustained paces registrations at the quota's sustained rate
+	// (WECOM_PENDING_QUOTA_PACE=sustained) rather than the hour's.
+	QuotaSustained bool
 	// DBMaxConns sizes the PostgreSQL pool (store.Config.MaxConns).
 	DBMaxConns int64
 	// InstanceID is store.Config.InstanceID.
@@ -178,6 +181,18 @@ func settings() []setting {
 			apply: intSetting(func(c *config) *int64 { return &c.QuotaMonth })},
 		{env: "WECOM_PENDING_QUOTA_RESERVE", def: "0", usage: "percent (0-90) of every unionid_to_pending_id window left to other apps of the corp",
 			apply: percentSetting(90, func(c *config) *int64 { return &c.QuotaReserve })},
+		{env: "WECOM_PENDING_QUOTA_PACE", def: "hour", usage: "how registrations are paced: hour (the hour's rate; a bulk load finishes soonest) or sustained (the slowest window's rate, 7.5M a month by default: what is registered then comes due for renewal no faster than the quota allows, so a fan base larger than a month's quota stays live)",
+			apply: func(c *config, v string) error {
+				switch v {
+				case "hour":
+					c.QuotaSustained = false
+				case "sustained":
+					c.QuotaSustained = true
+				default:
+					return errors.New(`must be "hour" or "sustained"`)
+				}
+				return nil
+			}},
 		{env: "WECOM_QUOTA_FLOOR", def: "10", usage: "percent (1-100): the lowest share of a window a 45009 (another app spending the quota) may lower our limit to",
 			apply: percentSetting(100, func(c *config) *int64 { return &c.QuotaFloor })},
 		{env: "WECOM_EXTERNAL_QUOTA_HOUR", def: "20000", usage: "unionid_to_external_userid calls allowed per rolling hour",

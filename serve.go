@@ -314,7 +314,7 @@ func wecomConfig(cfg config) wecom.Config {
 func quotaConfigs(cfg config, st quota.Store, now func() time.Time) (pending, external quota.Config) {
 	pending = quota.Config{
 		Key: wecom.PendingIDQuotaKey(cfg.CorpID), Windows: wecom.PendingIDWindows(cfg.QuotaHour, cfg.QuotaDay, cfg.QuotaMonth),
-		Store: st, Now: now, Smooth: true, Reserve: int(cfg.QuotaReserve), Floor: int(cfg.QuotaFloor),
+		Store: st, Now: now, Smooth: true, Sustained: cfg.QuotaSustained, Reserve: int(cfg.QuotaReserve), Floor: int(cfg.QuotaFloor),
 	}
 	external = quota.Config{
 		Key: wecom.ExternalUserIDQuotaKey(cfg.CorpID), Windows: wecom.ExternalUserIDWindows(cfg.ExternalHour, cfg.ExternalDay),

@@ -274,6 +274,21 @@ func TestLimiter_Wait(t *testing.T) {
 		require.EqualValues(t, 1, l.Usage()[0].Used)
 	})
 
+	t.Run("GivesUpWhenTheClockStandsStill", func(t *testing.T) {
+		// A test's stopped clock never frees the window: after one sleep
+		// the wait returns the refusal instead of sleeping forever.
+		t.Parallel()
+		sleeps := 0
+		l := mustLimiter(t, quota.Config{
+			Windows: []quota.Window{{Length: time.Hour, Limit: 1}}, Now: newFakeClock().Now,
+			Sleep: func(context.Context, time.Duration) error { sleeps++; return nil },
+		})
+		require.NoError(t, l.Reserve(ctx))
+		var qe *quota.Error
+		require.ErrorAs(t, l.Wait(ctx), &qe)
+		require.Equal(t, 1, sleeps)
+	})
+
 	t.Run("StopsWhenContextEnds", func(t *testing.T) {
 		t.Parallel()
 		l := mustLimiter(t, quota.Config{Windows: []quota.Window{{Length: time.Hour, Limit: 1}}, Now: newFakeClock().Now})
@@ -303,6 +318,19 @@ func TestLimiter_Smooth(t *testing.T) {
 		clock.Advance(time.Second)
 		require.NoError(t, l.Reserve(ctx))
 		require.Error(t, l.Reserve(ctx))
+	})
+
+	t.Run("SustainedPacesAtTheSlowestWindow", func(t *testing.T) {
+		t.Parallel()
+		clock := newFakeClock()
+		windows := []quota.Window{{Length: time.Hour, Limit: 100}, {Length: 24 * time.Hour, Limit: 480}, {Length: 31 * 24 * time.Hour, Limit: 744}}
+		gap := func(sustained bool) time.Duration {
+			l := mustLimiter(t, quota.Config{Key: "k", Windows: windows, Now: clock.Now, Smooth: true, Burst: 1, Sustained: sustained})
+			require.NoError(t, l.Reserve(ctx))
+			return l.NextAt().Sub(clock.Now())
+		}
+		require.Equal(t, 36*time.Second, gap(false), "the hour's rate")
+		require.Equal(t, time.Hour, gap(true), "the month's: 744 in 744 hours")
 	})
 
 	t.Run("BulkLoadSpreadsOverTheHourAndUsesItAll", func(t *testing.T) {

@@ -25,6 +25,9 @@ type Usage struct {
 	// spends this quota; SpentUntil is then when the window frees.
 	External   bool
 	SpentUntil time.Time
+	// Pace is the least time between two calls the limiter spaces them by
+	// (Config.Smooth), 0 without pacing. TimeFor counts it.
+	Pace time.Duration
 }
 
 // Error is returned, without any call made, when a Limiter does not allow
@@ -80,11 +83,12 @@ func Rate(us []Usage) float64 {
 // TimeFor returns how long n more calls take when no window may be
 // exceeded: each window lets its spare calls go at once and the rest at
 // Limit per Length, so a few calls are not slowed by a monthly cap and many
-// are not promised more than it allows. The result saturates at the largest
-// time.Duration.
+// are not promised more than it allows; and no faster than one per Pace.
+// The result saturates at the largest time.Duration.
 func TimeFor(us []Usage, n int64) time.Duration {
 	secs := 0.0
 	for _, u := range us {
+		secs = max(secs, float64(n)*u.Pace.Seconds())
 		if u.Length <= 0 || u.Limit <= 0 {
 			continue
 		}

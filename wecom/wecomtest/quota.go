@@ -71,3 +71,20 @@ func (q *quotaCounter) take(now time.Time) bool {
 	q.month++
 	return true
 }
+
+// SpendPendingQuota counts n unionid_to_pending_id calls made now by
+// another app of the same corp, as WeCom would: they share the corp's
+// quota. It returns how many fitted within the limits.
+func (s *Server) SpendPendingQuota(n int) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.Clock.Now()
+	spent := 0
+	for range n {
+		if !s.pquota.take(now) {
+			break
+		}
+		spent++
+	}
+	return spent
+}

@@ -117,3 +117,13 @@ func TestQuota(t *testing.T) {
 		require.Equal(t, []int{45009}, registerCodes(t, b, p, 1))
 	})
 }
+
+func TestServer_SpendPendingQuota(t *testing.T) {
+	t.Parallel()
+	s := wecomtest.NewServer(wecomtest.WithQuotas(wecomtest.Quota{Hour: 5}, wecomtest.Quota{}))
+	t.Cleanup(s.Close)
+	require.Equal(t, 3, s.SpendPendingQuota(3), "another app's calls count")
+	require.Equal(t, 2, s.SpendPendingQuota(10), "up to the hour's limit")
+	s.Clock.Advance(time.Hour)
+	require.Equal(t, 1, s.SpendPendingQuota(1), "a new hour")
+}
