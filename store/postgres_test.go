@@ -27,7 +27,7 @@ func TestMain(m *testing.M) { storetest.Main(m) }
 func TestExercisePostgres(t *testing.T) {
 	t.Parallel()
 	storetest.SkipWithoutPostgres(t)
-	storetest.Exercise(t, storetest.MustOpenPostgres)
+	storetest.Exercise(t, storetest.PostgresDSN)
 }
 
 // countPG runs a count query on db's pool.
@@ -67,28 +67,6 @@ func TestOpenPostgres(t *testing.T) {
 		_, err = dbs[1].SaveEvent(t.Context(), storetest.NewEvent(store.KindAddExternalContact))
 		require.NoError(t, err)
 		require.Equal(t, int64(1), storetest.MustCounts(t, dbs[2]).Events, "one database behind every instance")
-	})
-
-	t.Run("DataSurvivesReopen", func(t *testing.T) {
-		t.Parallel()
-		dsn := storetest.PostgresDSN(t)
-		db, err := store.Open(t.Context(), store.Config{DSN: dsn, Jobs: storetest.Policy{}})
-		require.NoError(t, err)
-		ev := storetest.NewEvent(store.KindAddExternalContact)
-		_, err = db.SaveEvent(t.Context(), ev)
-		require.NoError(t, err)
-		require.NoError(t, db.AddQuota(t.Context(), "api", 60, 3))
-		want := storetest.MustCounts(t, db)
-		require.NoError(t, db.Close())
-
-		db = storetest.MustOpenPostgres(t, store.Config{DSN: dsn})
-		require.Equal(t, want, storetest.MustCounts(t, db))
-		got, err := db.FindEventByID(t.Context(), ev.ID)
-		require.NoError(t, err)
-		require.Equal(t, ev.Raw, got.Raw, "BYTEA round-trips")
-		inserted, err := db.SaveEvent(t.Context(), ev)
-		require.NoError(t, err)
-		require.False(t, inserted, "a retry after the restart is still a duplicate")
 	})
 
 	t.Run("ErrBadDatabase", func(t *testing.T) {

@@ -22,7 +22,7 @@ import (
 // package's test hooks.
 func TestExercise(t *testing.T) {
 	t.Parallel()
-	storetest.Exercise(t, storetest.MustOpen)
+	storetest.Exercise(t, storetest.SQLiteDSN)
 }
 
 // pragma reads a SQLite pragma returning one integer.
@@ -114,37 +114,6 @@ func TestOpen(t *testing.T) {
 		db := storetest.MustOpen(t, store.Config{DSN: "file:" + filepath.Join(t.TempDir(), "p.db") + "?cache=private"})
 		_, err := db.SaveEvent(t.Context(), storetest.NewEvent(store.KindAddExternalContact))
 		require.NoError(t, err)
-	})
-
-	t.Run("DataSurvivesReopen", func(t *testing.T) {
-		t.Parallel()
-		dsn := filepath.Join(t.TempDir(), "p.db")
-		db, err := store.Open(t.Context(), store.Config{DSN: dsn, Jobs: storetest.Policy{}})
-		require.NoError(t, err)
-		ev := storetest.NewEvent(store.KindAddExternalContact)
-		_, err = db.SaveEvent(t.Context(), ev)
-		require.NoError(t, err)
-		require.NoError(t, db.AddQuota(t.Context(), "api", 60, 3))
-		want := storetest.MustCounts(t, db)
-		require.NoError(t, db.Close())
-
-		db = storetest.MustOpen(t, store.Config{DSN: dsn})
-		require.Equal(t, want, storetest.MustCounts(t, db))
-		got, err := db.FindEventByID(t.Context(), ev.ID)
-		require.NoError(t, err)
-		require.Equal(t, ev.DedupKey, got.DedupKey)
-		q, err := db.LoadQuota(t.Context(), "api", 0)
-		require.NoError(t, err)
-		require.Equal(t, map[int64]int64{60: 3}, q)
-		st, err := db.Status(t.Context())
-		require.NoError(t, err)
-		require.Equal(t, int64(1), st.EventsReceived)
-		require.Equal(t, int64(1), st.QueuePending)
-
-		// A retry after the restart is still a duplicate.
-		inserted, err := db.SaveEvent(t.Context(), ev)
-		require.NoError(t, err)
-		require.False(t, inserted)
 	})
 }
 
