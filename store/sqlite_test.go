@@ -109,6 +109,27 @@ func TestOpen(t *testing.T) {
 		require.ErrorContains(t, err, "Config.PeriodicJobs needs Config.Workers")
 	})
 
+	t.Run("ErrNegativeConfig", func(t *testing.T) {
+		t.Parallel()
+		for name, set := range map[string]func(*store.Config){
+			"MaxBatch":             func(c *store.Config) { c.MaxBatch = -1 },
+			"ReadConns":            func(c *store.Config) { c.ReadConns = -1 },
+			"MaxConns":             func(c *store.Config) { c.MaxConns = -1 },
+			"BusyTimeout":          func(c *store.Config) { c.BusyTimeout = -1 },
+			"CheckpointInterval":   func(c *store.Config) { c.CheckpointInterval = -1 },
+			"WALRestartPages":      func(c *store.Config) { c.WALRestartPages = -1 },
+			"WriteFailureWindow":   func(c *store.Config) { c.WriteFailureWindow = -1 },
+			"RescueStuckJobsAfter": func(c *store.Config) { c.RescueStuckJobsAfter = -1 },
+			"SoftStopTimeout":      func(c *store.Config) { c.SoftStopTimeout = -1 },
+			"LeaseRetry":           func(c *store.Config) { c.LeaseRetry = -1 },
+		} {
+			cfg := store.Config{DSN: filepath.Join(t.TempDir(), "p.db")}
+			set(&cfg)
+			_, err := store.Open(t.Context(), cfg)
+			require.EqualError(t, err, "store: Config."+name+" must not be negative")
+		}
+	})
+
 	t.Run("AcceptsFileURI", func(t *testing.T) {
 		t.Parallel()
 		db := storetest.MustOpen(t, store.Config{DSN: "file:" + filepath.Join(t.TempDir(), "p.db") + "?cache=private"})
