@@ -25,11 +25,12 @@ func TestExercise(t *testing.T) {
 	storetest.Exercise(t, storetest.SQLiteDSN)
 }
 
-// pragma reads a SQLite pragma returning one integer.
-func pragma(t *testing.T, db *store.DB, name string) int64 {
+// queryInt runs a query returning one integer (a count, a pragma) on db's
+// pool.
+func queryInt(t *testing.T, db *store.DB, query string) int64 {
 	t.Helper()
 	var n int64
-	require.NoError(t, db.SQL().QueryRowContext(t.Context(), `PRAGMA `+name).Scan(&n))
+	require.NoError(t, db.SQL().QueryRowContext(t.Context(), query).Scan(&n))
 	return n
 }
 
@@ -46,11 +47,9 @@ func TestOpen(t *testing.T) {
 		require.NoError(t, db1.Close())
 
 		db2 := storetest.MustOpen(t, store.Config{DSN: dsn})
-		var n int64
-		require.NoError(t, db2.SQL().QueryRowContext(t.Context(), `SELECT count(*) FROM schema_migrations`).Scan(&n))
 		entries, err := fs.ReadDir(os.DirFS("migrations/sqlite"), ".")
 		require.NoError(t, err)
-		require.Equal(t, int64(len(entries)), n, "each migration is recorded once")
+		require.Equal(t, int64(len(entries)), queryInt(t, db2, `SELECT count(*) FROM schema_migrations`), "each migration is recorded once")
 		require.Equal(t, store.Counts{Events: 1}, storetest.MustCounts(t, db2))
 	})
 
@@ -60,10 +59,10 @@ func TestOpen(t *testing.T) {
 		var mode string
 		require.NoError(t, db.SQL().QueryRowContext(t.Context(), `PRAGMA journal_mode`).Scan(&mode))
 		require.Equal(t, "wal", mode)
-		require.Equal(t, int64(2), pragma(t, db, `synchronous`), "synchronous=FULL")
-		require.Equal(t, int64(1), pragma(t, db, `foreign_keys`))
-		require.Equal(t, int64(0), pragma(t, db, `wal_autocheckpoint`), "checkpoints run beside the writer")
-		require.Equal(t, store.DefaultBusyTimeout.Milliseconds(), pragma(t, db, `busy_timeout`))
+		require.Equal(t, int64(2), queryInt(t, db, `PRAGMA synchronous`), "synchronous=FULL")
+		require.Equal(t, int64(1), queryInt(t, db, `PRAGMA foreign_keys`))
+		require.Equal(t, int64(0), queryInt(t, db, `PRAGMA wal_autocheckpoint`), "checkpoints run beside the writer")
+		require.Equal(t, store.DefaultBusyTimeout.Milliseconds(), queryInt(t, db, `PRAGMA busy_timeout`))
 	})
 
 	t.Run("PostgresErrorsHideThePassword", func(t *testing.T) {
