@@ -27,10 +27,7 @@ func Exercise(t *testing.T, newDSN func(tb testing.TB) string) {
 	t.Helper()
 	x := exerciser(func(tb testing.TB, cfg store.Config) *store.DB {
 		tb.Helper()
-		if cfg.DSN == "" {
-			cfg.DSN = newDSN(tb)
-		}
-		return mustOpen(tb, cfg)
+		return mustOpen(tb, cfg, newDSN)
 	})
 	for _, group := range []struct {
 		name string

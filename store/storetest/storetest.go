@@ -31,10 +31,7 @@ import (
 // db.Start when cfg.Workers is set.
 func MustOpen(tb testing.TB, cfg store.Config) *store.DB {
 	tb.Helper()
-	if cfg.DSN == "" {
-		cfg.DSN = SQLiteDSN(tb)
-	}
-	return mustOpen(tb, cfg)
+	return mustOpen(tb, cfg, SQLiteDSN)
 }
 
 // SQLiteDSN returns the path of a fresh copy, under tb.TempDir(), of a
@@ -54,9 +51,13 @@ func SQLiteDSN(tb testing.TB) string {
 	return dsn
 }
 
-// mustOpen opens cfg with TestOnly set and closes it when tb ends.
-func mustOpen(tb testing.TB, cfg store.Config) *store.DB {
+// mustOpen opens cfg, on a fresh database of newDSN's unless cfg.DSN is
+// set, with TestOnly set, and closes it when tb ends.
+func mustOpen(tb testing.TB, cfg store.Config, newDSN func(tb testing.TB) string) *store.DB {
 	tb.Helper()
+	if cfg.DSN == "" {
+		cfg.DSN = newDSN(tb)
+	}
 	cfg.TestOnly = true
 	db, err := store.Open(context.Background(), cfg)
 	if err != nil {
