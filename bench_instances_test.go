@@ -15,8 +15,6 @@ import (
 
 	"github.com/pendinglink/pendinglink/apiclient"
 	"github.com/pendinglink/pendinglink/handlers"
-	"github.com/pendinglink/pendinglink/store"
-	"github.com/pendinglink/pendinglink/wecom"
 	"github.com/pendinglink/pendinglink/wecom/wecomtest"
 )
 
@@ -54,13 +52,8 @@ func BenchmarkBatchingAcrossInstances(b *testing.B) {
 // and the number of instances that worked its resolve jobs.
 func burstOverInstances(b *testing.B, bin string, instances, customers, rate int) (calls, resolvers int) {
 	dsn := postgresForTest(b)
-	wc := wecomtest.NewServer(wecomtest.WithQuotas(wecomtest.Quota{Hour: 1 << 30, Day: 1 << 30, Month: 1 << 30}, wecomtest.Quota{}))
-	b.Cleanup(wc.Close)
-	dealer := wc.AddDealer("dealer-1", "staff-a")
-	token, aesKey, admin := wecomtest.RandomToken(16), wecomtest.RandomAESKey(), wecomtest.RandomToken(32)
-	env := fakeWeComEnv(wc, token, aesKey, admin, dsn, []wecomtest.Dealer{dealer})
-	env["WECOM_PENDING_QUOTA_HOUR"], env["WECOM_PENDING_QUOTA_DAY"], env["WECOM_PENDING_QUOTA_MONTH"] = "100000000", "100000000", "100000000"
-	env["PENDINGLINK_BACKFILL_EXISTING"] = "false"
+	w := newBurstWorld(b, dsn)
+	wc, env := w.wc, w.env
 	delete(env, "PENDINGLINK_RESOLVE_WINDOW") // what is measured is the default window
 	logs := serveLog(b, 50)
 	client := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone(), Timeout: e2eTimeout}
@@ -70,19 +63,13 @@ func burstOverInstances(b *testing.B, bin string, instances, customers, rate int
 		e := maps.Clone(env)
 		e["PENDINGLINK_INSTANCE_ID"] = fmt.Sprintf("pl-%d", i)
 		p := startServe(b, bin, e, logs)
-		api = &apiclient.Client{BaseURL: "http://" + p.addr, Token: admin, HTTPClient: client}
-		s, err := wc.NewSender(wecomtest.SenderConfig{URL: "http://" + p.addr + handlers.DefaultCallbackPath, Token: token, EncodingAESKey: aesKey, HTTPClient: client})
+		api = &apiclient.Client{BaseURL: "http://" + p.addr, Token: w.admin, HTTPClient: client}
+		s, err := wc.NewSender(wecomtest.SenderConfig{URL: "http://" + p.addr + handlers.DefaultCallbackPath, Token: w.token, EncodingAESKey: w.aesKey, HTTPClient: client})
 		require.NoError(b, err)
 		senders[i] = s
 	}
 
-	fans := make([]store.FanInput, customers)
-	events := make([]wecom.Event, customers)
-	for i := range events {
-		p := wc.AddPerson()
-		fans[i] = store.FanInput{UnionID: p.UnionID, OpenID: p.OpenID}
-		events[i] = wc.ContactEvent(wc.AddCustomer(dealer, p, "staff-a"), wecom.ChangeAddExternalContact)
-	}
+	fans, events := w.customers(customers)
 	for lo := 0; lo < len(fans); lo += 1000 {
 		_, err := api.RegisterFans(b.Context(), fans[lo:min(lo+1000, len(fans))])
 		require.NoError(b, err)

@@ -9,8 +9,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pendinglink/pendinglink/apiclient"
-	"github.com/pendinglink/pendinglink/store"
-	"github.com/pendinglink/pendinglink/wecom"
 	"github.com/pendinglink/pendinglink/wecom/wecomtest"
 )
 
@@ -27,16 +25,11 @@ func TestServe_KillNineWhileWeComIsSlowLinksEverythingAfterRestart(t *testing.T)
 		killAt    = customers / 3
 		latency   = 300 * time.Millisecond
 	)
-	wc := wecomtest.NewServer(wecomtest.WithQuotas(wecomtest.Quota{Hour: 1 << 30, Day: 1 << 30, Month: 1 << 30}, wecomtest.Quota{}))
-	t.Cleanup(wc.Close)
-	dealer := wc.AddDealer("dealer-1", "staff-a")
-	token, aesKey, admin := wecomtest.RandomToken(16), wecomtest.RandomAESKey(), wecomtest.RandomToken(32)
-	env := fakeWeComEnv(wc, token, aesKey, admin, filepath.Join(t.TempDir(), "kill.db"), []wecomtest.Dealer{dealer})
-	env["WECOM_PENDING_QUOTA_HOUR"], env["WECOM_PENDING_QUOTA_DAY"], env["WECOM_PENDING_QUOTA_MONTH"] = "100000000", "100000000", "100000000"
-	env["PENDINGLINK_BACKFILL_EXISTING"] = "false" // only the add path: no existing-customer checks
-	rig := newKillRig(t, wc, token, aesKey, env, senders)
+	w := newBurstWorld(t, filepath.Join(t.TempDir(), "kill.db"))
+	wc := w.wc
+	rig := newKillRig(t, wc, w.token, w.aesKey, w.env, senders)
 	api := func(p *serveProc) *apiclient.Client {
-		return &apiclient.Client{BaseURL: "http://" + p.addr, Token: admin, HTTPClient: rig.client}
+		return &apiclient.Client{BaseURL: "http://" + p.addr, Token: w.admin, HTTPClient: rig.client}
 	}
 	waitStatus := func(p *serveProc, what string, cond func(apiclient.StatusResponse) bool) {
 		t.Helper()
@@ -44,13 +37,7 @@ func TestServe_KillNineWhileWeComIsSlowLinksEverythingAfterRestart(t *testing.T)
 	}
 
 	// Every customer is a registered fan, so every add makes a link.
-	fans := make([]store.FanInput, customers)
-	events := make([]wecom.Event, customers)
-	for i := range events {
-		p := wc.AddPerson()
-		fans[i] = store.FanInput{UnionID: p.UnionID, OpenID: p.OpenID}
-		events[i] = wc.ContactEvent(wc.AddCustomer(dealer, p, "staff-a"), wecom.ChangeAddExternalContact)
-	}
+	fans, events := w.customers(customers)
 	first := rig.start()
 	_, err := api(first).RegisterFans(t.Context(), fans)
 	require.NoError(t, err)

@@ -15,7 +15,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pendinglink/pendinglink/apiclient"
-	"github.com/pendinglink/pendinglink/store"
 	"github.com/pendinglink/pendinglink/wecom"
 	"github.com/pendinglink/pendinglink/wecom/wecomtest"
 )
@@ -62,16 +61,11 @@ func TestServe_ThreeInstancesOnPostgres(t *testing.T) {
 		instances = 3
 		killAt    = customers / 3
 	)
-	wc := wecomtest.NewServer(wecomtest.WithQuotas(wecomtest.Quota{Hour: 1 << 30, Day: 1 << 30, Month: 1 << 30}, wecomtest.Quota{}))
-	t.Cleanup(wc.Close)
-	dealer := wc.AddDealer("dealer-1", "staff-a")
-	token, aesKey, admin := wecomtest.RandomToken(16), wecomtest.RandomAESKey(), wecomtest.RandomToken(32)
-	env := fakeWeComEnv(wc, token, aesKey, admin, dsn, []wecomtest.Dealer{dealer})
-	env["WECOM_PENDING_QUOTA_HOUR"], env["WECOM_PENDING_QUOTA_DAY"], env["WECOM_PENDING_QUOTA_MONTH"] = "100000000", "100000000", "100000000"
-	env["PENDINGLINK_BACKFILL_EXISTING"] = "false"
-	rig := newKillRig(t, wc, token, aesKey, env, 12)
+	w := newBurstWorld(t, dsn)
+	wc := w.wc
+	rig := newKillRig(t, wc, w.token, w.aesKey, w.env, 12)
 	api := func(p *serveProc) *apiclient.Client {
-		return &apiclient.Client{BaseURL: "http://" + p.addr, Token: admin, HTTPClient: rig.client}
+		return &apiclient.Client{BaseURL: "http://" + p.addr, Token: w.admin, HTTPClient: rig.client}
 	}
 
 	// Three instances start at once on a fresh database: migrations run
@@ -84,13 +78,7 @@ func TestServe_ThreeInstancesOnPostgres(t *testing.T) {
 	}
 	wg.Wait()
 
-	fans := make([]store.FanInput, customers)
-	events := make([]wecom.Event, customers)
-	for i := range events {
-		p := wc.AddPerson()
-		fans[i] = store.FanInput{UnionID: p.UnionID, OpenID: p.OpenID}
-		events[i] = wc.ContactEvent(wc.AddCustomer(dealer, p, "staff-a"), wecom.ChangeAddExternalContact)
-	}
+	fans, events := w.customers(customers)
 	_, err := api(procs[0]).RegisterFans(t.Context(), fans)
 	require.NoError(t, err)
 	waitForStatus(t, api(procs[0]), "every fan registered", func(st apiclient.StatusResponse) bool { return st.Fans.Registered == customers })

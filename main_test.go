@@ -288,6 +288,41 @@ func TestServe_KillNineMidBurstKeepsAcknowledgedEventsOnce(t *testing.T) {
 	}
 }
 
+// burstWorld is the set-up the burst tests share: a fake WeCom whose
+// quotas never bind, with one dealer whose staff-a adds every customer,
+// and the environment of a pendinglink on dsn that calls it and checks no
+// existing customers (only the add path runs).
+type burstWorld struct {
+	wc                   *wecomtest.Server
+	dealer               wecomtest.Dealer
+	token, aesKey, admin string
+	env                  map[string]string
+}
+
+func newBurstWorld(tb testing.TB, dsn string) burstWorld {
+	wc := wecomtest.NewServer(wecomtest.WithQuotas(wecomtest.Quota{Hour: 1 << 30, Day: 1 << 30, Month: 1 << 30}, wecomtest.Quota{}))
+	tb.Cleanup(wc.Close)
+	w := burstWorld{wc: wc, dealer: wc.AddDealer("dealer-1", "staff-a"),
+		token: wecomtest.RandomToken(16), aesKey: wecomtest.RandomAESKey(), admin: wecomtest.RandomToken(32)}
+	w.env = fakeWeComEnv(wc, w.token, w.aesKey, w.admin, dsn, []wecomtest.Dealer{w.dealer})
+	w.env["WECOM_PENDING_QUOTA_HOUR"], w.env["WECOM_PENDING_QUOTA_DAY"], w.env["WECOM_PENDING_QUOTA_MONTH"] = "100000000", "100000000", "100000000"
+	w.env["PENDINGLINK_BACKFILL_EXISTING"] = "false"
+	return w
+}
+
+// customers adds n people, each a customer of the dealer's staff-a, and
+// returns them as fans to register and the callbacks of their adds.
+func (w burstWorld) customers(n int) ([]store.FanInput, []wecom.Event) {
+	fans := make([]store.FanInput, n)
+	events := make([]wecom.Event, n)
+	for i := range events {
+		p := w.wc.AddPerson()
+		fans[i] = store.FanInput{UnionID: p.UnionID, OpenID: p.OpenID}
+		events[i] = w.wc.ContactEvent(w.wc.AddCustomer(w.dealer, p, "staff-a"), wecom.ChangeAddExternalContact)
+	}
+	return fans, events
+}
+
 // killRig is the scaffolding the SIGKILL tests share: the binary with its
 // environment and log, and what WeCom's sender needs to deliver callbacks
 // to a running process.

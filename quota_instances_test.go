@@ -23,10 +23,7 @@ func TestQuota_SharedByInstances(t *testing.T) {
 	for _, engine := range []struct {
 		name string
 		open func(testing.TB, store.Config) *store.DB
-	}{{"SQLite", storetest.MustOpen}, {"Postgres", func(tb testing.TB, cfg store.Config) *store.DB {
-		storetest.SkipWithoutPostgres(tb)
-		return storetest.MustOpenPostgres(tb, cfg)
-	}}} {
+	}{{"SQLite", storetest.MustOpen}, {"Postgres", storetest.MustOpenPostgres}} { // MustOpenPostgres skips without PostgreSQL
 		t.Run(engine.name, func(t *testing.T) {
 			t.Parallel()
 			const window = 60

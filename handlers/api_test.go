@@ -16,8 +16,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pendinglink/pendinglink/apiclient"
-	"github.com/pendinglink/pendinglink/apiclient/openapitest"
-	"github.com/pendinglink/pendinglink/crypto"
 	"github.com/pendinglink/pendinglink/handlers"
 	"github.com/pendinglink/pendinglink/pipeline"
 	"github.com/pendinglink/pendinglink/pipeline/pipelinetest"
@@ -73,17 +71,8 @@ func setupAPIConfig(t *testing.T, opts apiOpts, edit func(*handlers.Config)) *ap
 	}
 	pl, err := pipeline.New(pcfg)
 	require.NoError(t, err)
-	cr, err := crypto.New(testToken, testAESKey)
-	require.NoError(t, err)
-	policy, err := handlers.NewReceiveIDPolicy(handlers.ReceiveIDAllowlist, testCorpID, []string{testDealerCorp})
-	require.NoError(t, err)
-	reg := prometheus.NewRegistry()
-	cfg := handlers.Config{
-		Store: db, Crypt: cr, ReceiveIDs: policy, AdminToken: testAdminToken,
-		Registerer: reg, Gatherer: reg, Now: now,
-		WeCom:    opts.wecom,
-		Pipeline: pl,
-	}
+	cfg := testConfig(t, db, handlers.ReceiveIDAllowlist, prometheus.NewRegistry())
+	cfg.Now, cfg.WeCom, cfg.Pipeline = now, opts.wecom, pl
 	if opts.quota != nil {
 		cfg.Quota = opts.quota
 	}
@@ -92,9 +81,7 @@ func setupAPIConfig(t *testing.T, opts apiOpts, edit func(*handlers.Config)) *ap
 	}
 	s, err := handlers.New(cfg)
 	require.NoError(t, err)
-	srv := httptest.NewServer(s)
-	t.Cleanup(srv.Close)
-	client := &http.Client{Transport: openapitest.MustNew(t).Transport(t, srv.Client().Transport)}
+	srv, client := serve(t, s)
 	return &apiBundle{db: db, wecom: opts.wecom, server: s, srv: srv, client: client}
 }
 

@@ -61,34 +61,49 @@ type setupOpts struct {
 	refresh func(ctx context.Context) error
 }
 
+// testConfig is the handlers' Config the tests' servers start from: st,
+// the test token and AES key, the receive-id policy of mode for testCorpID
+// and testDealerCorp, the admin token, and reg as Registerer and Gatherer.
+func testConfig(t *testing.T, st handlers.Store, mode string, reg *prometheus.Registry) handlers.Config {
+	t.Helper()
+	cr, err := crypto.New(testToken, testAESKey)
+	require.NoError(t, err)
+	policy, err := handlers.NewReceiveIDPolicy(mode, testCorpID, []string{testDealerCorp})
+	require.NoError(t, err)
+	return handlers.Config{
+		Store: st, Crypt: cr, ReceiveIDs: policy, AdminToken: testAdminToken,
+		Registerer: reg, Gatherer: reg,
+	}
+}
+
+// serve serves h until t ends, and returns the server and a client that
+// checks every exchange against the OpenAPI document.
+func serve(t *testing.T, h http.Handler) (*httptest.Server, *http.Client) {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv, &http.Client{Transport: openapitest.MustNew(t).Transport(t, srv.Client().Transport)}
+}
+
 func setup(t *testing.T, opts setupOpts) *testBundle {
 	t.Helper()
 	db := storetest.MustOpen(t, store.Config{Jobs: pipeline.Policy{}})
-	cr, err := crypto.New(testToken, testAESKey)
-	require.NoError(t, err)
 	if opts.mode == "" {
 		opts.mode = handlers.ReceiveIDAllowlist
 	}
-	policy, err := handlers.NewReceiveIDPolicy(opts.mode, testCorpID, []string{testDealerCorp})
-	require.NoError(t, err)
-	tb := &testBundle{db: db, crypt: cr, now: time.Unix(1700000000, 0), policy: policy}
 	var st handlers.Store = db
 	if opts.store != nil {
 		st = opts.store
 	}
-	reg := prometheus.NewRegistry()
-	s, err := handlers.New(handlers.Config{
-		Store: st, Crypt: cr, ReceiveIDs: policy, AdminToken: testAdminToken,
-		Registerer: reg, Gatherer: reg,
-		MaxAge: opts.maxAge, Now: func() time.Time { return tb.now },
-		BodyLimit: opts.bodyLimit, CallbackConcurrency: opts.concurrency,
-		RefreshReceiveIDs: opts.refresh,
-	})
+	cfg := testConfig(t, st, opts.mode, prometheus.NewRegistry())
+	tb := &testBundle{db: db, crypt: cfg.Crypt, now: time.Unix(1700000000, 0), policy: cfg.ReceiveIDs}
+	cfg.MaxAge, cfg.Now = opts.maxAge, func() time.Time { return tb.now }
+	cfg.BodyLimit, cfg.CallbackConcurrency = opts.bodyLimit, opts.concurrency
+	cfg.RefreshReceiveIDs = opts.refresh
+	s, err := handlers.New(cfg)
 	require.NoError(t, err)
 	tb.handler = s
-	tb.srv = httptest.NewServer(s)
-	t.Cleanup(tb.srv.Close)
-	tb.client = &http.Client{Transport: openapitest.MustNew(t).Transport(t, tb.srv.Client().Transport)}
+	tb.srv, tb.client = serve(t, s)
 	return tb
 }
 

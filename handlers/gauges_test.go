@@ -11,7 +11,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
-	"github.com/pendinglink/pendinglink/crypto"
 	"github.com/pendinglink/pendinglink/handlers"
 	"github.com/pendinglink/pendinglink/internal/fakeclock"
 	"github.com/pendinglink/pendinglink/pipeline"
@@ -48,20 +47,13 @@ type metricsBundle struct {
 func setupMetrics(t *testing.T, src handlers.GaugeSource, wc *pipelinetest.FakeWeCom) *metricsBundle {
 	t.Helper()
 	db := storetest.MustOpen(t, store.Config{Jobs: pipeline.Policy{}})
-	cr, err := crypto.New(testToken, testAESKey)
-	require.NoError(t, err)
-	policy, err := handlers.NewReceiveIDPolicy(handlers.ReceiveIDAllowlist, testCorpID, nil)
-	require.NoError(t, err)
 	b := &metricsBundle{reg: prometheus.NewRegistry(), clock: fakeclock.New(apiNow)}
-	cfg := handlers.Config{
-		Store: db, Crypt: cr, ReceiveIDs: policy, AdminToken: testAdminToken,
-		Registerer: b.reg, Gatherer: b.reg, Now: b.clock.Now,
-		Gauges: src, GaugesMaxAge: time.Minute,
-	}
+	cfg := testConfig(t, db, handlers.ReceiveIDAllowlist, b.reg)
+	cfg.Now, cfg.Gauges, cfg.GaugesMaxAge = b.clock.Now, src, time.Minute
 	if wc != nil {
 		cfg.WeCom = wc
 	}
-	_, err = handlers.New(cfg)
+	_, err := handlers.New(cfg)
 	require.NoError(t, err)
 	return b
 }

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -144,15 +145,9 @@ func NewCoalescer(r PendingResolver, cfg CoalescerConfig) (*Coalescer, error) {
 	case cfg.CallTimeout < 0:
 		return nil, fmt.Errorf("pipeline: CoalescerConfig.CallTimeout: %v is negative", cfg.CallTimeout)
 	}
-	if cfg.Window == 0 {
-		cfg.Window = DefaultCoalescerWindow
-	}
-	if cfg.MaxBatch == 0 {
-		cfg.MaxBatch = DefaultCoalescerMaxBatch
-	}
-	if cfg.CallTimeout == 0 {
-		cfg.CallTimeout = DefaultCoalescerCallTimeout
-	}
+	cfg.Window = cmp.Or(cfg.Window, DefaultCoalescerWindow)
+	cfg.MaxBatch = cmp.Or(cfg.MaxBatch, DefaultCoalescerMaxBatch)
+	cfg.CallTimeout = cmp.Or(cfg.CallTimeout, DefaultCoalescerCallTimeout)
 	if cfg.MaxWait < cfg.Window {
 		cfg.MaxWait = 4 * cfg.Window
 	}

@@ -23,10 +23,7 @@ func TestCopy(t *testing.T) {
 		open func(tb testing.TB, cfg store.Config) *store.DB
 	}{
 		{"ToSQLite", storetest.MustOpen},
-		{"ToPostgres", func(tb testing.TB, cfg store.Config) *store.DB {
-			storetest.SkipWithoutPostgres(tb)
-			return storetest.MustOpenPostgres(tb, cfg)
-		}},
+		{"ToPostgres", storetest.MustOpenPostgres}, // skips without PostgreSQL
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

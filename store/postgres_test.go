@@ -27,15 +27,7 @@ func TestMain(m *testing.M) { storetest.Main(m) }
 func TestExercisePostgres(t *testing.T) {
 	t.Parallel()
 	storetest.SkipWithoutPostgres(t)
-	storetest.Exercise(t, storetest.MustOpenPostgres)
-}
-
-// countPG runs a count query on db's pool.
-func countPG(t *testing.T, db *store.DB, query string) int64 {
-	t.Helper()
-	var n int64
-	require.NoError(t, db.SQL().QueryRowContext(t.Context(), query).Scan(&n))
-	return n
+	storetest.Exercise(t, storetest.PostgresDSN)
 }
 
 func TestOpenPostgres(t *testing.T) {
@@ -62,33 +54,11 @@ func TestOpenPostgres(t *testing.T) {
 		}
 		entries, err := fs.ReadDir(os.DirFS("migrations/postgres"), ".")
 		require.NoError(t, err)
-		require.Equal(t, int64(len(entries)), countPG(t, dbs[0], `SELECT count(*) FROM schema_migrations`), "each migration is recorded once")
-		require.Positive(t, countPG(t, dbs[0], `SELECT count(*) FROM river_migration`))
+		require.Equal(t, int64(len(entries)), queryInt(t, dbs[0], `SELECT count(*) FROM schema_migrations`), "each migration is recorded once")
+		require.Positive(t, queryInt(t, dbs[0], `SELECT count(*) FROM river_migration`))
 		_, err = dbs[1].SaveEvent(t.Context(), storetest.NewEvent(store.KindAddExternalContact))
 		require.NoError(t, err)
 		require.Equal(t, int64(1), storetest.MustCounts(t, dbs[2]).Events, "one database behind every instance")
-	})
-
-	t.Run("DataSurvivesReopen", func(t *testing.T) {
-		t.Parallel()
-		dsn := storetest.PostgresDSN(t)
-		db, err := store.Open(t.Context(), store.Config{DSN: dsn, Jobs: storetest.Policy{}})
-		require.NoError(t, err)
-		ev := storetest.NewEvent(store.KindAddExternalContact)
-		_, err = db.SaveEvent(t.Context(), ev)
-		require.NoError(t, err)
-		require.NoError(t, db.AddQuota(t.Context(), "api", 60, 3))
-		want := storetest.MustCounts(t, db)
-		require.NoError(t, db.Close())
-
-		db = storetest.MustOpenPostgres(t, store.Config{DSN: dsn})
-		require.Equal(t, want, storetest.MustCounts(t, db))
-		got, err := db.FindEventByID(t.Context(), ev.ID)
-		require.NoError(t, err)
-		require.Equal(t, ev.Raw, got.Raw, "BYTEA round-trips")
-		inserted, err := db.SaveEvent(t.Context(), ev)
-		require.NoError(t, err)
-		require.False(t, inserted, "a retry after the restart is still a duplicate")
 	})
 
 	t.Run("ErrBadDatabase", func(t *testing.T) {
@@ -276,7 +246,7 @@ func TestPostgres_StartLeavesRunningJobsToTheRescuer(t *testing.T) {
 	river.AddWorker(workers, river.WorkFunc(func(context.Context, *river.Job[storetest.Job]) error { return nil }))
 	db := storetest.MustOpenPostgres(t, store.Config{DSN: dsn, Jobs: storetest.Policy{}, Workers: workers})
 	require.NoError(t, db.Start(t.Context()))
-	require.Equal(t, int64(1), countPG(t, db, `SELECT count(*) FROM river_job WHERE state = 'running'`))
+	require.Equal(t, int64(1), queryInt(t, db, `SELECT count(*) FROM river_job WHERE state = 'running'`))
 }
 
 // TestPostgres_StartResumesItsOwnPreviousProcessJobs: with an InstanceID,
@@ -310,9 +280,9 @@ func TestPostgres_StartResumesItsOwnPreviousProcessJobs(t *testing.T) {
 
 	db := storetest.MustOpenPostgres(t, store.Config{DSN: dsn, Jobs: storetest.Policy{}, Workers: workers, InstanceID: "pl-a"})
 	require.NoError(t, db.Start(t.Context()))
-	require.Equal(t, int64(1), countPG(t, db, `SELECT count(*) FROM river_job WHERE state = 'running' AND 'pl-b' = ANY(attempted_by)`),
+	require.Equal(t, int64(1), queryInt(t, db, `SELECT count(*) FROM river_job WHERE state = 'running' AND 'pl-b' = ANY(attempted_by)`),
 		"pl-b's job is still its own")
-	require.Equal(t, int64(0), countPG(t, db, `SELECT count(*) FROM river_job WHERE attempted_by = ARRAY['pl-a']::text[]
+	require.Equal(t, int64(0), queryInt(t, db, `SELECT count(*) FROM river_job WHERE attempted_by = ARRAY['pl-a']::text[]
 		AND state = 'running' AND attempt = 1`), "pl-a's old attempt was taken back")
 }
 

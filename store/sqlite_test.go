@@ -22,14 +22,15 @@ import (
 // package's test hooks.
 func TestExercise(t *testing.T) {
 	t.Parallel()
-	storetest.Exercise(t, storetest.MustOpen)
+	storetest.Exercise(t, storetest.SQLiteDSN)
 }
 
-// pragma reads a SQLite pragma returning one integer.
-func pragma(t *testing.T, db *store.DB, name string) int64 {
+// queryInt runs a query returning one integer (a count, a pragma) on db's
+// pool.
+func queryInt(t *testing.T, db *store.DB, query string) int64 {
 	t.Helper()
 	var n int64
-	require.NoError(t, db.SQL().QueryRowContext(t.Context(), `PRAGMA `+name).Scan(&n))
+	require.NoError(t, db.SQL().QueryRowContext(t.Context(), query).Scan(&n))
 	return n
 }
 
@@ -46,11 +47,9 @@ func TestOpen(t *testing.T) {
 		require.NoError(t, db1.Close())
 
 		db2 := storetest.MustOpen(t, store.Config{DSN: dsn})
-		var n int64
-		require.NoError(t, db2.SQL().QueryRowContext(t.Context(), `SELECT count(*) FROM schema_migrations`).Scan(&n))
 		entries, err := fs.ReadDir(os.DirFS("migrations/sqlite"), ".")
 		require.NoError(t, err)
-		require.Equal(t, int64(len(entries)), n, "each migration is recorded once")
+		require.Equal(t, int64(len(entries)), queryInt(t, db2, `SELECT count(*) FROM schema_migrations`), "each migration is recorded once")
 		require.Equal(t, store.Counts{Events: 1}, storetest.MustCounts(t, db2))
 	})
 
@@ -60,10 +59,10 @@ func TestOpen(t *testing.T) {
 		var mode string
 		require.NoError(t, db.SQL().QueryRowContext(t.Context(), `PRAGMA journal_mode`).Scan(&mode))
 		require.Equal(t, "wal", mode)
-		require.Equal(t, int64(2), pragma(t, db, `synchronous`), "synchronous=FULL")
-		require.Equal(t, int64(1), pragma(t, db, `foreign_keys`))
-		require.Equal(t, int64(0), pragma(t, db, `wal_autocheckpoint`), "checkpoints run beside the writer")
-		require.Equal(t, store.DefaultBusyTimeout.Milliseconds(), pragma(t, db, `busy_timeout`))
+		require.Equal(t, int64(2), queryInt(t, db, `PRAGMA synchronous`), "synchronous=FULL")
+		require.Equal(t, int64(1), queryInt(t, db, `PRAGMA foreign_keys`))
+		require.Equal(t, int64(0), queryInt(t, db, `PRAGMA wal_autocheckpoint`), "checkpoints run beside the writer")
+		require.Equal(t, store.DefaultBusyTimeout.Milliseconds(), queryInt(t, db, `PRAGMA busy_timeout`))
 	})
 
 	t.Run("PostgresErrorsHideThePassword", func(t *testing.T) {
@@ -109,42 +108,32 @@ func TestOpen(t *testing.T) {
 		require.ErrorContains(t, err, "Config.PeriodicJobs needs Config.Workers")
 	})
 
+	t.Run("ErrNegativeConfig", func(t *testing.T) {
+		t.Parallel()
+		for name, set := range map[string]func(*store.Config){
+			"MaxBatch":             func(c *store.Config) { c.MaxBatch = -1 },
+			"ReadConns":            func(c *store.Config) { c.ReadConns = -1 },
+			"MaxConns":             func(c *store.Config) { c.MaxConns = -1 },
+			"BusyTimeout":          func(c *store.Config) { c.BusyTimeout = -1 },
+			"CheckpointInterval":   func(c *store.Config) { c.CheckpointInterval = -1 },
+			"WALRestartPages":      func(c *store.Config) { c.WALRestartPages = -1 },
+			"WriteFailureWindow":   func(c *store.Config) { c.WriteFailureWindow = -1 },
+			"RescueStuckJobsAfter": func(c *store.Config) { c.RescueStuckJobsAfter = -1 },
+			"SoftStopTimeout":      func(c *store.Config) { c.SoftStopTimeout = -1 },
+			"LeaseRetry":           func(c *store.Config) { c.LeaseRetry = -1 },
+		} {
+			cfg := store.Config{DSN: filepath.Join(t.TempDir(), "p.db")}
+			set(&cfg)
+			_, err := store.Open(t.Context(), cfg)
+			require.EqualError(t, err, "store: Config."+name+" must not be negative")
+		}
+	})
+
 	t.Run("AcceptsFileURI", func(t *testing.T) {
 		t.Parallel()
 		db := storetest.MustOpen(t, store.Config{DSN: "file:" + filepath.Join(t.TempDir(), "p.db") + "?cache=private"})
 		_, err := db.SaveEvent(t.Context(), storetest.NewEvent(store.KindAddExternalContact))
 		require.NoError(t, err)
-	})
-
-	t.Run("DataSurvivesReopen", func(t *testing.T) {
-		t.Parallel()
-		dsn := filepath.Join(t.TempDir(), "p.db")
-		db, err := store.Open(t.Context(), store.Config{DSN: dsn, Jobs: storetest.Policy{}})
-		require.NoError(t, err)
-		ev := storetest.NewEvent(store.KindAddExternalContact)
-		_, err = db.SaveEvent(t.Context(), ev)
-		require.NoError(t, err)
-		require.NoError(t, db.AddQuota(t.Context(), "api", 60, 3))
-		want := storetest.MustCounts(t, db)
-		require.NoError(t, db.Close())
-
-		db = storetest.MustOpen(t, store.Config{DSN: dsn})
-		require.Equal(t, want, storetest.MustCounts(t, db))
-		got, err := db.FindEventByID(t.Context(), ev.ID)
-		require.NoError(t, err)
-		require.Equal(t, ev.DedupKey, got.DedupKey)
-		q, err := db.LoadQuota(t.Context(), "api", 0)
-		require.NoError(t, err)
-		require.Equal(t, map[int64]int64{60: 3}, q)
-		st, err := db.Status(t.Context())
-		require.NoError(t, err)
-		require.Equal(t, int64(1), st.EventsReceived)
-		require.Equal(t, int64(1), st.QueuePending)
-
-		// A retry after the restart is still a duplicate.
-		inserted, err := db.SaveEvent(t.Context(), ev)
-		require.NoError(t, err)
-		require.False(t, inserted)
 	})
 }
 

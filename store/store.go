@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -199,9 +200,7 @@ type Config struct {
 
 // withDefaults returns cfg with its zero fields set to their defaults.
 func (cfg Config) withDefaults() Config {
-	if cfg.DSN == "" {
-		cfg.DSN = DefaultDSN
-	}
+	cfg.DSN = cmp.Or(cfg.DSN, DefaultDSN)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -213,33 +212,15 @@ func (cfg Config) withDefaults() Config {
 			river.QueueDefault: {MaxWorkers: DefaultMaxWorkers},
 		}
 	}
-	if cfg.LeaseRetry == 0 {
-		cfg.LeaseRetry = DefaultLeaseRetry
-	}
-	if cfg.SoftStopTimeout == 0 {
-		cfg.SoftStopTimeout = DefaultSoftStopTimeout
-	}
-	if cfg.MaxBatch == 0 {
-		cfg.MaxBatch = DefaultMaxBatch
-	}
-	if cfg.ReadConns == 0 {
-		cfg.ReadConns = DefaultReadConns
-	}
-	if cfg.MaxConns == 0 {
-		cfg.MaxConns = DefaultMaxConns
-	}
-	if cfg.BusyTimeout == 0 {
-		cfg.BusyTimeout = DefaultBusyTimeout
-	}
-	if cfg.CheckpointInterval == 0 {
-		cfg.CheckpointInterval = DefaultCheckpointInterval
-	}
-	if cfg.WALRestartPages == 0 {
-		cfg.WALRestartPages = DefaultWALRestartPages
-	}
-	if cfg.WriteFailureWindow == 0 {
-		cfg.WriteFailureWindow = DefaultWriteFailureWindow
-	}
+	cfg.LeaseRetry = cmp.Or(cfg.LeaseRetry, DefaultLeaseRetry)
+	cfg.SoftStopTimeout = cmp.Or(cfg.SoftStopTimeout, DefaultSoftStopTimeout)
+	cfg.MaxBatch = cmp.Or(cfg.MaxBatch, DefaultMaxBatch)
+	cfg.ReadConns = cmp.Or(cfg.ReadConns, DefaultReadConns)
+	cfg.MaxConns = cmp.Or(cfg.MaxConns, DefaultMaxConns)
+	cfg.BusyTimeout = cmp.Or(cfg.BusyTimeout, DefaultBusyTimeout)
+	cfg.CheckpointInterval = cmp.Or(cfg.CheckpointInterval, DefaultCheckpointInterval)
+	cfg.WALRestartPages = cmp.Or(cfg.WALRestartPages, DefaultWALRestartPages)
+	cfg.WriteFailureWindow = cmp.Or(cfg.WriteFailureWindow, DefaultWriteFailureWindow)
 	if cfg.RescueStuckJobsAfter == 0 {
 		timeout := cfg.JobTimeout
 		if timeout <= 0 {
@@ -253,33 +234,32 @@ func (cfg Config) withDefaults() Config {
 // validate names the bad field. It never echoes the DSN, which for
 // PostgreSQL may hold a password.
 func (cfg Config) validate() error {
+	for _, f := range []struct {
+		name     string
+		negative bool
+	}{
+		{"MaxBatch", cfg.MaxBatch < 0},
+		{"ReadConns", cfg.ReadConns < 0},
+		{"MaxConns", cfg.MaxConns < 0},
+		{"BusyTimeout", cfg.BusyTimeout < 0},
+		{"CheckpointInterval", cfg.CheckpointInterval < 0},
+		{"WALRestartPages", cfg.WALRestartPages < 0},
+		{"WriteFailureWindow", cfg.WriteFailureWindow < 0},
+		{"RescueStuckJobsAfter", cfg.RescueStuckJobsAfter < 0},
+		{"SoftStopTimeout", cfg.SoftStopTimeout < 0},
+		{"LeaseRetry", cfg.LeaseRetry < 0},
+	} {
+		if f.negative {
+			return fmt.Errorf("store: Config.%s must not be negative", f.name)
+		}
+	}
 	switch {
-	case cfg.MaxBatch < 0:
-		return errors.New("store: Config.MaxBatch must not be negative")
-	case cfg.ReadConns < 0:
-		return errors.New("store: Config.ReadConns must not be negative")
 	case !validInstanceID(cfg.InstanceID):
 		return errors.New("store: Config.InstanceID may hold only letters, digits, '-', '_' and '.', at most 100")
-	case cfg.MaxConns < 0:
-		return errors.New("store: Config.MaxConns must not be negative")
-	case cfg.BusyTimeout < 0:
-		return errors.New("store: Config.BusyTimeout must not be negative")
-	case cfg.CheckpointInterval < 0:
-		return errors.New("store: Config.CheckpointInterval must not be negative")
-	case cfg.WALRestartPages < 0:
-		return errors.New("store: Config.WALRestartPages must not be negative")
-	case cfg.WriteFailureWindow < 0:
-		return errors.New("store: Config.WriteFailureWindow must not be negative")
-	case cfg.RescueStuckJobsAfter < 0:
-		return errors.New("store: Config.RescueStuckJobsAfter must not be negative")
-	case cfg.SoftStopTimeout < 0:
-		return errors.New("store: Config.SoftStopTimeout must not be negative")
 	case cfg.Workers == nil && cfg.Queues != nil:
 		return errors.New("store: Config.Queues needs Config.Workers (an insert-only client has no queues)")
 	case cfg.Workers == nil && cfg.PeriodicJobs != nil:
 		return errors.New("store: Config.PeriodicJobs needs Config.Workers (an insert-only client runs no jobs)")
-	case cfg.LeaseRetry < 0:
-		return errors.New("store: Config.LeaseRetry must not be negative")
 	}
 	return cfg.validateLeasedQueues()
 }

@@ -11,20 +11,24 @@ import (
 	"github.com/pendinglink/pendinglink/store"
 )
 
-// Exercise runs the conformance suite of package store against the stores
-// that open returns: every engine must pass it, as every River driver
-// passes riverdrivertest.Exercise. open must return a fresh, empty, migrated
-// store for each call, honouring cfg (Now, Jobs, Workers) and closing it
-// when tb ends; MustOpen is such a function for SQLite, MustOpenPostgres
-// for PostgreSQL.
+// Exercise runs the conformance suite of package store against the
+// databases that newDSN makes: every engine must pass it, as every River
+// driver passes riverdrivertest.Exercise. newDSN must return the DSN of a
+// fresh, empty, migrated database for each call, which lives until tb ends;
+// SQLiteDSN is such a function for SQLite, PostgresDSN for PostgreSQL. The
+// suite opens it as MustOpen does (TestOnly on, closed when the test ends),
+// and some tests close it and open it again.
 //
 // Subtests are named by behaviour, e.g.
 // Exercise/RecordResolution/LinksFanRegisteredEarlier, and run in
 // parallel. They read results through the store's API (Counts, Find*,
 // Status) and River's, never through SQL, so that they hold for any engine.
-func Exercise(t *testing.T, open func(tb testing.TB, cfg store.Config) *store.DB) {
+func Exercise(t *testing.T, newDSN func(tb testing.TB) string) {
 	t.Helper()
-	x := exerciser(open)
+	x := exerciser(func(tb testing.TB, cfg store.Config) *store.DB {
+		tb.Helper()
+		return mustOpen(tb, cfg, newDSN)
+	})
 	for _, group := range []struct {
 		name string
 		run  func(*testing.T)
@@ -39,6 +43,7 @@ func Exercise(t *testing.T, open func(tb testing.TB, cfg store.Config) *store.DB
 		{"Quota", x.quota},
 		{"SharedQuota", x.sharedQuota},
 		{"Close", x.close},
+		{"Reopen", func(t *testing.T) { x.reopen(t, newDSN) }},
 		{"Start", x.start},
 		{"Lease", x.lease},
 		{"RecordResolution", x.recordResolution},
@@ -69,8 +74,9 @@ func Exercise(t *testing.T, open func(tb testing.TB, cfg store.Config) *store.DB
 	}
 }
 
-// exerciser is Exercise's open function; the groups of the suite are its
-// methods.
+// exerciser opens Exercise's stores: a fresh database unless cfg.DSN is
+// set, with TestOnly on, closed when tb ends. The groups of the suite are
+// its methods.
 type exerciser func(tb testing.TB, cfg store.Config) *store.DB
 
 // bundle is one test's store and its clock.

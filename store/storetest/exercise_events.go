@@ -407,6 +407,41 @@ func (open exerciser) close(t *testing.T) {
 	})
 }
 
+// reopen: what one process wrote, the next finds, after Close and Open of
+// the same database.
+func (open exerciser) reopen(t *testing.T, newDSN func(tb testing.TB) string) {
+	t.Run("DataSurvives", func(t *testing.T) {
+		t.Parallel()
+		dsn := newDSN(t)
+		db, err := store.Open(t.Context(), store.Config{DSN: dsn, Jobs: Policy{}})
+		require.NoError(t, err)
+		ev := NewEvent(store.KindAddExternalContact)
+		_, err = db.SaveEvent(t.Context(), ev)
+		require.NoError(t, err)
+		require.NoError(t, db.AddQuota(t.Context(), "api", 60, 3))
+		want := MustCounts(t, db)
+		require.NoError(t, db.Close())
+
+		db = open(t, store.Config{DSN: dsn})
+		require.Equal(t, want, MustCounts(t, db))
+		got, err := db.FindEventByID(t.Context(), ev.ID)
+		require.NoError(t, err)
+		require.Equal(t, ev.DedupKey, got.DedupKey)
+		require.Equal(t, ev.Raw, got.Raw, "the raw bytes round-trip")
+		q, err := db.LoadQuota(t.Context(), "api", 0)
+		require.NoError(t, err)
+		require.Equal(t, map[int64]int64{60: 3}, q)
+		st, err := db.Status(t.Context())
+		require.NoError(t, err)
+		require.Equal(t, int64(1), st.EventsReceived)
+		require.Equal(t, int64(1), st.QueuePending)
+
+		inserted, err := db.SaveEvent(t.Context(), ev)
+		require.NoError(t, err)
+		require.False(t, inserted, "a retry after the restart is still a duplicate")
+	})
+}
+
 func (open exerciser) start(t *testing.T) {
 	open.test(t, "InsertOnlyClientInsertsInTx", nil, func(t *testing.T, b *bundle) {
 		require.NoError(t, b.db.Start(t.Context()), "no-op without workers")

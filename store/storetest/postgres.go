@@ -38,10 +38,7 @@ var (
 // PostgresEnv is unset.
 func MustOpenPostgres(tb testing.TB, cfg store.Config) *store.DB {
 	tb.Helper()
-	if cfg.DSN == "" {
-		cfg.DSN = PostgresDSN(tb)
-	}
-	return mustOpen(tb, cfg)
+	return mustOpen(tb, cfg, PostgresDSN)
 }
 
 // PostgresDSN creates a migrated database for the test, from the template,

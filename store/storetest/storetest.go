@@ -1,6 +1,6 @@
 // Package storetest is the test kit of package store: it opens real,
 // migrated stores (MustOpen on SQLite, MustOpenPostgres on PostgreSQL when
-// PostgresEnv is set), reads what a write left behind through the
+// PostgresEnv is set) or makes their databases (SQLiteDSN, PostgresDSN), reads what a write left behind through the
 // store's and River's APIs (MustCounts, Jobs),
 // stands in for the pipeline's job policy (Policy), and holds the
 // conformance suite every engine must pass (Exercise).
@@ -27,28 +27,37 @@ import (
 
 // MustOpen opens a SQLite store for one test, with River's TestOnly mode
 // on, and closes it when the test ends. Unless cfg.DSN is set, the store is
-// a fresh copy, under tb.TempDir(), of a database migrated once per
-// process: copying a file is about ten times faster than migrating it
-// (River's migrations dominate Open, above all under -race). It fails the
-// test if Open fails. Call db.Start when cfg.Workers is set.
+// a fresh database of SQLiteDSN's. It fails the test if Open fails. Call
+// db.Start when cfg.Workers is set.
 func MustOpen(tb testing.TB, cfg store.Config) *store.DB {
 	tb.Helper()
-	if cfg.DSN == "" {
-		tmpl, err := migratedTemplate()
-		if err != nil {
-			tb.Fatalf("storetest: %v", err)
-		}
-		cfg.DSN = filepath.Join(tb.TempDir(), "pendinglink.db")
-		if err := os.WriteFile(cfg.DSN, tmpl, 0o600); err != nil {
-			tb.Fatalf("storetest: copy template: %v", err)
-		}
-	}
-	return mustOpen(tb, cfg)
+	return mustOpen(tb, cfg, SQLiteDSN)
 }
 
-// mustOpen opens cfg with TestOnly set and closes it when tb ends.
-func mustOpen(tb testing.TB, cfg store.Config) *store.DB {
+// SQLiteDSN returns the path of a fresh copy, under tb.TempDir(), of a
+// SQLite database migrated once per process: copying a file is about ten
+// times faster than migrating it (River's migrations dominate Open, above
+// all under -race).
+func SQLiteDSN(tb testing.TB) string {
 	tb.Helper()
+	tmpl, err := migratedTemplate()
+	if err != nil {
+		tb.Fatalf("storetest: %v", err)
+	}
+	dsn := filepath.Join(tb.TempDir(), "pendinglink.db")
+	if err := os.WriteFile(dsn, tmpl, 0o600); err != nil {
+		tb.Fatalf("storetest: copy template: %v", err)
+	}
+	return dsn
+}
+
+// mustOpen opens cfg, on a fresh database of newDSN's unless cfg.DSN is
+// set, with TestOnly set, and closes it when tb ends.
+func mustOpen(tb testing.TB, cfg store.Config, newDSN func(tb testing.TB) string) *store.DB {
+	tb.Helper()
+	if cfg.DSN == "" {
+		cfg.DSN = newDSN(tb)
+	}
 	cfg.TestOnly = true
 	db, err := store.Open(context.Background(), cfg)
 	if err != nil {
