@@ -366,11 +366,19 @@ func TestE2E_QuotaForecast(t *testing.T) {
 		"WECOM_PENDING_QUOTA_HOUR": "5", "WECOM_PENDING_QUOTA_DAY": "100", "WECOM_PENDING_QUOTA_MONTH": "1000",
 		"PENDINGLINK_BACKFILL_EXISTING": "false",
 	}})
-	fans := make([]wecomtest.Person, 20)
+	// 8 fans of priority 90 and 12 of the default 50: the hour's 5 calls
+	// go to valued fans, 3 of them still wait ahead of the 12.
+	fans := make([]store.FanInput, 20)
 	for i := range fans {
-		fans[i] = w.fan()
+		p := w.fan()
+		fans[i] = store.FanInput{UnionID: p.UnionID, OpenID: p.OpenID}
+		if i < 8 {
+			fans[i].Priority = 90
+		}
 	}
-	require.EqualValues(t, 20, w.registerBatch(fans).Queued)
+	res, err := w.client().RegisterFans(t.Context(), fans)
+	require.NoError(t, err)
+	require.EqualValues(t, 20, res.Queued)
 	w.waitFor("the hour's 5 registrations done and 15 waiting", func() bool {
 		st := w.status()
 		return st.Fans.Registered == 5 && st.Fans.Queued == 15
@@ -391,6 +399,14 @@ func TestE2E_QuotaForecast(t *testing.T) {
 	require.EqualValues(t, 15, bulk.Count)
 	require.NotNil(t, bulk.DoneAt)
 	require.WithinDuration(t, w.wc.Clock.Now().Add(3*time.Hour), *bulk.DoneAt, 5*time.Minute, "15 more at 5 an hour")
+
+	require.Len(t, q.ByPriority, 2)
+	require.Equal(t, 90, q.ByPriority[0].Priority)
+	require.EqualValues(t, 3, q.ByPriority[0].Count, "the 5 calls went to valued fans")
+	require.WithinDuration(t, w.wc.Clock.Now().Add(36*time.Minute), *q.ByPriority[0].DoneAt, 5*time.Minute, "3 at 5 an hour")
+	require.Equal(t, 50, q.ByPriority[1].Priority)
+	require.EqualValues(t, 12, q.ByPriority[1].Count)
+	require.Equal(t, *bulk.DoneAt, *q.ByPriority[1].DoneAt, "the last priority ends the bulk backlog")
 }
 
 // TestE2E_FanPriority: a fan's priority is given at registration, changed

@@ -230,11 +230,23 @@ type QuotaResponse struct {
 	// OverCapacity is how many of the live and queued fans the quota cannot
 	// keep live: the lowest-priority ones are those left to expire.
 	OverCapacity int64 `json:"over_capacity"`
-	// Registrations is the registration backlog in the order the quota is
-	// spent (interactive, bulk, renewal); Checks the
+	// Registrations is the registration backlog by class (interactive,
+	// bulk, renewal), each done when its last fan is; Checks the
 	// unionid_to_external_userid backlog (new fans and the running sweep).
 	Registrations []QuotaBacklog `json:"registrations"`
-	Checks        QuotaBacklog   `json:"checks"`
+	// ByPriority is the bulk and renewal backlog by the fans' priority,
+	// highest first: the order the quota is spent in after interactive
+	// registrations.
+	ByPriority []QuotaPriorityBacklog `json:"by_priority"`
+	Checks     QuotaBacklog           `json:"checks"`
+}
+
+// QuotaPriorityBacklog is the queued fans of one priority and when the
+// quota lets the last of them (and all ahead of them) be registered.
+type QuotaPriorityBacklog struct {
+	Priority int        `json:"priority"`
+	Count    int64      `json:"count"`
+	DoneAt   *time.Time `json:"done_at,omitempty"`
 }
 
 // QuotaAPI is one API's quota windows.

@@ -283,7 +283,12 @@ func (a *api) quota(c echo.Context) error {
 		OverCapacity:  f.OverCapacity,
 		APIs:          []apiclient.QuotaAPI{},
 		Registrations: make([]apiclient.QuotaBacklog, 0, len(f.Registrations)),
+		ByPriority:    make([]apiclient.QuotaPriorityBacklog, 0, len(f.ByPriority)),
 		Checks:        backlogOut(f.Checks),
+	}
+	for _, b := range f.ByPriority {
+		pb := backlogOut(pipeline.BacklogItem{Count: b.Count, Done: b.Done})
+		resp.ByPriority = append(resp.ByPriority, apiclient.QuotaPriorityBacklog{Priority: b.Priority, Count: b.Count, DoneAt: pb.DoneAt})
 	}
 	for _, api := range []struct {
 		name string

@@ -24,8 +24,12 @@ type Forecast struct {
 	// keep live (LivePendingIDs plus the registrations queued, less
 	// Sustainable): the lowest-priority ones, renewed last, expire.
 	OverCapacity int64
-	// Registrations is the registration backlog, most urgent first.
+	// Registrations is the registration backlog by class (interactive,
+	// bulk, renewal), each done when the last of its fans is.
 	Registrations []BacklogItem
+	// ByPriority is the backlog other than interactive, by the fans'
+	// priority, highest first: the order the quota is spent in.
+	ByPriority []PriorityBacklog
 	// Checks is the unionid_to_external_userid backlog: fans never
 	// checked, then the running sweep's.
 	Checks BacklogItem
@@ -39,6 +43,14 @@ type BacklogItem struct {
 	// Done is the time the quota lets the last of it, and everything
 	// ahead of it, be called.
 	Done time.Time
+}
+
+// PriorityBacklog is the queued fans of one priority and when the quota
+// lets the last of them, and everything ahead of them, be registered.
+type PriorityBacklog struct {
+	Priority int
+	Count    int64
+	Done     time.Time
 }
 
 type forecastStore interface {
@@ -88,14 +100,29 @@ func (p *Pipeline) forecast(ctx context.Context, ps store.PipelineStatus) (Forec
 	if err != nil {
 		return f, err
 	}
+	// Walk the queue in its order, keeping when each class's last fan and
+	// each priority's are reached.
 	var ahead int64
+	last := map[int]int64{} // class → ahead at its last fan
+	for _, q := range b.QueuedBy {
+		ahead += q.Count
+		last[q.Class] = ahead
+		if q.Class == store.QueueInteractive {
+			continue
+		}
+		if n := len(f.ByPriority); n > 0 && f.ByPriority[n-1].Priority == q.Priority {
+			f.ByPriority[n-1].Count += q.Count
+			f.ByPriority[n-1].Done = doneAt(now, f.Pending, ahead, q.Count)
+			continue
+		}
+		f.ByPriority = append(f.ByPriority, PriorityBacklog{Priority: q.Priority, Count: q.Count, Done: doneAt(now, f.Pending, ahead, q.Count)})
+	}
 	for _, q := range []struct {
 		name  string
 		class int
 	}{{"interactive", store.QueueInteractive}, {"bulk", store.QueueBulk}, {"renewal", store.QueueRenew}} {
 		n := b.Queued[q.class]
-		ahead += n
-		f.Registrations = append(f.Registrations, BacklogItem{Name: q.name, Count: n, Done: doneAt(now, f.Pending, ahead, n)})
+		f.Registrations = append(f.Registrations, BacklogItem{Name: q.name, Count: n, Done: doneAt(now, f.Pending, last[q.class], n)})
 	}
 	if f.Sustainable > 0 {
 		f.OverCapacity = max(f.LivePendingIDs+ahead-f.Sustainable, 0)

@@ -742,3 +742,35 @@ func TestForecast_OverCapacity(t *testing.T) {
 	require.EqualValues(t, 83, f.Sustainable, "31 a month keeps 83 fans renewed every 83 days")
 	require.EqualValues(t, 7, f.OverCapacity)
 }
+
+// TestForecast_QueueOrder: the backlog is forecast in the order the
+// registrar works it: interactive fans, then by priority with renewals and
+// first registrations together, and each class done with its last fan.
+func TestForecast_QueueOrder(t *testing.T) {
+	t.Parallel()
+	// The hour's 60 calls are spent: one more a minute.
+	b := setupWorkers(t, func(c *pipeline.Config) {
+		c.Quota = &pipelinetest.FakeQuota{Windows: []quota.Usage{{Length: time.Hour, Limit: 60, Used: 60}}}
+	})
+	queue := func(class int, fans ...store.FanInput) {
+		t.Helper()
+		_, err := b.db.RegisterFans(t.Context(), fans, store.RegisterOpts{Priority: class, Renew: class == store.QueueRenew})
+		require.NoError(t, err)
+	}
+	queue(store.QueueBulk, store.FanInput{UnionID: "test-b90", OpenID: "o", Priority: 90}, store.FanInput{UnionID: "test-b10", OpenID: "o", Priority: 10})
+	b.registerFan(t, "test-r50", "p-r50")
+	queue(store.QueueRenew, store.FanInput{UnionID: "test-r50", OpenID: "o-test-r50"})
+	queue(store.QueueInteractive, store.FanInput{UnionID: "test-i", OpenID: "o"})
+
+	f, err := b.pl.Forecast(t.Context())
+	require.NoError(t, err)
+	at := func(n int64) time.Time { return testNow.Add(time.Duration(n) * time.Minute) } // the nth call from now
+	require.Equal(t, []pipeline.PriorityBacklog{
+		{Priority: 90, Count: 1, Done: at(2)}, {Priority: 50, Count: 1, Done: at(3)}, {Priority: 10, Count: 1, Done: at(4)},
+	}, f.ByPriority)
+	require.Equal(t, []pipeline.BacklogItem{
+		{Name: "interactive", Count: 1, Done: at(1)},
+		{Name: "bulk", Count: 2, Done: at(4)},
+		{Name: "renewal", Count: 1, Done: at(3)},
+	}, f.Registrations, "a renewal of priority 50 is done before a first registration of 10")
+}

@@ -97,9 +97,18 @@ type Backlog struct {
 	// Queued counts the fans in the registration queue by class
 	// (QueueInteractive, QueueBulk, QueueRenew).
 	Queued map[int]int64
+	// QueuedBy counts them by priority and class, in queue order:
+	// interactive first, then by priority, renewals before bulk.
+	QueuedBy []QueuedCount
 	// Unchecked counts registered fans not yet checked against
 	// unionid_to_external_userid.
 	Unchecked int64
+}
+
+// QueuedCount is how many queued fans have a priority and class.
+type QueuedCount struct {
+	Priority, Class int
+	Count           int64
 }
 
 // Backlog returns the work waiting for quota: the registration queue by

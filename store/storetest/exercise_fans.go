@@ -427,6 +427,11 @@ func (open exerciser) registrationQueue(t *testing.T) {
 		backlog, err := b.db.Backlog(t.Context(), time.Time{})
 		require.NoError(t, err)
 		require.Equal(t, counts, backlog.Queued)
+		require.Equal(t, []store.QueuedCount{
+			{Priority: 1, Class: store.QueueInteractive, Count: 1}, {Priority: 90, Class: store.QueueBulk, Count: 1},
+			{Priority: 50, Class: store.QueueRenew, Count: 1}, {Priority: 50, Class: store.QueueBulk, Count: 2},
+			{Priority: 10, Class: store.QueueRenew, Count: 1},
+		}, backlog.QueuedBy, "in queue order")
 
 		require.NoError(t, b.db.SetFanPriority(t.Context(), "test-renew-10", 100))
 		require.Equal(t, []string{"test-interactive", "test-renew-10"}, b.nextFans(t, 2), "a new priority takes effect at once")
