@@ -171,7 +171,7 @@ type notifyStore interface {
 	ClaimOutbox(ctx context.Context, linkID int64, lease time.Duration) (*store.OutboxItem, error)
 	// MarkOutbox records a delivery attempt and ends the claim; errMsg ==
 	// "" means delivered.
-	MarkOutbox(ctx context.Context, id int64, errMsg string) error
+	MarkOutbox(ctx context.Context, item *store.OutboxItem, errMsg string) error
 }
 
 func newNotifyWorker(cfg Config, st notifyStore) *notifyWorker {
@@ -199,12 +199,12 @@ func (w *notifyWorker) Work(ctx context.Context, job *river.Job[NotifyArgs]) err
 		err = w.cfg.Webhook.post(pctx, item)
 		cancel()
 		if err != nil {
-			if merr := w.store.MarkOutbox(ctx, item.ID, err.Error()); merr != nil {
+			if merr := w.store.MarkOutbox(ctx, item, err.Error()); merr != nil {
 				w.cfg.Logger.Error("record webhook failure", "err", merr)
 			}
 			return err
 		}
-		if err := w.store.MarkOutbox(ctx, item.ID, ""); err != nil {
+		if err := w.store.MarkOutbox(ctx, item, ""); err != nil {
 			return err
 		}
 	}

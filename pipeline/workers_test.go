@@ -720,7 +720,7 @@ func TestNotifyWorker_WaitsForAnotherSendersClaim(t *testing.T) {
 	require.Equal(t, river.EventKindJobSnoozed, res.EventKind)
 	require.Zero(t, posts.Load(), "nothing delivered past another sender's claim")
 
-	require.NoError(t, b.db.MarkOutbox(t.Context(), held.ID, "webhook: status 502")) // it failed
+	require.NoError(t, b.db.MarkOutbox(t.Context(), held, "webhook: status 502")) // it failed
 	res = mustWork(t, b, pipeline.NotifyArgs{LinkID: links[0].ID})
 	require.Equal(t, river.EventKindJobCompleted, res.EventKind)
 	require.EqualValues(t, 1, posts.Load())

@@ -217,6 +217,9 @@ type OutboxItem struct {
 	Attempts int
 	// LastError is the error of the last failed attempt, "" if none.
 	LastError string
+	// claim is the claimed_until ClaimOutbox set (Unix ms), 0 for an item
+	// not claimed.
+	claim int64
 }
 
 // Outbox kinds.
@@ -380,10 +383,12 @@ func (db *DB) ClaimOutbox(ctx context.Context, linkID int64, lease time.Duration
 	return db.eng.claimOutbox(ctx, linkID, db.cfg.Now(), lease)
 }
 
-// MarkOutbox records a delivery attempt and ends its claim: errMsg == ""
-// means delivered.
-func (db *DB) MarkOutbox(ctx context.Context, id int64, errMsg string) error {
-	return db.eng.markOutbox(ctx, id, truncateReason(errMsg), db.cfg.Now())
+// MarkOutbox records a delivery attempt of item and ends its claim:
+// errMsg == "" means delivered. A failure is recorded only while item's
+// claim (from ClaimOutbox) still holds the row: a sender whose lease ended
+// must not free the claim of the one that took over.
+func (db *DB) MarkOutbox(ctx context.Context, item *OutboxItem, errMsg string) error {
+	return db.eng.markOutbox(ctx, item.ID, item.claim, truncateReason(errMsg), db.cfg.Now())
 }
 
 // PipelineStatus returns the pipeline counters for /v1/status.

@@ -917,10 +917,14 @@ func (e *sqlEngine) claimOutbox(ctx context.Context, linkID int64, now time.Time
 		// Only the head of the link's queue can be claimed, and only while
 		// free: one statement, so two senders never both get it.
 		var err error
+		claim := now.Add(lease).UnixMilli()
 		o, err = scanOutbox(tx.QueryRowContext(ctx, `UPDATE outbox SET claimed_until = ?
 			WHERE id = (SELECT id FROM outbox WHERE link_id = ? AND delivered_at IS NULL ORDER BY id LIMIT 1)
 			AND delivered_at IS NULL AND (claimed_until IS NULL OR claimed_until <= ?) RETURNING `+outboxColumns,
-			now.Add(lease).UnixMilli(), linkID, now.UnixMilli()))
+			claim, linkID, now.UnixMilli()))
+		if err == nil {
+			o.claim = claim
+		}
 		if !errors.Is(err, sql.ErrNoRows) {
 			return dbError("claim outbox", err)
 		}
@@ -940,13 +944,19 @@ func (e *sqlEngine) claimOutbox(ctx context.Context, linkID int64, now time.Time
 	return o, nil
 }
 
-func (e *sqlEngine) markOutbox(ctx context.Context, id int64, errMsg string, now time.Time) error {
+func (e *sqlEngine) markOutbox(ctx context.Context, id, claim int64, errMsg string, now time.Time) error {
 	return e.withTx(ctx, "mark outbox", func(tx *sqlTx) error {
 		var err error
 		if errMsg == "" {
+			// Delivered is delivered, whoever holds the claim now.
 			_, err = tx.ExecContext(ctx, `UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, last_error = '', claimed_until = NULL WHERE id = ?`, now.UnixMilli(), id)
 		} else {
-			_, err = tx.ExecContext(ctx, `UPDATE outbox SET attempts = attempts + 1, last_error = ?, claimed_until = NULL WHERE id = ?`, errMsg, id)
+			var held any // an unclaimed item (0) matches only an unclaimed row
+			if claim != 0 {
+				held = claim
+			}
+			_, err = tx.ExecContext(ctx, `UPDATE outbox SET attempts = attempts + 1, last_error = ?, claimed_until = NULL
+				WHERE id = ? AND claimed_until IS NOT DISTINCT FROM ?`, errMsg, id, held)
 		}
 		return dbError("mark outbox", err)
 	})

@@ -344,7 +344,7 @@ type engine interface {
 	hasAvailableJobs(ctx context.Context, queue string, atLeast int) (bool, error)
 	nextOutbox(ctx context.Context, linkID int64) (*OutboxItem, error)
 	claimOutbox(ctx context.Context, linkID int64, now time.Time, lease time.Duration) (*OutboxItem, error)
-	markOutbox(ctx context.Context, id int64, errMsg string, now time.Time) error
+	markOutbox(ctx context.Context, id, claim int64, errMsg string, now time.Time) error
 	pipelineStatus(ctx context.Context, now time.Time, expiringWithin time.Duration) (PipelineStatus, error)
 	// The gauges of /metrics (gauges.go).
 	jobCounts(ctx context.Context) ([]JobCount, error)

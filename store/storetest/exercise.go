@@ -202,7 +202,7 @@ func (b *bundle) requireDelivers(t *testing.T, linkID int64, kinds ...string) {
 		}
 		require.NoError(t, err)
 		got = append(got, o.Kind)
-		require.NoError(t, b.db.MarkOutbox(t.Context(), o.ID, ""))
+		require.NoError(t, b.db.MarkOutbox(t.Context(), o, ""))
 	}
 	require.Equal(t, kinds, got)
 }

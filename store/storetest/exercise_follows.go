@@ -272,6 +272,6 @@ func (b *bundle) outboxKinds(t *testing.T, linkID int64) []string {
 			return kinds
 		}
 		kinds = append(kinds, o.Kind)
-		require.NoError(t, b.db.MarkOutbox(t.Context(), o.ID, ""))
+		require.NoError(t, b.db.MarkOutbox(t.Context(), o, ""))
 	}
 }

@@ -46,7 +46,7 @@ func (open exerciser) gauges(t *testing.T) {
 		b.clock.Advance(time.Hour)
 		b.end(t) // link_ended an hour later
 		first := b.nextOutbox(t, l.ID)
-		require.NoError(t, b.db.MarkOutbox(t.Context(), first.ID, "webhook: status 500"))
+		require.NoError(t, b.db.MarkOutbox(t.Context(), first, "webhook: status 500"))
 		st, err = b.db.OutboxStatus(t.Context())
 		require.NoError(t, err)
 		require.Equal(t, int64(2), st.Undelivered)
@@ -54,7 +54,7 @@ func (open exerciser) gauges(t *testing.T) {
 		require.True(t, st.Oldest.Equal(b.start), "oldest %v, want %v", st.Oldest, b.start)
 
 		// Delivered rows leave the status, failed attempt or not.
-		require.NoError(t, b.db.MarkOutbox(t.Context(), first.ID, ""))
+		require.NoError(t, b.db.MarkOutbox(t.Context(), first, ""))
 		st, err = b.db.OutboxStatus(t.Context())
 		require.NoError(t, err)
 		require.Equal(t, int64(1), st.Undelivered)

@@ -501,17 +501,23 @@ func (open exerciser) outbox(t *testing.T) {
 		require.NoError(t, err, "the lease ended: the sender is presumed dead")
 		require.Equal(t, first.ID, again.ID)
 
-		require.NoError(t, b.db.MarkOutbox(ctx, again.ID, "webhook: status 500"))
+		// The first sender, presumed dead, was only slow: its failure must
+		// not end the claim the second one now holds.
+		require.NoError(t, b.db.MarkOutbox(ctx, first, "webhook: timeout"))
+		_, err = b.db.ClaimOutbox(ctx, l.ID, time.Minute)
+		require.ErrorIs(t, err, store.ErrClaimed, "the second sender still holds the head")
+
+		require.NoError(t, b.db.MarkOutbox(ctx, again, "webhook: status 500"))
 		retry, err := b.db.ClaimOutbox(ctx, l.ID, time.Minute)
 		require.NoError(t, err, "a failed attempt frees the claim")
 		require.Equal(t, first.ID, retry.ID)
 		require.Equal(t, 1, retry.Attempts)
 
-		require.NoError(t, b.db.MarkOutbox(ctx, retry.ID, ""))
+		require.NoError(t, b.db.MarkOutbox(ctx, retry, ""))
 		next, err := b.db.ClaimOutbox(ctx, l.ID, time.Minute)
 		require.NoError(t, err)
 		require.Equal(t, store.OutboxLinkEnded, next.Kind)
-		require.NoError(t, b.db.MarkOutbox(ctx, next.ID, ""))
+		require.NoError(t, b.db.MarkOutbox(ctx, next, ""))
 		_, err = b.db.ClaimOutbox(ctx, l.ID, time.Minute)
 		require.ErrorIs(t, err, store.ErrNotFound)
 	})
@@ -535,7 +541,7 @@ func (open exerciser) outbox(t *testing.T) {
 		t.Parallel()
 		b, l := setupOutbox(t)
 		o := b.nextOutbox(t, l.ID)
-		require.NoError(t, b.db.MarkOutbox(t.Context(), o.ID, "webhook: status 500"))
+		require.NoError(t, b.db.MarkOutbox(t.Context(), o, "webhook: status 500"))
 		again := b.nextOutbox(t, l.ID)
 		require.Equal(t, o.ID, again.ID)
 		require.Equal(t, 1, again.Attempts)
@@ -547,7 +553,7 @@ func (open exerciser) outbox(t *testing.T) {
 		t.Parallel()
 		b, l := setupOutbox(t)
 		first := b.nextOutbox(t, l.ID)
-		require.NoError(t, b.db.MarkOutbox(t.Context(), first.ID, ""))
+		require.NoError(t, b.db.MarkOutbox(t.Context(), first, ""))
 		second := b.nextOutbox(t, l.ID)
 		require.Greater(t, second.ID, first.ID)
 		require.Equal(t, store.OutboxLinkEnded, second.Kind)
@@ -555,7 +561,7 @@ func (open exerciser) outbox(t *testing.T) {
 		require.False(t, second.Link.Active)
 		require.NotNil(t, second.Link.EndedAt)
 
-		require.NoError(t, b.db.MarkOutbox(t.Context(), second.ID, ""))
+		require.NoError(t, b.db.MarkOutbox(t.Context(), second, ""))
 		_, err := b.db.NextOutbox(t.Context(), l.ID)
 		require.ErrorIs(t, err, store.ErrNotFound)
 		c := b.counts(t)

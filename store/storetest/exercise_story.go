@@ -267,14 +267,14 @@ func (open exerciser) outboxHealth(t *testing.T) {
 		require.True(t, h.OldestUndelivered.Equal(written))
 
 		o := b.nextOutbox(t, l.ID)
-		require.NoError(t, b.db.MarkOutbox(t.Context(), o.ID, "webhook: 502 Bad Gateway"))
+		require.NoError(t, b.db.MarkOutbox(t.Context(), o, "webhook: 502 Bad Gateway"))
 		h, err = b.db.OutboxHealth(t.Context())
 		require.NoError(t, err)
 		require.Equal(t, store.OutboxHealth{Undelivered: 1, Failing: 1, OldestUndelivered: h.OldestUndelivered,
 			LastError: "webhook: 502 Bad Gateway"}, h)
 
 		delivered := b.clock.Advance(time.Minute)
-		require.NoError(t, b.db.MarkOutbox(t.Context(), o.ID, ""))
+		require.NoError(t, b.db.MarkOutbox(t.Context(), o, ""))
 		h, err = b.db.OutboxHealth(t.Context())
 		require.NoError(t, err)
 		require.Zero(t, h.Undelivered)
