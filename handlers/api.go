@@ -273,7 +273,7 @@ func (a *api) quota(c echo.Context) error {
 	if cached {
 		f, _, err = a.forecasts.get(c.Request().Context())
 	} else {
-		f, err = a.pipeline.Forecast(c.Request().Context())
+		f, _, _, err = a.forecasts.fresh(c.Request().Context())
 	}
 	if err != nil {
 		return err

@@ -83,6 +83,36 @@ func (s *snapshot[T]) get(ctx context.Context) (T, time.Time, error) {
 	return s.val, s.at, nil
 }
 
+// snapshotSlowRead is how long a fresh read may take before callers that
+// did not ask for cached counts get the shared snapshot too: with ten
+// million fans a fresh count of /v1/status takes most of a minute, and
+// every caller recounting would overload the database.
+const snapshotSlowRead = time.Second
+
+// fresh answers a caller that did not ask for cached counts: a fresh read,
+// which also becomes the snapshot, unless reads have become slow (the last
+// one took snapshotSlowRead or more); then the shared snapshot answers, and
+// cached says so.
+func (s *snapshot[T]) fresh(ctx context.Context) (v T, at time.Time, cached bool, err error) {
+	s.mu.Lock()
+	slow := !s.at.IsZero() && s.took >= snapshotSlowRead
+	s.mu.Unlock()
+	if slow {
+		v, at, err = s.get(ctx)
+		return v, at, true, err
+	}
+	start := s.now()
+	if v, err = s.load(ctx); err != nil {
+		return v, at, false, err
+	}
+	s.mu.Lock()
+	if !start.Before(s.at) {
+		s.val, s.at, s.took = v, start, s.now().Sub(start)
+	}
+	s.mu.Unlock()
+	return v, start, false, nil
+}
+
 func (s *snapshot[T]) count(ctx context.Context, done chan struct{}) {
 	ctx, cancel := context.WithTimeout(ctx, snapshotTimeout)
 	defer cancel()

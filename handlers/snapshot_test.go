@@ -104,3 +104,39 @@ func TestSnapshot_FirstCountFails(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, int64(7), v)
 }
+
+// TestSnapshot_FreshUntilSlow: callers that did not ask for cached counts
+// get a fresh read, until reads take snapshotSlowRead or more; then the
+// shared snapshot answers them too, and says it is cached.
+func TestSnapshot_FreshUntilSlow(t *testing.T) {
+	t.Parallel()
+	clock := fakeclock.New(time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC))
+	var (
+		calls atomic.Int64
+		takes atomic.Int64 // how long a read takes, in the fake clock
+	)
+	s := newSnapshot("test", clock.Now, slog.New(slog.DiscardHandler), func(ctx context.Context) (int64, error) {
+		clock.Advance(time.Duration(takes.Load()))
+		return calls.Add(1), nil
+	})
+	fresh := func() (int64, bool) {
+		t.Helper()
+		v, _, cached, err := s.fresh(t.Context())
+		require.NoError(t, err)
+		return v, cached
+	}
+	takes.Store(int64(100 * time.Millisecond))
+	for want := int64(1); want <= 2; want++ {
+		v, cached := fresh()
+		require.Equal(t, want, v, "each caller reads afresh while reads are fast")
+		require.False(t, cached)
+	}
+	takes.Store(int64(2 * time.Second))
+	v, cached := fresh() // slow: read afresh once more, and noted
+	require.Equal(t, int64(3), v)
+	require.False(t, cached)
+	v, cached = fresh()
+	require.Equal(t, int64(3), v, "now the snapshot answers")
+	require.True(t, cached)
+	require.Equal(t, int64(3), calls.Load())
+}

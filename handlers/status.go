@@ -70,8 +70,7 @@ func (s *Server) status(c echo.Context) error {
 	if cached {
 		d, at, err = s.statusCounts.get(ctx)
 	} else {
-		at = s.cfg.Now()
-		d, err = s.readStatus(ctx)
+		d, at, cached, err = s.statusCounts.fresh(ctx)
 	}
 	if err != nil {
 		return err
