@@ -99,16 +99,33 @@ func (ll *localLeases) tryLease(_ context.Context, name string) (*Lease, error) 
 // broken connection cannot be silently replaced by one without the lock.
 func (e *postgresEngine) tryLease(ctx context.Context, name string) (_ *Lease, err error) {
 	defer func() { err = redactError(err, e.dsn) }()
-	conn, err := pgx.ConnectConfig(ctx, e.connCfg.Copy())
-	if err != nil {
-		return nil, dbError("lease: connect", err)
+	// A connection that failed to take the lease is kept for the next try:
+	// instances that do not hold it try every second.
+	e.spareMu.Lock()
+	conn := e.spare[name]
+	delete(e.spare, name)
+	e.spareMu.Unlock()
+	if conn != nil && conn.Ping(ctx) != nil {
+		_ = conn.Close(context.Background())
+		conn = nil
+	}
+	if conn == nil {
+		if conn, err = pgx.ConnectConfig(ctx, e.connCfg.Copy()); err != nil {
+			return nil, dbError("lease: connect", err)
+		}
 	}
 	var got bool
 	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtextextended('pendinglink lease ' || $1, 0))`, name).Scan(&got); err != nil {
 		return nil, errors.Join(dbError("lease: lock", err), conn.Close(context.Background()))
 	}
 	if !got {
-		return nil, errors.Join(ErrLeaseHeld, conn.Close(context.Background()))
+		e.spareMu.Lock()
+		if e.spare == nil {
+			e.spare = map[string]*pgx.Conn{}
+		}
+		e.spare[name] = conn
+		e.spareMu.Unlock()
+		return nil, ErrLeaseHeld
 	}
 	return &Lease{
 		check: func(ctx context.Context) error {
@@ -124,6 +141,16 @@ func (e *postgresEngine) tryLease(ctx context.Context, name string) (_ *Lease, e
 			return redactError(conn.Close(ctx), e.dsn)
 		},
 	}, nil
+}
+
+// closeSpares closes the connections kept for the next try of a lease.
+func (e *postgresEngine) closeSpares() {
+	e.spareMu.Lock()
+	defer e.spareMu.Unlock()
+	for name, c := range e.spare {
+		_ = c.Close(context.Background())
+		delete(e.spare, name)
+	}
 }
 
 // leadQueues works each of Config.LeasedQueues while this process holds

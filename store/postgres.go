@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -48,6 +49,9 @@ type postgresEngine struct {
 	// to redact its password from errors.
 	connCfg *pgx.ConnConfig
 	dsn     string
+	// spare keeps, per lease name, the connection of a failed try.
+	spareMu sync.Mutex
+	spare   map[string]*pgx.Conn
 }
 
 var _ engine = (*postgresEngine)(nil)
@@ -218,6 +222,7 @@ func (e *postgresEngine) resumeOrphanedJobs(ctx context.Context) (int64, error) 
 
 // close implements engine.
 func (e *postgresEngine) close() error {
+	e.closeSpares()
 	if e.listen != nil {
 		e.listen.Close()
 	}

@@ -383,3 +383,42 @@ func TestPostgres_LeasedQueueOneInstanceAtATime(t *testing.T) {
 	insert(b, 20, "second")
 	require.Equal(t, map[string]int{"b": 20}, await(20), "b takes over the queue a left")
 }
+
+// TestPostgres_LeaseRetriesReuseTheirConnection: an instance that does not
+// hold a lease tries again every second; each try must not open a new
+// connection to the server.
+func TestPostgres_LeaseRetriesReuseTheirConnection(t *testing.T) {
+	t.Parallel()
+	db := storetest.MustOpenPostgres(t, store.Config{})
+	held, err := db.TryLease(t.Context(), "x")
+	require.NoError(t, err)
+	// The sessions that asked for a lease: the holder's and the trier's.
+	leaseSessions := func() []int64 {
+		rows, err := db.SQL().QueryContext(t.Context(), `SELECT pid FROM pg_stat_activity
+			WHERE datname = current_database() AND query LIKE '%pg_try_advisory_lock%' AND pid <> pg_backend_pid() ORDER BY pid`)
+		require.NoError(t, err)
+		defer rows.Close()
+		var pids []int64
+		for rows.Next() {
+			var pid int64
+			require.NoError(t, rows.Scan(&pid))
+			pids = append(pids, pid)
+		}
+		require.NoError(t, rows.Err())
+		return pids
+	}
+	_, err = db.TryLease(t.Context(), "x")
+	require.ErrorIs(t, err, store.ErrLeaseHeld)
+	before := leaseSessions()
+	require.Len(t, before, 2)
+	for range 5 {
+		_, err = db.TryLease(t.Context(), "x")
+		require.ErrorIs(t, err, store.ErrLeaseHeld)
+	}
+	require.Equal(t, before, leaseSessions(), "the failed tries kept one connection")
+
+	require.NoError(t, held.Release())
+	l, err := db.TryLease(t.Context(), "x")
+	require.NoError(t, err, "taken on the kept connection once free")
+	require.NoError(t, l.Release())
+}
