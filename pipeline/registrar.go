@@ -112,6 +112,18 @@ func (p *Pipeline) registerWhileLeased(ctx context.Context, lease *store.Lease) 
 				continue
 			}
 		}
+		if p.cfg.Quota != nil {
+			// Never more calls in flight than the windows have room for:
+			// the ones launched first, the head of the queue, must get
+			// the last calls, not a fan behind them whose call reserved
+			// first.
+			if n := r.inFlight(); n > 0 && int64(n) >= quota.Spare(p.cfg.Quota.Usage()) {
+				if p.wait(ctx, min(p.cfg.RegisterPoll, 20*time.Millisecond)) != nil {
+					return
+				}
+				continue
+			}
+		}
 		select {
 		case r.slots <- struct{}{}:
 		case <-ctx.Done():
@@ -150,6 +162,13 @@ type registrar struct {
 	// with Config.Sleep, in real time or on a fake clock alike.
 	pause   time.Duration
 	backoff time.Duration // after a transient error; reset by a success
+}
+
+// inFlight counts the calls in flight.
+func (r *registrar) inFlight() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.inflight)
 }
 
 // takePause returns the pause asked for since the last call, and clears it.

@@ -2,6 +2,7 @@ package pipeline_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/pendinglink/pendinglink/internal/fakeclock"
 	"github.com/pendinglink/pendinglink/pipeline"
 	"github.com/pendinglink/pendinglink/pipeline/pipelinetest"
+	"github.com/pendinglink/pendinglink/quota"
 	"github.com/pendinglink/pendinglink/store"
 	"github.com/pendinglink/pendinglink/wecom"
 )
@@ -46,10 +48,11 @@ func setupRegistrarWith(t *testing.T, mutate func(*pipeline.Config), answer func
 	})
 	b.wecom.UnionIDToPendingIDFunc = func(_ context.Context, unionID, _ string) (string, error) {
 		b.mu.Lock()
-		defer b.mu.Unlock()
 		b.order = append(b.order, unionID)
 		calls[unionID]++
-		return answer(unionID, calls[unionID])
+		n := calls[unionID]
+		b.mu.Unlock()
+		return answer(unionID, n)
 	}
 	return b
 }
@@ -199,4 +202,58 @@ func TestRegistrar_WaitsForTheQuota(t *testing.T) {
 	b.queue(t, store.QueueBulk, store.FanInput{UnionID: "test-a", OpenID: "o"})
 	b.run(t, "test-a")
 	require.False(t, calledAt.Before(frees), "no call before the quota allows one (called at %s)", calledAt)
+}
+
+// TestRegistrar_NoMoreInFlightThanTheQuotaHasRoom: with room for 2 calls,
+// 2 are in flight at most, so the fans at the head of the queue get them.
+func TestRegistrar_NoMoreInFlightThanTheQuotaHasRoom(t *testing.T) {
+	t.Parallel()
+	var (
+		mu        sync.Mutex
+		now, most int
+		release   = make(chan struct{})
+	)
+	var b *registrarBundle
+	b = setupRegistrarWith(t, func(c *pipeline.Config) {
+		c.RegisterConcurrency = 8
+		c.Quota = &pipelinetest.FakeQuota{Windows: []quota.Usage{{Length: time.Hour, Limit: 2}}}
+	}, func(u string, _ int) (string, error) {
+		mu.Lock()
+		now++
+		most = max(most, now)
+		mu.Unlock()
+		<-release
+		mu.Lock()
+		now--
+		mu.Unlock()
+		return "p-" + u, nil
+	})
+	var fans []store.FanInput
+	for i := range 6 {
+		fans = append(fans, store.FanInput{UnionID: fmt.Sprintf("test-%d", i), OpenID: "o"})
+	}
+	b.queue(t, store.QueueBulk, fans...)
+
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b.pl.RunRegistrar(ctx)
+	}()
+	inFlight := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return now
+	}
+	require.Eventually(t, func() bool { return inFlight() == 2 }, 30*time.Second, time.Millisecond)
+	// The registrar's waits move the fake clock: once it moved 100 ms the
+	// loop has looked at the queue five times while two calls were held.
+	t0 := b.clock.Now()
+	require.Eventually(t, func() bool { return b.clock.Now().Sub(t0) >= 100*time.Millisecond }, 30*time.Second, time.Millisecond)
+	require.Equal(t, 2, inFlight(), "no third call while the quota has room for two")
+	close(release)
+	cancel()
+	<-done
+	b.run(t, "test-0", "test-1", "test-2", "test-3", "test-4", "test-5")
+	require.Equal(t, 2, most, "in flight at once")
 }

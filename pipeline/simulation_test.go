@@ -145,7 +145,9 @@ func TestSimulation_QuotaPlanner(t *testing.T) {
 	renew := pipeline.WorkerOf[pipeline.RenewArgs](pl)
 	// The sustained pace: 337 calls (375 less the reserve) per 744 hours.
 	pace := 744 * time.Hour / time.Duration(month*(100-reserve)/100)
-	maxGap := time.Hour + 2*pace
+	// Fans registered close together expire close together, and each
+	// renewal takes one pacing slot: allow a few.
+	maxGap := time.Hour + 4*pace
 	raised := ids["low"][:50] // low fans the brand raises to 95 on day 40
 	var (
 		failures        []string
@@ -202,8 +204,8 @@ func TestSimulation_QuotaPlanner(t *testing.T) {
 		}
 		// Hourly, a sample of the high-priority fans: once registered, none
 		// may be without a live pending_id for longer than it takes to
-		// notice the expiry (the hourly renew run) and take the next call
-		// the quota allows (maxGap). WeCom issues a fan a new id only once
+		// notice the expiry (the hourly renew run) and take one of the next
+		// few calls the quota allows (maxGap). WeCom issues a fan a new id only once
 		// its old one expired (§9 #10), so that gap no planner can close; in
 		// production it is the renew interval and a fraction of a second.
 		if !hiAllRegistered.IsZero() {
@@ -221,17 +223,17 @@ func TestSimulation_QuotaPlanner(t *testing.T) {
 				}
 			}
 		}
-		if now.Hour() != 0 {
-			return
-		}
-		// Daily: the first backlog's progress, and when every high-priority
-		// fan is registered.
-		if hiMidDone.IsZero() {
+		// Hourly: when the work ahead of the low fans is done.
+		if hiMidDone.IsZero() && !forecastFrom.IsZero() {
 			queued, err := db.NextFans(ctx, 1)
 			if err == nil && (len(queued) == 0 || queued[0].Priority < priorities["mid"]) {
 				hiMidDone = now
 			}
 		}
+		if now.Hour() != 0 {
+			return
+		}
+		// Daily: when every high-priority fan is registered.
 		if hiAllRegistered.IsZero() {
 			all := true
 			for _, u := range ids["hi"] {
