@@ -213,8 +213,7 @@ func TestRegistrar_NoMoreInFlightThanTheQuotaHasRoom(t *testing.T) {
 		now, most int
 		release   = make(chan struct{})
 	)
-	var b *registrarBundle
-	b = setupRegistrarWith(t, func(c *pipeline.Config) {
+	b := setupRegistrarWith(t, func(c *pipeline.Config) {
 		c.RegisterConcurrency = 8
 		c.Quota = &pipelinetest.FakeQuota{Windows: []quota.Usage{{Length: time.Hour, Limit: 2}}}
 	}, func(u string, _ int) (string, error) {
