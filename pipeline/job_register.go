@@ -30,7 +30,7 @@ const (
 )
 
 type registerStore interface {
-	// RegisterFans stores fans and queues a register job for each one that has
+	// RegisterFans stores fans and puts in the registration queue each one that has
 	// no live pending_id and no registration under way.
 	RegisterFans(ctx context.Context, fans []store.FanInput, opts store.RegisterOpts) (store.RegisterResult, error)
 	// RecordFanPendingID stores a pending_id issued for a fan and links it to

@@ -177,11 +177,11 @@ func (db *DB) tryLeadQueues(ctx context.Context, held map[string]*Lease) {
 	for _, q := range db.cfg.LeasedQueues {
 		l := held[q]
 		if l != nil {
-			if err := l.Check(ctx); err == nil || ctx.Err() != nil {
+			err := l.Check(ctx)
+			if err == nil || ctx.Err() != nil {
 				continue
-			} else {
-				log.WarnContext(ctx, "store: lost the lease of a queue; another instance takes it over", "queue", q, "err", err)
 			}
+			log.WarnContext(ctx, "store: lost the lease of a queue; another instance takes it over", "queue", q, "err", err)
 			// Another instance may already work the queue: stop first, then
 			// let go. Remove waits for the running jobs.
 			if err := db.river.Queues().Remove(ctx, q); err != nil {
