@@ -57,7 +57,8 @@ type CopyCount struct {
 // register job copied is not deduplicated against one queued later). It is resumable: a row already in dst is skipped, so
 // running it again after an interruption finishes the copy. Stop the
 // service on src first, or rows written meanwhile may be missed. The
-// report verifies each table by counts.
+// report verifies each table by counts, and the destination's status
+// counts (CheckTallies) are checked against a recount.
 func Copy(ctx context.Context, src, dst *DB, batch int, progress CopyProgress) (CopyReport, error) {
 	if batch <= 0 {
 		batch = 1000
@@ -72,6 +73,15 @@ func Copy(ctx context.Context, src, dst *DB, batch int, progress CopyProgress) (
 	}
 	if err := afterCopy(ctx, dst); err != nil {
 		return rep, fmt.Errorf("store: copy: %w", err)
+	}
+	// dst's triggers counted the rows as they arrived; a recount checks
+	// them, and the copy with them.
+	drift, err := dst.CheckTallies(ctx)
+	if err != nil {
+		return rep, fmt.Errorf("store: copy: %w", err)
+	}
+	if len(drift) > 0 {
+		return rep, fmt.Errorf("store: copy: the destination's status counts differ from a recount: %v", drift)
 	}
 	n, err := copyJobs(ctx, src, dst)
 	rep.Jobs = n

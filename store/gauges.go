@@ -44,3 +44,12 @@ func (db *DB) OutboxStatus(ctx context.Context) (OutboxStatus, error) {
 func (db *DB) CountFansExpiring(ctx context.Context, within time.Duration) (int64, error) {
 	return db.eng.countFansExpiring(ctx, db.cfg.Now(), within)
 }
+
+// CheckTallies recounts every set the status counts come from (migration
+// 009's tallies, and each fan's live_until) and returns those whose kept
+// count differs: none, unless the database was written around the triggers.
+// It scans whole tables: for tests and `pendinglink db check`, not a status
+// page.
+func (db *DB) CheckTallies(ctx context.Context) ([]TallyDrift, error) {
+	return db.eng.checkTallies(ctx)
+}

@@ -135,9 +135,14 @@ func (e *postgresEngine) tryLease(ctx context.Context, name string) (_ *Lease, e
 			return nil
 		},
 		release: func() error {
-			// Closing the session releases its advisory locks.
+			// Unlock first: closing the session releases its advisory locks
+			// too, but only once the server has noticed, after Close
+			// returned, so another instance's try could still fail. If the
+			// unlock fails, the connection is broken and its locks go with
+			// its session.
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
+			_, _ = conn.Exec(ctx, `SELECT pg_advisory_unlock_all()`)
 			return redactError(conn.Close(ctx), e.dsn)
 		},
 	}, nil

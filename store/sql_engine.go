@@ -372,10 +372,10 @@ func (e *sqlEngine) findEventByID(ctx context.Context, id int64) (*Event, error)
 // updateEventState implements engine.
 func (e *sqlEngine) updateEventState(ctx context.Context, id int64, state, reason string, now time.Time) error {
 	op := fmt.Sprintf("update event %d", id)
-	res, err := e.write.ExecContext(ctx, `UPDATE events SET state = ?, reason = ?, updated_at = ? WHERE id = ?`,
+	res, err := e.execLocked(ctx, op, `UPDATE events SET state = ?, reason = ?, updated_at = ? WHERE id = ?`,
 		state, reason, now.UnixMilli(), id)
 	if err != nil {
-		return dbError(op, err)
+		return err
 	}
 	if n, err := res.RowsAffected(); err != nil {
 		return dbError(op, err)
@@ -393,11 +393,11 @@ const pruneChunk = 1000
 func (e *sqlEngine) pruneEvents(ctx context.Context, before time.Time) (int64, error) {
 	var total int64
 	for {
-		res, err := e.write.ExecContext(ctx, `DELETE FROM events WHERE id IN (
+		res, err := e.execLocked(ctx, "prune events", `DELETE FROM events WHERE id IN (
 				SELECT id FROM events WHERE received_at < ? AND state <> 'pending' ORDER BY received_at LIMIT ?)`,
 			before.UnixMilli(), pruneChunk)
 		if err != nil {
-			return total, dbError("prune events", err)
+			return total, err
 		}
 		n, err := res.RowsAffected()
 		if err != nil {

@@ -44,11 +44,3 @@ func (e *sqlEngine) outboxStatus(ctx context.Context) (OutboxStatus, error) {
 	}
 	return s, nil
 }
-
-func (e *sqlEngine) countFansExpiring(ctx context.Context, now time.Time, within time.Duration) (int64, error) {
-	var n int64
-	err := e.read.QueryRowContext(ctx, `SELECT count(*) FROM
-		(SELECT unionid, max(expires_at) AS exp FROM fan_pending_ids GROUP BY unionid) AS p
-		WHERE exp > ? AND exp <= ?`, now.UnixMilli(), now.Add(within).UnixMilli()).Scan(&n)
-	return n, dbError("count expiring fans", err)
-}

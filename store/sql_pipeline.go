@@ -27,6 +27,19 @@ func (e *sqlEngine) withTx(ctx context.Context, op string, f func(tx *sqlTx) err
 	return dbError(op+": commit", tx.Commit())
 }
 
+// execLocked runs one statement as a write transaction of its own and
+// returns its error wrapped with op. A bare statement on the write pool
+// would skip the PostgreSQL write lock, which every write to a tallied table
+// (events, fans, links) must hold, so that the tally triggers never update
+// the same rows from two transactions at once.
+func (e *sqlEngine) execLocked(ctx context.Context, op, query string, args ...any) (res sql.Result, err error) {
+	err = e.withTx(ctx, op, func(tx *sqlTx) error {
+		res, err = tx.ExecContext(ctx, query, args...)
+		return dbError(op, err)
+	})
+	return res, err
+}
+
 const linkColumns = `id, unionid, openid, pending_id, corp_id, external_userid, user_id, chat_id, active, matched_at, ended_at, end_reason`
 
 type rowScanner interface{ Scan(dest ...any) error }
@@ -484,9 +497,9 @@ func (e *sqlEngine) linkExisting(ctx context.Context, jobs jobInserter, unionID 
 }
 
 func (e *sqlEngine) setFanPriority(ctx context.Context, unionID string, priority int, now time.Time) error {
-	res, err := e.write.ExecContext(ctx, `UPDATE fans SET importance = ?, updated_at = ? WHERE unionid = ?`, priority, now.UnixMilli(), unionID)
+	res, err := e.execLocked(ctx, "set fan priority", `UPDATE fans SET importance = ?, updated_at = ? WHERE unionid = ?`, priority, now.UnixMilli(), unionID)
 	if err != nil {
-		return dbError("set fan priority", err)
+		return err
 	}
 	if n, err := res.RowsAffected(); err != nil {
 		return dbError("set fan priority", err)
@@ -497,9 +510,9 @@ func (e *sqlEngine) setFanPriority(ctx context.Context, unionID string, priority
 }
 
 func (e *sqlEngine) failFan(ctx context.Context, unionID, reason string, now time.Time) error {
-	_, err := e.write.ExecContext(ctx, `UPDATE fans SET state = 'failed', last_error = ?, attempts = attempts + 1, queued_at = NULL, updated_at = ? WHERE unionid = ?`,
+	_, err := e.execLocked(ctx, "fail fan", `UPDATE fans SET state = 'failed', last_error = ?, attempts = attempts + 1, queued_at = NULL, updated_at = ? WHERE unionid = ?`,
 		reason, now.UnixMilli(), unionID)
-	return dbError("fail fan", err)
+	return err
 }
 
 // registerChunk bounds the fans one statement writes: far below both
@@ -617,9 +630,9 @@ func (e *sqlEngine) scanQueued(ctx context.Context, query string, args ...any) (
 }
 
 func (e *sqlEngine) requeueFan(ctx context.Context, unionID, reason string, now time.Time) error {
-	_, err := e.write.ExecContext(ctx, `UPDATE fans SET queued_at = ?, last_error = ?, attempts = attempts + 1, updated_at = ?
+	_, err := e.execLocked(ctx, "requeue fan", `UPDATE fans SET queued_at = ?, last_error = ?, attempts = attempts + 1, updated_at = ?
 		WHERE unionid = ? AND queued_at IS NOT NULL`, now.UnixMilli(), reason, now.UnixMilli(), unionID)
-	return dbError("requeue fan", err)
+	return err
 }
 
 func (e *sqlEngine) queuedFans(ctx context.Context) (map[int]int64, error) {
@@ -854,12 +867,13 @@ func (e *sqlEngine) fansToRenew(ctx context.Context, before, now time.Time, limi
 	// Highest priority first; among equals, unmatched fans (a linked one may
 	// still be added by another dealer, an unmatched one is all we have),
 	// then the soonest to expire.
+	// The newest id was issued a lifetime before live_until; a later
+	// registered_at means WeCom answered since with an id already held.
 	rows, err := e.read.QueryContext(ctx, `SELECT f.unionid, f.openid, f.importance FROM fans f
-		JOIN (SELECT unionid, max(expires_at) AS exp, max(issued_at) AS issued FROM fan_pending_ids GROUP BY unionid) p ON p.unionid = f.unionid
-		WHERE f.state = 'registered' AND f.queued_at IS NULL AND p.exp < ?
-		AND (p.exp <= ? OR f.registered_at IS NULL OR f.registered_at <= p.issued)
-		ORDER BY f.importance DESC, EXISTS (SELECT 1 FROM links l WHERE l.unionid = f.unionid AND l.active = 1), p.exp LIMIT ?`,
-		before.UnixMilli(), now.UnixMilli(), limit)
+		WHERE f.live_until < ? AND f.state = 'registered' AND f.queued_at IS NULL
+		AND (f.live_until <= ? OR f.registered_at IS NULL OR f.registered_at <= f.live_until - ?)
+		ORDER BY f.importance DESC, EXISTS (SELECT 1 FROM links l WHERE l.unionid = f.unionid AND l.active = 1), f.live_until LIMIT ?`,
+		before.UnixMilli(), now.UnixMilli(), PendingIDLifetime.Milliseconds(), limit)
 	if err != nil {
 		return nil, dbError("fans to renew", err)
 	}
@@ -960,45 +974,4 @@ func (e *sqlEngine) markOutbox(ctx context.Context, id, claim int64, errMsg stri
 		}
 		return dbError("mark outbox", err)
 	})
-}
-
-func (e *sqlEngine) pipelineStatus(ctx context.Context, now time.Time, expiringWithin time.Duration) (PipelineStatus, error) {
-	var s PipelineStatus
-	nowMS := now.UnixMilli()
-	err := e.read.QueryRowContext(ctx, `SELECT
-		(SELECT count(*) FROM events WHERE state = 'resolved'),
-		(SELECT count(*) FROM events WHERE state = 'pending'),
-		(SELECT count(*) FROM events WHERE state = 'failed'),
-		(SELECT count(*) FROM events WHERE state = 'unmatched'),
-		(SELECT count(*) FROM fans WHERE state = 'registered'),
-		(SELECT count(*) FROM (SELECT unionid, max(expires_at) AS exp FROM fan_pending_ids GROUP BY unionid) AS p WHERE exp > ?),
-		(SELECT count(*) FROM (SELECT unionid, max(expires_at) AS exp FROM fan_pending_ids GROUP BY unionid) AS p WHERE exp > ? AND exp <= ?),
-		(SELECT count(*) FROM (SELECT unionid, max(expires_at) AS exp FROM fan_pending_ids GROUP BY unionid) AS p WHERE exp <= ?),
-		(SELECT count(*) FROM links),
-		(SELECT count(*) FROM links WHERE active = 1),
-		(SELECT count(*) FROM fans WHERE queued_at IS NOT NULL)`,
-		nowMS, nowMS, now.Add(expiringWithin).UnixMilli(), nowMS).Scan(
-		&s.EventsResolved, &s.EventsPending, &s.EventsFailed, &s.EventsUnmatched,
-		&s.FansRegistered, &s.FansValid, &s.FansExpiring, &s.FansExpired, &s.LinksTotal, &s.LinksActive, &s.FansQueued)
-	if err != nil {
-		return s, dbError("pipeline status", err)
-	}
-	rows, err := e.read.QueryContext(ctx, `SELECT reason, count(*) FROM events WHERE state = 'failed'
-		GROUP BY reason ORDER BY count(*) DESC LIMIT 10`)
-	if err != nil {
-		return s, dbError("pipeline status", err)
-	}
-	defer rows.Close()
-	s.FailureReasons = map[string]int64{}
-	for rows.Next() {
-		var (
-			reason string
-			n      int64
-		)
-		if err := rows.Scan(&reason, &n); err != nil {
-			return s, dbError("pipeline status", err)
-		}
-		s.FailureReasons[reason] = n
-	}
-	return s, dbError("pipeline status", rows.Err())
 }

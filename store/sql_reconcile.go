@@ -138,31 +138,13 @@ func (e *sqlEngine) backlog(ctx context.Context, after time.Time) (b Backlog, er
 	for _, q := range b.QueuedBy {
 		b.Queued[q.Class] += q.Count
 	}
-	var since int64 = -1 << 62
-	if !after.IsZero() {
-		since = after.UnixMilli()
+	if after.IsZero() {
+		err = e.read.QueryRowContext(ctx, `SELECT `+tallySQL, "fans.unchecked").Scan(&b.Unchecked)
+		return b, dbError("backlog", err)
 	}
+	// While a sweep runs, only the fans it does not cover: a count, as the
+	// sweep's own Remaining is.
 	err = e.read.QueryRowContext(ctx, `SELECT count(*) FROM fans WHERE checked_at IS NULL AND state = 'registered' AND created_at > ?`,
-		since).Scan(&b.Unchecked)
+		after.UnixMilli()).Scan(&b.Unchecked)
 	return b, dbError("backlog", err)
-}
-
-// queuedBy counts the registration queue by priority and class, in queue
-// order (fans_queue serves the grouping).
-func (e *sqlEngine) queuedBy(ctx context.Context) ([]QueuedCount, error) {
-	rows, err := e.read.QueryContext(ctx, `SELECT importance, queue_class, count(*) FROM fans WHERE queued_at IS NOT NULL
-		GROUP BY importance, queue_class ORDER BY queue_class = ? DESC, importance DESC, queue_class DESC`, QueueInteractive)
-	if err != nil {
-		return nil, dbError("count the queue", err)
-	}
-	defer rows.Close()
-	var out []QueuedCount
-	for rows.Next() {
-		var q QueuedCount
-		if err := rows.Scan(&q.Priority, &q.Class, &q.Count); err != nil {
-			return nil, dbError("count the queue", err)
-		}
-		out = append(out, q)
-	}
-	return out, dbError("count the queue", rows.Err())
 }

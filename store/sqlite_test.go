@@ -240,3 +240,30 @@ func TestDB_RecordResolution_FailureIsIsolated(t *testing.T) {
 	}
 	require.Equal(t, int64(10), storetest.MustCounts(t, db).Resolutions)
 }
+
+// A write around the triggers (here, SQL run by hand) is what CheckTallies
+// exists to find.
+func TestCheckTallies_FindsWritesAroundTheTriggers(t *testing.T) {
+	t.Parallel()
+	db := storetest.MustOpen(t, store.Config{})
+	_, err := db.RegisterFans(t.Context(), []store.FanInput{{UnionID: "test-u1", OpenID: "o"}}, store.RegisterOpts{NoJob: true})
+	require.NoError(t, err)
+	_, err = db.RecordFanPendingID(t.Context(), "test-u1", "p-1")
+	require.NoError(t, err)
+	drift, err := db.CheckTallies(t.Context())
+	require.NoError(t, err)
+	require.Empty(t, drift)
+
+	_, err = db.SQL().ExecContext(t.Context(), `UPDATE tallies SET n = n + 2 WHERE name = 'fans.registered'`)
+	require.NoError(t, err)
+	_, err = db.SQL().ExecContext(t.Context(), `UPDATE fans SET live_until = NULL`)
+	require.NoError(t, err)
+	drift, err = db.CheckTallies(t.Context())
+	require.NoError(t, err)
+	var got []string
+	for _, d := range drift {
+		got = append(got, d.String())
+	}
+	require.Equal(t, []string{"fans.registered[0]: tally 3, recount 1", "live_until.wrong[0]: tally 0, recount 1"}, got,
+		"live_until's own tally moved with the UPDATE; the fan's column no longer matches its ids")
+}

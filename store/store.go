@@ -350,6 +350,7 @@ type engine interface {
 	jobCounts(ctx context.Context) ([]JobCount, error)
 	outboxStatus(ctx context.Context) (OutboxStatus, error)
 	countFansExpiring(ctx context.Context, now time.Time, within time.Duration) (int64, error)
+	checkTallies(ctx context.Context) ([]TallyDrift, error)
 
 	// writePool is the pool River uses; its transactions are *sql.Tx.
 	writePool() *sql.DB

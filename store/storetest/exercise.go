@@ -62,6 +62,7 @@ func Exercise(t *testing.T, newDSN func(tb testing.TB) string) {
 		{"RegistrationQueue", x.registrationQueue},
 		{"Outbox", x.outbox},
 		{"PipelineStatus", x.pipelineStatus},
+		{"Tallies", x.tallies},
 		{"Gauges", x.gauges},
 		{"Story", x.story},
 		{"Activity", x.activity},

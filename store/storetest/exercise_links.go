@@ -649,3 +649,92 @@ func (open exerciser) pipelineStatus(t *testing.T) {
 		}, st)
 	})
 }
+
+func (open exerciser) tallies(t *testing.T) {
+	open.test(t, "ExpiryWithinAnHour", Policy{}, func(t *testing.T, b *bundle) {
+		// Both ids expire in the same hour, one before now and one after:
+		// the part of an hour the kept counts cannot split is counted.
+		b.clock.Advance(10 * time.Minute)
+		b.addFan(t, "test-early", "p-early")
+		b.clock.Advance(40 * time.Minute)
+		b.addFan(t, "test-late", "p-late")
+		b.clock.Advance(store.PendingIDLifetime - 20*time.Minute) // 20 min before p-late expires
+		for _, c := range []struct {
+			within                   time.Duration
+			valid, expiring, expired int64
+		}{
+			{20 * time.Minute, 1, 1, 1},
+			{20*time.Minute - time.Millisecond, 1, 0, 1},
+			{7 * 24 * time.Hour, 1, 1, 1},
+		} {
+			st, err := b.db.PipelineStatus(t.Context(), c.within)
+			require.NoError(t, err)
+			require.Equal(t, [3]int64{c.valid, c.expiring, c.expired}, [3]int64{st.FansValid, st.FansExpiring, st.FansExpired}, "within %s", c.within)
+			n, err := b.db.CountFansExpiring(t.Context(), c.within)
+			require.NoError(t, err)
+			require.Equal(t, c.expiring, n, "CountFansExpiring within %s", c.within)
+		}
+	})
+
+	open.test(t, "FollowEveryWrite", Policy{}, func(t *testing.T, b *bundle) {
+		ctx := t.Context()
+		requireTrue := func(step string) {
+			t.Helper()
+			drift, err := b.db.CheckTallies(ctx)
+			require.NoError(t, err)
+			require.Empty(t, drift, "after %s", step)
+		}
+		requireTrue("opening")
+		b.saveEvent(t, store.KindAddExternalContact)
+		ev := b.saveEvent(t, store.KindAddExternalContact)
+		b.resolve(t, store.Resolution{CorpID: ev.CorpID, ExternalUserID: ev.ExternalUserID, PendingID: "p-1", EventID: ev.ID})
+		failed := b.saveEvent(t, store.KindAddExternalContact)
+		require.NoError(t, b.db.UpdateEventState(ctx, failed.ID, store.EventFailed, "errcode 40096"))
+		requireTrue("events")
+
+		var fans []store.FanInput
+		for i := range 20 {
+			fans = append(fans, store.FanInput{UnionID: fmt.Sprintf("test-u%d", i), OpenID: "o", Priority: 10 + i%3*40})
+		}
+		_, err := b.db.RegisterFans(ctx, fans, store.RegisterOpts{})
+		require.NoError(t, err)
+		_, err = b.db.RegisterFans(ctx, fans[:2], store.RegisterOpts{Priority: store.QueueInteractive})
+		require.NoError(t, err)
+		requireTrue("queueing fans")
+		_, err = b.db.RecordFanPendingID(ctx, "test-u1", "p-1") // links the customer above
+		require.NoError(t, err)
+		_, err = b.db.RecordFanPendingID(ctx, "test-u2", "p-2")
+		require.NoError(t, err)
+		require.NoError(t, b.db.RequeueFan(ctx, "test-u3", "errcode -1"))
+		require.NoError(t, b.db.FailFan(ctx, "test-u4", "errcode 40003"))
+		require.NoError(t, b.db.SetFanPriority(ctx, "test-u5", 99))
+		requireTrue("registering")
+
+		_, err = b.db.RecordCheck(ctx, "test-u2", []store.CorpCustomer{{CorpID: "wwtestcorp", ExternalUserID: "wm-old"}}, 0)
+		require.NoError(t, err)
+		_, err = b.db.EndLinks(ctx, store.EndLink{CorpID: "wwtestcorp", ExternalUserID: "wm-old"})
+		require.NoError(t, err)
+		requireTrue("links")
+
+		// A renewal: the same fan, a later id.
+		b.clock.Advance(store.PendingIDLifetime - time.Hour)
+		_, err = b.db.RegisterFans(ctx, []store.FanInput{{UnionID: "test-u2", OpenID: "o"}}, store.RegisterOpts{Priority: store.QueueRenew, Renew: true})
+		require.NoError(t, err)
+		_, err = b.db.RecordFanPendingID(ctx, "test-u2", "p-2b")
+		require.NoError(t, err)
+		_, err = b.db.RetryFans(ctx, store.RetryFilter{})
+		require.NoError(t, err)
+		_, err = b.db.PruneEvents(ctx, b.clock.Now())
+		require.NoError(t, err)
+		requireTrue("renewing, retrying and pruning")
+
+		st, err := b.db.PipelineStatus(ctx, 7*24*time.Hour)
+		require.NoError(t, err)
+		require.Equal(t, int64(2), st.FansRegistered)
+		require.Equal(t, int64(2), st.FansValid, "test-u2 renewed, test-u1 in its last hour")
+		require.Equal(t, int64(1), st.FansExpiring)
+		require.Equal(t, int64(2), st.LinksTotal)
+		require.Equal(t, int64(1), st.LinksActive)
+		require.Equal(t, int64(18), st.FansQueued, "20 queued, 2 registered, the failed one retried")
+	})
+}
