@@ -2,6 +2,8 @@ package store_test
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"slices"
 	"strconv"
 	"sync"
@@ -176,4 +178,92 @@ func benchRegister(b *testing.B, open func(testing.TB, store.Config) *store.DB) 
 		}
 	}
 	b.ReportMetric(float64(n)/time.Since(start).Seconds(), "fans/s")
+}
+
+// BenchmarkStatusCounts measures what /v1/status and /v1/quota read from
+// the store (PipelineStatus, Backlog, CountFansExpiring) with
+// PENDINGLINK_BENCH_FANS registered fans (default 100,000; BENCHMARKS.md
+// has 10,000,000), their pending_ids spread over the last 90 days, and a
+// tenth as many queued. Recount does the same with CheckTallies, which
+// counts every set afresh as the status did before migration 009.
+func BenchmarkStatusCounts(b *testing.B) {
+	fans := 100_000
+	if s := os.Getenv("PENDINGLINK_BENCH_FANS"); s != "" {
+		var err error
+		if fans, err = strconv.Atoi(s); err != nil {
+			b.Fatalf("PENDINGLINK_BENCH_FANS: %v", err)
+		}
+	}
+	run := func(b *testing.B, open func(testing.TB, store.Config) *store.DB) {
+		now := time.Now()
+		db := open(b, store.Config{Jobs: storetest.Policy{}, Now: func() time.Time { return now }})
+		seedRegisteredFans(b, db, fans, now)
+		b.Run("Tallies", func(b *testing.B) {
+			for b.Loop() {
+				st, err := db.PipelineStatus(b.Context(), 7*24*time.Hour)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if st.FansRegistered != int64(fans) || st.FansValid != int64(fans) {
+					b.Fatalf("status counts %d registered, %d valid; seeded %d", st.FansRegistered, st.FansValid, fans)
+				}
+				if _, err := db.Backlog(b.Context(), time.Time{}); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := db.CountFansExpiring(b.Context(), 24*time.Hour); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("Recount", func(b *testing.B) {
+			for b.Loop() {
+				drift, err := db.CheckTallies(b.Context())
+				if err != nil || len(drift) > 0 {
+					b.Fatal(err, drift)
+				}
+			}
+		})
+	}
+	b.Run("SQLite", func(b *testing.B) { run(b, storetest.MustOpen) })
+	b.Run("Postgres", func(b *testing.B) {
+		storetest.SkipWithoutPostgres(b)
+		run(b, storetest.MustOpenPostgres)
+	})
+}
+
+// seedRegisteredFans writes n registered fans with a live pending_id each,
+// issued uniformly over the 90 days before now, and n/10 queued ones, in
+// set-based statements of 100,000 rows (the tally triggers fire as for any
+// write).
+func seedRegisteredFans(b *testing.B, db *store.DB, n int, now time.Time) {
+	b.Helper()
+	nowMS, life := now.UnixMilli(), store.PendingIDLifetime.Milliseconds()
+	seq := func(from, to int) string {
+		return fmt.Sprintf(`WITH RECURSIVE seq(i) AS (SELECT %d UNION ALL SELECT i + 1 FROM seq WHERE i < %d) `, from, to-1)
+	}
+	const chunk = 100_000
+	for from := 0; from < n+n/10; from += chunk {
+		to := min(from+chunk, n+n/10)
+		regTo := min(to, n)
+		if from < regTo {
+			issued := fmt.Sprintf(`%d - (i * 7919 %% %d)`, nowMS, life-1) // spread, never expired
+			for _, q := range []string{
+				seq(from, regTo) + `INSERT INTO fans (unionid, openid, state, importance, registered_at, checked_at, created_at, updated_at)
+					SELECT 'bench-u' || i, 'bench-o' || i, 'registered', 10 + i % 90, ` + issued + `, 0, 0, 0 FROM seq`,
+				seq(from, regTo) + `INSERT INTO fan_pending_ids (pending_id, unionid, issued_at, expires_at)
+					SELECT 'bench-p' || i, 'bench-u' || i, ` + issued + `, ` + issued + ` + ` + strconv.FormatInt(life, 10) + ` FROM seq`,
+			} {
+				if _, err := db.SQL().ExecContext(b.Context(), q); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		if qFrom := max(from, n); qFrom < to {
+			q := seq(qFrom, to) + fmt.Sprintf(`INSERT INTO fans (unionid, openid, state, importance, queued_at, queue_class, created_at, updated_at)
+				SELECT 'bench-u' || i, 'bench-o' || i, 'new', 10 + i %% 90, i, 3, 0, 0 FROM seq`)
+			if _, err := db.SQL().ExecContext(b.Context(), q); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
 }

@@ -124,12 +124,14 @@ CREATE TRIGGER fans_tally_update AFTER UPDATE ON fans REFERENCING OLD TABLE AS o
 CREATE TRIGGER fans_tally_delete AFTER DELETE ON fans REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION fans_tally();
 
--- A new or revived pending_id extends its fan's live_until (per row: a
--- pending_id is written one at a time).
+-- A new or revived pending_id extends its fan's live_until.
 CREATE FUNCTION fan_pending_ids_live() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    UPDATE fans SET live_until = NEW.expires_at WHERE unionid = NEW.unionid AND (live_until IS NULL OR live_until < NEW.expires_at);
+    UPDATE fans SET live_until = p.exp FROM (SELECT unionid, max(expires_at) AS exp FROM new_rows GROUP BY unionid) AS p
+        WHERE fans.unionid = p.unionid AND (fans.live_until IS NULL OR fans.live_until < p.exp);
     RETURN NULL;
 END $$;
-CREATE TRIGGER fan_pending_ids_live AFTER INSERT OR UPDATE OF expires_at ON fan_pending_ids
-    FOR EACH ROW EXECUTE FUNCTION fan_pending_ids_live();
+CREATE TRIGGER fan_pending_ids_live_insert AFTER INSERT ON fan_pending_ids REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION fan_pending_ids_live();
+CREATE TRIGGER fan_pending_ids_live_update AFTER UPDATE ON fan_pending_ids REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION fan_pending_ids_live();

@@ -67,12 +67,22 @@ CREATE TRIGGER links_tally_delete AFTER DELETE ON links BEGIN
     UPDATE tallies SET n = n - 1 WHERE part = 0 AND (name = 'links' OR (name = 'links.active' AND OLD.active = 1));
 END;
 
+-- Inserts, the bulk of an import, take one small trigger per set, each run
+-- only when its WHEN holds.
 CREATE TRIGGER fans_tally_insert AFTER INSERT ON fans BEGIN
-    INSERT INTO tallies (name, part, n)
-        SELECT 'fans.' || NEW.state, 0, 1
-        UNION ALL SELECT 'fans.unchecked', 0, 1 WHERE NEW.state = 'registered' AND NEW.checked_at IS NULL
-        UNION ALL SELECT 'queue.' || NEW.queue_class, NEW.importance, 1 WHERE NEW.queued_at IS NOT NULL
-        UNION ALL SELECT 'live_until', NEW.live_until / 3600000, 1 WHERE NEW.live_until IS NOT NULL
+    INSERT INTO tallies (name, part, n) VALUES ('fans.' || NEW.state, 0, 1)
+        ON CONFLICT (name, part) DO UPDATE SET n = n + excluded.n;
+END;
+CREATE TRIGGER fans_tally_insert_unchecked AFTER INSERT ON fans WHEN NEW.state = 'registered' AND NEW.checked_at IS NULL BEGIN
+    INSERT INTO tallies (name, part, n) VALUES ('fans.unchecked', 0, 1)
+        ON CONFLICT (name, part) DO UPDATE SET n = n + excluded.n;
+END;
+CREATE TRIGGER fans_tally_insert_queued AFTER INSERT ON fans WHEN NEW.queued_at IS NOT NULL BEGIN
+    INSERT INTO tallies (name, part, n) VALUES ('queue.' || NEW.queue_class, NEW.importance, 1)
+        ON CONFLICT (name, part) DO UPDATE SET n = n + excluded.n;
+END;
+CREATE TRIGGER fans_tally_insert_live AFTER INSERT ON fans WHEN NEW.live_until IS NOT NULL BEGIN
+    INSERT INTO tallies (name, part, n) VALUES ('live_until', NEW.live_until / 3600000, 1)
         ON CONFLICT (name, part) DO UPDATE SET n = n + excluded.n;
 END;
 CREATE TRIGGER fans_tally_update AFTER UPDATE OF state, checked_at, queued_at, queue_class, importance, live_until ON fans BEGIN
