@@ -199,13 +199,13 @@ const (
 
 // FanDetail is a fan with its pending_ids and links.
 type FanDetail struct {
-	UnionID   string `json:"unionid"`
-	OpenID    string `json:"openid"`
-	Priority  int    `json:"priority"`
+	UnionID  string `json:"unionid"`
+	OpenID   string `json:"openid"`
+	Priority int    `json:"priority"`
 	// LastActiveAt is when the fan was last active, nil if unknown.
 	LastActiveAt *time.Time `json:"last_active_at,omitempty"`
 	State        string     `json:"state"`
-	LastError string `json:"last_error,omitempty"`
+	LastError    string     `json:"last_error,omitempty"`
 	// PendingID is the newest live pending_id, "" if none.
 	PendingID string `json:"pending_id,omitempty"`
 	// ExpiresAt is when PendingID stops matching.
