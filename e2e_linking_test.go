@@ -428,17 +428,17 @@ func TestE2E_FanPriority(t *testing.T) {
 	require.Equal(t, []string{vip.UnionID, plain.UnionID, low.UnionID}, w.queued(), "the valued fan goes first")
 
 	require.Equal(t, 95, w.getFan(vip.UnionID).Priority)
-	fr, err := w.client().SetFanPriority(t.Context(), low.UnionID, 60)
+	fr, err := w.client().UpdateFan(t.Context(), low.UnionID, apiclient.FanPatch{Priority: new(60)})
 	require.NoError(t, err)
 	require.Equal(t, 60, fr.Priority)
 	require.Equal(t, 60, w.getFan(low.UnionID).Priority)
 	require.Equal(t, []string{vip.UnionID, low.UnionID, plain.UnionID}, w.queued(), "moved up at once")
 
-	_, err = w.client().SetFanPriority(t.Context(), low.UnionID, 0)
+	_, err = w.client().UpdateFan(t.Context(), low.UnionID, apiclient.FanPatch{Priority: new(0)})
 	var ae *apiclient.Error
 	require.ErrorAs(t, err, &ae)
 	require.Equal(t, http.StatusBadRequest, ae.Status)
-	_, err = w.client().SetFanPriority(t.Context(), "test-nobody", 10)
+	_, err = w.client().UpdateFan(t.Context(), "test-nobody", apiclient.FanPatch{Priority: new(10)})
 	require.ErrorAs(t, err, &ae)
 	require.Equal(t, http.StatusNotFound, ae.Status)
 }

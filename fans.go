@@ -19,7 +19,10 @@ const fansUsage = `Usage: pendinglink fans import [flags] FILE
 
 Sends the fans listed in FILE to a running pendinglink server, which registers
 them with WeCom as its quota allows. FILE is CSV ("unionid,openid", optional
-header row) or JSON lines ({"unionid":"…","openid":"…"} per line).
+header row) or JSON lines ({"unionid":"…","openid":"…"} per line). With a
+CSV header, optional "priority" (1-100) and "last_active_at" (RFC 3339)
+columns give each fan's priority and when it was last active; in JSON lines,
+the same fields.
 
 Invalid rows are reported with their line numbers and never sent. After each
 batch the server acknowledges, FILE.import-state records how far the import

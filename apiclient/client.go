@@ -134,10 +134,11 @@ func (c *Client) Customer(ctx context.Context, corpID, externalUserID string) (s
 	return cd, err
 }
 
-// SetFanPriority changes a fan's priority with PATCH /v1/fans/{unionid}.
-func (c *Client) SetFanPriority(ctx context.Context, unionID string, priority int) (FanResponse, error) {
+// UpdateFan changes a fan's priority, last-active time or both with PATCH
+// /v1/fans/{unionid}.
+func (c *Client) UpdateFan(ctx context.Context, unionID string, patch FanPatch) (FanResponse, error) {
 	var fr FanResponse
-	_, err := c.do(ctx, http.MethodPatch, "/v1/fans/"+url.PathEscape(unionID), FanPatch{Priority: &priority}, &fr)
+	_, err := c.do(ctx, http.MethodPatch, "/v1/fans/"+url.PathEscape(unionID), patch, &fr)
 	return fr, err
 }
 

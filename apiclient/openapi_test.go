@@ -50,7 +50,7 @@ func TestClient_FollowsTheDocument(t *testing.T) {
 
 	ctx := context.Background()
 	when := time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC)
-	fan := store.FanInput{UnionID: "test-u1", OpenID: "o-test-u1", Priority: 80}
+	fan := store.FanInput{UnionID: "test-u1", OpenID: "o-test-u1", Priority: 80, LastActive: when.Add(-24 * time.Hour)}
 	retry := apiclient.RetryRequest{Reason: "48002", Since: when, Until: when.Add(time.Hour), DryRun: true}
 	calls := map[string]func() error{
 		"Status":      func() error { _, err := c.Status(ctx); return err },
@@ -59,8 +59,11 @@ func TestClient_FollowsTheDocument(t *testing.T) {
 			_, err := c.RegisterFans(ctx, []store.FanInput{fan, {UnionID: "test-u2", OpenID: "o-2"}})
 			return err
 		},
-		"Fan":            func() error { _, err := c.Fan(ctx, "test-u1"); return err },
-		"SetFanPriority": func() error { _, err := c.SetFanPriority(ctx, "test-u1", 100); return err },
+		"Fan": func() error { _, err := c.Fan(ctx, "test-u1"); return err },
+		"UpdateFan": func() error {
+			_, err := c.UpdateFan(ctx, "test-u1", apiclient.FanPatch{Priority: new(100), LastActiveAt: new(when.Add(-time.Hour))})
+			return err
+		},
 		"Links": func() error {
 			_, err := c.Links(ctx, apiclient.LinkFilter{UnionID: "test-u1", CorpID: "wwtest", ExternalUserID: "wm1",
 				Since: when, Limit: 1000, Cursor: "42"})

@@ -264,8 +264,10 @@ type QuotaBacklog struct {
 	DoneAt *time.Time `json:"done_at,omitempty"`
 }
 
-// FanPatch is the body of PATCH /v1/fans/{unionid}.
+// FanPatch is the body of PATCH /v1/fans/{unionid}: one field or both.
 type FanPatch struct {
 	// Priority is the fan's new priority, 1 (lowest) to 100.
-	Priority *int `json:"priority"`
+	Priority *int `json:"priority,omitempty"`
+	// LastActiveAt replaces when the fan was last active, older or not.
+	LastActiveAt *time.Time `json:"last_active_at,omitempty"`
 }

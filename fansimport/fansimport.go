@@ -299,11 +299,14 @@ type rowParser interface {
 
 // csvParser reads "unionid,openid" rows. The first row is a header when it
 // names both columns; then the columns may come in any order among others,
-// and a "priority" column (1–100, empty: none) gives each fan's priority.
+// a "priority" column (1–100, empty: none) gives each fan's priority and a
+// "last_active_at" column (RFC 3339, empty: unknown) when it was last
+// active.
 type csvParser struct {
 	started     bool
 	union, open int
 	priority    int // column of the optional priority, -1 if none
+	lastActive  int // column of the optional last-active time, -1 if none
 	header      bool
 }
 
@@ -322,7 +325,7 @@ func (p *csvParser) parse(line []byte) (store.FanInput, bool, error) {
 		rec[i] = strings.TrimSpace(rec[i])
 	}
 	if !p.started {
-		p.started, p.union, p.open, p.priority = true, 0, 1, -1
+		p.started, p.union, p.open, p.priority, p.lastActive = true, 0, 1, -1, -1
 		u, o := -1, -1
 		for i, name := range rec {
 			// Accept "unionid", "UnionID", "union_id" and the like.
@@ -333,6 +336,8 @@ func (p *csvParser) parse(line []byte) (store.FanInput, bool, error) {
 				o = i
 			case "priority":
 				p.priority = i
+			case "lastactiveat", "lastactive":
+				p.lastActive = i
 			}
 		}
 		if u >= 0 && o >= 0 {
@@ -354,11 +359,19 @@ func (p *csvParser) parse(line []byte) (store.FanInput, bool, error) {
 		}
 		f.Priority = n
 	}
+	if p.header && p.lastActive >= 0 && p.lastActive < len(rec) && rec[p.lastActive] != "" {
+		t, err := time.Parse(time.RFC3339, rec[p.lastActive])
+		if err != nil {
+			return store.FanInput{}, false, fmt.Errorf("last_active_at %q is not an RFC 3339 time such as 2026-01-02T15:04:05Z", rec[p.lastActive])
+		}
+		f.LastActive = t
+	}
 	return f, false, nil
 }
 
-// jsonlParser reads one {"unionid":…,"openid":…,"priority":…} object per
-// line (priority optional); other fields are ignored.
+// jsonlParser reads one {"unionid":…,"openid":…,"priority":…,
+// "last_active_at":…} object per line (priority and last_active_at, RFC
+// 3339, optional); other fields are ignored.
 type jsonlParser struct{}
 
 func (jsonlParser) parse(line []byte) (store.FanInput, bool, error) {
@@ -384,7 +397,9 @@ func checkFan(f store.FanInput) error {
 	case len(f.OpenID) > maxFanIDLen:
 		return fmt.Errorf("openid is %d bytes, over %d", len(f.OpenID), maxFanIDLen)
 	}
-	return f.Validate()
+	// The server's clock decides; ours catches a time far in the future
+	// before it costs a round trip.
+	return f.ValidateAt(time.Now())
 }
 
 // retryable reports errors worth another try: no answer (a *url.Error),

@@ -669,3 +669,36 @@ func TestRun_PriorityColumn(t *testing.T) {
 	require.Contains(t, out.String(), `priority "high" is not a whole number`)
 	require.Contains(t, out.String(), "priority must be from 1 to 100")
 }
+
+func TestRun_LastActiveColumn(t *testing.T) {
+	t.Parallel()
+	active := time.Date(2026, 2, 27, 10, 0, 0, 0, time.UTC)
+	want := []store.FanInput{{UnionID: "test-u1", OpenID: "o-1", Priority: 90, LastActive: active}, {UnionID: "test-u2", OpenID: "o-2"}}
+
+	t.Run("CSV", func(t *testing.T) {
+		t.Parallel()
+		b := setupImport(t)
+		opts, out := b.write(t, "fans.csv", "openid,Last Active At,unionid,priority\n"+
+			"o-1,2026-02-27T18:00:00+08:00,test-u1,90\no-2,,test-u2,\no-3,yesterday,test-u3,\no-4,2999-01-01T00:00:00Z,test-u4,\n")
+		opts.Wait = false
+		require.NoError(t, Run(t.Context(), opts))
+		got := b.fake.acceptedFans(0)
+		require.Len(t, got, 2)
+		require.True(t, got[0].LastActive.Equal(active), "sent as given: %v", got[0].LastActive)
+		got[0].LastActive = active
+		require.Equal(t, want, got)
+		require.Contains(t, out.String(), `last_active_at "yesterday" is not an RFC 3339 time`)
+		require.Contains(t, out.String(), "last_active_at must not be in the future")
+	})
+
+	t.Run("JSONLines", func(t *testing.T) {
+		t.Parallel()
+		b := setupImport(t)
+		opts, out := b.write(t, "fans.jsonl", `{"unionid":"test-u1","openid":"o-1","priority":90,"last_active_at":"2026-02-27T10:00:00Z"}`+"\n"+
+			`{"unionid":"test-u2","openid":"o-2"}`+"\n"+`{"unionid":"test-u3","openid":"o-3","last_active_at":"2026-02-31"}`+"\n")
+		opts.Wait = false
+		require.NoError(t, Run(t.Context(), opts))
+		require.Equal(t, want, b.fake.acceptedFans(0))
+		require.Contains(t, out.String(), "line 3")
+	})
+}

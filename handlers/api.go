@@ -129,12 +129,19 @@ func decodeJSON(c echo.Context, v any) error {
 			err = fmt.Errorf("trailing data after the JSON value: %w", terr)
 		}
 	}
-	var tooLarge *http.MaxBytesError
+	var (
+		tooLarge *http.MaxBytesError
+		badTime  *time.ParseError
+	)
 	switch {
 	case err == nil:
 		return nil
 	case errors.As(err, &tooLarge):
 		return echo.NewHTTPError(http.StatusRequestEntityTooLarge, "JSON body larger than "+strconv.Itoa(maxJSONBody)+" bytes")
+	case errors.As(err, &badTime):
+		// encoding/json does not say which field a time came from; the
+		// value itself, quoted, points at it.
+		return badRequest("invalid JSON body: times must be RFC 3339 such as 2026-01-02T15:04:05Z: " + err.Error())
 	}
 	return badRequest("invalid JSON body: " + err.Error())
 }
@@ -147,7 +154,7 @@ func (a *api) registerFan(c echo.Context) error {
 	if err := decodeJSON(c, &in); err != nil {
 		return err
 	}
-	if err := in.Validate(); err != nil {
+	if err := in.ValidateAt(a.now()); err != nil {
 		return storeError(err)
 	}
 	ctx := c.Request().Context()
@@ -182,7 +189,7 @@ func (a *api) registerFans(c echo.Context) error {
 		return badRequest("send between 1 and " + strconv.Itoa(apiclient.MaxFansPerBatch) + " fans")
 	}
 	for i := range in {
-		if err := in[i].Validate(); err != nil {
+		if err := in[i].ValidateAt(a.now()); err != nil {
 			return badRequest("fan " + strconv.Itoa(i) + ": " + err.Error())
 		}
 	}
@@ -201,17 +208,18 @@ func (a *api) getFan(c echo.Context) error {
 	return c.JSON(http.StatusOK, apiclient.FanResponse{FanDetail: fan})
 }
 
-// patchFan changes a fan's priority: {"priority": 1…100}; 200 with the fan.
+// patchFan changes a fan's priority, last-active time or both:
+// {"priority": 1…100, "last_active_at": RFC 3339}; 200 with the fan.
 func (a *api) patchFan(c echo.Context) error {
 	var in apiclient.FanPatch
 	if err := decodeJSON(c, &in); err != nil {
 		return err
 	}
-	if in.Priority == nil {
-		return badRequest("priority: required, from 1 to 100")
+	if in.Priority == nil && in.LastActiveAt == nil {
+		return badRequest("priority (from 1 to 100) or last_active_at: one is required")
 	}
 	unionID := c.Param("unionid")
-	if err := a.pipeline.SetFanPriority(c.Request().Context(), unionID, *in.Priority); err != nil {
+	if err := a.pipeline.UpdateFan(c.Request().Context(), unionID, store.FanUpdate{Priority: in.Priority, LastActive: in.LastActiveAt}); err != nil {
 		return storeError(err)
 	}
 	return a.getFan(c)

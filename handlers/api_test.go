@@ -363,6 +363,82 @@ func TestAPI_RegisterFans(t *testing.T) {
 	})
 }
 
+// TestAPI_FanLastActive: a fan's last-active time is given to POST
+// /v1/fans and /v1/fans/batch, changed with PATCH, returned by GET, and
+// orders the queue within a priority.
+func TestAPI_FanLastActive(t *testing.T) {
+	t.Parallel()
+	queue := func(t *testing.T, b *apiBundle) []string {
+		t.Helper()
+		fans, err := b.db.NextFans(t.Context(), 10)
+		require.NoError(t, err)
+		var out []string
+		for _, f := range fans {
+			out = append(out, f.UnionID)
+		}
+		return out
+	}
+
+	t.Run("GivenChangedShown", func(t *testing.T) {
+		t.Parallel()
+		b := setupAPI(t, apiOpts{wecom: &pipelinetest.FakeWeCom{UnionIDToPendingIDFunc: pipelinetest.PendingIDs("p-1")}})
+		code, body := b.do(t, http.MethodPost, "/v1/fans", `{"unionid":"test-u1","openid":"o-1","last_active_at":"2026-02-28T22:30:00+08:00"}`)
+		require.Equal(t, http.StatusCreated, code, string(body))
+		require.Equal(t, "2026-02-28T14:30:00Z", decodeAs[map[string]any](t, body)["last_active_at"], "in UTC")
+
+		code, body = b.do(t, http.MethodPost, "/v1/fans/batch", `[{"unionid":"test-idle","openid":"o"},
+			{"unionid":"test-active","openid":"o","last_active_at":"2026-02-27T10:00:00Z"},
+			{"unionid":"test-ahead","openid":"o","last_active_at":"2026-03-01T08:01:00Z"}]`)
+		require.Equal(t, http.StatusAccepted, code, string(body))
+		require.Equal(t, []string{"test-ahead", "test-active", "test-idle"}, queue(t, b), "a clock a minute ahead is tolerated")
+
+		code, body = b.do(t, http.MethodPatch, "/v1/fans/test-idle", `{"last_active_at":"2026-02-28T07:00:00Z"}`)
+		require.Equal(t, http.StatusOK, code, string(body))
+		got := decodeAs[store.FanDetail](t, body)
+		require.True(t, got.LastActiveAt.Equal(time.Date(2026, 2, 28, 7, 0, 0, 0, time.UTC)))
+		require.Equal(t, store.DefaultFanPriority, got.Priority, "the priority is kept")
+		require.Equal(t, []string{"test-ahead", "test-idle", "test-active"}, queue(t, b), "moved up at once")
+
+		code, body = b.do(t, http.MethodPatch, "/v1/fans/test-idle", `{"priority":90,"last_active_at":"2026-01-01T00:00:00Z"}`)
+		require.Equal(t, http.StatusOK, code, string(body))
+		code, body = b.do(t, http.MethodGet, "/v1/fans/test-idle", nil)
+		require.Equal(t, http.StatusOK, code)
+		got = decodeAs[store.FanDetail](t, body)
+		require.Equal(t, 90, got.Priority)
+		require.True(t, got.LastActiveAt.Equal(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)), "PATCH sets an older time too")
+
+		code, body = b.do(t, http.MethodGet, "/v1/fans/test-active", nil)
+		require.Equal(t, http.StatusOK, code)
+		require.Equal(t, "2026-02-27T10:00:00Z", decodeAs[map[string]any](t, body)["last_active_at"])
+	})
+
+	t.Run("BadRequest", func(t *testing.T) {
+		t.Parallel()
+		b := setupAPI(t, apiOpts{})
+		registerFan(t, b, "test-u1", "o-1", "p-1")
+		future := apiNow.Add(store.MaxClockSkew + time.Second).Format(time.RFC3339)
+		for name, tc := range map[string]struct {
+			method, path, body, msg string
+		}{
+			"NotATime":        {http.MethodPost, "/v1/fans", `{"unionid":"test-u2","openid":"o","last_active_at":"yesterday"}`, "RFC 3339"},
+			"NotAString":      {http.MethodPost, "/v1/fans", `{"unionid":"test-u2","openid":"o","last_active_at":1700000000}`, "invalid JSON"},
+			"Future":          {http.MethodPost, "/v1/fans", `{"unionid":"test-u2","openid":"o","last_active_at":"` + future + `"}`, "last_active_at"},
+			"BatchNotATime":   {http.MethodPost, "/v1/fans/batch", `[{"unionid":"test-u2","openid":"o","last_active_at":"2026-02-30"}]`, "RFC 3339"},
+			"BatchFuture":     {http.MethodPost, "/v1/fans/batch", `[{"unionid":"test-u2","openid":"o","last_active_at":"` + future + `"}]`, "fan 0: store: invalid: last_active_at"},
+			"PatchNotATime":   {http.MethodPatch, "/v1/fans/test-u1", `{"last_active_at":"soon"}`, "RFC 3339"},
+			"PatchFuture":     {http.MethodPatch, "/v1/fans/test-u1", `{"last_active_at":"` + future + `"}`, "last_active_at"},
+			"PatchNothing":    {http.MethodPatch, "/v1/fans/test-u1", `{}`, "priority"},
+			"PatchBefore1970": {http.MethodPatch, "/v1/fans/test-u1", `{"last_active_at":"1969-12-31T00:00:00Z"}`, "last_active_at"},
+		} {
+			code, body := b.do(t, tc.method, tc.path, tc.body)
+			require.Equal(t, http.StatusBadRequest, code, name)
+			require.Contains(t, errorBody(t, body), tc.msg, name)
+		}
+		require.Equal(t, int64(1), b.count(t, `SELECT count(*) FROM fans`), "no fan stored")
+		require.Zero(t, b.count(t, `SELECT count(*) FROM fans WHERE last_active_at IS NOT NULL`), "nothing changed")
+	})
+}
+
 func TestAPI_GetFan(t *testing.T) {
 	t.Parallel()
 

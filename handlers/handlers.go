@@ -56,9 +56,9 @@ type Pipeline interface {
 	RetryFans(ctx context.Context, f store.RetryFilter) (int64, error)
 	// Forecast reports the quota windows and the backlog waiting for them.
 	Forecast(ctx context.Context) (pipeline.Forecast, error)
-	// SetFanPriority changes a fan's priority. Errors: store.ErrInvalid,
-	// store.ErrNotFound.
-	SetFanPriority(ctx context.Context, unionID string, priority int) error
+	// UpdateFan changes a fan's priority or last-active time. Errors:
+	// store.ErrInvalid, store.ErrNotFound.
+	UpdateFan(ctx context.Context, unionID string, u store.FanUpdate) error
 }
 
 // Queries are the reads behind the /v1 lookups. *store.DB implements it.

@@ -54,8 +54,8 @@ type PriorityBacklog struct {
 }
 
 type forecastStore interface {
-	// SetFanPriority changes a fan's priority.
-	SetFanPriority(ctx context.Context, unionID string, priority int) error
+	// UpdateFan changes a fan's priority or last-active time.
+	UpdateFan(ctx context.Context, unionID string, u store.FanUpdate) error
 	// Backlog counts the registration queue by class and the unchecked fans
 	// created after after.
 	Backlog(ctx context.Context, after time.Time) (store.Backlog, error)
@@ -159,9 +159,9 @@ func sustainable(us []quota.Usage, cycle time.Duration) int64 {
 	return best
 }
 
-// SetFanPriority changes a fan's priority (store.MinFanPriority to
-// store.MaxFanPriority): its later registrations, renewals and checks go
-// by it.
-func (p *Pipeline) SetFanPriority(ctx context.Context, unionID string, priority int) error {
-	return p.cfg.Store.SetFanPriority(ctx, unionID, priority)
+// UpdateFan changes a fan's priority (store.MinFanPriority to
+// store.MaxFanPriority) or last-active time: its later registrations,
+// renewals and checks go by them, and a queued fan moves at once.
+func (p *Pipeline) UpdateFan(ctx context.Context, unionID string, u store.FanUpdate) error {
+	return p.cfg.Store.UpdateFan(ctx, unionID, u)
 }

@@ -82,6 +82,12 @@ type FanInput struct {
 	// keeps the fan's (50 for a new one). Bulk registrations, renewals and
 	// checks go highest first.
 	Priority int `json:"priority,omitempty"`
+	// LastActive is when the fan was last active, as the brand knows it;
+	// zero is unknown. Within a priority, fans active on a later UTC day are
+	// registered and renewed first. RegisterFans keeps the newest it was
+	// given: zero or an older time leaves the stored one (a stale import
+	// does not make a fan look idle); UpdateFan sets it as given.
+	LastActive time.Time `json:"last_active_at,omitzero"`
 }
 
 // Fan priorities.
@@ -90,6 +96,36 @@ const (
 	DefaultFanPriority = 50
 	MaxFanPriority     = 100
 )
+
+// MaxClockSkew is how far after now a last-active time may be: a clock a
+// little ahead of ours is tolerated, a time beyond is a caller's bug.
+const MaxClockSkew = 5 * time.Minute
+
+// ValidateAt is Validate, and also rejects a LastActive more than
+// MaxClockSkew after now, or before 1970.
+func (f FanInput) ValidateAt(now time.Time) error {
+	if err := f.Validate(); err != nil {
+		return err
+	}
+	if f.LastActive.IsZero() {
+		return nil
+	}
+	return checkLastActive(f.LastActive, now)
+}
+
+func checkLastActive(t, now time.Time) error {
+	switch {
+	case t.Before(time.Unix(0, 0)):
+		return fmt.Errorf("%w: last_active_at must be after 1970", ErrInvalid)
+	case t.After(now.Add(MaxClockSkew)):
+		return fmt.Errorf("%w: last_active_at must not be in the future", ErrInvalid)
+	}
+	return nil
+}
+
+// activeDay is the UTC day (since 1970) of a last-active time in unix ms,
+// the recency the queue orders by; 0 stands for unknown.
+func activeDay(ms int64) int64 { return ms / (24 * time.Hour).Milliseconds() }
 
 // Validate reports whether f can be stored; the error wraps ErrInvalid.
 func (f FanInput) Validate() error {
@@ -163,11 +199,13 @@ const (
 
 // FanDetail is a fan with its pending_ids and links.
 type FanDetail struct {
-	UnionID   string `json:"unionid"`
-	OpenID    string `json:"openid"`
-	Priority  int    `json:"priority"`
-	State     string `json:"state"`
-	LastError string `json:"last_error,omitempty"`
+	UnionID  string `json:"unionid"`
+	OpenID   string `json:"openid"`
+	Priority int    `json:"priority"`
+	// LastActiveAt is when the fan was last active, nil if unknown.
+	LastActiveAt *time.Time `json:"last_active_at,omitempty"`
+	State        string     `json:"state"`
+	LastError    string     `json:"last_error,omitempty"`
 	// PendingID is the newest live pending_id, "" if none.
 	PendingID string `json:"pending_id,omitempty"`
 	// ExpiresAt is when PendingID stops matching.
@@ -292,20 +330,22 @@ func (db *DB) FailFan(ctx context.Context, unionID, reason string) error {
 // registration queue, unless it is queued already. Fans are validated
 // first; an invalid one writes nothing.
 func (db *DB) RegisterFans(ctx context.Context, fans []FanInput, opts RegisterOpts) (RegisterResult, error) {
+	now := db.cfg.Now()
 	for i, f := range fans {
-		if err := f.Validate(); err != nil {
+		if err := f.ValidateAt(now); err != nil {
 			return RegisterResult{}, fmt.Errorf("fan %d: %w", i, err)
 		}
 	}
 	if opts.Priority != QueueInteractive && opts.Priority != QueueRenew {
 		opts.Priority = QueueBulk
 	}
-	return db.eng.registerFans(ctx, fans, opts, db.cfg.Now())
+	return db.eng.registerFans(ctx, fans, opts, now)
 }
 
 // NextFans returns up to limit fans from the head of the registration
 // queue: interactive ones first, then by the fan's priority (highest
-// first), renewals before first registrations among equals, oldest first.
+// first), renewals before first registrations among equals, then the fans
+// last active on a later UTC day (unknown last), oldest queued first.
 // It does not take them out: a pending_id or a failure does (or
 // RequeueFan puts one back at the end of its place).
 func (db *DB) NextFans(ctx context.Context, limit int) ([]QueuedFan, error) {
@@ -329,10 +369,33 @@ func (db *DB) QueuedFans(ctx context.Context) (map[int]int64, error) {
 // SetFanPriority changes a fan's priority (MinFanPriority to
 // MaxFanPriority). Errors: ErrInvalid, ErrNotFound.
 func (db *DB) SetFanPriority(ctx context.Context, unionID string, priority int) error {
-	if priority < MinFanPriority || priority > MaxFanPriority {
+	return db.UpdateFan(ctx, unionID, FanUpdate{Priority: &priority})
+}
+
+// FanUpdate is what UpdateFan changes; nil fields are kept.
+type FanUpdate struct {
+	// Priority is MinFanPriority to MaxFanPriority.
+	Priority *int
+	// LastActive replaces the fan's last-active time, older or not: this
+	// is a correction, unlike RegisterFans, which keeps the newest.
+	LastActive *time.Time
+}
+
+// UpdateFan changes a fan's priority or last-active time; a queued fan
+// takes its new place at once. Errors: ErrInvalid, ErrNotFound.
+func (db *DB) UpdateFan(ctx context.Context, unionID string, u FanUpdate) error {
+	now := db.cfg.Now()
+	switch {
+	case u.Priority == nil && u.LastActive == nil:
+		return fmt.Errorf("%w: nothing to change", ErrInvalid)
+	case u.Priority != nil && (*u.Priority < MinFanPriority || *u.Priority > MaxFanPriority):
 		return fmt.Errorf("%w: priority must be from %d to %d", ErrInvalid, MinFanPriority, MaxFanPriority)
+	case u.LastActive != nil:
+		if err := checkLastActive(*u.LastActive, now); err != nil {
+			return err
+		}
 	}
-	return db.eng.setFanPriority(ctx, unionID, priority, db.cfg.Now())
+	return db.eng.updateFan(ctx, unionID, u, now)
 }
 
 // FindFan returns a fan with its pending_ids and links, or ErrNotFound.
@@ -355,8 +418,9 @@ func (db *DB) FindCustomer(ctx context.Context, corpID, externalUserID string) (
 
 // FansToRenew lists registered fans whose newest pending_id expires before
 // the given time, with their priorities: highest priority first, then
-// unmatched fans before linked ones (another dealer may still add them),
-// then the soonest to expire. A fan whose
+// those last active on a later UTC day (unknown last), then unmatched fans
+// before linked ones (another dealer may still add them), then the soonest
+// to expire. A fan whose
 // renewal returned the id it already held is listed again only once that id
 // has expired.
 func (db *DB) FansToRenew(ctx context.Context, before time.Time, limit int) ([]FanInput, error) {

@@ -496,13 +496,21 @@ func (e *sqlEngine) linkExisting(ctx context.Context, jobs jobInserter, unionID 
 	return links, err
 }
 
-func (e *sqlEngine) setFanPriority(ctx context.Context, unionID string, priority int, now time.Time) error {
-	res, err := e.execLocked(ctx, "set fan priority", `UPDATE fans SET importance = ?, updated_at = ? WHERE unionid = ?`, priority, now.UnixMilli(), unionID)
+func (e *sqlEngine) updateFan(ctx context.Context, unionID string, u FanUpdate, now time.Time) error {
+	sets, args := []string{"updated_at = ?"}, []any{now.UnixMilli()}
+	if u.Priority != nil {
+		sets, args = append(sets, "importance = ?"), append(args, *u.Priority)
+	}
+	if u.LastActive != nil {
+		ms := u.LastActive.UnixMilli()
+		sets, args = append(sets, "last_active_at = ?", "active_day = ?"), append(args, ms, activeDay(ms))
+	}
+	res, err := e.execLocked(ctx, "update fan", `UPDATE fans SET `+strings.Join(sets, ", ")+` WHERE unionid = ?`, append(args, unionID)...)
 	if err != nil {
 		return err
 	}
 	if n, err := res.RowsAffected(); err != nil {
-		return dbError("set fan priority", err)
+		return dbError("update fan", err)
 	} else if n == 0 {
 		return fmt.Errorf("%w: fan", ErrNotFound)
 	}
@@ -516,7 +524,7 @@ func (e *sqlEngine) failFan(ctx context.Context, unionID, reason string, now tim
 }
 
 // registerChunk bounds the fans one statement writes: far below both
-// engines' limits on bound parameters (5 per fan).
+// engines' limits on bound parameters (10 per fan).
 const registerChunk = 500
 
 func (e *sqlEngine) registerFans(ctx context.Context, fans []FanInput, opts RegisterOpts, now time.Time) (res RegisterResult, err error) {
@@ -543,7 +551,7 @@ func (e *sqlEngine) registerFans(ctx context.Context, fans []FanInput, opts Regi
 			}
 			// A new fan is queued by its insert, with its priority: one
 			// statement writes a chunk of an import of new fans.
-			q, args := manyRows(`INSERT INTO fans (unionid, openid, priority, importance, queued_at, queue_class, created_at, updated_at) VALUES `, len(chunk), 8,
+			q, args := manyRows(`INSERT INTO fans (unionid, openid, priority, importance, queued_at, queue_class, last_active_at, active_day, created_at, updated_at) VALUES `, len(chunk), 10,
 				func(i int) []any {
 					f := chunk[i]
 					var queued any
@@ -554,9 +562,19 @@ func (e *sqlEngine) registerFans(ctx context.Context, fans []FanInput, opts Regi
 					if importance == 0 {
 						importance = DefaultFanPriority
 					}
-					return []any{f.UnionID, f.OpenID, -opts.Priority, importance, queued, opts.Priority, nowMS, nowMS}
+					var active any
+					var day int64
+					if !f.LastActive.IsZero() {
+						ms := f.LastActive.UnixMilli()
+						active, day = ms, activeDay(ms)
+					}
+					return []any{f.UnionID, f.OpenID, -opts.Priority, importance, queued, opts.Priority, active, day, nowMS, nowMS}
 				})
-			if _, err := tx.ExecContext(ctx, q+` ON CONFLICT (unionid) DO UPDATE SET openid = excluded.openid, updated_at = excluded.updated_at`,
+			// A known fan keeps the newest last-active time it was given: none
+			// or an older one (a stale import) leaves it.
+			if _, err := tx.ExecContext(ctx, q+` ON CONFLICT (unionid) DO UPDATE SET openid = excluded.openid, updated_at = excluded.updated_at,
+				last_active_at = CASE WHEN fans.last_active_at IS NULL OR excluded.last_active_at > fans.last_active_at THEN excluded.last_active_at ELSE fans.last_active_at END,
+				active_day = CASE WHEN fans.last_active_at IS NULL OR excluded.last_active_at > fans.last_active_at THEN excluded.active_day ELSE fans.active_day END`,
 				args...); err != nil {
 				return dbError("upsert fans", err)
 			}
@@ -598,12 +616,14 @@ const queueColumns = `SELECT unionid, openid, importance, queue_class, queued_at
 
 func (e *sqlEngine) nextFans(ctx context.Context, limit int) ([]QueuedFan, error) {
 	// Two ordered index scans (fans_queue_interactive, fans_queue) rather
-	// than one ORDER BY over a CASE, which no index serves.
+	// than one ORDER BY over a CASE, which no index serves. Recency is by
+	// day so that queued_at still orders the fans of a day: first come,
+	// first served.
 	out, err := e.scanQueued(ctx, queueColumns+`queue_class = ? ORDER BY queued_at LIMIT ?`, QueueInteractive, limit)
 	if err != nil || len(out) == limit {
 		return out, err
 	}
-	rest, err := e.scanQueued(ctx, queueColumns+`queue_class <> ? ORDER BY importance DESC, queue_class DESC, queued_at LIMIT ?`,
+	rest, err := e.scanQueued(ctx, queueColumns+`queue_class <> ? ORDER BY importance DESC, queue_class DESC, active_day DESC, queued_at LIMIT ?`,
 		QueueInteractive, limit-len(out))
 	return append(out, rest...), err
 }
@@ -771,13 +791,18 @@ func (e *sqlEngine) findFan(ctx context.Context, unionID string, now time.Time) 
 	var (
 		f       FanDetail
 		created int64
+		active  sql.NullInt64
 	)
-	err := e.read.QueryRowContext(ctx, `SELECT unionid, openid, importance, state, last_error, created_at FROM fans WHERE unionid = ?`, unionID).
-		Scan(&f.UnionID, &f.OpenID, &f.Priority, &f.State, &f.LastError, &created)
+	err := e.read.QueryRowContext(ctx, `SELECT unionid, openid, importance, last_active_at, state, last_error, created_at FROM fans WHERE unionid = ?`, unionID).
+		Scan(&f.UnionID, &f.OpenID, &f.Priority, &active, &f.State, &f.LastError, &created)
 	if err != nil {
 		return nil, dbError("find fan", err)
 	}
 	f.CreatedAt = time.UnixMilli(created).UTC()
+	if active.Valid {
+		t := time.UnixMilli(active.Int64).UTC()
+		f.LastActiveAt = &t
+	}
 	if f.PendingIDs, err = e.fanPendingIDs(ctx, unionID); err != nil {
 		return nil, err
 	}
@@ -864,15 +889,16 @@ func (e *sqlEngine) fansToRenew(ctx context.Context, before, now time.Time, limi
 	// A fan is renewed once per issued id: WeCom may answer a renewal with the
 	// id the fan already holds, whose expiry does not move (§9 #10), and
 	// asking again before it expires would only spend quota.
-	// Highest priority first; among equals, unmatched fans (a linked one may
-	// still be added by another dealer, an unmatched one is all we have),
-	// then the soonest to expire.
-	// The newest id was issued a lifetime before live_until; a later
-	// registered_at means WeCom answered since with an id already held.
+	// Highest priority first, then the fans last active on a later day
+	// (unknown last); among equals, unmatched fans (a linked one may still
+	// be added by another dealer, an unmatched one is all we have), then the
+	// soonest to expire. The newest id was issued a lifetime before
+	// live_until; a later registered_at means WeCom answered since with an
+	// id already held.
 	rows, err := e.read.QueryContext(ctx, `SELECT f.unionid, f.openid, f.importance FROM fans f
 		WHERE f.live_until < ? AND f.state = 'registered' AND f.queued_at IS NULL
 		AND (f.live_until <= ? OR f.registered_at IS NULL OR f.registered_at <= f.live_until - ?)
-		ORDER BY f.importance DESC, EXISTS (SELECT 1 FROM links l WHERE l.unionid = f.unionid AND l.active = 1), f.live_until LIMIT ?`,
+		ORDER BY f.importance DESC, f.active_day DESC, EXISTS (SELECT 1 FROM links l WHERE l.unionid = f.unionid AND l.active = 1), f.live_until LIMIT ?`,
 		before.UnixMilli(), now.UnixMilli(), PendingIDLifetime.Milliseconds(), limit)
 	if err != nil {
 		return nil, dbError("fans to renew", err)

@@ -332,7 +332,7 @@ type engine interface {
 	retryEvents(ctx context.Context, jobs jobInserter, f RetryFilter, now time.Time) (int64, error)
 	retryFans(ctx context.Context, f RetryFilter, now time.Time) (int64, error)
 	failFan(ctx context.Context, unionID, reason string, now time.Time) error
-	setFanPriority(ctx context.Context, unionID string, priority int, now time.Time) error
+	updateFan(ctx context.Context, unionID string, u FanUpdate, now time.Time) error
 	registerFans(ctx context.Context, fans []FanInput, opts RegisterOpts, now time.Time) (RegisterResult, error)
 	nextFans(ctx context.Context, limit int) ([]QueuedFan, error)
 	requeueFan(ctx context.Context, unionID, reason string, now time.Time) error

@@ -118,7 +118,7 @@ func TestValidator_CheckRequest(t *testing.T) {
 	req.Header.Set("Authorization", bearer)
 	op, err := v.CheckRequest(t.Context(), req, []byte(`{"priority":7}`))
 	require.NoError(t, err)
-	require.Equal(t, "setFanPriority", op)
+	require.Equal(t, "updateFan", op)
 
 	_, err = v.CheckRequest(t.Context(), req, []byte(`{"priority":700}`))
 	require.Error(t, err, "priority above 100")

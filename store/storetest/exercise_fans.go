@@ -33,6 +33,45 @@ func (open exerciser) registerFans(t *testing.T) {
 		require.ErrorIs(t, err, store.ErrInvalid)
 	})
 
+	open.test(t, "LastActiveKeptOrNewer", Policy{}, func(t *testing.T, b *bundle) {
+		// Ensure a fan's last-active time is stored when given, kept when a
+		// re-register gives none or an older one (a stale import does not
+		// age a fan), replaced by a newer one; UpdateFan sets it exactly.
+		active := b.start.Add(-48 * time.Hour)
+		register := func(f store.FanInput) {
+			t.Helper()
+			_, err := b.db.RegisterFans(t.Context(), []store.FanInput{f}, store.RegisterOpts{NoJob: true})
+			require.NoError(t, err)
+		}
+		lastActive := func() *time.Time { t.Helper(); return b.fan(t, "test-u1").LastActiveAt }
+		register(store.FanInput{UnionID: "test-u2", OpenID: "o-2"})
+		require.Nil(t, b.fan(t, "test-u2").LastActiveAt, "none given: unknown")
+		register(store.FanInput{UnionID: "test-u1", OpenID: "o-1", LastActive: active})
+		require.True(t, active.Equal(*lastActive()))
+		register(store.FanInput{UnionID: "test-u1", OpenID: "o-1"})
+		require.True(t, active.Equal(*lastActive()), "none given: kept")
+		register(store.FanInput{UnionID: "test-u1", OpenID: "o-1", LastActive: active.Add(-time.Hour)})
+		require.True(t, active.Equal(*lastActive()), "older: kept")
+		register(store.FanInput{UnionID: "test-u1", OpenID: "o-1", LastActive: active.Add(time.Hour)})
+		require.True(t, active.Add(time.Hour).Equal(*lastActive()), "newer: replaces")
+
+		older := active.Add(-24 * time.Hour)
+		require.NoError(t, b.db.UpdateFan(t.Context(), "test-u1", store.FanUpdate{LastActive: &older}))
+		require.True(t, older.Equal(*lastActive()), "UpdateFan sets it as given")
+		require.Equal(t, store.DefaultFanPriority, b.fan(t, "test-u1").Priority, "and keeps the priority")
+		require.ErrorIs(t, b.db.UpdateFan(t.Context(), "test-nobody", store.FanUpdate{LastActive: &older}), store.ErrNotFound)
+		require.ErrorIs(t, b.db.UpdateFan(t.Context(), "test-u1", store.FanUpdate{}), store.ErrInvalid, "nothing to change")
+
+		// A clock a little ahead is tolerated; further is a caller's bug.
+		register(store.FanInput{UnionID: "test-u3", OpenID: "o-3", LastActive: b.start.Add(store.MaxClockSkew)})
+		future := b.start.Add(store.MaxClockSkew + time.Second)
+		_, err := b.db.RegisterFans(t.Context(), []store.FanInput{{UnionID: "test-u4", OpenID: "o-4", LastActive: future}}, store.RegisterOpts{})
+		require.ErrorIs(t, err, store.ErrInvalid)
+		require.ErrorIs(t, b.db.UpdateFan(t.Context(), "test-u1", store.FanUpdate{LastActive: &future}), store.ErrInvalid)
+		_, err = b.db.FindFan(t.Context(), "test-u4")
+		require.ErrorIs(t, err, store.ErrNotFound)
+	})
+
 	fans := []store.FanInput{{UnionID: "test-u1", OpenID: "o-1"}, {UnionID: "test-u2", OpenID: "o-2"}}
 
 	// registerJob is one queued fan and its queue class.
@@ -397,6 +436,35 @@ func (open exerciser) fansToRenew(t *testing.T) {
 		require.Equal(t, []store.FanInput{{UnionID: "test-high", OpenID: "o-test-high", Priority: 90},
 			{UnionID: "test-low", OpenID: "o-test-low", Priority: 10}}, fans)
 	})
+
+	open.test(t, "RecentlyActiveFirstWithinPriority", Policy{}, func(t *testing.T, b *bundle) {
+		// Ensure renewals go by priority, then by the UTC day the fan was
+		// last active (unknown last), then as before: unmatched first,
+		// soonest expiry first.
+		yesterday := b.start.Add(-24 * time.Hour)
+		register := func(f store.FanInput, pendingID string) {
+			t.Helper()
+			_, err := b.db.RegisterFans(t.Context(), []store.FanInput{f}, store.RegisterOpts{NoJob: true})
+			require.NoError(t, err)
+			_, err = b.db.RecordFanPendingID(t.Context(), f.UnionID, pendingID)
+			require.NoError(t, err)
+			b.clock.Advance(time.Minute)
+		}
+		register(store.FanInput{UnionID: "test-idle", OpenID: "o"}, "p-idle")
+		register(store.FanInput{UnionID: "test-vip-old", OpenID: "o", Priority: 90, LastActive: b.start.Add(-300 * 24 * time.Hour)}, "p-vip")
+		register(store.FanInput{UnionID: "test-linked-active", OpenID: "o", LastActive: yesterday.Add(time.Hour)}, "p-linked")
+		b.resolve(t, resolution("wwtestcorp", "wmtest-linked", "p-linked"))
+		register(store.FanInput{UnionID: "test-active", OpenID: "o", LastActive: yesterday}, "p-active")
+		register(store.FanInput{UnionID: "test-active-later", OpenID: "o", LastActive: yesterday.Add(2 * time.Hour)}, "p-active-later")
+		fans, err := b.db.FansToRenew(t.Context(), b.start.Add(store.PendingIDLifetime+time.Hour), 10)
+		require.NoError(t, err)
+		var got []string
+		for _, f := range fans {
+			got = append(got, f.UnionID)
+		}
+		require.Equal(t, []string{"test-vip-old", "test-active", "test-active-later", "test-linked-active", "test-idle"}, got,
+			"the same day orders as before: unmatched, then the soonest expiry, not the later hour")
+	})
 }
 
 func (open exerciser) registrationQueue(t *testing.T) {
@@ -435,6 +503,45 @@ func (open exerciser) registrationQueue(t *testing.T) {
 
 		require.NoError(t, b.db.SetFanPriority(t.Context(), "test-renew-10", 100))
 		require.Equal(t, []string{"test-interactive", "test-renew-10"}, b.nextFans(t, 2), "a new priority takes effect at once")
+	})
+
+	open.test(t, "RecencyWithinPriority", nil, func(t *testing.T, b *bundle) {
+		// Ensure that within a priority and class the fans last active on a
+		// later UTC day go first, those of one day oldest queued first (not
+		// by the hour they were active), a fan of unknown activity last;
+		// priority beats recency, and a renewal beats a first registration
+		// of its priority however recent.
+		day := func(daysAgo, hour int) time.Time {
+			return time.Date(2026, 3, 1-daysAgo, hour, 0, 0, 0, time.UTC)
+		}
+		queue := func(opts store.RegisterOpts, fans ...store.FanInput) {
+			t.Helper()
+			_, err := b.db.RegisterFans(t.Context(), fans, opts)
+			require.NoError(t, err)
+			b.clock.Advance(time.Second)
+		}
+		bulk := store.RegisterOpts{Priority: store.QueueBulk}
+		b.addFan(t, "test-renew-idle", "p-1")
+		queue(bulk, store.FanInput{UnionID: "test-unknown", OpenID: "o"})
+		queue(bulk, store.FanInput{UnionID: "test-old", OpenID: "o", LastActive: day(30, 12)},
+			store.FanInput{UnionID: "test-day-early", OpenID: "o", LastActive: day(1, 2)})
+		queue(bulk, store.FanInput{UnionID: "test-day-late", OpenID: "o", LastActive: day(1, 20)},
+			store.FanInput{UnionID: "test-vip-unknown", OpenID: "o", Priority: 90})
+		queue(bulk, store.FanInput{UnionID: "test-today", OpenID: "o", LastActive: day(0, 7)})
+		queue(store.RegisterOpts{Priority: store.QueueRenew, Renew: true}, store.FanInput{UnionID: "test-renew-idle", OpenID: "o-test-renew-idle"})
+
+		require.Equal(t, []string{"test-vip-unknown", "test-renew-idle", "test-today", "test-day-early", "test-day-late", "test-old", "test-unknown"},
+			b.nextFans(t, 10))
+
+		require.NoError(t, b.db.RequeueFan(t.Context(), "test-day-early", "system busy"))
+		require.Equal(t, []string{"test-vip-unknown", "test-renew-idle", "test-today", "test-day-late", "test-day-early", "test-old", "test-unknown"},
+			b.nextFans(t, 10), "a requeued fan goes behind the others of its day")
+
+		recent := day(0, 6)
+		require.NoError(t, b.db.UpdateFan(t.Context(), "test-unknown", store.FanUpdate{LastActive: &recent}))
+		queue(bulk, store.FanInput{UnionID: "test-old", OpenID: "o", LastActive: day(0, 1)})
+		require.Equal(t, []string{"test-vip-unknown", "test-renew-idle", "test-unknown", "test-old", "test-today"}, b.nextFans(t, 5),
+			"a new last-active time takes effect at once, and today's fans go oldest queued first")
 	})
 
 	open.test(t, "LeftOnPendingIDOrFailure", nil, func(t *testing.T, b *bundle) {
