@@ -224,6 +224,10 @@ type QuotaResponse struct {
 	// ExpiringWithin7Days those whose newest one expires within 7 days.
 	LivePendingIDs      int64 `json:"live_pending_ids"`
 	ExpiringWithin7Days int64 `json:"expiring_within_7_days"`
+	// ExpiringUnrenewed7Days is how many of those (and of the expired ones
+	// waiting for renewal) the quota cannot renew within the 7 days, at
+	// least: the lowest-priority ones.
+	ExpiringUnrenewed7Days int64 `json:"expiring_unrenewed_7_days"`
 	// SustainableLiveFans is how many fans the unionid_to_pending_id quota
 	// keeps live for good, each renewed once per pending_id lifetime.
 	SustainableLiveFans int64 `json:"sustainable_live_fans"`

@@ -287,7 +287,7 @@ func (a *api) quota(c echo.Context) error {
 		return err
 	}
 	resp := apiclient.QuotaResponse{
-		LivePendingIDs: f.LivePendingIDs, ExpiringWithin7Days: f.ExpiringWithin7Days, SustainableLiveFans: f.Sustainable,
+		LivePendingIDs: f.LivePendingIDs, ExpiringWithin7Days: f.ExpiringWithin7Days, ExpiringUnrenewed7Days: f.ExpiringUnrenewed, SustainableLiveFans: f.Sustainable,
 		OverCapacity:  f.OverCapacity,
 		APIs:          []apiclient.QuotaAPI{},
 		Registrations: make([]apiclient.QuotaBacklog, 0, len(f.Registrations)),

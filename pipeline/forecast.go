@@ -2,6 +2,8 @@ package pipeline
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/pendinglink/pendinglink/quota"
@@ -20,6 +22,12 @@ type Forecast struct {
 	// Sustainable is how many fans the pending_id quota keeps live for good
 	// when each is renewed RenewBefore ahead of its 90 days (0: no limit).
 	Sustainable int64
+	// ExpiringUnrenewed is how many fans whose newest pending_id expires
+	// within 7 days (or expired, waiting for renewal) the quota cannot renew
+	// within those 7 days, at least: after the interactive registrations,
+	// renewals and first registrations take the quota by priority, so these
+	// are the lowest-priority ones.
+	ExpiringUnrenewed int64
 	// OverCapacity is how many of the live and queued fans the quota cannot
 	// keep live (LivePendingIDs plus the registrations queued, less
 	// Sustainable): the lowest-priority ones, renewed last, expire.
@@ -59,6 +67,9 @@ type forecastStore interface {
 	// Backlog counts the registration queue by class and the unchecked fans
 	// created after after.
 	Backlog(ctx context.Context, after time.Time) (store.Backlog, error)
+	// ExpiringByPriority counts, by priority, the fans not queued whose
+	// newest pending_id expires within the given time.
+	ExpiringByPriority(ctx context.Context, within time.Duration) ([]store.QueuedCount, error)
 }
 
 // Forecast reports the quota windows, live fans and the backlog with the
@@ -127,6 +138,11 @@ func (p *Pipeline) forecast(ctx context.Context, ps store.PipelineStatus) (Forec
 	if f.Sustainable > 0 {
 		f.OverCapacity = max(f.LivePendingIDs+ahead-f.Sustainable, 0)
 	}
+	expiring, err := p.cfg.Store.ExpiringByPriority(ctx, forecastExpiring)
+	if err != nil {
+		return f, err
+	}
+	f.ExpiringUnrenewed = unrenewed(quota.CallsWithin(f.Pending, forecastExpiring), b.QueuedBy, expiring)
 	checks := b.Unchecked
 	if sweep.Running() {
 		checks += sweep.Remaining
@@ -164,4 +180,40 @@ func sustainable(us []quota.Usage, cycle time.Duration) int64 {
 // renewals and checks go by them, and a queued fan moves at once.
 func (p *Pipeline) UpdateFan(ctx context.Context, unionID string, u store.FanUpdate) error {
 	return p.cfg.Store.UpdateFan(ctx, unionID, u)
+}
+
+// unrenewed is how many renewals (queued, or to come as expiring) calls
+// cannot reach when spent in queue order: interactive registrations first,
+// then by priority, renewals before first registrations at each.
+func unrenewed(calls int64, queued, expiring []store.QueuedCount) int64 {
+	type level struct{ renew, bulk int64 }
+	byPriority := map[int]*level{}
+	at := func(p int) *level {
+		if byPriority[p] == nil {
+			byPriority[p] = &level{}
+		}
+		return byPriority[p]
+	}
+	for _, q := range queued {
+		switch q.Class {
+		case store.QueueInteractive:
+			calls -= q.Count
+		case store.QueueRenew:
+			at(q.Priority).renew += q.Count
+		default:
+			at(q.Priority).bulk += q.Count
+		}
+	}
+	for _, e := range expiring {
+		at(e.Priority).renew += e.Count
+	}
+	priorities := slices.Sorted(maps.Keys(byPriority))
+	var short int64
+	for _, p := range slices.Backward(priorities) {
+		l := byPriority[p]
+		calls = max(calls, 0)
+		short += max(l.renew-calls, 0)
+		calls -= l.renew + l.bulk
+	}
+	return short
 }

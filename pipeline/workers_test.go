@@ -22,6 +22,7 @@ import (
 	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pendinglink/pendinglink/internal/fakeclock"
 	"github.com/pendinglink/pendinglink/pipeline"
 	"github.com/pendinglink/pendinglink/pipeline/pipelinetest"
 	"github.com/pendinglink/pendinglink/quota"
@@ -773,4 +774,63 @@ func TestForecast_QueueOrder(t *testing.T) {
 		{Name: "bulk", Count: 2, Done: at(4)},
 		{Name: "renewal", Count: 1, Done: at(3)},
 	}, f.Registrations, "a renewal of priority 50 is done before a first registration of 10")
+}
+
+// TestForecast_ExpiringUnrenewed: the renewals due within 7 days that the
+// week's calls cannot reach, when spent in queue order, are counted: the
+// lowest-priority ones.
+func TestForecast_ExpiringUnrenewed(t *testing.T) {
+	t.Parallel()
+	clock := fakeclock.New(testNow)
+	week := 7 * 24 * time.Hour
+	// The window is spent: 5 calls in the next 7 days.
+	b := setupWorkersAt(t, clock.Now, func(c *pipeline.Config) {
+		c.Quota = &pipelinetest.FakeQuota{Windows: []quota.Usage{{Length: week, Limit: 5, Used: 5}}}
+	})
+	fans := func(prefix string, n, priority int) []store.FanInput {
+		var out []store.FanInput
+		for i := range n {
+			out = append(out, store.FanInput{UnionID: fmt.Sprintf("test-%s%d", prefix, i), OpenID: "o", Priority: priority})
+		}
+		return out
+	}
+	register := func(fans []store.FanInput) {
+		t.Helper()
+		_, err := b.db.RegisterFans(t.Context(), fans, store.RegisterOpts{NoJob: true})
+		require.NoError(t, err)
+		for _, f := range fans {
+			_, err := b.db.RecordFanPendingID(t.Context(), f.UnionID, "p-"+f.UnionID)
+			require.NoError(t, err)
+		}
+	}
+	register(fans("high", 4, 90))
+	register(fans("low", 3, 10))
+	clock.Advance(store.PendingIDLifetime - 5*24*time.Hour) // all seven expire in 5 days
+	_, err := b.db.RegisterFans(t.Context(), fans("new", 2, 50), store.RegisterOpts{Priority: store.QueueBulk})
+	require.NoError(t, err)
+	_, err = b.db.RegisterFans(t.Context(), fans("now", 1, 50), store.RegisterOpts{Priority: store.QueueInteractive})
+	require.NoError(t, err)
+
+	f, err := b.pl.Forecast(t.Context())
+	require.NoError(t, err)
+	require.EqualValues(t, 7, f.ExpiringWithin7Days)
+	// 5 calls: the interactive fan, then the four of priority 90; the two
+	// first registrations of 50 and the three renewals of 10 wait.
+	require.EqualValues(t, 3, f.ExpiringUnrenewed)
+
+	// Queued for renewal, the low fans are still short.
+	_, err = b.db.RegisterFans(t.Context(), fans("low", 1, 10), store.RegisterOpts{Priority: store.QueueRenew, Renew: true})
+	require.NoError(t, err)
+	f, err = b.pl.Forecast(t.Context())
+	require.NoError(t, err)
+	require.EqualValues(t, 3, f.ExpiringUnrenewed)
+
+	// First registrations raised above the renewals take two of the calls.
+	for _, u := range []string{"test-new0", "test-new1"} {
+		p := 95
+		require.NoError(t, b.db.UpdateFan(t.Context(), u, store.FanUpdate{Priority: &p}))
+	}
+	f, err = b.pl.Forecast(t.Context())
+	require.NoError(t, err)
+	require.EqualValues(t, 5, f.ExpiringUnrenewed, "two of 90 and the three of 10")
 }

@@ -101,3 +101,22 @@ func TimeFor(us []Usage, n int64) time.Duration {
 	}
 	return time.Duration(secs * float64(time.Second))
 }
+
+// CallsWithin is TimeFor's inverse: how many calls finish within d. Each
+// window allows its spare calls plus d's share of its Limit per Length, and
+// the pace one per Pace; the smallest of those. With no windows nothing
+// limits the calls, and it returns math.MaxInt64.
+func CallsWithin(us []Usage, d time.Duration) int64 {
+	d = max(d, 0)
+	n := int64(math.MaxInt64)
+	for _, u := range us {
+		if u.Pace > 0 {
+			n = min(n, int64(d/u.Pace))
+		}
+		if u.Length <= 0 || u.Limit <= 0 {
+			continue
+		}
+		n = min(n, max(u.Limit-u.Used, 0)+int64(float64(u.Limit)*d.Seconds()/u.Length.Seconds()))
+	}
+	return n
+}

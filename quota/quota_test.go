@@ -65,6 +65,21 @@ func TestTimeFor(t *testing.T) {
 	}
 }
 
+func TestCallsWithin(t *testing.T) {
+	t.Parallel()
+	require.EqualValues(t, int64(math.MaxInt64), quota.CallsWithin(nil, time.Hour), "no windows, no limit")
+	require.EqualValues(t, 60_000, quota.CallsWithin(pending, 0), "the spare calls at once")
+	// The day's 80,000 spare plus 5 h of 480,000/day.
+	require.EqualValues(t, 180_000, quota.CallsWithin(pending, 5*time.Hour))
+	require.EqualValues(t, 60, quota.CallsWithin([]quota.Usage{{Pace: time.Minute}}, time.Hour), "one per pace")
+	// The inverse of TimeFor, wherever the windows bind.
+	for _, n := range []int64{80_000, 180_000, 2_000_000, 9_000_000} {
+		d := quota.TimeFor(pending, n)
+		require.GreaterOrEqual(t, quota.CallsWithin(pending, d), n, "%d calls take %s", n, d)
+		require.Less(t, quota.CallsWithin(pending, d-time.Minute), n, "%d calls do not fit in %s", n, d-time.Minute)
+	}
+}
+
 func TestSleep(t *testing.T) {
 	t.Parallel()
 

@@ -130,6 +130,8 @@ const recountSQL = `SELECT 'events.' || state, 0, count(*) FROM events GROUP BY 
 	UNION ALL SELECT 'fans.unchecked', 0, count(*) FROM fans WHERE state = 'registered' AND checked_at IS NULL
 	UNION ALL SELECT 'queue.' || queue_class, importance, count(*) FROM fans WHERE queued_at IS NOT NULL GROUP BY queue_class, importance
 	UNION ALL SELECT 'live_until', live_until / 3600000, count(*) FROM fans WHERE live_until IS NOT NULL GROUP BY live_until / 3600000
+	UNION ALL SELECT 'expiry.' || importance, live_until / 86400000, count(*) FROM fans WHERE live_until IS NOT NULL AND queued_at IS NULL
+		GROUP BY importance, live_until / 86400000
 	UNION ALL SELECT 'links', 0, count(*) FROM links
 	UNION ALL SELECT 'links.active', 0, count(*) FROM links WHERE active = 1
 	UNION ALL SELECT 'live_until.wrong', 0, count(*) FROM fans f
@@ -186,4 +188,37 @@ func (e *sqlEngine) checkTallies(ctx context.Context) ([]TallyDrift, error) {
 		return out[i].Name < out[j].Name || out[i].Name == out[j].Name && out[i].Part < out[j].Part
 	})
 	return out, nil
+}
+
+// expiringBy counts the fans not queued whose newest pending_id expires on
+// the UTC days from now's through (now+within)'s, by priority, highest
+// first. Whole days: the tallies keep no finer split, so the count may take
+// in fans that expired earlier today or expire later on the last day.
+func (e *sqlEngine) expiringBy(ctx context.Context, now time.Time, within time.Duration) ([]QueuedCount, error) {
+	const dayMS = 24 * hourMS
+	rows, err := e.read.QueryContext(ctx, `SELECT name, CAST(sum(n) AS BIGINT) FROM tallies
+		WHERE name LIKE 'expiry.%' AND part >= ? AND part <= ? GROUP BY name`,
+		now.UnixMilli()/dayMS, now.Add(within).UnixMilli()/dayMS)
+	if err != nil {
+		return nil, dbError("count expiring fans", err)
+	}
+	defer rows.Close()
+	var out []QueuedCount
+	for rows.Next() {
+		var (
+			name string
+			q    = QueuedCount{Class: QueueRenew}
+		)
+		if err := rows.Scan(&name, &q.Count); err != nil {
+			return nil, dbError("count expiring fans", err)
+		}
+		if q.Priority, err = strconv.Atoi(strings.TrimPrefix(name, "expiry.")); err != nil {
+			return nil, fmt.Errorf("store: count expiring fans: tally %q: %w", name, err)
+		}
+		if q.Count != 0 {
+			out = append(out, q)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Priority > out[j].Priority })
+	return out, dbError("count expiring fans", rows.Err())
 }

@@ -351,6 +351,7 @@ type engine interface {
 	outboxStatus(ctx context.Context) (OutboxStatus, error)
 	countFansExpiring(ctx context.Context, now time.Time, within time.Duration) (int64, error)
 	checkTallies(ctx context.Context) ([]TallyDrift, error)
+	expiringBy(ctx context.Context, now time.Time, within time.Duration) ([]QueuedCount, error)
 
 	// writePool is the pool River uses; its transactions are *sql.Tx.
 	writePool() *sql.DB

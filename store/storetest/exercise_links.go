@@ -676,6 +676,31 @@ func (open exerciser) tallies(t *testing.T) {
 		}
 	})
 
+	open.test(t, "ExpiringByPriority", Policy{}, func(t *testing.T, b *bundle) {
+		ctx := t.Context()
+		for i, p := range []int{80, 80, 20, 50} {
+			u := fmt.Sprintf("test-u%d", i)
+			_, err := b.db.RegisterFans(ctx, []store.FanInput{{UnionID: u, OpenID: "o", Priority: p}}, store.RegisterOpts{NoJob: true})
+			require.NoError(t, err)
+			_, err = b.db.RecordFanPendingID(ctx, u, "p-"+u)
+			require.NoError(t, err)
+			if i == 2 {
+				b.clock.Advance(30 * 24 * time.Hour) // test-u3 expires a month after the others
+			}
+		}
+		b.clock.Advance(store.PendingIDLifetime - 30*24*time.Hour - 3*24*time.Hour) // the first three expire in 3 days
+		got, err := b.db.ExpiringByPriority(ctx, 7*24*time.Hour)
+		require.NoError(t, err)
+		require.Equal(t, []store.QueuedCount{{Priority: 80, Class: store.QueueRenew, Count: 2}, {Priority: 20, Class: store.QueueRenew, Count: 1}}, got)
+
+		// A fan queued for renewal is in the queue's count, not this one.
+		_, err = b.db.RegisterFans(ctx, []store.FanInput{{UnionID: "test-u0", OpenID: "o"}}, store.RegisterOpts{Priority: store.QueueRenew, Renew: true})
+		require.NoError(t, err)
+		got, err = b.db.ExpiringByPriority(ctx, 7*24*time.Hour)
+		require.NoError(t, err)
+		require.Equal(t, []store.QueuedCount{{Priority: 80, Class: store.QueueRenew, Count: 1}, {Priority: 20, Class: store.QueueRenew, Count: 1}}, got)
+	})
+
 	open.test(t, "FollowEveryWrite", Policy{}, func(t *testing.T, b *bundle) {
 		ctx := t.Context()
 		requireTrue := func(step string) {

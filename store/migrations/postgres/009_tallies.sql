@@ -35,6 +35,7 @@ RETURNS TABLE (name TEXT, part BIGINT) LANGUAGE sql IMMUTABLE AS $$
     UNION ALL SELECT 'fans.unchecked', 0 WHERE state = 'registered' AND checked_at IS NULL
     UNION ALL SELECT 'queue.' || queue_class, importance WHERE queued_at IS NOT NULL
     UNION ALL SELECT 'live_until', live_until / 3600000 WHERE live_until IS NOT NULL
+    UNION ALL SELECT 'expiry.' || importance, live_until / 86400000 WHERE live_until IS NOT NULL AND queued_at IS NULL
 $$;
 
 INSERT INTO tallies (name, part, n) SELECT t.name, t.part, count(*) FROM events e, event_tallies(e.state) t GROUP BY 1, 2;
