@@ -239,7 +239,7 @@ func seedRegisteredFans(b *testing.B, db *store.DB, n int, now time.Time) {
 	b.Helper()
 	nowMS, life := now.UnixMilli(), store.PendingIDLifetime.Milliseconds()
 	seq := func(from, to int) string {
-		return fmt.Sprintf(`WITH RECURSIVE seq(i) AS (SELECT %d UNION ALL SELECT i + 1 FROM seq WHERE i < %d) `, from, to-1)
+		return fmt.Sprintf(`WITH RECURSIVE seq(i) AS (SELECT CAST(%d AS BIGINT) UNION ALL SELECT i + 1 FROM seq WHERE i < %d) `, from, to-1)
 	}
 	const chunk = 100_000
 	for from := 0; from < n+n/10; from += chunk {
