@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pendinglink/pendinglink/handlers"
+	"github.com/pendinglink/pendinglink/pipeline"
 	"github.com/pendinglink/pendinglink/store"
 )
 
@@ -61,6 +62,9 @@ type config struct {
 	ResolveMaxWait      time.Duration
 	RenewBefore         time.Duration
 	RenewInterval       time.Duration
+	// RenewEarly and RenewLearnAfter are pipeline.Config's.
+	RenewEarly      pipeline.RenewEarly
+	RenewLearnAfter int64
 
 	NotCustomerYetDelay    time.Duration
 	ReconcileInterval      time.Duration
@@ -229,8 +233,19 @@ func settings() []setting {
 			apply: intSetting(func(c *config) *int64 { return &c.RegisterConcurrency })},
 		{env: "PENDINGLINK_NOT_CUSTOMER_YET_DELAY", def: "45s", usage: "how long a fresh add whose lookup answers 84061 or no pending_id waits for its one retry (the reference advises 30-60 s)",
 			apply: durationSetting(func(c *config) *time.Duration { return &c.NotCustomerYetDelay })},
-		{env: "PENDINGLINK_RENEW_BEFORE", def: "168h", usage: "renew unmatched fans' pending_ids this long before they expire",
+		{env: "PENDINGLINK_RENEW_BEFORE", def: "168h", usage: "renew fans' pending_ids this long before they expire, while renewals start early (PENDINGLINK_RENEW_EARLY)",
 			apply: durationSetting(func(c *config) *time.Duration { return &c.RenewBefore })},
+		{env: "PENDINGLINK_RENEW_EARLY", def: string(pipeline.RenewEarlyAuto), usage: "auto (renew early until renewals show WeCom gives the same id back until it expires, then at expiry), always (PENDINGLINK_RENEW_BEFORE ahead) or never (at expiry)",
+			apply: func(c *config, v string) error {
+				m, err := pipeline.ParseRenewEarly(v)
+				if err != nil {
+					return errors.New("must be auto, always or never")
+				}
+				c.RenewEarly = m
+				return nil
+			}},
+		{env: "PENDINGLINK_RENEW_LEARN_AFTER", def: strconv.Itoa(pipeline.DefaultRenewLearnAfter), usage: "with PENDINGLINK_RENEW_EARLY=auto: renewals answered with the id the fan held, and none with a new id, before renewing at expiry",
+			apply: intSetting(func(c *config) *int64 { return &c.RenewLearnAfter })},
 		{env: "PENDINGLINK_RENEW_INTERVAL", def: "1h", usage: "how often the renewal job looks for expiring pending_ids",
 			apply: durationSetting(func(c *config) *time.Duration { return &c.RenewInterval })},
 		{env: "PENDINGLINK_RECONCILE_INTERVAL", def: "1m", usage: "how often the reconcile job checks fans against unionid_to_external_userid",

@@ -228,6 +228,16 @@ func TestDeploy_AlertsFire(t *testing.T) {
 			`pendinglink_fans_expiring{within="1d", instance="b"} 3x30`,
 			`pendinglink_quota_over_capacity_fans{instance="a"} 0x30`,
 		}, map[string]float64{"{}": 3}},
+		{"FansExpiringUnrenewedQuietWhenRenewingAtExpiry", "PendinglinkFansExpiringUnrenewed", []string{
+			`pendinglink_fans_expiring{within="1d", instance="a"} 3x30`,
+			`pendinglink_quota_over_capacity_fans{instance="a"} 0x30`,
+			`pendinglink_renewal_early{instance="a"} 0x30`,
+		}, nil},
+		{"FansExpiringUnrenewedFiresWhenRenewingEarly", "PendinglinkFansExpiringUnrenewed", []string{
+			`pendinglink_fans_expiring{within="1d", instance="a"} 3x30`,
+			`pendinglink_quota_over_capacity_fans{instance="a"} 0x30`,
+			`pendinglink_renewal_early{instance="a"} 1x30`,
+		}, map[string]float64{"{}": 3}},
 		{"FansExpiringUnrenewedQuietOverCapacity", "PendinglinkFansExpiringUnrenewed", []string{
 			`pendinglink_fans_expiring{within="1d", instance="a"} 3x30`,
 			`pendinglink_quota_over_capacity_fans{instance="a"} 5x30`,

@@ -390,6 +390,8 @@ func TestE2E_QuotaForecast(t *testing.T) {
 	require.Equal(t, apiclient.QuotaWindow{Window: "1h0m0s", Used: 5, Limit: 5}, q.APIs[0].Windows[0])
 	require.EqualValues(t, 5, q.LivePendingIDs)
 	require.EqualValues(t, 1000*83/31, q.SustainableLiveFans, "the month window: 1,000 per 31 days, each fan renewed every 83 days")
+	require.Equal(t, apiclient.QuotaRenewal{Mode: "auto", Policy: apiclient.RenewalEarly, LearnAfter: 20}, q.Renewal,
+		"renewals start early until WeCom is seen giving live ids back")
 	require.Len(t, q.Registrations, 3)
 	require.Equal(t, "interactive", q.Registrations[0].Name)
 	require.Zero(t, q.Registrations[0].Count)

@@ -26,6 +26,7 @@ import (
 	"github.com/pendinglink/pendinglink/apiclient/openapitest"
 	"github.com/pendinglink/pendinglink/handlers"
 	"github.com/pendinglink/pendinglink/internal/syncbuf"
+	"github.com/pendinglink/pendinglink/pipeline"
 	"github.com/pendinglink/pendinglink/store"
 	"github.com/pendinglink/pendinglink/store/storetest"
 	"github.com/pendinglink/pendinglink/wecom"
@@ -72,6 +73,17 @@ func TestLoadConfig(t *testing.T) {
 		require.EqualValues(t, handlers.DefaultBodyLimit, cfg.CallbackMaxBytes)
 		require.True(t, cfg.Backfill, "existing customers are checked by default")
 		require.Equal(t, time.Minute, cfg.ReconcileAfterDowntime)
+		require.Equal(t, pipeline.RenewEarlyAuto, cfg.RenewEarly, "renewals learn when to start")
+		require.EqualValues(t, pipeline.DefaultRenewLearnAfter, cfg.RenewLearnAfter)
+	})
+
+	t.Run("RenewEarly", func(t *testing.T) {
+		t.Parallel()
+		cfg, err := loadConfig("serve", []string{"--pendinglink-renew-early", "never", "--pendinglink-renew-learn-after", "50"},
+			mapEnv(testEnv("x.db")), io.Discard)
+		require.NoError(t, err)
+		require.Equal(t, pipeline.RenewEarlyNever, cfg.RenewEarly)
+		require.EqualValues(t, 50, cfg.RenewLearnAfter)
 	})
 
 	t.Run("FlagOverridesEnv", func(t *testing.T) {
@@ -93,6 +105,8 @@ func TestLoadConfig(t *testing.T) {
 		{"ErrBadLogLevel", "PENDINGLINK_LOG_LEVEL", "loud", "PENDINGLINK_LOG_LEVEL"},
 		{"ErrTinyBodyCap", "PENDINGLINK_CALLBACK_MAX_BYTES", "99", "PENDINGLINK_CALLBACK_MAX_BYTES: must be an integer from 1024"},
 		{"ErrHugeBodyCap", "PENDINGLINK_CALLBACK_MAX_BYTES", "99999999", "PENDINGLINK_CALLBACK_MAX_BYTES: must be an integer from 1024"},
+		{"ErrBadRenewEarly", "PENDINGLINK_RENEW_EARLY", "sometimes", "PENDINGLINK_RENEW_EARLY: must be auto, always or never"},
+		{"ErrZeroRenewLearnAfter", "PENDINGLINK_RENEW_LEARN_AFTER", "0", "PENDINGLINK_RENEW_LEARN_AFTER: must be a positive integer"},
 		{"ErrZeroReconcileInterval", "PENDINGLINK_RECONCILE_INTERVAL", "0s", "PENDINGLINK_RECONCILE_INTERVAL: must be positive"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

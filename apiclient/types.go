@@ -243,6 +243,36 @@ type QuotaResponse struct {
 	// registrations.
 	ByPriority []QuotaPriorityBacklog `json:"by_priority"`
 	Checks     QuotaBacklog           `json:"checks"`
+	// Renewal is when renewals start, and what decided it.
+	Renewal QuotaRenewal `json:"renewal"`
+}
+
+// Renewal policies of QuotaRenewal.Policy.
+const (
+	RenewalEarly    = "early"
+	RenewalAtExpiry = "at_expiry"
+)
+
+// QuotaRenewal is when renewals start: PENDINGLINK_RENEW_BEFORE ahead of a
+// pending_id's expiry or at it, decided by the setting and, in auto mode,
+// by what WeCom answered early renewals.
+type QuotaRenewal struct {
+	// Mode is PENDINGLINK_RENEW_EARLY: auto, always or never.
+	Mode string `json:"mode"`
+	// Policy is RenewalEarly or RenewalAtExpiry.
+	Policy string `json:"policy"`
+	// LearnAfter is PENDINGLINK_RENEW_LEARN_AFTER: same-id answers, with no
+	// new id, that turn auto to at_expiry.
+	LearnAfter int `json:"learn_after"`
+	// Observations count WeCom's answers to renewals of live ids.
+	Observations RenewalObservations `json:"observations"`
+}
+
+// RenewalObservations count what WeCom answered renewals made while the
+// fan's pending_id was live: the id it held, or a new one.
+type RenewalObservations struct {
+	SameID int64 `json:"same_id"`
+	NewID  int64 `json:"new_id"`
 }
 
 // QuotaPriorityBacklog is the queued fans of one priority and when the

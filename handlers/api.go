@@ -293,6 +293,7 @@ func (a *api) quota(c echo.Context) error {
 		Registrations: make([]apiclient.QuotaBacklog, 0, len(f.Registrations)),
 		ByPriority:    make([]apiclient.QuotaPriorityBacklog, 0, len(f.ByPriority)),
 		Checks:        backlogOut(f.Checks),
+		Renewal:       renewalOut(f.Renewal),
 	}
 	for _, b := range f.ByPriority {
 		pb := backlogOut(pipeline.BacklogItem{Count: b.Count, Done: b.Done})
@@ -311,6 +312,15 @@ func (a *api) quota(c echo.Context) error {
 		resp.Registrations = append(resp.Registrations, backlogOut(b))
 	}
 	return c.JSON(http.StatusOK, resp)
+}
+
+func renewalOut(p pipeline.RenewalPolicy) apiclient.QuotaRenewal {
+	out := apiclient.QuotaRenewal{Mode: string(p.Mode), Policy: apiclient.RenewalAtExpiry, LearnAfter: p.LearnAfter,
+		Observations: apiclient.RenewalObservations{SameID: p.Observed.SameID, NewID: p.Observed.NewID}}
+	if p.Early {
+		out.Policy = apiclient.RenewalEarly
+	}
+	return out
 }
 
 func backlogOut(b pipeline.BacklogItem) apiclient.QuotaBacklog {

@@ -74,6 +74,7 @@ func TestMetrics_Gauges(t *testing.T) {
 				Existing:     []quota.Usage{{Length: 24 * time.Hour, Limit: 50, Used: 5, External: true, SpentUntil: apiNow.Add(-time.Second)}},
 				Sustainable:  2677,
 				OverCapacity: 3,
+				Renewal:      pipeline.RenewalPolicy{Early: true},
 				Registrations: []pipeline.BacklogItem{{Name: "interactive"},
 					{Name: "bulk", Count: 500, Done: apiNow.Add(90 * time.Minute)}},
 				Checks: pipeline.BacklogItem{Name: "checks", Count: 4, Done: apiNow.Add(time.Minute)},
@@ -120,6 +121,9 @@ pendinglink_quota_used{api="corpgroup/unionid_to_pending_id",window="31d"} 1000
 # HELP pendinglink_quota_over_capacity_fans Live and queued fans the quota cannot keep live: the lowest-priority ones will expire.
 # TYPE pendinglink_quota_over_capacity_fans gauge
 pendinglink_quota_over_capacity_fans 3
+# HELP pendinglink_renewal_early 1 while renewals start PENDINGLINK_RENEW_BEFORE ahead of expiry, 0 while they start at expiry (PENDINGLINK_RENEW_EARLY).
+# TYPE pendinglink_renewal_early gauge
+pendinglink_renewal_early 1
 # HELP pendinglink_webhook_failing Undelivered webhook notifications whose last attempt failed.
 # TYPE pendinglink_webhook_failing gauge
 pendinglink_webhook_failing 1
@@ -128,7 +132,7 @@ pendinglink_webhook_failing 1
 pendinglink_webhook_oldest_undelivered_seconds 600
 `), "pendinglink_backlog", "pendinglink_backlog_done_seconds", "pendinglink_database_up", "pendinglink_fans_expiring",
 			"pendinglink_jobs", "pendinglink_links", "pendinglink_quota_spent_by_others", "pendinglink_quota_used",
-			"pendinglink_quota_over_capacity_fans", "pendinglink_webhook_failing", "pendinglink_webhook_oldest_undelivered_seconds")
+			"pendinglink_quota_over_capacity_fans", "pendinglink_renewal_early", "pendinglink_webhook_failing", "pendinglink_webhook_oldest_undelivered_seconds")
 		require.NoError(t, err)
 		require.InDelta(t, 2, gathered(t, b.reg, "pendinglink_events", "state", "failed"), 0)
 		require.InDelta(t, 9, gathered(t, b.reg, "pendinglink_fans", "state", "live"), 0)

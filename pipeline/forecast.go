@@ -20,7 +20,8 @@ type Forecast struct {
 	// ExpiringWithin7Days those whose newest one expires within 7 days.
 	LivePendingIDs, ExpiringWithin7Days int64
 	// Sustainable is how many fans the pending_id quota keeps live for good
-	// when each is renewed RenewBefore ahead of its 90 days (0: no limit).
+	// when each is renewed as Renewal says, RenewBefore ahead of its 90
+	// days or at its expiry (0: no limit).
 	Sustainable int64
 	// ExpiringUnrenewed is how many fans whose newest pending_id expires
 	// within 7 days (or expired, waiting for renewal) the quota cannot renew
@@ -28,6 +29,8 @@ type Forecast struct {
 	// renewals and first registrations take the quota by priority, so these
 	// are the lowest-priority ones.
 	ExpiringUnrenewed int64
+	// Renewal is when renewals start, and the observations that decided it.
+	Renewal RenewalPolicy
 	// OverCapacity is how many of the live and queued fans the quota cannot
 	// keep live (LivePendingIDs plus the registrations queued, less
 	// Sustainable): the lowest-priority ones, renewed last, expire.
@@ -97,7 +100,12 @@ func (p *Pipeline) forecast(ctx context.Context, ps store.PipelineStatus) (Forec
 		f.Existing = p.cfg.ExistingQuota.Usage()
 	}
 	f.LivePendingIDs, f.ExpiringWithin7Days = ps.FansValid, ps.FansExpiring
-	f.Sustainable = sustainable(f.Pending, store.PendingIDLifetime-p.cfg.RenewBefore)
+	pol, err := renewalPolicy(ctx, p.cfg, p.cfg.Store)
+	if err != nil {
+		return f, err
+	}
+	f.Renewal = pol
+	f.Sustainable = sustainable(f.Pending, store.PendingIDLifetime-pol.RenewBefore)
 
 	sweep, err := p.cfg.Store.LatestSweep(ctx)
 	if err != nil {

@@ -183,13 +183,20 @@ type renewStore interface {
 	// given time, highest priority first.
 	FansToRenew(ctx context.Context, before time.Time, limit int) ([]store.FanInput, error)
 	RegisterFans(ctx context.Context, fans []store.FanInput, opts store.RegisterOpts) (store.RegisterResult, error)
+	renewalStore
 }
 
 // renewWorker queues fans whose pending_ids are about to expire for
-// re-registration, at most RenewBatch a run. The registrar then orders them
-// with the first registrations by the fans' priorities, so that when the
-// quota cannot keep every fan live the lowest-priority ones are left to
-// expire.
+// re-registration, at most RenewBatch a run: RenewBefore ahead of expiry,
+// or at expiry, as the renewal policy decides on each run. The registrar
+// then orders them with the first registrations by the fans' priorities,
+// so that when the quota cannot keep every fan live the lowest-priority
+// ones are left to expire.
+//
+// Fans queued early before the policy turned to renewing at expiry stay
+// queued and are renewed (each answer is one more observation): at most
+// the renewals queued and not yet made, and taking them back would race
+// the registrar's calls.
 type renewWorker struct {
 	river.WorkerDefaults[RenewArgs]
 	cfg   Config
@@ -198,7 +205,11 @@ type renewWorker struct {
 }
 
 func (w *renewWorker) Work(ctx context.Context, _ *river.Job[RenewArgs]) error {
-	fans, err := w.store.FansToRenew(ctx, w.cfg.Now().Add(w.cfg.RenewBefore), w.cfg.RenewBatch)
+	pol, err := renewalPolicy(ctx, w.cfg, w.store)
+	if err != nil {
+		return err
+	}
+	fans, err := w.store.FansToRenew(ctx, w.cfg.Now().Add(pol.RenewBefore), w.cfg.RenewBatch)
 	if err != nil || len(fans) == 0 {
 		return err
 	}
@@ -209,6 +220,7 @@ func (w *renewWorker) Work(ctx context.Context, _ *river.Job[RenewArgs]) error {
 	if res.Queued > 0 {
 		w.wake()
 	}
-	w.cfg.Logger.Info("renewing pending_ids", "fans", len(fans), "queued", res.Queued)
+	w.cfg.Logger.Info("renewing pending_ids", "fans", len(fans), "queued", res.Queued, "early", pol.Early,
+		"same_id_answers", pol.Observed.SameID, "new_id_answers", pol.Observed.NewID)
 	return nil
 }

@@ -22,6 +22,7 @@ type Store interface {
 	registerStore
 	backfillStore
 	renewStore
+	renewalStore
 	notifyStore
 	pruneStore
 	failStore
@@ -69,9 +70,17 @@ type Config struct {
 	RateLimitDelay time.Duration
 	// Webhook delivers link notifications. Nil: none are sent.
 	Webhook *Webhook
-	// RenewBefore renews pending_ids of unmatched fans this long before they
-	// expire. Defaults to 7 days.
+	// RenewBefore renews pending_ids this long before they expire, while
+	// renewals start early (RenewEarly). Defaults to 7 days.
 	RenewBefore time.Duration
+	// RenewEarly says whether renewals start RenewBefore ahead of expiry
+	// (always), at expiry (never), or early until the renewal observations
+	// show WeCom giving the same id back (auto). Defaults to auto.
+	RenewEarly RenewEarly
+	// RenewLearnAfter is how many renewals answered with the id the fan
+	// held, and none with a new one, turn auto to renewing at expiry.
+	// Defaults to DefaultRenewLearnAfter.
+	RenewLearnAfter int
 	// Quota is the registration quota. Register calls WeCom at once only
 	// when it allows a call now, and the renewer uses only what it leaves
 	// spare. Nil: Register always tries at once, and the renewer enqueues
@@ -128,6 +137,16 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.RenewBefore <= 0 {
 		cfg.RenewBefore = 7 * 24 * time.Hour
+	}
+	switch cfg.RenewEarly {
+	case "":
+		cfg.RenewEarly = RenewEarlyAuto
+	case RenewEarlyAuto, RenewEarlyAlways, RenewEarlyNever:
+	default:
+		return cfg, fmt.Errorf("pipeline: Config.RenewEarly %q: must be auto, always or never", cfg.RenewEarly)
+	}
+	if cfg.RenewLearnAfter <= 0 {
+		cfg.RenewLearnAfter = DefaultRenewLearnAfter
 	}
 	if cfg.RenewBatch <= 0 {
 		cfg.RenewBatch = 1000

@@ -113,8 +113,9 @@ func TestSimulation_QuotaPlanner(t *testing.T) {
 		RegisterConcurrency: 1, RegisterPoll: time.Hour, LeaseRetry: forever, RenewBatch: 10_000,
 		// The fake issues a new id only once the old one expired (§9 #10):
 		// a renewal before that gets the same id back and spends a call for
-		// nothing, so renew at expiry.
-		RenewBefore: time.Nanosecond,
+		// nothing, so renew at expiry (auto learns that after a few such
+		// calls: TestSimulation_RenewalLearnsSameID).
+		RenewEarly: pipeline.RenewEarlyNever,
 	})
 	require.NoError(t, err)
 

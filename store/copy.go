@@ -28,6 +28,7 @@ var copyTables = []struct {
 	{"outbox", []string{"id"}},
 	{"quota_counters", []string{"key", "bucket"}},
 	{"reconcile_sweeps", []string{"id"}},
+	{"renewal_observations", []string{"outcome"}},
 }
 
 // CopyProgress reports a table's progress: rows read so far of total.

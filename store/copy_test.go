@@ -38,6 +38,8 @@ func TestCopy(t *testing.T) {
 			require.NoError(t, err)
 			_, err = src.RecordFanPendingID(ctx, "test-u1", "p-1")
 			require.NoError(t, err)
+			_, err = src.RecordFanPendingID(ctx, "test-u1", "p-1") // a renewal observed
+			require.NoError(t, err)
 			links, err := src.RecordResolution(ctx, store.Resolution{CorpID: ev.CorpID, ExternalUserID: "wmtest1", UserID: ev.UserID,
 				PendingID: "p-1", EventID: ev.ID}) // a resolution, a link, an outbox row and its job
 			require.NoError(t, err)
@@ -58,6 +60,9 @@ func TestCopy(t *testing.T) {
 			require.Contains(t, progressed, "links")
 			require.Equal(t, storetest.MustCounts(t, src).Jobs, int64(rep.Jobs), "every unfinished job")
 
+			obs, err := dst.RenewalObservations(ctx)
+			require.NoError(t, err)
+			require.Equal(t, store.RenewalObservations{SameID: 1}, obs)
 			fan, err := dst.FindFan(ctx, "test-u1")
 			require.NoError(t, err)
 			require.Len(t, fan.Links, 1)

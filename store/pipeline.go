@@ -303,8 +303,9 @@ func (db *DB) RecordChatMembers(ctx context.Context, eventID int64, members []st
 
 // RecordFanPendingID stores a pending_id issued for a fan and links it to
 // every customer already resolved to it (no new WeCom call). The policy's
-// PendingIDJobs are queued in the same transaction. Returns ErrNotFound for
-// an unknown fan.
+// PendingIDJobs are queued in the same transaction. When the fan still held
+// a live pending_id, the answer is counted in RenewalObservations. Returns
+// ErrNotFound for an unknown fan.
 func (db *DB) RecordFanPendingID(ctx context.Context, unionID, pendingID string) ([]Link, error) {
 	if pendingID == "" {
 		return nil, fmt.Errorf("%w: empty pending_id", ErrInvalid)
@@ -425,6 +426,25 @@ func (db *DB) FindCustomer(ctx context.Context, corpID, externalUserID string) (
 // has expired.
 func (db *DB) FansToRenew(ctx context.Context, before time.Time, limit int) ([]FanInput, error) {
 	return db.eng.fansToRenew(ctx, before, db.cfg.Now(), limit)
+}
+
+// RenewalObservations counts what WeCom answered re-registrations made
+// while the fan still held a live pending_id (protocol reference §9 #10):
+// whether WeCom gives the same id back until it expires decides whether
+// renewing ahead of expiry is worth a call.
+type RenewalObservations struct {
+	// SameID counts answers with the id the fan held.
+	SameID int64
+	// NewID counts answers with an id the fan did not hold.
+	NewID int64
+}
+
+// RenewalObservations returns the counts RecordFanPendingID keeps: every
+// pending_id recorded for a fan that held a live one is counted, in the
+// same transaction, as the same id or a new one. The counts are the
+// database's, shared by every instance.
+func (db *DB) RenewalObservations(ctx context.Context) (RenewalObservations, error) {
+	return db.eng.renewalObservations(ctx)
 }
 
 // HasAvailableJobs reports whether queue holds at least atLeast jobs ready

@@ -404,6 +404,9 @@ func (e *sqlEngine) recordFanPendingID(ctx context.Context, jobs jobInserter, un
 		if err := tx.QueryRowContext(ctx, `SELECT openid FROM fans WHERE unionid = ?`, unionID).Scan(&openID); err != nil {
 			return dbError("find fan", err)
 		}
+		if err := observeRenewal(ctx, tx, unionID, pendingID, nowMS); err != nil {
+			return err
+		}
 		// Re-registering may return an id we hold already; whether its
 		// lifetime restarts is unknown (§9 #10), so a live id keeps its first
 		// expiry. An id we had recorded as expired but WeCom hands out again
@@ -457,6 +460,59 @@ func (e *sqlEngine) recordFanPendingID(ctx context.Context, jobs jobInserter, un
 		return nil
 	})
 	return links, err
+}
+
+// Outcomes of a re-registration made while the fan held a live pending_id
+// (renewal_observations.outcome).
+const (
+	renewalSameID = "same"
+	renewalNewID  = "new"
+)
+
+// observeRenewal counts what WeCom answered when the fan still held a live
+// pending_id: the id it held, or a new one (§9 #10). A fan holding none (a
+// first registration, or a renewal after expiry) teaches nothing.
+func observeRenewal(ctx context.Context, tx *sqlTx, unionID, pendingID string, nowMS int64) error {
+	var live, same int64
+	if err := tx.QueryRowContext(ctx, `SELECT count(*), COALESCE(sum(CASE WHEN pending_id = ? THEN 1 ELSE 0 END), 0)
+		FROM fan_pending_ids WHERE unionid = ? AND expires_at > ?`, pendingID, unionID, nowMS).Scan(&live, &same); err != nil {
+		return dbError("read live pending_ids", err)
+	}
+	if live == 0 {
+		return nil
+	}
+	outcome := renewalNewID
+	if same > 0 {
+		outcome = renewalSameID
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO renewal_observations (outcome, observed, last_at) VALUES (?, 1, ?)
+		ON CONFLICT (outcome) DO UPDATE SET observed = renewal_observations.observed + 1, last_at = excluded.last_at`, outcome, nowMS)
+	return dbError("count renewal observation", err)
+}
+
+func (e *sqlEngine) renewalObservations(ctx context.Context) (RenewalObservations, error) {
+	var o RenewalObservations
+	rows, err := e.read.QueryContext(ctx, `SELECT outcome, observed FROM renewal_observations`)
+	if err != nil {
+		return o, dbError("renewal observations", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			outcome string
+			n       int64
+		)
+		if err := rows.Scan(&outcome, &n); err != nil {
+			return o, dbError("renewal observations", err)
+		}
+		switch outcome {
+		case renewalSameID:
+			o.SameID = n
+		case renewalNewID:
+			o.NewID = n
+		}
+	}
+	return o, dbError("renewal observations", rows.Err())
 }
 
 func (e *sqlEngine) linkExisting(ctx context.Context, jobs jobInserter, unionID string, found []CorpCustomer, sweepID int64, now time.Time) (links []Link, err error) {

@@ -59,6 +59,7 @@ func Exercise(t *testing.T, newDSN func(tb testing.TB) string) {
 		{"FindLinks", x.findLinks},
 		{"FindCustomer", x.findCustomer},
 		{"FansToRenew", x.fansToRenew},
+		{"RenewalObservations", func(t *testing.T) { x.renewalObservations(t, newDSN) }},
 		{"RegistrationQueue", x.registrationQueue},
 		{"Outbox", x.outbox},
 		{"PipelineStatus", x.pipelineStatus},

@@ -467,6 +467,57 @@ func (open exerciser) fansToRenew(t *testing.T) {
 	})
 }
 
+func (open exerciser) renewalObservations(t *testing.T, newDSN func(tb testing.TB) string) {
+	open.test(t, "CountsRenewalsOfLiveIDs", Policy{}, func(t *testing.T, b *bundle) {
+		// Ensure only a pending_id recorded while the fan held a live one
+		// counts, as the same id or a new one (§9 #10).
+		observed := func() store.RenewalObservations {
+			t.Helper()
+			o, err := b.db.RenewalObservations(t.Context())
+			require.NoError(t, err)
+			return o
+		}
+		require.Equal(t, store.RenewalObservations{}, observed(), "nothing observed yet")
+
+		b.addFan(t, "test-a", "p-a1")
+		b.addFan(t, "test-b", "p-b1")
+		require.Equal(t, store.RenewalObservations{}, observed(), "a first registration teaches nothing")
+
+		b.clock.Advance(store.PendingIDLifetime - 7*24*time.Hour)
+		_, err := b.db.RecordFanPendingID(t.Context(), "test-a", "p-a1")
+		require.NoError(t, err)
+		require.Equal(t, store.RenewalObservations{SameID: 1}, observed(), "the live id given back")
+		_, err = b.db.RecordFanPendingID(t.Context(), "test-b", "p-b2")
+		require.NoError(t, err)
+		require.Equal(t, store.RenewalObservations{SameID: 1, NewID: 1}, observed(), "a new id while the old one lives")
+
+		// test-a's p-a1 expires: a renewal after expiry teaches nothing,
+		// whatever id it returns.
+		b.clock.Advance(7*24*time.Hour + time.Millisecond)
+		_, err = b.db.RecordFanPendingID(t.Context(), "test-a", "p-a2")
+		require.NoError(t, err)
+		require.Equal(t, store.RenewalObservations{SameID: 1, NewID: 1}, observed())
+		_, err = b.db.RecordFanPendingID(t.Context(), "test-a", "p-a2")
+		require.NoError(t, err)
+		require.Equal(t, store.RenewalObservations{SameID: 2, NewID: 1}, observed(), "counts add up")
+	})
+
+	t.Run("SurviveReopen", func(t *testing.T) {
+		t.Parallel()
+		// Ensure the counts are the database's, not a process's: the next
+		// process (or another instance on PostgreSQL) sees them.
+		dsn := newDSN(t)
+		b := &bundle{db: open(t, store.Config{DSN: dsn, Jobs: Policy{}})}
+		b.addFan(t, "test-a", "p-a1")
+		_, err := b.db.RecordFanPendingID(t.Context(), "test-a", "p-a1")
+		require.NoError(t, err)
+		require.NoError(t, b.db.Close())
+		o, err := open(t, store.Config{DSN: dsn}).RenewalObservations(t.Context())
+		require.NoError(t, err)
+		require.Equal(t, store.RenewalObservations{SameID: 1}, o)
+	})
+}
+
 func (open exerciser) registrationQueue(t *testing.T) {
 	open.test(t, "Order", nil, func(t *testing.T, b *bundle) {
 		// Ensure interactive fans lead, then the rest by the fan's

@@ -136,6 +136,9 @@ func (s *Server) unionIDToPendingID(_ token, body []byte, now time.Time) (map[st
 	if code != 0 {
 		return nil, code
 	}
+	if s.PendingReissue {
+		return map[string]any{"pending_id": s.issuePending(ps, now)}, 0
+	}
 	id, _ := s.pendingID(ps, now, true)
 	return map[string]any{"pending_id": id}, 0
 }

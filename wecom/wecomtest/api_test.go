@@ -32,6 +32,22 @@ func TestUnionIDToPendingID(t *testing.T) {
 		require.Equal(t, id, got)
 	})
 
+	t.Run("PendingReissueNewIDEveryCall", func(t *testing.T) {
+		t.Parallel()
+		// Ensure the other answer to §9 #10: every call issues a new id,
+		// and the newest is the one PendingIDOf (and lookups) answer.
+		b := setup(t, wecomtest.WithPendingReissue(true))
+		tok := mustToken(t, b.srv)
+		p := b.srv.AddPerson()
+		first := mustRegister(t, b.srv, tok, p)
+		b.clock.Advance(time.Hour)
+		second := mustRegister(t, b.srv, tok, p)
+		require.NotEqual(t, first, second)
+		got, ok := b.srv.PendingIDOf(p)
+		require.True(t, ok)
+		require.Equal(t, second, got)
+	})
+
 	t.Run("DifferentPeopleDifferentIDs", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)

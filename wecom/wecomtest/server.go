@@ -87,6 +87,12 @@ type Server struct {
 	// began, so it could never be answered, and the field is ignored.
 	PendingForUnregistered bool
 
+	// PendingReissue answers the open question §9 #10. When false (the
+	// default), unionid_to_pending_id gives a person's live pending_id
+	// back until it expires, and issues a new one only then. When true,
+	// every call issues a new id; lookups answer the newest.
+	PendingReissue bool
+
 	// PendingModel is when batch/external_userid_to_pending_id maps an
 	// external_userid to its person's live pending_id, another open
 	// question: whenever the person is registered at lookup time
@@ -167,6 +173,11 @@ func WithFaults(f Faults) Option { return func(s *Server) { s.SetFaults(f) } }
 // WithQuotas sets Server.PendingQuota and Server.ExternalQuota.
 func WithQuotas(pending, external Quota) Option {
 	return func(s *Server) { s.PendingQuota, s.ExternalQuota = pending, external }
+}
+
+// WithPendingReissue sets Server.PendingReissue.
+func WithPendingReissue(v bool) Option {
+	return func(s *Server) { s.PendingReissue = v }
 }
 
 // WithPendingForUnregistered sets Server.PendingForUnregistered.

@@ -413,9 +413,14 @@ func (s *Server) pendingID(ps *person, now time.Time, issue bool) (string, bool)
 	if !issue {
 		return "", false
 	}
+	return s.issuePending(ps, now), true
+}
+
+// issuePending issues ps a new pending_id. s.mu must be held.
+func (s *Server) issuePending(ps *person, now time.Time) string {
 	id := fmt.Sprintf("ptest%s%06d", s.tag, s.w.next())
 	ps.pending = append(ps.pending, issued{id: id, issuedAt: now})
-	return id, true
+	return id
 }
 
 // livePending returns ps's pending_id that is live at now, if any.
