@@ -96,38 +96,17 @@ func (p *Pipeline) registerWhileLeased(ctx context.Context, lease *store.Lease) 
 	r := &registrar{p: p, inflight: map[string]bool{}, slots: make(chan struct{}, p.cfg.RegisterConcurrency)}
 	defer r.calls.Wait()
 	for ctx.Err() == nil {
-		if d := r.takePause(); d > 0 {
-			if p.cfg.Sleep(ctx, d) != nil {
-				return
-			}
-			continue
-		}
-		if p.cfg.Quota != nil {
-			if d := p.cfg.Quota.NextAt().Sub(p.cfg.Now()); d > 0 {
-				// Looked at again every RegisterPoll: other instances spend
-				// the quota too, and a fake clock may jump.
-				if p.wait(ctx, min(d, p.cfg.RegisterPoll)) != nil {
-					return
-				}
-				continue
-			}
-		}
-		if p.cfg.Quota != nil {
-			// Never more calls in flight than the windows have room for:
-			// the ones launched first, the head of the queue, must get
-			// the last calls, not a fan behind them whose call reserved
-			// first.
-			if n := r.inFlight(); n > 0 && int64(n) >= quota.Spare(p.cfg.Quota.Usage()) {
-				if p.wait(ctx, min(p.cfg.RegisterPoll, 20*time.Millisecond)) != nil {
-					return
-				}
-				continue
-			}
-		}
+		// The slot is taken before any wait: a fan is chosen only when its
+		// call may go, and with one slot no wait moves a fake clock ahead
+		// of the call in flight (the simulations' clock).
 		select {
 		case r.slots <- struct{}{}:
 		case <-ctx.Done():
 			return
+		}
+		if !r.ready(ctx) {
+			<-r.slots
+			continue
 		}
 		f, err := r.next(ctx)
 		if f == nil {
@@ -147,6 +126,34 @@ func (p *Pipeline) registerWhileLeased(ctx context.Context, lease *store.Lease) 
 			r.registerOne(ctx, *f)
 		}()
 	}
+}
+
+// ready waits out what keeps the next call from going now (a pause, the
+// quota, the calls in flight) and reports whether it may go; false means it
+// waited, or ctx ended, and the caller should look again.
+func (r *registrar) ready(ctx context.Context) bool {
+	p := r.p
+	if d := r.takePause(); d > 0 {
+		_ = p.cfg.Sleep(ctx, d)
+		return false
+	}
+	if p.cfg.Quota == nil {
+		return true
+	}
+	if d := p.cfg.Quota.NextAt().Sub(p.cfg.Now()); d > 0 {
+		// Looked at again every RegisterPoll: other instances spend the
+		// quota too, and a fake clock may jump.
+		_ = p.wait(ctx, min(d, p.cfg.RegisterPoll))
+		return false
+	}
+	// Never more calls in flight than the windows have room for: the ones
+	// launched first, the head of the queue, must get the last calls, not
+	// a fan behind them whose call reserved first.
+	if n := r.inFlight(); n > 0 && int64(n) >= quota.Spare(p.cfg.Quota.Usage()) {
+		_ = p.wait(ctx, min(p.cfg.RegisterPoll, 20*time.Millisecond))
+		return false
+	}
+	return true
 }
 
 // registrar is the state of one lease's loop.
