@@ -242,6 +242,15 @@ func TestDeploy_AlertsFire(t *testing.T) {
 			`pendinglink_fans_expiring{within="1d", instance="a"} 3x30`,
 			`pendinglink_quota_over_capacity_fans{instance="a"} 5x30`,
 		}, nil},
+		{"RenewalsShortOfQuotaFires", "PendinglinkRenewalsShortOfQuota", []string{
+			`pendinglink_fans_expiring_unrenewed{instance="a"} 40x90`,
+			`pendinglink_fans_expiring_unrenewed{instance="b"} 40x90`,
+			`pendinglink_quota_over_capacity_fans{instance="a"} 0x90`,
+		}, map[string]float64{"{}": 40}},
+		{"RenewalsShortOfQuotaQuietOverCapacity", "PendinglinkRenewalsShortOfQuota", []string{
+			`pendinglink_fans_expiring_unrenewed{instance="a"} 40x90`,
+			`pendinglink_quota_over_capacity_fans{instance="a"} 5x90`,
+		}, nil},
 		{"CallbacksRejectedFiresWithNothingStored", "PendinglinkCallbacksRejected", []string{
 			`pendinglink_callbacks_rejected_total{reason="signature", instance="a"} 0+60x30`,
 			`pendinglink_callbacks_rejected_total{reason="busy", instance="a"} 0x30`,

@@ -46,7 +46,7 @@ type gaugeCollector struct {
 
 	up, events, fans, fansExpiring, links, jobs                    *prometheus.Desc
 	quotaUsed, quotaLimit, quotaSpent, sustainable, overCapacity   *prometheus.Desc
-	renewalEarly                                                   *prometheus.Desc
+	renewalEarly, expiringUnrenewed                                *prometheus.Desc
 	backlog, backlogDone, webhookUndelivered, webhookFailing, hook *prometheus.Desc
 }
 
@@ -67,6 +67,8 @@ func newGaugeCollector(src GaugeSource, now func() time.Time, maxAge time.Durati
 		quotaSpent:   d("quota_spent_by_others", "1 while WeCom's 45009 answers show another app of the corp has spent the window.", "api", "window"),
 		sustainable:  d("quota_sustainable_fans", "How many fans the unionid_to_pending_id quota keeps live for good, each renewed once per cycle."),
 		overCapacity: d("quota_over_capacity_fans", "Live and queued fans the quota cannot keep live: the lowest-priority ones will expire."),
+		expiringUnrenewed: d("fans_expiring_unrenewed",
+			"Fans whose newest pending_id expires within 7 days (or expired, waiting for renewal) that the quota cannot renew within those 7 days, at least: expiring_unrenewed_7_days of GET /v1/quota."),
 		renewalEarly: d("renewal_early", "1 while renewals start PENDINGLINK_RENEW_BEFORE ahead of expiry, 0 while they start at expiry (PENDINGLINK_RENEW_EARLY)."),
 		backlog:      d("backlog", "Work waiting for WeCom quota: registrations (interactive, bulk, renewal) and existing-customer checks.", "work"),
 		backlogDone:  d("backlog_done_seconds", "Seconds from now until the quota lets this work and everything ahead of it finish (0 when none waits).", "work"),
@@ -82,7 +84,7 @@ func newGaugeCollector(src GaugeSource, now func() time.Time, maxAge time.Durati
 // Describe implements prometheus.Collector.
 func (c *gaugeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.up, c.events, c.fans, c.fansExpiring, c.links, c.jobs,
-		c.quotaUsed, c.quotaLimit, c.quotaSpent, c.sustainable, c.overCapacity, c.renewalEarly,
+		c.quotaUsed, c.quotaLimit, c.quotaSpent, c.sustainable, c.overCapacity, c.renewalEarly, c.expiringUnrenewed,
 		c.backlog, c.backlogDone, c.webhookUndelivered, c.webhookFailing, c.hook} {
 		ch <- d
 	}
@@ -150,6 +152,7 @@ func (c *gaugeCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(c.sustainable, float64(f.Sustainable))
 	gauge(c.overCapacity, float64(f.OverCapacity))
+	gauge(c.expiringUnrenewed, float64(f.ExpiringUnrenewed))
 	gauge(c.renewalEarly, boolValue(f.Renewal.Early))
 	now := c.now()
 	for _, b := range append(f.Registrations, f.Checks) {
