@@ -63,7 +63,7 @@ type e2eOptions struct {
 // to drive the one and query the other through its /v1 API. Its helpers
 // fail w.t; a subtest uses w.in(t).
 type e2eWorld struct {
-	t       *testing.T
+	t       testing.TB
 	wc      *wecomtest.Server
 	dealers []wecomtest.Dealer
 	cfg     config
@@ -85,7 +85,7 @@ type e2eRun struct {
 }
 
 // in returns the world with its helpers failing t instead, for subtests.
-func (w *e2eWorld) in(t *testing.T) *e2eWorld {
+func (w *e2eWorld) in(t testing.TB) *e2eWorld {
 	c := *w
 	c.t = t
 	return &c
@@ -93,7 +93,7 @@ func (w *e2eWorld) in(t *testing.T) *e2eWorld {
 
 // startE2E starts the fake WeCom and pendinglink on a fresh database. Both
 // are closed when the test ends; the server log is printed if it failed.
-func startE2E(t *testing.T, opts e2eOptions) *e2eWorld {
+func startE2E(t testing.TB, opts e2eOptions) *e2eWorld {
 	t.Helper()
 	wopts := []wecomtest.Option{
 		wecomtest.WithFaults(opts.Faults),

@@ -2,7 +2,6 @@ package store_test
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"slices"
 	"strconv"
@@ -197,7 +196,7 @@ func BenchmarkStatusCounts(b *testing.B) {
 	run := func(b *testing.B, open func(testing.TB, store.Config) *store.DB) {
 		now := time.Now()
 		db := open(b, store.Config{Jobs: storetest.Policy{}, Now: func() time.Time { return now }})
-		seedRegisteredFans(b, db, fans, now)
+		storetest.SeedFans(b, db, fans, fans/10, now)
 		b.Run("Tallies", func(b *testing.B) {
 			for b.Loop() {
 				st, err := db.PipelineStatus(b.Context(), 7*24*time.Hour)
@@ -229,41 +228,4 @@ func BenchmarkStatusCounts(b *testing.B) {
 		storetest.SkipWithoutPostgres(b)
 		run(b, storetest.MustOpenPostgres)
 	})
-}
-
-// seedRegisteredFans writes n registered fans with a live pending_id each,
-// issued uniformly over the 90 days before now, and n/10 queued ones, in
-// set-based statements of 100,000 rows (the tally triggers fire as for any
-// write).
-func seedRegisteredFans(b *testing.B, db *store.DB, n int, now time.Time) {
-	b.Helper()
-	nowMS, life := now.UnixMilli(), store.PendingIDLifetime.Milliseconds()
-	seq := func(from, to int) string {
-		return fmt.Sprintf(`WITH RECURSIVE seq(i) AS (SELECT CAST(%d AS BIGINT) UNION ALL SELECT i + 1 FROM seq WHERE i < %d) `, from, to-1)
-	}
-	const chunk = 100_000
-	for from := 0; from < n+n/10; from += chunk {
-		to := min(from+chunk, n+n/10)
-		regTo := min(to, n)
-		if from < regTo {
-			issued := fmt.Sprintf(`%d - (i * 7919 %% %d)`, nowMS, life-1) // spread, never expired
-			for _, q := range []string{
-				seq(from, regTo) + `INSERT INTO fans (unionid, openid, state, importance, registered_at, checked_at, created_at, updated_at)
-					SELECT 'bench-u' || i, 'bench-o' || i, 'registered', 10 + i % 90, ` + issued + `, 0, 0, 0 FROM seq`,
-				seq(from, regTo) + `INSERT INTO fan_pending_ids (pending_id, unionid, issued_at, expires_at)
-					SELECT 'bench-p' || i, 'bench-u' || i, ` + issued + `, ` + issued + ` + ` + strconv.FormatInt(life, 10) + ` FROM seq`,
-			} {
-				if _, err := db.SQL().ExecContext(b.Context(), q); err != nil {
-					b.Fatal(err)
-				}
-			}
-		}
-		if qFrom := max(from, n); qFrom < to {
-			q := seq(qFrom, to) + fmt.Sprintf(`INSERT INTO fans (unionid, openid, state, importance, queued_at, queue_class, created_at, updated_at)
-				SELECT 'bench-u' || i, 'bench-o' || i, 'new', 10 + i %% 90, i, 3, 0, 0 FROM seq`)
-			if _, err := db.SQL().ExecContext(b.Context(), q); err != nil {
-				b.Fatal(err)
-			}
-		}
-	}
 }
