@@ -110,9 +110,8 @@ func simulateRenewals(t *testing.T, reissue bool, fansPerDay, learnAfter int) re
 // back, auto renews early only until it has seen LearnAfter such answers;
 // from then on every fan costs one call per 90 days, not two.
 func TestSimulation_RenewalLearnsSameID(t *testing.T) {
-	// Not parallel: the simulations run before the parallel tests, so they
-	// do not slow TestSimulation_QuotaPlanner's, whose registrar races the
-	// wake-ups of its hourly hook.
+	// Not parallel: the simulations run before the parallel tests and do
+	// not share the cores with TestSimulation_QuotaPlanner.
 	if testing.Short() || raceEnabled {
 		t.Skip("simulates 195 days of renewals: run it without -race and -short (go test -run Simulation ./pipeline/)")
 	}
