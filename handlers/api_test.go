@@ -190,8 +190,7 @@ func TestAPI_RegisterFan(t *testing.T) {
 		require.Equal(t, true, got["queued"])
 		require.Equal(t, store.FanNew, got["state"])
 		require.NotContains(t, got, "pending_id")
-		next, err := b.db.NextFans(t.Context(), 2)
-		require.NoError(t, err)
+		next := storetest.MustQueue(t, b.db, 2)
 		require.Len(t, next, 1)
 		require.Equal(t, "test-u1", next[0].UnionID)
 		require.Equal(t, store.QueueInteractive, next[0].Class)
@@ -370,13 +369,7 @@ func TestAPI_FanLastActive(t *testing.T) {
 	t.Parallel()
 	queue := func(t *testing.T, b *apiBundle) []string {
 		t.Helper()
-		fans, err := b.db.NextFans(t.Context(), 10)
-		require.NoError(t, err)
-		var out []string
-		for _, f := range fans {
-			out = append(out, f.UnionID)
-		}
-		return out
+		return storetest.QueuedUnionIDs(t, b.db, 10)
 	}
 
 	t.Run("GivenChangedShown", func(t *testing.T) {
