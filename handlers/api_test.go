@@ -160,8 +160,7 @@ func TestAPI_RegisterFan(t *testing.T) {
 	t.Run("CreatedLinksCustomerResolvedEarlier", func(t *testing.T) {
 		t.Parallel()
 		b := setupAPI(t, apiOpts{wecom: &pipelinetest.FakeWeCom{UnionIDToPendingIDFunc: pipelinetest.PendingIDs("p-1")}})
-		_, err := b.db.RecordResolution(t.Context(), store.Resolution{CorpID: testDealerCorp, ExternalUserID: "wmtest1", PendingID: "p-1"})
-		require.NoError(t, err)
+		storetest.Resolve(t, b.db, store.Resolution{CorpID: testDealerCorp, ExternalUserID: "wmtest1", PendingID: "p-1"})
 		code, body := b.do(t, http.MethodPost, "/v1/fans", fan)
 		require.Equal(t, http.StatusCreated, code, string(body))
 		got := decodeAs[store.FanDetail](t, body)
@@ -465,8 +464,7 @@ func TestAPI_FindLinks(t *testing.T) {
 	// Three links of test-u1, in three corps.
 	registerFan(t, b, "test-u1", "o-1", "p-1")
 	for _, corp := range []string{"wwtestc1", "wwtestc2", "wwtestc3"} {
-		_, err := b.db.RecordResolution(t.Context(), store.Resolution{CorpID: corp, ExternalUserID: "wm-" + corp, PendingID: "p-1"})
-		require.NoError(t, err)
+		storetest.Resolve(t, b.db, store.Resolution{CorpID: corp, ExternalUserID: "wm-" + corp, PendingID: "p-1"})
 	}
 	corps := func(r apiclient.LinksResponse) []string {
 		var out []string
@@ -540,8 +538,7 @@ func TestAPI_GetCustomer(t *testing.T) {
 	require.Equal(t, http.StatusNotFound, code)
 	require.Equal(t, "not found", errorBody(t, body))
 
-	_, err := b.db.RecordResolution(t.Context(), store.Resolution{CorpID: testDealerCorp, ExternalUserID: "wmtest1", PendingID: "p-1"})
-	require.NoError(t, err)
+	storetest.Resolve(t, b.db, store.Resolution{CorpID: testDealerCorp, ExternalUserID: "wmtest1", PendingID: "p-1"})
 	code, body = b.do(t, http.MethodGet, "/v1/customers/"+testDealerCorp+"/wmtest1", nil)
 	require.Equal(t, http.StatusOK, code)
 	got := decodeAs[store.CustomerDetail](t, body)
@@ -597,15 +594,13 @@ func TestAPI_Status(t *testing.T) {
 	resolved := storetest.NewEvent(store.KindAddExternalContact)
 	_, err := b.db.SaveEvent(t.Context(), resolved)
 	require.NoError(t, err)
-	_, err = b.db.RecordResolution(t.Context(), store.Resolution{CorpID: resolved.CorpID, ExternalUserID: resolved.ExternalUserID, PendingID: "p-1", EventID: resolved.ID})
-	require.NoError(t, err)
+	storetest.Resolve(t, b.db, store.Resolution{CorpID: resolved.CorpID, ExternalUserID: resolved.ExternalUserID, PendingID: "p-1", EventID: resolved.ID})
 	_, err = b.db.SaveEvent(t.Context(), storetest.NewEvent(store.KindAddExternalContact))
 	require.NoError(t, err)
 	failed := storetest.NewEvent(store.KindAddExternalContact)
 	_, err = b.db.SaveEvent(t.Context(), failed)
 	require.NoError(t, err)
-	_, err = b.db.RecordResolution(t.Context(), store.Resolution{CorpID: failed.CorpID, ExternalUserID: failed.ExternalUserID, EventID: failed.ID, Failed: true, Reason: "errcode 48002"})
-	require.NoError(t, err)
+	storetest.Resolve(t, b.db, store.Resolution{CorpID: failed.CorpID, ExternalUserID: failed.ExternalUserID, EventID: failed.ID, Failed: true, Reason: "errcode 48002"})
 
 	code, body := b.do(t, http.MethodGet, "/v1/status", nil)
 	require.Equal(t, http.StatusOK, code)

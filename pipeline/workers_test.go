@@ -323,11 +323,10 @@ func TestEndLinkWorker(t *testing.T) {
 		t.Parallel()
 		b := setupWorkers(t, nil)
 		b.registerFan(t, "test-u1", "p-1")
-		_, err := b.db.RecordResolution(t.Context(), store.Resolution{CorpID: "wwtestcorp", ExternalUserID: "wmtest1", PendingID: "p-1"})
-		require.NoError(t, err)
+		storetest.Resolve(t, b.db, store.Resolution{CorpID: "wwtestcorp", ExternalUserID: "wmtest1", PendingID: "p-1"})
 		del := storetest.NewEvent(store.KindDelExternalContact)
 		del.ExternalUserID, del.CreateTime = "wmtest1", testNow.Add(time.Second) // after the add
-		_, err = b.db.SaveEvent(t.Context(), del)
+		_, err := b.db.SaveEvent(t.Context(), del)
 		require.NoError(t, err)
 
 		res := mustWork(t, b, pipeline.EndLinkArgs{EventID: del.ID, CorpID: del.CorpID, ExternalUserID: del.ExternalUserID, UserID: del.UserID})
@@ -704,8 +703,7 @@ func TestNotifyWorker_WaitsForAnotherSendersClaim(t *testing.T) {
 	t.Cleanup(srv.Close)
 	b := setupWorkers(t, func(c *pipeline.Config) { c.Webhook = &pipeline.Webhook{URL: srv.URL, Secret: "test-secret"} })
 	b.registerFan(t, "test-u1", "p-1")
-	links, err := b.db.RecordResolution(t.Context(), store.Resolution{CorpID: "wwtestcorp", ExternalUserID: "wmtest1", PendingID: "p-1"})
-	require.NoError(t, err)
+	links := storetest.Resolve(t, b.db, store.Resolution{CorpID: "wwtestcorp", ExternalUserID: "wmtest1", PendingID: "p-1"})
 	require.Len(t, links, 1)
 
 	held, err := b.db.ClaimOutbox(t.Context(), links[0].ID, time.Minute) // the other process

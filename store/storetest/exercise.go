@@ -143,9 +143,7 @@ func (b *bundle) addFan(t *testing.T, unionID, pendingID string) []store.Link {
 // resolve records a resolution and returns the links it made.
 func (b *bundle) resolve(t *testing.T, r store.Resolution) []store.Link {
 	t.Helper()
-	links, err := b.db.RecordResolution(t.Context(), r)
-	require.NoError(t, err)
-	return links
+	return Resolve(t, b.db, r)
 }
 
 // link registers fan test-u1 with pending_id p-1 and resolves customer

@@ -51,3 +51,11 @@ func QueuedUnionIDs(tb testing.TB, db *store.DB, limit int) []string {
 	}
 	return out
 }
+
+// Resolve records a resolution and returns the links it made.
+func Resolve(tb testing.TB, db *store.DB, r store.Resolution) []store.Link {
+	tb.Helper()
+	links, err := db.RecordResolution(tb.Context(), r)
+	require.NoError(tb, err)
+	return links
+}
