@@ -160,8 +160,7 @@ func TestAPI_RegisterFan(t *testing.T) {
 	t.Run("CreatedLinksCustomerResolvedEarlier", func(t *testing.T) {
 		t.Parallel()
 		b := setupAPI(t, apiOpts{wecom: &pipelinetest.FakeWeCom{UnionIDToPendingIDFunc: pipelinetest.PendingIDs("p-1")}})
-		_, err := b.db.RecordResolution(t.Context(), store.Resolution{CorpID: testDealerCorp, ExternalUserID: "wmtest1", PendingID: "p-1"})
-		require.NoError(t, err)
+		storetest.Resolve(t, b.db, store.Resolution{CorpID: testDealerCorp, ExternalUserID: "wmtest1", PendingID: "p-1"})
 		code, body := b.do(t, http.MethodPost, "/v1/fans", fan)
 		require.Equal(t, http.StatusCreated, code, string(body))
 		got := decodeAs[store.FanDetail](t, body)
@@ -190,8 +189,7 @@ func TestAPI_RegisterFan(t *testing.T) {
 		require.Equal(t, true, got["queued"])
 		require.Equal(t, store.FanNew, got["state"])
 		require.NotContains(t, got, "pending_id")
-		next, err := b.db.NextFans(t.Context(), 2)
-		require.NoError(t, err)
+		next := storetest.MustQueue(t, b.db, 2)
 		require.Len(t, next, 1)
 		require.Equal(t, "test-u1", next[0].UnionID)
 		require.Equal(t, store.QueueInteractive, next[0].Class)
@@ -370,13 +368,7 @@ func TestAPI_FanLastActive(t *testing.T) {
 	t.Parallel()
 	queue := func(t *testing.T, b *apiBundle) []string {
 		t.Helper()
-		fans, err := b.db.NextFans(t.Context(), 10)
-		require.NoError(t, err)
-		var out []string
-		for _, f := range fans {
-			out = append(out, f.UnionID)
-		}
-		return out
+		return storetest.QueuedUnionIDs(t, b.db, 10)
 	}
 
 	t.Run("GivenChangedShown", func(t *testing.T) {
@@ -472,8 +464,7 @@ func TestAPI_FindLinks(t *testing.T) {
 	// Three links of test-u1, in three corps.
 	registerFan(t, b, "test-u1", "o-1", "p-1")
 	for _, corp := range []string{"wwtestc1", "wwtestc2", "wwtestc3"} {
-		_, err := b.db.RecordResolution(t.Context(), store.Resolution{CorpID: corp, ExternalUserID: "wm-" + corp, PendingID: "p-1"})
-		require.NoError(t, err)
+		storetest.Resolve(t, b.db, store.Resolution{CorpID: corp, ExternalUserID: "wm-" + corp, PendingID: "p-1"})
 	}
 	corps := func(r apiclient.LinksResponse) []string {
 		var out []string
@@ -547,8 +538,7 @@ func TestAPI_GetCustomer(t *testing.T) {
 	require.Equal(t, http.StatusNotFound, code)
 	require.Equal(t, "not found", errorBody(t, body))
 
-	_, err := b.db.RecordResolution(t.Context(), store.Resolution{CorpID: testDealerCorp, ExternalUserID: "wmtest1", PendingID: "p-1"})
-	require.NoError(t, err)
+	storetest.Resolve(t, b.db, store.Resolution{CorpID: testDealerCorp, ExternalUserID: "wmtest1", PendingID: "p-1"})
 	code, body = b.do(t, http.MethodGet, "/v1/customers/"+testDealerCorp+"/wmtest1", nil)
 	require.Equal(t, http.StatusOK, code)
 	got := decodeAs[store.CustomerDetail](t, body)
@@ -604,15 +594,13 @@ func TestAPI_Status(t *testing.T) {
 	resolved := storetest.NewEvent(store.KindAddExternalContact)
 	_, err := b.db.SaveEvent(t.Context(), resolved)
 	require.NoError(t, err)
-	_, err = b.db.RecordResolution(t.Context(), store.Resolution{CorpID: resolved.CorpID, ExternalUserID: resolved.ExternalUserID, PendingID: "p-1", EventID: resolved.ID})
-	require.NoError(t, err)
+	storetest.Resolve(t, b.db, store.Resolution{CorpID: resolved.CorpID, ExternalUserID: resolved.ExternalUserID, PendingID: "p-1", EventID: resolved.ID})
 	_, err = b.db.SaveEvent(t.Context(), storetest.NewEvent(store.KindAddExternalContact))
 	require.NoError(t, err)
 	failed := storetest.NewEvent(store.KindAddExternalContact)
 	_, err = b.db.SaveEvent(t.Context(), failed)
 	require.NoError(t, err)
-	_, err = b.db.RecordResolution(t.Context(), store.Resolution{CorpID: failed.CorpID, ExternalUserID: failed.ExternalUserID, EventID: failed.ID, Failed: true, Reason: "errcode 48002"})
-	require.NoError(t, err)
+	storetest.Resolve(t, b.db, store.Resolution{CorpID: failed.CorpID, ExternalUserID: failed.ExternalUserID, EventID: failed.ID, Failed: true, Reason: "errcode 48002"})
 
 	code, body := b.do(t, http.MethodGet, "/v1/status", nil)
 	require.Equal(t, http.StatusOK, code)

@@ -217,8 +217,7 @@ func TestAPI_Story(t *testing.T) {
 	t.Parallel()
 	b := setupAPI(t, apiOpts{})
 	registerFan(t, b, "test-u1", "o-1", "p-1")
-	_, err := b.db.RecordResolution(t.Context(), store.Resolution{CorpID: testDealerCorp, ExternalUserID: "wmtest1", PendingID: "p-1"})
-	require.NoError(t, err)
+	storetest.Resolve(t, b.db, store.Resolution{CorpID: testDealerCorp, ExternalUserID: "wmtest1", PendingID: "p-1"})
 
 	code, body := b.do(t, http.MethodGet, "/v1/story?unionid=test-u1", nil)
 	require.Equal(t, http.StatusOK, code, string(body))

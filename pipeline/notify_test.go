@@ -191,8 +191,7 @@ func (b *notifyBundle) link(t *testing.T) store.Link {
 	require.NoError(t, err)
 	_, err = b.db.RecordFanPendingID(t.Context(), "test-u1", "p-1")
 	require.NoError(t, err)
-	links, err := b.db.RecordResolution(t.Context(), store.Resolution{CorpID: "wwtestcorp", ExternalUserID: "wmtest1", PendingID: "p-1"})
-	require.NoError(t, err)
+	links := storetest.Resolve(t, b.db, store.Resolution{CorpID: "wwtestcorp", ExternalUserID: "wmtest1", PendingID: "p-1"})
 	require.Len(t, links, 1)
 	return links[0]
 }
@@ -202,8 +201,7 @@ func (b *notifyBundle) churn(t *testing.T) {
 	t.Helper()
 	_, err := b.db.EndLinks(t.Context(), store.EndLink{CorpID: "wwtestcorp", ExternalUserID: "wmtest1"})
 	require.NoError(t, err)
-	links, err := b.db.RecordResolution(t.Context(), store.Resolution{CorpID: "wwtestcorp", ExternalUserID: "wmtest1", PendingID: "p-1"})
-	require.NoError(t, err)
+	links := storetest.Resolve(t, b.db, store.Resolution{CorpID: "wwtestcorp", ExternalUserID: "wmtest1", PendingID: "p-1"})
 	require.Len(t, links, 1)
 }
 

@@ -10,11 +10,8 @@ import (
 	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
-	"github.com/pendinglink/pendinglink/internal/fakeclock"
 	"github.com/pendinglink/pendinglink/pipeline"
 	"github.com/pendinglink/pendinglink/store"
-	"github.com/pendinglink/pendinglink/store/storetest"
-	"github.com/pendinglink/pendinglink/wecom"
 	"github.com/pendinglink/pendinglink/wecom/wecomtest"
 )
 
@@ -36,21 +33,10 @@ func simulateRenewals(t *testing.T, reissue bool, fansPerDay, learnAfter int) re
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	start := time.Date(2026, 1, 1, 0, 30, 0, 0, time.UTC)
-	clock := fakeclock.New(start)
-	wc := wecomtest.NewServer(wecomtest.WithClock(clock), wecomtest.WithPendingReissue(reissue))
-	t.Cleanup(wc.Close)
-	db := storetest.MustOpen(t, store.Config{Now: clock.Now, Jobs: pipeline.Policy{}})
-	sim := &simulation{clock: clock, end: start.Add(days * 24 * time.Hour), done: make(chan struct{}), nextHour: start.Add(time.Hour)}
-	client, err := wecom.NewClient(wecom.Config{
-		BaseURL: wc.URL, CorpID: wc.CorpID, AgentID: wc.AgentID, CorpSecret: wc.CorpSecret, Now: clock.Now, Sleep: sim.sleep,
-	})
-	require.NoError(t, err)
-	t.Cleanup(client.Close)
-	co, err := pipeline.NewCoalescer(client, pipeline.CoalescerConfig{})
-	require.NoError(t, err)
-	t.Cleanup(co.Close)
+	sim, wc, db := newSimulation(t, start, days, wecomtest.WithPendingReissue(reissue))
+	client, co := sim.client(t, wc, nil)
 	pl, err := pipeline.New(pipeline.Config{
-		Store: db, WeCom: client, Coalescer: co, Now: clock.Now, Sleep: sim.sleep,
+		Store: db, WeCom: client, Coalescer: co, Now: sim.clock.Now, Sleep: sim.sleep,
 		RegisterConcurrency: 1, RegisterPoll: time.Hour, LeaseRetry: forever, RenewLearnAfter: learnAfter,
 	})
 	require.NoError(t, err)
@@ -81,18 +67,7 @@ func simulateRenewals(t *testing.T, reissue bool, fansPerDay, learnAfter int) re
 			failures = append(failures, fmt.Sprintf("renew on %s: %v", now, err))
 		}
 	}
-	regDone := make(chan struct{})
-	go func() {
-		defer close(regDone)
-		pl.RunRegistrar(ctx)
-	}()
-	select {
-	case <-sim.done:
-	case <-time.After(5 * time.Minute): // bounds a failing run; nothing waits for it
-		t.Fatalf("the simulation did not reach day %d; it is at %s", days, clock.Now())
-	}
-	cancel()
-	<-regDone
+	sim.run(t, ctx, cancel, pl)
 	require.Empty(t, failures)
 
 	run.secondCycle = wc.Calls(wecomtest.APIUnionIDToPendingID) - run.firstCycle

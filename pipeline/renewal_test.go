@@ -12,6 +12,7 @@ import (
 	"github.com/pendinglink/pendinglink/pipeline/pipelinetest"
 	"github.com/pendinglink/pendinglink/quota"
 	"github.com/pendinglink/pendinglink/store"
+	"github.com/pendinglink/pendinglink/store/storetest"
 )
 
 // renewalBundle is a worker bundle on a fake clock with a quota of 900
@@ -34,12 +35,7 @@ func setupRenewal(t *testing.T, mutate func(*pipeline.Config)) (*workerBundle, *
 func (b *workerBundle) renewal(t *testing.T) ([]string, pipeline.RenewalPolicy, int64) {
 	t.Helper()
 	require.Equal(t, river.EventKindJobCompleted, mustWork(t, b, pipeline.RenewArgs{}).EventKind)
-	fans, err := b.db.NextFans(t.Context(), 10)
-	require.NoError(t, err)
-	var queued []string
-	for _, f := range fans {
-		queued = append(queued, f.UnionID)
-	}
+	queued := storetest.QueuedUnionIDs(t, b.db, 10)
 	f, err := b.pl.Forecast(t.Context())
 	require.NoError(t, err)
 	pol, err := b.pl.RenewalPolicy(t.Context())

@@ -26,6 +26,7 @@ import (
 // and the test's checks.
 type simulation struct {
 	clock *fakeclock.Clock
+	days  int
 	end   time.Time
 	hook  func(now time.Time)
 	done  chan struct{}
@@ -67,6 +68,52 @@ func (s *simulation) sleep(ctx context.Context, d time.Duration) error {
 	return nil
 }
 
+// newSimulation sets up days of simulation from start: its clock, a fake
+// WeCom on that clock (with opts) and a store.
+func newSimulation(t *testing.T, start time.Time, days int, opts ...wecomtest.Option) (*simulation, *wecomtest.Server, *store.DB) {
+	t.Helper()
+	clock := fakeclock.New(start)
+	wc := wecomtest.NewServer(append([]wecomtest.Option{wecomtest.WithClock(clock)}, opts...)...)
+	t.Cleanup(wc.Close)
+	db := storetest.MustOpen(t, store.Config{Now: clock.Now, Jobs: pipeline.Policy{}})
+	sim := &simulation{clock: clock, days: days, end: start.Add(time.Duration(days) * 24 * time.Hour), done: make(chan struct{}), nextHour: start.Add(time.Hour)}
+	return sim, wc, db
+}
+
+// client returns a WeCom client of wc and a coalescer on it whose waits
+// move the simulation's clock, spending lim's quota when lim is not nil.
+func (s *simulation) client(t *testing.T, wc *wecomtest.Server, lim *quota.Limiter) (*wecom.Client, *pipeline.Coalescer) {
+	t.Helper()
+	client, err := wecom.NewClient(wecom.Config{
+		BaseURL: wc.URL, CorpID: wc.CorpID, AgentID: wc.AgentID, CorpSecret: wc.CorpSecret,
+		Now: s.clock.Now, PendingIDQuota: lim, Sleep: s.sleep,
+	})
+	require.NoError(t, err)
+	t.Cleanup(client.Close)
+	co, err := pipeline.NewCoalescer(client, pipeline.CoalescerConfig{})
+	require.NoError(t, err)
+	t.Cleanup(co.Close)
+	return client, co
+}
+
+// run runs pl's registrar until the simulation reaches its end, then ends
+// ctx with cancel and waits for the registrar to return.
+func (s *simulation) run(t *testing.T, ctx context.Context, cancel context.CancelFunc, pl *pipeline.Pipeline) {
+	t.Helper()
+	regDone := make(chan struct{})
+	go func() {
+		defer close(regDone)
+		pl.RunRegistrar(ctx)
+	}()
+	select {
+	case <-s.done:
+	case <-time.After(5 * time.Minute): // bounds a failing run; nothing waits for it
+		t.Fatalf("the simulation did not reach day %d; it is at %s", s.days, s.clock.Now())
+	}
+	cancel()
+	<-regDone
+}
+
 // TestSimulation_QuotaPlanner registers more fans than the quota can keep
 // live, over 200 simulated days, against a fake WeCom that enforces the
 // quota (scaled down 20,000 times: 5 an hour, 24 a day, 375 a month) while
@@ -89,25 +136,14 @@ func TestSimulation_QuotaPlanner(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	start := time.Date(2026, 1, 1, 0, 30, 0, 0, time.UTC)
-	clock := fakeclock.New(start)
-	wc := wecomtest.NewServer(wecomtest.WithClock(clock), wecomtest.WithQuotas(wecomtest.Quota{Hour: hour, Day: day, Month: month}, wecomtest.Quota{}))
-	t.Cleanup(wc.Close)
-	db := storetest.MustOpen(t, store.Config{Now: clock.Now, Jobs: pipeline.Policy{}})
-	sim := &simulation{clock: clock, end: start.Add(days * 24 * time.Hour), done: make(chan struct{}), nextHour: start.Add(time.Hour)}
+	sim, wc, db := newSimulation(t, start, days, wecomtest.WithQuotas(wecomtest.Quota{Hour: hour, Day: day, Month: month}, wecomtest.Quota{}))
+	clock := sim.clock
 	lim, err := quota.New(ctx, quota.Config{
 		Key: "unionid_to_pending_id:" + wc.CorpID, Windows: wecom.PendingIDWindows(hour, day, month),
 		Store: db, Now: clock.Now, Smooth: true, Sustained: true, Burst: 1, Reserve: reserve, Sleep: sim.sleep,
 	})
 	require.NoError(t, err)
-	client, err := wecom.NewClient(wecom.Config{
-		BaseURL: wc.URL, CorpID: wc.CorpID, AgentID: wc.AgentID, CorpSecret: wc.CorpSecret,
-		Now: clock.Now, PendingIDQuota: lim, Sleep: sim.sleep,
-	})
-	require.NoError(t, err)
-	t.Cleanup(client.Close)
-	co, err := pipeline.NewCoalescer(client, pipeline.CoalescerConfig{})
-	require.NoError(t, err)
-	t.Cleanup(co.Close)
+	client, co := sim.client(t, wc, lim)
 	pl, err := pipeline.New(pipeline.Config{
 		Store: db, WeCom: client, Coalescer: co, Quota: lim, Now: clock.Now, Sleep: sim.sleep,
 		RegisterConcurrency: 1, RegisterPoll: time.Hour, LeaseRetry: forever, RenewBatch: 10_000,
@@ -246,18 +282,7 @@ func TestSimulation_QuotaPlanner(t *testing.T) {
 		}
 	}
 
-	regDone := make(chan struct{})
-	go func() {
-		defer close(regDone)
-		pl.RunRegistrar(ctx)
-	}()
-	select {
-	case <-sim.done:
-	case <-time.After(5 * time.Minute): // bounds a failing run; nothing waits for it
-		t.Fatalf("the simulation did not reach day %d; it is at %s", days, clock.Now())
-	}
-	cancel()
-	<-regDone
+	sim.run(t, ctx, cancel, pl)
 
 	require.Empty(t, failures)
 	require.Zero(t, wc.Errcodes(wecomtest.APIUnionIDToPendingID)[wecom.CodeAPIFreqOutOfLimit], "no call WeCom refused for quota")

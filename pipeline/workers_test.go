@@ -182,9 +182,7 @@ func (b *workerBundle) saveAdd(t *testing.T) *store.Event {
 // event reads a stored event back.
 func (b *workerBundle) event(t *testing.T, id int64) *store.Event {
 	t.Helper()
-	ev, err := b.db.FindEventByID(t.Context(), id)
-	require.NoError(t, err)
-	return ev
+	return storetest.MustEvent(t, b.db, id)
 }
 
 // linksOf reads the links of the fan unionID.
@@ -198,10 +196,7 @@ func (b *workerBundle) linksOf(t *testing.T, unionID string) []store.Link {
 // registerFan stores a fan holding pendingID.
 func (b *workerBundle) registerFan(t *testing.T, unionID, pendingID string) {
 	t.Helper()
-	_, err := b.db.RegisterFans(t.Context(), []store.FanInput{{UnionID: unionID, OpenID: "o-" + unionID}}, store.RegisterOpts{NoJob: true})
-	require.NoError(t, err)
-	_, err = b.db.RecordFanPendingID(t.Context(), unionID, pendingID)
-	require.NoError(t, err)
+	storetest.AddFan(t, b.db, unionID, pendingID)
 }
 
 func resolveArgs(ev *store.Event) pipeline.ResolveArgs {
@@ -328,11 +323,10 @@ func TestEndLinkWorker(t *testing.T) {
 		t.Parallel()
 		b := setupWorkers(t, nil)
 		b.registerFan(t, "test-u1", "p-1")
-		_, err := b.db.RecordResolution(t.Context(), store.Resolution{CorpID: "wwtestcorp", ExternalUserID: "wmtest1", PendingID: "p-1"})
-		require.NoError(t, err)
+		storetest.Resolve(t, b.db, store.Resolution{CorpID: "wwtestcorp", ExternalUserID: "wmtest1", PendingID: "p-1"})
 		del := storetest.NewEvent(store.KindDelExternalContact)
 		del.ExternalUserID, del.CreateTime = "wmtest1", testNow.Add(time.Second) // after the add
-		_, err = b.db.SaveEvent(t.Context(), del)
+		_, err := b.db.SaveEvent(t.Context(), del)
 		require.NoError(t, err)
 
 		res := mustWork(t, b, pipeline.EndLinkArgs{EventID: del.ID, CorpID: del.CorpID, ExternalUserID: del.ExternalUserID, UserID: del.UserID})
@@ -428,10 +422,8 @@ func TestRenewWorker(t *testing.T) {
 	// queued lists the registration queue's head as unionid:class.
 	queued := func(t *testing.T, b *workerBundle) []string {
 		t.Helper()
-		fans, err := b.db.NextFans(t.Context(), 10)
-		require.NoError(t, err)
 		var out []string
-		for _, f := range fans {
+		for _, f := range storetest.MustQueue(t, b.db, 10) {
 			out = append(out, fmt.Sprintf("%s:%d", f.UnionID, f.Class))
 		}
 		return out
@@ -711,8 +703,7 @@ func TestNotifyWorker_WaitsForAnotherSendersClaim(t *testing.T) {
 	t.Cleanup(srv.Close)
 	b := setupWorkers(t, func(c *pipeline.Config) { c.Webhook = &pipeline.Webhook{URL: srv.URL, Secret: "test-secret"} })
 	b.registerFan(t, "test-u1", "p-1")
-	links, err := b.db.RecordResolution(t.Context(), store.Resolution{CorpID: "wwtestcorp", ExternalUserID: "wmtest1", PendingID: "p-1"})
-	require.NoError(t, err)
+	links := storetest.Resolve(t, b.db, store.Resolution{CorpID: "wwtestcorp", ExternalUserID: "wmtest1", PendingID: "p-1"})
 	require.Len(t, links, 1)
 
 	held, err := b.db.ClaimOutbox(t.Context(), links[0].ID, time.Minute) // the other process

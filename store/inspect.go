@@ -183,20 +183,7 @@ func (in *Inspector) appliedMigrations(ctx context.Context) ([]int, error) {
 	if n == 0 {
 		return nil, nil
 	}
-	rows, err := in.eng.read.QueryContext(ctx, `SELECT version FROM schema_migrations ORDER BY version`)
-	if err != nil {
-		return nil, dbError("read migrations", err)
-	}
-	defer rows.Close()
-	var out []int
-	for rows.Next() {
-		var v int
-		if err := rows.Scan(&v); err != nil {
-			return nil, dbError("read migrations", err)
-		}
-		out = append(out, v)
-	}
-	return out, dbError("read migrations", rows.Err())
+	return queryRows(ctx, in.eng.read, "read migrations", `SELECT version FROM schema_migrations ORDER BY version`, scanOne[int])
 }
 
 // Info returns what Inspect found.

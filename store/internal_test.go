@@ -53,13 +53,6 @@ func newReq(key string) *saveReq {
 	}
 }
 
-func countRows(t *testing.T, db *DB, query string) int64 {
-	t.Helper()
-	var n int64
-	require.NoError(t, db.SQL().QueryRowContext(t.Context(), query).Scan(&n))
-	return n
-}
-
 func TestCommitBatch(t *testing.T) {
 	t.Parallel()
 
@@ -86,10 +79,10 @@ func TestCommitBatch(t *testing.T) {
 		require.Equal(t, batch[4].ev.ID, batch[5].ev.ID)
 		require.NotZero(t, batch[4].ev.ID)
 
-		require.Equal(t, int64(3), countRows(t, db, `SELECT count(*) FROM events`))
-		require.Equal(t, int64(2), countRows(t, db, `SELECT duplicates FROM events WHERE dedup_key = 'a'`))
-		require.Equal(t, int64(2), countRows(t, db, `SELECT duplicates FROM events WHERE dedup_key = 'old'`))
-		require.Equal(t, int64(3), countRows(t, db, `SELECT count(*) FROM river_job`), "one job per stored event")
+		require.Equal(t, int64(3), QueryInt(t, db, `SELECT count(*) FROM events`))
+		require.Equal(t, int64(2), QueryInt(t, db, `SELECT duplicates FROM events WHERE dedup_key = 'a'`))
+		require.Equal(t, int64(2), QueryInt(t, db, `SELECT duplicates FROM events WHERE dedup_key = 'old'`))
+		require.Equal(t, int64(3), QueryInt(t, db, `SELECT count(*) FROM river_job`), "one job per stored event")
 		st, err := db.Status(t.Context())
 		require.NoError(t, err)
 		require.Equal(t, int64(3), st.EventsReceived)
@@ -104,7 +97,7 @@ func TestCommitBatch(t *testing.T) {
 		db.commitBatch(t.Context(), []*saveReq{cancelled, kept})
 		require.Equal(t, saveAnswer{inserted: true}, <-kept.done)
 		require.Empty(t, cancelled.done, "a cancelled caller gets no answer")
-		require.Equal(t, int64(1), countRows(t, db, `SELECT count(*) FROM events`))
+		require.Equal(t, int64(1), QueryInt(t, db, `SELECT count(*) FROM events`))
 	})
 
 	t.Run("FailureAnswersEveryCaller", func(t *testing.T) {
@@ -134,7 +127,7 @@ func TestCommitBatch(t *testing.T) {
 		_, err = conn.ExecContext(t.Context(), `ROLLBACK`)
 		require.NoError(t, err)
 		require.NoError(t, conn.Close())
-		require.Equal(t, int64(0), countRows(t, db, `SELECT count(*) FROM events`))
+		require.Equal(t, int64(0), QueryInt(t, db, `SELECT count(*) FROM events`))
 		inserted, err := db.SaveEvent(t.Context(), newReq("x").ev)
 		require.NoError(t, err)
 		require.True(t, inserted, "the failed batch left nothing behind")

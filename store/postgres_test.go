@@ -54,8 +54,8 @@ func TestOpenPostgres(t *testing.T) {
 		}
 		entries, err := fs.ReadDir(os.DirFS("migrations/postgres"), ".")
 		require.NoError(t, err)
-		require.Equal(t, int64(len(entries)), queryInt(t, dbs[0], `SELECT count(*) FROM schema_migrations`), "each migration is recorded once")
-		require.Positive(t, queryInt(t, dbs[0], `SELECT count(*) FROM river_migration`))
+		require.Equal(t, int64(len(entries)), store.QueryInt(t, dbs[0], `SELECT count(*) FROM schema_migrations`), "each migration is recorded once")
+		require.Positive(t, store.QueryInt(t, dbs[0], `SELECT count(*) FROM river_migration`))
 		_, err = dbs[1].SaveEvent(t.Context(), storetest.NewEvent(store.KindAddExternalContact))
 		require.NoError(t, err)
 		require.Equal(t, int64(1), storetest.MustCounts(t, dbs[2]).Events, "one database behind every instance")
@@ -246,7 +246,7 @@ func TestPostgres_StartLeavesRunningJobsToTheRescuer(t *testing.T) {
 	river.AddWorker(workers, river.WorkFunc(func(context.Context, *river.Job[storetest.Job]) error { return nil }))
 	db := storetest.MustOpenPostgres(t, store.Config{DSN: dsn, Jobs: storetest.Policy{}, Workers: workers})
 	require.NoError(t, db.Start(t.Context()))
-	require.Equal(t, int64(1), queryInt(t, db, `SELECT count(*) FROM river_job WHERE state = 'running'`))
+	require.Equal(t, int64(1), store.QueryInt(t, db, `SELECT count(*) FROM river_job WHERE state = 'running'`))
 }
 
 // TestPostgres_StartResumesItsOwnPreviousProcessJobs: with an InstanceID,
@@ -280,9 +280,9 @@ func TestPostgres_StartResumesItsOwnPreviousProcessJobs(t *testing.T) {
 
 	db := storetest.MustOpenPostgres(t, store.Config{DSN: dsn, Jobs: storetest.Policy{}, Workers: workers, InstanceID: "pl-a"})
 	require.NoError(t, db.Start(t.Context()))
-	require.Equal(t, int64(1), queryInt(t, db, `SELECT count(*) FROM river_job WHERE state = 'running' AND 'pl-b' = ANY(attempted_by)`),
+	require.Equal(t, int64(1), store.QueryInt(t, db, `SELECT count(*) FROM river_job WHERE state = 'running' AND 'pl-b' = ANY(attempted_by)`),
 		"pl-b's job is still its own")
-	require.Equal(t, int64(0), queryInt(t, db, `SELECT count(*) FROM river_job WHERE attempted_by = ARRAY['pl-a']::text[]
+	require.Equal(t, int64(0), store.QueryInt(t, db, `SELECT count(*) FROM river_job WHERE attempted_by = ARRAY['pl-a']::text[]
 		AND state = 'running' AND attempt = 1`), "pl-a's old attempt was taken back")
 }
 

@@ -139,6 +139,45 @@ func (tx *sqlTx) QueryRowContext(ctx context.Context, query string, args ...any)
 	return tx.Tx.QueryRowContext(ctx, tx.d.bind(query), args...)
 }
 
+// querier is a pool (sqlDB) or a transaction (*sqlTx): queryEach and
+// queryRows read from either.
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// queryEach runs query and hands each row to each, which scans it; any
+// error, the query's, each's or the rows', is wrapped as op.
+func queryEach(ctx context.Context, q querier, op, query string, each func(rowScanner) error, args ...any) error {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return dbError(op, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := each(rows); err != nil {
+			return dbError(op, err)
+		}
+	}
+	return dbError(op, rows.Err())
+}
+
+// queryRows runs query and returns its rows, each read by scan. A failed
+// query or scan returns no rows; a failure met while iterating returns
+// those read before it.
+func queryRows[T any](ctx context.Context, q querier, op, query string, scan func(rowScanner) (T, error), args ...any) ([]T, error) {
+	var out []T
+	err := queryEach(ctx, q, op, query, func(r rowScanner) error {
+		v, err := scan(r)
+		if err != nil {
+			out = nil
+			return err
+		}
+		out = append(out, v)
+		return nil
+	}, args...)
+	return out, err
+}
+
 // begin starts a write transaction, serialised with the others where the
 // dialect asks (lockWrites).
 func (e *sqlEngine) begin(ctx context.Context) (*sqlTx, error) {
@@ -413,18 +452,13 @@ func (e *sqlEngine) pruneEvents(ctx context.Context, before time.Time) (int64, e
 // status implements engine.
 func (e *sqlEngine) status(ctx context.Context) (Status, error) {
 	s := Status{EventsByType: make(map[string]int64)}
-	rows, err := e.read.QueryContext(ctx, `SELECT kind, received, duplicates FROM event_counters`)
-	if err != nil {
-		return Status{}, dbError("status", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
+	err := queryEach(ctx, e.read, "status", `SELECT kind, received, duplicates FROM event_counters`, func(r rowScanner) error {
 		var (
 			kind                 string
 			received, duplicates int64
 		)
-		if err := rows.Scan(&kind, &received, &duplicates); err != nil {
-			return Status{}, dbError("status", err)
+		if err := r.Scan(&kind, &received, &duplicates); err != nil {
+			return err
 		}
 		s.EventsReceived += received
 		s.EventsDuplicate += duplicates
@@ -434,9 +468,10 @@ func (e *sqlEngine) status(ctx context.Context) (Status, error) {
 		if kind == KindIgnored {
 			s.EventsIgnored = received
 		}
-	}
-	if err := rows.Err(); err != nil {
-		return Status{}, dbError("status", err)
+		return nil
+	})
+	if err != nil {
+		return Status{}, err
 	}
 	err = e.read.QueryRowContext(ctx, `SELECT count(*) FROM river_job
 		WHERE state IN ('available', 'scheduled', 'retryable', 'pending', 'running')`).Scan(&s.QueuePending)
@@ -502,21 +537,16 @@ func (e *sqlEngine) reserveQuota(ctx context.Context, key string, bucket int64, 
 
 // loadQuota implements engine.
 func (e *sqlEngine) loadQuota(ctx context.Context, key string, since int64) (map[int64]int64, error) {
-	rows, err := e.read.QueryContext(ctx, `SELECT bucket, count FROM quota_counters WHERE key = ? AND bucket >= ?`, key, since)
-	if err != nil {
-		return nil, dbError("load quota", err)
-	}
-	defer rows.Close()
 	out := make(map[int64]int64)
-	for rows.Next() {
-		var bucket, count int64
-		if err := rows.Scan(&bucket, &count); err != nil {
-			return nil, dbError("load quota", err)
-		}
-		out[bucket] = count
-	}
-	if err := rows.Err(); err != nil {
-		return nil, dbError("load quota", err)
+	err := queryEach(ctx, e.read, "load quota", `SELECT bucket, count FROM quota_counters WHERE key = ? AND bucket >= ?`,
+		func(r rowScanner) error {
+			var bucket, count int64
+			err := r.Scan(&bucket, &count)
+			out[bucket] = count
+			return err
+		}, key, since)
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }

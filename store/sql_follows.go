@@ -143,20 +143,8 @@ func holdExisting(ctx context.Context, tx *sqlTx, c CorpCustomer, nowMS int64) e
 
 // chatMembers lists the customers that ever were members of a chat.
 func chatMembers(ctx context.Context, tx *sqlTx, corpID, chatID string) ([]string, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT external_userid FROM follows WHERE corp_id = ? AND chat_id = ?`, corpID, chatID)
-	if err != nil {
-		return nil, dbError("chat members", err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, dbError("chat members", err)
-		}
-		out = append(out, id)
-	}
-	return out, dbError("chat members", rows.Err())
+	return queryRows(ctx, tx, "chat members", `SELECT external_userid FROM follows WHERE corp_id = ? AND chat_id = ?`,
+		scanOne[string], corpID, chatID)
 }
 
 // dropHolders ends every hold on a customer at nowMS.

@@ -8,22 +8,13 @@ import (
 func (e *sqlEngine) jobCounts(ctx context.Context) ([]JobCount, error) {
 	// River's fetch index starts with (state, queue), so this reads the
 	// unfinished and discarded jobs only, never the completed ones.
-	rows, err := e.read.QueryContext(ctx, `SELECT queue, state, count(*) FROM river_job
+	return queryRows(ctx, e.read, "job counts", `SELECT queue, state, count(*) FROM river_job
 		WHERE state IN ('available', 'scheduled', 'retryable', 'running', 'pending', 'discarded')
-		GROUP BY queue, state ORDER BY queue, state`)
-	if err != nil {
-		return nil, dbError("job counts", err)
-	}
-	defer rows.Close()
-	var out []JobCount
-	for rows.Next() {
-		var c JobCount
-		if err := rows.Scan(&c.Queue, &c.State, &c.Count); err != nil {
-			return nil, dbError("job counts", err)
-		}
-		out = append(out, c)
-	}
-	return out, dbError("job counts", rows.Err())
+		GROUP BY queue, state ORDER BY queue, state`,
+		func(r rowScanner) (c JobCount, err error) {
+			err = r.Scan(&c.Queue, &c.State, &c.Count)
+			return c, err
+		})
 }
 
 func (e *sqlEngine) outboxStatus(ctx context.Context) (OutboxStatus, error) {

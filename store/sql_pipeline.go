@@ -44,6 +44,12 @@ const linkColumns = `id, unionid, openid, pending_id, corp_id, external_userid, 
 
 type rowScanner interface{ Scan(dest ...any) error }
 
+// scanOne reads a row of one column.
+func scanOne[T any](r rowScanner) (v T, err error) {
+	err = r.Scan(&v)
+	return v, err
+}
+
 func scanLink(r rowScanner) (Link, error) {
 	var (
 		l       Link
@@ -492,18 +498,13 @@ func observeRenewal(ctx context.Context, tx *sqlTx, unionID, pendingID string, n
 
 func (e *sqlEngine) renewalObservations(ctx context.Context) (RenewalObservations, error) {
 	var o RenewalObservations
-	rows, err := e.read.QueryContext(ctx, `SELECT outcome, observed FROM renewal_observations`)
-	if err != nil {
-		return o, dbError("renewal observations", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
+	err := queryEach(ctx, e.read, "renewal observations", `SELECT outcome, observed FROM renewal_observations`, func(r rowScanner) error {
 		var (
 			outcome string
 			n       int64
 		)
-		if err := rows.Scan(&outcome, &n); err != nil {
-			return o, dbError("renewal observations", err)
+		if err := r.Scan(&outcome, &n); err != nil {
+			return err
 		}
 		switch outcome {
 		case renewalSameID:
@@ -511,8 +512,9 @@ func (e *sqlEngine) renewalObservations(ctx context.Context) (RenewalObservation
 		case renewalNewID:
 			o.NewID = n
 		}
-	}
-	return o, dbError("renewal observations", rows.Err())
+		return nil
+	})
+	return o, err
 }
 
 func (e *sqlEngine) linkExisting(ctx context.Context, jobs jobInserter, unionID string, found []CorpCustomer, sweepID int64, now time.Time) (links []Link, err error) {
@@ -685,24 +687,15 @@ func (e *sqlEngine) nextFans(ctx context.Context, limit int) ([]QueuedFan, error
 }
 
 func (e *sqlEngine) scanQueued(ctx context.Context, query string, args ...any) ([]QueuedFan, error) {
-	rows, err := e.read.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, dbError("next fans", err)
-	}
-	defer rows.Close()
-	var out []QueuedFan
-	for rows.Next() {
+	return queryRows(ctx, e.read, "next fans", query, func(r rowScanner) (QueuedFan, error) {
 		var (
 			f  QueuedFan
 			at int64
 		)
-		if err := rows.Scan(&f.UnionID, &f.OpenID, &f.Priority, &f.Class, &at); err != nil {
-			return nil, dbError("next fans", err)
-		}
+		err := r.Scan(&f.UnionID, &f.OpenID, &f.Priority, &f.Class, &at)
 		f.QueuedAt = time.UnixMilli(at)
-		out = append(out, f)
-	}
-	return out, dbError("next fans", rows.Err())
+		return f, err
+	}, args...)
 }
 
 func (e *sqlEngine) requeueFan(ctx context.Context, unionID, reason string, now time.Time) error {
@@ -712,23 +705,21 @@ func (e *sqlEngine) requeueFan(ctx context.Context, unionID, reason string, now 
 }
 
 func (e *sqlEngine) queuedFans(ctx context.Context) (map[int]int64, error) {
-	rows, err := e.read.QueryContext(ctx, `SELECT queue_class, count(*) FROM fans WHERE queued_at IS NOT NULL GROUP BY queue_class`)
-	if err != nil {
-		return nil, dbError("count queued fans", err)
-	}
-	defer rows.Close()
 	out := map[int]int64{}
-	for rows.Next() {
-		var (
-			c int
-			n int64
-		)
-		if err := rows.Scan(&c, &n); err != nil {
-			return nil, dbError("count queued fans", err)
-		}
-		out[c] = n
+	err := queryEach(ctx, e.read, "count queued fans", `SELECT queue_class, count(*) FROM fans WHERE queued_at IS NOT NULL GROUP BY queue_class`,
+		func(r rowScanner) error {
+			var (
+				c int
+				n int64
+			)
+			err := r.Scan(&c, &n)
+			out[c] = n
+			return err
+		})
+	if err != nil {
+		return nil, err
 	}
-	return out, dbError("count queued fans", rows.Err())
+	return out, nil
 }
 
 // queueFans puts fans in the registration queue at class and returns how
@@ -789,23 +780,20 @@ func knownFans(ctx context.Context, tx *sqlTx, fans []FanInput, nowMS int64) (ma
 			}
 			return out
 		})
-	rows, err := tx.QueryContext(ctx, q, append([]any{nowMS}, args...)...)
-	if err != nil {
-		return nil, dbError("known fans", err)
-	}
-	defer rows.Close()
 	known := make(map[string]bool)
-	for rows.Next() {
+	err := queryEach(ctx, tx, "known fans", q, func(r rowScanner) error {
 		var (
 			u    string
 			live bool
 		)
-		if err := rows.Scan(&u, &live); err != nil {
-			return nil, dbError("known fans", err)
-		}
+		err := r.Scan(&u, &live)
 		known[u] = live
+		return err
+	}, append([]any{nowMS}, args...)...)
+	if err != nil {
+		return nil, err
 	}
-	return known, dbError("known fans", rows.Err())
+	return known, nil
 }
 
 // manyRows appends n groups of width placeholders, "(?, ?), (?, ?)", to
@@ -827,20 +815,7 @@ func manyRows(prefix string, n, width int, row func(i int) []any) (string, []any
 }
 
 func (e *sqlEngine) queryLinks(ctx context.Context, query string, args ...any) ([]Link, error) {
-	rows, err := e.read.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, dbError("query links", err)
-	}
-	defer rows.Close()
-	var out []Link
-	for rows.Next() {
-		l, err := scanLink(rows)
-		if err != nil {
-			return nil, dbError("query links", err)
-		}
-		out = append(out, l)
-	}
-	return out, dbError("query links", rows.Err())
+	return queryRows(ctx, e.read, "query links", query, scanLink, args...)
 }
 
 func (e *sqlEngine) findFan(ctx context.Context, unionID string, now time.Time) (*FanDetail, error) {
@@ -910,23 +885,19 @@ func (e *sqlEngine) findLinks(ctx context.Context, f LinkFilter) ([]Link, error)
 
 func (e *sqlEngine) findCustomer(ctx context.Context, corpID, externalUserID string) (*CustomerDetail, error) {
 	c := &CustomerDetail{CorpID: corpID, ExternalUserID: externalUserID, Resolutions: []Resolution{}}
-	rows, err := e.read.QueryContext(ctx, `SELECT chat_id, user_id, COALESCE(pending_id, ''), COALESCE(event_id, 0), state, reason, resolved_at
-		FROM resolutions WHERE corp_id = ? AND external_userid = ? ORDER BY id`, corpID, externalUserID)
-	if err != nil {
-		return nil, dbError("find customer", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
+	err := queryEach(ctx, e.read, "find customer", `SELECT chat_id, user_id, COALESCE(pending_id, ''), COALESCE(event_id, 0), state, reason, resolved_at
+		FROM resolutions WHERE corp_id = ? AND external_userid = ? ORDER BY id`, func(row rowScanner) error {
 		r := Resolution{CorpID: corpID, ExternalUserID: externalUserID}
 		var at int64
-		if err := rows.Scan(&r.ChatID, &r.UserID, &r.PendingID, &r.EventID, &r.State, &r.Reason, &at); err != nil {
-			return nil, dbError("find customer", err)
+		if err := row.Scan(&r.ChatID, &r.UserID, &r.PendingID, &r.EventID, &r.State, &r.Reason, &at); err != nil {
+			return err
 		}
 		r.ResolvedAt = time.UnixMilli(at).UTC()
 		c.Resolutions = append(c.Resolutions, r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, dbError("find customer", err)
+		return nil
+	}, corpID, externalUserID)
+	if err != nil {
+		return nil, err
 	}
 	c.Links, err = e.queryLinks(ctx, `SELECT `+linkColumns+` FROM links WHERE corp_id = ? AND external_userid = ? ORDER BY id DESC`, corpID, externalUserID)
 	if err != nil {
@@ -951,24 +922,15 @@ func (e *sqlEngine) fansToRenew(ctx context.Context, before, now time.Time, limi
 	// soonest to expire. The newest id was issued a lifetime before
 	// live_until; a later registered_at means WeCom answered since with an
 	// id already held.
-	rows, err := e.read.QueryContext(ctx, `SELECT f.unionid, f.openid, f.importance FROM fans f
+	return queryRows(ctx, e.read, "fans to renew", `SELECT f.unionid, f.openid, f.importance FROM fans f
 		WHERE f.live_until < ? AND f.state = 'registered' AND f.queued_at IS NULL
 		AND (f.live_until <= ? OR f.registered_at IS NULL OR f.registered_at <= f.live_until - ?)
 		ORDER BY f.importance DESC, f.active_day DESC, EXISTS (SELECT 1 FROM links l WHERE l.unionid = f.unionid AND l.active = 1), f.live_until LIMIT ?`,
+		func(r rowScanner) (f FanInput, err error) {
+			err = r.Scan(&f.UnionID, &f.OpenID, &f.Priority)
+			return f, err
+		},
 		before.UnixMilli(), now.UnixMilli(), PendingIDLifetime.Milliseconds(), limit)
-	if err != nil {
-		return nil, dbError("fans to renew", err)
-	}
-	defer rows.Close()
-	var out []FanInput
-	for rows.Next() {
-		var f FanInput
-		if err := rows.Scan(&f.UnionID, &f.OpenID, &f.Priority); err != nil {
-			return nil, dbError("fans to renew", err)
-		}
-		out = append(out, f)
-	}
-	return out, dbError("fans to renew", rows.Err())
 }
 
 func (e *sqlEngine) hasAvailableJobs(ctx context.Context, queue string, atLeast int) (bool, error) {

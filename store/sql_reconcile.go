@@ -88,20 +88,10 @@ func (e *sqlEngine) fansToCheck(ctx context.Context, limit int, includeNew bool)
 }
 
 func (e *sqlEngine) queryFans(ctx context.Context, query string, args ...any) ([]FanInput, error) {
-	rows, err := e.read.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, dbError("query fans", err)
-	}
-	defer rows.Close()
-	var out []FanInput
-	for rows.Next() {
-		var f FanInput
-		if err := rows.Scan(&f.UnionID, &f.OpenID); err != nil {
-			return nil, dbError("query fans", err)
-		}
-		out = append(out, f)
-	}
-	return out, dbError("query fans", rows.Err())
+	return queryRows(ctx, e.read, "query fans", query, func(r rowScanner) (f FanInput, err error) {
+		err = r.Scan(&f.UnionID, &f.OpenID)
+		return f, err
+	}, args...)
 }
 
 func (e *sqlEngine) finishSweep(ctx context.Context, id int64, now time.Time) error {

@@ -29,12 +29,17 @@ func (e *sqlEngine) retryWhere(state, reasonCol, timeCol string, f RetryFilter) 
 	return strings.Join(where, " AND "), args
 }
 
+// countWhere counts the rows of table a retry would select: its dry run.
+func (e *sqlEngine) countWhere(ctx context.Context, op, table, where string, args []any) (int64, error) {
+	var n int64
+	err := e.read.QueryRowContext(ctx, `SELECT count(*) FROM `+table+` WHERE `+where, args...).Scan(&n)
+	return n, dbError(op, err)
+}
+
 func (e *sqlEngine) retryEvents(ctx context.Context, jobs jobInserter, f RetryFilter, now time.Time) (int64, error) {
 	where, args := e.retryWhere(f.State, "reason", "received_at", f)
 	if f.DryRun {
-		var n int64
-		err := e.read.QueryRowContext(ctx, `SELECT count(*) FROM events WHERE `+where, args...).Scan(&n)
-		return n, dbError("count events to retry", err)
+		return e.countWhere(ctx, "count events to retry", "events", where, args)
 	}
 	var total int64
 	// Each round moves up to retryBatch events out of the selected state,
@@ -84,9 +89,7 @@ func (e *sqlEngine) retryEvents(ctx context.Context, jobs jobInserter, f RetryFi
 func (e *sqlEngine) retryFans(ctx context.Context, f RetryFilter, now time.Time) (int64, error) {
 	where, args := e.retryWhere(FanFailed, "last_error", "updated_at", f)
 	if f.DryRun {
-		var n int64
-		err := e.read.QueryRowContext(ctx, `SELECT count(*) FROM fans WHERE `+where, args...).Scan(&n)
-		return n, dbError("count fans to retry", err)
+		return e.countWhere(ctx, "count fans to retry", "fans", where, args)
 	}
 	var total int64
 	for {

@@ -45,25 +45,20 @@ func (e *sqlEngine) storyFan(ctx context.Context, unionID string) (StoryFan, err
 // fanPendingIDs reads every pending_id issued for a fan, newest first: one
 // per renewal, a handful a year.
 func (e *sqlEngine) fanPendingIDs(ctx context.Context, unionID string) ([]FanPendingID, error) {
-	rows, err := e.read.QueryContext(ctx, `SELECT pending_id, issued_at, expires_at FROM fan_pending_ids
-		WHERE unionid = ? ORDER BY issued_at DESC`, unionID)
-	if err != nil {
-		return nil, dbError("fan pending_ids", err)
-	}
-	defer rows.Close()
-	out := []FanPendingID{}
-	for rows.Next() {
+	out, err := queryRows(ctx, e.read, "fan pending_ids", `SELECT pending_id, issued_at, expires_at FROM fan_pending_ids
+		WHERE unionid = ? ORDER BY issued_at DESC`, func(r rowScanner) (FanPendingID, error) {
 		var (
 			p               FanPendingID
 			issued, expires int64
 		)
-		if err := rows.Scan(&p.PendingID, &issued, &expires); err != nil {
-			return nil, dbError("fan pending_ids", err)
-		}
+		err := r.Scan(&p.PendingID, &issued, &expires)
 		p.IssuedAt, p.ExpiresAt = time.UnixMilli(issued).UTC(), time.UnixMilli(expires).UTC()
-		out = append(out, p)
+		return p, err
+	}, unionID)
+	if out == nil && err == nil {
+		out = []FanPendingID{} // a fan without ids lists none, not null
 	}
-	return out, dbError("fan pending_ids", rows.Err())
+	return out, err
 }
 
 // storyCustomer reads a customer's lookups, holders and the events they
@@ -140,20 +135,15 @@ func (e *sqlEngine) storyEvents(ctx context.Context, ids []int64) ([]StoryEvent,
 	for i, id := range ids {
 		args[i] = id
 	}
-	rows, err := e.read.QueryContext(ctx, `SELECT id, kind, user_id, chat_id, state, reason, create_time, received_at
-		FROM events WHERE id IN (`+inList(len(ids))+`) ORDER BY id`, args...)
-	if err != nil {
-		return nil, dbError("story events", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
+	err := queryEach(ctx, e.read, "story events", `SELECT id, kind, user_id, chat_id, state, reason, create_time, received_at
+		FROM events WHERE id IN (`+inList(len(ids))+`) ORDER BY id`, func(r rowScanner) error {
 		var (
 			ev       StoryEvent
 			create   sql.NullInt64
 			received int64
 		)
-		if err := rows.Scan(&ev.ID, &ev.Kind, &ev.UserID, &ev.ChatID, &ev.State, &ev.Reason, &create, &received); err != nil {
-			return nil, dbError("story events", err)
+		if err := r.Scan(&ev.ID, &ev.Kind, &ev.UserID, &ev.ChatID, &ev.State, &ev.Reason, &create, &received); err != nil {
+			return err
 		}
 		if create.Valid {
 			t := time.Unix(create.Int64, 0).UTC()
@@ -161,8 +151,12 @@ func (e *sqlEngine) storyEvents(ctx context.Context, ids []int64) ([]StoryEvent,
 		}
 		ev.ReceivedAt = time.UnixMilli(received).UTC()
 		out = append(out, ev)
+		return nil
+	}, args...)
+	if err != nil {
+		return nil, err
 	}
-	return out, dbError("story events", rows.Err())
+	return out, nil
 }
 
 // storyCustomers reads the customers, at most StoryLimit of them, in the
@@ -205,22 +199,16 @@ func (e *sqlEngine) fanStory(ctx context.Context, unionID string) (*Story, error
 		for _, p := range f.PendingIDs {
 			args = append(args, p.PendingID)
 		}
-		rows, err := e.read.QueryContext(ctx, `SELECT corp_id, external_userid FROM resolutions
-			WHERE pending_id IN (`+inList(len(f.PendingIDs))+`) ORDER BY id DESC LIMIT ?`, append(args, StoryLimit)...)
+		resolved, err := queryRows(ctx, e.read, "story resolutions of fan", `SELECT corp_id, external_userid FROM resolutions
+			WHERE pending_id IN (`+inList(len(f.PendingIDs))+`) ORDER BY id DESC LIMIT ?`,
+			func(r rowScanner) (k CorpCustomer, err error) {
+				err = r.Scan(&k.CorpID, &k.ExternalUserID)
+				return k, err
+			}, append(args, StoryLimit)...)
 		if err != nil {
-			return nil, dbError("story resolutions of fan", err)
+			return nil, err
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var k CorpCustomer
-			if err := rows.Scan(&k.CorpID, &k.ExternalUserID); err != nil {
-				return nil, dbError("story resolutions of fan", err)
-			}
-			keys = append(keys, k)
-		}
-		if err := rows.Err(); err != nil {
-			return nil, dbError("story resolutions of fan", err)
-		}
+		keys = append(keys, resolved...)
 	}
 	s.Customers, err = e.storyCustomers(ctx, keys)
 	return s, err
@@ -252,21 +240,12 @@ func (e *sqlEngine) customerStory(ctx context.Context, corpID, externalUserID st
 		}
 	}
 	if len(pendingIDs) > 0 {
-		rows, err := e.read.QueryContext(ctx, `SELECT unionid FROM fan_pending_ids WHERE pending_id IN (`+inList(len(pendingIDs))+`)`, pendingIDs...)
+		holders, err := queryRows(ctx, e.read, "story fans of customer",
+			`SELECT unionid FROM fan_pending_ids WHERE pending_id IN (`+inList(len(pendingIDs))+`)`, scanOne[string], pendingIDs...)
 		if err != nil {
-			return nil, dbError("story fans of customer", err)
+			return nil, err
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var u string
-			if err := rows.Scan(&u); err != nil {
-				return nil, dbError("story fans of customer", err)
-			}
-			unionIDs = append(unionIDs, u)
-		}
-		if err := rows.Err(); err != nil {
-			return nil, dbError("story fans of customer", err)
-		}
+		unionIDs = append(unionIDs, holders...)
 	}
 	slices.Sort(unionIDs)
 	for _, u := range slices.Compact(unionIDs) {
@@ -287,20 +266,17 @@ func (e *sqlEngine) customerStory(ctx context.Context, corpID, externalUserID st
 // links.matched_at.
 func (e *sqlEngine) activity(ctx context.Context, minutesSince, hoursSince time.Time) (minutes, hours map[int64]int64, err error) {
 	buckets := func(op, query string, since time.Time, width int64) (map[int64]int64, error) {
-		rows, err := e.read.QueryContext(ctx, query, since.UnixMilli())
-		if err != nil {
-			return nil, dbError(op, err)
-		}
-		defer rows.Close()
 		out := map[int64]int64{}
-		for rows.Next() {
+		err := queryEach(ctx, e.read, op, query, func(r rowScanner) error {
 			var b, n int64
-			if err := rows.Scan(&b, &n); err != nil {
-				return nil, dbError(op, err)
-			}
+			err := r.Scan(&b, &n)
 			out[b*width] = n
+			return err
+		}, since.UnixMilli())
+		if err != nil {
+			return nil, err
 		}
-		return out, dbError(op, rows.Err())
+		return out, nil
 	}
 	minutes, err = buckets("events per minute",
 		`SELECT received_at / 60000, count(*) FROM events WHERE received_at >= ? GROUP BY 1`, minutesSince, 60000)

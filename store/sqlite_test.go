@@ -25,15 +25,6 @@ func TestExercise(t *testing.T) {
 	storetest.Exercise(t, storetest.SQLiteDSN)
 }
 
-// queryInt runs a query returning one integer (a count, a pragma) on db's
-// pool.
-func queryInt(t *testing.T, db *store.DB, query string) int64 {
-	t.Helper()
-	var n int64
-	require.NoError(t, db.SQL().QueryRowContext(t.Context(), query).Scan(&n))
-	return n
-}
-
 func TestOpen(t *testing.T) {
 	t.Parallel()
 
@@ -49,7 +40,7 @@ func TestOpen(t *testing.T) {
 		db2 := storetest.MustOpen(t, store.Config{DSN: dsn})
 		entries, err := fs.ReadDir(os.DirFS("migrations/sqlite"), ".")
 		require.NoError(t, err)
-		require.Equal(t, int64(len(entries)), queryInt(t, db2, `SELECT count(*) FROM schema_migrations`), "each migration is recorded once")
+		require.Equal(t, int64(len(entries)), store.QueryInt(t, db2, `SELECT count(*) FROM schema_migrations`), "each migration is recorded once")
 		require.Equal(t, store.Counts{Events: 1}, storetest.MustCounts(t, db2))
 	})
 
@@ -59,10 +50,10 @@ func TestOpen(t *testing.T) {
 		var mode string
 		require.NoError(t, db.SQL().QueryRowContext(t.Context(), `PRAGMA journal_mode`).Scan(&mode))
 		require.Equal(t, "wal", mode)
-		require.Equal(t, int64(2), queryInt(t, db, `PRAGMA synchronous`), "synchronous=FULL")
-		require.Equal(t, int64(1), queryInt(t, db, `PRAGMA foreign_keys`))
-		require.Equal(t, int64(0), queryInt(t, db, `PRAGMA wal_autocheckpoint`), "checkpoints run beside the writer")
-		require.Equal(t, store.DefaultBusyTimeout.Milliseconds(), queryInt(t, db, `PRAGMA busy_timeout`))
+		require.Equal(t, int64(2), store.QueryInt(t, db, `PRAGMA synchronous`), "synchronous=FULL")
+		require.Equal(t, int64(1), store.QueryInt(t, db, `PRAGMA foreign_keys`))
+		require.Equal(t, int64(0), store.QueryInt(t, db, `PRAGMA wal_autocheckpoint`), "checkpoints run beside the writer")
+		require.Equal(t, store.DefaultBusyTimeout.Milliseconds(), store.QueryInt(t, db, `PRAGMA busy_timeout`))
 	})
 
 	t.Run("PostgresErrorsHideThePassword", func(t *testing.T) {

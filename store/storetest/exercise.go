@@ -131,31 +131,19 @@ func (b *bundle) saveEvent(t *testing.T, kind string) *store.Event {
 
 func (b *bundle) event(t *testing.T, id int64) *store.Event {
 	t.Helper()
-	ev, err := b.db.FindEventByID(t.Context(), id)
-	require.NoError(t, err)
-	return ev
+	return MustEvent(t, b.db, id)
 }
 
-// addFan stores a fan (openid "o-"+unionID) without a job and, when
-// pendingID is set, records it and returns the links that made.
+// addFan is AddFan on b's store.
 func (b *bundle) addFan(t *testing.T, unionID, pendingID string) []store.Link {
 	t.Helper()
-	_, err := b.db.RegisterFans(t.Context(), []store.FanInput{{UnionID: unionID, OpenID: "o-" + unionID}}, store.RegisterOpts{NoJob: true})
-	require.NoError(t, err)
-	if pendingID == "" {
-		return nil
-	}
-	links, err := b.db.RecordFanPendingID(t.Context(), unionID, pendingID)
-	require.NoError(t, err)
-	return links
+	return AddFan(t, b.db, unionID, pendingID)
 }
 
 // resolve records a resolution and returns the links it made.
 func (b *bundle) resolve(t *testing.T, r store.Resolution) []store.Link {
 	t.Helper()
-	links, err := b.db.RecordResolution(t.Context(), r)
-	require.NoError(t, err)
-	return links
+	return Resolve(t, b.db, r)
 }
 
 // link registers fan test-u1 with pending_id p-1 and resolves customer
@@ -220,13 +208,7 @@ func (b *bundle) end(t *testing.T) []store.Link {
 // nextFans returns the unionids of the registration queue's head.
 func (b *bundle) nextFans(t *testing.T, limit int) []string {
 	t.Helper()
-	fans, err := b.db.NextFans(t.Context(), limit)
-	require.NoError(t, err)
-	var out []string
-	for _, f := range fans {
-		out = append(out, f.UnionID)
-	}
-	return out
+	return QueuedUnionIDs(t, b.db, limit)
 }
 
 // jobsWhat returns the jobs of Policy that say what.

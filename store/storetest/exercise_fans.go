@@ -81,10 +81,8 @@ func (open exerciser) registerFans(t *testing.T) {
 	}
 	registerJobs := func(t *testing.T, b *bundle) []registerJob {
 		t.Helper()
-		fans, err := b.db.NextFans(t.Context(), 100)
-		require.NoError(t, err)
 		var out []registerJob
-		for _, f := range fans {
+		for _, f := range MustQueue(t, b.db, 100) {
 			out = append(out, registerJob{UnionID: f.UnionID, Priority: f.Class})
 		}
 		require.Empty(t, jobRows(t, b.db), "the queue is the fans table: no job per fan")
