@@ -47,21 +47,12 @@ func (e *sqlEngine) retryEvents(ctx context.Context, jobs jobInserter, f RetryFi
 	for {
 		var n int
 		err := e.withTx(ctx, "retry events", func(tx *sqlTx) error {
-			rows, err := tx.QueryContext(ctx, `SELECT id FROM events WHERE `+where+` ORDER BY id LIMIT ?`, append(args, retryBatch)...)
+			// queryRows checks rows.Err too: a read that broke part-way must
+			// fail the round, not retry only the ids read before it.
+			ids, err := queryRows(ctx, tx, "select events to retry", `SELECT id FROM events WHERE `+where+` ORDER BY id LIMIT ?`,
+				scanOne[int64], append(args, retryBatch)...)
 			if err != nil {
-				return dbError("select events to retry", err)
-			}
-			var ids []int64
-			for rows.Next() {
-				var id int64
-				if err := rows.Scan(&id); err != nil {
-					rows.Close()
-					return dbError("select events to retry", err)
-				}
-				ids = append(ids, id)
-			}
-			if err := rows.Close(); err != nil {
-				return dbError("select events to retry", err)
+				return err
 			}
 			for _, id := range ids {
 				ev, err := eventTx(ctx, tx, id)
