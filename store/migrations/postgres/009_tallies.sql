@@ -45,85 +45,42 @@ INSERT INTO tallies (name, part, n) SELECT t.name, t.part, count(*)
 INSERT INTO tallies (name, part, n) VALUES ('fans.unchecked', 0, 0), ('links', 0, 0), ('links.active', 0, 0)
     ON CONFLICT (name, part) DO NOTHING;
 
--- add_tallies adds the net change of a statement: +1 per set a new row is
--- in, -1 per set an old row was in, in key order (one lock order).
-CREATE FUNCTION add_tallies(changes JSONB) RETURNS void LANGUAGE sql AS $$
-    INSERT INTO tallies (name, part, n)
-    SELECT c.name, c.part, c.n FROM jsonb_to_recordset(changes) AS c(name TEXT, part BIGINT, n BIGINT)
-    WHERE c.n <> 0 ORDER BY c.name, c.part
-    ON CONFLICT (name, part) DO UPDATE SET n = tallies.n + excluded.n
-$$;
-
-CREATE FUNCTION events_tally() RETURNS trigger LANGUAGE plpgsql AS $$
+-- tally_statement adds the net change of a statement: +1 per set a new row
+-- is in, -1 per set an old row was in, in key order (one lock order), and
+-- nothing for a set the statement left as it was. TG_ARGV[0] is the table's
+-- set function applied to a row r; the transition tables are new_rows and
+-- old_rows, as each trigger below names them.
+CREATE FUNCTION tally_statement() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP = 'INSERT' THEN
-        PERFORM add_tallies((SELECT jsonb_agg(c) FROM (SELECT t.name, t.part, count(*) AS n
-            FROM new_rows r, event_tallies(r.state) t GROUP BY 1, 2) c));
-    ELSIF TG_OP = 'DELETE' THEN
-        PERFORM add_tallies((SELECT jsonb_agg(c) FROM (SELECT t.name, t.part, -count(*) AS n
-            FROM old_rows r, event_tallies(r.state) t GROUP BY 1, 2) c));
-    ELSE
-        PERFORM add_tallies((SELECT jsonb_agg(c) FROM (SELECT name, part, sum(d) AS n FROM (
-            SELECT t.name, t.part, 1 AS d FROM new_rows r, event_tallies(r.state) t
-            UNION ALL SELECT t.name, t.part, -1 FROM old_rows r, event_tallies(r.state) t) u GROUP BY 1, 2) c));
-    END IF;
+    EXECUTE format('INSERT INTO tallies (name, part, n)
+        SELECT name, part, sum(d) FROM (%s) AS u GROUP BY name, part HAVING sum(d) <> 0 ORDER BY name, part
+        ON CONFLICT (name, part) DO UPDATE SET n = tallies.n + excluded.n',
+        concat_ws(' UNION ALL ',
+            CASE WHEN TG_OP <> 'DELETE' THEN format('SELECT t.name, t.part, 1 AS d FROM new_rows r, %s t', TG_ARGV[0]) END,
+            CASE WHEN TG_OP <> 'INSERT' THEN format('SELECT t.name, t.part, -1 AS d FROM old_rows r, %s t', TG_ARGV[0]) END));
     RETURN NULL;
 END $$;
+
 CREATE TRIGGER events_tally_insert AFTER INSERT ON events REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION events_tally();
+    FOR EACH STATEMENT EXECUTE FUNCTION tally_statement('event_tallies(r.state)');
 CREATE TRIGGER events_tally_update AFTER UPDATE ON events REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION events_tally();
+    FOR EACH STATEMENT EXECUTE FUNCTION tally_statement('event_tallies(r.state)');
 CREATE TRIGGER events_tally_delete AFTER DELETE ON events REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION events_tally();
+    FOR EACH STATEMENT EXECUTE FUNCTION tally_statement('event_tallies(r.state)');
 
-CREATE FUNCTION links_tally() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF TG_OP = 'INSERT' THEN
-        PERFORM add_tallies((SELECT jsonb_agg(c) FROM (SELECT t.name, t.part, count(*) AS n
-            FROM new_rows r, link_tallies(r.active) t GROUP BY 1, 2) c));
-    ELSIF TG_OP = 'DELETE' THEN
-        PERFORM add_tallies((SELECT jsonb_agg(c) FROM (SELECT t.name, t.part, -count(*) AS n
-            FROM old_rows r, link_tallies(r.active) t GROUP BY 1, 2) c));
-    ELSE
-        PERFORM add_tallies((SELECT jsonb_agg(c) FROM (SELECT name, part, sum(d) AS n FROM (
-            SELECT t.name, t.part, 1 AS d FROM new_rows r, link_tallies(r.active) t
-            UNION ALL SELECT t.name, t.part, -1 FROM old_rows r, link_tallies(r.active) t) u GROUP BY 1, 2) c));
-    END IF;
-    RETURN NULL;
-END $$;
 CREATE TRIGGER links_tally_insert AFTER INSERT ON links REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION links_tally();
+    FOR EACH STATEMENT EXECUTE FUNCTION tally_statement('link_tallies(r.active)');
 CREATE TRIGGER links_tally_update AFTER UPDATE ON links REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION links_tally();
+    FOR EACH STATEMENT EXECUTE FUNCTION tally_statement('link_tallies(r.active)');
 CREATE TRIGGER links_tally_delete AFTER DELETE ON links REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION links_tally();
+    FOR EACH STATEMENT EXECUTE FUNCTION tally_statement('link_tallies(r.active)');
 
-CREATE FUNCTION fans_tally() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF TG_OP = 'INSERT' THEN
-        PERFORM add_tallies((SELECT jsonb_agg(c) FROM (SELECT t.name, t.part, count(*) AS n
-            FROM new_rows r, fan_tallies(r.state, r.checked_at, r.queued_at, r.queue_class, r.importance, r.live_until) t
-            GROUP BY 1, 2) c));
-    ELSIF TG_OP = 'DELETE' THEN
-        PERFORM add_tallies((SELECT jsonb_agg(c) FROM (SELECT t.name, t.part, -count(*) AS n
-            FROM old_rows r, fan_tallies(r.state, r.checked_at, r.queued_at, r.queue_class, r.importance, r.live_until) t
-            GROUP BY 1, 2) c));
-    ELSE
-        PERFORM add_tallies((SELECT jsonb_agg(c) FROM (SELECT name, part, sum(d) AS n FROM (
-            SELECT t.name, t.part, 1 AS d
-            FROM new_rows r, fan_tallies(r.state, r.checked_at, r.queued_at, r.queue_class, r.importance, r.live_until) t
-            UNION ALL SELECT t.name, t.part, -1
-            FROM old_rows r, fan_tallies(r.state, r.checked_at, r.queued_at, r.queue_class, r.importance, r.live_until) t
-        ) u GROUP BY 1, 2) c));
-    END IF;
-    RETURN NULL;
-END $$;
 CREATE TRIGGER fans_tally_insert AFTER INSERT ON fans REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION fans_tally();
+    FOR EACH STATEMENT EXECUTE FUNCTION tally_statement('fan_tallies(r.state, r.checked_at, r.queued_at, r.queue_class, r.importance, r.live_until)');
 CREATE TRIGGER fans_tally_update AFTER UPDATE ON fans REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION fans_tally();
+    FOR EACH STATEMENT EXECUTE FUNCTION tally_statement('fan_tallies(r.state, r.checked_at, r.queued_at, r.queue_class, r.importance, r.live_until)');
 CREATE TRIGGER fans_tally_delete AFTER DELETE ON fans REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION fans_tally();
+    FOR EACH STATEMENT EXECUTE FUNCTION tally_statement('fan_tallies(r.state, r.checked_at, r.queued_at, r.queue_class, r.importance, r.live_until)');
 
 -- A new or revived pending_id extends its fan's live_until.
 CREATE FUNCTION fan_pending_ids_live() RETURNS trigger LANGUAGE plpgsql AS $$
