@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pendinglink/pendinglink/apiclient"
+	"github.com/pendinglink/pendinglink/store"
 	"github.com/pendinglink/pendinglink/wecom"
 	"github.com/pendinglink/pendinglink/wecom/wecomtest"
 )
@@ -120,6 +121,14 @@ func TestServe_ThreeInstancesOnPostgres(t *testing.T) {
 		require.Equal(t, []int64{first.Events.Received, first.Events.Resolved, first.Fans.Registered, first.Links.Total,
 			first.Links.Active, first.Queue.Pending}, shared, "instance %d answers like instance 0", i)
 	}
+	// Three processes wrote side by side, one killed mid-write: the counts
+	// the status read (tallies, kept by triggers) match a recount.
+	db, err := store.Open(t.Context(), store.Config{DSN: dsn})
+	require.NoError(t, err)
+	defer db.Close()
+	drift, err := db.CheckTallies(t.Context())
+	require.NoError(t, err)
+	require.Empty(t, drift, "status counts agree with a recount")
 	t.Logf("%d callbacks over %d instances, one killed at the %dth acknowledgement: %d resent, all %d linked once; %d batch calls for at least %d",
 		customers, instances, killAt, failed, customers, wc.Calls(wecomtest.APIExternalUserIDToPendingID), (customers+wecom.MaxBatchIDs-1)/wecom.MaxBatchIDs)
 }

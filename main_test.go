@@ -584,6 +584,9 @@ func storedEvents(t *testing.T, dbPath string) map[string]int {
 	st, err := db.Status(t.Context())
 	require.NoError(t, err)
 	require.EqualValues(t, total, st.EventsReceived, "events counter agrees with the rows")
+	drift, err := db.CheckTallies(t.Context())
+	require.NoError(t, err)
+	require.Empty(t, drift, "the status counts (tallies) agree with the rows after the kill")
 	return stored
 }
 
