@@ -26,18 +26,15 @@ func (e *sqlEngine) storyFan(ctx context.Context, unionID string) (StoryFan, err
 	var (
 		f       StoryFan
 		created int64
-		checked sql.NullInt64
+		checked, active sql.NullInt64
 	)
-	err := e.read.QueryRowContext(ctx, `SELECT unionid, openid, importance, state, last_error, created_at, checked_at
-		FROM fans WHERE unionid = ?`, unionID).Scan(&f.UnionID, &f.OpenID, &f.Priority, &f.State, &f.LastError, &created, &checked)
+	err := e.read.QueryRowContext(ctx, `SELECT unionid, openid, importance, state, last_error, created_at, checked_at, last_active_at
+		FROM fans WHERE unionid = ?`, unionID).Scan(&f.UnionID, &f.OpenID, &f.Priority, &f.State, &f.LastError, &created, &checked, &active)
 	if err != nil {
 		return f, dbError("story fan", err)
 	}
 	f.CreatedAt = time.UnixMilli(created).UTC()
-	if checked.Valid {
-		t := time.UnixMilli(checked.Int64).UTC()
-		f.CheckedAt = &t
-	}
+	f.CheckedAt, f.LastActiveAt = nullTime(checked), nullTime(active)
 	f.PendingIDs, err = e.fanPendingIDs(ctx, unionID)
 	return f, err
 }
@@ -329,4 +326,13 @@ func (e *sqlEngine) outboxHealth(ctx context.Context) (OutboxHealth, error) {
 		h.LastDelivered = &t
 	}
 	return h, nil
+}
+
+// nullTime is a nullable unix-millisecond column as a time, nil if NULL.
+func nullTime(ms sql.NullInt64) *time.Time {
+	if !ms.Valid {
+		return nil
+	}
+	t := time.UnixMilli(ms.Int64).UTC()
+	return &t
 }

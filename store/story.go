@@ -37,8 +37,11 @@ type StoryFan struct {
 	CreatedAt time.Time `json:"created_at"`
 	// CheckedAt is when unionid_to_external_userid was last asked about
 	// the fan, nil if never.
-	CheckedAt  *time.Time     `json:"checked_at,omitempty"`
-	PendingIDs []FanPendingID `json:"pending_ids"`
+	CheckedAt *time.Time `json:"checked_at,omitempty"`
+	// LastActiveAt is when the brand last saw the fan active, nil if it
+	// never said: it orders the fan among equals in the queue.
+	LastActiveAt *time.Time     `json:"last_active_at,omitempty"`
+	PendingIDs   []FanPendingID `json:"pending_ids"`
 }
 
 // StoryCustomer is a dealer's customer as the story tells it.

@@ -199,6 +199,7 @@
         ['priority', String(f.priority)],
         ['registered', when(f.created_at)],
         ['checked for existing customers', when(f.checked_at)],
+        ['last active', when(f.last_active_at)],
         ...f.pending_ids.map((p) => [`pending_id ${p.pending_id}`, `issued ${when(p.issued_at)}, valid until ${when(p.expires_at)}`]),
       ])));
     }

@@ -110,7 +110,15 @@ func (open exerciser) story(t *testing.T) {
 		s, err := b.db.FanStory(t.Context(), "test-u1")
 		require.NoError(t, err)
 		require.Equal(t, store.FanNew, s.Fans[0].State)
+		require.Nil(t, s.Fans[0].LastActiveAt, "never said")
 		requireWhy(t, s, "waits for its registration")
+
+		active := b.clock.Now().Add(-time.Hour)
+		require.NoError(t, b.db.UpdateFan(t.Context(), "test-u1", store.FanUpdate{LastActive: &active}))
+		s, err = b.db.FanStory(t.Context(), "test-u1")
+		require.NoError(t, err)
+		require.NotNil(t, s.Fans[0].LastActiveAt)
+		require.True(t, active.Equal(*s.Fans[0].LastActiveAt), "last active %s, want %s", s.Fans[0].LastActiveAt, active)
 
 		require.NoError(t, b.db.FailFan(t.Context(), "test-u1", "wecom: 610016 corp not certified"))
 		s, err = b.db.FanStory(t.Context(), "test-u1")
