@@ -24,8 +24,8 @@ func inList(n int) string {
 // storyFan reads a fan and its pending_ids, newest first.
 func (e *sqlEngine) storyFan(ctx context.Context, unionID string) (StoryFan, error) {
 	var (
-		f       StoryFan
-		created int64
+		f               StoryFan
+		created         int64
 		checked, active sql.NullInt64
 	)
 	err := e.read.QueryRowContext(ctx, `SELECT unionid, openid, importance, state, last_error, created_at, checked_at, last_active_at
