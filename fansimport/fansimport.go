@@ -552,7 +552,7 @@ func Run(ctx context.Context, opts Options) error {
 // ErrOverCapacity is returned, before anything is sent, when the file's fans
 // and the live ones exceed what the quota keeps live and Options.Yes is not
 // set.
-var ErrOverCapacity = errors.New("the fans exceed what the unionid_to_pending_id quota keeps live (each renewed every 83 days); pass --yes to import anyway, knowing some will expire unrenewed")
+var ErrOverCapacity = errors.New("the fans exceed what the unionid_to_pending_id quota keeps live (sustainable_live_fans of GET /v1/quota); pass --yes to import anyway, knowing some will expire unrenewed")
 
 // forecast prints when the quota lets the server register the file's n fans
 // (at most: the count includes a header and invalid lines), after what is
