@@ -93,7 +93,7 @@ func (p *Pipeline) registerWhileLeased(ctx context.Context, lease *store.Lease) 
 		}
 	}()
 
-	r := &registrar{p: p, inflight: map[string]bool{}, slots: make(chan struct{}, p.cfg.RegisterConcurrency)}
+	r := &registrar{p: p, inflight: map[string]bool{}, done: map[string]uint64{}, slots: make(chan struct{}, p.cfg.RegisterConcurrency)}
 	defer r.calls.Wait()
 	for ctx.Err() == nil {
 		// The slot is taken before any wait: a fan is chosen only when its
@@ -164,6 +164,11 @@ type registrar struct {
 
 	mu       sync.Mutex
 	inflight map[string]bool // unionids being registered
+	// done holds the fans whose call finished while the queue was being
+	// read, by finish number (gen counts finished calls): that read may
+	// still list them, and must not take them again.
+	done map[string]uint64
+	gen  uint64
 	// pause is how long to wait before the next call: a back-off, a rate
 	// limit or a blocked API. A duration, not a deadline: it is waited
 	// with Config.Sleep, in real time or on a fake clock alike.
@@ -194,17 +199,23 @@ func (r *registrar) pauseFor(d time.Duration) { r.pause = max(r.pause, d) }
 // next takes the first queued fan not in flight, or nil when there is none.
 func (r *registrar) next(ctx context.Context) (*store.QueuedFan, error) {
 	r.mu.Lock()
-	n := len(r.inflight)
+	n, start := len(r.inflight)+len(r.done), r.gen
 	r.mu.Unlock()
 	fans, err := r.p.cfg.Store.NextFans(ctx, n+1)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for u, g := range r.done {
+		if g <= start {
+			delete(r.done, u) // finished before this read began: it saw that
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	for i := range fans {
-		if !r.inflight[fans[i].UnionID] {
-			r.inflight[fans[i].UnionID] = true
+		u := fans[i].UnionID
+		if _, finished := r.done[u]; !r.inflight[u] && !finished {
+			r.inflight[u] = true
 			return &fans[i], nil
 		}
 	}
@@ -221,6 +232,8 @@ func (r *registrar) registerOne(ctx context.Context, f store.QueuedFan) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.inflight, f.UnionID)
+	r.gen++
+	r.done[f.UnionID] = r.gen
 	now := p.cfg.Now()
 	switch {
 	case err == nil:

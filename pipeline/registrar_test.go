@@ -256,3 +256,60 @@ func TestRegistrar_NoMoreInFlightThanTheQuotaHasRoom(t *testing.T) {
 	b.run(t, "test-0", "test-1", "test-2", "test-3", "test-4", "test-5")
 	require.Equal(t, 2, most, "in flight at once")
 }
+
+// staleRead is the store with a queue read that WeCom's answer for a fan in
+// flight overtakes: the read sees the fan still queued, then the fan's
+// call completes and commits, and only then does the read return.
+type staleRead struct {
+	*store.DB
+	reads    int
+	overtake func() // runs inside the second read, after it read
+	recorded chan struct{}
+	once     sync.Once
+}
+
+// RecordFanPendingID tells the read waiting in overtake that test-a's id is
+// committed.
+func (s *staleRead) RecordFanPendingID(ctx context.Context, unionID, pendingID string) ([]store.Link, error) {
+	links, err := s.DB.RecordFanPendingID(ctx, unionID, pendingID)
+	if unionID == "test-a" {
+		s.once.Do(func() { close(s.recorded) })
+	}
+	return links, err
+}
+
+func (s *staleRead) NextFans(ctx context.Context, limit int) ([]store.QueuedFan, error) {
+	fans, err := s.DB.NextFans(ctx, limit)
+	if s.reads++; s.reads == 2 {
+		s.overtake()
+	}
+	return fans, err
+}
+
+// TestRegistrar_StaleReadDoesNotAskTwice: a fan whose call finished while
+// the registrar read the queue is not taken from that read again (it would
+// spend a call, and count as a renewal answered with the same id).
+func TestRegistrar_StaleReadDoesNotAskTwice(t *testing.T) {
+	t.Parallel()
+	for round := range 20 {
+		release := make(chan struct{})
+		b := setupRegistrarWith(t, func(c *pipeline.Config) {
+			c.RegisterConcurrency = 2
+			sr := &staleRead{DB: c.Store.(*store.DB), recorded: make(chan struct{})}
+			sr.overtake = func() {
+				close(release) // test-a's answer arrives…
+				<-sr.recorded  // …and is committed before the read returns
+			}
+			c.Store = sr
+		}, func(u string, _ int) (string, error) {
+			if u == "test-a" {
+				<-release
+			}
+			return "p-" + u, nil
+		})
+		b.queue(t, store.QueueBulk, store.FanInput{UnionID: "test-a", OpenID: "o", Priority: 90},
+			store.FanInput{UnionID: "test-b", OpenID: "o", Priority: 10})
+		b.run(t, "test-a", "test-b")
+		require.ElementsMatch(t, []string{"test-a", "test-b"}, b.asked(), "round %d: each fan asked once", round)
+	}
+}
