@@ -163,7 +163,7 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 	}()
 	pcfg := pipeline.Config{
 		Store: db, WeCom: client, Coalescer: coalescer, Logger: logger,
-		RenewBefore: cfg.RenewBefore, RenewEarly: cfg.RenewEarly, RenewLearnAfter: int(cfg.RenewLearnAfter),
+		RenewBefore: cfg.RenewBefore, RenewInterval: cfg.RenewInterval, RenewEarly: cfg.RenewEarly, RenewLearnAfter: int(cfg.RenewLearnAfter),
 		Quota: pendingQuota, Now: opts.Now,
 		CheckExisting: cfg.Backfill, ExistingQuota: externalQuota, NotCustomerYetDelay: cfg.NotCustomerYetDelay,
 		RegisterConcurrency: int(cfg.RegisterConcurrency),

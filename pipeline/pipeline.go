@@ -82,12 +82,16 @@ type Config struct {
 	// Defaults to DefaultRenewLearnAfter.
 	RenewLearnAfter int
 	// Quota is the registration quota. Register calls WeCom at once only
-	// when it allows a call now, and the renewer uses only what it leaves
-	// spare. Nil: Register always tries at once, and the renewer enqueues
-	// at most RenewBatch fans per run.
+	// when it allows a call now, and a renew run queues as many fans as it
+	// allows calls before the next run (RenewInterval). Nil: Register
+	// always tries at once, and a renew run queues RenewBatch fans.
 	Quota Quota
-	// RenewBatch caps the fans one renew run enqueues. Defaults to 1000.
+	// RenewBatch is how many fans a renew run reads and queues at a time
+	// (and at least queues, while as many are due). Defaults to 1000.
 	RenewBatch int
+	// RenewInterval is how often the renew job runs (PeriodicJobs'
+	// renewEvery). Defaults to an hour.
+	RenewInterval time.Duration
 	// CheckExisting asks unionid_to_external_userid about every registered
 	// fan once, for customers the dealers already have: at once for an
 	// interactive registration when its quota allows, otherwise in the
@@ -147,6 +151,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.RenewLearnAfter <= 0 {
 		cfg.RenewLearnAfter = DefaultRenewLearnAfter
+	}
+	if cfg.RenewInterval <= 0 {
+		cfg.RenewInterval = time.Hour
 	}
 	if cfg.RenewBatch <= 0 {
 		cfg.RenewBatch = 1000

@@ -57,11 +57,15 @@ func TestRenewalPolicy_AutoLearnsSameIDAndUnlearnsOnNewID(t *testing.T) {
 	// Ensure auto renews early until LearnAfter renewals got the id back
 	// and none a new one, then at expiry (the renew job's horizon and the
 	// forecast alike), and early again after one new id.
-	b, clock := setupRenewal(t, func(c *pipeline.Config) { c.RenewLearnAfter = 3; c.RenewBatch = 3 })
+	b, clock := setupRenewal(t, func(c *pipeline.Config) {
+		c.RenewLearnAfter, c.RenewBatch = 3, 3
+		// Room for 3 calls before the next run: a run queues 3 fans.
+		c.Quota = &pipelinetest.FakeQuota{Windows: []quota.Usage{{Length: store.PendingIDLifetime, Limit: 900, Used: 897}}}
+	})
 	for _, u := range []string{"test-a1", "test-a2", "test-a3", "test-b"} {
 		b.registerFan(t, u, "p-"+u)
 	}
-	require.NoError(t, b.db.SetFanPriority(t.Context(), "test-b", 10)) // left by the first run's batch
+	require.NoError(t, b.db.SetFanPriority(t.Context(), "test-b", 10)) // left by the first run
 	clock.Set(testNow.Add(store.PendingIDLifetime - 5*24*time.Hour))
 
 	queued, pol, sustainable := b.renewal(t)

@@ -444,6 +444,26 @@ func TestRenewWorker(t *testing.T) {
 		require.Equal(t, []string{"test-u3:4", "test-u2:4", "test-u1:4"}, queued(t, b), "the next run queues the fans not queued yet")
 	})
 
+	t.Run("QueuesWhatTheQuotaServesBeforeTheNextRun", func(t *testing.T) {
+		t.Parallel()
+		// 10 calls before the next run (5 spare and 5 more within the hour):
+		// a run queues every due fan up to that, RenewBatch at a time, not
+		// one batch an hour behind a quota with room for ten.
+		b := setupWorkers(t, func(c *pipeline.Config) {
+			c.RenewBefore, c.RenewBatch, c.RenewInterval = 100*24*time.Hour, 2, time.Hour
+			c.Quota = &pipelinetest.FakeQuota{Windows: []quota.Usage{{Length: time.Hour, Limit: 5}}}
+		})
+		var want []string
+		for i := range 12 {
+			u := fmt.Sprintf("test-u%02d", i)
+			b.registerFan(t, u, "p-"+u)
+			require.NoError(t, b.db.SetFanPriority(t.Context(), u, 90-i))
+			want = append(want, u+":4")
+		}
+		require.Equal(t, river.EventKindJobCompleted, mustWork(t, b, pipeline.RenewArgs{}).EventKind)
+		require.Equal(t, want[:10], queued(t, b), "ten, by priority")
+	})
+
 	t.Run("QueuedWithBulkRegistrationsByPriority", func(t *testing.T) {
 		t.Parallel()
 		b := setupWorkers(t, func(c *pipeline.Config) { c.RenewBefore = 100 * 24 * time.Hour })
