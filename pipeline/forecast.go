@@ -70,8 +70,9 @@ type forecastStore interface {
 	// Backlog counts the registration queue by class and the unchecked fans
 	// created after after.
 	Backlog(ctx context.Context, after time.Time) (store.Backlog, error)
-	// ExpiringByPriority counts, by priority, the fans not queued whose
-	// newest pending_id expires within the given time.
+	// ExpiringByPriority counts, by priority, the registered fans not
+	// queued whose newest pending_id expires within the given time or has
+	// expired.
 	ExpiringByPriority(ctx context.Context, within time.Duration) ([]store.QueuedCount, error)
 }
 

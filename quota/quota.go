@@ -81,9 +81,10 @@ func Rate(us []Usage) float64 {
 }
 
 // TimeFor returns how long n more calls take when no window may be
-// exceeded: each window lets its spare calls go at once and the rest at
-// Limit per Length, so a few calls are not slowed by a monthly cap and many
-// are not promised more than it allows; and no faster than one per Pace.
+// exceeded: each window lets its spare calls go at once (none while WeCom
+// holds it spent) and the rest at Limit per Length, so a few calls are not
+// slowed by a monthly cap and many are not promised more than it allows;
+// and no faster than one per Pace.
 // The result saturates at the largest time.Duration.
 func TimeFor(us []Usage, n int64) time.Duration {
 	secs := 0.0
@@ -92,7 +93,11 @@ func TimeFor(us []Usage, n int64) time.Duration {
 		if u.Length <= 0 || u.Limit <= 0 {
 			continue
 		}
-		if over := n - max(u.Limit-u.Used, 0); over > 0 {
+		spare := max(u.Limit-u.Used, 0)
+		if !u.SpentUntil.IsZero() {
+			spare = 0 // WeCom refuses calls until it frees the window
+		}
+		if over := n - spare; over > 0 {
 			secs = max(secs, float64(over)*u.Length.Seconds()/float64(u.Limit))
 		}
 	}
@@ -103,20 +108,29 @@ func TimeFor(us []Usage, n int64) time.Duration {
 }
 
 // CallsWithin is TimeFor's inverse: how many calls finish within d. Each
-// window allows its spare calls plus d's share of its Limit per Length, and
-// the pace one per Pace; the smallest of those. With no windows nothing
-// limits the calls, and it returns math.MaxInt64.
+// window allows its spare calls (none while WeCom holds it spent) plus d's
+// share of its Limit per Length, and the pace one per Pace; the smallest of
+// those. With no windows, or none that binds below math.MaxInt64, it
+// returns math.MaxInt64.
 func CallsWithin(us []Usage, d time.Duration) int64 {
 	d = max(d, 0)
-	n := int64(math.MaxInt64)
+	n := float64(math.MaxInt64)
 	for _, u := range us {
 		if u.Pace > 0 {
-			n = min(n, int64(d/u.Pace))
+			n = min(n, float64(d/u.Pace))
 		}
 		if u.Length <= 0 || u.Limit <= 0 {
 			continue
 		}
-		n = min(n, max(u.Limit-u.Used, 0)+int64(float64(u.Limit)*d.Seconds()/u.Length.Seconds()))
+		spare := float64(max(u.Limit-u.Used, 0))
+		if !u.SpentUntil.IsZero() {
+			spare = 0
+		}
+		// In float64: a limit set huge to mean "no limit" would overflow.
+		n = min(n, spare+float64(u.Limit)*d.Seconds()/u.Length.Seconds())
 	}
-	return n
+	if n >= float64(math.MaxInt64) {
+		return math.MaxInt64
+	}
+	return int64(n)
 }

@@ -56,6 +56,7 @@ func TestTimeFor(t *testing.T) {
 		{"ShortestWindowBinds", pending, 80_000, 12 * time.Minute},
 		// 180,000 is 100,000 over the day's spare: 5 h at 480,000/day.
 		{"DayBinds", pending, 180_000, 5 * time.Hour},
+		{"SpentBinds", []quota.Usage{{Length: time.Hour, Limit: 100, Used: 10, SpentUntil: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}}, 10, 6 * time.Minute},
 		{"Saturates", []quota.Usage{{Length: 31 * 24 * time.Hour, Limit: 1}}, math.MaxInt64, math.MaxInt64},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -72,6 +73,10 @@ func TestCallsWithin(t *testing.T) {
 	// The day's 80,000 spare plus 5 h of 480,000/day.
 	require.EqualValues(t, 180_000, quota.CallsWithin(pending, 5*time.Hour))
 	require.EqualValues(t, 60, quota.CallsWithin([]quota.Usage{{Pace: time.Minute}}, time.Hour), "one per pace")
+	require.EqualValues(t, int64(math.MaxInt64), quota.CallsWithin([]quota.Usage{{Length: time.Hour, Limit: math.MaxInt64 / 2}}, 7*24*time.Hour),
+		"a limit set huge does not overflow")
+	spent := []quota.Usage{{Length: time.Hour, Limit: 100, Used: 10, SpentUntil: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}}
+	require.EqualValues(t, 50, quota.CallsWithin(spent, 30*time.Minute), "no spare calls while WeCom holds the window spent")
 	// The inverse of TimeFor, wherever the windows bind.
 	for _, n := range []int64{80_000, 180_000, 2_000_000, 9_000_000} {
 		d := quota.TimeFor(pending, n)

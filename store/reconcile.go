@@ -118,10 +118,10 @@ func (db *DB) Backlog(ctx context.Context, after time.Time) (Backlog, error) {
 	return db.eng.backlog(ctx, after)
 }
 
-// ExpiringByPriority counts, by priority (highest first), the fans not in
-// the registration queue whose newest pending_id expires within the given
-// time: the renewals to come. It counts whole UTC days, from today's to the
-// last one's, so it may take in fans that expired earlier today.
+// ExpiringByPriority counts, by priority (highest first), the registered
+// fans not in the registration queue whose newest pending_id expires within
+// the given time or has expired: the renewals to come, and those overdue.
+// It counts whole UTC days, to the last one's end.
 func (db *DB) ExpiringByPriority(ctx context.Context, within time.Duration) ([]QueuedCount, error) {
 	return db.eng.expiringBy(ctx, db.cfg.Now(), within)
 }

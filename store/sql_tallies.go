@@ -130,8 +130,8 @@ const recountSQL = `SELECT 'events.' || state, 0, count(*) FROM events GROUP BY 
 	UNION ALL SELECT 'fans.unchecked', 0, count(*) FROM fans WHERE state = 'registered' AND checked_at IS NULL
 	UNION ALL SELECT 'queue.' || queue_class, importance, count(*) FROM fans WHERE queued_at IS NOT NULL GROUP BY queue_class, importance
 	UNION ALL SELECT 'live_until', live_until / 3600000, count(*) FROM fans WHERE live_until IS NOT NULL GROUP BY live_until / 3600000
-	UNION ALL SELECT 'expiry.' || importance, live_until / 86400000, count(*) FROM fans WHERE live_until IS NOT NULL AND queued_at IS NULL
-		GROUP BY importance, live_until / 86400000
+	UNION ALL SELECT 'expiry.' || importance, live_until / 86400000, count(*) FROM fans
+		WHERE live_until IS NOT NULL AND queued_at IS NULL AND state = 'registered' GROUP BY importance, live_until / 86400000
 	UNION ALL SELECT 'links', 0, count(*) FROM links
 	UNION ALL SELECT 'links.active', 0, count(*) FROM links WHERE active = 1
 	UNION ALL SELECT 'live_until.wrong', 0, count(*) FROM fans f
@@ -190,15 +190,15 @@ func (e *sqlEngine) checkTallies(ctx context.Context) ([]TallyDrift, error) {
 	return out, nil
 }
 
-// expiringBy counts the fans not queued whose newest pending_id expires on
-// the UTC days from now's through (now+within)'s, by priority, highest
-// first. Whole days: the tallies keep no finer split, so the count may take
-// in fans that expired earlier today or expire later on the last day.
+// expiringBy counts the registered fans not queued whose newest
+// pending_id expires by the end of (now+within)'s UTC day, or has expired
+// (a renewal overdue), by priority, highest first. Whole days: the tallies
+// keep no finer split, so the count may take in fans that expire later on
+// the last day.
 func (e *sqlEngine) expiringBy(ctx context.Context, now time.Time, within time.Duration) ([]QueuedCount, error) {
 	const dayMS = 24 * hourMS
 	rows, err := e.read.QueryContext(ctx, `SELECT name, CAST(sum(n) AS BIGINT) FROM tallies
-		WHERE name LIKE 'expiry.%' AND part >= ? AND part <= ? GROUP BY name`,
-		now.UnixMilli()/dayMS, now.Add(within).UnixMilli()/dayMS)
+		WHERE name LIKE 'expiry.%' AND part <= ? GROUP BY name`, now.Add(within).UnixMilli()/dayMS)
 	if err != nil {
 		return nil, dbError("count expiring fans", err)
 	}

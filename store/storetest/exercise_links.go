@@ -693,12 +693,23 @@ func (open exerciser) tallies(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, []store.QueuedCount{{Priority: 80, Class: store.QueueRenew, Count: 2}, {Priority: 20, Class: store.QueueRenew, Count: 1}}, got)
 
+		// Overdue counts; a fan that failed does not (renewal skips it).
+		b.clock.Advance(4 * 24 * time.Hour)
+		got, err = b.db.ExpiringByPriority(ctx, 7*24*time.Hour)
+		require.NoError(t, err)
+		require.Equal(t, []store.QueuedCount{{Priority: 80, Class: store.QueueRenew, Count: 2}, {Priority: 20, Class: store.QueueRenew, Count: 1}}, got,
+			"expired a day ago, not renewed yet")
+		require.NoError(t, b.db.FailFan(ctx, "test-u1", "errcode 40003"))
+		got, err = b.db.ExpiringByPriority(ctx, 7*24*time.Hour)
+		require.NoError(t, err)
+		require.Equal(t, []store.QueuedCount{{Priority: 80, Class: store.QueueRenew, Count: 1}, {Priority: 20, Class: store.QueueRenew, Count: 1}}, got)
+
 		// A fan queued for renewal is in the queue's count, not this one.
 		_, err = b.db.RegisterFans(ctx, []store.FanInput{{UnionID: "test-u0", OpenID: "o"}}, store.RegisterOpts{Priority: store.QueueRenew, Renew: true})
 		require.NoError(t, err)
 		got, err = b.db.ExpiringByPriority(ctx, 7*24*time.Hour)
 		require.NoError(t, err)
-		require.Equal(t, []store.QueuedCount{{Priority: 80, Class: store.QueueRenew, Count: 1}, {Priority: 20, Class: store.QueueRenew, Count: 1}}, got)
+		require.Equal(t, []store.QueuedCount{{Priority: 20, Class: store.QueueRenew, Count: 1}}, got)
 	})
 
 	open.test(t, "FollowEveryWrite", Policy{}, func(t *testing.T, b *bundle) {

@@ -8,6 +8,11 @@
 -- store write holds the write lock (lockPostgresWrites), so tally rows are
 -- never updated by two transactions at once and cannot deadlock.
 
+-- Writers of an older version may share the database while it migrates:
+-- keep them out until the triggers exist, or a row they write between the
+-- backfill's snapshot and the triggers would never be counted.
+LOCK TABLE events, links, fans, fan_pending_ids IN SHARE ROW EXCLUSIVE MODE;
+
 ALTER TABLE fans ADD COLUMN live_until BIGINT;
 UPDATE fans SET live_until = p.exp FROM (SELECT unionid, max(expires_at) AS exp FROM fan_pending_ids GROUP BY unionid) AS p
     WHERE p.unionid = fans.unionid;
@@ -35,7 +40,7 @@ RETURNS TABLE (name TEXT, part BIGINT) LANGUAGE sql IMMUTABLE AS $$
     UNION ALL SELECT 'fans.unchecked', 0 WHERE state = 'registered' AND checked_at IS NULL
     UNION ALL SELECT 'queue.' || queue_class, importance WHERE queued_at IS NOT NULL
     UNION ALL SELECT 'live_until', live_until / 3600000 WHERE live_until IS NOT NULL
-    UNION ALL SELECT 'expiry.' || importance, live_until / 86400000 WHERE live_until IS NOT NULL AND queued_at IS NULL
+    UNION ALL SELECT 'expiry.' || importance, live_until / 86400000 WHERE live_until IS NOT NULL AND queued_at IS NULL AND state = 'registered'
 $$;
 
 INSERT INTO tallies (name, part, n) SELECT t.name, t.part, count(*) FROM events e, event_tallies(e.state) t GROUP BY 1, 2;

@@ -20,9 +20,9 @@ CREATE INDEX fans_live_until ON fans (live_until) WHERE live_until IS NOT NULL;
 --   queue.<class>       queued fans by class, part = priority
 --   live_until          fans by the hour their newest id expires, part =
 --                       live_until / 3600000
---   expiry.<priority>   fans not queued, by the UTC day their newest id
---                       expires (part = live_until / 86400000): the
---                       renewals to come, for the forecast
+--   expiry.<priority>   registered fans not queued, by the UTC day their
+--                       newest id expires (part = live_until / 86400000):
+--                       the renewals to come, for the forecast
 --   links, links.active links, and those not ended (part 0)
 -- Writer: the triggers only. Reader: PipelineStatus, Backlog. A set that
 -- empties keeps its row at 0.
@@ -41,7 +41,7 @@ INSERT INTO tallies (name, part, n) SELECT 'queue.' || queue_class, importance, 
 INSERT INTO tallies (name, part, n) SELECT 'live_until', live_until / 3600000, count(*) FROM fans WHERE live_until IS NOT NULL
     GROUP BY live_until / 3600000;
 INSERT INTO tallies (name, part, n) SELECT 'expiry.' || importance, live_until / 86400000, count(*) FROM fans
-    WHERE live_until IS NOT NULL AND queued_at IS NULL GROUP BY importance, live_until / 86400000;
+    WHERE live_until IS NOT NULL AND queued_at IS NULL AND state = 'registered' GROUP BY importance, live_until / 86400000;
 INSERT INTO tallies (name, part, n) SELECT 'links', 0, count(*) FROM links;
 INSERT INTO tallies (name, part, n) SELECT 'links.active', 0, count(*) FROM links WHERE active = 1;
 
@@ -90,7 +90,8 @@ CREATE TRIGGER fans_tally_insert_live AFTER INSERT ON fans WHEN NEW.live_until I
     INSERT INTO tallies (name, part, n) VALUES ('live_until', NEW.live_until / 3600000, 1)
         ON CONFLICT (name, part) DO UPDATE SET n = n + excluded.n;
 END;
-CREATE TRIGGER fans_tally_insert_expiry AFTER INSERT ON fans WHEN NEW.live_until IS NOT NULL AND NEW.queued_at IS NULL BEGIN
+CREATE TRIGGER fans_tally_insert_expiry AFTER INSERT ON fans
+WHEN NEW.live_until IS NOT NULL AND NEW.queued_at IS NULL AND NEW.state = 'registered' BEGIN
     INSERT INTO tallies (name, part, n) VALUES ('expiry.' || NEW.importance, NEW.live_until / 86400000, 1)
         ON CONFLICT (name, part) DO UPDATE SET n = n + excluded.n;
 END;
@@ -101,12 +102,12 @@ CREATE TRIGGER fans_tally_update AFTER UPDATE OF state, checked_at, queued_at, q
             UNION ALL SELECT 'fans.unchecked', 0, 1 WHERE NEW.state = 'registered' AND NEW.checked_at IS NULL
             UNION ALL SELECT 'queue.' || NEW.queue_class, NEW.importance, 1 WHERE NEW.queued_at IS NOT NULL
             UNION ALL SELECT 'live_until', NEW.live_until / 3600000, 1 WHERE NEW.live_until IS NOT NULL
-            UNION ALL SELECT 'expiry.' || NEW.importance, NEW.live_until / 86400000, 1 WHERE NEW.live_until IS NOT NULL AND NEW.queued_at IS NULL
+            UNION ALL SELECT 'expiry.' || NEW.importance, NEW.live_until / 86400000, 1 WHERE NEW.live_until IS NOT NULL AND NEW.queued_at IS NULL AND NEW.state = 'registered'
             UNION ALL SELECT 'fans.' || OLD.state, 0, -1
             UNION ALL SELECT 'fans.unchecked', 0, -1 WHERE OLD.state = 'registered' AND OLD.checked_at IS NULL
             UNION ALL SELECT 'queue.' || OLD.queue_class, OLD.importance, -1 WHERE OLD.queued_at IS NOT NULL
             UNION ALL SELECT 'live_until', OLD.live_until / 3600000, -1 WHERE OLD.live_until IS NOT NULL
-            UNION ALL SELECT 'expiry.' || OLD.importance, OLD.live_until / 86400000, -1 WHERE OLD.live_until IS NOT NULL AND OLD.queued_at IS NULL
+            UNION ALL SELECT 'expiry.' || OLD.importance, OLD.live_until / 86400000, -1 WHERE OLD.live_until IS NOT NULL AND OLD.queued_at IS NULL AND OLD.state = 'registered'
         ) WHERE true GROUP BY name, part HAVING sum(d) <> 0
         ON CONFLICT (name, part) DO UPDATE SET n = n + excluded.n;
 END;
@@ -115,7 +116,7 @@ CREATE TRIGGER fans_tally_delete AFTER DELETE ON fans BEGIN
         OR (name = 'fans.unchecked' AND part = 0 AND OLD.state = 'registered' AND OLD.checked_at IS NULL)
         OR (name = 'queue.' || OLD.queue_class AND part = OLD.importance AND OLD.queued_at IS NOT NULL)
         OR (name = 'live_until' AND part = OLD.live_until / 3600000)
-        OR (name = 'expiry.' || OLD.importance AND part = OLD.live_until / 86400000 AND OLD.queued_at IS NULL);
+        OR (name = 'expiry.' || OLD.importance AND part = OLD.live_until / 86400000 AND OLD.queued_at IS NULL AND OLD.state = 'registered');
 END;
 
 CREATE TRIGGER fan_pending_ids_live_insert AFTER INSERT ON fan_pending_ids BEGIN
