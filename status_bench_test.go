@@ -2,9 +2,7 @@ package main
 
 import (
 	"net/http"
-	"os"
 	"path/filepath"
-	"strconv"
 	"testing"
 
 	"github.com/pendinglink/pendinglink/apiclient"
@@ -19,13 +17,7 @@ import (
 // each with a live pending_id, and a tenth as many queued. BENCHMARKS.md
 // has the figures at 10,000,000.
 func BenchmarkServe_StatusAtScale(b *testing.B) {
-	fans := 100_000
-	if s := os.Getenv("PENDINGLINK_BENCH_FANS"); s != "" {
-		var err error
-		if fans, err = strconv.Atoi(s); err != nil {
-			b.Fatalf("PENDINGLINK_BENCH_FANS: %v", err)
-		}
-	}
+	fans := storetest.BenchFans(b, 100_000)
 	path := filepath.Join(b.TempDir(), "scale.db")
 	w := startE2E(b, e2eOptions{
 		Env: map[string]string{"PENDINGLINK_DB": path},

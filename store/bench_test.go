@@ -2,7 +2,6 @@ package store_test
 
 import (
 	"context"
-	"os"
 	"slices"
 	"strconv"
 	"sync"
@@ -186,13 +185,7 @@ func benchRegister(b *testing.B, open func(testing.TB, store.Config) *store.DB) 
 // tenth as many queued. Recount does the same with CheckTallies, which
 // counts every set afresh as the status did before migration 009.
 func BenchmarkStatusCounts(b *testing.B) {
-	fans := 100_000
-	if s := os.Getenv("PENDINGLINK_BENCH_FANS"); s != "" {
-		var err error
-		if fans, err = strconv.Atoi(s); err != nil {
-			b.Fatalf("PENDINGLINK_BENCH_FANS: %v", err)
-		}
-	}
+	fans := storetest.BenchFans(b, 100_000)
 	run := func(b *testing.B, open func(testing.TB, store.Config) *store.DB) {
 		now := time.Now()
 		db := open(b, store.Config{Jobs: storetest.Policy{}, Now: func() time.Time { return now }})

@@ -81,25 +81,12 @@ func (e *sqlEngine) countFansExpiring(ctx context.Context, now time.Time, within
 // order: interactive first, then by priority, renewals before first
 // registrations.
 func (e *sqlEngine) queuedBy(ctx context.Context) ([]QueuedCount, error) {
-	rows, err := e.read.QueryContext(ctx, `SELECT name, part, n FROM tallies WHERE name LIKE 'queue.%' AND n <> 0`)
-	if err != nil {
-		return nil, dbError("count the queue", err)
-	}
-	defer rows.Close()
-	var out []QueuedCount
-	for rows.Next() {
-		var (
-			name string
-			q    QueuedCount
-		)
-		if err := rows.Scan(&name, &q.Priority, &q.Count); err != nil {
-			return nil, dbError("count the queue", err)
-		}
-		if q.Class, err = strconv.Atoi(strings.TrimPrefix(name, "queue.")); err != nil {
-			return nil, fmt.Errorf("store: count the queue: tally %q: %w", name, err)
-		}
-		out = append(out, q)
-	}
+	// queue.<class>, part = priority
+	out, err := queryRows(ctx, e.read, "count the queue", `SELECT name, part, n FROM tallies WHERE name LIKE 'queue.%' AND n <> 0`,
+		func(r rowScanner) (q QueuedCount, err error) {
+			q.Class, err = scanTally(r, "queue.", &q.Priority, &q.Count)
+			return q, err
+		})
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i], out[j]
 		if ai, bi := a.Class == QueueInteractive, b.Class == QueueInteractive; ai != bi {
@@ -110,7 +97,21 @@ func (e *sqlEngine) queuedBy(ctx context.Context) ([]QueuedCount, error) {
 		}
 		return a.Class > b.Class
 	})
-	return out, dbError("count the queue", rows.Err())
+	return out, err
+}
+
+// scanTally scans a row of a tally's name, part and count into part and n,
+// and returns the number the name ends with after prefix.
+func scanTally(r rowScanner, prefix string, part any, n *int64) (int, error) {
+	var name string
+	if err := r.Scan(&name, part, n); err != nil {
+		return 0, err
+	}
+	k, err := strconv.Atoi(strings.TrimPrefix(name, prefix))
+	if err != nil {
+		return 0, fmt.Errorf("tally %q: %w", name, err)
+	}
+	return k, nil
 }
 
 // TallyDrift is a tally that differs from a recount of its set.
@@ -197,28 +198,15 @@ func (e *sqlEngine) checkTallies(ctx context.Context) ([]TallyDrift, error) {
 // the last day.
 func (e *sqlEngine) expiringBy(ctx context.Context, now time.Time, within time.Duration) ([]QueuedCount, error) {
 	const dayMS = 24 * hourMS
-	rows, err := e.read.QueryContext(ctx, `SELECT name, CAST(sum(n) AS BIGINT) FROM tallies
-		WHERE name LIKE 'expiry.%' AND part <= ? GROUP BY name`, now.Add(within).UnixMilli()/dayMS)
-	if err != nil {
-		return nil, dbError("count expiring fans", err)
-	}
-	defer rows.Close()
-	var out []QueuedCount
-	for rows.Next() {
-		var (
-			name string
-			q    = QueuedCount{Class: QueueRenew}
-		)
-		if err := rows.Scan(&name, &q.Count); err != nil {
-			return nil, dbError("count expiring fans", err)
-		}
-		if q.Priority, err = strconv.Atoi(strings.TrimPrefix(name, "expiry.")); err != nil {
-			return nil, fmt.Errorf("store: count expiring fans: tally %q: %w", name, err)
-		}
-		if q.Count != 0 {
-			out = append(out, q)
-		}
-	}
+	// expiry.<priority>, summed over the days; part is read as 0
+	out, err := queryRows(ctx, e.read, "count expiring fans", `SELECT name, 0, CAST(sum(n) AS BIGINT) FROM tallies
+		WHERE name LIKE 'expiry.%' AND part <= ? GROUP BY name HAVING sum(n) <> 0`,
+		func(r rowScanner) (q QueuedCount, err error) {
+			var part int64
+			q.Class = QueueRenew
+			q.Priority, err = scanTally(r, "expiry.", &part, &q.Count)
+			return q, err
+		}, now.Add(within).UnixMilli()/dayMS)
 	sort.Slice(out, func(i, j int) bool { return out[i].Priority > out[j].Priority })
-	return out, dbError("count expiring fans", rows.Err())
+	return out, err
 }

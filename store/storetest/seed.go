@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"fmt"
+	"os"
 	"strconv"
 	"testing"
 	"time"
@@ -54,4 +55,19 @@ func SeedFans(tb testing.TB, db *store.DB, registered, queued int, now time.Time
 			tb.Fatal(err)
 		}
 	}
+}
+
+// BenchFans is the number of fans a benchmark at scale seeds:
+// PENDINGLINK_BENCH_FANS, or def when unset.
+func BenchFans(tb testing.TB, def int) int {
+	tb.Helper()
+	s := os.Getenv("PENDINGLINK_BENCH_FANS")
+	if s == "" {
+		return def
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		tb.Fatalf("PENDINGLINK_BENCH_FANS: %q is not a number of fans", s)
+	}
+	return n
 }
