@@ -138,6 +138,15 @@ func (w *e2eWorld) waitEnded(p wecomtest.Person, corpID string) store.Link {
 	return l
 }
 
+// removeEnds removes c with changeType a second on and requires the fan's
+// link at corp to end for that reason.
+func (w *e2eWorld) removeEnds(p wecomtest.Person, corpID string, c wecomtest.Customer, changeType string) {
+	w.t.Helper()
+	w.wc.Clock.Advance(time.Second)
+	w.remove(c, changeType)
+	require.Equal(w.t, changeType, w.waitEnded(p, corpID).EndReason)
+}
+
 // linkedCustomer registers a fan, makes it staff's customer at the first
 // dealer and waits for the link.
 func (w *e2eWorld) linkedCustomer(staff string) (wecomtest.Person, wecomtest.Customer) {
@@ -165,9 +174,7 @@ func testTwoFollowers(t *testing.T, w *e2eWorld) {
 	w.settled(pipeline.EndLinkArgs{}.Kind(), ends+1)
 	require.True(t, w.link(p, corp).Active, "staff-b still follows")
 
-	w.wc.Clock.Advance(time.Second)
-	w.remove(b, wecom.ChangeDelExternalContact)
-	require.Equal(t, wecom.ChangeDelExternalContact, w.waitEnded(p, corp).EndReason)
+	w.removeEnds(p, corp, b, wecom.ChangeDelExternalContact)
 }
 
 func testTransfer(t *testing.T, w *e2eWorld) {
@@ -184,9 +191,7 @@ func testTransfer(t *testing.T, w *e2eWorld) {
 	w.settled(pipeline.EndLinkArgs{}.Kind(), ends+1)
 	require.True(t, w.link(p, corp).Active, "the colleague holds the customer")
 
-	w.wc.Clock.Advance(time.Second)
-	w.remove(b, wecom.ChangeDelFollowUser)
-	require.Equal(t, wecom.ChangeDelFollowUser, w.waitEnded(p, corp).EndReason)
+	w.removeEnds(p, corp, b, wecom.ChangeDelFollowUser)
 }
 
 func testChatLifecycle(t *testing.T, w *e2eWorld) {

@@ -110,6 +110,11 @@ func failNext(api string, errcode int) func(*testing.T, *testBundle) {
 	return func(_ *testing.T, b *testBundle) { b.wc.FailNext(api, wecomtest.Fault{Errcode: errcode}) }
 }
 
+// fails is a case's want where line alone fails, with contains.
+func fails(line string, contains ...string) map[string]want {
+	return map[string]want{line: {check.Fail, contains}}
+}
+
 // want is what a case expects of one line.
 type want struct {
 	mark     check.Mark
@@ -218,53 +223,26 @@ func TestRun(t *testing.T) {
 		{
 			name:    "NoDealerSharesTheApp",
 			dealers: -1,
-			want: map[string]want{
-				check.LineSharedApp: {check.Fail, []string{"shared with no dealer (list_app_share_info is empty)", "上下游 → 共享应用", "Upstream & Downstream → Shared Apps"}},
-			},
+			want:    fails(check.LineSharedApp, "shared with no dealer (list_app_share_info is empty)", "上下游 → 共享应用", "Upstream & Downstream → Shared Apps"),
 		},
 		{
 			name:  "AppNotInShareScope",
 			setup: failNext(wecomtest.APIListAppShareInfo, 670001),
-			want: map[string]want{
-				check.LineSharedApp: {check.Fail, []string{"not in any share scope (670001)", "上下游 → 共享应用"}},
-			},
+			want:  fails(check.LineSharedApp, "not in any share scope (670001)", "上下游 → 共享应用"),
 		},
 		{
 			name:  "WrongAgentID",
 			setup: func(t *testing.T, b *testBundle) { b.cfg.WeCom.AgentID = 1000099 },
-			want: map[string]want{
-				check.LineSharedApp: {check.Fail, []string{"WECOM_AGENT_ID AgentId 1000099 is not the app of WECOM_CORP_SECRET (301002)", "AgentId"}},
-			},
+			want:  fails(check.LineSharedApp, "WECOM_AGENT_ID AgentId 1000099 is not the app of WECOM_CORP_SECRET (301002)", "AgentId"),
 		},
-		{
-			name:  "NoCustomerContactPermission",
-			setup: failNext(wecomtest.APIExternalUserIDToPendingID, 48002),
-			want: map[string]want{
-				check.LinePendingID: {check.Fail, []string{"may not call the pending_id APIs (48002, with the upstream token)",
-					"客户联系 → API → 可调用接口的应用 → 添加 [AgentId 1000002] / Customer Contact → API", "「企业客户」"}},
-			},
-		},
-		{
-			name:  "CorpNotVerified",
-			setup: failNext(wecomtest.APIExternalUserIDToPendingID, 610016),
-			want: map[string]want{
-				check.LinePendingID: {check.Fail, []string{"the corp is not verified (610016", "我的企业 → 企业信息 → 企业认证 / My Company"}},
-			},
-		},
-		{
-			name:  "EntityMismatch",
-			setup: failNext(wecomtest.APIExternalUserIDToPendingID, 610017),
-			want: map[string]want{
-				check.LinePendingID: {check.Fail, []string{"not verified under the corp's entity name (610017", "same entity name"}},
-			},
-		},
-		{
-			name:  "OpenPlatformNotVerified",
-			setup: failNext(wecomtest.APIExternalUserIDToPendingID, 610015),
-			want: map[string]want{
-				check.LinePendingID: {check.Fail, []string{"Open Platform account (unionid) is not verified (610015", "开发者资质认证"}},
-			},
-		},
+		{name: "NoCustomerContactPermission", setup: failNext(wecomtest.APIExternalUserIDToPendingID, 48002),
+			want: fails(check.LinePendingID, "may not call the pending_id APIs (48002, with the upstream token)", "客户联系 → API → 可调用接口的应用 → 添加 [AgentId 1000002] / Customer Contact → API", "「企业客户」")},
+		{name: "CorpNotVerified", setup: failNext(wecomtest.APIExternalUserIDToPendingID, 610016),
+			want: fails(check.LinePendingID, "the corp is not verified (610016", "我的企业 → 企业信息 → 企业认证 / My Company")},
+		{name: "EntityMismatch", setup: failNext(wecomtest.APIExternalUserIDToPendingID, 610017),
+			want: fails(check.LinePendingID, "not verified under the corp's entity name (610017", "same entity name")},
+		{name: "OpenPlatformNotVerified", setup: failNext(wecomtest.APIExternalUserIDToPendingID, 610015),
+			want: fails(check.LinePendingID, "Open Platform account (unionid) is not verified (610015", "开发者资质认证")},
 		{
 			name:  "InvalidIDMeansPermitted",
 			setup: failNext(wecomtest.APIExternalUserIDToPendingID, 40096),
@@ -300,9 +278,7 @@ func TestRun(t *testing.T) {
 				require.NoError(t, err)
 				b.callback = echoHandler(other)
 			},
-			want: map[string]want{
-				check.LineCallbackURL: {check.Fail, []string{"refused the signature (401)", "another WECOM_CALLBACK_TOKEN", "设置API接收"}},
-			},
+			want: fails(check.LineCallbackURL, "refused the signature (401)", "another WECOM_CALLBACK_TOKEN", "设置API接收"),
 		},
 		{
 			name: "CallbackURLWithAnotherKey",
@@ -311,34 +287,26 @@ func TestRun(t *testing.T) {
 				require.NoError(t, err)
 				b.callback = echoHandler(other)
 			},
-			want: map[string]want{
-				check.LineCallbackURL: {check.Fail, []string{"could not decrypt echostr (400)", "another WECOM_CALLBACK_AES_KEY"}},
-			},
+			want: fails(check.LineCallbackURL, "could not decrypt echostr (400)", "another WECOM_CALLBACK_AES_KEY"),
 		},
 		{
 			name: "CallbackURLNotPendinglink",
 			setup: func(t *testing.T, b *testBundle) {
 				b.callback = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "hello") })
 			},
-			want: map[string]want{
-				check.LineCallbackURL: {check.Fail, []string{"answered 200 but not the decrypted echostr"}},
-			},
+			want: fails(check.LineCallbackURL, "answered 200 but not the decrypted echostr"),
 		},
 		{
 			name:  "CallbackURLWrongPath",
 			setup: func(t *testing.T, b *testBundle) { b.callback = http.NotFoundHandler() },
-			want: map[string]want{
-				check.LineCallbackURL: {check.Fail, []string{"is not found (404)", "PENDINGLINK_CALLBACK_PATH"}},
-			},
+			want:  fails(check.LineCallbackURL, "is not found (404)", "PENDINGLINK_CALLBACK_PATH"),
 		},
 		{
 			name: "CallbackURLRedirects",
 			setup: func(t *testing.T, b *testBundle) {
 				b.callback = http.RedirectHandler("https://example.com/elsewhere", http.StatusFound)
 			},
-			want: map[string]want{
-				check.LineCallbackURL: {check.Fail, []string{"answers a redirect (302)"}},
-			},
+			want: fails(check.LineCallbackURL, "answers a redirect (302)"),
 		},
 		{
 			name: "CallbackURLTooSlow",
@@ -349,9 +317,7 @@ func TestRun(t *testing.T) {
 					echo.ServeHTTP(w, r)
 				})
 			},
-			want: map[string]want{
-				check.LineCallbackURL: {check.Fail, []string{"answered right but in 1.5s; WeCom waits 1s"}},
-			},
+			want: fails(check.LineCallbackURL, "answered right but in 1.5s; WeCom waits 1s"),
 		},
 		{
 			name: "CallbackURLUnreachable",
@@ -360,23 +326,17 @@ func TestRun(t *testing.T) {
 				closed.Close()
 				b.cfg.CallbackURL = closed.URL + "/wecom/callback"
 			},
-			want: map[string]want{
-				check.LineCallbackURL: {check.Fail, []string{"no answer from http://127.0.0.1:", "reachable from the internet"}},
-			},
+			want: fails(check.LineCallbackURL, "no answer from http://127.0.0.1:", "reachable from the internet"),
 		},
 		{
 			name:  "WebhookRefuses",
 			setup: func(t *testing.T, b *testBundle) { b.webhookStatus = http.StatusInternalServerError },
-			want: map[string]want{
-				check.LineWebhook: {check.Fail, []string{"a signed test delivery to http://127.0.0.1:", "/hook failed: webhook: status 500", "PENDINGLINK_WEBHOOK_SECRET"}},
-			},
+			want:  fails(check.LineWebhook, "a signed test delivery to http://127.0.0.1:", "/hook failed: webhook: status 500", "PENDINGLINK_WEBHOOK_SECRET"),
 		},
 		{
 			name:  "WebhookWithAnotherSecret",
 			setup: func(t *testing.T, b *testBundle) { b.cfg.Webhook.Secret = "another-secret" },
-			want: map[string]want{
-				check.LineWebhook: {check.Fail, []string{"status 401"}},
-			},
+			want:  fails(check.LineWebhook, "status 401"),
 		},
 		{
 			name: "DatabaseFromANewerVersion",
@@ -385,9 +345,7 @@ func TestRun(t *testing.T) {
 				_, err := b.db.SQL().ExecContext(t.Context(), `INSERT INTO schema_migrations (version, name, applied_at) VALUES (999, 'future', 0)`)
 				require.NoError(t, err)
 			},
-			want: map[string]want{
-				check.LineDatabase: {check.Fail, []string{"migrated by a newer pendinglink: migrations [999]", "run the pendinglink version"}},
-			},
+			want: fails(check.LineDatabase, "migrated by a newer pendinglink: migrations [999]", "run the pendinglink version"),
 		},
 		{
 			name:  "DatabaseDirectoryMissing",

@@ -186,7 +186,16 @@ func setupImport(t *testing.T) *importBundle {
 	return &importBundle{fake: fake, srv: srv, dir: t.TempDir()}
 }
 
-// opts returns options for a fast, quiet run against the fake.
+// importTest runs fn as a parallel subtest with its own fake and folder.
+func importTest(t *testing.T, name string, fn func(t *testing.T, b *importBundle)) {
+	t.Run(name, func(t *testing.T) {
+		t.Parallel()
+		fn(t, setupImport(t))
+	})
+}
+
+// opts returns options for a fast, quiet run against the fake that does not
+// wait for registrations.
 func (b *importBundle) opts(file string, stdout *bytes.Buffer) Options {
 	return Options{
 		File: file, Server: b.srv.URL, Token: fakeAdminToken, Format: "auto", Stdout: stdout,
@@ -200,6 +209,19 @@ func (b *importBundle) write(t *testing.T, name, content string) (opts Options, 
 	t.Helper()
 	out = new(bytes.Buffer)
 	return b.opts(mustWriteFile(t, filepath.Join(b.dir, name), content), out), out
+}
+
+// run writes content to name (see write), lets edit change the options when
+// it is not nil, and requires an import with them to succeed: the shape most
+// tests share.
+func (b *importBundle) run(t *testing.T, name, content string, edit func(*Options)) (opts Options, out *bytes.Buffer) {
+	t.Helper()
+	opts, out = b.write(t, name, content)
+	if edit != nil {
+		edit(&opts)
+	}
+	require.NoError(t, Run(t.Context(), opts))
+	return opts, out
 }
 
 // testFans returns n fans whose ids carry prefix and their 1-based index.
@@ -248,37 +270,27 @@ func mustReadCheckpoint(tb testing.TB, file string) importCheckpoint {
 func TestRun_Input(t *testing.T) {
 	t.Parallel()
 
-	t.Run("CSVWithoutHeader", func(t *testing.T) {
-		t.Parallel()
-		b := setupImport(t)
+	importTest(t, "CSVWithoutHeader", func(t *testing.T, b *importBundle) {
 		fans := testFans("nohdr", 5)
-		opts, out := b.write(t, "fans.csv", csvLines(fans))
-		opts.Batch, opts.Wait = 2, false
-		require.NoError(t, Run(t.Context(), opts))
+		_, out := b.run(t, "fans.csv", csvLines(fans), func(o *Options) { o.Batch = 2 })
 		require.Equal(t, fans, b.fake.acceptedFans(0))
 		require.Len(t, b.fake.acceptedBatches(), 3)
 		require.Contains(t, out.String(), "queued:      5\n")
 	})
 
-	t.Run("CSVWithHeaderMapsColumnsByName", func(t *testing.T) {
-		t.Parallel()
-		b := setupImport(t)
+	importTest(t, "CSVWithHeaderMapsColumnsByName", func(t *testing.T, b *importBundle) {
 		fans := testFans("hdr", 3)
 		// A BOM, CRLF line ends, swapped and extra columns: what spreadsheets write.
 		content := "\xEF\xBB\xBFOpenID,nickname,Union_ID\r\n"
 		for _, f := range fans {
 			content += f.OpenID + ",\"Doe, J\"," + f.UnionID + "\r\n"
 		}
-		opts, out := b.write(t, "export.txt", content)
-		opts.Wait = false
-		require.NoError(t, Run(t.Context(), opts))
+		_, out := b.run(t, "export.txt", content, nil)
 		require.Equal(t, fans, b.fake.acceptedFans(0))
 		require.Contains(t, out.String(), "invalid:     0 ")
 	})
 
-	t.Run("RejectedTokenNamesVariableNeverToken", func(t *testing.T) {
-		t.Parallel()
-		b := setupImport(t)
+	importTest(t, "RejectedTokenNamesVariableNeverToken", func(t *testing.T, b *importBundle) {
 		opts, out := b.write(t, "fans.csv", csvLines(testFans("tok", 3)))
 		const wrong = "wrong-token-b4d1e8f2"
 		opts.Token = wrong
@@ -295,37 +307,27 @@ func TestRun_Input(t *testing.T) {
 func TestFansImport(t *testing.T) {
 	t.Parallel()
 
-	t.Run("JSONLinesByExtension", func(t *testing.T) {
-		t.Parallel()
-		b := setupImport(t)
+	importTest(t, "JSONLinesByExtension", func(t *testing.T, b *importBundle) {
 		fans := testFans("jsonl", 4)
-		opts, out := b.write(t, "fans.jsonl", jsonLines(t, fans))
-		require.NoError(t, Run(t.Context(), opts))
+		_, out := b.run(t, "fans.jsonl", jsonLines(t, fans), nil)
 		require.Equal(t, fans, b.fake.acceptedFans(0))
 		require.Contains(t, out.String(), "(jsonl)")
 	})
 
-	t.Run("JSONLinesSniffedFromFirstLine", func(t *testing.T) {
-		t.Parallel()
-		b := setupImport(t)
+	importTest(t, "JSONLinesSniffedFromFirstLine", func(t *testing.T, b *importBundle) {
 		fans := testFans("sniff", 2)
-		opts, _ := b.write(t, "fans.export", "\n"+jsonLines(t, fans))
-		require.NoError(t, Run(t.Context(), opts))
+		b.run(t, "fans.export", "\n"+jsonLines(t, fans), nil)
 		require.Equal(t, fans, b.fake.acceptedFans(0))
 	})
 
-	t.Run("JSONArrayIsRefusedWithAHint", func(t *testing.T) {
-		t.Parallel()
-		b := setupImport(t)
+	importTest(t, "JSONArrayIsRefusedWithAHint", func(t *testing.T, b *importBundle) {
 		opts, _ := b.write(t, "fans.json", `[{"unionid":"a","openid":"b"}]`)
 		err := Run(t.Context(), opts)
 		require.ErrorContains(t, err, "jq -c")
 		require.Empty(t, b.fake.acceptedBatches())
 	})
 
-	t.Run("InvalidRowsAreCountedReportedAndNotSent", func(t *testing.T) {
-		t.Parallel()
-		b := setupImport(t)
+	importTest(t, "InvalidRowsAreCountedReportedAndNotSent", func(t *testing.T, b *importBundle) {
 		valid := testFans("valid", 4)
 		long := strings.Repeat("x", maxFanIDLen+1)
 		lines := []string{
@@ -340,8 +342,7 @@ func TestFansImport(t *testing.T) {
 			strings.Repeat("y", maxLineLen+10),       // line 9: longer than a line may be
 			valid[3].UnionID + "," + valid[3].OpenID, // line 10
 		}
-		opts, out := b.write(t, "fans.csv", strings.Join(lines, "\n")+"\n")
-		require.NoError(t, Run(t.Context(), opts))
+		opts, out := b.run(t, "fans.csv", strings.Join(lines, "\n")+"\n", nil)
 
 		require.Equal(t, valid, b.fake.acceptedFans(0))
 		s := out.String()
@@ -355,12 +356,9 @@ func TestFansImport(t *testing.T) {
 		require.Equal(t, int64(10), mustReadCheckpoint(t, opts.File).LinesDone)
 	})
 
-	t.Run("InvalidRowsShowFirstTwenty", func(t *testing.T) {
-		t.Parallel()
-		b := setupImport(t)
+	importTest(t, "InvalidRowsShowFirstTwenty", func(t *testing.T, b *importBundle) {
 		content := strings.Repeat(`{"unionid":"test-only-unionid"}`+"\n", 25) + jsonLines(t, testFans("last", 1))
-		opts, out := b.write(t, "fans.ndjson", content)
-		require.NoError(t, Run(t.Context(), opts))
+		_, out := b.run(t, "fans.ndjson", content, nil)
 		s := out.String()
 		require.Contains(t, s, "first 20 of 25")
 		require.Equal(t, 20, strings.Count(s, ": missing openid\n"))
@@ -369,13 +367,9 @@ func TestFansImport(t *testing.T) {
 		require.Equal(t, testFans("last", 1), b.fake.acceptedFans(0))
 	})
 
-	t.Run("BatchesHoldAtMostBatchFans", func(t *testing.T) {
-		t.Parallel()
-		b := setupImport(t)
+	importTest(t, "BatchesHoldAtMostBatchFans", func(t *testing.T, b *importBundle) {
 		fans := testFans("batch", 25)
-		opts, _ := b.write(t, "fans.csv", "unionid,openid\n"+csvLines(fans))
-		opts.Batch = 10
-		require.NoError(t, Run(t.Context(), opts))
+		b.run(t, "fans.csv", "unionid,openid\n"+csvLines(fans), func(o *Options) { o.Batch = 10 })
 		var sizes []int
 		for _, batch := range b.fake.acceptedBatches() {
 			sizes = append(sizes, len(batch))
@@ -384,20 +378,15 @@ func TestFansImport(t *testing.T) {
 		require.Equal(t, fans, b.fake.acceptedFans(0))
 	})
 
-	t.Run("TransientServerErrorsAreRetried", func(t *testing.T) {
-		t.Parallel()
-		b := setupImport(t)
+	importTest(t, "TransientServerErrorsAreRetried", func(t *testing.T, b *importBundle) {
 		b.fake.set(func(f *fakeAdmin) { f.failNext = 2 })
 		fans := testFans("retry", 3)
-		opts, out := b.write(t, "fans.csv", csvLines(fans))
-		require.NoError(t, Run(t.Context(), opts))
+		_, out := b.run(t, "fans.csv", csvLines(fans), nil)
 		require.Equal(t, fans, b.fake.acceptedFans(0))
 		require.Equal(t, 2, strings.Count(out.String(), "HTTP 500: internal error; try"))
 	})
 
-	t.Run("ResumesAfterFailureWithoutResending", func(t *testing.T) {
-		t.Parallel()
-		b := setupImport(t)
+	importTest(t, "ResumesAfterFailureWithoutResending", func(t *testing.T, b *importBundle) {
 		b.fake.set(func(f *fakeAdmin) { f.failFrom = 3 })
 		fans := testFans("resume", 50)
 		opts, out := b.write(t, "fans.csv", "unionid,openid\n"+csvLines(fans))
@@ -422,23 +411,17 @@ func TestFansImport(t *testing.T) {
 		require.Equal(t, int64(51), mustReadCheckpoint(t, opts.File).LinesDone)
 	})
 
-	t.Run("CompletedImportSendsNothingAgain", func(t *testing.T) {
-		t.Parallel()
-		b := setupImport(t)
-		opts, out := b.write(t, "fans.csv", csvLines(testFans("done", 5)))
-		require.NoError(t, Run(t.Context(), opts))
+	importTest(t, "CompletedImportSendsNothingAgain", func(t *testing.T, b *importBundle) {
+		opts, out := b.run(t, "fans.csv", csvLines(testFans("done", 5)), nil)
 		out.Reset()
 		require.NoError(t, Run(t.Context(), opts))
 		require.Len(t, b.fake.acceptedBatches(), 1)
 		require.Contains(t, out.String(), "sent:        0\n")
 	})
 
-	t.Run("RestartIgnoresCheckpointAndServerSkips", func(t *testing.T) {
-		t.Parallel()
-		b := setupImport(t)
+	importTest(t, "RestartIgnoresCheckpointAndServerSkips", func(t *testing.T, b *importBundle) {
 		fans := testFans("restart", 5)
-		opts, out := b.write(t, "fans.csv", csvLines(fans))
-		require.NoError(t, Run(t.Context(), opts))
+		opts, out := b.run(t, "fans.csv", csvLines(fans), nil)
 		out.Reset()
 		opts.Restart = true
 		require.NoError(t, Run(t.Context(), opts))
@@ -447,9 +430,7 @@ func TestFansImport(t *testing.T) {
 		require.NotContains(t, out.String(), "resumed:")
 	})
 
-	t.Run("DifferentFileWithSameNameInvalidatesCheckpoint", func(t *testing.T) {
-		t.Parallel()
-		b := setupImport(t)
+	importTest(t, "DifferentFileWithSameNameInvalidatesCheckpoint", func(t *testing.T, b *importBundle) {
 		b.fake.set(func(f *fakeAdmin) { f.failFrom = 2 })
 		opts, out := b.write(t, "fans.csv", csvLines(testFans("first", 20)))
 		opts.Batch = 10
@@ -466,21 +447,16 @@ func TestFansImport(t *testing.T) {
 		require.Equal(t, second, b.fake.acceptedFans(1))
 	})
 
-	t.Run("ServerRejectedRowIsReportedRestSent", func(t *testing.T) {
-		t.Parallel()
-		b := setupImport(t)
+	importTest(t, "ServerRejectedRowIsReportedRestSent", func(t *testing.T, b *importBundle) {
 		b.fake.set(func(f *fakeAdmin) { f.rejectPrefix = "test-srvbad" })
 		fans := testFans("ok", 3)
 		content := csvLines(fans[:1]) + "test-srvbad-u1,test-srvbad-o1\n" + csvLines(fans[1:])
-		opts, out := b.write(t, "fans.csv", content)
-		require.NoError(t, Run(t.Context(), opts))
+		_, out := b.run(t, "fans.csv", content, nil)
 		require.Equal(t, fans, b.fake.acceptedFans(0))
 		require.Contains(t, out.String(), "line 2: rejected by the server: unionid is not one of ours")
 	})
 
-	t.Run("InterruptStopsAfterCheckpoint", func(t *testing.T) {
-		t.Parallel()
-		b := setupImport(t)
+	importTest(t, "InterruptStopsAfterCheckpoint", func(t *testing.T, b *importBundle) {
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
 		// The third batch is in flight when the user presses Ctrl-C.
@@ -517,37 +493,25 @@ func TestFansImport(t *testing.T) {
 		require.Contains(t, out.String(), "skipped:     10 already registered or queued")
 	})
 
-	t.Run("WaitEndsWhenRegisteredReachesQueued", func(t *testing.T) {
-		t.Parallel()
-		b := setupImport(t)
+	importTest(t, "WaitEndsWhenRegisteredReachesQueued", func(t *testing.T, b *importBundle) {
 		// Other jobs keep the queue busy, so only our registrations can end the wait.
 		b.fake.set(func(f *fakeAdmin) { f.registered, f.registerPerPoll, f.otherPending = 100, 3, 5 })
-		opts, out := b.write(t, "fans.csv", csvLines(testFans("wait", 10)))
-		opts.Wait = true
-		require.NoError(t, Run(t.Context(), opts))
+		_, out := b.run(t, "fans.csv", csvLines(testFans("wait", 10)), func(o *Options) { o.Wait = true })
 		// One baseline call, then polls reaching 3, 6, 9 and 10 registered.
 		b.fake.set(func(f *fakeAdmin) { require.Equal(t, 5, f.statusCalls) })
 		require.Contains(t, out.String(), "registered 10/10")
 		require.Contains(t, out.String(), "registered:  10 during this run")
 	})
 
-	t.Run("WaitEndsWhenQueueDrains", func(t *testing.T) {
-		t.Parallel()
-		b := setupImport(t)
+	importTest(t, "WaitEndsWhenQueueDrains", func(t *testing.T, b *importBundle) {
 		b.fake.set(func(f *fakeAdmin) { f.refuseAll = true })
-		opts, out := b.write(t, "fans.csv", csvLines(testFans("drain", 4)))
-		opts.Wait = true
-		require.NoError(t, Run(t.Context(), opts))
+		_, out := b.run(t, "fans.csv", csvLines(testFans("drain", 4)), func(o *Options) { o.Wait = true })
 		require.Contains(t, out.String(), "4 queued fans were not registered")
 	})
 
-	t.Run("BarDrawsBothPhases", func(t *testing.T) {
-		t.Parallel()
-		b := setupImport(t)
+	importTest(t, "BarDrawsBothPhases", func(t *testing.T, b *importBundle) {
 		b.fake.set(func(f *fakeAdmin) { f.registerPerPoll = 2 })
-		opts, out := b.write(t, "fans.csv", csvLines(testFans("bar", 6)))
-		opts.Wait, opts.Bar, opts.Batch = true, true, 2
-		require.NoError(t, Run(t.Context(), opts))
+		_, out := b.run(t, "fans.csv", csvLines(testFans("bar", 6)), func(o *Options) { o.Wait, o.Bar, o.Batch = true, true, 2 })
 		require.Contains(t, out.String(), "submitting")
 		require.Contains(t, out.String(), "registering")
 		require.Contains(t, out.String(), "registered:  6 during this run")
@@ -622,23 +586,16 @@ func TestFansImport_Forecast(t *testing.T) {
 		}
 	}
 
-	t.Run("PrintsWhenTheQuotaLetsTheFileFinish", func(t *testing.T) {
-		t.Parallel()
-		b := setupImport(t)
+	importTest(t, "PrintsWhenTheQuotaLetsTheFileFinish", func(t *testing.T, b *importBundle) {
 		b.fake.set(func(f *fakeAdmin) { f.forecast = forecast(0, 1000) })
-		opts, out := b.write(t, "fans.csv", csvLines(testFans("test-f", 20)))
-		opts.Wait = false
-		require.NoError(t, Run(t.Context(), opts))
+		_, out := b.run(t, "fans.csv", csvLines(testFans("test-f", 20)), nil)
 		require.Contains(t, out.String(), "forecast: up to 20 fans; with 10 registrations queued ahead, the quota lets the last be registered within 3h0m0s",
 			"30 calls at 10 an hour, the hour spent")
 	})
 
-	t.Run("OverCapacityNeedsYes", func(t *testing.T) {
-		t.Parallel()
-		b := setupImport(t)
+	importTest(t, "OverCapacityNeedsYes", func(t *testing.T, b *importBundle) {
 		b.fake.set(func(f *fakeAdmin) { f.forecast = forecast(990, 1000) })
 		opts, out := b.write(t, "fans.csv", csvLines(testFans("test-f", 20)))
-		opts.Wait = false
 		require.ErrorIs(t, Run(t.Context(), opts), ErrOverCapacity)
 		require.Empty(t, b.fake.acceptedBatches(), "nothing sent")
 		require.Contains(t, out.String(), "990 live and up to 20 new fans exceed the 1000 the quota keeps live")
@@ -648,12 +605,8 @@ func TestFansImport_Forecast(t *testing.T) {
 		require.Len(t, b.fake.acceptedFans(0), 20)
 	})
 
-	t.Run("OlderServerWithoutForecast", func(t *testing.T) {
-		t.Parallel()
-		b := setupImport(t)
-		opts, out := b.write(t, "fans.csv", csvLines(testFans("test-f", 5)))
-		opts.Wait = false
-		require.NoError(t, Run(t.Context(), opts))
+	importTest(t, "OlderServerWithoutForecast", func(t *testing.T, b *importBundle) {
+		_, out := b.run(t, "fans.csv", csvLines(testFans("test-f", 5)), nil)
 		require.Contains(t, out.String(), "forecast: the server has no /v1/quota")
 	})
 }
@@ -661,9 +614,7 @@ func TestFansImport_Forecast(t *testing.T) {
 func TestRun_PriorityColumn(t *testing.T) {
 	t.Parallel()
 	b := setupImport(t)
-	opts, out := b.write(t, "fans.csv", "openid,priority,unionid\no-1,90,test-u1\no-2,,test-u2\no-3,high,test-u3\no-4,101,test-u4\n")
-	opts.Wait = false
-	require.NoError(t, Run(t.Context(), opts))
+	_, out := b.run(t, "fans.csv", "openid,priority,unionid\no-1,90,test-u1\no-2,,test-u2\no-3,high,test-u3\no-4,101,test-u4\n", nil)
 	require.Equal(t, []store.FanInput{{UnionID: "test-u1", OpenID: "o-1", Priority: 90}, {UnionID: "test-u2", OpenID: "o-2"}},
 		b.fake.acceptedFans(0))
 	require.Contains(t, out.String(), `priority "high" is not a whole number`)
@@ -675,13 +626,9 @@ func TestRun_LastActiveColumn(t *testing.T) {
 	active := time.Date(2026, 2, 27, 10, 0, 0, 0, time.UTC)
 	want := []store.FanInput{{UnionID: "test-u1", OpenID: "o-1", Priority: 90, LastActive: active}, {UnionID: "test-u2", OpenID: "o-2"}}
 
-	t.Run("CSV", func(t *testing.T) {
-		t.Parallel()
-		b := setupImport(t)
-		opts, out := b.write(t, "fans.csv", "openid,Last Active At,unionid,priority\n"+
-			"o-1,2026-02-27T18:00:00+08:00,test-u1,90\no-2,,test-u2,\no-3,yesterday,test-u3,\no-4,2999-01-01T00:00:00Z,test-u4,\n")
-		opts.Wait = false
-		require.NoError(t, Run(t.Context(), opts))
+	importTest(t, "CSV", func(t *testing.T, b *importBundle) {
+		_, out := b.run(t, "fans.csv", "openid,Last Active At,unionid,priority\n"+
+			"o-1,2026-02-27T18:00:00+08:00,test-u1,90\no-2,,test-u2,\no-3,yesterday,test-u3,\no-4,2999-01-01T00:00:00Z,test-u4,\n", nil)
 		got := b.fake.acceptedFans(0)
 		require.Len(t, got, 2)
 		require.True(t, got[0].LastActive.Equal(active), "sent as given: %v", got[0].LastActive)
@@ -691,13 +638,9 @@ func TestRun_LastActiveColumn(t *testing.T) {
 		require.Contains(t, out.String(), "last_active_at must not be in the future")
 	})
 
-	t.Run("JSONLines", func(t *testing.T) {
-		t.Parallel()
-		b := setupImport(t)
-		opts, out := b.write(t, "fans.jsonl", `{"unionid":"test-u1","openid":"o-1","priority":90,"last_active_at":"2026-02-27T10:00:00Z"}`+"\n"+
-			`{"unionid":"test-u2","openid":"o-2"}`+"\n"+`{"unionid":"test-u3","openid":"o-3","last_active_at":"2026-02-31"}`+"\n")
-		opts.Wait = false
-		require.NoError(t, Run(t.Context(), opts))
+	importTest(t, "JSONLines", func(t *testing.T, b *importBundle) {
+		_, out := b.run(t, "fans.jsonl", `{"unionid":"test-u1","openid":"o-1","priority":90,"last_active_at":"2026-02-27T10:00:00Z"}`+"\n"+
+			`{"unionid":"test-u2","openid":"o-2"}`+"\n"+`{"unionid":"test-u3","openid":"o-3","last_active_at":"2026-02-31"}`+"\n", nil)
 		require.Equal(t, want, b.fake.acceptedFans(0))
 		require.Contains(t, out.String(), "line 3")
 	})

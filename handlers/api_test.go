@@ -118,6 +118,15 @@ func decodeAs[T any](t *testing.T, body []byte) T {
 	return v
 }
 
+// doAs does a request (see do), requires the status want and decodes the
+// body into a fresh T.
+func doAs[T any](t *testing.T, b *apiBundle, want int, method, path string, body any) T {
+	t.Helper()
+	code, got := b.do(t, method, path, body)
+	require.Equal(t, want, code, string(got))
+	return decodeAs[T](t, got)
+}
+
 // errorBody returns the "error" of a JSON error body.
 func errorBody(t *testing.T, body []byte) string {
 	t.Helper()
@@ -161,9 +170,7 @@ func TestAPI_RegisterFan(t *testing.T) {
 		t.Parallel()
 		b := setupAPI(t, apiOpts{wecom: &pipelinetest.FakeWeCom{UnionIDToPendingIDFunc: pipelinetest.PendingIDs("p-1")}})
 		storetest.Resolve(t, b.db, store.Resolution{CorpID: testDealerCorp, ExternalUserID: "wmtest1", PendingID: "p-1"})
-		code, body := b.do(t, http.MethodPost, "/v1/fans", fan)
-		require.Equal(t, http.StatusCreated, code, string(body))
-		got := decodeAs[store.FanDetail](t, body)
+		got := doAs[store.FanDetail](t, b, http.StatusCreated, http.MethodPost, "/v1/fans", fan)
 		require.Len(t, got.Links, 1)
 		require.Equal(t, "wmtest1", got.Links[0].ExternalUserID)
 		require.True(t, got.Links[0].Active)
@@ -384,18 +391,14 @@ func TestAPI_FanLastActive(t *testing.T) {
 		require.Equal(t, http.StatusAccepted, code, string(body))
 		require.Equal(t, []string{"test-ahead", "test-active", "test-idle"}, queue(t, b), "a clock a minute ahead is tolerated")
 
-		code, body = b.do(t, http.MethodPatch, "/v1/fans/test-idle", `{"last_active_at":"2026-02-28T07:00:00Z"}`)
-		require.Equal(t, http.StatusOK, code, string(body))
-		got := decodeAs[store.FanDetail](t, body)
+		got := doAs[store.FanDetail](t, b, http.StatusOK, http.MethodPatch, "/v1/fans/test-idle", `{"last_active_at":"2026-02-28T07:00:00Z"}`)
 		require.True(t, got.LastActiveAt.Equal(time.Date(2026, 2, 28, 7, 0, 0, 0, time.UTC)))
 		require.Equal(t, store.DefaultFanPriority, got.Priority, "the priority is kept")
 		require.Equal(t, []string{"test-ahead", "test-idle", "test-active"}, queue(t, b), "moved up at once")
 
 		code, body = b.do(t, http.MethodPatch, "/v1/fans/test-idle", `{"priority":90,"last_active_at":"2026-01-01T00:00:00Z"}`)
 		require.Equal(t, http.StatusOK, code, string(body))
-		code, body = b.do(t, http.MethodGet, "/v1/fans/test-idle", nil)
-		require.Equal(t, http.StatusOK, code)
-		got = decodeAs[store.FanDetail](t, body)
+		got = doAs[store.FanDetail](t, b, http.StatusOK, http.MethodGet, "/v1/fans/test-idle", nil)
 		require.Equal(t, 90, got.Priority)
 		require.True(t, got.LastActiveAt.Equal(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)), "PATCH sets an older time too")
 
@@ -446,9 +449,7 @@ func TestAPI_GetFan(t *testing.T) {
 		t.Parallel()
 		b := setupAPI(t, apiOpts{})
 		registerFan(t, b, "test-u1", "o-1", "p-1")
-		code, body := b.do(t, http.MethodGet, "/v1/fans/test-u1", nil)
-		require.Equal(t, http.StatusOK, code)
-		got := decodeAs[store.FanDetail](t, body)
+		got := doAs[store.FanDetail](t, b, http.StatusOK, http.MethodGet, "/v1/fans/test-u1", nil)
 		require.Equal(t, "test-u1", got.UnionID)
 		require.Equal(t, "p-1", got.PendingID)
 		require.Len(t, got.PendingIDs, 1)
@@ -494,15 +495,11 @@ func TestAPI_FindLinks(t *testing.T) {
 
 	t.Run("PagesNewestFirst", func(t *testing.T) {
 		t.Parallel()
-		code, body := b.do(t, http.MethodGet, "/v1/links?limit=2", nil)
-		require.Equal(t, http.StatusOK, code)
-		page1 := decodeAs[apiclient.LinksResponse](t, body)
+		page1 := doAs[apiclient.LinksResponse](t, b, http.StatusOK, http.MethodGet, "/v1/links?limit=2", nil)
 		require.Equal(t, []string{"wwtestc3", "wwtestc2"}, corps(page1))
 		require.NotEmpty(t, page1.NextCursor)
 
-		code, body = b.do(t, http.MethodGet, "/v1/links?limit=2&cursor="+page1.NextCursor, nil)
-		require.Equal(t, http.StatusOK, code)
-		page2 := decodeAs[apiclient.LinksResponse](t, body)
+		page2 := doAs[apiclient.LinksResponse](t, b, http.StatusOK, http.MethodGet, "/v1/links?limit=2&cursor="+page1.NextCursor, nil)
 		require.Equal(t, []string{"wwtestc1"}, corps(page2))
 		require.Empty(t, page2.NextCursor, "a short page is the last")
 	})
@@ -539,9 +536,7 @@ func TestAPI_GetCustomer(t *testing.T) {
 	require.Equal(t, "not found", errorBody(t, body))
 
 	storetest.Resolve(t, b.db, store.Resolution{CorpID: testDealerCorp, ExternalUserID: "wmtest1", PendingID: "p-1"})
-	code, body = b.do(t, http.MethodGet, "/v1/customers/"+testDealerCorp+"/wmtest1", nil)
-	require.Equal(t, http.StatusOK, code)
-	got := decodeAs[store.CustomerDetail](t, body)
+	got := doAs[store.CustomerDetail](t, b, http.StatusOK, http.MethodGet, "/v1/customers/"+testDealerCorp+"/wmtest1", nil)
 	require.Equal(t, testDealerCorp, got.CorpID)
 	require.Equal(t, "wmtest1", got.ExternalUserID)
 	require.Len(t, got.Resolutions, 1)

@@ -219,14 +219,12 @@ func TestAPI_Story(t *testing.T) {
 	registerFan(t, b, "test-u1", "o-1", "p-1")
 	storetest.Resolve(t, b.db, store.Resolution{CorpID: testDealerCorp, ExternalUserID: "wmtest1", PendingID: "p-1"})
 
-	code, body := b.do(t, http.MethodGet, "/v1/story?unionid=test-u1", nil)
-	require.Equal(t, http.StatusOK, code, string(body))
-	s := decodeAs[store.Story](t, body)
+	s := doAs[store.Story](t, b, http.StatusOK, http.MethodGet, "/v1/story?unionid=test-u1", nil)
 	require.Len(t, s.Links, 1)
 	require.Equal(t, "wmtest1", s.Customers[0].ExternalUserID)
 	require.Empty(t, s.Why)
 
-	code, body = b.do(t, http.MethodGet, "/v1/story?corp_id="+testDealerCorp+"&external_userid=wmtest1", nil)
+	code, body := b.do(t, http.MethodGet, "/v1/story?corp_id="+testDealerCorp+"&external_userid=wmtest1", nil)
 	require.Equal(t, http.StatusOK, code, string(body))
 	require.Equal(t, "test-u1", decodeAs[store.Story](t, body).Fans[0].UnionID)
 
@@ -248,14 +246,12 @@ func TestAPI_Activity(t *testing.T) {
 	b := setupAPI(t, apiOpts{})
 	_, err := b.db.SaveEvent(t.Context(), storetest.NewEvent(store.KindEditExternalContact))
 	require.NoError(t, err)
-	code, body := b.do(t, http.MethodGet, "/v1/activity", nil)
-	require.Equal(t, http.StatusOK, code, string(body))
-	a := decodeAs[store.Activity](t, body)
+	a := doAs[store.Activity](t, b, http.StatusOK, http.MethodGet, "/v1/activity", nil)
 	require.Len(t, a.EventsPerMinute, 24*60)
 	require.Equal(t, int64(1), a.EventsPerMinute[len(a.EventsPerMinute)-1])
 	require.Len(t, a.LinksPerHour, 24)
 
-	code, body = b.do(t, http.MethodGet, "/v1/activity?hours=2", nil)
+	code, body := b.do(t, http.MethodGet, "/v1/activity?hours=2", nil)
 	require.Equal(t, http.StatusOK, code)
 	require.Len(t, decodeAs[store.Activity](t, body).LinksPerHour, 2)
 	_, err = b.db.SaveEvent(t.Context(), storetest.NewEvent(store.KindEditExternalContact))

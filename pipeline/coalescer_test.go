@@ -172,6 +172,15 @@ func resolveOnRealTimers(t *testing.T, cfg CoalescerConfig) time.Duration {
 	return elapsed
 }
 
+// syncTest runs fn as a parallel subtest inside a synctest bubble, where
+// the coalescer's goroutines can be waited for.
+func syncTest(t *testing.T, name string, fn func(t *testing.T)) {
+	t.Run(name, func(t *testing.T) {
+		t.Parallel()
+		synctest.Test(t, fn)
+	})
+}
+
 // startInFlight asks for wmA and fires its group's timer; the resolver holds
 // that call in flight until release is closed.
 func startInFlight(t *testing.T) (b *coalescerBundle, a <-chan answer, release chan struct{}) {
@@ -266,26 +275,23 @@ func TestCoalescer_Resolve(t *testing.T) {
 		})
 	})
 
-	t.Run("TimerFlushesPartialGroup", func(t *testing.T) {
-		t.Parallel()
-		synctest.Test(t, func(t *testing.T) {
-			b := setupCoalescer(t, nil, CoalescerConfig{Window: 50 * time.Millisecond})
-			a := resolveAsync(t.Context(), b.c, "wwcorp", "", "wmA")
-			bb := resolveAsync(t.Context(), b.c, "wwcorp", "", "wmB")
-			synctest.Wait() // both asks joined and are waiting
+	syncTest(t, "TimerFlushesPartialGroup", func(t *testing.T) {
+		b := setupCoalescer(t, nil, CoalescerConfig{Window: 50 * time.Millisecond})
+		a := resolveAsync(t.Context(), b.c, "wwcorp", "", "wmA")
+		bb := resolveAsync(t.Context(), b.c, "wwcorp", "", "wmB")
+		synctest.Wait() // both asks joined and are waiting
 
-			require.Empty(t, b.resolver.Calls(), "no call before the window ends")
-			require.Equal(t, []time.Duration{50 * time.Millisecond}, b.timers.Pending(), "one timer, started by the first ask")
+		require.Empty(t, b.resolver.Calls(), "no call before the window ends")
+		require.Equal(t, []time.Duration{50 * time.Millisecond}, b.timers.Pending(), "one timer, started by the first ask")
 
-			require.Equal(t, 1, b.timers.FireAll())
-			require.Equal(t, answer{"p-wmA", nil}, <-a)
-			require.Equal(t, answer{"p-wmB", nil}, <-bb)
+		require.Equal(t, 1, b.timers.FireAll())
+		require.Equal(t, answer{"p-wmA", nil}, <-a)
+		require.Equal(t, answer{"p-wmB", nil}, <-bb)
 
-			calls := b.resolver.Calls()
-			require.Len(t, calls, 1)
-			require.Equal(t, []string{"wmA", "wmB"}, sortedIDs(calls[0]))
-			require.Equal(t, int64(1), b.c.Stats().FlushedByTimer)
-		})
+		calls := b.resolver.Calls()
+		require.Len(t, calls, 1)
+		require.Equal(t, []string{"wmA", "wmB"}, sortedIDs(calls[0]))
+		require.Equal(t, int64(1), b.c.Stats().FlushedByTimer)
 	})
 
 	t.Run("BacklogKeepsPartialGroupOpen", func(t *testing.T) {
@@ -332,193 +338,169 @@ func TestCoalescer_Resolve(t *testing.T) {
 		})
 	})
 
-	t.Run("GroupsByCorpAndChat", func(t *testing.T) {
-		t.Parallel()
-		synctest.Test(t, func(t *testing.T) {
-			b := setupCoalescer(t, nil, CoalescerConfig{})
-			groups := []groupKey{{"wwcorpA", ""}, {"wwcorpA", "wrchat1"}, {"wwcorpB", ""}, {"wwcorpB", "wrchat1"}}
-			var answers []<-chan answer
-			for _, g := range groups {
-				// The same id in every group must still go once per group.
-				answers = append(answers,
-					resolveAsync(t.Context(), b.c, g.corpID, g.chatID, "wmShared"),
-					resolveAsync(t.Context(), b.c, g.corpID, g.chatID, "wmOnly-"+g.corpID+g.chatID))
-			}
-			synctest.Wait()
-			require.Equal(t, len(groups), b.timers.FireAll(), "one timer per group")
-			for _, a := range answers {
-				require.NoError(t, (<-a).err)
-			}
+	syncTest(t, "GroupsByCorpAndChat", func(t *testing.T) {
+		b := setupCoalescer(t, nil, CoalescerConfig{})
+		groups := []groupKey{{"wwcorpA", ""}, {"wwcorpA", "wrchat1"}, {"wwcorpB", ""}, {"wwcorpB", "wrchat1"}}
+		var answers []<-chan answer
+		for _, g := range groups {
+			// The same id in every group must still go once per group.
+			answers = append(answers,
+				resolveAsync(t.Context(), b.c, g.corpID, g.chatID, "wmShared"),
+				resolveAsync(t.Context(), b.c, g.corpID, g.chatID, "wmOnly-"+g.corpID+g.chatID))
+		}
+		synctest.Wait()
+		require.Equal(t, len(groups), b.timers.FireAll(), "one timer per group")
+		for _, a := range answers {
+			require.NoError(t, (<-a).err)
+		}
 
-			calls := b.resolver.Calls()
-			require.Len(t, calls, len(groups))
-			var keys []groupKey
-			for _, call := range calls {
-				keys = append(keys, groupKey{call.corpID, call.chatID})
-				require.Equal(t, []string{"wmOnly-" + call.corpID + call.chatID, "wmShared"}, sortedIDs(call))
-			}
-			require.ElementsMatch(t, groups, keys)
-		})
+		calls := b.resolver.Calls()
+		require.Len(t, calls, len(groups))
+		var keys []groupKey
+		for _, call := range calls {
+			keys = append(keys, groupKey{call.corpID, call.chatID})
+			require.Equal(t, []string{"wmOnly-" + call.corpID + call.chatID, "wmShared"}, sortedIDs(call))
+		}
+		require.ElementsMatch(t, groups, keys)
 	})
 
-	t.Run("DuplicateIDSentOnce", func(t *testing.T) {
-		t.Parallel()
-		synctest.Test(t, func(t *testing.T) {
-			b := setupCoalescer(t, nil, CoalescerConfig{})
-			var dups []<-chan answer
-			for range 5 {
-				dups = append(dups, resolveAsync(t.Context(), b.c, "wwcorp", "", "wmDup"))
+	syncTest(t, "DuplicateIDSentOnce", func(t *testing.T) {
+		b := setupCoalescer(t, nil, CoalescerConfig{})
+		var dups []<-chan answer
+		for range 5 {
+			dups = append(dups, resolveAsync(t.Context(), b.c, "wwcorp", "", "wmDup"))
+		}
+		other := resolveAsync(t.Context(), b.c, "wwcorp", "", "wmOther")
+		synctest.Wait()
+		b.timers.FireAll()
+
+		for _, a := range dups {
+			require.Equal(t, answer{"p-wmDup", nil}, <-a)
+		}
+		require.Equal(t, answer{"p-wmOther", nil}, <-other)
+		calls := b.resolver.Calls()
+		require.Len(t, calls, 1)
+		require.Equal(t, []string{"wmDup", "wmOther"}, sortedIDs(calls[0]))
+		st := b.c.Stats()
+		require.Equal(t, int64(6), st.Asks)
+		require.Equal(t, int64(2), st.IDs)
+	})
+
+	syncTest(t, "DuplicateCountsOnceTowardsMaxBatch", func(t *testing.T) {
+		b := setupCoalescer(t, nil, CoalescerConfig{MaxBatch: 2})
+		first := resolveAsync(t.Context(), b.c, "wwcorp", "", "wmA")
+		again := resolveAsync(t.Context(), b.c, "wwcorp", "", "wmA")
+		synctest.Wait()
+		require.Empty(t, b.resolver.Calls(), "one distinct id does not fill a batch of 2")
+
+		second := resolveAsync(t.Context(), b.c, "wwcorp", "", "wmB")
+		require.Equal(t, answer{"p-wmA", nil}, <-first)
+		require.Equal(t, answer{"p-wmA", nil}, <-again)
+		require.Equal(t, answer{"p-wmB", nil}, <-second)
+		require.Equal(t, int64(1), b.c.Stats().FlushedFull)
+	})
+
+	syncTest(t, "DuplicateOfInFlightIDJoinsCall", func(t *testing.T) {
+		b, first, release := startInFlight(t)
+
+		again := resolveAsync(t.Context(), b.c, "wwcorp", "", "wmA")
+		synctest.Wait()
+		require.Empty(t, b.timers.Pending(), "the in-flight id opened no new group")
+		close(release)
+		require.Equal(t, answer{"p-wmA", nil}, <-first)
+		require.Equal(t, answer{"p-wmA", nil}, <-again)
+		require.Len(t, b.resolver.Calls(), 1)
+	})
+
+	syncTest(t, "MissingOrEmptyResultIsNoPendingID", func(t *testing.T) {
+		r := &fakeResolver{Fn: func(context.Context, string, string, []string) ([]wecom.PendingResult, error) {
+			return []wecom.PendingResult{
+				{ExternalUserID: "wmHas", PendingID: "pHas"},
+				{ExternalUserID: "wmEmpty", PendingID: ""},
+				{ExternalUserID: "wmNotAsked", PendingID: "pNotAsked"},
+				// wmMissing is not in the result at all.
+			}, nil
+		}}
+		b := setupCoalescer(t, r, CoalescerConfig{})
+		has := resolveAsync(t.Context(), b.c, "wwcorp", "", "wmHas")
+		empty := resolveAsync(t.Context(), b.c, "wwcorp", "", "wmEmpty")
+		missing := resolveAsync(t.Context(), b.c, "wwcorp", "", "wmMissing")
+		synctest.Wait()
+		b.timers.FireAll()
+
+		require.Equal(t, answer{"pHas", nil}, <-has)
+		require.Equal(t, answer{"", nil}, <-empty)
+		require.Equal(t, answer{"", nil}, <-missing)
+	})
+
+	syncTest(t, "ErrorGoesToEveryCaller", func(t *testing.T) {
+		apiErr := &wecom.APIError{API: "corpgroup/batch/external_userid_to_pending_id", Code: wecom.CodeAPIFreqOutOfLimit, Msg: "api freq out of limit"}
+		r := &fakeResolver{Fn: func(context.Context, string, string, []string) ([]wecom.PendingResult, error) {
+			return nil, fmt.Errorf("resolve batch: %w", apiErr)
+		}}
+		b := setupCoalescer(t, r, CoalescerConfig{})
+		var answers []<-chan answer
+		for _, id := range []string{"wmA", "wmB", "wmA"} {
+			answers = append(answers, resolveAsync(t.Context(), b.c, "wwcorp", "", id))
+		}
+		synctest.Wait()
+		b.timers.FireAll()
+
+		for _, a := range answers {
+			got := <-a
+			require.Empty(t, got.pendingID)
+			require.ErrorIs(t, got.err, apiErr)
+			var ae *wecom.APIError
+			require.ErrorAs(t, got.err, &ae)
+			require.Equal(t, wecom.CodeAPIFreqOutOfLimit, ae.Code)
+			require.True(t, wecom.IsRateLimited(got.err))
+		}
+		require.Equal(t, int64(1), b.c.Stats().CallErrors)
+	})
+
+	syncTest(t, "ResolverPanicBecomesError", func(t *testing.T) {
+		r := &fakeResolver{Fn: func(context.Context, string, string, []string) ([]wecom.PendingResult, error) {
+			panic("boom")
+		}}
+		b := setupCoalescer(t, r, CoalescerConfig{})
+		a := resolveAsync(t.Context(), b.c, "wwcorp", "", "wmA")
+		synctest.Wait()
+		b.timers.FireAll()
+		require.ErrorContains(t, (<-a).err, "resolver panicked: boom")
+	})
+
+	syncTest(t, "CallerCancelDoesNotCancelBatch", func(t *testing.T) {
+		entered := make(chan struct{})
+		release := make(chan struct{})
+		r := &fakeResolver{Fn: func(ctx context.Context, _, _ string, ids []string) ([]wecom.PendingResult, error) {
+			close(entered)
+			<-release
+			if err := ctx.Err(); err != nil {
+				return nil, err
 			}
-			other := resolveAsync(t.Context(), b.c, "wwcorp", "", "wmOther")
-			synctest.Wait()
-			b.timers.FireAll()
+			return answerAll(ids), nil
+		}}
+		b := setupCoalescer(t, r, CoalescerConfig{CallTimeout: time.Minute})
+		ctx, cancel := context.WithCancel(t.Context())
+		quitter := resolveAsync(ctx, b.c, "wwcorp", "", "wmA")
+		stayer := resolveAsync(t.Context(), b.c, "wwcorp", "", "wmA")
+		other := resolveAsync(t.Context(), b.c, "wwcorp", "", "wmB")
+		synctest.Wait()
+		b.timers.FireAll()
+		<-entered
 
-			for _, a := range dups {
-				require.Equal(t, answer{"p-wmDup", nil}, <-a)
-			}
-			require.Equal(t, answer{"p-wmOther", nil}, <-other)
-			calls := b.resolver.Calls()
-			require.Len(t, calls, 1)
-			require.Equal(t, []string{"wmDup", "wmOther"}, sortedIDs(calls[0]))
-			st := b.c.Stats()
-			require.Equal(t, int64(6), st.Asks)
-			require.Equal(t, int64(2), st.IDs)
-		})
-	})
+		cancel()
+		require.Equal(t, answer{"", context.Canceled}, <-quitter)
+		calls := r.Calls()
+		require.Len(t, calls, 1)
+		require.NoError(t, calls[0].ctx.Err(), "the call's context is detached from the caller's")
+		deadline, ok := calls[0].ctx.Deadline()
+		require.True(t, ok)
+		require.Equal(t, time.Minute, time.Until(deadline), "CallTimeout bounds the call")
 
-	t.Run("DuplicateCountsOnceTowardsMaxBatch", func(t *testing.T) {
-		t.Parallel()
-		synctest.Test(t, func(t *testing.T) {
-			b := setupCoalescer(t, nil, CoalescerConfig{MaxBatch: 2})
-			first := resolveAsync(t.Context(), b.c, "wwcorp", "", "wmA")
-			again := resolveAsync(t.Context(), b.c, "wwcorp", "", "wmA")
-			synctest.Wait()
-			require.Empty(t, b.resolver.Calls(), "one distinct id does not fill a batch of 2")
-
-			second := resolveAsync(t.Context(), b.c, "wwcorp", "", "wmB")
-			require.Equal(t, answer{"p-wmA", nil}, <-first)
-			require.Equal(t, answer{"p-wmA", nil}, <-again)
-			require.Equal(t, answer{"p-wmB", nil}, <-second)
-			require.Equal(t, int64(1), b.c.Stats().FlushedFull)
-		})
-	})
-
-	t.Run("DuplicateOfInFlightIDJoinsCall", func(t *testing.T) {
-		t.Parallel()
-		synctest.Test(t, func(t *testing.T) {
-			b, first, release := startInFlight(t)
-
-			again := resolveAsync(t.Context(), b.c, "wwcorp", "", "wmA")
-			synctest.Wait()
-			require.Empty(t, b.timers.Pending(), "the in-flight id opened no new group")
-			close(release)
-			require.Equal(t, answer{"p-wmA", nil}, <-first)
-			require.Equal(t, answer{"p-wmA", nil}, <-again)
-			require.Len(t, b.resolver.Calls(), 1)
-		})
-	})
-
-	t.Run("MissingOrEmptyResultIsNoPendingID", func(t *testing.T) {
-		t.Parallel()
-		synctest.Test(t, func(t *testing.T) {
-			r := &fakeResolver{Fn: func(context.Context, string, string, []string) ([]wecom.PendingResult, error) {
-				return []wecom.PendingResult{
-					{ExternalUserID: "wmHas", PendingID: "pHas"},
-					{ExternalUserID: "wmEmpty", PendingID: ""},
-					{ExternalUserID: "wmNotAsked", PendingID: "pNotAsked"},
-					// wmMissing is not in the result at all.
-				}, nil
-			}}
-			b := setupCoalescer(t, r, CoalescerConfig{})
-			has := resolveAsync(t.Context(), b.c, "wwcorp", "", "wmHas")
-			empty := resolveAsync(t.Context(), b.c, "wwcorp", "", "wmEmpty")
-			missing := resolveAsync(t.Context(), b.c, "wwcorp", "", "wmMissing")
-			synctest.Wait()
-			b.timers.FireAll()
-
-			require.Equal(t, answer{"pHas", nil}, <-has)
-			require.Equal(t, answer{"", nil}, <-empty)
-			require.Equal(t, answer{"", nil}, <-missing)
-		})
-	})
-
-	t.Run("ErrorGoesToEveryCaller", func(t *testing.T) {
-		t.Parallel()
-		synctest.Test(t, func(t *testing.T) {
-			apiErr := &wecom.APIError{API: "corpgroup/batch/external_userid_to_pending_id", Code: wecom.CodeAPIFreqOutOfLimit, Msg: "api freq out of limit"}
-			r := &fakeResolver{Fn: func(context.Context, string, string, []string) ([]wecom.PendingResult, error) {
-				return nil, fmt.Errorf("resolve batch: %w", apiErr)
-			}}
-			b := setupCoalescer(t, r, CoalescerConfig{})
-			var answers []<-chan answer
-			for _, id := range []string{"wmA", "wmB", "wmA"} {
-				answers = append(answers, resolveAsync(t.Context(), b.c, "wwcorp", "", id))
-			}
-			synctest.Wait()
-			b.timers.FireAll()
-
-			for _, a := range answers {
-				got := <-a
-				require.Empty(t, got.pendingID)
-				require.ErrorIs(t, got.err, apiErr)
-				var ae *wecom.APIError
-				require.ErrorAs(t, got.err, &ae)
-				require.Equal(t, wecom.CodeAPIFreqOutOfLimit, ae.Code)
-				require.True(t, wecom.IsRateLimited(got.err))
-			}
-			require.Equal(t, int64(1), b.c.Stats().CallErrors)
-		})
-	})
-
-	t.Run("ResolverPanicBecomesError", func(t *testing.T) {
-		t.Parallel()
-		synctest.Test(t, func(t *testing.T) {
-			r := &fakeResolver{Fn: func(context.Context, string, string, []string) ([]wecom.PendingResult, error) {
-				panic("boom")
-			}}
-			b := setupCoalescer(t, r, CoalescerConfig{})
-			a := resolveAsync(t.Context(), b.c, "wwcorp", "", "wmA")
-			synctest.Wait()
-			b.timers.FireAll()
-			require.ErrorContains(t, (<-a).err, "resolver panicked: boom")
-		})
-	})
-
-	t.Run("CallerCancelDoesNotCancelBatch", func(t *testing.T) {
-		t.Parallel()
-		synctest.Test(t, func(t *testing.T) {
-			entered := make(chan struct{})
-			release := make(chan struct{})
-			r := &fakeResolver{Fn: func(ctx context.Context, _, _ string, ids []string) ([]wecom.PendingResult, error) {
-				close(entered)
-				<-release
-				if err := ctx.Err(); err != nil {
-					return nil, err
-				}
-				return answerAll(ids), nil
-			}}
-			b := setupCoalescer(t, r, CoalescerConfig{CallTimeout: time.Minute})
-			ctx, cancel := context.WithCancel(t.Context())
-			quitter := resolveAsync(ctx, b.c, "wwcorp", "", "wmA")
-			stayer := resolveAsync(t.Context(), b.c, "wwcorp", "", "wmA")
-			other := resolveAsync(t.Context(), b.c, "wwcorp", "", "wmB")
-			synctest.Wait()
-			b.timers.FireAll()
-			<-entered
-
-			cancel()
-			require.Equal(t, answer{"", context.Canceled}, <-quitter)
-			calls := r.Calls()
-			require.Len(t, calls, 1)
-			require.NoError(t, calls[0].ctx.Err(), "the call's context is detached from the caller's")
-			deadline, ok := calls[0].ctx.Deadline()
-			require.True(t, ok)
-			require.Equal(t, time.Minute, time.Until(deadline), "CallTimeout bounds the call")
-
-			close(release)
-			require.Equal(t, answer{"p-wmA", nil}, <-stayer)
-			require.Equal(t, answer{"p-wmB", nil}, <-other)
-		})
+		close(release)
+		require.Equal(t, answer{"p-wmA", nil}, <-stayer)
+		require.Equal(t, answer{"p-wmB", nil}, <-other)
 	})
 
 	t.Run("DoneContextFailsWithoutAsking", func(t *testing.T) {
@@ -539,102 +521,90 @@ func TestCoalescer_Resolve(t *testing.T) {
 		require.True(t, wecom.IsPermanent(err))
 	})
 
-	t.Run("MoreThanMaxBatchSplitsIntoCalls", func(t *testing.T) {
-		t.Parallel()
-		synctest.Test(t, func(t *testing.T) {
-			b := setupCoalescer(t, nil, CoalescerConfig{})
-			ids := idsN("wm", 250)
-			answers := make([]<-chan answer, len(ids))
-			for i, id := range ids {
-				answers[i] = resolveAsync(t.Context(), b.c, "wwcorp", "wrchat", id)
-			}
-			synctest.Wait() // all 250 joined; two full groups already went out
+	syncTest(t, "MoreThanMaxBatchSplitsIntoCalls", func(t *testing.T) {
+		b := setupCoalescer(t, nil, CoalescerConfig{})
+		ids := idsN("wm", 250)
+		answers := make([]<-chan answer, len(ids))
+		for i, id := range ids {
+			answers[i] = resolveAsync(t.Context(), b.c, "wwcorp", "wrchat", id)
+		}
+		synctest.Wait() // all 250 joined; two full groups already went out
 
-			require.Len(t, b.resolver.Calls(), 2)
-			require.Len(t, b.timers.Pending(), 1, "only the partial group still waits")
-			require.Equal(t, 1, b.timers.FireAll())
-			for i, a := range answers {
-				require.Equal(t, answer{"p-" + ids[i], nil}, <-a)
-			}
+		require.Len(t, b.resolver.Calls(), 2)
+		require.Len(t, b.timers.Pending(), 1, "only the partial group still waits")
+		require.Equal(t, 1, b.timers.FireAll())
+		for i, a := range answers {
+			require.Equal(t, answer{"p-" + ids[i], nil}, <-a)
+		}
 
-			calls := b.resolver.Calls()
-			require.Len(t, calls, 3)
-			var sizes []int
-			var sent []string
-			for _, call := range calls {
-				sizes = append(sizes, len(call.ids))
-				sent = append(sent, call.ids...)
-			}
-			require.Equal(t, []int{100, 100, 50}, sizes)
-			require.ElementsMatch(t, ids, sent, "every id sent exactly once")
-			st := b.c.Stats()
-			require.Equal(t, int64(2), st.FlushedFull)
-			require.Equal(t, int64(1), st.FlushedByTimer)
-			require.Equal(t, int64(250), st.IDs)
-		})
+		calls := b.resolver.Calls()
+		require.Len(t, calls, 3)
+		var sizes []int
+		var sent []string
+		for _, call := range calls {
+			sizes = append(sizes, len(call.ids))
+			sent = append(sent, call.ids...)
+		}
+		require.Equal(t, []int{100, 100, 50}, sizes)
+		require.ElementsMatch(t, ids, sent, "every id sent exactly once")
+		st := b.c.Stats()
+		require.Equal(t, int64(2), st.FlushedFull)
+		require.Equal(t, int64(1), st.FlushedByTimer)
+		require.Equal(t, int64(250), st.IDs)
 	})
 
-	t.Run("NewAsksStartNewGroupWhileCallInFlight", func(t *testing.T) {
-		t.Parallel()
-		synctest.Test(t, func(t *testing.T) {
-			b, a, release := startInFlight(t)
+	syncTest(t, "NewAsksStartNewGroupWhileCallInFlight", func(t *testing.T) {
+		b, a, release := startInFlight(t)
 
-			bb := resolveAsync(t.Context(), b.c, "wwcorp", "", "wmB")
-			synctest.Wait()
-			require.Equal(t, 1, b.timers.FireAll(), "wmB opened a group of its own")
-			synctest.Wait()
-			close(release)
-			require.Equal(t, answer{"p-wmA", nil}, <-a)
-			require.Equal(t, answer{"p-wmB", nil}, <-bb)
-			calls := b.resolver.Calls()
-			require.Len(t, calls, 2)
-			require.Equal(t, []string{"wmA"}, calls[0].ids)
-			require.Equal(t, []string{"wmB"}, calls[1].ids)
-		})
+		bb := resolveAsync(t.Context(), b.c, "wwcorp", "", "wmB")
+		synctest.Wait()
+		require.Equal(t, 1, b.timers.FireAll(), "wmB opened a group of its own")
+		synctest.Wait()
+		close(release)
+		require.Equal(t, answer{"p-wmA", nil}, <-a)
+		require.Equal(t, answer{"p-wmB", nil}, <-bb)
+		calls := b.resolver.Calls()
+		require.Len(t, calls, 2)
+		require.Equal(t, []string{"wmA"}, calls[0].ids)
+		require.Equal(t, []string{"wmB"}, calls[1].ids)
 	})
 }
 
 func TestCoalescer_Close(t *testing.T) {
 	t.Parallel()
 
-	t.Run("CloseFlushesPending", func(t *testing.T) {
-		t.Parallel()
-		synctest.Test(t, func(t *testing.T) {
-			b := setupCoalescer(t, nil, CoalescerConfig{Window: time.Hour})
-			x := resolveAsync(t.Context(), b.c, "wwcorpA", "", "wmA")
-			y := resolveAsync(t.Context(), b.c, "wwcorpB", "", "wmB")
-			synctest.Wait()
-			require.Empty(t, b.resolver.Calls())
+	syncTest(t, "CloseFlushesPending", func(t *testing.T) {
+		b := setupCoalescer(t, nil, CoalescerConfig{Window: time.Hour})
+		x := resolveAsync(t.Context(), b.c, "wwcorpA", "", "wmA")
+		y := resolveAsync(t.Context(), b.c, "wwcorpB", "", "wmB")
+		synctest.Wait()
+		require.Empty(t, b.resolver.Calls())
 
-			b.c.Close()
-			require.Equal(t, answer{"p-wmA", nil}, <-x)
-			require.Equal(t, answer{"p-wmB", nil}, <-y)
-			require.Len(t, b.resolver.Calls(), 2)
-			require.Empty(t, b.timers.Pending(), "Close stopped the window timers")
-			require.Equal(t, int64(2), b.c.Stats().FlushedOnClose)
-		})
+		b.c.Close()
+		require.Equal(t, answer{"p-wmA", nil}, <-x)
+		require.Equal(t, answer{"p-wmB", nil}, <-y)
+		require.Len(t, b.resolver.Calls(), 2)
+		require.Empty(t, b.timers.Pending(), "Close stopped the window timers")
+		require.Equal(t, int64(2), b.c.Stats().FlushedOnClose)
 	})
 
-	t.Run("CloseWaitsForCallsInFlight", func(t *testing.T) {
-		t.Parallel()
-		synctest.Test(t, func(t *testing.T) {
-			b, a, release := startInFlight(t)
+	syncTest(t, "CloseWaitsForCallsInFlight", func(t *testing.T) {
+		b, a, release := startInFlight(t)
 
-			closed := make(chan struct{})
-			go func() {
-				b.c.Close()
-				close(closed)
-			}()
-			synctest.Wait()
-			select {
-			case <-closed:
-				t.Fatal("Close returned while a call was in flight")
-			default:
-			}
-			close(release)
-			<-closed
-			require.Equal(t, answer{"p-wmA", nil}, <-a)
-		})
+		closed := make(chan struct{})
+		go func() {
+			b.c.Close()
+			close(closed)
+		}()
+		synctest.Wait()
+		select {
+		case <-closed:
+			t.Fatal("Close returned while a call was in flight")
+		default:
+		}
+		close(release)
+		<-closed
+		require.Equal(t, answer{"p-wmA", nil}, <-a)
 	})
 
 	t.Run("ResolveAfterCloseFails", func(t *testing.T) {

@@ -148,6 +148,12 @@ func mustWork[T river.JobArgs](t *testing.T, b *workerBundle, args T, opts ...fu
 	return res
 }
 
+// mustComplete works a job (see mustWork) and requires that it completed.
+func mustComplete[T river.JobArgs](t *testing.T, b *workerBundle, args T, opts ...func(*rivertype.JobRow)) {
+	t.Helper()
+	require.Equal(t, river.EventKindJobCompleted, mustWork(t, b, args, opts...).EventKind)
+}
+
 // lookupFails makes every batch pending-id lookup answer no result and err.
 func (b *workerBundle) lookupFails(err error) {
 	b.wecom.ExternalUserIDToPendingIDFunc = func(context.Context, string, string, []string) ([]wecom.PendingResult, error) {
@@ -219,8 +225,7 @@ func TestResolveWorker(t *testing.T) {
 			return []wecom.PendingResult{{ExternalUserID: ids[0], PendingID: "p-1"}}, nil
 		}
 
-		res := mustWork(t, b, resolveArgs(ev))
-		require.Equal(t, river.EventKindJobCompleted, res.EventKind)
+		mustComplete(t, b, resolveArgs(ev))
 		require.Equal(t, store.EventResolved, b.event(t, ev.ID).State)
 		links := b.linksOf(t, "test-u1")
 		require.Len(t, links, 1)
@@ -239,8 +244,7 @@ func TestResolveWorker(t *testing.T) {
 		require.Equal(t, store.EventPending, b.event(t, ev.ID).State)
 
 		// The retry records the customer as unmatched instead.
-		res = mustWork(t, b, resolveArgs(ev), withMetadata(res.Job.Metadata))
-		require.Equal(t, river.EventKindJobCompleted, res.EventKind)
+		mustComplete(t, b, resolveArgs(ev), withMetadata(res.Job.Metadata))
 		got := b.event(t, ev.ID)
 		require.Equal(t, store.EventUnmatched, got.State)
 	})
@@ -254,7 +258,7 @@ func TestResolveWorker(t *testing.T) {
 		}
 		res := mustWork(t, b, resolveArgs(ev))
 		require.Equal(t, river.EventKindJobSnoozed, res.EventKind)
-		require.Equal(t, river.EventKindJobCompleted, mustWork(t, b, resolveArgs(ev), withMetadata(res.Job.Metadata)).EventKind)
+		mustComplete(t, b, resolveArgs(ev), withMetadata(res.Job.Metadata))
 		require.Equal(t, store.EventUnmatched, b.event(t, ev.ID).State)
 	})
 
@@ -329,8 +333,7 @@ func TestEndLinkWorker(t *testing.T) {
 		_, err := b.db.SaveEvent(t.Context(), del)
 		require.NoError(t, err)
 
-		res := mustWork(t, b, pipeline.EndLinkArgs{EventID: del.ID, CorpID: del.CorpID, ExternalUserID: del.ExternalUserID, UserID: del.UserID})
-		require.Equal(t, river.EventKindJobCompleted, res.EventKind)
+		mustComplete(t, b, pipeline.EndLinkArgs{EventID: del.ID, CorpID: del.CorpID, ExternalUserID: del.ExternalUserID, UserID: del.UserID})
 		links := b.linksOf(t, "test-u1")
 		require.Len(t, links, 1)
 		require.False(t, links[0].Active)
@@ -353,7 +356,7 @@ func TestRegisterWorker(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
 		b.wecom.UnionIDToPendingIDFunc = pipelinetest.PendingIDs("p-1")
-		require.Equal(t, river.EventKindJobCompleted, mustWork(t, b, pipeline.RegisterArgs{UnionID: fan.UnionID, OpenID: fan.OpenID}).EventKind)
+		mustComplete(t, b, pipeline.RegisterArgs{UnionID: fan.UnionID, OpenID: fan.OpenID})
 		got, err := b.db.FindFan(t.Context(), fan.UnionID)
 		require.NoError(t, err)
 		require.Equal(t, "p-1", got.PendingID)
@@ -406,14 +409,13 @@ func TestBackfillWorker(t *testing.T) {
 	b.wecom.UnionIDToExternalUserIDFunc = func(context.Context, string, string, string) ([]wecom.ExternalUserIDInfo, error) {
 		return []wecom.ExternalUserIDInfo{{CorpID: "wwdealer", ExternalUserID: "wmold"}}, nil
 	}
-	res := mustWork(t, b, pipeline.BackfillArgs{UnionID: "test-u1", OpenID: "o-test-u1"})
-	require.Equal(t, river.EventKindJobCompleted, res.EventKind)
+	mustComplete(t, b, pipeline.BackfillArgs{UnionID: "test-u1", OpenID: "o-test-u1"})
 	links := b.linksOf(t, "test-u1")
 	require.Len(t, links, 1)
 	require.Equal(t, "wmold", links[0].ExternalUserID)
 
 	// A fan the store does not know is cancelled, not retried.
-	res = mustWork(t, b, pipeline.BackfillArgs{UnionID: "test-nobody", OpenID: "o"})
+	res := mustWork(t, b, pipeline.BackfillArgs{UnionID: "test-nobody", OpenID: "o"})
 	require.Equal(t, river.EventKindJobCancelled, res.EventKind)
 }
 
@@ -438,9 +440,9 @@ func TestRenewWorker(t *testing.T) {
 		require.NoError(t, b.db.SetFanPriority(t.Context(), "test-u3", 90))
 		require.NoError(t, b.db.SetFanPriority(t.Context(), "test-u1", 10))
 
-		require.Equal(t, river.EventKindJobCompleted, mustWork(t, b, pipeline.RenewArgs{}).EventKind)
+		mustComplete(t, b, pipeline.RenewArgs{})
 		require.Equal(t, []string{"test-u3:4", "test-u2:4"}, queued(t, b), "RenewBatch fans a run, by priority")
-		require.Equal(t, river.EventKindJobCompleted, mustWork(t, b, pipeline.RenewArgs{}).EventKind)
+		mustComplete(t, b, pipeline.RenewArgs{})
 		require.Equal(t, []string{"test-u3:4", "test-u2:4", "test-u1:4"}, queued(t, b), "the next run queues the fans not queued yet")
 	})
 
@@ -460,7 +462,7 @@ func TestRenewWorker(t *testing.T) {
 			require.NoError(t, b.db.SetFanPriority(t.Context(), u, 90-i))
 			want = append(want, u+":4")
 		}
-		require.Equal(t, river.EventKindJobCompleted, mustWork(t, b, pipeline.RenewArgs{}).EventKind)
+		mustComplete(t, b, pipeline.RenewArgs{})
 		require.Equal(t, want[:10], queued(t, b), "ten, by priority")
 	})
 
@@ -473,7 +475,7 @@ func TestRenewWorker(t *testing.T) {
 		require.NoError(t, b.db.SetFanPriority(t.Context(), "test-live-low", 20))
 		_, err := b.db.RegisterFans(t.Context(), []store.FanInput{{UnionID: "test-new", OpenID: "o"}}, store.RegisterOpts{Priority: store.QueueBulk})
 		require.NoError(t, err)
-		require.Equal(t, river.EventKindJobCompleted, mustWork(t, b, pipeline.RenewArgs{}).EventKind)
+		mustComplete(t, b, pipeline.RenewArgs{})
 		require.Equal(t, []string{"test-live-high:4", "test-new:3", "test-live-low:4"}, queued(t, b),
 			"a renewal waits behind a first registration of a fan the brand values more, not behind every one")
 	})
@@ -488,7 +490,7 @@ func TestPruneWorker(t *testing.T) {
 	recent := testNow.Add(-31 * 24 * time.Hour).Unix()
 	require.NoError(t, b.db.AddQuota(t.Context(), "k", old, 1))
 	require.NoError(t, b.db.AddQuota(t.Context(), "k", recent, 2))
-	require.Equal(t, river.EventKindJobCompleted, mustWork(t, b, pipeline.PruneArgs{}).EventKind)
+	mustComplete(t, b, pipeline.PruneArgs{})
 	got, err := b.db.LoadQuota(t.Context(), "k", 0)
 	require.NoError(t, err)
 	require.Equal(t, map[int64]int64{recent: 2}, got)
@@ -568,7 +570,7 @@ func TestReconcileWorker(t *testing.T) {
 		b.registerFan(t, "test-u1", "p-1")
 		b.registerFan(t, "test-u2", "p-2")
 		asked := existing(b, map[string][]wecom.ExternalUserIDInfo{"test-u1": {{CorpID: "wwdealer", ExternalUserID: "wmold"}}}, nil)
-		require.Equal(t, river.EventKindJobCompleted, mustWork(t, b, pipeline.ReconcileArgs{}).EventKind)
+		mustComplete(t, b, pipeline.ReconcileArgs{})
 		require.ElementsMatch(t, []string{"test-u1", "test-u2"}, *asked)
 		require.Len(t, b.linksOf(t, "test-u1"), 1)
 		mustWork(t, b, pipeline.ReconcileArgs{})
@@ -618,7 +620,7 @@ func TestReconcileWorker(t *testing.T) {
 			"test-u1": apiError("corpgroup/unionid_to_external_userid", wecom.CodeIPNotAllowed),
 		}
 		asked := existing(b, nil, fail)
-		require.Equal(t, river.EventKindJobCompleted, mustWork(t, b, pipeline.ReconcileArgs{}).EventKind)
+		mustComplete(t, b, pipeline.ReconcileArgs{})
 		require.Equal(t, []string{"test-u2", "test-u1"}, *asked, "newest first; 60020 ends the run")
 		delete(fail, "test-u1")
 		mustWork(t, b, pipeline.ReconcileArgs{})
@@ -652,7 +654,7 @@ func TestChatMembersWorker(t *testing.T) {
 				{UserID: "wmtest-b", Type: wecom.ChatMemberCustomer},
 			}, nil
 		}
-		require.Equal(t, river.EventKindJobCompleted, mustWork(t, b, args(ev)).EventKind)
+		mustComplete(t, b, args(ev))
 		var got []string
 		for _, j := range storetest.JobsOfKind(t, b.db, pipeline.ResolveArgs{}.Kind()) {
 			var a pipeline.ResolveArgs
@@ -733,8 +735,7 @@ func TestNotifyWorker_WaitsForAnotherSendersClaim(t *testing.T) {
 	require.Zero(t, posts.Load(), "nothing delivered past another sender's claim")
 
 	require.NoError(t, b.db.MarkOutbox(t.Context(), held, "webhook: status 502")) // it failed
-	res = mustWork(t, b, pipeline.NotifyArgs{LinkID: links[0].ID})
-	require.Equal(t, river.EventKindJobCompleted, res.EventKind)
+	mustComplete(t, b, pipeline.NotifyArgs{LinkID: links[0].ID})
 	require.EqualValues(t, 1, posts.Load())
 }
 

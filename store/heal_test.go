@@ -1,12 +1,10 @@
 package store_test
 
 import (
-	"context"
 	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/riverqueue/river"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pendinglink/pendinglink/internal/fakeclock"
@@ -68,19 +66,9 @@ func TestDB_Start_ResumesJobsOfADeadProcess(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, db.Close())
 
-	worked := make(chan storetest.Job, 1)
-	workers := river.NewWorkers()
-	river.AddWorker(workers, river.WorkFunc(func(_ context.Context, job *river.Job[storetest.Job]) error {
-		worked <- job.Args
-		return nil
-	}))
+	workers, worked := storetest.RecordingWorkers()
 	db = storetest.MustOpen(t, store.Config{DSN: dsn, Jobs: storetest.Policy{}, Workers: workers,
 		FetchCooldown: 5 * time.Millisecond, FetchPollInterval: 10 * time.Millisecond})
 	require.NoError(t, db.Start(t.Context()))
-	select {
-	case got := <-worked:
-		require.Equal(t, ev.ID, got.EventID)
-	case <-time.After(30 * time.Second):
-		t.Fatal("the job left running by the dead process was not resumed")
-	}
+	require.Equal(t, ev.ID, storetest.Receive(t, worked, "the job left running by the dead process was not resumed").EventID)
 }

@@ -208,25 +208,14 @@ func TestPostgres_TwoInstances(t *testing.T) {
 // LISTEN/NOTIFY. River's Start returns once its producer listens.
 func TestPostgres_ListenerStartsJobs(t *testing.T) {
 	t.Parallel()
-	worked := make(chan storetest.Job, 1)
-	workers := river.NewWorkers()
-	river.AddWorker(workers, river.WorkFunc(func(_ context.Context, job *river.Job[storetest.Job]) error {
-		worked <- job.Args
-		return nil
-	}))
+	workers, worked := storetest.RecordingWorkers()
 	db := storetest.MustOpenPostgres(t, store.Config{Jobs: storetest.Policy{}, Workers: workers, FetchPollInterval: time.Hour})
 	require.NoError(t, db.Start(t.Context()))
 
 	ev := storetest.NewEvent(store.KindAddExternalContact)
 	_, err := db.SaveEvent(t.Context(), ev)
 	require.NoError(t, err)
-	// The timeout only bounds a failing test; nothing waits for it.
-	select {
-	case got := <-worked:
-		require.Equal(t, ev.ID, got.EventID)
-	case <-time.After(30 * time.Second):
-		t.Fatal("the job was not started by a notification")
-	}
+	require.Equal(t, ev.ID, storetest.Receive(t, worked, "the job was not started by a notification").EventID)
 }
 
 // TestPostgres_StartLeavesRunningJobsToTheRescuer: unlike SQLite's, a

@@ -45,8 +45,7 @@ func TestParseEvent(t *testing.T) {
 
 	t.Run("OfficialAdd", func(t *testing.T) {
 		t.Parallel()
-		ev := mustParse(t, officialAdd)
-		require.Equal(t, wecom.KindAddExternalContact, ev.Kind())
+		ev := mustParseKind(t, officialAdd, wecom.KindAddExternalContact)
 		require.Equal(t, "toUser", ev.ToUserName)
 		require.Equal(t, "zhangsan", ev.UserID)
 		require.Equal(t, "woAJ2GCAAAXtWyujaWJHDDGi0mAAAA", ev.ExternalUserID)
@@ -56,8 +55,7 @@ func TestParseEvent(t *testing.T) {
 
 	t.Run("OfficialChatItems", func(t *testing.T) {
 		t.Parallel()
-		ev := mustParse(t, officialChat)
-		require.Equal(t, wecom.KindChatAddMember, ev.Kind())
+		ev := mustParseKind(t, officialChat, wecom.KindChatAddMember)
 		require.Equal(t, wecom.MemList{"Jack", "Rose"}, ev.MemChangeList)
 		require.Equal(t, "wrx7HUARsKwGRaQBVKPBTcEyzdHA4HrQ", ev.ChatID)
 		require.Equal(t, "1", ev.JoinScene, "JoinScene is not checked against an enum")
@@ -78,24 +76,21 @@ func TestParseEvent(t *testing.T) {
 
 	t.Run("TransferDeleteHasSource", func(t *testing.T) {
 		t.Parallel()
-		ev := mustParse(t, transferDel)
-		require.Equal(t, wecom.KindDelExternalContact, ev.Kind())
+		ev := mustParseKind(t, transferDel, wecom.KindDelExternalContact)
 		require.Equal(t, wecom.SourceDeleteByTransfer, ev.Source)
 		require.Equal(t, "alice", ev.UserID)
 	})
 
 	t.Run("TransferFailHasReason", func(t *testing.T) {
 		t.Parallel()
-		ev := mustParse(t, transferFail)
-		require.Equal(t, wecom.KindTransferFail, ev.Kind())
+		ev := mustParseKind(t, transferFail, wecom.KindTransferFail)
 		require.Equal(t, "customer_refused", ev.FailReason)
 		require.Equal(t, "bob", ev.UserID)
 	})
 
 	t.Run("ChatCreateCarriesOnlyChatID", func(t *testing.T) {
 		t.Parallel()
-		ev := mustParse(t, chatCreate)
-		require.Equal(t, wecom.KindChatCreate, ev.Kind())
+		ev := mustParseKind(t, chatCreate, wecom.KindChatCreate)
 		require.Equal(t, "wrtestchat", ev.ChatID)
 		require.Empty(t, ev.UpdateDetail)
 		require.Empty(t, ev.MemChangeList)
@@ -109,6 +104,14 @@ func TestParseEvent(t *testing.T) {
 }
 
 // mustParse parses raw, which must be a valid event.
+// mustParseKind parses raw and requires the event to be of kind.
+func mustParseKind(t *testing.T, raw, kind string) wecom.Event {
+	t.Helper()
+	ev := mustParse(t, raw)
+	require.Equal(t, kind, ev.Kind())
+	return ev
+}
+
 func mustParse(t *testing.T, raw string) wecom.Event {
 	t.Helper()
 	ev, err := wecom.ParseEvent([]byte(raw))

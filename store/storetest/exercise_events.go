@@ -456,12 +456,7 @@ func (open exerciser) start(t *testing.T) {
 
 	t.Run("WorkersWorkSavedEvents", func(t *testing.T) {
 		t.Parallel()
-		workers := river.NewWorkers()
-		worked := make(chan Job, 1)
-		river.AddWorker(workers, river.WorkFunc(func(_ context.Context, job *river.Job[Job]) error {
-			worked <- job.Args
-			return nil
-		}))
+		workers, worked := RecordingWorkers()
 		db := open.setupConfig(t, store.Config{Workers: workers, Jobs: Policy{}}).db
 		completed, cancel := db.River().Subscribe(river.EventKindJobCompleted)
 		defer cancel()
@@ -471,18 +466,7 @@ func (open exerciser) start(t *testing.T) {
 		_, err := db.SaveEvent(t.Context(), ev)
 		require.NoError(t, err)
 
-		// The timeouts only bound a failing test; nothing waits for them.
-		select {
-		case args := <-worked:
-			require.Equal(t, ev.ID, args.EventID)
-		case <-time.After(30 * time.Second):
-			t.Fatal("the event's job was not worked")
-		}
-		select {
-		case e := <-completed:
-			require.Equal(t, Job{}.Kind(), e.Job.Kind)
-		case <-time.After(30 * time.Second):
-			t.Fatal("the event's job did not complete")
-		}
+		require.Equal(t, ev.ID, Receive(t, worked, "the event's job was not worked").EventID)
+		require.Equal(t, Job{}.Kind(), Receive(t, completed, "the event's job did not complete").Job.Kind)
 	})
 }

@@ -1,9 +1,7 @@
 package storetest
 
 import (
-	"context"
 	"testing"
-	"time"
 
 	"github.com/riverqueue/river"
 	"github.com/stretchr/testify/require"
@@ -40,12 +38,7 @@ func (open exerciser) lease(t *testing.T) {
 
 	t.Run("LeasedQueueIsWorked", func(t *testing.T) {
 		t.Parallel()
-		workers := river.NewWorkers()
-		worked := make(chan Job, 1)
-		river.AddWorker(workers, river.WorkFunc(func(_ context.Context, job *river.Job[Job]) error {
-			worked <- job.Args
-			return nil
-		}))
+		workers, worked := RecordingWorkers()
 		db := open.setupConfig(t, store.Config{
 			Workers:      workers,
 			Queues:       map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 1}, "leased": {MaxWorkers: 1}},
@@ -57,13 +50,7 @@ func (open exerciser) lease(t *testing.T) {
 
 		_, err = db.River().Insert(t.Context(), Job{What: "test", Subject: "leased"}, &river.InsertOpts{Queue: "leased"})
 		require.NoError(t, err)
-		// The timeout only bounds a failing test; nothing waits for it.
-		select {
-		case got := <-worked:
-			require.Equal(t, "leased", got.Subject)
-		case <-time.After(30 * time.Second):
-			t.Fatal("the leased queue's job was not worked")
-		}
+		require.Equal(t, "leased", Receive(t, worked, "the leased queue's job was not worked").Subject)
 		require.NoError(t, db.Close())
 		_, err = db.TryLease(t.Context(), "queue leased")
 		require.ErrorIs(t, err, store.ErrClosed)

@@ -483,6 +483,14 @@ func (open exerciser) outbox(t *testing.T) {
 		b.end(t)
 		return b, l
 	}
+	// markHead marks the link's head with lastErr ("" delivered it) and
+	// returns it and the head that follows.
+	markHead := func(t *testing.T, b *bundle, linkID int64, lastErr string) (head, next *store.OutboxItem) {
+		t.Helper()
+		head = b.nextOutbox(t, linkID)
+		require.NoError(t, b.db.MarkOutbox(t.Context(), head, lastErr))
+		return head, b.nextOutbox(t, linkID)
+	}
 
 	t.Run("ClaimHoldsTheHeadForOneSender", func(t *testing.T) {
 		t.Parallel()
@@ -540,9 +548,7 @@ func (open exerciser) outbox(t *testing.T) {
 	t.Run("FailedAttemptKeepsHead", func(t *testing.T) {
 		t.Parallel()
 		b, l := setupOutbox(t)
-		o := b.nextOutbox(t, l.ID)
-		require.NoError(t, b.db.MarkOutbox(t.Context(), o, "webhook: status 500"))
-		again := b.nextOutbox(t, l.ID)
+		o, again := markHead(t, b, l.ID, "webhook: status 500")
 		require.Equal(t, o.ID, again.ID)
 		require.Equal(t, 1, again.Attempts)
 		require.Equal(t, "webhook: status 500", again.LastError)
@@ -552,9 +558,7 @@ func (open exerciser) outbox(t *testing.T) {
 	t.Run("DeliveredMovesToNext", func(t *testing.T) {
 		t.Parallel()
 		b, l := setupOutbox(t)
-		first := b.nextOutbox(t, l.ID)
-		require.NoError(t, b.db.MarkOutbox(t.Context(), first, ""))
-		second := b.nextOutbox(t, l.ID)
+		first, second := markHead(t, b, l.ID, "")
 		require.Greater(t, second.ID, first.ID)
 		require.Equal(t, store.OutboxLinkEnded, second.Kind)
 		require.True(t, second.OccurredAt.Equal(b.start.Add(time.Hour)))

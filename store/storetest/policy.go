@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
@@ -24,6 +25,33 @@ type Job struct {
 
 // Kind implements river.JobArgs.
 func (Job) Kind() string { return "storetest" }
+
+// RecordingWorkers returns workers that work Job by sending its args to
+// worked, buffered for one, so a test can see which job ran.
+func RecordingWorkers() (workers *river.Workers, worked <-chan Job) {
+	ch := make(chan Job, 1)
+	workers = river.NewWorkers()
+	river.AddWorker(workers, river.WorkFunc(func(_ context.Context, job *river.Job[Job]) error {
+		ch <- job.Args
+		return nil
+	}))
+	return workers, ch
+}
+
+// Receive returns the next value from ch and fails tb with msg if none
+// comes within 30 seconds. The timeout only bounds a failing test; nothing
+// waits for it.
+func Receive[T any](tb testing.TB, ch <-chan T, msg string) T {
+	tb.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(30 * time.Second):
+	}
+	tb.Fatal(msg)
+	var zero T
+	return zero
+}
 
 // Job.What values.
 const (
