@@ -189,11 +189,10 @@ type renewStore interface {
 
 // renewWorker queues fans whose pending_ids are about to expire for
 // re-registration, as many a run as the quota serves before the next:
-// RenewBefore ahead of expiry,
-// or at expiry, as the renewal policy decides on each run. The registrar
-// then orders them with the first registrations by the fans' priorities,
-// so that when the quota cannot keep every fan live the lowest-priority
-// ones are left to expire.
+// RenewBefore ahead of expiry, or at expiry, as the renewal policy decides
+// on each run. The registrar then orders them with the first registrations
+// by the fans' priorities, so that when the quota cannot keep every fan
+// live the lowest-priority ones are left to expire.
 //
 // Fans queued early before the policy turned to renewing at expiry stay
 // queued and are renewed (each answer is one more observation): at most
@@ -224,6 +223,9 @@ func (w *renewWorker) Work(ctx context.Context, _ *river.Job[RenewArgs]) error {
 		fans, err := w.store.FansToRenew(ctx, before, int(min(int64(w.cfg.RenewBatch), limit-read)))
 		if err != nil {
 			return err
+		}
+		if len(fans) == 0 {
+			break
 		}
 		res, err := w.store.RegisterFans(ctx, fans, store.RegisterOpts{Priority: store.QueueRenew, Renew: true})
 		if err != nil {

@@ -179,10 +179,10 @@ func benchRegister(b *testing.B, open func(testing.TB, store.Config) *store.DB) 
 }
 
 // BenchmarkStatusCounts measures what /v1/status and /v1/quota read from
-// the store (PipelineStatus, Backlog, CountFansExpiring) with
-// PENDINGLINK_BENCH_FANS registered fans (default 100,000; BENCHMARKS.md
-// has 10,000,000), their pending_ids spread over the last 90 days, and a
-// tenth as many queued. Recount does the same with CheckTallies, which
+// the store (PipelineStatus, Backlog, CountFansExpiring, ExpiringByPriority)
+// with PENDINGLINK_BENCH_FANS registered fans (default 100,000;
+// BENCHMARKS.md has 10,000,000), their pending_ids spread over the last 90
+// days, and a tenth as many queued. Recount does the same with CheckTallies, which
 // counts every set afresh as the status did before migration 009.
 func BenchmarkStatusCounts(b *testing.B) {
 	fans := storetest.BenchFans(b, 100_000)
@@ -203,6 +203,9 @@ func BenchmarkStatusCounts(b *testing.B) {
 					b.Fatal(err)
 				}
 				if _, err := db.CountFansExpiring(b.Context(), 24*time.Hour); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := db.ExpiringByPriority(b.Context(), 7*24*time.Hour); err != nil {
 					b.Fatal(err)
 				}
 			}

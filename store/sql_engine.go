@@ -139,6 +139,15 @@ func (tx *sqlTx) QueryRowContext(ctx context.Context, query string, args ...any)
 	return tx.Tx.QueryRowContext(ctx, tx.d.bind(query), args...)
 }
 
+// nullTime is a nullable unix-millisecond column as a time, nil if NULL.
+func nullTime(ms sql.NullInt64) *time.Time {
+	if !ms.Valid {
+		return nil
+	}
+	t := time.UnixMilli(ms.Int64).UTC()
+	return &t
+}
+
 // querier is a pool (sqlDB) or a transaction (*sqlTx): queryEach and
 // queryRows read from either.
 type querier interface {

@@ -63,10 +63,7 @@ func scanLink(r rowScanner) (Link, error) {
 	}
 	l.Active = active == 1
 	l.MatchedAt = time.UnixMilli(matched).UTC()
-	if ended.Valid {
-		t := time.UnixMilli(ended.Int64).UTC()
-		l.EndedAt = &t
-	}
+	l.EndedAt = nullTime(ended)
 	return l, nil
 }
 
@@ -830,10 +827,7 @@ func (e *sqlEngine) findFan(ctx context.Context, unionID string, now time.Time) 
 		return nil, dbError("find fan", err)
 	}
 	f.CreatedAt = time.UnixMilli(created).UTC()
-	if active.Valid {
-		t := time.UnixMilli(active.Int64).UTC()
-		f.LastActiveAt = &t
-	}
+	f.LastActiveAt = nullTime(active)
 	if f.PendingIDs, err = e.fanPendingIDs(ctx, unionID); err != nil {
 		return nil, err
 	}

@@ -50,9 +50,7 @@ func (e *sqlEngine) latestSweep(ctx context.Context) (*Sweep, error) {
 		return nil, dbError("latest sweep", err)
 	}
 	s.RegisteredBefore, s.StartedAt = time.UnixMilli(before).UTC(), time.UnixMilli(startedAt).UTC()
-	if finished.Valid {
-		t := time.UnixMilli(finished.Int64).UTC()
-		s.FinishedAt = &t
+	if s.FinishedAt = nullTime(finished); s.FinishedAt != nil {
 		return &s, nil
 	}
 	err = e.read.QueryRowContext(ctx, `SELECT count(*) FROM fans f WHERE `+sweepFans, before, startedAt).Scan(&s.Remaining)

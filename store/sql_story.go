@@ -80,10 +80,7 @@ func (e *sqlEngine) storyCustomer(ctx context.Context, corpID, externalUserID st
 			return c, false, dbError("story lookups", err)
 		}
 		l.ResolvedAt = time.UnixMilli(at).UTC()
-		if expires.Valid {
-			t := time.UnixMilli(expires.Int64).UTC()
-			l.ExpiresAt = &t
-		}
+		l.ExpiresAt = nullTime(expires)
 		c.Lookups = append(c.Lookups, l)
 		eventIDs = append(eventIDs, l.EventID)
 	}
@@ -306,10 +303,7 @@ func (e *sqlEngine) outboxHealth(ctx context.Context) (OutboxHealth, error) {
 	if err := e.read.QueryRowContext(ctx, `SELECT min(next_attempt_at) FROM outbox WHERE delivered_at IS NULL`).Scan(&oldest); err != nil {
 		return h, dbError("outbox health", err)
 	}
-	if oldest.Valid {
-		t := time.UnixMilli(oldest.Int64).UTC()
-		h.OldestUndelivered = &t
-	}
+	h.OldestUndelivered = nullTime(oldest)
 	err = e.read.QueryRowContext(ctx, `SELECT last_error FROM outbox WHERE delivered_at IS NULL AND attempts > 0
 		ORDER BY next_attempt_at DESC LIMIT 1`).Scan(&h.LastError)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
@@ -321,18 +315,6 @@ func (e *sqlEngine) outboxHealth(ctx context.Context) (OutboxHealth, error) {
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return h, dbError("outbox health", err)
 	}
-	if last.Valid {
-		t := time.UnixMilli(last.Int64).UTC()
-		h.LastDelivered = &t
-	}
+	h.LastDelivered = nullTime(last)
 	return h, nil
-}
-
-// nullTime is a nullable unix-millisecond column as a time, nil if NULL.
-func nullTime(ms sql.NullInt64) *time.Time {
-	if !ms.Valid {
-		return nil
-	}
-	t := time.UnixMilli(ms.Int64).UTC()
-	return &t
 }

@@ -50,24 +50,18 @@ func (e *sqlEngine) pipelineStatus(ctx context.Context, now time.Time, expiringW
 	}
 	s.FansValid, s.FansExpiring, s.FansExpired = liveNow, liveNow-liveLater, everLive-liveNow
 	s.FansQueued = fansPending
-	rows, err := e.read.QueryContext(ctx, `SELECT reason, count(*) FROM events WHERE state = 'failed'
-		GROUP BY reason ORDER BY count(*) DESC LIMIT 10`)
-	if err != nil {
-		return s, dbError("pipeline status", err)
-	}
-	defer rows.Close()
 	s.FailureReasons = map[string]int64{}
-	for rows.Next() {
+	err = queryEach(ctx, e.read, "pipeline status", `SELECT reason, count(*) FROM events WHERE state = 'failed'
+		GROUP BY reason ORDER BY count(*) DESC LIMIT 10`, func(r rowScanner) error {
 		var (
 			reason string
 			n      int64
 		)
-		if err := rows.Scan(&reason, &n); err != nil {
-			return s, dbError("pipeline status", err)
-		}
+		err := r.Scan(&reason, &n)
 		s.FailureReasons[reason] = n
-	}
-	return s, dbError("pipeline status", rows.Err())
+		return err
+	})
+	return s, err
 }
 
 func (e *sqlEngine) countFansExpiring(ctx context.Context, now time.Time, within time.Duration) (int64, error) {
@@ -144,28 +138,25 @@ func (e *sqlEngine) checkTallies(ctx context.Context) ([]TallyDrift, error) {
 		part int64
 	}
 	read := func(query string) (map[key]int64, error) {
-		rows, err := e.read.QueryContext(ctx, query)
-		if err != nil {
-			return nil, dbError("check tallies", err)
-		}
-		defer rows.Close()
 		m := map[key]int64{}
-		for rows.Next() {
+		err := queryEach(ctx, e.read, "check tallies", query, func(r rowScanner) error {
 			var (
 				k key
 				n int64
 			)
-			if err := rows.Scan(&k.name, &k.part, &n); err != nil {
-				return nil, dbError("check tallies", err)
+			if err := r.Scan(&k.name, &k.part, &n); err != nil {
+				return err
 			}
 			if n != 0 {
 				m[k] += n
 			}
-		}
-		return m, dbError("check tallies", rows.Err())
+			return nil
+		})
+		return m, err
 	}
 	// Both reads in one statement would need one snapshot; on a quiet
-	// database (the callers: tests, db check) two are the same.
+	// database (the callers: tests, and Copy's destination) two are the
+	// same.
 	tallies, err := read(`SELECT name, part, n FROM tallies`)
 	if err != nil {
 		return nil, err

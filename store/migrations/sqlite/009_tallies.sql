@@ -24,8 +24,9 @@ CREATE INDEX fans_live_until ON fans (live_until) WHERE live_until IS NOT NULL;
 --                       newest id expires (part = live_until / 86400000):
 --                       the renewals to come, for the forecast
 --   links, links.active links, and those not ended (part 0)
--- Writer: the triggers only. Reader: PipelineStatus, Backlog. A set that
--- empties keeps its row at 0.
+-- Writer: the triggers only. Reader: PipelineStatus, Backlog,
+-- ExpiringByPriority, CountFansExpiring; CheckTallies recounts them. A set
+-- that empties keeps its row at 0.
 CREATE TABLE tallies (
     name  TEXT    NOT NULL,
     part  INTEGER NOT NULL,
