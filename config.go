@@ -246,7 +246,7 @@ func settings() []setting {
 			}},
 		{env: "PENDINGLINK_RENEW_LEARN_AFTER", def: strconv.Itoa(pipeline.DefaultRenewLearnAfter), usage: "with PENDINGLINK_RENEW_EARLY=auto: renewals answered with the id the fan held, and none with a new id, before renewing at expiry",
 			apply: intSetting(func(c *config) *int64 { return &c.RenewLearnAfter })},
-		{env: "PENDINGLINK_RENEW_INTERVAL", def: "1h", usage: "how often the renewal job looks for expiring pending_ids",
+		{env: "PENDINGLINK_RENEW_INTERVAL", def: "1h", usage: "how often the renewal job looks for expiring pending_ids; each run queues as many as the quota can serve before the next",
 			apply: durationSetting(func(c *config) *time.Duration { return &c.RenewInterval })},
 		{env: "PENDINGLINK_RECONCILE_INTERVAL", def: "1m", usage: "how often the reconcile job checks fans against unionid_to_external_userid",
 			apply: durationSetting(func(c *config) *time.Duration { return &c.ReconcileInterval })},
