@@ -20,16 +20,13 @@ import (
 // never make a call the window refuses, and they use all of it.
 func TestQuota_SharedByInstances(t *testing.T) {
 	t.Parallel()
-	for _, engine := range []struct {
-		name string
-		open func(testing.TB, store.Config) *store.DB
-	}{{"SQLite", storetest.MustOpen}, {"Postgres", storetest.MustOpenPostgres}} { // MustOpenPostgres skips without PostgreSQL
-		t.Run(engine.name, func(t *testing.T) {
+	for _, engine := range storetest.Engines() {
+		t.Run(engine.Name, func(t *testing.T) {
 			t.Parallel()
 			const window = 60
 			wc := wecomtest.NewServer(wecomtest.WithQuotas(wecomtest.Quota{Hour: window, Day: 10 * window, Month: 100 * window}, wecomtest.Quota{}))
 			t.Cleanup(wc.Close)
-			db := engine.open(t, store.Config{})
+			db := engine.Open(t, store.Config{})
 			people := make([]wecomtest.Person, 3*window)
 			for i := range people {
 				people[i] = wc.AddPerson()

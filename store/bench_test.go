@@ -148,11 +148,9 @@ func reportLatency(b *testing.B, latencies []time.Duration) {
 // batches of 1,000 new fans, each put in the registration queue (the fans
 // table). It reports fans queued per second.
 func BenchmarkRegisterFans(b *testing.B) {
-	b.Run("SQLite", func(b *testing.B) { benchRegister(b, storetest.MustOpen) })
-	b.Run("Postgres", func(b *testing.B) {
-		storetest.SkipWithoutPostgres(b)
-		benchRegister(b, storetest.MustOpenPostgres)
-	})
+	for _, engine := range storetest.Engines() {
+		b.Run(engine.Name, func(b *testing.B) { benchRegister(b, engine.Open) })
+	}
 }
 
 func benchRegister(b *testing.B, open func(testing.TB, store.Config) *store.DB) {
@@ -219,9 +217,7 @@ func BenchmarkStatusCounts(b *testing.B) {
 			}
 		})
 	}
-	b.Run("SQLite", func(b *testing.B) { run(b, storetest.MustOpen) })
-	b.Run("Postgres", func(b *testing.B) {
-		storetest.SkipWithoutPostgres(b)
-		run(b, storetest.MustOpenPostgres)
-	})
+	for _, engine := range storetest.Engines() {
+		b.Run(engine.Name, func(b *testing.B) { run(b, engine.Open) })
+	}
 }

@@ -18,14 +18,8 @@ import (
 // and a second run copies nothing more.
 func TestCopy(t *testing.T) {
 	t.Parallel()
-	for _, tc := range []struct {
-		name string
-		open func(tb testing.TB, cfg store.Config) *store.DB
-	}{
-		{"ToSQLite", storetest.MustOpen},
-		{"ToPostgres", storetest.MustOpenPostgres}, // skips without PostgreSQL
-	} {
-		t.Run(tc.name, func(t *testing.T) {
+	for _, to := range storetest.Engines() {
+		t.Run("To"+to.Name, func(t *testing.T) {
 			t.Parallel()
 			ctx := t.Context()
 			now := func() time.Time { return time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC) }
@@ -48,7 +42,7 @@ func TestCopy(t *testing.T) {
 			_, _, err = src.StartSweep(ctx, store.SweepRequested, time.Time{})
 			require.NoError(t, err)
 
-			dst := tc.open(t, store.Config{Now: now, Jobs: storetest.Policy{Notify: true}})
+			dst := to.Open(t, store.Config{Now: now, Jobs: storetest.Policy{Notify: true}})
 			var progressed []string
 			rep, err := store.Copy(ctx, src, dst, 1, func(table string, done, total int64) { progressed = append(progressed, table) })
 			require.NoError(t, err)

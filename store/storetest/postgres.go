@@ -41,6 +41,18 @@ func MustOpenPostgres(tb testing.TB, cfg store.Config) *store.DB {
 	return mustOpen(tb, cfg, PostgresDSN)
 }
 
+// Engine is a store engine by name, with what opens a fresh store on it.
+type Engine struct {
+	Name string
+	Open func(testing.TB, store.Config) *store.DB
+}
+
+// Engines lists every engine, for tests and benchmarks that run on each:
+// SQLite always, PostgreSQL skipping without PostgresEnv.
+func Engines() []Engine {
+	return []Engine{{"SQLite", MustOpen}, {"Postgres", MustOpenPostgres}}
+}
+
 // PostgresDSN creates a migrated database for the test, from the template,
 // drops it when the test ends and returns its DSN. It skips the test when
 // PostgresEnv is unset.
