@@ -102,40 +102,74 @@ func (d *dialect) contains(column string) string {
 	return d.strpos + "(" + column + ", ?) > 0"
 }
 
-// sqlDB is a pool whose queries are written with ? placeholders.
+// sqlDB is a pool whose queries are written with ? placeholders. With
+// stmts set, it runs them as prepared statements.
 type sqlDB struct {
 	*sql.DB
-	d *dialect
+	d     *dialect
+	stmts *stmtCache
 }
 
 func (db sqlDB) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if s := db.stmts.get(ctx, query); s != nil {
+		return s.ExecContext(ctx, args...)
+	}
 	return db.DB.ExecContext(ctx, db.d.bind(query), args...)
 }
 
 func (db sqlDB) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if s := db.stmts.get(ctx, query); s != nil {
+		return s.QueryContext(ctx, args...)
+	}
 	return db.DB.QueryContext(ctx, db.d.bind(query), args...)
 }
 
 func (db sqlDB) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	if s := db.stmts.get(ctx, query); s != nil {
+		return s.QueryRowContext(ctx, args...)
+	}
 	return db.DB.QueryRowContext(ctx, db.d.bind(query), args...)
 }
 
-// sqlTx is a write transaction whose queries are written with ?
-// placeholders. Its Tx goes to River as is.
-type sqlTx struct {
-	*sql.Tx
-	d *dialect
+// Close closes the prepared statements, then the pool.
+func (db sqlDB) Close() error {
+	return errors.Join(db.stmts.close(), db.DB.Close())
 }
 
+// sqlTx is a write transaction whose queries are written with ?
+// placeholders, run as the write pool's prepared statements where stmts
+// has them. Its Tx goes to River as is.
+type sqlTx struct {
+	*sql.Tx
+	d     *dialect
+	stmts *stmtCache
+}
+
+// A statement bound to the transaction is closed right after its call:
+// that only releases the binding (the pool's statement stays prepared), and
+// rows it returned stay readable.
+
 func (tx *sqlTx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if s := tx.stmts.inTx(ctx, tx.Tx, query); s != nil {
+		defer s.Close()
+		return s.ExecContext(ctx, args...)
+	}
 	return tx.Tx.ExecContext(ctx, tx.d.bind(query), args...)
 }
 
 func (tx *sqlTx) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if s := tx.stmts.inTx(ctx, tx.Tx, query); s != nil {
+		defer s.Close()
+		return s.QueryContext(ctx, args...)
+	}
 	return tx.Tx.QueryContext(ctx, tx.d.bind(query), args...)
 }
 
 func (tx *sqlTx) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	if s := tx.stmts.inTx(ctx, tx.Tx, query); s != nil {
+		defer s.Close()
+		return s.QueryRowContext(ctx, args...)
+	}
 	return tx.Tx.QueryRowContext(ctx, tx.d.bind(query), args...)
 }
 
@@ -190,6 +224,7 @@ func queryRows[T any](ctx context.Context, q querier, op, query string, scan fun
 // begin starts a write transaction, serialised with the others where the
 // dialect asks (lockWrites).
 func (e *sqlEngine) begin(ctx context.Context) (*sqlTx, error) {
+	e.write.stmts.prepareWanted(ctx)
 	tx, err := e.write.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, err
@@ -199,7 +234,7 @@ func (e *sqlEngine) begin(ctx context.Context) (*sqlTx, error) {
 			return nil, errors.Join(err, tx.Rollback())
 		}
 	}
-	return &sqlTx{Tx: tx, d: e.d}, nil
+	return &sqlTx{Tx: tx, d: e.d, stmts: e.write.stmts}, nil
 }
 
 // dbError translates a driver error into the store's vocabulary: no row is

@@ -59,6 +59,7 @@ func openSQLite(ctx context.Context, cfg Config) (_ *sqliteEngine, _ riverdriver
 	if err != nil {
 		return nil, nil, dbError("open", err)
 	}
+	e.write.stmts = newStmtCache(e.write.DB)
 	e.write.SetMaxOpenConns(1)
 	e.write.SetMaxIdleConns(1)
 	e.write.SetConnMaxLifetime(0)
@@ -80,6 +81,7 @@ func openSQLite(ctx context.Context, cfg Config) (_ *sqliteEngine, _ riverdriver
 	if err != nil {
 		return nil, nil, dbError("open read pool", err)
 	}
+	e.read.stmts = newStmtCache(e.read.DB)
 	e.read.SetMaxOpenConns(cfg.ReadConns)
 	e.read.SetMaxIdleConns(cfg.ReadConns)
 	if err := e.read.PingContext(ctx); err != nil {
