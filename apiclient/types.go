@@ -74,7 +74,8 @@ type ReconcileStatus struct {
 	ID      int64  `json:"id,omitempty"`
 	Reason  string `json:"reason,omitempty"` // "requested" or "downtime"
 	// Checked counts fans checked so far and Linked the links found;
-	// Remaining counts fans still to check.
+	// Remaining estimates the fans still to check: those to check at the
+	// start less Checked.
 	Checked          int64      `json:"checked"`
 	Linked           int64      `json:"linked"`
 	Remaining        int64      `json:"remaining"`

@@ -100,10 +100,8 @@ func (w *reconcileWorker) Work(ctx context.Context, _ *river.Job[ReconcileArgs])
 	if next.Sweep == nil {
 		return nil
 	}
-	if next.Sweep.Remaining == 0 {
-		w.cfg.Logger.Info("reconcile sweep finished", "sweep", next.Sweep.ID, "checked", next.Sweep.Checked, "linked", next.Sweep.Linked)
-		return w.store.FinishSweep(ctx, next.Sweep.ID)
-	}
+	// The sweep ends when its query finds no fan left, not when Remaining,
+	// an estimate, reaches 0.
 	for _, f := range next.Swept {
 		if done, err := w.check(ctx, f, next.Sweep.ID); done || err != nil {
 			return err

@@ -598,6 +598,36 @@ func TestReconcileWorker(t *testing.T) {
 		require.EqualValues(t, 1, s.Checked)
 	})
 
+	t.Run("SweepEndsWhenNoFanIsLeftNotWhenRemainingSaysSo", func(t *testing.T) {
+		t.Parallel()
+		b := setupWorkers(t, nil)
+		b.registerFan(t, "test-u1", "p-1")
+		b.registerFan(t, "test-u2", "p-2")
+		_, err := b.db.SQL().ExecContext(t.Context(), `UPDATE fans SET state = 'failed' WHERE unionid = 'test-u2'`)
+		require.NoError(t, err)
+		asked := existing(b, nil, nil)
+		s, _, err := b.pl.Reconcile(t.Context(), time.Time{})
+		require.NoError(t, err)
+		require.EqualValues(t, 1, s.Remaining)
+		// A fan retried into the registered state joins the running sweep;
+		// the estimate counted only the fans there at its start.
+		_, err = b.db.SQL().ExecContext(t.Context(), `UPDATE fans SET state = 'registered' WHERE unionid = 'test-u2'`)
+		require.NoError(t, err)
+		_, err = b.db.RecordCheck(t.Context(), "test-u1", nil, s.ID)
+		require.NoError(t, err)
+		s, err = b.pl.LatestSweep(t.Context())
+		require.NoError(t, err)
+		require.Zero(t, s.Remaining)
+
+		mustWork(t, b, pipeline.ReconcileArgs{})
+		require.Equal(t, []string{"test-u2"}, *asked)
+		mustWork(t, b, pipeline.ReconcileArgs{})
+		s, err = b.pl.LatestSweep(t.Context())
+		require.NoError(t, err)
+		require.False(t, s.Running(), "finished once its query found nobody")
+		require.EqualValues(t, 2, s.Checked)
+	})
+
 	t.Run("LeavesATenthOfTheQuotaToInteractiveRegistrations", func(t *testing.T) {
 		t.Parallel()
 		q := &pipelinetest.FakeQuota{Windows: []quota.Usage{{Length: time.Hour, Limit: 20, Used: 16}}}

@@ -221,3 +221,53 @@ func BenchmarkStatusCounts(b *testing.B) {
 		b.Run(engine.Name, func(b *testing.B) { run(b, engine.Open) })
 	}
 }
+
+// BenchmarkFansToCheck measures what a reconcile run reads (NextFansToCheck,
+// 100 fans) and what the status reads of a sweep (LatestSweep), with
+// PENDINGLINK_BENCH_FANS registered fans (default 100,000): Sweep while a
+// sweep of all of them runs, New with a tenth of them never checked.
+func BenchmarkFansToCheck(b *testing.B) {
+	fans := storetest.BenchFans(b, 100_000)
+	for _, engine := range storetest.Engines() {
+		b.Run(engine.Name, func(b *testing.B) {
+			now := time.Now()
+			db := engine.Open(b, store.Config{Jobs: storetest.Policy{}, Now: func() time.Time { return now }})
+			storetest.SeedFans(b, db, fans, 0, now)
+			b.Run("New", func(b *testing.B) {
+				if _, err := db.SQL().ExecContext(b.Context(), `UPDATE fans SET checked_at = NULL WHERE importance < 19`); err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(func() {
+					if _, err := db.SQL().ExecContext(context.Background(), `UPDATE fans SET checked_at = 0 WHERE checked_at IS NULL`); err != nil {
+						b.Fatal(err)
+					}
+				})
+				for b.Loop() {
+					next, err := db.NextFansToCheck(b.Context(), 100, true)
+					if err != nil || len(next.New) != 100 {
+						b.Fatalf("%d new fans to check, err %v", len(next.New), err)
+					}
+				}
+			})
+			b.Run("Sweep", func(b *testing.B) {
+				if _, _, err := db.StartSweep(b.Context(), store.SweepRequested, now); err != nil {
+					b.Fatal(err)
+				}
+				for b.Loop() {
+					next, err := db.NextFansToCheck(b.Context(), 100, true)
+					if err != nil || len(next.Swept) != 100 {
+						b.Fatalf("%d swept fans to check, err %v", len(next.Swept), err)
+					}
+				}
+			})
+			b.Run("SweepStatus", func(b *testing.B) {
+				for b.Loop() {
+					s, err := db.LatestSweep(b.Context())
+					if err != nil || s.Remaining != int64(fans) {
+						b.Fatalf("sweep %+v, err %v", s, err)
+					}
+				}
+			})
+		})
+	}
+}

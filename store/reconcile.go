@@ -16,7 +16,8 @@ const (
 
 // Sweep is a reconcile sweep: the registered fans created at or before
 // RegisteredBefore are checked against unionid_to_external_userid once
-// more, those without an active link first, newest first.
+// more, those without an active link first, then by priority, the day last
+// active and newest first.
 type Sweep struct {
 	ID               int64      `json:"id"`
 	Reason           string     `json:"reason"`
@@ -26,7 +27,10 @@ type Sweep struct {
 	// Checked counts fans checked so far, Linked the links that made.
 	Checked int64 `json:"checked"`
 	Linked  int64 `json:"linked"`
-	// Remaining counts fans still to check (0 once finished).
+	// Remaining estimates the fans still to check (0 once finished): those
+	// to check when the sweep started less Checked. A fan that becomes
+	// registered again meanwhile is not in it, a fan deleted still is; the
+	// sweep ends when no fan is left, whatever Remaining says.
 	Remaining int64 `json:"remaining"`
 }
 
@@ -35,8 +39,8 @@ func (s *Sweep) Running() bool { return s != nil && s.FinishedAt == nil }
 
 // FansToCheck is what the reconcile job checks next.
 type FansToCheck struct {
-	// New are registered fans never checked, highest priority and newest
-	// first.
+	// New are registered fans never checked: interactive first, then by
+	// priority, the day last active, and newest first.
 	New []FanInput
 	// Sweep is the running sweep (nil if none) and Swept its next fans.
 	Sweep *Sweep

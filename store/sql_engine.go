@@ -44,6 +44,10 @@ type dialect struct {
 	// starts, so that they run one at a time as on SQLite's single writer
 	// connection (see lockPostgresWrites).
 	lockWrites func(ctx context.Context, tx *sql.Tx) error
+	// indexHints: the planner is SQLite's, which without statistics (the
+	// store never runs ANALYZE) may sort a whole table where an index
+	// already holds the order; see indexedBy.
+	indexHints bool
 	// rebound caches bind's result per query string. Queries are constants
 	// or built from a few optional clauses, so the cache stays small; the
 	// one query that grows with its input (saveEvents) numbers its own
@@ -87,6 +91,15 @@ func (d *dialect) bind(query string) string {
 	q := b.String()
 	d.rebound.Store(query, q)
 	return q
+}
+
+// indexedBy is the clause that makes SQLite read a table through index,
+// and nothing on PostgreSQL, whose planner finds the index by itself.
+func (d *dialect) indexedBy(index string) string {
+	if !d.indexHints {
+		return ""
+	}
+	return " INDEXED BY " + index
 }
 
 // placeholder returns the placeholder of the n-th (1-based) argument.

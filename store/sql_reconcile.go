@@ -14,6 +14,16 @@ import (
 const sweepFans = `f.state = 'registered' AND f.created_at <= ? AND (f.checked_at IS NULL OR f.checked_at < ?)`
 
 func (e *sqlEngine) startSweep(ctx context.Context, reason string, registeredBefore, now time.Time) (s *Sweep, started bool, err error) {
+	if s, err := e.latestSweep(ctx); err != nil || s.Running() {
+		return s, false, err
+	}
+	// Counted once, before the write transaction: at ten million fans the
+	// count takes seconds, which the writers should not wait for. A fan
+	// checked meanwhile is still counted; Remaining is an estimate anyway.
+	var toCheck int64
+	if err := e.read.QueryRowContext(ctx, `SELECT count(*) FROM fans f WHERE `+sweepFans, registeredBefore.UnixMilli(), now.UnixMilli()).Scan(&toCheck); err != nil {
+		return nil, false, dbError("count sweep", err)
+	}
 	err = e.withTx(ctx, "start sweep", func(tx *sqlTx) error {
 		var id int64
 		err := tx.QueryRowContext(ctx, `SELECT id FROM reconcile_sweeps WHERE finished_at IS NULL ORDER BY id DESC LIMIT 1`).Scan(&id)
@@ -24,8 +34,8 @@ func (e *sqlEngine) startSweep(ctx context.Context, reason string, registeredBef
 			return dbError("find running sweep", err)
 		}
 		started = true
-		_, err = tx.ExecContext(ctx, `INSERT INTO reconcile_sweeps (reason, registered_before, started_at) VALUES (?, ?, ?)`,
-			reason, registeredBefore.UnixMilli(), now.UnixMilli())
+		_, err = tx.ExecContext(ctx, `INSERT INTO reconcile_sweeps (reason, registered_before, started_at, to_check) VALUES (?, ?, ?, ?)`,
+			reason, registeredBefore.UnixMilli(), now.UnixMilli(), toCheck)
 		return dbError("insert sweep", err)
 	})
 	if err != nil {
@@ -39,10 +49,10 @@ func (e *sqlEngine) latestSweep(ctx context.Context) (*Sweep, error) {
 	var (
 		s                 Sweep
 		before, startedAt int64
-		finished          sql.NullInt64
+		finished, toCheck sql.NullInt64
 	)
-	err := e.read.QueryRowContext(ctx, `SELECT id, reason, registered_before, started_at, finished_at, checked, linked
-		FROM reconcile_sweeps ORDER BY id DESC LIMIT 1`).Scan(&s.ID, &s.Reason, &before, &startedAt, &finished, &s.Checked, &s.Linked)
+	err := e.read.QueryRowContext(ctx, `SELECT id, reason, registered_before, started_at, finished_at, checked, linked, to_check
+		FROM reconcile_sweeps ORDER BY id DESC LIMIT 1`).Scan(&s.ID, &s.Reason, &before, &startedAt, &finished, &s.Checked, &s.Linked, &toCheck)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -53,6 +63,11 @@ func (e *sqlEngine) latestSweep(ctx context.Context) (*Sweep, error) {
 	if s.FinishedAt = nullTime(finished); s.FinishedAt != nil {
 		return &s, nil
 	}
+	if toCheck.Valid {
+		s.Remaining = max(0, toCheck.Int64-s.Checked)
+		return &s, nil
+	}
+	// A sweep an older version started: counted on every read.
 	err = e.read.QueryRowContext(ctx, `SELECT count(*) FROM fans f WHERE `+sweepFans, before, startedAt).Scan(&s.Remaining)
 	return &s, dbError("count sweep", err)
 }
@@ -61,8 +76,8 @@ func (e *sqlEngine) fansToCheck(ctx context.Context, limit int, includeNew bool)
 	var out FansToCheck
 	var err error
 	if includeNew {
-		out.New, err = e.queryFans(ctx, `SELECT unionid, openid FROM fans WHERE checked_at IS NULL AND state = 'registered'
-			ORDER BY priority DESC, importance DESC, created_at DESC, unionid DESC LIMIT ?`, limit)
+		out.New, err = e.queryFans(ctx, `SELECT unionid, openid FROM fans`+e.d.indexedBy("fans_unchecked")+` WHERE checked_at IS NULL AND state = 'registered'
+			ORDER BY priority DESC, importance DESC, active_day DESC, created_at DESC, unionid DESC LIMIT ?`, limit)
 		if err != nil {
 			return out, err
 		}
@@ -80,7 +95,7 @@ func (e *sqlEngine) fansToCheck(ctx context.Context, limit int, includeNew bool)
 			cond += ` AND f.checked_at IS NOT NULL`
 		}
 		out.Swept, err = e.queryFans(ctx, `SELECT f.unionid, f.openid FROM fans f WHERE `+cond+`
-			ORDER BY EXISTS (SELECT 1 FROM links l WHERE l.unionid = f.unionid AND l.active = 1), f.importance DESC, f.created_at DESC, f.unionid DESC LIMIT ?`, s.RegisteredBefore.UnixMilli(), s.StartedAt.UnixMilli(), room)
+			ORDER BY EXISTS (SELECT 1 FROM links l WHERE l.unionid = f.unionid AND l.active = 1), f.importance DESC, f.active_day DESC, f.created_at DESC, f.unionid DESC LIMIT ?`, s.RegisteredBefore.UnixMilli(), s.StartedAt.UnixMilli(), room)
 	}
 	return out, err
 }

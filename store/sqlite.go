@@ -47,7 +47,7 @@ func openSQLite(ctx context.Context, cfg Config) (_ *sqliteEngine, _ riverdriver
 	if isMemoryDSN(cfg.DSN) {
 		return nil, nil, fmt.Errorf("%w: in-memory SQLite is not supported (WAL and the read pool need a file); use a path, e.g. in a temporary directory", ErrInvalid)
 	}
-	d := &dialect{strpos: "instr"}
+	d := &dialect{strpos: "instr", indexHints: true}
 	e := &sqliteEngine{sqlEngine: sqlEngine{d: d, write: sqlDB{d: d}, read: sqlDB{d: d}}, restartPages: cfg.WALRestartPages}
 	defer func() {
 		if err != nil {

@@ -47,6 +47,61 @@ func (open exerciser) reconcile(t *testing.T) {
 		require.Empty(t, got.New, "new fans only when asked")
 	})
 
+	open.test(t, "ChecksAndSweepsTakeTheMoreRecentlyActiveFirst", Policy{}, func(t *testing.T, b *bundle) {
+		// Ensure that among fans of one priority the one active on a later
+		// day is checked first, before newer fans active earlier or never,
+		// by new checks and by sweeps alike.
+		for _, u := range []string{"test-a", "test-b", "test-c"} {
+			b.addFan(t, u, "p-"+u)
+			b.clock.Advance(time.Minute)
+		}
+		yesterday := b.clock.Now().Add(-24 * time.Hour)
+		require.NoError(t, b.db.UpdateFan(t.Context(), "test-a", store.FanUpdate{LastActive: &yesterday}))
+		got, err := b.db.NextFansToCheck(t.Context(), 10, true)
+		require.NoError(t, err)
+		require.Equal(t, []string{"test-a", "test-c", "test-b"}, unionIDsOf(got.New))
+
+		for _, u := range []string{"test-a", "test-b", "test-c"} {
+			_, err := b.db.RecordCheck(t.Context(), u, nil, 0)
+			require.NoError(t, err)
+		}
+		b.clock.Advance(time.Minute)
+		_, _, err = b.db.StartSweep(t.Context(), store.SweepRequested, time.Time{})
+		require.NoError(t, err)
+		got, err = b.db.NextFansToCheck(t.Context(), 10, true)
+		require.NoError(t, err)
+		require.Equal(t, []string{"test-a", "test-c", "test-b"}, unionIDsOf(got.Swept))
+	})
+
+	open.test(t, "SweepRemainingIsCountedAtItsStart", Policy{}, func(t *testing.T, b *bundle) {
+		// Ensure Remaining is the fans to check at the start less those
+		// checked, while the sweep itself still finds every fan: one that
+		// registers again after the start is swept but not counted.
+		b.addFan(t, "test-a", "p-a")
+		b.addFan(t, "test-b", "p-b")
+		_, err := b.db.SQL().ExecContext(t.Context(), `UPDATE fans SET state = 'failed' WHERE unionid = 'test-b'`)
+		require.NoError(t, err)
+		b.clock.Advance(time.Minute)
+		s, _, err := b.db.StartSweep(t.Context(), store.SweepRequested, time.Time{})
+		require.NoError(t, err)
+		require.EqualValues(t, 1, s.Remaining)
+		_, err = b.db.SQL().ExecContext(t.Context(), `UPDATE fans SET state = 'registered' WHERE unionid = 'test-b'`)
+		require.NoError(t, err)
+		s, err = b.db.LatestSweep(t.Context())
+		require.NoError(t, err)
+		require.EqualValues(t, 1, s.Remaining, "not counted again")
+		got, err := b.db.NextFansToCheck(t.Context(), 10, false)
+		require.NoError(t, err)
+		require.ElementsMatch(t, []string{"test-a", "test-b"}, unionIDsOf(got.Swept))
+		for _, u := range []string{"test-a", "test-b"} {
+			_, err = b.db.RecordCheck(t.Context(), u, nil, s.ID)
+			require.NoError(t, err)
+		}
+		s, err = b.db.LatestSweep(t.Context())
+		require.NoError(t, err)
+		require.Zero(t, s.Remaining, "never below zero")
+	})
+
 	open.test(t, "SweepChecksUnlinkedFansRegisteredBeforeItsTime", Policy{}, func(t *testing.T, b *bundle) {
 		b.addFan(t, "test-a", "p-a")
 		b.clock.Advance(time.Minute)

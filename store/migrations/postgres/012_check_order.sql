@@ -1,0 +1,15 @@
+-- 012_check_order: existing-customer checks and sweeps at the scale of
+-- millions of fans.
+--
+-- Never-checked fans are taken interactive first, then by priority, the day
+-- last active (most recent first) and newest first: the index now holds that
+-- whole order, so picking the next fans reads them off the index instead of
+-- sorting every unchecked fan on each reconcile run.
+DROP INDEX fans_unchecked;
+CREATE INDEX fans_unchecked ON fans (priority DESC, importance DESC, active_day DESC, created_at DESC, unionid DESC)
+    WHERE checked_at IS NULL AND state = 'registered';
+
+-- reconcile_sweeps.to_check: how many fans the sweep had to check when it
+-- started (NULL for sweeps started before this version). Remaining is
+-- to_check less checked, not a count of every registered fan on each read.
+ALTER TABLE reconcile_sweeps ADD COLUMN to_check BIGINT;
