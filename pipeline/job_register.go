@@ -67,7 +67,9 @@ func (p *Pipeline) Register(ctx context.Context, fan store.FanInput) (Registrati
 		}
 		p.cfg.Logger.Info("interactive registration queued after a transient error", "err", err)
 	}
-	if _, err := p.cfg.Store.RegisterFans(ctx, []store.FanInput{fan}, store.RegisterOpts{Priority: store.QueueInteractive}); err != nil {
+	// Queued even if the client has gone: the fan is stored, and only the
+	// queue gets it registered.
+	if _, err := p.cfg.Store.RegisterFans(context.WithoutCancel(ctx), []store.FanInput{fan}, store.RegisterOpts{Priority: store.QueueInteractive}); err != nil {
 		return 0, err
 	}
 	p.WakeRegistrar()
@@ -106,11 +108,33 @@ func (p *Pipeline) RegisterBatch(ctx context.Context, fans []store.FanInput) (st
 	return res, err
 }
 
+// queueStranded queues, ahead of bulk work, the fans whose interactive
+// registration was cut off (the process died during the call), a batch a
+// run: there are as many as calls in flight when processes died.
+func (w *renewWorker) queueStranded(ctx context.Context) error {
+	fans, err := w.store.StrandedFans(ctx, w.cfg.Now().Add(-strandedAfter), w.cfg.RenewBatch)
+	if err != nil || len(fans) == 0 {
+		return err
+	}
+	res, err := w.store.RegisterFans(ctx, fans, store.RegisterOpts{Priority: store.QueueInteractive})
+	if err != nil {
+		return err
+	}
+	w.cfg.Logger.Warn("queued fans whose interactive registration was cut off", "fans", len(fans), "queued", res.Queued)
+	if res.Queued > 0 {
+		w.wake()
+	}
+	return nil
+}
+
 // register calls WeCom and records the pending_id; both the worker and
 // Register use it. A permanent WeCom error is recorded on the fan before it
 // is returned.
 func (p *Pipeline) register(ctx context.Context, unionID, openID string) ([]store.Link, error) {
 	pendingID, err := p.cfg.WeCom.UnionIDToPendingID(ctx, unionID, openID)
+	// What WeCom answered is recorded even if the caller has gone (a client
+	// that hung up, a registrar shutting down): the call is spent.
+	ctx = context.WithoutCancel(ctx)
 	if err != nil {
 		if wecom.IsPermanent(err) && !wecom.IsRateLimited(err) && !wecom.IsBlocked(err) {
 			if ferr := p.cfg.Store.FailFan(ctx, unionID, err.Error()); ferr != nil {
@@ -184,8 +208,16 @@ type renewStore interface {
 	// given time, highest priority first.
 	FansToRenew(ctx context.Context, before time.Time, limit int) ([]store.FanInput, error)
 	RegisterFans(ctx context.Context, fans []store.FanInput, opts store.RegisterOpts) (store.RegisterResult, error)
+	// StrandedFans lists fans an interactive registration stored and
+	// never settled nor queued, unchanged since before.
+	StrandedFans(ctx context.Context, before time.Time, limit int) ([]store.FanInput, error)
 	renewalStore
 }
+
+// strandedAfter is how long a fan stored for an interactive registration
+// may stay neither registered nor queued before the renew job queues it:
+// far longer than a call to WeCom can take.
+const strandedAfter = 10 * time.Minute
 
 // renewWorker queues fans whose pending_ids are about to expire for
 // re-registration, as many a run as the quota serves before the next:
@@ -206,6 +238,9 @@ type renewWorker struct {
 }
 
 func (w *renewWorker) Work(ctx context.Context, _ *river.Job[RenewArgs]) error {
+	if err := w.queueStranded(ctx); err != nil {
+		return err
+	}
 	pol, err := renewalPolicy(ctx, w.cfg, w.store)
 	if err != nil {
 		return err

@@ -431,6 +431,21 @@ func TestRenewWorker(t *testing.T) {
 		return out
 	}
 
+	t.Run("QueuesFansWhoseInteractiveRegistrationWasCutOff", func(t *testing.T) {
+		t.Parallel()
+		clock := fakeclock.New(testNow)
+		b := setupWorkersAt(t, clock.Now, nil)
+		// What Register stores before it calls WeCom, left so by a process
+		// killed during the call.
+		_, err := b.db.RegisterFans(t.Context(), []store.FanInput{{UnionID: "test-u1", OpenID: "o-1"}}, store.RegisterOpts{Priority: store.QueueInteractive, NoJob: true})
+		require.NoError(t, err)
+		mustComplete(t, b, pipeline.RenewArgs{})
+		require.Empty(t, queued(t, b), "a call may still be in flight")
+		clock.Advance(11 * time.Minute)
+		mustComplete(t, b, pipeline.RenewArgs{})
+		require.Equal(t, []string{"test-u1:1"}, queued(t, b))
+	})
+
 	t.Run("QueuesExpiringFansHighestPriorityFirst", func(t *testing.T) {
 		t.Parallel()
 		b := setupWorkers(t, func(c *pipeline.Config) { c.RenewBefore = 100 * 24 * time.Hour; c.RenewBatch = 2 })
@@ -740,6 +755,39 @@ func TestRegister_BlockedAPIQueues(t *testing.T) {
 	f, err := b.db.FindFan(t.Context(), "test-u1")
 	require.NoError(t, err)
 	require.Equal(t, store.FanNew, f.State)
+}
+
+// TestRegister_ClientGoneMidCall: the client of POST /v1/fans hangs up
+// while WeCom is slow. An answer that came is recorded; without one the fan
+// is queued, not left stored and unqueued where nothing would register it.
+func TestRegister_ClientGoneMidCall(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		answer func() (string, error)
+		check  func(t *testing.T, b *workerBundle)
+	}{
+		{"WithoutAnAnswerTheFanIsQueued", func() (string, error) { return "", context.Canceled }, func(t *testing.T, b *workerBundle) {
+			require.Equal(t, []string{"test-u1"}, storetest.QueuedUnionIDs(t, b.db, 10))
+		}},
+		{"AnAnswerIsRecorded", func() (string, error) { return "p-1", nil }, func(t *testing.T, b *workerBundle) {
+			f, err := b.db.FindFan(t.Context(), "test-u1")
+			require.NoError(t, err)
+			require.Equal(t, store.FanRegistered, f.State)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := setupWorkers(t, nil)
+			ctx, cancel := context.WithCancel(t.Context())
+			b.wecom.UnionIDToPendingIDFunc = func(context.Context, string, string) (string, error) {
+				cancel()
+				return tc.answer()
+			}
+			_, _ = b.pl.Register(ctx, store.FanInput{UnionID: "test-u1", OpenID: "o-test-u1"})
+			tc.check(t, b)
+		})
+	}
 }
 
 // TestNotifyWorker_WaitsForAnotherSendersClaim: while another process's

@@ -428,6 +428,13 @@ func (db *DB) FansToRenew(ctx context.Context, before time.Time, limit int) ([]F
 	return db.eng.fansToRenew(ctx, before, db.cfg.Now(), limit)
 }
 
+// StrandedFans lists fans stored for an interactive registration that
+// was never settled nor queued, and unchanged since before: the process
+// that called WeCom for them died before it could queue the fan again.
+func (db *DB) StrandedFans(ctx context.Context, before time.Time, limit int) ([]FanInput, error) {
+	return db.eng.strandedFans(ctx, before, limit)
+}
+
 // RenewalObservations counts what WeCom answered re-registrations made
 // while the fan still held a live pending_id (protocol reference §9 #10):
 // whether WeCom gives the same id back until it expires decides whether

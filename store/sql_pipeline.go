@@ -927,6 +927,15 @@ func (e *sqlEngine) fansToRenew(ctx context.Context, before, now time.Time, limi
 		before.UnixMilli(), now.UnixMilli(), PendingIDLifetime.Milliseconds(), limit)
 }
 
+func (e *sqlEngine) strandedFans(ctx context.Context, before time.Time, limit int) ([]FanInput, error) {
+	return queryRows(ctx, e.read, "stranded fans", `SELECT unionid, openid, importance FROM fans`+e.d.indexedBy("fans_stranded")+`
+		WHERE state = 'new' AND queued_at IS NULL AND updated_at < ? ORDER BY updated_at LIMIT ?`,
+		func(r rowScanner) (f FanInput, err error) {
+			err = r.Scan(&f.UnionID, &f.OpenID, &f.Priority)
+			return f, err
+		}, before.UnixMilli(), limit)
+}
+
 func (e *sqlEngine) hasAvailableJobs(ctx context.Context, queue string, atLeast int) (bool, error) {
 	var n int
 	// River keeps future jobs 'scheduled' until they are due, so 'available'

@@ -341,6 +341,7 @@ type engine interface {
 	findLinks(ctx context.Context, f LinkFilter) ([]Link, error)
 	findCustomer(ctx context.Context, corpID, externalUserID string) (*CustomerDetail, error)
 	fansToRenew(ctx context.Context, before, now time.Time, limit int) ([]FanInput, error)
+	strandedFans(ctx context.Context, before time.Time, limit int) ([]FanInput, error)
 	renewalObservations(ctx context.Context) (RenewalObservations, error)
 	hasAvailableJobs(ctx context.Context, queue string, atLeast int) (bool, error)
 	nextOutbox(ctx context.Context, linkID int64) (*OutboxItem, error)

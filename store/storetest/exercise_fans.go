@@ -33,6 +33,24 @@ func (open exerciser) registerFans(t *testing.T) {
 		require.ErrorIs(t, err, store.ErrInvalid)
 	})
 
+	open.test(t, "StrandedFansAreStoredNeitherRegisteredNorQueued", Policy{}, func(t *testing.T, b *bundle) {
+		ctx := t.Context()
+		_, err := b.db.RegisterFans(ctx, []store.FanInput{{UnionID: "test-cut", OpenID: "o-cut"}, {UnionID: "test-done", OpenID: "o-done"}},
+			store.RegisterOpts{Priority: store.QueueInteractive, NoJob: true})
+		require.NoError(t, err)
+		_, err = b.db.RecordFanPendingID(ctx, "test-done", "p-done")
+		require.NoError(t, err)
+		_, err = b.db.RegisterFans(ctx, []store.FanInput{{UnionID: "test-queued", OpenID: "o-queued"}}, store.RegisterOpts{})
+		require.NoError(t, err)
+		cutoff := b.clock.Advance(time.Minute)
+		fans, err := b.db.StrandedFans(ctx, cutoff, 10)
+		require.NoError(t, err)
+		require.Equal(t, []string{"test-cut"}, unionIDsOf(fans))
+		fans, err = b.db.StrandedFans(ctx, cutoff.Add(-2*time.Minute), 10)
+		require.NoError(t, err)
+		require.Empty(t, fans, "changed since")
+	})
+
 	open.test(t, "LastActiveKeptOrNewer", Policy{}, func(t *testing.T, b *bundle) {
 		// Ensure a fan's last-active time is stored when given, kept when a
 		// re-register gives none or an older one (a stale import does not

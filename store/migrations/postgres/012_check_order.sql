@@ -9,6 +9,12 @@ DROP INDEX fans_unchecked;
 CREATE INDEX fans_unchecked ON fans (priority DESC, importance DESC, active_day DESC, created_at DESC, unionid DESC)
     WHERE checked_at IS NULL AND state = 'registered';
 
+-- A fan stored for an interactive registration is queued only if the call
+-- does not settle it; a process killed during the call leaves it neither
+-- registered nor queued. The renew job finds such fans through this index
+-- and queues them.
+CREATE INDEX fans_stranded ON fans (updated_at) WHERE state = 'new' AND queued_at IS NULL;
+
 -- reconcile_sweeps.to_check: how many fans the sweep had to check when it
 -- started (NULL for sweeps started before this version). Remaining is
 -- to_check less checked, not a count of every registered fan on each read.
