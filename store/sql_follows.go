@@ -41,9 +41,29 @@ func applyEventFollows(ctx context.Context, tx *sqlTx, ev *Event, id, nowMS int6
 	return nil
 }
 
+// transferHeirWindow is how long before a transfer a member's add still
+// names the colleague it hands the customer to. WeCom sends the heir's add
+// (when it does) around the transfer, in either order; any add after the
+// transfer takes the unnamed hold over (applyFollow), and an add at most
+// this long before it stands for the heir, so no unnamed hold is made. A
+// member who followed the customer earlier is not the heir: their removal
+// leaves the customer to the unnamed one.
+const transferHeirWindow = 60 // seconds, as follows.changed_at
+
 // applyFollow applies c unless the holder's row already reflects a newer
 // event.
 func applyFollow(ctx context.Context, tx *sqlTx, c followChange, nowMS int64) error {
+	if c.source == FollowTransfer && c.active && c.userID == "" {
+		var named bool
+		if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM follows
+			WHERE corp_id = ? AND external_userid = ? AND user_id <> '' AND chat_id = '' AND active = 1 AND changed_at >= ?)`,
+			c.corpID, c.externalUserID, c.at-transferHeirWindow).Scan(&named); err != nil {
+			return dbError("read follows", err)
+		}
+		if named {
+			return nil
+		}
+	}
 	if c.userID != "" && c.chatID == "" && c.source != FollowTransfer {
 		var unnamed string
 		switch {

@@ -116,6 +116,49 @@ func (open exerciser) follows(t *testing.T) {
 		require.Len(t, w.end(t, w.remove(t, store.KindDelExternalContact, "staff-b", t0.Add(3*time.Second))), 1)
 	})
 
+	transfer := func(t *testing.T, w *world, at time.Time) {
+		t.Helper()
+		w.end(t, w.event(t, store.KindDelExternalContact, at, func(ev *store.Event) {
+			ev.UserID, ev.Source = "staff-a", store.SourceDeleteByTransfer
+		}))
+	}
+
+	test("ColleagueAddedJustBeforeTheTransferEndsTheLink", func(t *testing.T, b *bundle, w *world, t0 time.Time) {
+		// Ensure the colleague whose add comes just before the transfer (in
+		// WeCom's time, or in the same second and stored first) is the
+		// heir: their removal ends the link, no unnamed hold outlives it.
+		require.Len(t, w.resolve(t, w.add(t, "staff-a", t0)), 1)
+		w.resolve(t, w.add(t, "staff-b", t0.Add(time.Second)))
+		transfer(t, w, t0.Add(2*time.Second))
+		require.True(t, w.links(t)[0].Active)
+		require.Len(t, w.end(t, w.remove(t, store.KindDelExternalContact, "staff-b", t0.Add(3*time.Second))), 1)
+	})
+
+	test("ColleagueAddedInTheTransfersSecondEndsTheLink", func(t *testing.T, b *bundle, w *world, t0 time.Time) {
+		require.Len(t, w.resolve(t, w.add(t, "staff-a", t0)), 1)
+		w.resolve(t, w.add(t, "staff-b", t0.Add(time.Second)))
+		transfer(t, w, t0.Add(time.Second))
+		require.Len(t, w.end(t, w.remove(t, store.KindDelExternalContact, "staff-b", t0.Add(3*time.Second))), 1)
+	})
+
+	test("ColleagueAddedAfterTheTransferButStoredBeforeEndsTheLink", func(t *testing.T, b *bundle, w *world, t0 time.Time) {
+		require.Len(t, w.resolve(t, w.add(t, "staff-a", t0)), 1)
+		w.resolve(t, w.add(t, "staff-b", t0.Add(2*time.Second)))
+		transfer(t, w, t0.Add(time.Second)) // delivered late
+		require.Len(t, w.end(t, w.remove(t, store.KindDelExternalContact, "staff-b", t0.Add(3*time.Second))), 1)
+	})
+
+	test("FollowerOfLongBeforeTheTransferIsNotTheHeir", func(t *testing.T, b *bundle, w *world, t0 time.Time) {
+		// Ensure a member who followed the customer long before the transfer
+		// does not take the heir's place: their removal leaves the link to
+		// the colleague the transfer named nobody for.
+		require.Len(t, w.resolve(t, w.add(t, "staff-a", t0)), 1)
+		w.resolve(t, w.add(t, "staff-b", t0.Add(time.Second)))
+		transfer(t, w, t0.Add(time.Hour))
+		require.Empty(t, w.end(t, w.remove(t, store.KindDelExternalContact, "staff-b", t0.Add(time.Hour+time.Second))))
+		require.True(t, w.links(t)[0].Active)
+	})
+
 	test("EditAndTransferFailEndNothing", func(t *testing.T, b *bundle, w *world, t0 time.Time) {
 		require.Len(t, w.resolve(t, w.add(t, "staff-a", t0)), 1)
 		w.remove(t, store.KindEditExternalContact, "staff-a", t0.Add(time.Second))
