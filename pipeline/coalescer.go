@@ -298,7 +298,7 @@ func (c *Coalescer) call(b *batch, why flushReason) {
 		// WeCom refused the batch for an id it does not name: halve it
 		// until the offending ids stand alone, so the others get answers.
 		b.errs = map[string]error{}
-		res, err = c.bisect(ctx, b.key, b.ids, b.errs)
+		res, err = c.bisect(ctx, b.key, b.ids, b.errs, err)
 	}
 	if err == nil {
 		b.pending = make(map[string]string, len(res))
@@ -353,35 +353,69 @@ func (c *Coalescer) invoke(ctx context.Context, key groupKey, ids []string) (res
 // bisect resolves ids in halves after a call failed with an id error. An id
 // that fails alone gets the error in errs; the answers of the others are
 // returned. Any other error (transient, deployment) ends the search and is
-// returned for the whole batch: River retries it.
-func (c *Coalescer) bisect(ctx context.Context, key groupKey, ids []string, errs map[string]error) ([]wecom.PendingResult, error) {
-	var out []wecom.PendingResult
-	for _, half := range [][]string{ids[:len(ids)/2], ids[len(ids)/2:]} {
-		res, err := c.invoke(ctx, key, half)
-		switch {
-		case err == nil:
-			out = append(out, res...)
-		case !isIDError(err):
+// returned for the whole batch: River retries it. whole is the batch's
+// error at the top of the search (nil below it): for a code that may as
+// well concern the whole deployment (maybeWide), both halves failing with it
+// ends the search there, at three calls instead of one per id.
+func (c *Coalescer) bisect(ctx context.Context, key groupKey, ids []string, errs map[string]error, whole error) ([]wecom.PendingResult, error) {
+	halves := [2][]string{ids[:len(ids)/2], ids[len(ids)/2:]}
+	var (
+		res  [2][]wecom.PendingResult
+		fail [2]error
+	)
+	for i, half := range halves {
+		r, err := c.invoke(ctx, key, half)
+		if err != nil && !isIDError(err) {
 			return nil, err
+		}
+		res[i], fail[i] = r, err
+	}
+	if whole != nil && maybeWide(whole) && fail[0] != nil && fail[1] != nil && apiCode(fail[0]) == apiCode(whole) && apiCode(fail[1]) == apiCode(whole) {
+		return nil, whole
+	}
+	var out []wecom.PendingResult
+	for i, half := range halves {
+		switch {
+		case fail[i] == nil:
+			out = append(out, res[i]...)
 		case len(half) == 1:
-			errs[half[0]] = err
+			errs[half[0]] = fail[i]
 		default:
-			res, err := c.bisect(ctx, key, half, errs)
+			r, err := c.bisect(ctx, key, half, errs, nil)
 			if err != nil {
 				return nil, err
 			}
-			out = append(out, res...)
+			out = append(out, r...)
 		}
 	}
 	return out, nil
 }
 
-// isIDError reports whether WeCom refused a batch because of an id in it
-// (40096 invalid external_userid, 40058 invalid parameter), as opposed to
-// the deployment or the moment, which would fail any split of it alike.
+// isIDError reports whether WeCom may have refused a batch because of an id
+// in it, as opposed to the deployment or the moment, which would fail any
+// split of it alike: 40096 (invalid external_userid) and 40058 (invalid
+// parameter) certainly; 84061 (no relationship: a customer removed before
+// its lookup) and 50002 (out of the permission scope) perhaps, as the
+// protocol reference leaves open whether WeCom answers them per batch.
 func isIDError(err error) bool {
+	switch apiCode(err) {
+	case wecom.CodeInvalidExternalUserID, wecom.CodeInvalidParameter, wecom.CodeNotCustomerYet, wecom.CodeOutOfScope:
+		return true
+	}
+	return false
+}
+
+// maybeWide reports whether an id error may as well concern every id: 50002
+// when the whole app is out of scope.
+func maybeWide(err error) bool { return apiCode(err) == wecom.CodeOutOfScope }
+
+// apiCode is err's WeCom errcode, 0 if it has none.
+func apiCode(err error) int {
 	var ae *wecom.APIError
-	return errors.As(err, &ae) && (ae.Code == wecom.CodeInvalidExternalUserID || ae.Code == wecom.CodeInvalidParameter)
+	if errors.As(err, &ae) {
+		return ae.Code
+	}
+	return 0
 }
 
 // Stats returns a copy of the counters.

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"slices"
+	"strconv"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -31,7 +32,7 @@ func TestCoalescer_BisectsIDErrors(t *testing.T) {
 	for _, id := range ids {
 		got := <-answers[id]
 		if bad[id] {
-			require.Equal(t, wecom.CodeInvalidExternalUserID, apiCode(t, got.err), id)
+			require.Equal(t, wecom.CodeInvalidExternalUserID, requireCode(t, got.err), id)
 			continue
 		}
 		require.NoError(t, got.err, id)
@@ -80,14 +81,66 @@ func TestCoalescer_DeploymentErrorsFailTheBatchOnce(t *testing.T) {
 		answers = append(answers, resolveAsync(t.Context(), b.c, "wwcorp", "", id))
 	}
 	for _, a := range answers {
-		require.Equal(t, wecom.CodeNoPermission, apiCode(t, (<-a).err))
+		require.Equal(t, wecom.CodeNoPermission, requireCode(t, (<-a).err))
 	}
 	require.Len(t, r.Calls(), 1)
 }
 
-func apiCode(t *testing.T, err error) int {
+func requireCode(t *testing.T, err error) int {
 	t.Helper()
 	var ae *wecom.APIError
 	require.ErrorAs(t, err, &ae)
 	return ae.Code
+}
+
+// TestCoalescer_IsolatesErrorsThatMayConcernOneID: 84061 (no relationship:
+// a customer removed before its lookup) and 50002 (out of the permission
+// scope) may be WeCom's answer for one id of a batch. They are isolated
+// like 40096, so the other customers of the batch still get their
+// pending_ids; where every split fails alike the batch is given up early.
+func TestCoalescer_IsolatesErrorsThatMayConcernOneID(t *testing.T) {
+	t.Parallel()
+	for _, code := range []int{wecom.CodeNotCustomerYet, wecom.CodeOutOfScope} {
+		t.Run(strconv.Itoa(code), func(t *testing.T) {
+			t.Parallel()
+			r := &fakeResolver{Fn: func(_ context.Context, _, _ string, ids []string) ([]wecom.PendingResult, error) {
+				if slices.Contains(ids, "wm005") {
+					return nil, &wecom.APIError{API: "corpgroup/batch/external_userid_to_pending_id", Code: code}
+				}
+				return answerAll(ids), nil
+			}}
+			ids := idsN("wm", 8)
+			b := setupCoalescer(t, r, CoalescerConfig{MaxBatch: len(ids)})
+			answers := make(map[string]<-chan answer, len(ids))
+			for _, id := range ids {
+				answers[id] = resolveAsync(t.Context(), b.c, "wwcorp", "", id)
+			}
+			for _, id := range ids {
+				got := <-answers[id]
+				if id == "wm005" {
+					require.Equal(t, code, requireCode(t, got.err))
+					continue
+				}
+				require.NoError(t, got.err, id)
+				require.Equal(t, "p-"+id, got.pendingID, id)
+			}
+		})
+	}
+
+	t.Run("OutOfScopeForEveryIDCostsThreeCalls", func(t *testing.T) {
+		t.Parallel()
+		r := &fakeResolver{Fn: func(context.Context, string, string, []string) ([]wecom.PendingResult, error) {
+			return nil, &wecom.APIError{API: "corpgroup/batch/external_userid_to_pending_id", Code: wecom.CodeOutOfScope}
+		}}
+		ids := idsN("wm", 8)
+		b := setupCoalescer(t, r, CoalescerConfig{MaxBatch: len(ids)})
+		var answers []<-chan answer
+		for _, id := range ids {
+			answers = append(answers, resolveAsync(t.Context(), b.c, "wwcorp", "", id))
+		}
+		for _, a := range answers {
+			require.Equal(t, wecom.CodeOutOfScope, requireCode(t, (<-a).err))
+		}
+		require.Len(t, r.Calls(), 3, "the batch, then its two halves")
+	})
 }

@@ -47,6 +47,10 @@ const (
 	// CodeIPNotAllowed (60020): the egress IP is not on the app's trusted-IP
 	// list; an alertable configuration error (§6, §9 #13).
 	CodeIPNotAllowed = 60020
+	// CodeOutOfScope (50002, 成员不在权限范围): outside the app's visible
+	// range; for a batch lookup it may concern one customer's member only
+	// (unconfirmed), so batches are split to isolate it.
+	CodeOutOfScope = 50002
 	// CodeNotCustomerYet (84061, 不存在外部联系人的关系): can be transient
 	// right after an add, so the pipeline retries it once after a delay (§9 #5).
 	CodeNotCustomerYet = 84061
