@@ -403,9 +403,19 @@ func eventTx(ctx context.Context, tx *sqlTx, id int64) (*Event, error) {
 func (e *sqlEngine) recordFanPendingID(ctx context.Context, jobs jobInserter, unionID, pendingID string, now time.Time) (links []Link, err error) {
 	nowMS := now.UnixMilli()
 	err = e.withTx(ctx, "record fan pending_id", func(tx *sqlTx) error {
-		var openID string
-		if err := tx.QueryRowContext(ctx, `SELECT openid FROM fans WHERE unionid = ?`, unionID).Scan(&openID); err != nil {
+		var (
+			openID    string
+			liveUntil sql.NullInt64
+		)
+		if err := tx.QueryRowContext(ctx, `SELECT openid, live_until FROM fans WHERE unionid = ?`, unionID).Scan(&openID, &liveUntil); err != nil {
 			return dbError("find fan", err)
+		}
+		// A fan renewed after its id lapsed is checked again: a dealer who
+		// added it in the gap got no pending_id that matches, and only
+		// unionid_to_external_userid can find that customer.
+		recheck := ""
+		if liveUntil.Valid && liveUntil.Int64 <= nowMS {
+			recheck = "checked_at = NULL, "
 		}
 		if err := observeRenewal(ctx, tx, unionID, pendingID, nowMS); err != nil {
 			return err
@@ -419,7 +429,7 @@ func (e *sqlEngine) recordFanPendingID(ctx context.Context, jobs jobInserter, un
 			WHERE fan_pending_ids.expires_at <= excluded.issued_at`, pendingID, unionID, nowMS, now.Add(PendingIDLifetime).UnixMilli()); err != nil {
 			return dbError("insert pending_id", err)
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE fans SET state = 'registered', registered_at = ?, last_error = '', attempts = attempts + 1, queued_at = NULL, updated_at = ?
+		if _, err := tx.ExecContext(ctx, `UPDATE fans SET `+recheck+`state = 'registered', registered_at = ?, last_error = '', attempts = attempts + 1, queued_at = NULL, updated_at = ?
 			WHERE unionid = ?`, nowMS, nowMS, unionID); err != nil {
 			return dbError("mark fan registered", err)
 		}

@@ -73,6 +73,32 @@ func (open exerciser) reconcile(t *testing.T) {
 		require.Equal(t, []string{"test-a", "test-c", "test-b"}, unionIDsOf(got.Swept))
 	})
 
+	open.test(t, "ARenewalAfterALapseChecksTheFanAgain", Policy{}, func(t *testing.T, b *bundle) {
+		// Ensure a fan whose pending_id lapsed before its renewal is checked
+		// again: a dealer who added it in the gap got no pending_id for it,
+		// and only unionid_to_external_userid can find that customer. A
+		// renewal while the id is live changes nothing.
+		ctx := t.Context()
+		b.addFan(t, "test-u1", "p-1")
+		_, err := b.db.RecordCheck(ctx, "test-u1", nil, 0)
+		require.NoError(t, err)
+		b.clock.Advance(store.PendingIDLifetime - time.Hour)
+		_, err = b.db.RecordFanPendingID(ctx, "test-u1", "p-1") // renewed live: the same id
+		require.NoError(t, err)
+		got, err := b.db.NextFansToCheck(ctx, 10, true)
+		require.NoError(t, err)
+		require.Empty(t, got.New)
+
+		b.clock.Advance(2 * time.Hour) // p-1 has lapsed
+		b.resolve(t, store.Resolution{CorpID: "wwtestcorp", ExternalUserID: "wmtest-gap"})
+		b.clock.Advance(time.Hour)
+		_, err = b.db.RecordFanPendingID(ctx, "test-u1", "p-2")
+		require.NoError(t, err)
+		got, err = b.db.NextFansToCheck(ctx, 10, true)
+		require.NoError(t, err)
+		require.Equal(t, []string{"test-u1"}, unionIDsOf(got.New))
+	})
+
 	open.test(t, "SweepRemainingIsCountedAtItsStart", Policy{}, func(t *testing.T, b *bundle) {
 		// Ensure Remaining is the fans to check at the start less those
 		// checked, while the sweep itself still finds every fan: one that
