@@ -222,18 +222,36 @@ func recordResolutionTx(ctx context.Context, tx *sqlTx, jobs jobInserter, r Reso
 			}
 		}
 		if r.EventID > 0 {
-			evState := EventResolved
+			evState, reason := EventResolved, r.Reason
 			switch {
 			case r.Failed:
 				evState = EventFailed
 			case r.PendingID == "":
 				evState = EventUnmatched
 			}
-			// A chat event has one job per member: once any member resolved,
-			// the event stays resolved.
-			if _, err := tx.ExecContext(ctx, `UPDATE events SET state = ?, reason = ?, updated_at = ?
-				WHERE id = ? AND NOT (state = 'resolved' AND ? <> 'resolved')`,
-				evState, r.Reason, nowMS, r.EventID, evState); err != nil {
+			// A customer's event, once resolved, stays so.
+			keep := `state = 'resolved' AND ? <> 'resolved'`
+			if r.ChatID != "" {
+				keep = `? = ''`
+				// A chat event has one job per member; its state sums up
+				// the members' resolutions: failed while any member failed
+				// for good (so that retrying the reason re-drives it, every
+				// member again, idempotently), else resolved once any
+				// member resolved, else unmatched.
+				err := tx.QueryRowContext(ctx, `SELECT state, reason FROM resolutions WHERE event_id = ?
+					ORDER BY CASE state WHEN 'failed' THEN 0 WHEN 'unmatched' THEN 2 ELSE 1 END LIMIT 1`, r.EventID).Scan(&evState, &reason)
+				if err != nil {
+					return dbError("sum up chat event", err)
+				}
+				if evState == ResolutionMatched {
+					evState = EventResolved
+				}
+				if evState != EventFailed {
+					reason = ""
+				}
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE events SET state = ?, reason = ?, updated_at = ? WHERE id = ? AND NOT (`+keep+`)`,
+				evState, reason, nowMS, r.EventID, evState); err != nil {
 				return dbError("update event state", err)
 			}
 		}

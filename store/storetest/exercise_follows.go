@@ -159,6 +159,28 @@ func (open exerciser) follows(t *testing.T) {
 		require.True(t, w.links(t)[0].Active)
 	})
 
+	test("AChatMemberThatFailedKeepsItsEventRetryable", func(t *testing.T, b *bundle, w *world, t0 time.Time) {
+		// Ensure a member whose lookup failed for good leaves its chat
+		// event failed, with the reason, whichever member settles first, so
+		// that retrying that reason re-drives it.
+		for i, order := range [][]string{{"wmtest1", "wmtest2"}, {"wmtest2", "wmtest1"}} {
+			join := w.event(t, store.KindAddMember, t0.Add(time.Duration(i)*time.Second), func(ev *store.Event) { ev.Members = []string{"wmtest1", "wmtest2"} })
+			for _, m := range order {
+				r := store.Resolution{CorpID: join.CorpID, ExternalUserID: m, ChatID: join.ChatID, EventID: join.ID, PendingID: "p-2"}
+				if m == "wmtest1" {
+					r.PendingID, r.Failed, r.Reason = "", true, "wecom: errcode 50002"
+				}
+				b.resolve(t, r)
+			}
+			ev := b.event(t, join.ID)
+			require.Equal(t, store.EventFailed, ev.State, "order %v", order)
+			require.Contains(t, ev.Reason, "50002")
+		}
+		n, err := b.db.RetryEvents(t.Context(), store.RetryFilter{Reason: "50002", DryRun: true})
+		require.NoError(t, err)
+		require.EqualValues(t, 2, n)
+	})
+
 	test("EditAndTransferFailEndNothing", func(t *testing.T, b *bundle, w *world, t0 time.Time) {
 		require.Len(t, w.resolve(t, w.add(t, "staff-a", t0)), 1)
 		w.remove(t, store.KindEditExternalContact, "staff-a", t0.Add(time.Second))

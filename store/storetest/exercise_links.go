@@ -175,8 +175,8 @@ func (open exerciser) recordResolution(t *testing.T) {
 		require.Equal(t, store.ResolutionFailed, b.customer(t, ev.CorpID, ev.ExternalUserID).Resolutions[0].State)
 	})
 
-	open.test(t, "ChatEventStaysResolvedOnceAMemberResolved", Policy{}, func(t *testing.T, b *bundle) {
-		// Ensure a chat event's later members (one job each) cannot undo a resolved member.
+	open.test(t, "ChatEventFailedWhileAMemberIsFailed", Policy{}, func(t *testing.T, b *bundle) {
+		// Ensure a failed member keeps its chat event failed until it resolves, and an unmatched one never undoes a resolved one.
 		ev := b.saveEvent(t, store.KindAddMember)
 		require.Len(t, ev.Members, 2)
 		member := func(i int, pendingID string, failed bool) {
@@ -189,12 +189,12 @@ func (open exerciser) recordResolution(t *testing.T) {
 		}
 		member(0, "p-1", false)
 		member(1, "", true)
-		require.Equal(t, store.EventResolved, b.event(t, ev.ID).State, "failed member")
+		require.Equal(t, store.EventFailed, b.event(t, ev.ID).State, "a failed member keeps it failed, to be retried")
 		member(1, "", false)
-		require.Equal(t, store.EventResolved, b.event(t, ev.ID).State, "unmatched member")
+		require.Equal(t, store.EventResolved, b.event(t, ev.ID).State, "the failed member unmatched once retried")
 	})
 
-	open.test(t, "ChatEventResolvesAfterAFailedMember", Policy{}, func(t *testing.T, b *bundle) {
+	open.test(t, "ChatEventResolvesOnceItsFailedMemberDoes", Policy{}, func(t *testing.T, b *bundle) {
 		ev := b.saveEvent(t, store.KindAddMember)
 		r := resolution(ev.CorpID, ev.Members[0], "")
 		r.ChatID, r.EventID, r.Failed, r.Reason = ev.ChatID, ev.ID, true, "gave up"
@@ -205,6 +205,13 @@ func (open exerciser) recordResolution(t *testing.T) {
 		r.ChatID, r.EventID = ev.ChatID, ev.ID
 		b.resolve(t, r)
 		got := b.event(t, ev.ID)
+		require.Equal(t, store.EventFailed, got.State, "the failed member is still to retry")
+		require.Equal(t, "gave up", got.Reason)
+
+		r = resolution(ev.CorpID, ev.Members[0], "p-1") // its retry
+		r.ChatID, r.EventID = ev.ChatID, ev.ID
+		b.resolve(t, r)
+		got = b.event(t, ev.ID)
 		require.Equal(t, store.EventResolved, got.State)
 		require.Empty(t, got.Reason)
 	})

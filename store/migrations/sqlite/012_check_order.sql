@@ -15,6 +15,10 @@ CREATE INDEX fans_unchecked ON fans (priority DESC, importance DESC, active_day 
 -- and queues them.
 CREATE INDEX fans_stranded ON fans (updated_at) WHERE state = 'new' AND queued_at IS NULL;
 
+-- A chat event's state sums up its members' resolutions (a failed member
+-- keeps it failed, so retrying re-drives it): they are read by event.
+CREATE INDEX resolutions_event ON resolutions (event_id) WHERE event_id IS NOT NULL;
+
 -- reconcile_sweeps.to_check: how many fans the sweep had to check when it
 -- started (NULL for sweeps started before this version). Remaining is
 -- to_check less checked, not a count of every registered fan on each read.
