@@ -24,6 +24,7 @@ var copyTables = []struct {
 	{"fan_pending_ids", []string{"pending_id"}},
 	{"resolutions", []string{"id"}},
 	{"follows", []string{"corp_id", "external_userid", "user_id", "chat_id"}},
+	{"chat_dismissals", []string{"corp_id", "chat_id"}},
 	{"links", []string{"id"}},
 	{"outbox", []string{"id"}},
 	{"quota_counters", []string{"key", "bucket"}},

@@ -28,6 +28,10 @@ func TestCopy(t *testing.T) {
 			ev.ExternalUserID = "wmtest1"
 			_, err := src.SaveEvent(ctx, ev) // an event, its counter, its follow and its job
 			require.NoError(t, err)
+			dismiss := storetest.NewEvent(store.KindChatDismiss)
+			dismiss.ChatID = "wrtestchat1"
+			_, err = src.SaveEvent(ctx, dismiss) // a chat's dismissal
+			require.NoError(t, err)
 			_, err = src.RegisterFans(ctx, []store.FanInput{{UnionID: "test-u1", OpenID: "o-1"}}, store.RegisterOpts{NoJob: true})
 			require.NoError(t, err)
 			_, err = src.RecordFanPendingID(ctx, "test-u1", "p-1")

@@ -32,6 +32,10 @@ func applyEventFollows(ctx context.Context, tx *sqlTx, ev *Event, id, nowMS int6
 			ev.Kind, at, id, nowMS, ev.CorpID, ev.ChatID, at, id, id, at); err != nil {
 			return dbError("dismiss chat", err)
 		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO chat_dismissals (corp_id, chat_id, dismissed_at, event_id) VALUES (?, ?, ?, ?)
+			ON CONFLICT (corp_id, chat_id) DO NOTHING`, ev.CorpID, ev.ChatID, at, id); err != nil {
+			return dbError("record dismissal", err)
+		}
 	}
 	for _, c := range changes {
 		if err := applyFollow(ctx, tx, c, nowMS); err != nil {
@@ -53,6 +57,18 @@ const transferHeirWindow = 60 // seconds, as follows.changed_at
 // applyFollow applies c unless the holder's row already reflects a newer
 // event.
 func applyFollow(ctx context.Context, tx *sqlTx, c followChange, nowMS int64) error {
+	if c.chatID != "" && c.active {
+		var gone bool
+		if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM chat_dismissals WHERE corp_id = ? AND chat_id = ? AND dismissed_at >= ?)`,
+			c.corpID, c.chatID, c.at).Scan(&gone); err != nil {
+			return dbError("read dismissal", err)
+		}
+		if gone {
+			// Recorded as ended, not left out: a customer with no follows
+			// at all would count as held.
+			c.active, c.source = false, KindChatDismiss
+		}
+	}
 	if c.source == FollowTransfer && c.active && c.userID == "" {
 		var named bool
 		if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM follows

@@ -181,6 +181,28 @@ func (open exerciser) follows(t *testing.T) {
 		require.EqualValues(t, 2, n)
 	})
 
+	test("NoJoinOlderThanItsChatsDismissalHoldsTheCustomer", func(t *testing.T, b *bundle, w *world, t0 time.Time) {
+		// Ensure WeCom's late retry of a join older than the chat's
+		// dismissal makes nobody a member again: the staff member's removal
+		// then ends the link.
+		require.Len(t, w.resolve(t, w.add(t, "staff-a", t0)), 1)
+		w.end(t, w.event(t, store.KindChatDismiss, t0.Add(3*time.Second), nil))
+		w.resolve(t, w.event(t, store.KindAddMember, t0.Add(2*time.Second), nil))
+		require.Len(t, w.end(t, w.remove(t, store.KindDelExternalContact, "staff-a", t0.Add(4*time.Second))), 1)
+	})
+
+	test("ChatMembersReadBeforeTheDismissalHoldNobody", func(t *testing.T, b *bundle, w *world, t0 time.Time) {
+		// Ensure the members groupchat/get answered, recorded only after
+		// the chat's dismissal was settled, hold nobody.
+		created := w.event(t, store.KindChatCreate, t0, nil)
+		w.end(t, w.event(t, store.KindChatDismiss, t0.Add(time.Second), nil))
+		require.NoError(t, b.db.RecordChatMembers(t.Context(), created.ID, []string{"wmtest1"}))
+		w.resolve(t, created)
+		links := w.links(t)
+		require.Len(t, links, 1)
+		require.False(t, links[0].Active, "the chat was gone before its members were recorded")
+	})
+
 	test("EditAndTransferFailEndNothing", func(t *testing.T, b *bundle, w *world, t0 time.Time) {
 		require.Len(t, w.resolve(t, w.add(t, "staff-a", t0)), 1)
 		w.remove(t, store.KindEditExternalContact, "staff-a", t0.Add(time.Second))

@@ -19,6 +19,23 @@ CREATE INDEX fans_stranded ON fans (updated_at) WHERE state = 'new' AND queued_a
 -- keeps it failed, so retrying re-drives it): they are read by event.
 CREATE INDEX resolutions_event ON resolutions (event_id) WHERE event_id IS NOT NULL;
 
+-- chat_dismissals: when each chat was dismissed (WeCom's CreateTime, unix
+-- seconds, as follows.changed_at). A join or member list no newer than the
+-- dismissal holds nobody: WeCom's late retry of an older join, or the
+-- members groupchat/get read before the dismissal was settled. Writer:
+-- SaveEvent (dismiss). Reader: the follows rules. Never pruned (one row per
+-- dismissed chat). Filled from the dismissals already stored.
+CREATE TABLE chat_dismissals (
+    corp_id       TEXT    NOT NULL,
+    chat_id       TEXT    NOT NULL,
+    dismissed_at  BIGINT NOT NULL,
+    event_id      BIGINT NOT NULL,
+    PRIMARY KEY (corp_id, chat_id)
+);
+INSERT INTO chat_dismissals (corp_id, chat_id, dismissed_at, event_id)
+    SELECT corp_id, chat_id, min(COALESCE(create_time, received_at / 1000)), min(id)
+    FROM events WHERE kind = 'chat_dismiss' AND chat_id <> '' GROUP BY corp_id, chat_id;
+
 -- reconcile_sweeps.to_check: how many fans the sweep had to check when it
 -- started (NULL for sweeps started before this version). Remaining is
 -- to_check less checked, not a count of every registered fan on each read.
