@@ -16,28 +16,7 @@ import (
 // and every good id in the batch must still get its answer.
 func TestCoalescer_BisectsIDErrors(t *testing.T) {
 	t.Parallel()
-	bad := map[string]bool{"wm003": true, "wm007": true, "wm008": true}
-	r := &fakeResolver{Fn: func(_ context.Context, _, _ string, ids []string) ([]wecom.PendingResult, error) {
-		if slices.ContainsFunc(ids, func(id string) bool { return bad[id] }) {
-			return nil, &wecom.APIError{API: "corpgroup/batch/external_userid_to_pending_id", Code: wecom.CodeInvalidExternalUserID, Msg: "invalid external_userid"}
-		}
-		return answerAll(ids), nil
-	}}
-	ids := idsN("wm", 13)
-	b := setupCoalescer(t, r, CoalescerConfig{MaxBatch: len(ids)})
-	answers := make(map[string]<-chan answer, len(ids))
-	for _, id := range ids {
-		answers[id] = resolveAsync(t.Context(), b.c, "wwcorp", "", id)
-	}
-	for _, id := range ids {
-		got := <-answers[id]
-		if bad[id] {
-			require.Equal(t, wecom.CodeInvalidExternalUserID, requireCode(t, got.err), id)
-			continue
-		}
-		require.NoError(t, got.err, id)
-		require.Equal(t, "p-"+id, got.pendingID, id)
-	}
+	requireIsolated(t, wecom.CodeInvalidExternalUserID, 13, "wm003", "wm007", "wm008")
 
 	t.Run("OneBadIDCostsLogarithmicCalls", func(t *testing.T) {
 		t.Parallel()
@@ -103,27 +82,7 @@ func TestCoalescer_IsolatesErrorsThatMayConcernOneID(t *testing.T) {
 	for _, code := range []int{wecom.CodeNotCustomerYet, wecom.CodeOutOfScope} {
 		t.Run(strconv.Itoa(code), func(t *testing.T) {
 			t.Parallel()
-			r := &fakeResolver{Fn: func(_ context.Context, _, _ string, ids []string) ([]wecom.PendingResult, error) {
-				if slices.Contains(ids, "wm005") {
-					return nil, &wecom.APIError{API: "corpgroup/batch/external_userid_to_pending_id", Code: code}
-				}
-				return answerAll(ids), nil
-			}}
-			ids := idsN("wm", 8)
-			b := setupCoalescer(t, r, CoalescerConfig{MaxBatch: len(ids)})
-			answers := make(map[string]<-chan answer, len(ids))
-			for _, id := range ids {
-				answers[id] = resolveAsync(t.Context(), b.c, "wwcorp", "", id)
-			}
-			for _, id := range ids {
-				got := <-answers[id]
-				if id == "wm005" {
-					require.Equal(t, code, requireCode(t, got.err))
-					continue
-				}
-				require.NoError(t, got.err, id)
-				require.Equal(t, "p-"+id, got.pendingID, id)
-			}
+			requireIsolated(t, code, 8, "wm005")
 		})
 	}
 
@@ -143,4 +102,32 @@ func TestCoalescer_IsolatesErrorsThatMayConcernOneID(t *testing.T) {
 		}
 		require.Len(t, r.Calls(), 3, "the batch, then its two halves")
 	})
+}
+
+// requireIsolated resolves n ids in one batch against a WeCom that answers
+// code for any batch holding one of bad: each bad id must get code, every
+// other id its pending_id.
+func requireIsolated(t *testing.T, code, n int, bad ...string) {
+	t.Helper()
+	r := &fakeResolver{Fn: func(_ context.Context, _, _ string, ids []string) ([]wecom.PendingResult, error) {
+		if slices.ContainsFunc(ids, func(id string) bool { return slices.Contains(bad, id) }) {
+			return nil, &wecom.APIError{API: "corpgroup/batch/external_userid_to_pending_id", Code: code}
+		}
+		return answerAll(ids), nil
+	}}
+	ids := idsN("wm", n)
+	b := setupCoalescer(t, r, CoalescerConfig{MaxBatch: len(ids)})
+	answers := make(map[string]<-chan answer, len(ids))
+	for _, id := range ids {
+		answers[id] = resolveAsync(t.Context(), b.c, "wwcorp", "", id)
+	}
+	for _, id := range ids {
+		got := <-answers[id]
+		if slices.Contains(bad, id) {
+			require.Equal(t, code, requireCode(t, got.err), id)
+			continue
+		}
+		require.NoError(t, got.err, id)
+		require.Equal(t, "p-"+id, got.pendingID, id)
+	}
 }
