@@ -132,7 +132,7 @@ func settings() []setting {
 				return nil
 			}},
 		{env: "WECOM_TOKEN_REFRESH_INTERVAL", def: "5s", usage: "least time between two fetches of one app's access_token; a younger token WeCom rejects is not refetched",
-			apply: durationSetting(func(c *config) *time.Duration { return &c.TokenRefresh })},
+			apply: positiveDurationSetting(func(c *config) *time.Duration { return &c.TokenRefresh })},
 		{env: "PENDINGLINK_ADDR", def: ":8080", usage: "listen address",
 			apply: str(func(c *config) *string { return &c.Addr })},
 		{env: "PENDINGLINK_DB", def: "./pendinglink.db", usage: "SQLite database file, or a postgres:// DSN (several instances share one PostgreSQL database); its password is never logged",
@@ -184,7 +184,7 @@ func settings() []setting {
 		{env: "WECOM_PENDING_QUOTA_MONTH", def: "7500000", usage: "unionid_to_pending_id calls allowed per rolling 31 days",
 			apply: intSetting(func(c *config) *int64 { return &c.QuotaMonth })},
 		{env: "WECOM_PENDING_QUOTA_RESERVE", def: "0", usage: "percent (0-90) of every unionid_to_pending_id window left to other apps of the corp",
-			apply: percentSetting(90, func(c *config) *int64 { return &c.QuotaReserve })},
+			apply: percentSetting(0, 90, func(c *config) *int64 { return &c.QuotaReserve })},
 		{env: "WECOM_PENDING_QUOTA_PACE", def: "hour", usage: "how registrations are paced: hour (the hour's rate; a bulk load finishes soonest) or sustained (the slowest window's rate, 7.5M a month by default: what is registered then comes due for renewal no faster than the quota allows, so a fan base larger than a month's quota stays live)",
 			apply: func(c *config, v string) error {
 				switch v {
@@ -198,7 +198,7 @@ func settings() []setting {
 				return nil
 			}},
 		{env: "WECOM_QUOTA_FLOOR", def: "10", usage: "percent (1-100): the lowest share of a window a 45009 (another app spending the quota) may lower our limit to",
-			apply: percentSetting(100, func(c *config) *int64 { return &c.QuotaFloor })},
+			apply: percentSetting(1, 100, func(c *config) *int64 { return &c.QuotaFloor })},
 		{env: "WECOM_EXTERNAL_QUOTA_HOUR", def: "20000", usage: "unionid_to_external_userid calls allowed per rolling hour",
 			apply: intSetting(func(c *config) *int64 { return &c.ExternalHour })},
 		{env: "WECOM_EXTERNAL_QUOTA_DAY", def: "240000", usage: "unionid_to_external_userid calls allowed per rolling 24 hours",
@@ -227,14 +227,14 @@ func settings() []setting {
 			apply: durationSetting(func(c *config) *time.Duration { return &c.ResolveWindow })},
 		{env: "PENDINGLINK_RESOLVE_MAX_WAIT", def: "200ms", usage: "how long a resolve may wait in all while more resolve jobs are queued (a burst)",
 			apply: durationSetting(func(c *config) *time.Duration { return &c.ResolveMaxWait })},
-		{env: "PENDINGLINK_RESOLVE_WORKERS", def: "200", usage: "resolve jobs worked at once (bounds the batch size; 100 ids fill a call)",
-			apply: intSetting(func(c *config) *int64 { return &c.ResolveWorkers })},
+		{env: "PENDINGLINK_RESOLVE_WORKERS", def: "200", usage: "resolve jobs worked at once, 1 to 10000, River's most per queue (bounds the batch size; 100 ids fill a call)",
+			apply: rangeSetting(maxQueueWorkers, func(c *config) *int64 { return &c.ResolveWorkers })},
 		{env: "PENDINGLINK_REGISTER_CONCURRENCY", def: "32", usage: "unionid_to_pending_id calls the registrar has in flight at once (enough to reach the quota's rate while WeCom answers)",
 			apply: intSetting(func(c *config) *int64 { return &c.RegisterConcurrency })},
 		{env: "PENDINGLINK_NOT_CUSTOMER_YET_DELAY", def: "45s", usage: "how long a fresh add whose lookup answers 84061 or no pending_id waits for its one retry (the reference advises 30-60 s)",
-			apply: durationSetting(func(c *config) *time.Duration { return &c.NotCustomerYetDelay })},
+			apply: positiveDurationSetting(func(c *config) *time.Duration { return &c.NotCustomerYetDelay })},
 		{env: "PENDINGLINK_RENEW_BEFORE", def: "168h", usage: "renew fans' pending_ids this long before they expire, while renewals start early (PENDINGLINK_RENEW_EARLY)",
-			apply: durationSetting(func(c *config) *time.Duration { return &c.RenewBefore })},
+			apply: positiveDurationSetting(func(c *config) *time.Duration { return &c.RenewBefore })},
 		{env: "PENDINGLINK_RENEW_EARLY", def: string(pipeline.RenewEarlyAuto), usage: "auto (renew early until renewals show WeCom gives the same id back until it expires, then at expiry), always (PENDINGLINK_RENEW_BEFORE ahead) or never (at expiry)",
 			apply: func(c *config, v string) error {
 				m, err := pipeline.ParseRenewEarly(v)
@@ -266,11 +266,36 @@ func durationSetting(f func(*config) *time.Duration) func(*config, string) error
 	}
 }
 
-func percentSetting(most int64, f func(*config) *int64) func(*config, string) error {
+func percentSetting(least, most int64, f func(*config) *int64) func(*config, string) error {
 	return func(c *config, v string) error {
 		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 0 || n > most {
-			return fmt.Errorf("must be a whole percentage from 0 to %d", most)
+		if err != nil || n < least || n > most {
+			return fmt.Errorf("must be a whole percentage from %d to %d", least, most)
+		}
+		*f(c) = n
+		return nil
+	}
+}
+
+// positiveDurationSetting is durationSetting for a setting 0 would make
+// meaningless (the code would otherwise quietly use its default instead).
+func positiveDurationSetting(f func(*config) *time.Duration) func(*config, string) error {
+	return func(c *config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return errors.New("must be positive, a duration such as 45s or 24h")
+		}
+		*f(c) = d
+		return nil
+	}
+}
+
+// rangeSetting is intSetting with an upper bound.
+func rangeSetting(most int64, f func(*config) *int64) func(*config, string) error {
+	return func(c *config, v string) error {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 1 || n > most {
+			return fmt.Errorf("must be an integer from 1 to %d", most)
 		}
 		*f(c) = n
 		return nil
@@ -298,9 +323,21 @@ func splitList(v string) []string {
 	return out
 }
 
+// maxQueueWorkers is the most workers River allows a queue.
+const maxQueueWorkers = 10_000
+
 // flagName turns WECOM_CORP_ID into wecom-corp-id.
 func flagName(env string) string {
 	return strings.ReplaceAll(strings.ToLower(env), "_", "-")
+}
+
+// noArgs fails if arguments follow the flags of a command that takes none.
+// It does not echo them: one may be a DSN with its password, or a secret.
+func noArgs(cmd string, fs *flag.FlagSet) error {
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%s: %d unexpected arguments after the flags (not shown, they may hold a secret)", cmd, fs.NArg())
+	}
+	return nil
 }
 
 // loadConfig reads the environment, then the flags, and validates. Errors name
@@ -318,20 +355,26 @@ func loadConfigWith(name string, args []string, getenv func(string) string, stde
 	if extra != nil {
 		extra(fs)
 	}
+	// A flag's default is the setting's own, not the environment's value:
+	// the flag package prints defaults for -h and for any mistyped flag,
+	// and the environment holds the secrets. The environment applies
+	// after parsing, to every flag not given.
 	vals := make([]*string, len(ss))
 	for i, s := range ss {
-		v := getenv(s.env)
-		if v == "" {
-			v = s.def
-		}
-		usage := s.usage + " (env " + s.env + ")"
-		vals[i] = fs.String(flagName(s.env), v, usage)
+		vals[i] = fs.String(flagName(s.env), s.def, s.usage+" (env "+s.env+")")
 	}
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
 	}
-	if fs.NArg() > 0 {
-		return config{}, fmt.Errorf("%s: unexpected argument %q", name, fs.Arg(0))
+	if err := noArgs(name, fs); err != nil {
+		return config{}, err
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	for i, s := range ss {
+		if v := getenv(s.env); v != "" && !given[flagName(s.env)] {
+			*vals[i] = v
+		}
 	}
 	c, err := applySettings(ss, vals)
 	if err != nil {

@@ -50,9 +50,10 @@ func dbCommand(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
+	if err := noArgs("db copy", fs); err != nil {
+		return err
+	}
 	switch {
-	case fs.NArg() > 0:
-		return fmt.Errorf("db copy: unexpected argument %q", fs.Arg(0))
 	case *from == "" || *to == "":
 		fs.Usage()
 		return errors.New("db copy: --from and --to are required")

@@ -47,4 +47,9 @@ func TestDBCopy(t *testing.T) {
 
 	var out, errs bytes.Buffer
 	require.ErrorContains(t, run(t.Context(), []string{"db", "copy", "--from", from, "--to", from}, mapEnv(nil), &out, &errs), "the same database")
+
+	// A DSN given without --to is refused without being echoed.
+	err = run(t.Context(), []string{"db", "copy", "--from", from, "postgres://pl:" + testDBPassword + "@db/pl"}, mapEnv(nil), &out, &errs)
+	require.ErrorContains(t, err, "unexpected arguments")
+	require.NotContains(t, err.Error()+out.String()+errs.String(), testDBPassword)
 }

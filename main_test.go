@@ -108,6 +108,11 @@ func TestLoadConfig(t *testing.T) {
 		{"ErrBadRenewEarly", "PENDINGLINK_RENEW_EARLY", "sometimes", "PENDINGLINK_RENEW_EARLY: must be auto, always or never"},
 		{"ErrZeroRenewLearnAfter", "PENDINGLINK_RENEW_LEARN_AFTER", "0", "PENDINGLINK_RENEW_LEARN_AFTER: must be a positive integer"},
 		{"ErrZeroReconcileInterval", "PENDINGLINK_RECONCILE_INTERVAL", "0s", "PENDINGLINK_RECONCILE_INTERVAL: must be positive"},
+		{"ErrResolveWorkersOverRiversLimit", "PENDINGLINK_RESOLVE_WORKERS", "10001", "PENDINGLINK_RESOLVE_WORKERS: must be an integer from 1 to 10000"},
+		{"ErrZeroQuotaFloor", "WECOM_QUOTA_FLOOR", "0", "WECOM_QUOTA_FLOOR: must be"},
+		{"ErrZeroNotCustomerYetDelay", "PENDINGLINK_NOT_CUSTOMER_YET_DELAY", "0s", "PENDINGLINK_NOT_CUSTOMER_YET_DELAY: must be positive"},
+		{"ErrZeroRenewBefore", "PENDINGLINK_RENEW_BEFORE", "0s", "PENDINGLINK_RENEW_BEFORE: must be positive"},
+		{"ErrZeroTokenRefreshInterval", "WECOM_TOKEN_REFRESH_INTERVAL", "0s", "WECOM_TOKEN_REFRESH_INTERVAL: must be positive"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -115,11 +120,30 @@ func TestLoadConfig(t *testing.T) {
 			env[tc.env] = tc.value
 			_, err := loadConfig("serve", nil, mapEnv(env), io.Discard)
 			require.ErrorContains(t, err, tc.want)
-			if tc.value != "" {
+			if len(tc.value) > 1 { // one character may stand in any message
 				require.NotContains(t, err.Error(), tc.value, "errors never echo the value")
 			}
 		})
 	}
+
+	t.Run("UsageNeverShowsSecrets", func(t *testing.T) {
+		// Ensure the flag package's usage, printed for -h and for any
+		// mistyped flag, shows no value from the environment, and an
+		// argument given by mistake is not echoed: either may hold a secret.
+		t.Parallel()
+		env := testEnv("postgres://pendinglink:" + testDBPassword + "@db.internal:5432/pl")
+		for _, args := range [][]string{{"-h"}, {"--no-such-flag"}, {"postgres://pl:" + testDBPassword + "@db/pl"}} {
+			var stderr bytes.Buffer
+			_, err := loadConfig("serve", args, mapEnv(env), &stderr)
+			require.Error(t, err)
+			for _, secret := range []string{testSecret, testToken, testAESKey, testAdminToken, testDBPassword} {
+				require.NotContains(t, stderr.String()+err.Error(), secret, "%v", args)
+			}
+		}
+		cfg, err := loadConfig("serve", nil, mapEnv(env), io.Discard)
+		require.NoError(t, err)
+		require.Equal(t, testSecret, cfg.CorpSecret, "the environment still applies")
+	})
 
 	t.Run("SecretsAreMaskedInLogs", func(t *testing.T) {
 		t.Parallel()

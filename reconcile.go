@@ -37,8 +37,8 @@ func reconcileCommand(ctx context.Context, args []string, getenv func(string) st
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("reconcile: unexpected argument %q", fs.Arg(0))
+	if err := noArgs("reconcile", fs); err != nil {
+		return err
 	}
 	var cutoff time.Time
 	if *before != "" {

@@ -39,8 +39,8 @@ func retryCommand(ctx context.Context, args []string, getenv func(string) string
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("retry: unexpected argument %q", fs.Arg(0))
+	if err := noArgs("retry", fs); err != nil {
+		return err
 	}
 	req := apiclient.RetryRequest{State: *state, Reason: *reason, DryRun: *dryRun}
 	for _, t := range []struct {
