@@ -671,6 +671,24 @@ func TestServer_Admin(t *testing.T) {
 	})
 }
 
+// TestNew_CallbackPathTakenByARoute: a callback path that is one of the
+// server's own routes would be shadowed (WeCom's URL check would get the
+// login page, "ok" or metrics), so New refuses it.
+func TestNew_CallbackPathTakenByARoute(t *testing.T) {
+	t.Parallel()
+	db := storetest.MustOpen(t, store.Config{Jobs: pipeline.Policy{}})
+	for _, path := range []string{"/", "/healthz", "/readyz", "/metrics", "/v1/status", handlers.OpenAPIPath} {
+		cfg := testConfig(t, db, handlers.ReceiveIDAllowlist, prometheus.NewRegistry())
+		cfg.CallbackPath = path
+		_, err := handlers.New(cfg)
+		require.ErrorContains(t, err, "is a route of the server", path)
+	}
+	cfg := testConfig(t, db, handlers.ReceiveIDAllowlist, prometheus.NewRegistry())
+	cfg.CallbackPath = "/wecom/dealer-callback"
+	_, err := handlers.New(cfg)
+	require.NoError(t, err)
+}
+
 func TestNew_MissingDependencies(t *testing.T) {
 	t.Parallel()
 	_, err := handlers.New(handlers.Config{})

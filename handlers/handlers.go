@@ -248,9 +248,6 @@ func New(cfg Config) (*Server, error) {
 		}
 		cb.receiveIDs = &refresher{refresh: cfg.RefreshReceiveIDs, interval: cfg.RefreshInterval, now: cfg.Now, logger: cfg.Logger}
 	}
-	e.GET(cfg.CallbackPath, cb.verifyURL)
-	e.POST(cfg.CallbackPath, cb.receive)
-
 	e.GET("/healthz", func(c echo.Context) error { return c.String(http.StatusOK, "ok") })
 	e.GET("/readyz", s.ready)
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})))
@@ -271,6 +268,16 @@ func New(cfg Config) (*Server, error) {
 	if err := s.mountUI(); err != nil {
 		return nil, fmt.Errorf("handlers: status page: %w", err)
 	}
+	// Mounted last, once it is known to shadow none of the routes above:
+	// echo would let the later of two equal routes win, and WeCom's URL
+	// check would get the login page or "ok".
+	for _, r := range e.Routes() {
+		if r.Path == cfg.CallbackPath {
+			return nil, fmt.Errorf("handlers: Config.CallbackPath %q is a route of the server (%s); choose another path", cfg.CallbackPath, r.Method)
+		}
+	}
+	e.GET(cfg.CallbackPath, cb.verifyURL)
+	e.POST(cfg.CallbackPath, cb.receive)
 	return s, nil
 }
 
