@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -121,9 +122,19 @@ const maxJSONBody = 1 << 20
 // decodeJSON decodes the body, which must be exactly one JSON value, into v:
 // 413 over maxJSONBody, 400 for anything else wrong.
 func decodeJSON(c echo.Context, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(c.Response(), c.Request().Body, maxJSONBody))
+	raw, err := io.ReadAll(http.MaxBytesReader(c.Response(), c.Request().Body, maxJSONBody))
+	if err == nil {
+		err = checkJSONText(raw)
+	}
+	var he *echo.HTTPError
+	if errors.As(err, &he) {
+		return he
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
+	if err == nil {
+		err = dec.Decode(v)
+	}
 	if err == nil {
 		if _, terr := dec.Token(); !errors.Is(terr, io.EOF) {
 			err = fmt.Errorf("trailing data after the JSON value: %w", terr)
