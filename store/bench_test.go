@@ -260,10 +260,32 @@ func BenchmarkFansToCheck(b *testing.B) {
 					}
 				}
 			})
+			b.Run("SweepMidway", func(b *testing.B) {
+				// Half the fans checked by the sweep, its cursor where the
+				// last of them stands.
+				s, err := db.LatestSweep(b.Context())
+				if err != nil {
+					b.Fatal(err)
+				}
+				for _, q := range []string{
+					`UPDATE fans SET checked_at = ` + strconv.FormatInt(now.UnixMilli()+1, 10) + ` WHERE importance >= 55`,
+					`UPDATE reconcile_sweeps SET cursor_linked = 0, cursor_importance = 55, cursor_day = 0, cursor_created = 0, cursor_unionid = '' WHERE id = ` + strconv.FormatInt(s.ID, 10),
+				} {
+					if _, err := db.SQL().ExecContext(b.Context(), q); err != nil {
+						b.Fatal(err)
+					}
+				}
+				for b.Loop() {
+					next, err := db.NextFansToCheck(b.Context(), 100, true)
+					if err != nil || len(next.Swept) != 100 {
+						b.Fatalf("%d swept fans to check, err %v", len(next.Swept), err)
+					}
+				}
+			})
 			b.Run("SweepStatus", func(b *testing.B) {
 				for b.Loop() {
 					s, err := db.LatestSweep(b.Context())
-					if err != nil || s.Remaining != int64(fans) {
+					if err != nil || s.Remaining != int64(fans) || !s.Running() {
 						b.Fatalf("sweep %+v, err %v", s, err)
 					}
 				}

@@ -32,6 +32,36 @@ type Sweep struct {
 	// registered again meanwhile is not in it, a fan deleted still is; the
 	// sweep ends when no fan is left, whatever Remaining says.
 	Remaining int64 `json:"remaining"`
+
+	// cursor is the place of the sweep's last checked fan, nil before the
+	// first.
+	cursor *sweepKey
+}
+
+// sweepKey is a fan's place in a sweep's order: without an active link
+// first, then by priority, the day last active, the time stored and the
+// unionid, each highest first.
+type sweepKey struct {
+	linked     bool
+	importance int64
+	day        int64
+	created    int64
+	unionID    string
+}
+
+// after reports whether k comes after o in the sweep's order.
+func (k sweepKey) after(o sweepKey) bool {
+	switch {
+	case k.linked != o.linked:
+		return k.linked
+	case k.importance != o.importance:
+		return k.importance < o.importance
+	case k.day != o.day:
+		return k.day < o.day
+	case k.created != o.created:
+		return k.created < o.created
+	}
+	return k.unionID < o.unionID
 }
 
 // Running reports whether the sweep has not finished.

@@ -552,6 +552,13 @@ func (e *sqlEngine) linkExisting(ctx context.Context, jobs jobInserter, unionID 
 		if err != nil {
 			return dbError("find fan", err)
 		}
+		if sweepID > 0 {
+			// The sweep's cursor moves to this fan's place, as it was
+			// before this check linked it.
+			if err := moveSweepCursor(ctx, tx, sweepID, unionID); err != nil {
+				return err
+			}
+		}
 		for _, c := range found {
 			if err := holdExisting(ctx, tx, c, nowMS); err != nil {
 				return err

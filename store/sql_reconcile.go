@@ -51,8 +51,14 @@ func (e *sqlEngine) latestSweep(ctx context.Context) (*Sweep, error) {
 		before, startedAt int64
 		finished, toCheck sql.NullInt64
 	)
-	err := e.read.QueryRowContext(ctx, `SELECT id, reason, registered_before, started_at, finished_at, checked, linked, to_check
-		FROM reconcile_sweeps ORDER BY id DESC LIMIT 1`).Scan(&s.ID, &s.Reason, &before, &startedAt, &finished, &s.Checked, &s.Linked, &toCheck)
+	var (
+		curLinked, curImportance, curDay, curCreated sql.NullInt64
+		curUnionID                                   sql.NullString
+	)
+	err := e.read.QueryRowContext(ctx, `SELECT id, reason, registered_before, started_at, finished_at, checked, linked, to_check,
+		cursor_linked, cursor_importance, cursor_day, cursor_created, cursor_unionid
+		FROM reconcile_sweeps ORDER BY id DESC LIMIT 1`).Scan(&s.ID, &s.Reason, &before, &startedAt, &finished, &s.Checked, &s.Linked, &toCheck,
+		&curLinked, &curImportance, &curDay, &curCreated, &curUnionID)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -62,6 +68,10 @@ func (e *sqlEngine) latestSweep(ctx context.Context) (*Sweep, error) {
 	s.RegisteredBefore, s.StartedAt = time.UnixMilli(before).UTC(), time.UnixMilli(startedAt).UTC()
 	if s.FinishedAt = nullTime(finished); s.FinishedAt != nil {
 		return &s, nil
+	}
+	if curUnionID.Valid {
+		s.cursor = &sweepKey{linked: curLinked.Int64 == 1, importance: curImportance.Int64, day: curDay.Int64,
+			created: curCreated.Int64, unionID: curUnionID.String}
 	}
 	if toCheck.Valid {
 		s.Remaining = max(0, toCheck.Int64-s.Checked)
@@ -90,14 +100,55 @@ func (e *sqlEngine) fansToCheck(ctx context.Context, limit int, includeNew bool)
 	if room := limit - len(out.New); room > 0 {
 		// With includeNew, fans never checked came in New (all of them,
 		// since New left room): the sweep lists only the others.
-		cond := sweepFans
-		if includeNew {
-			cond += ` AND f.checked_at IS NOT NULL`
-		}
-		out.Swept, err = e.queryFans(ctx, `SELECT f.unionid, f.openid FROM fans f WHERE `+cond+`
-			ORDER BY EXISTS (SELECT 1 FROM links l WHERE l.unionid = f.unionid AND l.active = 1), f.importance DESC, f.active_day DESC, f.created_at DESC, f.unionid DESC LIMIT ?`, s.RegisteredBefore.UnixMilli(), s.StartedAt.UnixMilli(), room)
+		out.Swept, err = e.sweepNext(ctx, s, includeNew, room)
 	}
 	return out, err
+}
+
+// activeLink is true when the fan f holds an active link.
+const activeLink = `EXISTS (SELECT 1 FROM links l WHERE l.unionid = f.unionid AND l.active = 1)`
+
+// sweepNext lists up to limit fans the sweep s has still to check, in its
+// order. It walks fans_sweep from the cursor, in the unlinked part, then
+// the linked; only when that finds too few does it sort every fan left,
+// which also finds those that moved behind the cursor. So the sweep ends
+// (a list shorter than limit) only once nobody is left.
+func (e *sqlEngine) sweepNext(ctx context.Context, s *Sweep, includeNew bool, limit int) ([]FanInput, error) {
+	cond := sweepFans
+	if includeNew {
+		// Fans never checked are listed as new, all of them.
+		cond += ` AND f.checked_at IS NOT NULL`
+	}
+	args := []any{s.RegisteredBefore.UnixMilli(), s.StartedAt.UnixMilli()}
+	walk := func(linked bool, from *sweepKey, n int) ([]FanInput, error) {
+		q := `SELECT f.unionid, f.openid FROM fans f` + e.d.indexedBy("fans_sweep") + ` WHERE ` + cond + ` AND `
+		if !linked {
+			q += `NOT `
+		}
+		q += activeLink
+		a := append([]any{}, args...)
+		if from != nil {
+			q += ` AND (f.importance, f.active_day, f.created_at, f.unionid) < (?, ?, ?, ?)`
+			a = append(a, from.importance, from.day, from.created, from.unionID)
+		}
+		q += ` ORDER BY f.importance DESC, f.active_day DESC, f.created_at DESC, f.unionid DESC LIMIT ?`
+		return e.queryFans(ctx, q, append(a, n)...)
+	}
+	from, linked := s.cursor, false
+	if from != nil {
+		linked = from.linked
+	}
+	fans, err := walk(linked, from, limit)
+	if err == nil && len(fans) < limit && !linked {
+		var more []FanInput
+		more, err = walk(true, nil, limit-len(fans))
+		fans = append(fans, more...)
+	}
+	if err != nil || len(fans) == limit {
+		return fans, err
+	}
+	return e.queryFans(ctx, `SELECT f.unionid, f.openid FROM fans f WHERE `+cond+`
+		ORDER BY `+activeLink+`, f.importance DESC, f.active_day DESC, f.created_at DESC, f.unionid DESC LIMIT ?`, append(args, limit)...)
 }
 
 func (e *sqlEngine) queryFans(ctx context.Context, query string, args ...any) ([]FanInput, error) {
@@ -150,4 +201,34 @@ func (e *sqlEngine) backlog(ctx context.Context, after time.Time) (b Backlog, er
 	err = e.read.QueryRowContext(ctx, `SELECT count(*) FROM fans WHERE checked_at IS NULL AND state = 'registered' AND created_at > ?`,
 		after.UnixMilli()).Scan(&b.Unchecked)
 	return b, dbError("backlog", err)
+}
+
+// moveSweepCursor moves the sweep's cursor to the fan's place, unless the
+// cursor is past it already (a fan checked out of order, or one whose
+// place changed since it was listed).
+func moveSweepCursor(ctx context.Context, tx *sqlTx, sweepID int64, unionID string) error {
+	var k sweepKey
+	err := tx.QueryRowContext(ctx, `SELECT `+activeLink+`, f.importance, f.active_day, f.created_at, f.unionid FROM fans f WHERE f.unionid = ?`, unionID).
+		Scan(&k.linked, &k.importance, &k.day, &k.created, &k.unionID)
+	if err != nil {
+		return dbError("read sweep place", err)
+	}
+	var (
+		linked, importance, day, created sql.NullInt64
+		cursorUnionID                    sql.NullString
+	)
+	err = tx.QueryRowContext(ctx, `SELECT cursor_linked, cursor_importance, cursor_day, cursor_created, cursor_unionid FROM reconcile_sweeps WHERE id = ?`, sweepID).
+		Scan(&linked, &importance, &day, &created, &cursorUnionID)
+	if err != nil {
+		return dbError("read sweep cursor", err)
+	}
+	if cursorUnionID.Valid {
+		cur := sweepKey{linked: linked.Int64 == 1, importance: importance.Int64, day: day.Int64, created: created.Int64, unionID: cursorUnionID.String}
+		if !k.after(cur) {
+			return nil
+		}
+	}
+	_, err = tx.ExecContext(ctx, `UPDATE reconcile_sweeps SET cursor_linked = ?, cursor_importance = ?, cursor_day = ?, cursor_created = ?, cursor_unionid = ? WHERE id = ?`,
+		boolInt(k.linked), k.importance, k.day, k.created, k.unionID, sweepID)
+	return dbError("move sweep cursor", err)
 }

@@ -99,6 +99,48 @@ func (open exerciser) reconcile(t *testing.T) {
 		require.Equal(t, []string{"test-u1"}, unionIDsOf(got.New))
 	})
 
+	open.test(t, "SweepGoesOnFromItsLastCheckAndEndsWithEveryFan", Policy{}, func(t *testing.T, b *bundle) {
+		// Ensure a sweep lists the fans after its last check, not all of
+		// them sorted again: a fan that moved ahead of that place is left
+		// for the end, and still checked before the sweep ends.
+		ctx := t.Context()
+		for _, f := range []struct {
+			u        string
+			priority int
+		}{{"test-a", 90}, {"test-b", 50}, {"test-c", 30}, {"test-d", 10}} {
+			b.addFan(t, f.u, "p-"+f.u)
+			p := f.priority
+			require.NoError(t, b.db.UpdateFan(ctx, f.u, store.FanUpdate{Priority: &p}))
+			_, err := b.db.RecordCheck(ctx, f.u, nil, 0)
+			require.NoError(t, err)
+		}
+		b.clock.Advance(time.Minute)
+		s, _, err := b.db.StartSweep(ctx, store.SweepRequested, time.Time{})
+		require.NoError(t, err)
+		next := func(limit int) []string {
+			t.Helper()
+			got, err := b.db.NextFansToCheck(ctx, limit, true)
+			require.NoError(t, err)
+			return unionIDsOf(got.Swept)
+		}
+		check := func(u string) {
+			t.Helper()
+			_, err := b.db.RecordCheck(ctx, u, nil, s.ID)
+			require.NoError(t, err)
+		}
+		require.Equal(t, []string{"test-a"}, next(1))
+		check("test-a")
+		high := 95
+		require.NoError(t, b.db.UpdateFan(ctx, "test-d", store.FanUpdate{Priority: &high})) // now ahead of the last check
+		require.Equal(t, []string{"test-b"}, next(1), "on from test-a's place")
+		check("test-b")
+		require.Equal(t, []string{"test-c"}, next(1))
+		check("test-c")
+		require.Equal(t, []string{"test-d"}, next(10), "the fan that moved is found before the end")
+		check("test-d")
+		require.Empty(t, next(10))
+	})
+
 	open.test(t, "SweepRemainingIsCountedAtItsStart", Policy{}, func(t *testing.T, b *bundle) {
 		// Ensure Remaining is the fans to check at the start less those
 		// checked, while the sweep itself still finds every fan: one that

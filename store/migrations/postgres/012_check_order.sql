@@ -40,3 +40,16 @@ INSERT INTO chat_dismissals (corp_id, chat_id, dismissed_at, event_id)
 -- started (NULL for sweeps started before this version). Remaining is
 -- to_check less checked, not a count of every registered fan on each read.
 ALTER TABLE reconcile_sweeps ADD COLUMN to_check BIGINT;
+
+-- A sweep walks the registered fans in its order from where its last check
+-- was (cursor_*: that fan's place, NULL before the first), instead of
+-- sorting every fan left on each run: those without an active link
+-- (cursor_linked 0), then the linked ones, each through fans_sweep. A fan
+-- that moved behind the cursor meanwhile (a new priority, a link made or
+-- ended) is found by one exact pass before the sweep ends.
+ALTER TABLE reconcile_sweeps ADD COLUMN cursor_linked INTEGER;
+ALTER TABLE reconcile_sweeps ADD COLUMN cursor_importance INTEGER;
+ALTER TABLE reconcile_sweeps ADD COLUMN cursor_day INTEGER;
+ALTER TABLE reconcile_sweeps ADD COLUMN cursor_created BIGINT;
+ALTER TABLE reconcile_sweeps ADD COLUMN cursor_unionid TEXT;
+CREATE INDEX fans_sweep ON fans (importance DESC, active_day DESC, created_at DESC, unionid DESC) WHERE state = 'registered';
