@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -24,7 +23,6 @@ import (
 	"github.com/pendinglink/pendinglink/apiclient/openapitest"
 	"github.com/pendinglink/pendinglink/crypto"
 	"github.com/pendinglink/pendinglink/handlers"
-	"github.com/pendinglink/pendinglink/internal/syncbuf"
 	"github.com/pendinglink/pendinglink/pipeline"
 	"github.com/pendinglink/pendinglink/store"
 	"github.com/pendinglink/pendinglink/store/storetest"
@@ -671,30 +669,6 @@ func TestServer_Admin(t *testing.T) {
 		require.NoError(t, err)
 		require.Contains(t, string(b), `pendinglink_callbacks_rejected_total{reason="signature"}`)
 	})
-}
-
-// TestCallback_LogsTheConnectionsAddress: a rejected callback's log line
-// names the address the request came from, not an X-Forwarded-For any
-// caller can write.
-func TestCallback_LogsTheConnectionsAddress(t *testing.T) {
-	t.Parallel()
-	db := storetest.MustOpen(t, store.Config{Jobs: pipeline.Policy{}})
-	cfg := testConfig(t, db, handlers.ReceiveIDAllowlist, prometheus.NewRegistry())
-	var logs syncbuf.Buffer
-	cfg.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
-	s, err := handlers.New(cfg)
-	require.NoError(t, err)
-	srv, client := serve(t, s)
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, srv.URL+handlers.DefaultCallbackPath+"?msg_signature=x&timestamp=1&nonce=n", strings.NewReader("<xml/>"))
-	require.NoError(t, err)
-	req.Header.Set("X-Forwarded-For", "6.6.6.6")
-	resp, err := client.Do(req)
-	require.NoError(t, err)
-	resp.Body.Close()
-	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
-	require.Contains(t, logs.String(), "callback rejected")
-	require.Contains(t, logs.String(), "127.0.0.1")
-	require.NotContains(t, logs.String(), "6.6.6.6")
 }
 
 // TestNew_CallbackPathTakenByARoute: a callback path that is one of the

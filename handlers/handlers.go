@@ -237,10 +237,6 @@ func New(cfg Config) (*Server, error) {
 
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
-	// Logged addresses are the connection's: echo's default would take
-	// X-Forwarded-For, which any caller can write. Behind a proxy, its
-	// own log has the client's.
-	e.IPExtractor = echo.ExtractIPDirect()
 	s := &Server{Echo: e, cfg: cfg, metrics: m, sessions: newSessions(cfg.AdminToken, cfg.Now)}
 	s.statusCounts = newSnapshot("status", cfg.Now, cfg.Logger, s.readStatus)
 	e.HTTPErrorHandler = s.handleError
