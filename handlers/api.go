@@ -1,7 +1,6 @@
 package handlers
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -122,19 +121,9 @@ const maxJSONBody = 1 << 20
 // decodeJSON decodes the body, which must be exactly one JSON value, into v:
 // 413 over maxJSONBody, 400 for anything else wrong.
 func decodeJSON(c echo.Context, v any) error {
-	raw, err := io.ReadAll(http.MaxBytesReader(c.Response(), c.Request().Body, maxJSONBody))
-	if err == nil {
-		err = checkJSONText(raw)
-	}
-	var he *echo.HTTPError
-	if errors.As(err, &he) {
-		return he
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec := json.NewDecoder(http.MaxBytesReader(c.Response(), c.Request().Body, maxJSONBody))
 	dec.DisallowUnknownFields()
-	if err == nil {
-		err = dec.Decode(v)
-	}
+	err := dec.Decode(v)
 	if err == nil {
 		if _, terr := dec.Token(); !errors.Is(terr, io.EOF) {
 			err = fmt.Errorf("trailing data after the JSON value: %w", terr)

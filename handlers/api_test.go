@@ -434,36 +434,6 @@ func TestAPI_FanLastActive(t *testing.T) {
 	})
 }
 
-// TestAPI_TextIsValidUTF8: bytes that are not UTF-8 text, or NUL, in a
-// query, a path or a JSON string get 400 before they reach the store
-// (PostgreSQL refuses them with an error that would be a 500), and an
-// escaped path parameter is unescaped.
-func TestAPI_TextIsValidUTF8(t *testing.T) {
-	t.Parallel()
-	b := setupAPI(t, apiOpts{})
-	for _, tc := range []struct{ method, path, body string }{
-		{http.MethodGet, "/v1/links?unionid=%ff", ""},
-		{http.MethodGet, "/v1/links?unionid=%00", ""},
-		{http.MethodGet, "/v1/story?corp_id=%ff&external_userid=x", ""},
-		{http.MethodGet, "/v1/fans/a%ffb", ""},
-		{http.MethodGet, "/v1/customers/ww%00/wm1", ""},
-		{http.MethodPost, "/v1/events/retry", `{"reason":"\u0000"}`},
-		{http.MethodPost, "/v1/fans/retry", `{"reason":"a\u0000"}`},
-	} {
-		var body any
-		if tc.body != "" {
-			body = tc.body
-		}
-		code, out := b.do(t, tc.method, tc.path, body)
-		require.Equal(t, http.StatusBadRequest, code, "%s %s: %s", tc.method, tc.path, out)
-	}
-
-	code, _ := b.do(t, http.MethodPost, "/v1/fans", map[string]string{"unionid": "a/b", "openid": "o-1"})
-	require.Less(t, code, 300)
-	got := doAs[store.FanDetail](t, b, http.StatusOK, http.MethodGet, "/v1/fans/a%2Fb", nil)
-	require.Equal(t, "a/b", got.UnionID)
-}
-
 func TestAPI_GetFan(t *testing.T) {
 	t.Parallel()
 
