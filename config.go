@@ -149,10 +149,10 @@ func settings() []setting {
 				c.AdminToken = v
 				return nil
 			}},
-		{env: "PENDINGLINK_CALLBACK_PATH", def: handlers.DefaultCallbackPath, usage: "path of the callback URL",
+		{env: "PENDINGLINK_CALLBACK_PATH", def: handlers.DefaultCallbackPath, usage: "path of the callback URL; not one of the server's own (/, /healthz, /readyz, /metrics, /v1/..., /ui/..., /riverui/...)",
 			apply: func(c *config, v string) error {
-				if !strings.HasPrefix(v, "/") {
-					return errors.New("must start with /")
+				if err := handlers.CheckCallbackPath(v); err != nil {
+					return err
 				}
 				c.CallbackPath = v
 				return nil

@@ -126,6 +126,18 @@ func TestLoadConfig(t *testing.T) {
 		})
 	}
 
+	t.Run("ErrCallbackPathTakenByTheServer", func(t *testing.T) {
+		// The check is the one handlers.New makes, here at start-up with
+		// the variable's name, so that "check" reports it too.
+		t.Parallel()
+		for _, path := range []string{"/healthz", "/v1/callback", "/ui/cb", "/riverui", "/wecom/*", "wecom/callback"} {
+			env := testEnv("x.db")
+			env["PENDINGLINK_CALLBACK_PATH"] = path
+			_, err := loadConfig("serve", nil, mapEnv(env), io.Discard)
+			require.ErrorContains(t, err, "PENDINGLINK_CALLBACK_PATH: ", path)
+		}
+	})
+
 	t.Run("UsageNeverShowsSecrets", func(t *testing.T) {
 		// Ensure the flag package's usage, printed for -h and for any
 		// mistyped flag, shows no value from the environment, and an

@@ -677,11 +677,28 @@ func TestServer_Admin(t *testing.T) {
 func TestNew_CallbackPathTakenByARoute(t *testing.T) {
 	t.Parallel()
 	db := storetest.MustOpen(t, store.Config{Jobs: pipeline.Policy{}})
-	for _, path := range []string{"/", "/healthz", "/readyz", "/metrics", "/v1/status", handlers.OpenAPIPath} {
+	for _, path := range []string{"/", "/healthz", "/readyz", "/metrics"} {
 		cfg := testConfig(t, db, handlers.ReceiveIDAllowlist, prometheus.NewRegistry())
 		cfg.CallbackPath = path
 		_, err := handlers.New(cfg)
 		require.ErrorContains(t, err, "is a route of the server", path)
+	}
+	// Under the server's own trees a callback path would take one of their
+	// paths (GET /v1/fans/x is fan x), and echo reads ':' and '*' as a
+	// parameter and a wildcard: "/*" would answer every unknown path.
+	for _, path := range []string{"/v1/status", handlers.OpenAPIPath, "/v1", "/v1/", "/v1/fans/x", "/v1/callback", "/ui", "/ui/callback", handlers.JobsUIPrefix, handlers.JobsUIPrefix + "/cb", "/wecom/:corp", "/*"} {
+		cfg := testConfig(t, db, handlers.ReceiveIDAllowlist, prometheus.NewRegistry())
+		cfg.CallbackPath = path
+		_, err := handlers.New(cfg)
+		require.ErrorContains(t, err, "Config.CallbackPath", path)
+		require.Error(t, handlers.CheckCallbackPath(path), path)
+	}
+	require.NoError(t, handlers.CheckCallbackPath(handlers.DefaultCallbackPath))
+	for _, path := range []string{"/v1x", "/uicallback", handlers.JobsUIPrefix + "-callback", "/wecom/v1/callback"} {
+		cfg := testConfig(t, db, handlers.ReceiveIDAllowlist, prometheus.NewRegistry())
+		cfg.CallbackPath = path
+		_, err := handlers.New(cfg)
+		require.NoError(t, err, "%s shadows nothing", path)
 	}
 	cfg := testConfig(t, db, handlers.ReceiveIDAllowlist, prometheus.NewRegistry())
 	cfg.CallbackPath = "/wecom/dealer-callback"

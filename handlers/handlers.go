@@ -202,8 +202,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.CallbackPath == "" {
 		cfg.CallbackPath = DefaultCallbackPath
 	}
-	if !strings.HasPrefix(cfg.CallbackPath, "/") {
-		return nil, fmt.Errorf("handlers: Config.CallbackPath %q must start with /", cfg.CallbackPath)
+	if err := CheckCallbackPath(cfg.CallbackPath); err != nil {
+		return nil, fmt.Errorf("handlers: Config.CallbackPath %q: %w", cfg.CallbackPath, err)
 	}
 	if cfg.BodyLimit <= 0 {
 		cfg.BodyLimit = DefaultBodyLimit
@@ -268,9 +268,10 @@ func New(cfg Config) (*Server, error) {
 	if err := s.mountUI(); err != nil {
 		return nil, fmt.Errorf("handlers: status page: %w", err)
 	}
-	// Mounted last, once it is known to shadow none of the routes above:
-	// echo would let the later of two equal routes win, and WeCom's URL
-	// check would get the login page or "ok".
+	// Mounted last, once it is known to shadow none of the routes above
+	// (CheckCallbackPath knows the paths; this catches a route added
+	// without telling it): echo would let the later of two equal routes
+	// win, and WeCom's URL check would get the login page or "ok".
 	for _, r := range e.Routes() {
 		if r.Path == cfg.CallbackPath {
 			return nil, fmt.Errorf("handlers: Config.CallbackPath %q is a route of the server (%s); choose another path", cfg.CallbackPath, r.Method)
