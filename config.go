@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/riverqueue/river"
+
 	"github.com/pendinglink/pendinglink/handlers"
 	"github.com/pendinglink/pendinglink/pipeline"
 	"github.com/pendinglink/pendinglink/store"
@@ -323,8 +325,9 @@ func splitList(v string) []string {
 	return out
 }
 
-// maxQueueWorkers is the most workers River allows a queue.
-const maxQueueWorkers = 10_000
+// maxQueueWorkers is the most workers River allows a queue; it checks the
+// resolve queue's only once this instance takes its lease, at run time.
+const maxQueueWorkers = river.QueueNumWorkersMax
 
 // flagName turns WECOM_CORP_ID into wecom-corp-id.
 func flagName(env string) string {
