@@ -186,6 +186,17 @@ func TestRun(t *testing.T) {
 		require.ErrorContains(t, err, `unknown command "frobnicate"`)
 	})
 
+	t.Run("ErrUnknownCommandIsADSN", func(t *testing.T) {
+		// A DSN given where a command goes is named without its password.
+		t.Parallel()
+		for _, args := range [][]string{{"postgres://pl:" + testDBPassword + "@db/pl"}, {"fans", "postgres://pl:" + testDBPassword + "@db/pl"}} {
+			var stderr bytes.Buffer
+			err := run(context.Background(), args, mapEnv(nil), io.Discard, &stderr)
+			require.ErrorContains(t, err, "unknown")
+			require.NotContains(t, err.Error()+stderr.String(), testDBPassword)
+		}
+	})
+
 	t.Run("ErrInvalidAESKeyNamesTheVariable", func(t *testing.T) {
 		t.Parallel()
 		env := testEnv(filepath.Join(t.TempDir(), "t.db"))
