@@ -178,7 +178,7 @@ func settings() []setting {
 				return nil
 			}},
 		{env: "PENDINGLINK_SHUTDOWN_TIMEOUT", def: "15s", usage: "how long SIGTERM waits for in-flight requests and jobs",
-			apply: durationSetting(func(c *config) *time.Duration { return &c.ShutdownTimeout })},
+			apply: positiveDurationSetting(func(c *config) *time.Duration { return &c.ShutdownTimeout })},
 		{env: "WECOM_PENDING_QUOTA_HOUR", def: "100000", usage: "unionid_to_pending_id calls allowed per rolling hour",
 			apply: intSetting(func(c *config) *int64 { return &c.QuotaHour })},
 		{env: "WECOM_PENDING_QUOTA_DAY", def: "480000", usage: "unionid_to_pending_id calls allowed per rolling 24 hours",
@@ -226,8 +226,8 @@ func settings() []setting {
 				return nil
 			}},
 		{env: "PENDINGLINK_RESOLVE_WINDOW", def: "50ms", usage: "how long a resolve waits for others to share its batch call",
-			apply: durationSetting(func(c *config) *time.Duration { return &c.ResolveWindow })},
-		{env: "PENDINGLINK_RESOLVE_MAX_WAIT", def: "200ms", usage: "how long a resolve may wait in all while more resolve jobs are queued (a burst)",
+			apply: positiveDurationSetting(func(c *config) *time.Duration { return &c.ResolveWindow })},
+		{env: "PENDINGLINK_RESOLVE_MAX_WAIT", def: "200ms", usage: "how long a resolve may wait in all while more resolve jobs are queued (a burst); at least PENDINGLINK_RESOLVE_WINDOW",
 			apply: durationSetting(func(c *config) *time.Duration { return &c.ResolveMaxWait })},
 		{env: "PENDINGLINK_RESOLVE_WORKERS", def: "200", usage: "resolve jobs worked at once, 1 to 10000, River's most per queue (bounds the batch size; 100 ids fill a call)",
 			apply: rangeSetting(maxQueueWorkers, func(c *config) *int64 { return &c.ResolveWorkers })},
@@ -391,6 +391,10 @@ func loadConfigWith(name string, args []string, getenv func(string) string, stde
 	}
 	if c.ReconcileInterval == 0 {
 		return config{}, errors.New("PENDINGLINK_RECONCILE_INTERVAL: must be positive")
+	}
+	if c.ResolveMaxWait < c.ResolveWindow {
+		// The coalescer would quietly wait 4 × the window instead.
+		return config{}, errors.New("PENDINGLINK_RESOLVE_MAX_WAIT: must be at least PENDINGLINK_RESOLVE_WINDOW")
 	}
 	return c, nil
 }

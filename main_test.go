@@ -113,6 +113,9 @@ func TestLoadConfig(t *testing.T) {
 		{"ErrZeroNotCustomerYetDelay", "PENDINGLINK_NOT_CUSTOMER_YET_DELAY", "0s", "PENDINGLINK_NOT_CUSTOMER_YET_DELAY: must be positive"},
 		{"ErrZeroRenewBefore", "PENDINGLINK_RENEW_BEFORE", "0s", "PENDINGLINK_RENEW_BEFORE: must be positive"},
 		{"ErrZeroTokenRefreshInterval", "WECOM_TOKEN_REFRESH_INTERVAL", "0s", "WECOM_TOKEN_REFRESH_INTERVAL: must be positive"},
+		{"ErrZeroResolveWindow", "PENDINGLINK_RESOLVE_WINDOW", "0s", "PENDINGLINK_RESOLVE_WINDOW: must be positive"},
+		{"ErrResolveMaxWaitBelowWindow", "PENDINGLINK_RESOLVE_MAX_WAIT", "10ms", "PENDINGLINK_RESOLVE_MAX_WAIT: must be at least PENDINGLINK_RESOLVE_WINDOW"},
+		{"ErrZeroShutdownTimeout", "PENDINGLINK_SHUTDOWN_TIMEOUT", "0s", "PENDINGLINK_SHUTDOWN_TIMEOUT: must be positive"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
