@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
@@ -71,6 +72,9 @@ type config struct {
 	NotCustomerYetDelay    time.Duration
 	ReconcileInterval      time.Duration
 	ReconcileAfterDowntime time.Duration
+
+	// TrustedProxies is handlers.Config.TrustedProxies.
+	TrustedProxies []*net.IPNet
 }
 
 // setting describes one configuration variable. TestREADMEConfigTable checks
@@ -137,6 +141,24 @@ func settings() []setting {
 			apply: positiveDurationSetting(func(c *config) *time.Duration { return &c.TokenRefresh })},
 		{env: "PENDINGLINK_ADDR", def: ":8080", usage: "listen address",
 			apply: str(func(c *config) *string { return &c.Addr })},
+		{env: "PENDINGLINK_TRUSTED_PROXIES", usage: "comma-separated addresses or CIDR ranges of the reverse proxies in front (e.g. 10.0.0.0/8): the client address logged is then taken from their X-Forwarded-For; empty: the connecting address, headers ignored",
+			apply: func(c *config, v string) error {
+				for _, p := range splitList(v) {
+					if !strings.Contains(p, "/") { // one address
+						bits := "/128"
+						if ip := net.ParseIP(p); ip != nil && ip.To4() != nil {
+							bits = "/32"
+						}
+						p += bits
+					}
+					_, n, err := net.ParseCIDR(p)
+					if err != nil {
+						return errors.New("must be comma-separated IP addresses or CIDR ranges such as 10.0.0.0/8")
+					}
+					c.TrustedProxies = append(c.TrustedProxies, n)
+				}
+				return nil
+			}},
 		{env: "PENDINGLINK_DB", def: "./pendinglink.db", usage: "SQLite database file, or a postgres:// DSN (several instances share one PostgreSQL database); its password is never logged",
 			apply: str(func(c *config) *string { return &c.DB })},
 		{env: "PENDINGLINK_INSTANCE_ID", usage: "this instance's name, the same across its restarts and unique among instances sharing a PostgreSQL database (e.g. the container name): a restart then resumes at once the jobs its killed process left running; empty: River's rescue does, after a couple of minutes",

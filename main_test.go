@@ -129,6 +129,27 @@ func TestLoadConfig(t *testing.T) {
 		})
 	}
 
+	t.Run("TrustedProxies", func(t *testing.T) {
+		t.Parallel()
+		cfg, err := loadConfig("serve", nil, mapEnv(testEnv("x.db")), io.Discard)
+		require.NoError(t, err)
+		require.Empty(t, cfg.TrustedProxies, "by default no header is believed")
+		env := testEnv("x.db")
+		env["PENDINGLINK_TRUSTED_PROXIES"] = "10.0.0.0/8, 192.0.2.1 ,2001:db8::/32"
+		cfg, err = loadConfig("serve", nil, mapEnv(env), io.Discard)
+		require.NoError(t, err)
+		var got []string
+		for _, n := range cfg.TrustedProxies {
+			got = append(got, n.String())
+		}
+		require.Equal(t, []string{"10.0.0.0/8", "192.0.2.1/32", "2001:db8::/32"}, got)
+		for _, bad := range []string{"10.0.0.0/33", "proxy.internal", "10.0.0.0/8,,x"} {
+			env["PENDINGLINK_TRUSTED_PROXIES"] = bad
+			_, err = loadConfig("serve", nil, mapEnv(env), io.Discard)
+			require.ErrorContains(t, err, "PENDINGLINK_TRUSTED_PROXIES: must be", bad)
+		}
+	})
+
 	t.Run("ErrCallbackPathTakenByTheServer", func(t *testing.T) {
 		// The check is the one handlers.New makes, here at start-up with
 		// the variable's name, so that "check" reports it too.

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -162,6 +163,12 @@ type Config struct {
 	// Webhook says a webhook URL is set, so /v1/status reports its
 	// delivery under "webhook" as something to watch.
 	Webhook bool
+	// TrustedProxies are the reverse proxies in front of the server. The
+	// client address logged for rejected callbacks and refused sign-ins is
+	// the one that connected, unless it is one of these: then it is the
+	// nearest address in X-Forwarded-For that is not. Empty: headers are
+	// ignored, as any caller can write them.
+	TrustedProxies []*net.IPNet
 }
 
 // QuotaUsage reports a quota's windows; *quota.Limiter implements it.
@@ -237,6 +244,7 @@ func New(cfg Config) (*Server, error) {
 
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
+	e.IPExtractor = ipExtractor(cfg.TrustedProxies)
 	s := &Server{Echo: e, cfg: cfg, metrics: m, sessions: newSessions(cfg.AdminToken, cfg.Now)}
 	s.statusCounts = newSnapshot("status", cfg.Now, cfg.Logger, s.readStatus)
 	e.HTTPErrorHandler = s.handleError
@@ -280,6 +288,21 @@ func New(cfg Config) (*Server, error) {
 	e.GET(cfg.CallbackPath, cb.verifyURL)
 	e.POST(cfg.CallbackPath, cb.receive)
 	return s, nil
+}
+
+// ipExtractor is how c.RealIP() finds the client: the peer's address, or
+// behind trusted proxies the nearest X-Forwarded-For entry none of them
+// wrote. echo's default would believe any caller's X-Forwarded-For and
+// X-Real-IP, and its XFF extractor would trust every private address.
+func ipExtractor(trusted []*net.IPNet) echo.IPExtractor {
+	if len(trusted) == 0 {
+		return echo.ExtractIPDirect()
+	}
+	opts := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
+	for _, n := range trusted {
+		opts = append(opts, echo.TrustIPRange(n))
+	}
+	return echo.ExtractIPFromXFFHeader(opts...)
 }
 
 // handleError is the one place errors become HTTP statuses. Client errors
