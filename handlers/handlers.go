@@ -265,7 +265,7 @@ func New(cfg Config) (*Server, error) {
 		s.mountJobsUI(e, cfg.JobsUI)
 	}
 
-	v1 := e.Group("/v1", s.requireAdmin)
+	v1 := e.Group("/v1", s.requireAdmin, textParams)
 	v1.GET("/status", s.status)
 	if cfg.Pipeline != nil {
 		s.forecasts = newSnapshot("quota forecast", cfg.Now, cfg.Logger, cfg.Pipeline.Forecast)
