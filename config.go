@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/riverqueue/river"
 
 	"github.com/pendinglink/pendinglink/handlers"
 	"github.com/pendinglink/pendinglink/pipeline"
@@ -69,6 +72,9 @@ type config struct {
 	NotCustomerYetDelay    time.Duration
 	ReconcileInterval      time.Duration
 	ReconcileAfterDowntime time.Duration
+
+	// TrustedProxies is handlers.Config.TrustedProxies.
+	TrustedProxies []*net.IPNet
 }
 
 // setting describes one configuration variable. TestREADMEConfigTable checks
@@ -135,6 +141,24 @@ func settings() []setting {
 			apply: positiveDurationSetting(func(c *config) *time.Duration { return &c.TokenRefresh })},
 		{env: "PENDINGLINK_ADDR", def: ":8080", usage: "listen address",
 			apply: str(func(c *config) *string { return &c.Addr })},
+		{env: "PENDINGLINK_TRUSTED_PROXIES", usage: "comma-separated addresses or CIDR ranges of the reverse proxies in front (e.g. 10.0.0.0/8): the client address logged is then taken from their X-Forwarded-For; empty: the connecting address, headers ignored",
+			apply: func(c *config, v string) error {
+				for _, p := range splitList(v) {
+					if !strings.Contains(p, "/") { // one address
+						bits := "/128"
+						if ip := net.ParseIP(p); ip != nil && ip.To4() != nil {
+							bits = "/32"
+						}
+						p += bits
+					}
+					_, n, err := net.ParseCIDR(p)
+					if err != nil {
+						return errors.New("must be comma-separated IP addresses or CIDR ranges such as 10.0.0.0/8")
+					}
+					c.TrustedProxies = append(c.TrustedProxies, n)
+				}
+				return nil
+			}},
 		{env: "PENDINGLINK_DB", def: "./pendinglink.db", usage: "SQLite database file, or a postgres:// DSN (several instances share one PostgreSQL database); its password is never logged",
 			apply: str(func(c *config) *string { return &c.DB })},
 		{env: "PENDINGLINK_INSTANCE_ID", usage: "this instance's name, the same across its restarts and unique among instances sharing a PostgreSQL database (e.g. the container name): a restart then resumes at once the jobs its killed process left running; empty: River's rescue does, after a couple of minutes",
@@ -149,10 +173,10 @@ func settings() []setting {
 				c.AdminToken = v
 				return nil
 			}},
-		{env: "PENDINGLINK_CALLBACK_PATH", def: handlers.DefaultCallbackPath, usage: "path of the callback URL",
+		{env: "PENDINGLINK_CALLBACK_PATH", def: handlers.DefaultCallbackPath, usage: "path of the callback URL; not one of the server's own (/, /healthz, /readyz, /metrics, /v1/..., /ui/..., /riverui/...)",
 			apply: func(c *config, v string) error {
-				if !strings.HasPrefix(v, "/") {
-					return errors.New("must start with /")
+				if err := handlers.CheckCallbackPath(v); err != nil {
+					return err
 				}
 				c.CallbackPath = v
 				return nil
@@ -176,7 +200,7 @@ func settings() []setting {
 				return nil
 			}},
 		{env: "PENDINGLINK_SHUTDOWN_TIMEOUT", def: "15s", usage: "how long SIGTERM waits for in-flight requests and jobs",
-			apply: durationSetting(func(c *config) *time.Duration { return &c.ShutdownTimeout })},
+			apply: positiveDurationSetting(func(c *config) *time.Duration { return &c.ShutdownTimeout })},
 		{env: "WECOM_PENDING_QUOTA_HOUR", def: "100000", usage: "unionid_to_pending_id calls allowed per rolling hour",
 			apply: intSetting(func(c *config) *int64 { return &c.QuotaHour })},
 		{env: "WECOM_PENDING_QUOTA_DAY", def: "480000", usage: "unionid_to_pending_id calls allowed per rolling 24 hours",
@@ -224,8 +248,8 @@ func settings() []setting {
 				return nil
 			}},
 		{env: "PENDINGLINK_RESOLVE_WINDOW", def: "50ms", usage: "how long a resolve waits for others to share its batch call",
-			apply: durationSetting(func(c *config) *time.Duration { return &c.ResolveWindow })},
-		{env: "PENDINGLINK_RESOLVE_MAX_WAIT", def: "200ms", usage: "how long a resolve may wait in all while more resolve jobs are queued (a burst)",
+			apply: positiveDurationSetting(func(c *config) *time.Duration { return &c.ResolveWindow })},
+		{env: "PENDINGLINK_RESOLVE_MAX_WAIT", def: "200ms", usage: "how long a resolve may wait in all while more resolve jobs are queued (a burst); at least PENDINGLINK_RESOLVE_WINDOW",
 			apply: durationSetting(func(c *config) *time.Duration { return &c.ResolveMaxWait })},
 		{env: "PENDINGLINK_RESOLVE_WORKERS", def: "200", usage: "resolve jobs worked at once, 1 to 10000, River's most per queue (bounds the batch size; 100 ids fill a call)",
 			apply: rangeSetting(maxQueueWorkers, func(c *config) *int64 { return &c.ResolveWorkers })},
@@ -323,8 +347,9 @@ func splitList(v string) []string {
 	return out
 }
 
-// maxQueueWorkers is the most workers River allows a queue.
-const maxQueueWorkers = 10_000
+// maxQueueWorkers is the most workers River allows a queue; it checks the
+// resolve queue's only once this instance takes its lease, at run time.
+const maxQueueWorkers = river.QueueNumWorkersMax
 
 // flagName turns WECOM_CORP_ID into wecom-corp-id.
 func flagName(env string) string {
@@ -388,6 +413,10 @@ func loadConfigWith(name string, args []string, getenv func(string) string, stde
 	}
 	if c.ReconcileInterval == 0 {
 		return config{}, errors.New("PENDINGLINK_RECONCILE_INTERVAL: must be positive")
+	}
+	if c.ResolveMaxWait < c.ResolveWindow {
+		// The coalescer would quietly wait 4 × the window instead.
+		return config{}, errors.New("PENDINGLINK_RESOLVE_MAX_WAIT: must be at least PENDINGLINK_RESOLVE_WINDOW")
 	}
 	return c, nil
 }

@@ -57,7 +57,7 @@ func demoCommand(ctx context.Context, args []string, getenv func(string) string,
 	defer stop()
 	// The pipeline's tuning knobs pass through, to try them on the demo.
 	o.Env = map[string]string{}
-	for _, k := range []string{"PENDINGLINK_RESOLVE_WINDOW", "PENDINGLINK_RESOLVE_WORKERS", "PENDINGLINK_LOG_LEVEL"} {
+	for _, k := range []string{"PENDINGLINK_RESOLVE_WINDOW", "PENDINGLINK_RESOLVE_MAX_WAIT", "PENDINGLINK_RESOLVE_WORKERS", "PENDINGLINK_LOG_LEVEL"} {
 		if v := getenv(k); v != "" {
 			o.Env[k] = v
 		}

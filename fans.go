@@ -13,6 +13,7 @@ import (
 
 	"github.com/pendinglink/pendinglink/apiclient"
 	"github.com/pendinglink/pendinglink/fansimport"
+	"github.com/pendinglink/pendinglink/store"
 )
 
 const fansUsage = `Usage: pendinglink fans import [flags] FILE
@@ -51,7 +52,7 @@ func fansCommand(ctx context.Context, args []string, getenv func(string) string,
 		return nil
 	default:
 		fmt.Fprint(stderr, fansUsage)
-		return fmt.Errorf("fans: unknown subcommand %q", args[0])
+		return fmt.Errorf("fans: unknown subcommand %q", store.RedactDSN(args[0]))
 	}
 }
 

@@ -12,6 +12,8 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+
+	"github.com/pendinglink/pendinglink/store"
 )
 
 // version is set at build time with -ldflags "-X main.version=…"; otherwise
@@ -76,7 +78,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	default:
 		fmt.Fprint(stderr, usage)
-		return fmt.Errorf("unknown command %q", cmd)
+		// Redacted: a DSN put where the command goes keeps its password.
+		return fmt.Errorf("unknown command %q", store.RedactDSN(cmd))
 	}
 }
 

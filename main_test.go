@@ -113,6 +113,9 @@ func TestLoadConfig(t *testing.T) {
 		{"ErrZeroNotCustomerYetDelay", "PENDINGLINK_NOT_CUSTOMER_YET_DELAY", "0s", "PENDINGLINK_NOT_CUSTOMER_YET_DELAY: must be positive"},
 		{"ErrZeroRenewBefore", "PENDINGLINK_RENEW_BEFORE", "0s", "PENDINGLINK_RENEW_BEFORE: must be positive"},
 		{"ErrZeroTokenRefreshInterval", "WECOM_TOKEN_REFRESH_INTERVAL", "0s", "WECOM_TOKEN_REFRESH_INTERVAL: must be positive"},
+		{"ErrZeroResolveWindow", "PENDINGLINK_RESOLVE_WINDOW", "0s", "PENDINGLINK_RESOLVE_WINDOW: must be positive"},
+		{"ErrResolveMaxWaitBelowWindow", "PENDINGLINK_RESOLVE_MAX_WAIT", "10ms", "PENDINGLINK_RESOLVE_MAX_WAIT: must be at least PENDINGLINK_RESOLVE_WINDOW"},
+		{"ErrZeroShutdownTimeout", "PENDINGLINK_SHUTDOWN_TIMEOUT", "0s", "PENDINGLINK_SHUTDOWN_TIMEOUT: must be positive"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -125,6 +128,39 @@ func TestLoadConfig(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("TrustedProxies", func(t *testing.T) {
+		t.Parallel()
+		cfg, err := loadConfig("serve", nil, mapEnv(testEnv("x.db")), io.Discard)
+		require.NoError(t, err)
+		require.Empty(t, cfg.TrustedProxies, "by default no header is believed")
+		env := testEnv("x.db")
+		env["PENDINGLINK_TRUSTED_PROXIES"] = "10.0.0.0/8, 192.0.2.1 ,2001:db8::/32"
+		cfg, err = loadConfig("serve", nil, mapEnv(env), io.Discard)
+		require.NoError(t, err)
+		var got []string
+		for _, n := range cfg.TrustedProxies {
+			got = append(got, n.String())
+		}
+		require.Equal(t, []string{"10.0.0.0/8", "192.0.2.1/32", "2001:db8::/32"}, got)
+		for _, bad := range []string{"10.0.0.0/33", "proxy.internal", "10.0.0.0/8,,x"} {
+			env["PENDINGLINK_TRUSTED_PROXIES"] = bad
+			_, err = loadConfig("serve", nil, mapEnv(env), io.Discard)
+			require.ErrorContains(t, err, "PENDINGLINK_TRUSTED_PROXIES: must be", bad)
+		}
+	})
+
+	t.Run("ErrCallbackPathTakenByTheServer", func(t *testing.T) {
+		// The check is the one handlers.New makes, here at start-up with
+		// the variable's name, so that "check" reports it too.
+		t.Parallel()
+		for _, path := range []string{"/healthz", "/v1/callback", "/ui/cb", "/riverui", "/wecom/*", "wecom/callback"} {
+			env := testEnv("x.db")
+			env["PENDINGLINK_CALLBACK_PATH"] = path
+			_, err := loadConfig("serve", nil, mapEnv(env), io.Discard)
+			require.ErrorContains(t, err, "PENDINGLINK_CALLBACK_PATH: ", path)
+		}
+	})
 
 	t.Run("UsageNeverShowsSecrets", func(t *testing.T) {
 		// Ensure the flag package's usage, printed for -h and for any
@@ -172,6 +208,17 @@ func TestRun(t *testing.T) {
 		t.Parallel()
 		err := run(context.Background(), []string{"frobnicate"}, mapEnv(nil), io.Discard, io.Discard)
 		require.ErrorContains(t, err, `unknown command "frobnicate"`)
+	})
+
+	t.Run("ErrUnknownCommandIsADSN", func(t *testing.T) {
+		// A DSN given where a command goes is named without its password.
+		t.Parallel()
+		for _, args := range [][]string{{"postgres://pl:" + testDBPassword + "@db/pl"}, {"fans", "postgres://pl:" + testDBPassword + "@db/pl"}} {
+			var stderr bytes.Buffer
+			err := run(context.Background(), args, mapEnv(nil), io.Discard, &stderr)
+			require.ErrorContains(t, err, "unknown")
+			require.NotContains(t, err.Error()+stderr.String(), testDBPassword)
+		}
 	})
 
 	t.Run("ErrInvalidAESKeyNamesTheVariable", func(t *testing.T) {

@@ -64,7 +64,7 @@ func BenchmarkPipeline_Burst(b *testing.B) {
 			"WECOM_CALLBACK_TOKEN": "benchtoken", "WECOM_CALLBACK_AES_KEY": wecomtest.RandomAESKey(), "WECOM_API_BASE": wc.URL,
 			"PENDINGLINK_ADMIN_TOKEN": wecomtest.RandomToken(24), "PENDINGLINK_ADDR": "127.0.0.1:0", "PENDINGLINK_DB": dbPath,
 		}
-		for _, k := range []string{"PENDINGLINK_RESOLVE_WINDOW", "PENDINGLINK_RESOLVE_WORKERS"} {
+		for _, k := range []string{"PENDINGLINK_RESOLVE_WINDOW", "PENDINGLINK_RESOLVE_MAX_WAIT", "PENDINGLINK_RESOLVE_WORKERS"} {
 			if v := os.Getenv(k); v != "" {
 				env[k] = v // to compare settings: the defaults are what is measured otherwise
 			}

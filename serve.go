@@ -204,6 +204,7 @@ func startApp(ctx context.Context, cfg config, logger *slog.Logger, opts appOpti
 		Webhook:      cfg.WebhookURL != "",
 
 		RefreshReceiveIDs: refreshReceiveIDs,
+		TrustedProxies:    cfg.TrustedProxies,
 	})
 	if err != nil {
 		return nil, err

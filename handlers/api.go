@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"reflect"
 	"strconv"
 	"sync"
 	"time"
@@ -119,7 +120,8 @@ func storeError(err error) error {
 const maxJSONBody = 1 << 20
 
 // decodeJSON decodes the body, which must be exactly one JSON value, into v:
-// 413 over maxJSONBody, 400 for anything else wrong.
+// 413 over maxJSONBody, 400 for anything else wrong, a string that is not
+// text (checkText) included.
 func decodeJSON(c echo.Context, v any) error {
 	dec := json.NewDecoder(http.MaxBytesReader(c.Response(), c.Request().Body, maxJSONBody))
 	dec.DisallowUnknownFields()
@@ -135,7 +137,7 @@ func decodeJSON(c echo.Context, v any) error {
 	)
 	switch {
 	case err == nil:
-		return nil
+		return checkJSONText(reflect.ValueOf(v), "")
 	case errors.As(err, &tooLarge):
 		return echo.NewHTTPError(http.StatusRequestEntityTooLarge, "JSON body larger than "+strconv.Itoa(maxJSONBody)+" bytes")
 	case errors.As(err, &badTime):

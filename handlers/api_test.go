@@ -44,6 +44,8 @@ type apiOpts struct {
 	// now is the clock of the store, the pipeline and the handlers;
 	// defaults to apiNow, fixed.
 	now func() time.Time
+	// open opens the store; defaults to storetest.MustOpen (SQLite).
+	open func(testing.TB, store.Config) *store.DB
 }
 
 func setupAPI(t *testing.T, opts apiOpts) *apiBundle {
@@ -58,7 +60,10 @@ func setupAPIConfig(t *testing.T, opts apiOpts, edit func(*handlers.Config)) *ap
 	if now == nil {
 		now = func() time.Time { return apiNow }
 	}
-	db := storetest.MustOpen(t, store.Config{Now: now, Jobs: pipeline.Policy{}})
+	if opts.open == nil {
+		opts.open = storetest.MustOpen
+	}
+	db := opts.open(t, store.Config{Now: now, Jobs: pipeline.Policy{}})
 	if opts.wecom == nil {
 		opts.wecom = &pipelinetest.FakeWeCom{}
 	}

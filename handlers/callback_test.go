@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -23,6 +25,7 @@ import (
 	"github.com/pendinglink/pendinglink/apiclient/openapitest"
 	"github.com/pendinglink/pendinglink/crypto"
 	"github.com/pendinglink/pendinglink/handlers"
+	"github.com/pendinglink/pendinglink/internal/syncbuf"
 	"github.com/pendinglink/pendinglink/pipeline"
 	"github.com/pendinglink/pendinglink/store"
 	"github.com/pendinglink/pendinglink/store/storetest"
@@ -59,6 +62,9 @@ type setupOpts struct {
 	concurrency int
 	// refresh is Config.RefreshReceiveIDs.
 	refresh func(ctx context.Context) error
+	// logger and trustedProxies are Config's Logger and TrustedProxies.
+	logger         *slog.Logger
+	trustedProxies []*net.IPNet
 }
 
 // testConfig is the handlers' Config the tests' servers start from: st,
@@ -100,6 +106,7 @@ func setup(t *testing.T, opts setupOpts) *testBundle {
 	cfg.MaxAge, cfg.Now = opts.maxAge, func() time.Time { return tb.now }
 	cfg.BodyLimit, cfg.CallbackConcurrency = opts.bodyLimit, opts.concurrency
 	cfg.RefreshReceiveIDs = opts.refresh
+	cfg.Logger, cfg.TrustedProxies = opts.logger, opts.trustedProxies
 	s, err := handlers.New(cfg)
 	require.NoError(t, err)
 	tb.handler = s
@@ -671,17 +678,76 @@ func TestServer_Admin(t *testing.T) {
 	})
 }
 
+// TestCallback_LoggedRemoteIsThePeer: the "remote" of a rejected callback
+// is the address that connected, not one an unauthenticated caller writes
+// in X-Forwarded-For or X-Real-IP; with TrustedProxies it is the nearest
+// address in X-Forwarded-For that is not a trusted proxy's.
+func TestCallback_LoggedRemoteIsThePeer(t *testing.T) {
+	t.Parallel()
+	const forged, client = "203.0.113.66", "198.51.100.7"
+	rejected := func(t *testing.T, tb *testBundle, logs *syncbuf.Buffer) map[string]any {
+		t.Helper()
+		u, body := tb.seal(t, []byte("<xml/>"), testCorpID)
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, strings.Replace(u, "msg_signature=", "msg_signature=0", 1), bytes.NewReader(body))
+		require.NoError(t, err)
+		req.Header.Set("X-Forwarded-For", forged+", "+client)
+		req.Header.Set("X-Real-IP", forged)
+		resp, err := tb.client.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+		var line map[string]any
+		require.NoError(t, json.Unmarshal([]byte(strings.TrimSpace(logs.String())), &line), logs.String())
+		require.Equal(t, "callback rejected", line["msg"])
+		require.NotContains(t, logs.String(), forged)
+		return line
+	}
+	t.Run("Direct", func(t *testing.T) {
+		t.Parallel()
+		logs := &syncbuf.Buffer{}
+		tb := setup(t, setupOpts{logger: slog.New(slog.NewJSONHandler(logs, nil))})
+		line := rejected(t, tb, logs)
+		require.Equal(t, "127.0.0.1", line["remote"])
+	})
+	t.Run("BehindATrustedProxy", func(t *testing.T) {
+		t.Parallel()
+		_, loopback, err := net.ParseCIDR("127.0.0.0/8")
+		require.NoError(t, err)
+		logs := &syncbuf.Buffer{}
+		tb := setup(t, setupOpts{logger: slog.New(slog.NewJSONHandler(logs, nil)), trustedProxies: []*net.IPNet{loopback}})
+		line := rejected(t, tb, logs)
+		require.Equal(t, client, line["remote"], "the proxy's own entry, not the caller's")
+	})
+}
+
 // TestNew_CallbackPathTakenByARoute: a callback path that is one of the
 // server's own routes would be shadowed (WeCom's URL check would get the
 // login page, "ok" or metrics), so New refuses it.
 func TestNew_CallbackPathTakenByARoute(t *testing.T) {
 	t.Parallel()
 	db := storetest.MustOpen(t, store.Config{Jobs: pipeline.Policy{}})
-	for _, path := range []string{"/", "/healthz", "/readyz", "/metrics", "/v1/status", handlers.OpenAPIPath} {
+	for _, path := range []string{"/", "/healthz", "/readyz", "/metrics"} {
 		cfg := testConfig(t, db, handlers.ReceiveIDAllowlist, prometheus.NewRegistry())
 		cfg.CallbackPath = path
 		_, err := handlers.New(cfg)
 		require.ErrorContains(t, err, "is a route of the server", path)
+	}
+	// Under the server's own trees a callback path would take one of their
+	// paths (GET /v1/fans/x is fan x), and echo reads ':' and '*' as a
+	// parameter and a wildcard: "/*" would answer every unknown path.
+	for _, path := range []string{"/v1/status", handlers.OpenAPIPath, "/v1", "/v1/", "/v1/fans/x", "/v1/callback", "/ui", "/ui/callback", handlers.JobsUIPrefix, handlers.JobsUIPrefix + "/cb", "/wecom/:corp", "/*"} {
+		cfg := testConfig(t, db, handlers.ReceiveIDAllowlist, prometheus.NewRegistry())
+		cfg.CallbackPath = path
+		_, err := handlers.New(cfg)
+		require.ErrorContains(t, err, "Config.CallbackPath", path)
+		require.Error(t, handlers.CheckCallbackPath(path), path)
+	}
+	require.NoError(t, handlers.CheckCallbackPath(handlers.DefaultCallbackPath))
+	for _, path := range []string{"/v1x", "/uicallback", handlers.JobsUIPrefix + "-callback", "/wecom/v1/callback"} {
+		cfg := testConfig(t, db, handlers.ReceiveIDAllowlist, prometheus.NewRegistry())
+		cfg.CallbackPath = path
+		_, err := handlers.New(cfg)
+		require.NoError(t, err, "%s shadows nothing", path)
 	}
 	cfg := testConfig(t, db, handlers.ReceiveIDAllowlist, prometheus.NewRegistry())
 	cfg.CallbackPath = "/wecom/dealer-callback"

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -162,6 +163,12 @@ type Config struct {
 	// Webhook says a webhook URL is set, so /v1/status reports its
 	// delivery under "webhook" as something to watch.
 	Webhook bool
+	// TrustedProxies are the reverse proxies in front of the server. The
+	// client address logged for rejected callbacks and refused sign-ins is
+	// the one that connected, unless it is one of these: then it is the
+	// nearest address in X-Forwarded-For that is not. Empty: headers are
+	// ignored, as any caller can write them.
+	TrustedProxies []*net.IPNet
 }
 
 // QuotaUsage reports a quota's windows; *quota.Limiter implements it.
@@ -202,8 +209,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.CallbackPath == "" {
 		cfg.CallbackPath = DefaultCallbackPath
 	}
-	if !strings.HasPrefix(cfg.CallbackPath, "/") {
-		return nil, fmt.Errorf("handlers: Config.CallbackPath %q must start with /", cfg.CallbackPath)
+	if err := CheckCallbackPath(cfg.CallbackPath); err != nil {
+		return nil, fmt.Errorf("handlers: Config.CallbackPath %q: %w", cfg.CallbackPath, err)
 	}
 	if cfg.BodyLimit <= 0 {
 		cfg.BodyLimit = DefaultBodyLimit
@@ -237,6 +244,7 @@ func New(cfg Config) (*Server, error) {
 
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
+	e.IPExtractor = ipExtractor(cfg.TrustedProxies)
 	s := &Server{Echo: e, cfg: cfg, metrics: m, sessions: newSessions(cfg.AdminToken, cfg.Now)}
 	s.statusCounts = newSnapshot("status", cfg.Now, cfg.Logger, s.readStatus)
 	e.HTTPErrorHandler = s.handleError
@@ -257,7 +265,7 @@ func New(cfg Config) (*Server, error) {
 		s.mountJobsUI(e, cfg.JobsUI)
 	}
 
-	v1 := e.Group("/v1", s.requireAdmin)
+	v1 := e.Group("/v1", s.requireAdmin, textParams)
 	v1.GET("/status", s.status)
 	if cfg.Pipeline != nil {
 		s.forecasts = newSnapshot("quota forecast", cfg.Now, cfg.Logger, cfg.Pipeline.Forecast)
@@ -268,9 +276,10 @@ func New(cfg Config) (*Server, error) {
 	if err := s.mountUI(); err != nil {
 		return nil, fmt.Errorf("handlers: status page: %w", err)
 	}
-	// Mounted last, once it is known to shadow none of the routes above:
-	// echo would let the later of two equal routes win, and WeCom's URL
-	// check would get the login page or "ok".
+	// Mounted last, once it is known to shadow none of the routes above
+	// (CheckCallbackPath knows the paths; this catches a route added
+	// without telling it): echo would let the later of two equal routes
+	// win, and WeCom's URL check would get the login page or "ok".
 	for _, r := range e.Routes() {
 		if r.Path == cfg.CallbackPath {
 			return nil, fmt.Errorf("handlers: Config.CallbackPath %q is a route of the server (%s); choose another path", cfg.CallbackPath, r.Method)
@@ -279,6 +288,21 @@ func New(cfg Config) (*Server, error) {
 	e.GET(cfg.CallbackPath, cb.verifyURL)
 	e.POST(cfg.CallbackPath, cb.receive)
 	return s, nil
+}
+
+// ipExtractor is how c.RealIP() finds the client: the peer's address, or
+// behind trusted proxies the nearest X-Forwarded-For entry none of them
+// wrote. echo's default would believe any caller's X-Forwarded-For and
+// X-Real-IP, and its XFF extractor would trust every private address.
+func ipExtractor(trusted []*net.IPNet) echo.IPExtractor {
+	if len(trusted) == 0 {
+		return echo.ExtractIPDirect()
+	}
+	opts := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
+	for _, n := range trusted {
+		opts = append(opts, echo.TrustIPRange(n))
+	}
+	return echo.ExtractIPFromXFFHeader(opts...)
 }
 
 // handleError is the one place errors become HTTP statuses. Client errors

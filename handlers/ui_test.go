@@ -199,6 +199,19 @@ func TestUI_TokenNeverLogged(t *testing.T) {
 	require.NotContains(t, logs.String(), testAdminToken)
 }
 
+// TestUI_RefusedSignInLogsThePeer: the remote logged for a refused sign-in
+// is the address that connected, not the X-Forwarded-For its sender wrote.
+func TestUI_RefusedSignInLogsThePeer(t *testing.T) {
+	t.Parallel()
+	logs := &syncbuf.Buffer{}
+	b := setupAPIWithLogger(t, slog.New(slog.NewJSONHandler(logs, nil)))
+	br := &browser{t: t, b: b}
+	resp, _ := br.signIn("wrong-token-0123456789", map[string]string{"X-Forwarded-For": "203.0.113.66", "X-Real-IP": "203.0.113.66"})
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	require.Contains(t, logs.String(), `"remote":"127.0.0.1"`)
+	require.NotContains(t, logs.String(), "203.0.113.66")
+}
+
 func TestUI_Assets(t *testing.T) {
 	t.Parallel()
 	b := setupAPI(t, apiOpts{})

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
 )
 
 // ErrLeaseHeld is returned by TryLease when another instance holds the
@@ -215,11 +216,17 @@ func (db *DB) tryLeadQueues(ctx context.Context, held map[string]*Lease) {
 	}
 }
 
-// validateLeasedQueues checks that every leased queue is one of Queues.
+// validateLeasedQueues checks that every leased queue is one of Queues,
+// with a number of workers River accepts: River checks it only when the
+// queue is added, at run time, where the error could only be logged.
 func (cfg Config) validateLeasedQueues() error {
 	for _, q := range cfg.LeasedQueues {
-		if _, ok := cfg.Queues[q]; !ok {
+		qc, ok := cfg.Queues[q]
+		if !ok {
 			return fmt.Errorf("store: Config.LeasedQueues: %q is not in Config.Queues", q)
+		}
+		if qc.MaxWorkers < 1 || qc.MaxWorkers > river.QueueNumWorkersMax {
+			return fmt.Errorf("store: Config.Queues[%q].MaxWorkers must be from 1 to %d", q, river.QueueNumWorkersMax)
 		}
 	}
 	return nil

@@ -36,6 +36,20 @@ func (open exerciser) lease(t *testing.T) {
 		require.ErrorContains(t, err, `"missing" is not in Config.Queues`)
 	})
 
+	t.Run("LeasedQueueWithinRiversWorkerLimit", func(t *testing.T) {
+		// River checks a queue's workers when it is added, which for a
+		// leased queue is at run time, where the error would only be
+		// logged and the queue never worked: Open refuses it instead.
+		t.Parallel()
+		for _, n := range []int{0, river.QueueNumWorkersMax + 1} {
+			cfg := store.Config{Workers: river.NewWorkers(), LeasedQueues: []string{"leased"},
+				Queues: map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 1}, "leased": {MaxWorkers: n}}}
+			cfg.DSN = t.TempDir() + "/unused.db" // Open fails before it touches the database
+			_, err := store.Open(t.Context(), cfg)
+			require.ErrorContains(t, err, `Config.Queues["leased"].MaxWorkers must be from 1 to 10000`, n)
+		}
+	})
+
 	t.Run("LeasedQueueIsWorked", func(t *testing.T) {
 		t.Parallel()
 		workers, worked := RecordingWorkers()
