@@ -298,7 +298,12 @@ func (c *Coalescer) call(b *batch, why flushReason) {
 		// WeCom refused the batch for an id it does not name: halve it
 		// until the offending ids stand alone, so the others get answers.
 		b.errs = map[string]error{}
-		res, err = c.bisect(ctx, b.key, b.ids, b.errs, err)
+		var budget *int
+		if maybeWide(err) {
+			n := maxWideBisectCalls
+			budget = &n
+		}
+		res, err = c.bisect(ctx, b.key, b.ids, b.errs, err, budget)
 	}
 	if err == nil {
 		b.pending = make(map[string]string, len(res))
@@ -350,42 +355,44 @@ func (c *Coalescer) invoke(ctx context.Context, key groupKey, ids []string) (res
 	return c.resolver.ExternalUserIDToPendingID(ctx, key.corpID, key.chatID, ids)
 }
 
+// maxWideBisectCalls bounds the calls spent isolating an error that may as
+// well concern every id (maybeWide): enough to isolate two or three bad ids
+// in a full batch, where one call per id would be a hundred when the whole
+// app is out of scope.
+const maxWideBisectCalls = 32
+
 // bisect resolves ids in halves after a call failed with an id error. An id
 // that fails alone gets the error in errs; the answers of the others are
 // returned. Any other error (transient, deployment) ends the search and is
-// returned for the whole batch: River retries it. whole is the batch's
-// error at the top of the search (nil below it): for a code that may as
-// well concern the whole deployment (maybeWide), both halves failing with it
-// ends the search there, at three calls instead of one per id.
-func (c *Coalescer) bisect(ctx context.Context, key groupKey, ids []string, errs map[string]error, whole error) ([]wecom.PendingResult, error) {
-	halves := [2][]string{ids[:len(ids)/2], ids[len(ids)/2:]}
-	var (
-		res  [2][]wecom.PendingResult
-		fail [2]error
-	)
-	for i, half := range halves {
-		r, err := c.invoke(ctx, key, half)
-		if err != nil && !isIDError(err) {
-			return nil, err
-		}
-		res[i], fail[i] = r, err
-	}
-	if whole != nil && maybeWide(whole) && fail[0] != nil && fail[1] != nil && apiCode(fail[0]) == apiCode(whole) && apiCode(fail[1]) == apiCode(whole) {
-		return nil, whole
-	}
+// returned for the whole batch: River retries it. With budget set, the
+// search makes at most that many calls; the ids it could not reach get
+// whole, the batch's error.
+func (c *Coalescer) bisect(ctx context.Context, key groupKey, ids []string, errs map[string]error, whole error, budget *int) ([]wecom.PendingResult, error) {
 	var out []wecom.PendingResult
-	for i, half := range halves {
+	for _, half := range [][]string{ids[:len(ids)/2], ids[len(ids)/2:]} {
+		if budget != nil {
+			if *budget <= 0 {
+				for _, id := range half {
+					errs[id] = whole
+				}
+				continue
+			}
+			*budget--
+		}
+		res, err := c.invoke(ctx, key, half)
 		switch {
-		case fail[i] == nil:
-			out = append(out, res[i]...)
+		case err == nil:
+			out = append(out, res...)
+		case !isIDError(err):
+			return nil, err
 		case len(half) == 1:
-			errs[half[0]] = fail[i]
+			errs[half[0]] = err
 		default:
-			r, err := c.bisect(ctx, key, half, errs, nil)
+			res, err := c.bisect(ctx, key, half, errs, whole, budget)
 			if err != nil {
 				return nil, err
 			}
-			out = append(out, r...)
+			out = append(out, res...)
 		}
 	}
 	return out, nil
@@ -406,7 +413,7 @@ func isIDError(err error) bool {
 }
 
 // maybeWide reports whether an id error may as well concern every id: 50002
-// when the whole app is out of scope.
+// when the whole app is out of scope. Isolating it gets a call budget.
 func maybeWide(err error) bool { return apiCode(err) == wecom.CodeOutOfScope }
 
 // apiCode is err's WeCom errcode, 0 if it has none.
