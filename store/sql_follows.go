@@ -48,10 +48,10 @@ func applyEventFollows(ctx context.Context, tx *sqlTx, ev *Event, id, nowMS int6
 // transferHeirWindow is how long before a transfer a member's add still
 // names the colleague it hands the customer to. WeCom sends the heir's add
 // (when it does) around the transfer, in either order; any add after the
-// transfer takes the unnamed hold over (applyFollow), and an add at most
-// this long before it stands for the heir, so no unnamed hold is made. A
-// member who followed the customer earlier is not the heir: their removal
-// leaves the customer to the unnamed one.
+// transfer takes the unnamed hold over (applyFollow), and so does an add at
+// most this long before it, whichever of the two is stored first. A member
+// who followed the customer earlier is not the heir: their removal leaves
+// the customer to the unnamed one.
 const transferHeirWindow = 60 // seconds, as follows.changed_at
 
 // applyFollow applies c unless the holder's row already reflects a newer
@@ -111,6 +111,16 @@ func applyFollow(ctx context.Context, tx *sqlTx, c followChange, nowMS int64) er
 			}
 		}
 		if c.active {
+			// An add at most transferHeirWindow before a transfer stored
+			// earlier is the heir's too: it takes that hold over, which
+			// keeps its time (the olderThan update above took those older
+			// than the add).
+			if _, err := tx.ExecContext(ctx, `UPDATE follows SET active = 0, source = ?, updated_at = ?
+				WHERE corp_id = ? AND external_userid = ? AND user_id = '' AND chat_id = '' AND active = 1
+				AND source = 'transfer' AND changed_at >= ? AND changed_at <= ?`,
+				c.source, nowMS, c.corpID, c.externalUserID, c.at, c.at+transferHeirWindow); err != nil {
+				return dbError("hand over the transfer hold", err)
+			}
 			// An add made before unionid_to_external_userid reported the
 			// customer, delivered after it, names the holder the check
 			// found: that member takes the hold over, so their removal ends

@@ -148,6 +148,13 @@ func (open exerciser) follows(t *testing.T) {
 		require.Len(t, w.end(t, w.remove(t, store.KindDelExternalContact, "staff-b", t0.Add(3*time.Second))), 1)
 	})
 
+	test("ColleagueAddedBeforeTheTransferButStoredAfterEndsTheLink", func(t *testing.T, b *bundle, w *world, t0 time.Time) {
+		require.Len(t, w.resolve(t, w.add(t, "staff-a", t0)), 1)
+		transfer(t, w, t0.Add(2*time.Second))
+		w.resolve(t, w.add(t, "staff-b", t0.Add(time.Second))) // delivered late
+		require.Len(t, w.end(t, w.remove(t, store.KindDelExternalContact, "staff-b", t0.Add(3*time.Second))), 1)
+	})
+
 	test("FollowerOfLongBeforeTheTransferIsNotTheHeir", func(t *testing.T, b *bundle, w *world, t0 time.Time) {
 		// Ensure a member who followed the customer long before the transfer
 		// does not take the heir's place: their removal leaves the link to
