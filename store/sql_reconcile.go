@@ -86,7 +86,7 @@ func (e *sqlEngine) fansToCheck(ctx context.Context, limit int, includeNew bool)
 	var out FansToCheck
 	var err error
 	if includeNew {
-		out.New, err = e.queryFans(ctx, `SELECT unionid, openid FROM fans`+e.d.indexedBy("fans_unchecked")+` WHERE checked_at IS NULL AND state = 'registered'
+		out.New, err = e.queryFans(ctx, `SELECT unionid, openid FROM fans`+e.d.indexedBy("fans_check_order")+` WHERE checked_at IS NULL AND state = 'registered'
 			ORDER BY priority DESC, importance DESC, active_day DESC, created_at DESC, unionid DESC LIMIT ?`, limit)
 		if err != nil {
 			return out, err

@@ -4,9 +4,11 @@
 -- Never-checked fans are taken interactive first, then by priority, the day
 -- last active (most recent first) and newest first: the index now holds that
 -- whole order, so picking the next fans reads them off the index instead of
--- sorting every unchecked fan on each reconcile run.
-DROP INDEX fans_unchecked;
-CREATE INDEX fans_unchecked ON fans (priority DESC, importance DESC, active_day DESC, created_at DESC, unionid DESC)
+-- sorting every unchecked fan on each reconcile run. fans_unchecked, which
+-- it replaces, stays: dropping it in this transaction would hold reads of
+-- fans on PostgreSQL (DROP INDEX locks the table wholly) through every
+-- index build below. It only holds the fans not yet checked.
+CREATE INDEX fans_check_order ON fans (priority DESC, importance DESC, active_day DESC, created_at DESC, unionid DESC)
     WHERE checked_at IS NULL AND state = 'registered';
 
 -- A fan stored for an interactive registration is queued only if the call
