@@ -73,10 +73,12 @@ func openPostgres(ctx context.Context, cfg Config) (_ *postgresEngine, _ riverdr
 	}
 	// The pool's queries are short and read indexes; PostgreSQL's JIT,
 	// which starts on cost estimates alone, spent 130 ms compiling a 30 ms
-	// sweep query, again on every run. A DSN that sets jit keeps its
-	// choice, and the migrations (whole-table counts) keep the server's.
+	// sweep query, again on every run. A DSN that sets jit, as a parameter
+	// or in options, keeps its choice (a role's or database's setting does
+	// not: the startup parameter wins over those), and the migrations
+	// (whole-table counts) keep the server's.
 	poolCfg := connCfg.Copy()
-	if _, set := poolCfg.RuntimeParams["jit"]; !set {
+	if _, set := poolCfg.RuntimeParams["jit"]; !set && !strings.Contains(poolCfg.RuntimeParams["options"], "jit") {
 		poolCfg.RuntimeParams["jit"] = "off"
 	}
 	d := &dialect{numbered: true, strpos: "strpos", lockWrites: lockPostgresWrites(cfg.BusyTimeout)}

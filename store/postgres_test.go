@@ -69,6 +69,26 @@ func TestOpenPostgres(t *testing.T) {
 	})
 }
 
+// TestPostgres_JITOffUnlessTheDSNSaysSo: the pool's sessions run without
+// JIT, which compiled short queries for longer than they ran, unless the
+// DSN sets jit, as a parameter or in options.
+func TestPostgres_JITOffUnlessTheDSNSaysSo(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ name, params, want string }{
+		{"Default", "", "off"},
+		{"Parameter", "&jit=on", "on"},
+		{"Options", "&options=-c%20jit%3Don", "on"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			db := storetest.MustOpenPostgres(t, store.Config{DSN: storetest.PostgresDSN(t) + tc.params})
+			var jit string
+			require.NoError(t, db.SQL().QueryRowContext(t.Context(), `SHOW jit`).Scan(&jit))
+			require.Equal(t, tc.want, jit)
+		})
+	}
+}
+
 // TestDBError_Postgres: PostgreSQL's error codes map to the store's
 // errors as SQLite's do (TestDBError_SQLite).
 func TestDBError_Postgres(t *testing.T) {
