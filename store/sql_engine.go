@@ -160,7 +160,7 @@ type sqlTx struct {
 
 // A statement bound to the transaction is closed right after its call:
 // that only releases the binding (the pool's statement stays prepared), and
-// rows it returned stay readable.
+// the row it returned stays readable.
 
 func (tx *sqlTx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	if s := tx.stmts.inTx(ctx, tx.Tx, query); s != nil {
@@ -170,11 +170,10 @@ func (tx *sqlTx) ExecContext(ctx context.Context, query string, args ...any) (sq
 	return tx.Tx.ExecContext(ctx, tx.d.bind(query), args...)
 }
 
+// QueryContext runs unprepared: the transaction's one connection holds
+// one SQLite statement per prepared query, which could not run again while
+// these rows are open (SQLITE_MISUSE). QueryRowContext's row is read at once.
 func (tx *sqlTx) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	if s := tx.stmts.inTx(ctx, tx.Tx, query); s != nil {
-		defer s.Close()
-		return s.QueryContext(ctx, args...)
-	}
 	return tx.Tx.QueryContext(ctx, tx.d.bind(query), args...)
 }
 
