@@ -545,10 +545,14 @@ func (e *sqlEngine) renewalObservations(ctx context.Context) (RenewalObservation
 func (e *sqlEngine) linkExisting(ctx context.Context, jobs jobInserter, unionID string, found []CorpCustomer, sweepID int64, now time.Time) (links []Link, err error) {
 	nowMS := now.UnixMilli()
 	err = e.withTx(ctx, "link existing", func(tx *sqlTx) error {
-		var openID, pendingID string
+		var (
+			openID, pendingID string
+			created           int64
+			checked           sql.NullInt64
+		)
 		err := tx.QueryRowContext(ctx, `SELECT f.openid, COALESCE((SELECT pending_id FROM fan_pending_ids p
-			WHERE p.unionid = f.unionid AND p.expires_at > ? ORDER BY issued_at DESC LIMIT 1), '')
-			FROM fans f WHERE f.unionid = ?`, nowMS, unionID).Scan(&openID, &pendingID)
+			WHERE p.unionid = f.unionid AND p.expires_at > ? ORDER BY issued_at DESC LIMIT 1), ''), f.created_at, f.checked_at
+			FROM fans f WHERE f.unionid = ?`, nowMS, unionID).Scan(&openID, &pendingID, &created, &checked)
 		if err != nil {
 			return dbError("find fan", err)
 		}
@@ -575,9 +579,17 @@ func (e *sqlEngine) linkExisting(ctx context.Context, jobs jobInserter, unionID 
 		if _, err := tx.ExecContext(ctx, `UPDATE fans SET checked_at = ? WHERE unionid = ?`, nowMS, unionID); err != nil {
 			return dbError("mark fan checked", err)
 		}
-		if sweepID > 0 {
+		switch {
+		case sweepID > 0:
 			if _, err := tx.ExecContext(ctx, `UPDATE reconcile_sweeps SET checked = checked + 1, linked = linked + ? WHERE id = ?`,
 				len(links), sweepID); err != nil {
+				return dbError("count sweep", err)
+			}
+		case !checked.Valid:
+			// A running sweep leaves the fans never checked to the new
+			// checks; such a fan of the sweep counts as its work.
+			if _, err := tx.ExecContext(ctx, `UPDATE reconcile_sweeps SET checked = checked + 1, linked = linked + ?
+				WHERE finished_at IS NULL AND registered_before >= ?`, len(links), created); err != nil {
 				return dbError("count sweep", err)
 			}
 		}

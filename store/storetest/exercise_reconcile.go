@@ -141,6 +141,26 @@ func (open exerciser) reconcile(t *testing.T) {
 		require.Empty(t, next(10))
 	})
 
+	open.test(t, "ASweepCountsTheFansTheNewChecksTakeFromIt", Policy{}, func(t *testing.T, b *bundle) {
+		// Ensure a fan of the sweep that was never checked, which the new
+		// checks take (a sweep leaves those to them), counts as checked by
+		// the sweep, so remaining goes down as they are checked.
+		b.addFan(t, "test-a", "p-a")
+		b.addFan(t, "test-b", "p-b")
+		b.clock.Advance(time.Minute)
+		s, _, err := b.db.StartSweep(t.Context(), store.SweepRequested, time.Time{})
+		require.NoError(t, err)
+		require.EqualValues(t, 2, s.Remaining)
+		_, err = b.db.RecordCheck(t.Context(), "test-a", nil, 0)
+		require.NoError(t, err)
+		_, err = b.db.RecordCheck(t.Context(), "test-a", nil, 0) // checked again: not the sweep's any more
+		require.NoError(t, err)
+		s, err = b.db.LatestSweep(t.Context())
+		require.NoError(t, err)
+		require.EqualValues(t, 1, s.Checked)
+		require.EqualValues(t, 1, s.Remaining)
+	})
+
 	open.test(t, "SweepRemainingIsCountedAtItsStart", Policy{}, func(t *testing.T, b *bundle) {
 		// Ensure Remaining is the fans to check at the start less those
 		// checked, while the sweep itself still finds every fan: one that
