@@ -271,9 +271,9 @@ func settings() []setting {
 		{env: "PENDINGLINK_RENEW_LEARN_AFTER", def: strconv.Itoa(pipeline.DefaultRenewLearnAfter), usage: "with PENDINGLINK_RENEW_EARLY=auto: renewals answered with the id the fan held, and none with a new id, before renewing at expiry",
 			apply: intSetting(func(c *config) *int64 { return &c.RenewLearnAfter })},
 		{env: "PENDINGLINK_RENEW_INTERVAL", def: "1h", usage: "how often the renewal job looks for expiring pending_ids; each run queues as many as the quota can serve before the next",
-			apply: durationSetting(func(c *config) *time.Duration { return &c.RenewInterval })},
+			apply: positiveDurationSetting(func(c *config) *time.Duration { return &c.RenewInterval })},
 		{env: "PENDINGLINK_RECONCILE_INTERVAL", def: "1m", usage: "how often the reconcile job checks fans against unionid_to_external_userid",
-			apply: durationSetting(func(c *config) *time.Duration { return &c.ReconcileInterval })},
+			apply: positiveDurationSetting(func(c *config) *time.Duration { return &c.ReconcileInterval })},
 		{env: "PENDINGLINK_RECONCILE_AFTER_DOWNTIME", def: "1m", usage: "start a reconcile sweep when a start finds no instance ran for this long (0: never)",
 			apply: durationSetting(func(c *config) *time.Duration { return &c.ReconcileAfterDowntime })},
 	}
@@ -407,12 +407,6 @@ func loadConfigWith(name string, args []string, getenv func(string) string, stde
 	}
 	if c.WebhookURL != "" && c.WebhookSecret == "" {
 		return config{}, errors.New("PENDINGLINK_WEBHOOK_SECRET: required when PENDINGLINK_WEBHOOK_URL is set")
-	}
-	if c.RenewInterval == 0 {
-		return config{}, errors.New("PENDINGLINK_RENEW_INTERVAL: must be positive")
-	}
-	if c.ReconcileInterval == 0 {
-		return config{}, errors.New("PENDINGLINK_RECONCILE_INTERVAL: must be positive")
 	}
 	if c.ResolveMaxWait < c.ResolveWindow {
 		// The coalescer would quietly wait 4 × the window instead.
