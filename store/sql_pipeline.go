@@ -547,19 +547,18 @@ func (e *sqlEngine) linkExisting(ctx context.Context, jobs jobInserter, unionID 
 	err = e.withTx(ctx, "link existing", func(tx *sqlTx) error {
 		var (
 			openID, pendingID string
-			created           int64
 			checked           sql.NullInt64
+			place             = sweepKey{unionID: unionID} // in a sweep's order, before this check links the fan
 		)
 		err := tx.QueryRowContext(ctx, `SELECT f.openid, COALESCE((SELECT pending_id FROM fan_pending_ids p
-			WHERE p.unionid = f.unionid AND p.expires_at > ? ORDER BY issued_at DESC LIMIT 1), ''), f.created_at, f.checked_at
-			FROM fans f WHERE f.unionid = ?`, nowMS, unionID).Scan(&openID, &pendingID, &created, &checked)
+			WHERE p.unionid = f.unionid AND p.expires_at > ? ORDER BY issued_at DESC LIMIT 1), ''), f.checked_at,
+			`+activeLink+`, f.importance, f.active_day, f.created_at
+			FROM fans f WHERE f.unionid = ?`, nowMS, unionID).Scan(&openID, &pendingID, &checked, &place.linked, &place.importance, &place.day, &place.created)
 		if err != nil {
 			return dbError("find fan", err)
 		}
 		if sweepID > 0 {
-			// The sweep's cursor moves to this fan's place, as it was
-			// before this check linked it.
-			if err := moveSweepCursor(ctx, tx, sweepID, unionID); err != nil {
+			if err := moveSweepCursor(ctx, tx, sweepID, place); err != nil {
 				return err
 			}
 		}
@@ -589,7 +588,7 @@ func (e *sqlEngine) linkExisting(ctx context.Context, jobs jobInserter, unionID 
 			// A running sweep leaves the fans never checked to the new
 			// checks; such a fan of the sweep counts as its work.
 			if _, err := tx.ExecContext(ctx, `UPDATE reconcile_sweeps SET checked = checked + 1, linked = linked + ?
-				WHERE finished_at IS NULL AND registered_before >= ?`, len(links), created); err != nil {
+				WHERE finished_at IS NULL AND registered_before >= ?`, len(links), place.created); err != nil {
 				return dbError("count sweep", err)
 			}
 		}

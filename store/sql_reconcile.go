@@ -50,15 +50,11 @@ func (e *sqlEngine) latestSweep(ctx context.Context) (*Sweep, error) {
 		s                 Sweep
 		before, startedAt int64
 		finished, toCheck sql.NullInt64
+		cursor            nullSweepKey
 	)
-	var (
-		curLinked, curImportance, curDay, curCreated sql.NullInt64
-		curUnionID                                   sql.NullString
-	)
-	err := e.read.QueryRowContext(ctx, `SELECT id, reason, registered_before, started_at, finished_at, checked, linked, to_check,
-		cursor_linked, cursor_importance, cursor_day, cursor_created, cursor_unionid
-		FROM reconcile_sweeps ORDER BY id DESC LIMIT 1`).Scan(&s.ID, &s.Reason, &before, &startedAt, &finished, &s.Checked, &s.Linked, &toCheck,
-		&curLinked, &curImportance, &curDay, &curCreated, &curUnionID)
+	err := e.read.QueryRowContext(ctx, `SELECT id, reason, registered_before, started_at, finished_at, checked, linked, to_check, `+cursorColumns+`
+		FROM reconcile_sweeps ORDER BY id DESC LIMIT 1`).Scan(append([]any{&s.ID, &s.Reason, &before, &startedAt, &finished, &s.Checked, &s.Linked, &toCheck},
+		cursor.dest()...)...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -69,10 +65,7 @@ func (e *sqlEngine) latestSweep(ctx context.Context) (*Sweep, error) {
 	if s.FinishedAt = nullTime(finished); s.FinishedAt != nil {
 		return &s, nil
 	}
-	if curUnionID.Valid {
-		s.cursor = &sweepKey{linked: curLinked.Int64 == 1, importance: curImportance.Int64, day: curDay.Int64,
-			created: curCreated.Int64, unionID: curUnionID.String}
-	}
+	s.cursor = cursor.key()
 	if toCheck.Valid {
 		s.Remaining = max(0, toCheck.Int64-s.Checked)
 		return &s, nil
@@ -203,30 +196,39 @@ func (e *sqlEngine) backlog(ctx context.Context, after time.Time) (b Backlog, er
 	return b, dbError("backlog", err)
 }
 
-// moveSweepCursor moves the sweep's cursor to the fan's place, unless the
+// cursorColumns are a sweep's cursor in reconcile_sweeps, as nullSweepKey
+// scans them.
+const cursorColumns = `cursor_linked, cursor_importance, cursor_day, cursor_created, cursor_unionid`
+
+// nullSweepKey scans cursorColumns, all NULL before the sweep's first check.
+type nullSweepKey struct {
+	linked, importance, day, created sql.NullInt64
+	unionID                          sql.NullString
+}
+
+func (n *nullSweepKey) dest() []any {
+	return []any{&n.linked, &n.importance, &n.day, &n.created, &n.unionID}
+}
+
+// key is the cursor, nil if none.
+func (n *nullSweepKey) key() *sweepKey {
+	if !n.unionID.Valid {
+		return nil
+	}
+	return &sweepKey{linked: n.linked.Int64 == 1, importance: n.importance.Int64, day: n.day.Int64, created: n.created.Int64, unionID: n.unionID.String}
+}
+
+// moveSweepCursor moves the sweep's cursor to k, a fan's place, unless the
 // cursor is past it already (a fan checked out of order, or one whose
 // place changed since it was listed).
-func moveSweepCursor(ctx context.Context, tx *sqlTx, sweepID int64, unionID string) error {
-	var k sweepKey
-	err := tx.QueryRowContext(ctx, `SELECT `+activeLink+`, f.importance, f.active_day, f.created_at, f.unionid FROM fans f WHERE f.unionid = ?`, unionID).
-		Scan(&k.linked, &k.importance, &k.day, &k.created, &k.unionID)
-	if err != nil {
-		return dbError("read sweep place", err)
-	}
-	var (
-		linked, importance, day, created sql.NullInt64
-		cursorUnionID                    sql.NullString
-	)
-	err = tx.QueryRowContext(ctx, `SELECT cursor_linked, cursor_importance, cursor_day, cursor_created, cursor_unionid FROM reconcile_sweeps WHERE id = ?`, sweepID).
-		Scan(&linked, &importance, &day, &created, &cursorUnionID)
+func moveSweepCursor(ctx context.Context, tx *sqlTx, sweepID int64, k sweepKey) error {
+	var cur nullSweepKey
+	err := tx.QueryRowContext(ctx, `SELECT `+cursorColumns+` FROM reconcile_sweeps WHERE id = ?`, sweepID).Scan(cur.dest()...)
 	if err != nil {
 		return dbError("read sweep cursor", err)
 	}
-	if cursorUnionID.Valid {
-		cur := sweepKey{linked: linked.Int64 == 1, importance: importance.Int64, day: day.Int64, created: created.Int64, unionID: cursorUnionID.String}
-		if !k.after(cur) {
-			return nil
-		}
+	if c := cur.key(); c != nil && !k.after(*c) {
+		return nil
 	}
 	_, err = tx.ExecContext(ctx, `UPDATE reconcile_sweeps SET cursor_linked = ?, cursor_importance = ?, cursor_day = ?, cursor_created = ?, cursor_unionid = ? WHERE id = ?`,
 		boolInt(k.linked), k.importance, k.day, k.created, k.unionID, sweepID)
