@@ -50,18 +50,7 @@ func TestCoalescer_BisectsIDErrors(t *testing.T) {
 // would only multiply calls.
 func TestCoalescer_DeploymentErrorsFailTheBatchOnce(t *testing.T) {
 	t.Parallel()
-	r := &fakeResolver{Fn: func(context.Context, string, string, []string) ([]wecom.PendingResult, error) {
-		return nil, &wecom.APIError{API: "corpgroup/batch/external_userid_to_pending_id", Code: wecom.CodeNoPermission, Msg: "no privilege"}
-	}}
-	ids := idsN("wm", 8)
-	b := setupCoalescer(t, r, CoalescerConfig{MaxBatch: len(ids)})
-	var answers []<-chan answer
-	for _, id := range ids {
-		answers = append(answers, resolveAsync(t.Context(), b.c, "wwcorp", "", id))
-	}
-	for _, a := range answers {
-		require.Equal(t, wecom.CodeNoPermission, requireCode(t, (<-a).err))
-	}
+	r := requireAllFail(t, wecom.CodeNoPermission, 8)
 	require.Len(t, r.Calls(), 1)
 }
 
@@ -93,18 +82,7 @@ func TestCoalescer_IsolatesErrorsThatMayConcernOneID(t *testing.T) {
 
 	t.Run("OutOfScopeForEveryIDCostsABoundedNumberOfCalls", func(t *testing.T) {
 		t.Parallel()
-		r := &fakeResolver{Fn: func(context.Context, string, string, []string) ([]wecom.PendingResult, error) {
-			return nil, &wecom.APIError{API: "corpgroup/batch/external_userid_to_pending_id", Code: wecom.CodeOutOfScope}
-		}}
-		ids := idsN("wm", 100)
-		b := setupCoalescer(t, r, CoalescerConfig{MaxBatch: len(ids)})
-		var answers []<-chan answer
-		for _, id := range ids {
-			answers = append(answers, resolveAsync(t.Context(), b.c, "wwcorp", "", id))
-		}
-		for _, a := range answers {
-			require.Equal(t, wecom.CodeOutOfScope, requireCode(t, (<-a).err))
-		}
+		r := requireAllFail(t, wecom.CodeOutOfScope, 100)
 		require.LessOrEqual(t, len(r.Calls()), 1+maxWideBisectCalls, "not one call per id")
 	})
 }
@@ -135,4 +113,24 @@ func requireIsolated(t *testing.T, code, n int, bad ...string) {
 		require.NoError(t, got.err, id)
 		require.Equal(t, "p-"+id, got.pendingID, id)
 	}
+}
+
+// requireAllFail resolves n ids in one batch against a WeCom that answers
+// code for every call: each id must get code. It returns the resolver, to
+// count the calls.
+func requireAllFail(t *testing.T, code, n int) *fakeResolver {
+	t.Helper()
+	r := &fakeResolver{Fn: func(context.Context, string, string, []string) ([]wecom.PendingResult, error) {
+		return nil, &wecom.APIError{API: "corpgroup/batch/external_userid_to_pending_id", Code: code}
+	}}
+	ids := idsN("wm", n)
+	b := setupCoalescer(t, r, CoalescerConfig{MaxBatch: len(ids)})
+	var answers []<-chan answer
+	for _, id := range ids {
+		answers = append(answers, resolveAsync(t.Context(), b.c, "wwcorp", "", id))
+	}
+	for _, a := range answers {
+		require.Equal(t, code, requireCode(t, (<-a).err))
+	}
+	return r
 }
